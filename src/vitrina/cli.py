@@ -1,0 +1,259 @@
+"""The command line: parse, call the library, print. Results go to stdout, progress to stderr.
+
+Exit codes: 0 success; 1 an error (message on stderr); 2 bad usage; 3 indexing finished but some
+items failed (listed in the summary and in `vitrina info`); 130 interrupted (resumable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import VitrinaError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _stderr():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _stdout():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _errors():  # type: ignore[no-untyped-def]
+    try:
+        yield
+    except VitrinaError as e:
+        _stderr().print(f"[bold red]Error:[/] {e}", markup=True, highlight=False)
+        sys.exit(1)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="vitrina")
+def cli() -> None:
+    """Search digitised heritage image collections by what they show.
+
+    Collections live in $VITRINA_HOME (default ~/.local/share/vitrina); a COLLECTION argument
+    is a name there, or a path."""
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("source")
+@click.option("-c", "--collection", help="Collection name or path (default: the folder's name).")
+@click.option("-m", "--model", help="Embedding model: hf:ORG/NAME, hf:/local/dir or mini. Default: the collection's model, else hf:openai/clip-vit-base-patch32 (downloaded on first use).")
+@click.option("--space", help="Name of the embedding space (default: from the model name). Several models can live side by side.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Threads decoding images.")
+@click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available).")
+@click.option("--threads", type=click.IntRange(1, 256), help="PyTorch CPU threads.")
+@click.option("--retry-failed", is_flag=True, help="Try again the images that failed before.")
+@click.option("--reembed", is_flag=True, help="Drop this space's vectors and embed everything again.")
+@click.option("--max-pixels", type=click.IntRange(1), help="Refuse images with more pixels than this (default 200M; 1G for JPEG).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def index(source: str, collection: str | None, model: str | None, space: str | None, batch_size: int, workers: int, device: str | None,
+          threads: int | None, retry_failed: bool, reembed: bool, max_pixels: int | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
+    """Index SOURCE (a folder of images) into a collection, or bring an existing COLLECTION up to date.
+
+    \b
+    vitrina index ./scans --collection maps            # add the folder's images, embed them
+    vitrina index ./scans --collection maps --model mini   # the offline model
+    vitrina index maps                                 # embed whatever is still pending
+
+    Re-running is cheap: unchanged files are skipped, changed ones re-embedded, removed ones
+    dropped. An interrupted run resumes where it stopped."""
+    from .collection import open_collection
+    from .store import resolve_collection
+
+    with _errors():
+        src: str | None = source
+        if collection is None:
+            if os.path.isdir(os.path.expanduser(source)) or source.startswith("folder:"):
+                collection = Path(source.removeprefix("folder:")).expanduser().resolve().name
+            else:
+                collection, src = source, None  # `vitrina index maps`: no new source
+                if not (resolve_collection(collection) / "collection.sqlite").exists():
+                    raise click.BadParameter(f"{source!r} is neither a folder nor an existing collection.", param_hint="SOURCE")
+        coll = open_collection(collection, create=True)
+        err = _stderr()
+        with _progress(err, quiet) as (on_scan, on_embed):
+            report = coll.index(src, model=model, space=space, batch_size=batch_size, workers=workers, device=device, threads=threads,
+                                retry_failed=retry_failed, reembed=reembed, max_pixels=max_pixels, progress=on_embed, on_scan=on_scan)  # fmt: skip
+        if as_json:
+            click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+        else:
+            _print_report(err, report)
+        if report.interrupted:
+            sys.exit(130)
+        if report.failed:
+            sys.exit(3)
+
+
+@contextmanager
+def _progress(console: Any, quiet: bool):  # type: ignore[no-untyped-def]
+    if quiet:
+        yield None, None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    class Rate(TextColumn):
+        def render(self, task):  # type: ignore[no-untyped-def]
+            speed = task.finished_speed or task.speed
+            return super().render(task) if speed is None else __import__("rich.text").text.Text(f"{speed:,.1f} img/s")
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), Rate(""), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        state: dict[str, Any] = {}
+
+        def on_scan(done: int, total: int) -> None:
+            if "scan" not in state:
+                state["scan"] = progress.add_task("Scanning", total=None)
+            progress.update(state["scan"], completed=done)
+
+        def on_embed(done: int, total: int) -> None:
+            if "scan" in state:
+                progress.update(state["scan"], total=progress.tasks[0].completed)
+            if "embed" not in state:
+                state["embed"] = progress.add_task("Embedding", total=total)
+            progress.update(state["embed"], completed=done, total=total)
+
+        yield on_scan, on_embed
+
+
+def _print_report(console: Any, report: Any) -> None:
+    d = report.to_dict()
+    rate = f" ({d['images_per_second']} images/s)" if d["images_per_second"] else ""
+    console.print(
+        f"[bold]{d['collection']}[/] / space [bold]{d['space']}[/] ({d['model']}): "
+        f"{d['embedded']} embedded{rate}, {d['new']} new, {d['changed']} changed, {d['unchanged']} unchanged, "
+        f"{d['removed']} removed, {d['failed']} failed in {d['seconds']:.1f} s"
+    )
+    if d["failed"]:
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(d["failed_by_reason"].items()))
+        console.print(f"[yellow]Failed by reason[/]: {reasons}")
+        for f in d["failures"][:10]:
+            console.print(f"  [dim]{f['reason']}[/] {f['detail']}", markup=True, highlight=False)
+        if d["failed"] > 10:
+            console.print(f"  … and {d['failed'] - 10} more: vitrina info {d['collection']} --json")
+    if d["interrupted"]:
+        console.print("[yellow]Interrupted.[/] Run the same command again to carry on where it stopped.")
+
+
+@cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
+@click.argument("collection")
+@click.argument("terms", nargs=-1, type=click.UNPROCESSED)
+@click.option("-i", "--image", "images", multiple=True, help="Query image: a file, an http(s) URL, or an indexed item's id. Repeatable; 'W:PATH' weights it.")
+@click.option("-a", "--alpha", type=click.FloatRange(0, 1), help="Text/image mix: 0 = text only, 1 = image only (LoC paper's alpha).")
+@click.option("-w", "--where", multiple=True, help="Metadata filter, e.g. 'date>=1700', 'place=Boston', 'title~harbour'. Repeatable (all must hold).")
+@click.option("--min-score", type=float, help="Leave out hits scoring below this.")
+@click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--offset", default=0, type=click.IntRange(0), help="Skip this many hits (paging).")
+@click.option("--include-self", is_flag=True, help="When querying by an indexed item, keep it in the hits.")
+@click.option("--space", help="Which embedding space to search (default: the first).")
+@click.option("--batch", "batch_file", type=click.File("r"), help="Run one query per line of this file (- for stdin); prints JSON lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON.")
+def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alpha: float | None, where: tuple[str, ...], min_score: float | None,
+           limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool) -> None:  # fmt: skip
+    """Search COLLECTION by text TERMS, by --image, or both.
+
+    \b
+    vitrina search maps "maps with sea monsters"
+    vitrina search maps --image ./some-map.jpg
+    vitrina search maps "more grayscale" --image ./a.jpg --alpha 0.7
+    vitrina search maps "sea monster" "2:ship" "-0.5:colour"     # weights; negative pushes down
+    vitrina search maps "harbour" --where "date>=1700" --where "date<1800" --min-score 0.2 --json"""
+    from .collection import open_collection
+    from .query import Query
+
+    unknown = [t for t in terms if t.startswith("--")]
+    if unknown:
+        raise click.UsageError(f"No such option: {unknown[0]}")
+    with _errors():
+        coll = open_collection(collection)
+        common = {"alpha": alpha, "min_score": min_score, "limit": limit, "offset": offset, "include_self": include_self}
+        if batch_file is not None:
+            lines = [line.strip() for line in batch_file if line.strip()]
+            queries = [Query.build(line.split("\t"), images, where=where, **common) for line in lines]
+            for line, hits in zip(lines, coll.run(queries, space=space)):
+                click.echo(json.dumps({"query": line, "hits": hits.to_list()}, ensure_ascii=False))
+            return
+        hits = coll.search(list(terms), list(images), where=where, space=space, **common)
+        if as_json:
+            click.echo(json.dumps({"collection": coll.name, "considered": hits.total_considered, "hits": hits.to_list()}, ensure_ascii=False, indent=2))
+            return
+        if not hits:
+            _stderr().print("No hits." + (" Try a lower --min-score." if min_score is not None else ""))
+            return
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False)
+        for name, justify in (("#", "right"), ("score", "right"), ("id", "left"), ("title", "left")):
+            table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for hit in hits:
+            table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.id, str(hit.metadata.get("title", "")))
+        _stdout().print(table)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("collection")
+@click.option("--check", is_flag=True, help="Also check the files for consistency (SQLite integrity, vector file lengths).")
+@click.option("--json", "as_json", is_flag=True)
+def info(collection: str, check: bool, as_json: bool) -> None:
+    """Describe COLLECTION: items, failures by reason, embedding spaces, size on disk."""
+    from .collection import open_collection
+
+    with _errors():
+        data = open_collection(collection).info(check=check)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    out = _stdout()
+    out.print(f"[bold]{data['name']}[/]  {data['path']}  ({data['disk_bytes'] / 1e6:.1f} MB)")
+    status = ", ".join(f"{k}: {v}" for k, v in sorted(data["by_status"].items()))
+    out.print(f"items: {data['items']} ({status or 'none'})")
+    for s in data["spaces"]:
+        dead = f", {s['dead_rows']} superseded rows" if s["dead_rows"] else ""
+        out.print(f"space [bold]{s['name']}[/]: {s['vectors']} vectors, {s['model']} ({s['dim']} dims{dead})")
+    if data["failed_by_reason"]:
+        out.print("failed: " + ", ".join(f"{r}: {n}" for r, n in sorted(data["failed_by_reason"].items())))
+        for f in data["failures"][:10]:
+            out.print(f"  [dim]{f['reason']}[/] {f['detail']}", highlight=False)
+    if check:
+        out.print("check: " + ("ok" if not data["problems"] else "; ".join(data["problems"])))
+        if data["problems"]:
+            sys.exit(1)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True)
+def collections(as_json: bool) -> None:
+    """List the collections in $VITRINA_HOME."""
+    from .store import default_home
+
+    home = default_home()
+    names = sorted(p.name for p in home.iterdir() if (p / "collection.sqlite").exists()) if home.is_dir() else []
+    if as_json:
+        click.echo(json.dumps({"home": str(home), "collections": names}))
+    else:
+        for name in names:
+            click.echo(name)
+        if not names:
+            _stderr().print(f"No collections in {home} yet.")
+
+
+def main() -> None:
+    cli(prog_name="vitrina")

@@ -1,0 +1,281 @@
+"""``Collection``: the public face of one collection: index it, search it, describe it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .embedding import DEFAULT_MODEL, Embedder, embed_images, get_embedder, normalise_spec
+from .errors import ModalityError, QueryError, SpaceMismatch
+from .images import load_image
+from .indexer import IndexReport, ProgressCallback, embed_pending
+from .query import Hits, Query, Term, combine, top_k
+from .records import Hit, Item, ModelFingerprint
+from .sources import open_source
+from .store import Space, Store, resolve_collection
+
+
+def open_collection(name_or_path: str | os.PathLike[str], *, create: bool = False, home: Path | None = None, embedder: Embedder | None = None) -> Collection:
+    """Open a collection by name (under $VITRINA_HOME) or path. ``embedder`` overrides the model
+    recorded in the collection (it must produce the same space)."""
+    return Collection(resolve_collection(name_or_path, home), create=create, embedder=embedder)
+
+
+def space_name_for(spec: str) -> str:
+    """'hf:openai/clip-vit-base-patch32' -> 'clip-vit-base-patch32'; 'mini' -> 'mini'."""
+    tail = spec.split(":", 1)[-1].rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", tail).strip("-.")[:100] or "default"
+
+
+class Collection:
+    def __init__(self, path: Path, *, create: bool = False, embedder: Embedder | None = None):
+        self.path = path
+        self.name = path.name
+        self._store = Store(path, create=create)
+        self._embedder = embedder
+
+    def __repr__(self) -> str:
+        return f"<Collection {self.name!r} at {self.path}>"
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- indexing -----------------------------------------------------------------------------
+
+    def index(
+        self,
+        source: str | None = None,
+        *,
+        model: str | None = None,
+        space: str | None = None,
+        batch_size: int = 32,
+        workers: int = 2,
+        device: str | None = None,
+        threads: int | None = None,
+        retry_failed: bool = False,
+        reembed: bool = False,
+        max_pixels: int | None = None,
+        progress: ProgressCallback | None = None,
+        on_scan: ProgressCallback | None = None,
+    ) -> IndexReport:
+        """Add ``source``'s items (a folder) and embed every item that lacks a current vector.
+
+        Without ``model``, the collection's own model is used (or the default for a new one)."""
+        spaces = {s.name: s for s in self._store.spaces()}
+        if model is None and space in spaces:
+            model = spaces[space].fingerprint.spec
+        elif model is None and spaces and space is None:
+            first = next(iter(spaces.values()))
+            model, space = first.fingerprint.spec, first.name
+        spec = normalise_spec(model or os.environ.get("VITRINA_MODEL") or DEFAULT_MODEL)
+        space = space or space_name_for(spec)
+        with _writer(self.path) as store:
+            report = IndexReport(collection=self.name, space=space, model=spec)
+            if source is not None:
+                src = open_source(source)
+                counts = store.sync_items(_counting(src.items(), on_scan), source=src.spec, remove_missing=src.complete)
+                report.new, report.changed, report.unchanged, report.removed = counts["new"], counts["changed"], counts["unchanged"], counts["removed"]
+            embedder = self._embedder if self._embedder is not None and self._embedder.fingerprint.spec == spec else get_embedder(spec, device=device, threads=threads)
+            if reembed and space in spaces:
+                store.drop_space(space)
+            store.ensure_space(space, embedder.fingerprint)
+            try:
+                embed_pending(store, embedder, space, report, batch_size=batch_size, workers=workers, retry_failed=retry_failed, max_pixels=max_pixels, progress=progress)
+            except KeyboardInterrupt:
+                report.interrupted = True
+        return report
+
+    # -- searching ----------------------------------------------------------------------------
+
+    def search(
+        self,
+        text: Sequence[str] | str = (),
+        image: Sequence[str] | str = (),
+        *,
+        alpha: float | None = None,
+        where: Sequence[str] = (),
+        min_score: float | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        include_self: bool = False,
+        space: str | None = None,
+    ) -> Hits:
+        """Search by text, by image (a path, URL or indexed item id), or both.
+
+        ``text`` terms may carry weights: "2:ship", "-0.5:colour" (negative pushes down).
+        ``alpha`` mixes text and image: 0 = text only, 1 = image only (default: plain sum).
+        ``where``: filters like "date>=1700", "place=Boston", "title~harbour"."""
+        query = Query.build(text, image, where=where, alpha=alpha, min_score=min_score, limit=limit, offset=offset, include_self=include_self)
+        return self.run([query], space=space)[0]
+
+    def run(self, queries: Sequence[Query], *, space: str | None = None) -> list[Hits]:
+        """Run several queries in one pass over the vectors (one matrix product for all)."""
+        sp = self._store.space(space)
+        vf = self._store.vector_file(sp)
+        vectors = vf.matrix(sp.rows)
+        built = [self._query_vector(q, sp) for q in queries]
+        qmat = np.stack([b[0] for b in built], axis=1)  # (dim, n_queries)
+        scores_all = vectors @ qmat if len(vectors) else np.zeros((0, len(queries)), np.float32)
+        if sp.rows > sp.live:
+            scores_all[self._store.dead_rows(sp.name)] = -np.inf
+        results = []
+        for col, (query, (_, excluded)) in enumerate(zip(queries, built)):
+            scores = scores_all[:, col]
+            considered = sp.live
+            if query.filters:
+                allowed = self._allowed_rows(sp, query)
+                mask = np.full(len(scores), -np.inf, np.float32)
+                mask[allowed] = 0.0
+                scores = scores + mask
+                considered = len(allowed)
+            if excluded:
+                scores = scores.copy() if scores.base is scores_all else scores
+                scores[excluded] = -np.inf
+            results.append(self._hits(sp, query, scores, considered))
+        return results
+
+    def _allowed_rows(self, sp: Space, query: Query) -> np.ndarray:
+        clauses, params = [], []
+        for f in query.filters:
+            sql, p = f.sql()
+            clauses.append(sql)
+            params += p
+        return self._store.filtered_rows(sp.name, " AND ".join(clauses), params)
+
+    def _hits(self, sp: Space, query: Query, scores: np.ndarray, considered: int) -> Hits:
+        wanted = query.offset + query.limit
+        order = top_k(scores, wanted)[query.offset :]
+        order = [int(r) for r in order if np.isfinite(scores[r]) and (query.min_score is None or scores[r] >= query.min_score)]
+        ids = self._store.ids_of_rows(sp.name, order)
+        items = self._store.get_items(list(ids.values()))
+        hits = []
+        for rank, row in enumerate(order, start=query.offset + 1):
+            item = items.get(ids.get(row, ""))
+            if item is None:  # removed between the two reads
+                continue
+            hits.append(Hit(id=item["id"], score=float(scores[row]), image=item["image"], metadata=json.loads(item["metadata"]), rank=rank))
+        return Hits(hits, total_considered=considered, query=query)
+
+    def _query_vector(self, query: Query, sp: Space) -> tuple[np.ndarray, list[int]]:
+        vectors, excluded = [], []
+        for term in query.terms:
+            if term.kind == "text":
+                vectors.append(self.embedder_for(sp).embed_texts([term.value])[0])
+            else:
+                vec, row = self._image_vector(term, sp)
+                vectors.append(vec)
+                if row is not None and not query.include_self:
+                    excluded.append(row)
+        return combine(np.stack(vectors), query.terms, query.alpha), excluded
+
+    def _image_vector(self, term: Term, sp: Space) -> tuple[np.ndarray, int | None]:
+        """An image term: a file, a URL, or the id of an indexed item (its stored vector is reused)."""
+        value = term.value
+        if value.startswith(("http://", "https://")):
+            from .http import fetch_bytes
+
+            image = load_image(fetch_bytes(value))
+            return embed_images(self.embedder_for(sp), [image])[0], None
+        if os.path.isfile(os.path.expanduser(value)):
+            image = load_image(os.path.expanduser(value))
+            return embed_images(self.embedder_for(sp), [image])[0], None
+        rows = self._store.rows_of(sp.name, [value])
+        if value in rows:
+            row = rows[value]
+            return np.array(self._store.vector_file(sp).matrix(sp.rows)[row]), row
+        raise QueryError(f"Image {value!r} is not a file, an http(s) URL, or the id of an item in collection {self.name!r}.")
+
+    def embedder_for(self, sp: Space) -> Embedder:
+        """The model that made space ``sp``, loaded once; refuses a different model."""
+        if self._embedder is None:
+            self._embedder = get_embedder(sp.fingerprint.spec)
+        fp = self._embedder.fingerprint
+        if (fp.revision, fp.dim) != (sp.fingerprint.revision, sp.fingerprint.dim):
+            raise SpaceMismatch(
+                f"Space {sp.name!r} of collection {self.name!r} was built with {sp.fingerprint.describe()}; "
+                f"the query model is {fp.describe()}. Search with the same model, or index with this one into a new space (--space)."
+            )
+        return self._embedder
+
+    def embed_query_text(self, text: str, space: str | None = None) -> np.ndarray:
+        sp = self._store.space(space)
+        embedder = self.embedder_for(sp)
+        if "text" not in sp.fingerprint.modalities:
+            raise ModalityError(f"Space {sp.name!r} ({sp.fingerprint.spec}) is image-only; search it with an image.")
+        return embedder.embed_texts([text])[0]
+
+    # -- describing ---------------------------------------------------------------------------
+
+    def spaces(self) -> list[Space]:
+        return self._store.spaces()
+
+    def fingerprint(self, space: str | None = None) -> ModelFingerprint:
+        return self._store.space(space).fingerprint
+
+    def __len__(self) -> int:
+        return sum(self._store.count_items().values())
+
+    def info(self, check: bool = False) -> dict[str, Any]:
+        by_status = self._store.count_items()
+        failures = self._store.failures()
+        reasons: dict[str, int] = {}
+        for f in failures:
+            reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+        size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        out: dict[str, Any] = {
+            "name": self.name,
+            "path": str(self.path),
+            "items": sum(by_status.values()),
+            "by_status": by_status,
+            "failed_by_reason": reasons,
+            "failures": [{"id": f["id"], "reason": f["reason"], "detail": f["detail"]} for f in failures[:20]],
+            "spaces": [
+                {"name": s.name, "model": s.fingerprint.spec, "revision": s.fingerprint.revision, "dim": s.fingerprint.dim,
+                 "vectors": s.live, "dead_rows": s.rows - s.live, "preprocessing": s.fingerprint.preprocessing}
+                for s in self._store.spaces()
+            ],  # fmt: skip
+            "disk_bytes": size,
+        }
+        if check:
+            out["problems"] = self._store.check()
+        return out
+
+    def item(self, item_id: str) -> dict[str, Any]:
+        row = self._store.get_items([item_id]).get(item_id)
+        if row is None:
+            raise QueryError(f"No item {item_id!r} in collection {self.name!r}.")
+        return {k: (json.loads(row[k]) if k == "metadata" else row[k]) for k in row.keys()}
+
+
+class _writer:
+    """The store opened for writing (holding the writer lock) for the length of a ``with``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> Store:
+        self.store = Store(self.path, create=True, writer=True)
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
+
+
+def _counting(items: Iterator[Item], progress: ProgressCallback | None) -> Iterator[Item]:
+    """Pass items through, reporting how many have been seen (for the 'Scanning' progress line)."""
+    for n, item in enumerate(items, start=1):
+        if progress and n % 100 == 0:
+            progress(n, 0)
+        yield item

@@ -1,0 +1,71 @@
+"""One exception tree for everything vitrina raises on purpose.
+
+    VitrinaError
+    ├── ConfigError          bad argument, unknown backend prefix, missing extra
+    ├── ModelError           a model cannot be loaded or cannot do what was asked
+    │   ├── ModelUnavailable     weights not found / no network to fetch them
+    │   └── ModalityError        e.g. a text query to an image-only (ViT) model
+    ├── StoreError           the collection on disk
+    │   ├── CollectionNotFound
+    │   ├── StoreLocked          another process is writing
+    │   ├── StoreCorrupt         a file is damaged; the message names it and the repair
+    │   └── SpaceMismatch        vectors from one model compared with another's
+    ├── QueryError           a query that cannot be run as given
+    └── ImageError           an image that cannot be used; ``reason`` is a stable code
+
+Every message says what failed, for what, and what to do next.
+"""
+
+from __future__ import annotations
+
+
+class VitrinaError(Exception):
+    """Base class of every error vitrina raises deliberately."""
+
+
+class ConfigError(VitrinaError):
+    pass
+
+
+class ModelError(VitrinaError):
+    pass
+
+
+class ModelUnavailable(ModelError):
+    pass
+
+
+class ModalityError(ModelError):
+    pass
+
+
+class StoreError(VitrinaError):
+    pass
+
+
+class CollectionNotFound(StoreError):
+    pass
+
+
+class StoreLocked(StoreError):
+    pass
+
+
+class StoreCorrupt(StoreError):
+    pass
+
+
+class SpaceMismatch(StoreError):
+    pass
+
+
+class QueryError(VitrinaError):
+    pass
+
+
+class ImageError(VitrinaError):
+    """An image that cannot be embedded. ``reason`` is one of ``images.REASONS``."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason

@@ -1,0 +1,155 @@
+"""Indexing: bring a collection's vectors up to date with its items.
+
+Decoding and preprocessing run in a small thread pool (Pillow and numpy release the GIL), the
+model runs on the calling thread, and each batch is committed on its own, so an interrupted run
+loses at most the batch in flight and the next run carries on from there. An image that cannot
+be used is recorded with its reason and skipped; a batch the model fails on is split until the
+culprit is found.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .embedding import Embedder
+from .errors import ImageError
+from .images import load_image
+from .sources.folder import ref_path
+from .store import Store
+
+ProgressCallback = Callable[[int, int], None]  # (items processed, items to process)
+
+
+@dataclass
+class IndexReport:
+    collection: str
+    space: str
+    model: str
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    embedded: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (id, reason, detail), first 100
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "model": 0.0, "write": 0.0})
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection, "space": self.space, "model": self.model,
+            "new": self.new, "changed": self.changed, "unchanged": self.unchanged, "removed": self.removed,
+            "embedded": self.embedded, "failed": sum(self.failed.values()), "failed_by_reason": dict(self.failed),
+            "failures": [{"id": i, "reason": r, "detail": d} for i, r, d in self.failures],
+            "seconds": round(self.seconds, 3), "images_per_second": round(self.embedded / self.seconds, 2) if self.seconds else None,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()}, "interrupted": self.interrupted,
+        }  # fmt: skip
+
+
+def embed_pending(
+    store: Store,
+    embedder: Embedder,
+    space: str,
+    report: IndexReport,
+    *,
+    batch_size: int = 32,
+    workers: int = 2,
+    retry_failed: bool = False,
+    max_pixels: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> IndexReport:
+    """Embed every item of ``store`` that has no current vector in ``space``."""
+    todo = store.pending(space, retry_failed=retry_failed)
+    total = len(todo)
+    done = 0
+    if progress:
+        progress(0, total)
+    started = time.perf_counter()
+
+    def prepare(row: Any) -> tuple[np.ndarray | None, tuple[str, str] | None, float]:
+        t0 = time.perf_counter()
+        try:
+            image = load_image(ref_path(row["image"]), min_side=embedder.min_side, max_pixels=max_pixels)
+            pixels = embedder.preprocess(image)
+            return pixels, None, time.perf_counter() - t0
+        except ImageError as e:
+            return None, (e.reason, str(e)), time.perf_counter() - t0
+        except Exception as e:  # a decoder bug must cost one item, not the run
+            return None, ("unreadable_image", f"{row['image']}: {type(e).__name__}: {e}"), time.perf_counter() - t0
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="vitrina-decode") as pool:
+        for batch in _prefetched(pool, prepare, todo, batch_size):
+            ok_items: list[tuple[str, str]] = []
+            ok_pixels: list[np.ndarray] = []
+            failures: list[tuple[str, str, str]] = []
+            for row, (pixels, failure, seconds) in batch:
+                report.timings["decode"] += seconds
+                if failure:
+                    failures.append((row["id"], failure[0], failure[1]))
+                else:
+                    ok_items.append((row["id"], row["fingerprint"]))
+                    ok_pixels.append(pixels)  # type: ignore[arg-type]
+            t0 = time.perf_counter()
+            vectors, embed_failures = _embed_robustly(embedder, ok_items, ok_pixels)
+            report.timings["model"] += time.perf_counter() - t0
+            failures += embed_failures
+            failed_ids = {f[0] for f in embed_failures}
+            kept = [it for it in ok_items if it[0] not in failed_ids]
+            t0 = time.perf_counter()
+            store.add_vectors(space, kept, vectors, failures)
+            report.timings["write"] += time.perf_counter() - t0
+            report.embedded += len(kept)
+            for item_id, reason, detail in failures:
+                report.failed[reason] += 1
+                if len(report.failures) < 100:
+                    report.failures.append((item_id, reason, detail))
+            done += len(batch)
+            report.seconds = time.perf_counter() - started
+            if progress:
+                progress(done, total)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _prefetched(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], rows: Sequence[Any], batch_size: int) -> Iterator[list[tuple[Any, Any]]]:
+    """Batches of (row, fn(row)) in order, keeping about two batches decoding ahead of the model."""
+    window: list[tuple[Any, Future[Any]]] = []
+    position = 0
+    ahead = 2 * batch_size
+    while position < len(rows) or window:
+        while position < len(rows) and len(window) < ahead + batch_size:
+            window.append((rows[position], pool.submit(fn, rows[position])))
+            position += 1
+        batch, window = window[:batch_size], window[batch_size:]
+        yield [(row, future.result()) for row, future in batch]
+
+
+def _embed_robustly(embedder: Embedder, items: list[tuple[str, str]], pixels: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
+    """Embed a batch; if the model fails, bisect to find and drop the items it fails on."""
+    dim = embedder.fingerprint.dim
+    if not items:
+        return np.zeros((0, dim), np.float32), []
+    try:
+        vectors = embedder.embed_pixels(np.stack(pixels))
+        if not np.isfinite(vectors).all():
+            raise ValueError("the model produced NaN or infinite values")
+        return vectors, []
+    except Exception as e:
+        if len(items) == 1:
+            return np.zeros((0, dim), np.float32), [(items[0][0], "embed_error", f"{type(e).__name__}: {e}")]
+    mid = len(items) // 2
+    left, lf = _embed_robustly(embedder, items[:mid], pixels[:mid])
+    right, rf = _embed_robustly(embedder, items[mid:], pixels[mid:])
+    return np.concatenate([left, right]), lf + rf

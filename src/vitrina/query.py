@@ -1,0 +1,200 @@
+"""Queries: what the user asked for, turned into one vector and a set of allowed rows.
+
+A query is a list of weighted terms, each a text or an image (a file, a URL or an indexed
+item), plus filters. Its vector is the normalised weighted sum of the terms' unit vectors; a
+negative weight pushes matching images down (as in rclip and Marqo).
+
+``alpha`` blends text and image the way the Library of Congress maps paper does: the text terms
+and the image terms are each summed and normalised, then mixed as (1 - alpha) * text +
+alpha * image and normalised again, so alpha = 0 is text only and alpha = 1 image only. The
+paper's code used a scale s in [-1, 1] with image weight (1 - s) / 2 and text weight (1 + s) / 2:
+that is alpha = (1 - s) / 2.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import QueryError
+from .records import Hit
+
+
+@dataclass(frozen=True)
+class Term:
+    """One part of a query: ``kind`` is 'text' or 'image'; an image value is a path, URL or item id."""
+
+    value: str
+    weight: float = 1.0
+    kind: str = "text"
+
+
+_WEIGHTED = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(.+)$", re.S)
+
+
+def parse_term(text: str, kind: str = "text") -> Term:
+    """'ship' -> +1 ship; '2:ship' -> 2 x ship; '-0.5:colour' -> -0.5 x colour; '-colour' -> -1 x colour."""
+    match = _WEIGHTED.match(text)
+    if match:
+        return Term(match.group(2), float(match.group(1)), kind)
+    if kind == "text" and text.startswith("-") and len(text) > 1:
+        return Term(text[1:], -1.0, kind)
+    if kind == "text" and text.startswith("+") and len(text) > 1:
+        return Term(text[1:], 1.0, kind)
+    return Term(text, 1.0, kind)
+
+
+_FILTER = re.compile(r"^\s*([^<>=!~\s]+)\s*(>=|<=|!=|=|<|>|~)\s*(.*?)\s*$", re.S)
+COLUMNS = {"id": "i.id", "source": "i.source", "image": "i.image", "context": "i.context"}
+
+
+@dataclass(frozen=True)
+class Filter:
+    """``key op value`` on item metadata; ops: = != < <= > >= and ~ (contains, case-insensitive).
+    Ordering compares the leading number of the value when the operand is a number, so
+    ``date>=1700`` matches "1754", "1754-03-02" and "1754?"."""
+
+    key: str
+    op: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Filter:
+        match = _FILTER.match(text)
+        if not match:
+            raise QueryError(f"Cannot read filter {text!r}: write KEY OP VALUE, e.g. 'date>=1700', 'place=Boston', 'title~harbour'.")
+        return cls(*match.groups())
+
+    def sql(self) -> tuple[str, list[Any]]:
+        column = COLUMNS.get(self.key) or "json_extract(i.metadata, ?)"
+        params: list[Any] = [] if self.key in COLUMNS else ['$."' + self.key.replace('"', "") + '"']
+        return f"vitrina_match({column}, ?, ?)", [*params, self.op, self.value]
+
+
+@dataclass(frozen=True)
+class Query:
+    terms: tuple[Term, ...] = ()
+    alpha: float | None = None
+    filters: tuple[Filter, ...] = ()
+    min_score: float | None = None
+    limit: int = 10
+    offset: int = 0
+    include_self: bool = False  # when querying by an indexed item, keep it in the hits
+
+    def __post_init__(self) -> None:
+        if not self.terms:
+            raise QueryError("An empty query: give some text, --image, or both.")
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+            raise QueryError(f"alpha must be between 0 (text only) and 1 (image only), not {self.alpha}.")
+        if self.limit < 1 or self.offset < 0:
+            raise QueryError("limit must be at least 1 and offset at least 0.")
+        for term in self.terms:
+            if not term.value.strip():
+                raise QueryError("A query term is empty.")
+            if not np.isfinite(term.weight):
+                raise QueryError(f"Term {term.value!r} has weight {term.weight}; weights must be finite numbers.")
+
+    @classmethod
+    def build(
+        cls,
+        text: Sequence[str] | str = (),
+        image: Sequence[str] | str = (),
+        *,
+        where: Sequence[str | Filter] = (),
+        **kwargs: Any,
+    ) -> Query:
+        texts = [text] if isinstance(text, str) else list(text)
+        images = [image] if isinstance(image, str) else list(image)
+        terms = tuple(parse_term(t, "text") for t in texts) + tuple(parse_term(i, "image") for i in images)
+        filters = tuple(f if isinstance(f, Filter) else Filter.parse(f) for f in where)
+        return cls(terms=terms, filters=filters, **kwargs)
+
+
+def combine(vectors: np.ndarray, terms: Sequence[Term], alpha: float | None) -> np.ndarray:
+    """The query vector: weighted sums as described in the module docstring."""
+    weights = np.asarray([t.weight for t in terms], np.float32)[:, None]
+    kinds = [t.kind for t in terms]
+    if alpha is None or len(set(kinds)) == 1:
+        out = (weights * vectors).sum(0)
+    else:
+        parts = []
+        for kind, mix in (("text", 1.0 - alpha), ("image", alpha)):
+            mask = np.asarray([k == kind for k in kinds])
+            part = (weights[mask] * vectors[mask]).sum(0)
+            norm = np.linalg.norm(part)
+            parts.append(mix * part / norm if norm > 1e-9 else part * 0)
+        out = parts[0] + parts[1]
+    norm = float(np.linalg.norm(out))
+    if norm < 1e-6:
+        raise QueryError("The query's terms cancel out (their weighted sum is zero); change a weight.")
+    return (out / norm).astype(np.float32)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first (argpartition, then sort only those k)."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    if k < len(scores):
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(len(scores))
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+class Hits(list[Hit]):
+    """Search results: a list of ``Hit`` that shows as an image grid in Jupyter."""
+
+    def __init__(self, hits: Sequence[Hit] = (), *, total_considered: int = 0, query: Query | None = None):
+        super().__init__(hits)
+        self.total_considered = total_considered
+        self.query = query
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [h.to_dict() for h in self]
+
+    def _repr_html_(self) -> str:
+        cells = []
+        for hit in self:
+            title = hit.metadata.get("title") or hit.id
+            cells.append(
+                '<figure style="margin:4px;width:160px;display:inline-block;vertical-align:top">'
+                f'<img src="{html.escape(_thumbnail_src(hit.image), quote=True)}" loading="lazy" '
+                'style="max-width:160px;max-height:160px;display:block;margin:auto">'
+                f'<figcaption style="font:12px sans-serif;overflow-wrap:anywhere">{hit.rank}. {html.escape(str(title))}'
+                f"<br><b>{hit.score:.3f}</b></figcaption></figure>"
+            )
+        return '<div style="display:flex;flex-wrap:wrap">' + "".join(cells) + "</div>"
+
+
+@dataclass
+class _ThumbCache:
+    entries: dict[str, str] = field(default_factory=dict)
+
+
+_THUMBS = _ThumbCache()
+
+
+def _thumbnail_src(image: str) -> str:
+    """A URL is shown as is; a local file becomes a small inline JPEG."""
+    if image.startswith(("http://", "https://", "data:")):
+        return image
+    if image not in _THUMBS.entries:
+        from .images import load_image
+
+        try:
+            im = load_image(image, min_side=160)
+            im.thumbnail((160, 160))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=80)
+            _THUMBS.entries[image] = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+        except Exception:
+            _THUMBS.entries[image] = ""
+    return _THUMBS.entries[image]

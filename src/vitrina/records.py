@@ -1,0 +1,56 @@
+"""Small immutable records passed between the stages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelFingerprint:
+    """What makes two vectors comparable: same model, same weights, same preprocessing."""
+
+    spec: str  # e.g. "hf:openai/clip-vit-base-patch32" or "mini"
+    revision: str  # commit hash, weights digest or version string
+    dim: int
+    preprocessing: str  # e.g. "resize-shortest 224 bicubic, center-crop 224, mean/std ..."
+    modalities: tuple[str, ...] = ("image", "text")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelFingerprint:
+        data = json.loads(text)
+        data["modalities"] = tuple(data.get("modalities", ("image", "text")))
+        return cls(**data)
+
+    def describe(self) -> str:
+        return f"{self.spec} ({self.dim} dims, revision {self.revision[:12]})"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a collection, as a source yields it."""
+
+    id: str  # stable across runs: a relative path, a canvas id + region, ...
+    image: str  # where the pixels are: an absolute path or a URL
+    metadata: dict[str, Any] = field(default_factory=dict)
+    context: str = ""  # nearby text (OCR, caption) kept for display and text search later
+    fingerprint: str = ""  # changes when the image changes (size + mtime, ETag, ...)
+    source: str = ""  # the source spec that produced it, e.g. "folder:/data/scans"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: str
+    score: float
+    image: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    rank: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "id": self.id, "score": round(self.score, 6), "image": self.image, "metadata": self.metadata}
