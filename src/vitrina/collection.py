@@ -183,14 +183,18 @@ class Collection:
     def _image_vector(self, term: Term, sp: Space) -> tuple[np.ndarray, int | None]:
         """An image term: a file, a URL, or the id of an indexed item (its stored vector is reused)."""
         value = term.value
+        source: str | bytes | None = None
         if value.startswith(("http://", "https://")):
             from .http import fetch_bytes
 
-            image = load_image(fetch_bytes(value))
-            return embed_images(self.embedder_for(sp), [image])[0], None
-        if os.path.isfile(os.path.expanduser(value)):
-            image = load_image(os.path.expanduser(value))
-            return embed_images(self.embedder_for(sp), [image])[0], None
+            source = fetch_bytes(value)
+        elif os.path.isfile(os.path.expanduser(value)):
+            source = os.path.expanduser(value)
+        if source is not None:
+            embedder = self.embedder_for(sp)
+            # Decoded exactly as the indexer decodes, so a file and its indexed copy score 1.0.
+            image = load_image(source, min_side=embedder.min_side)
+            return embed_images(embedder, [image])[0], None
         rows = self._store.rows_of(sp.name, [value])
         if value in rows:
             row = rows[value]

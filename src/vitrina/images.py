@@ -72,6 +72,8 @@ def load_image(
     except UnidentifiedImageError as e:
         raise ImageError("unreadable_image", f"{name}: not a recognised image file") from e
     except (OSError, ValueError, SyntaxError) as e:
+        if "truncated" in str(e).lower():
+            raise ImageError("truncated", f"{name}: the image data ends early ({e}); re-download or re-scan it") from e
         raise ImageError("unreadable_image", f"{name}: cannot be opened ({e})") from e
 
     try:
@@ -153,5 +155,5 @@ def _describe(source: object) -> str:
     if isinstance(source, bytes):
         return f"<{len(source)} bytes>"
     if isinstance(source, (str, Path)):
-        return str(source)
+        return str(source).encode("utf-8", "backslashreplace").decode("utf-8")
     return getattr(source, "name", "<stream>")

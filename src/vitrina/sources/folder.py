@@ -87,8 +87,8 @@ def path_ref(path: str) -> str:
         return BYTES_PREFIX + quote_from_bytes(os.fsencode(path), safe="/")
 
 
-def ref_path(ref: str) -> str | bytes:
-    """The inverse of ``path_ref``: something ``open`` accepts."""
+def ref_path(ref: str) -> str:
+    """The inverse of ``path_ref``: a path ``open`` accepts (surrogate-escaped if need be)."""
     if ref.startswith(BYTES_PREFIX):
-        return unquote_to_bytes(ref[len(BYTES_PREFIX) :])
+        return os.fsdecode(unquote_to_bytes(ref[len(BYTES_PREFIX) :]))
     return ref
