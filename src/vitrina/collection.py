@@ -122,6 +122,8 @@ class Collection:
 
     def run(self, queries: Sequence[Query], *, space: str | None = None) -> list[Hits]:
         """Run several queries in one pass over the vectors (one matrix product for all)."""
+        if not queries:
+            return []
         sp = self._store.space(space)
         vf = self._store.vector_file(sp)
         vectors = vf.matrix(sp.rows)
