@@ -107,6 +107,12 @@ def test_filters_on_metadata(tmp_path: Path, tiny_clip: str) -> None:
     assert hits.total_considered == 4
     with pytest.raises(QueryError, match="KEY OP VALUE"):
         coll.search("map", where=["date between 1 and 2"])
+    # Filter results are cached, but never stale: a new matching item shows up at once.
+    extra = make_images(tmp_path / "extra", 1, seed=9)[0]
+    with _writer_store("dated") as store:
+        store.sync_items([Item(id="m8", image=str(extra), fingerprint="1", source="test", metadata={"date": "1750", "place": "Boston"})])
+    coll.index()
+    assert found("date>=1700", "date<1800") == {"m1", "m2", "m3", "m8"}
 
 
 def test_min_score_offset_limit_and_batches(coll: Collection) -> None:
@@ -122,6 +128,17 @@ def test_min_score_offset_limit_and_batches(coll: Collection) -> None:
     queries = [Query.build("sea monster", limit=4), Query.build("a red ship", limit=4), Query.build(image="manuscript-page.jpg", limit=4)]
     batch = coll.run(queries)
     assert [ids(h) for h in batch] == [ids(coll.search("sea monster", limit=4)), ids(coll.search("a red ship", limit=4)), ids(coll.search(image="manuscript-page.jpg", limit=4))]
+
+
+def test_search_by_raw_vectors(coll: Collection) -> None:
+    space = coll.spaces()[0]
+    stored = np.array(coll._store.vector_file(space).matrix(space.rows)[:3])
+    results = coll.search_vectors(stored * 5.0, limit=2)  # any length: normalised first
+    expected = [coll._store.ids_of_rows(space.name, [r])[r] for r in range(3)]
+    assert [r[0].id for r in results] == expected and all(r[0].score == pytest.approx(1, abs=1e-5) for r in results)
+    for bad in (np.zeros(space.fingerprint.dim), np.ones(space.fingerprint.dim + 1), np.full(space.fingerprint.dim, np.nan)):
+        with pytest.raises(QueryError, match="dimensions"):
+            coll.search_vectors(bad)
 
 
 def test_every_hit_carries_id_score_image_and_metadata(coll: Collection, scans: Path) -> None:

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Search latency over a LoC-sized collection in the real store format.
+
+    python benchmarks/search_latency.py [--rows 562842] [--dim 512] [--threads 1]
+
+Builds (once, cached in --dir) a collection of random unit vectors with dated metadata through
+the real Store API, then measures in a fresh process: cold open, first query, p50/p95 of one query
+and of a batch of 32, a filtered query, and a bare numpy baseline (matrix-vector product +
+argpartition top-k on the same vectors, loaded in RAM) in the same run. Writes JSON to
+benchmarks/results/ and prints a Markdown row for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build(path: Path, rows: int, dim: int) -> None:
+    from vitrina.records import Item, ModelFingerprint
+    from vitrina.store import Store
+
+    if (path / "collection.sqlite").exists():
+        return
+    t0 = time.perf_counter()
+    fp = ModelFingerprint(spec="bench:random", revision="0", dim=dim, preprocessing="none")
+    rng = np.random.default_rng(0)
+    with_store = Store(path, create=True, writer=True)
+    items = (Item(id=f"loc-{i:07d}", image=f"https://tile.loc.gov/image-services/iiif/{i}/full/!512,512/0/default.jpg", fingerprint="1", source="bench",
+                  metadata={"title": f"Map {i}", "date": str(1500 + i % 500)}) for i in range(rows))  # fmt: skip
+    with_store.sync_items(items)
+    with_store.ensure_space("bench", fp)
+    ids = [f"loc-{i:07d}" for i in range(rows)]
+    for start in range(0, rows, 50_000):
+        chunk = rng.standard_normal((min(50_000, rows - start), dim), dtype=np.float32)
+        chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
+        with_store.add_vectors("bench", [(i, "1") for i in ids[start : start + len(chunk)]], chunk)
+    with_store.close()
+    print(f"built {rows} x {dim} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+
+
+def measure(path: Path, repeats: int) -> dict:
+    started = time.perf_counter()
+    from vitrina import open_collection
+
+    coll = open_collection(path)
+    sp = coll.spaces()[0]
+    opened = time.perf_counter() - started
+    rng = np.random.default_rng(1)
+    queries = rng.standard_normal((repeats + 32, sp.fingerprint.dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+
+    t0 = time.perf_counter()
+    coll.search_vectors(queries[0], limit=10)
+    first = time.perf_counter() - t0
+
+    def timed(fn, n):  # type: ignore[no-untyped-def]
+        out = []
+        for i in range(n):
+            t = time.perf_counter()
+            fn(i)
+            out.append(time.perf_counter() - t)
+        return np.asarray(out) * 1000
+
+    one = timed(lambda i: coll.search_vectors(queries[i], limit=10), repeats)
+    batch = timed(lambda i: coll.search_vectors(queries[i : i + 32], limit=10), max(5, repeats // 4))
+    filtered = timed(lambda i: coll.search_vectors(queries[i], where=["date>=1700", "date<1800"], limit=10), max(5, repeats // 4))
+
+    # Baseline: the same vectors as a plain in-RAM numpy array, matrix-vector product + top-k.
+    matrix = np.array(coll._store.vector_file(sp).matrix(sp.rows))
+
+    def bare(i: int) -> None:
+        scores = matrix @ queries[i]
+        top = np.argpartition(-scores, 9)[:10]
+        top[np.argsort(-scores[top])]
+
+    base = timed(bare, repeats)
+    hits = coll.search_vectors(queries[3], limit=10)[0]
+    scores = matrix @ queries[3]
+    assert [int(h.id.split("-")[1]) for h in hits] == list(np.argsort(-scores)[:10]), "exact search disagrees with numpy"
+    import resource
+
+    return {
+        "rows": sp.rows, "dim": sp.fingerprint.dim, "open_ms": opened * 1000, "first_query_ms": first * 1000,
+        "one_query_p50_ms": float(np.percentile(one, 50)), "one_query_p95_ms": float(np.percentile(one, 95)),
+        "batch32_p50_ms": float(np.percentile(batch, 50)), "batch32_p95_ms": float(np.percentile(batch, 95)),
+        "filtered_p50_ms": float(np.percentile(filtered, 50)),
+        "numpy_baseline_p50_ms": float(np.percentile(base, 50)), "numpy_baseline_p95_ms": float(np.percentile(base, 95)),
+        "ratio_p50": float(np.percentile(one, 50) / np.percentile(base, 50)),
+        "max_rss_mb_including_baseline_copy": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=562_842)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (set before numpy loads)")
+    ap.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "vitrina-bench")
+    ap.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    path = args.dir / f"loc-{args.rows}-{args.dim}"
+    if args.measure_only:
+        print(json.dumps(measure(path, args.repeats)))
+        return
+    build(path, args.rows, args.dim)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    out = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--dim", str(args.dim), "--repeats", str(args.repeats), "--dir", str(args.dir), "--measure-only"],
+                         env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result.update({"threads": args.threads, "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores", "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")})
+    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
+    (ROOT / "benchmarks" / "results" / f"search-{args.rows}x{args.dim}-t{args.threads}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
