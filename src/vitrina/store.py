@@ -244,7 +244,9 @@ class Store:
 
     def spaces(self) -> list[Space]:
         rows = self.db.execute(
-            """SELECT s.name, s.fingerprint, s.rows, (SELECT count(*) FROM vectors v WHERE v.space = s.name) AS live
+            # Every committed row is either mapped to an item or dead, so live = rows - dead:
+            # counting the (small) dead_rows table is cheap; counting vectors is not.
+            """SELECT s.name, s.fingerprint, s.rows, s.rows - (SELECT count(*) FROM dead_rows d WHERE d.space = s.name) AS live
                FROM spaces s ORDER BY s.created_at"""
         ).fetchall()
         return [Space(r["name"], ModelFingerprint.from_json(r["fingerprint"]), r["rows"], r["live"]) for r in rows]
@@ -356,6 +358,9 @@ class Store:
             bad = self.db.execute("SELECT count(*) FROM vectors WHERE space=? AND row >= ?", (space.name, space.rows)).fetchone()[0]
             if bad:
                 problems.append(f"space {space.name}: {bad} items point past the committed rows")
+            mapped = self.db.execute("SELECT count(*) FROM vectors WHERE space=?", (space.name,)).fetchone()[0]
+            if mapped != space.live:
+                problems.append(f"space {space.name}: {mapped} mapped vectors but {space.live} live rows")
             try:
                 self.vector_file(space)
             except StoreCorrupt as e:
