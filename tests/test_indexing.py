@@ -70,6 +70,7 @@ def test_bad_files_are_recorded_and_the_run_goes_on(tmp_path: Path, tiny_clip: s
     (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
     (folder / "notes.jpg").write_text("not an image")
     (folder / "ünïcødé café 地図.png").write_bytes((folder / "img0000.png").read_bytes())
+    (folder / "[red]markup.png").write_bytes((folder / "img0003.jpg").read_bytes())
     Image.new("1", (30000, 30000)).save(folder / "bomb.png")
     (folder / "readme.txt").write_text("ignored: not an image suffix")
     (folder / "loop").symlink_to(folder, target_is_directory=True)  # a symlink loop
@@ -79,12 +80,13 @@ def test_bad_files_are_recorded_and_the_run_goes_on(tmp_path: Path, tiny_clip: s
     result = cli("index", str(folder), "--collection", "messy", "--model", tiny_clip, "--json")
     assert result.returncode == 3  # finished, but some items failed
     report = json.loads(result.stdout)
-    assert report["embedded"] == 6
+    assert report["embedded"] == 7
     assert report["failed_by_reason"] == {"truncated": 1, "unreadable_image": 1, "too_large": 1}
     coll = open_collection("messy")
     assert coll.search(image=str(folder / "ünïcødé café 地図.png"), limit=1, include_self=True)[0].score == pytest.approx(1, abs=1e-4)
     latin1 = [h for h in coll.search("map", limit=20) if "latin1" in h.id]
     assert len(latin1) == 1 and latin1[0].id.startswith("fsbytes:")
+    assert "[red]markup.png" in cli("search", "messy", "--image", str(folder / "img0003.jpg"), "-n", "3").stdout  # shown, not parsed
     info = json.loads(cli("info", "messy", "--json").stdout)
     assert info["failed_by_reason"] == report["failed_by_reason"]
     # Failed files are not retried on every run, only when asked.
@@ -149,5 +151,7 @@ def test_cli_index_search_info(scans: Path, tiny_clip: str) -> None:
     assert [json.loads(line)["query"] for line in lines] == ["a ship", "old map"]
     info = cli("info", "clitest", "--check").stdout
     assert "14 vectors" in info and "check: ok" in info
+    offline = cli("index", str(scans), "--collection", "needs-hub", check=False)  # default model, no hub here
+    assert offline.returncode == 1 and "--model mini" in offline.stderr and "vitrina[mini]" in offline.stderr
     missing = cli("search", "nope", "a map", check=False)
     assert missing.returncode == 1 and "No collection" in missing.stderr and "Traceback" not in missing.stderr

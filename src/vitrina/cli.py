@@ -38,7 +38,9 @@ def _errors():  # type: ignore[no-untyped-def]
     try:
         yield
     except VitrinaError as e:
-        _stderr().print(f"[bold red]Error:[/] {e}", markup=True, highlight=False)
+        from rich.markup import escape
+
+        _stderr().print(f"[bold red]Error:[/] {escape(str(e))}", markup=True, highlight=False)
         sys.exit(1)
 
 
@@ -142,11 +144,17 @@ def _progress(console: Any, quiet: bool):  # type: ignore[no-untyped-def]
         yield on_scan, on_embed
 
 
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _print_report(console: Any, report: Any) -> None:
     d = report.to_dict()
     rate = f" ({d['images_per_second']} images/s)" if d["images_per_second"] else ""
     console.print(
-        f"[bold]{d['collection']}[/] / space [bold]{d['space']}[/] ({d['model']}): "
+        f"[bold]{_escape(d['collection'])}[/] / space [bold]{_escape(d['space'])}[/] ({_escape(d['model'])}): "
         f"{d['embedded']} embedded{rate}, {d['new']} new, {d['changed']} changed, {d['unchanged']} unchanged, "
         f"{d['removed']} removed, {d['failed']} failed in {d['seconds']:.1f} s"
     )
@@ -154,7 +162,7 @@ def _print_report(console: Any, report: Any) -> None:
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(d["failed_by_reason"].items()))
         console.print(f"[yellow]Failed by reason[/]: {reasons}")
         for f in d["failures"][:10]:
-            console.print(f"  [dim]{f['reason']}[/] {f['detail']}", markup=True, highlight=False)
+            console.print(f"  [dim]{f['reason']}[/] {_escape(f['detail'])}", markup=True, highlight=False)
         if d["failed"] > 10:
             console.print(f"  … and {d['failed'] - 10} more: vitrina info {d['collection']} --json")
     if d["interrupted"]:
@@ -207,12 +215,13 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
             _stderr().print("No hits." + (" Try a lower --min-score." if min_score is not None else ""))
             return
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, pad_edge=False)
         for name, justify in (("#", "right"), ("score", "right"), ("id", "left"), ("title", "left")):
             table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
         for hit in hits:
-            table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.id, str(hit.metadata.get("title", "")))
+            table.add_row(str(hit.rank), f"{hit.score:.3f}", Text(hit.id), Text(str(hit.metadata.get("title", ""))))
         _stdout().print(table)
 
 
@@ -230,16 +239,16 @@ def info(collection: str, check: bool, as_json: bool) -> None:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
     out = _stdout()
-    out.print(f"[bold]{data['name']}[/]  {data['path']}  ({data['disk_bytes'] / 1e6:.1f} MB)")
+    out.print(f"[bold]{_escape(data['name'])}[/]  {_escape(data['path'])}  ({data['disk_bytes'] / 1e6:.1f} MB)")
     status = ", ".join(f"{k}: {v}" for k, v in sorted(data["by_status"].items()))
     out.print(f"items: {data['items']} ({status or 'none'})")
     for s in data["spaces"]:
         dead = f", {s['dead_rows']} superseded rows" if s["dead_rows"] else ""
-        out.print(f"space [bold]{s['name']}[/]: {s['vectors']} vectors, {s['model']} ({s['dim']} dims{dead})")
+        out.print(f"space [bold]{_escape(s['name'])}[/]: {s['vectors']} vectors, {_escape(s['model'])} ({s['dim']} dims{dead})")
     if data["failed_by_reason"]:
         out.print("failed: " + ", ".join(f"{r}: {n}" for r, n in sorted(data["failed_by_reason"].items())))
         for f in data["failures"][:10]:
-            out.print(f"  [dim]{f['reason']}[/] {f['detail']}", highlight=False)
+            out.print(f"  [dim]{f['reason']}[/] {_escape(f['detail'])}", highlight=False)
     if check:
         out.print("check: " + ("ok" if not data["problems"] else "; ".join(data["problems"])))
         if data["problems"]:
@@ -290,7 +299,7 @@ def demo(collection: str, as_json: bool) -> None:
     out = _stdout()
     for query, hits in results.items():
         shown = ", ".join(f"{h.id} ({h.score:.2f})" for h in hits)
-        out.print(f"[bold]vitrina search {coll.name} {query}[/] → {shown}")
+        out.print(f"[bold]vitrina search {_escape(coll.name)} {_escape(query)}[/] → {_escape(shown)}")
     out.print(f"\nTry your own: vitrina search {coll.name} \"a bicycle\"   ·   vitrina info {coll.name}")
     out.print("Index your own folder offline: vitrina index ./scans --collection mine --model mini")
 

@@ -35,28 +35,37 @@ class HFEmbedder:
             torch.set_num_threads(threads)
         self.name = name
         self._torch = torch
+        # Without a network, the hub client retries for ~30 s before failing: ask the resolver
+        # first and, if the hub's name does not resolve, use only what is cached.
+        offline = not Path(name).is_dir() and not _hub_resolves()
         try:
-            config = AutoConfig.from_pretrained(name, revision=revision)
+            config = AutoConfig.from_pretrained(name, revision=revision, local_files_only=offline)
         except (OSError, ValueError) as e:
+            why = "the model hub cannot be reached and the model is not cached" if offline else _first_line(e)
             raise ModelUnavailable(
-                f"Could not load model hf:{name}: {_first_line(e)}. If this machine has no network, "
+                f"Could not load model hf:{name}: {why}. If this machine has no network, "
                 "use the offline model: --model mini (pip install 'vitrina[mini]'); or download the "
                 "checkpoint elsewhere and pass its directory: --model hf:/path/to/dir."
             ) from e
         self.kind = config.model_type
+        if self.kind == "siglip2":
+            raise ModelError(
+                f"hf:{name} is a SigLIP 2 NaFlex (variable resolution) checkpoint, which vitrina does not embed yet; "
+                "use a fixed-resolution one such as hf:google/siglip2-base-patch16-224."
+            )
         if self.kind not in SUPPORTED:
             known = ", ".join(SUPPORTED.values())
             raise ModelError(f"hf:{name} is a {self.kind!r} model; vitrina embeds with {known}.")
         self.device = pick_device(torch, device)
         dtype = torch.float16 if self.device == "cuda" else torch.float32
         try:
-            self.model = AutoModel.from_pretrained(name, revision=revision, dtype=dtype).to(self.device).eval()
-            self.preprocess = Preprocess.from_processor_config(_processor_config(name, revision))
+            self.model = AutoModel.from_pretrained(name, revision=revision, dtype=dtype, local_files_only=offline).to(self.device).eval()
+            self.preprocess = Preprocess.from_processor_config(_processor_config(name, revision, offline))
             self.tokenizer = None
             if self.kind != "vit":
                 from transformers import AutoTokenizer
 
-                self.tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+                self.tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, local_files_only=offline)
         except OSError as e:
             raise ModelUnavailable(f"Could not load model hf:{name}: {_first_line(e)}") from e
         self.dtype = dtype
@@ -115,10 +124,25 @@ def _text_length(config: Any, tokenizer: Any) -> int:
     return int(limit)
 
 
-def _processor_config(name: str, revision: str | None) -> dict:
+def _hub_resolves() -> bool:
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "TRUE", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+        return True
+    except (OSError, UnicodeError):
+        return False
+
+
+def _processor_config(name: str, revision: str | None, offline: bool = False) -> dict:
     from transformers.utils import cached_file
 
-    path = cached_file(name, "preprocessor_config.json", revision=revision)
+    path = cached_file(name, "preprocessor_config.json", revision=revision, local_files_only=offline)
     if path is None:
         raise ModelError(f"hf:{name} has no preprocessor_config.json; vitrina needs it to prepare images.")
     return json.loads(Path(path).read_text())
