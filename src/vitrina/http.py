@@ -43,7 +43,7 @@ def is_public_address(address: str) -> bool:
 
 
 def _check_url(url: str, allow_private: bool) -> httpx.URL:
-    rejected = ImageError("fetch_failed", f"Image URL {url!r} was rejected: only http(s) URLs of public hosts can be fetched.")
+    rejected = ImageError("url_rejected", f"Image URL {url!r} was rejected: only http(s) URLs of public hosts can be fetched.")
     try:
         parsed = httpx.URL(url)
     except Exception:
@@ -55,7 +55,7 @@ def _check_url(url: str, allow_private: bool) -> httpx.URL:
     try:
         infos = socket.getaddrinfo(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80), type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        raise ImageError("fetch_failed", f"Image URL {url!r}: the host name does not resolve.") from None
+        raise rejected from None
     if not infos or not all(is_public_address(str(info[4][0])) for info in infos):
         raise rejected
     return parsed
@@ -73,7 +73,7 @@ def fetch_bytes(url: str, *, max_bytes: int = MAX_BYTES, timeout: float = 20.0, 
                 with client.stream("GET", parsed) as response:
                     peer = _peer_address(response)
                     if not allow_private and peer is not None and not is_public_address(peer):
-                        raise ImageError("fetch_failed", f"Image URL {url!r} was rejected: only http(s) URLs of public hosts can be fetched.")
+                        raise ImageError("url_rejected", f"Image URL {url!r} was rejected: only http(s) URLs of public hosts can be fetched.")
                     if response.is_redirect and "location" in response.headers:
                         url = urljoin(str(parsed), response.headers["location"])
                         continue

@@ -28,6 +28,7 @@ REASONS = {
     "bad_dimensions": "zero size or an extreme aspect ratio",
     "embed_error": "the model failed on this image",
     "fetch_failed": "the image could not be downloaded",
+    "url_rejected": "the URL is not an http(s) URL of a public host",
 }
 
 ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "TIFF", "BMP", "JPEG2000"}

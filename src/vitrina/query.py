@@ -29,11 +29,13 @@ from .records import Hit
 
 @dataclass(frozen=True)
 class Term:
-    """One part of a query: ``kind`` is 'text' or 'image'; an image value is a path, URL or item id."""
+    """One part of a query: ``kind`` is 'text', 'image' (a path, URL or item id) or 'vector'
+    (a ready-made embedding in ``data``, e.g. of an uploaded image; ``value`` is its label)."""
 
     value: str
     weight: float = 1.0
     kind: str = "text"
+    data: Any = field(default=None, compare=False, hash=False, repr=False)
 
 
 _WEIGHTED = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)):(.+)$", re.S)
@@ -120,7 +122,7 @@ class Query:
 def combine(vectors: np.ndarray, terms: Sequence[Term], alpha: float | None) -> np.ndarray:
     """The query vector: weighted sums as described in the module docstring."""
     weights = np.asarray([t.weight for t in terms], np.float32)[:, None]
-    kinds = [t.kind for t in terms]
+    kinds = ["image" if t.kind == "vector" else t.kind for t in terms]
     if alpha is None or len(set(kinds)) == 1:
         out = (weights * vectors).sum(0)
     else:

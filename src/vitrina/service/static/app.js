@@ -1,0 +1,104 @@
+// vitrina's page: keeps the query in the address and swaps in result fragments.
+// Without JavaScript the form and links work as plain GETs.
+(() => {
+  const form = document.getElementById("search");
+  const results = document.getElementById("results");
+  if (!form || !results) return;
+  const $ = (id) => document.getElementById(id);
+  let timer = null;
+  let controller = null;
+
+  function queryFromForm() {
+    const params = new URLSearchParams();
+    for (const [key, value] of new FormData(form)) {
+      if (typeof value === "string" && value.trim() !== "") params.append(key, value);
+    }
+    return params;
+  }
+
+  function syncForm(params) {
+    $("q").value = params.get("q") || "";
+    $("upload").value = params.get("upload") || "";
+    $("image_url").value = params.get("image_url") || "";
+    if (params.get("alpha")) { $("alpha").value = params.get("alpha"); }
+    $("alpha-out").value = Number($("alpha").value).toFixed(2);
+    const refine = $("refine");
+    refine.replaceChildren();
+    for (const name of ["like", "unlike"]) {
+      for (const id of params.getAll(name)) {
+        const input = document.createElement("input");
+        Object.assign(input, { type: "hidden", name, value: id });
+        refine.appendChild(input);
+      }
+    }
+    $("clear-image").hidden = !($("upload").value || $("image_url").value);
+  }
+
+  async function load(params, push) {
+    if (controller) controller.abort();
+    controller = new AbortController();
+    const url = "/?" + params.toString();
+    if (push) history.pushState(null, "", url);
+    results.setAttribute("aria-busy", "true");
+    try {
+      const response = await fetch("/fragments/results?" + params.toString(), { signal: controller.signal });
+      results.innerHTML = await response.text();
+    } catch (e) {
+      if (e.name !== "AbortError") results.innerHTML = '<p class="error" role="alert">The server did not answer. Try again.</p>';
+    } finally {
+      results.setAttribute("aria-busy", "false");
+    }
+  }
+
+  function submit(push = true) {
+    const params = queryFromForm();
+    params.delete("offset");
+    load(params, push);
+  }
+
+  form.addEventListener("submit", (e) => { e.preventDefault(); submit(); });
+  $("q").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => submit(false), 350); });
+  $("alpha").addEventListener("input", () => { $("alpha-out").value = Number($("alpha").value).toFixed(2); });
+  $("alpha").addEventListener("change", () => submit());
+  for (const id of ["from", "to", "min_score", "where", "image_url"]) $(id).addEventListener("change", () => submit());
+
+  results.addEventListener("click", (e) => {
+    const link = e.target.closest("a[data-nav]");
+    if (!link || e.ctrlKey || e.metaKey || e.shiftKey) return;
+    e.preventDefault();
+    const params = new URL(link.href, location.href).searchParams;
+    syncForm(params);
+    load(params, true);
+  });
+  window.addEventListener("popstate", () => { const p = new URLSearchParams(location.search); syncForm(p); load(p, false); });
+
+  async function uploadImage(file) {
+    if (!file || !file.type.startsWith("image/")) { $("image-status").textContent = "That is not an image file."; return; }
+    $("image-status").textContent = "Reading the image…";
+    const body = new FormData();
+    body.append("image", file);
+    const response = await fetch("/api/uploads", { method: "POST", body });
+    const data = await response.json();
+    if (!response.ok) { $("image-status").textContent = data.error ? data.error.message : "The image could not be used."; return; }
+    $("upload").value = data.upload;
+    $("image-status").textContent = "Searching with " + file.name + ".";
+    $("clear-image").hidden = false;
+    submit();
+  }
+
+  $("image-file").addEventListener("change", (e) => uploadImage(e.target.files[0]));
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); uploadImage(e.dataTransfer.files[0]); });
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("image-file").click(); } });
+  document.addEventListener("paste", (e) => {
+    const file = [...(e.clipboardData || {}).files || []].find((f) => f.type.startsWith("image/"));
+    if (file) uploadImage(file);
+  });
+  $("clear-image").addEventListener("click", () => {
+    $("upload").value = ""; $("image_url").value = ""; $("image-file").value = "";
+    $("image-status").textContent = ""; $("clear-image").hidden = true;
+    submit();
+  });
+})();

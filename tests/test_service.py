@@ -1,0 +1,209 @@
+"""The HTTP API, in-process: every query mode, one error shape, limits and safety."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.test_http import Handler, server  # noqa: F401  (a loopback image server fixture)
+from vitrina import open_collection
+from vitrina.service import create_app
+
+
+@pytest.fixture
+def coll_name(scans: Path, tiny_clip: str) -> str:
+    from vitrina import Item
+    from vitrina.store import Store, resolve_collection
+
+    coll = open_collection("svc", create=True)
+    coll.index(str(scans), model=tiny_clip)
+    store = Store(resolve_collection("svc"), writer=True)
+    for i, date in enumerate(["1690", "1750", "1820"]):  # a few dated items for filters and facets
+        path = next((scans / "generated").glob(f"img000{i}.*"))
+        store.sync_items([Item(id=f"dated/{i}", image=str(path), fingerprint="1", source="extra", metadata={"title": f"Dated {i}", "date": date, "place": "Boston" if i else "Oslo"})])
+    store.close()
+    coll.index()
+    return "svc"
+
+
+@pytest.fixture
+def client(coll_name: str) -> TestClient:
+    with TestClient(create_app(coll_name, token="s3cret"), raise_server_exceptions=False) as c:
+        yield c
+
+
+def jpeg_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def assert_error(response, status: int, *codes: str) -> None:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] in codes
+    assert body["error"]["message"] and body["error"]["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+
+
+def test_text_item_and_weighted_searches(client: TestClient) -> None:
+    r = client.get("/api/search", params={"q": "old map", "limit": 5})
+    assert r.status_code == 200
+    body = r.json()
+    assert len(body["hits"]) == 5 and body["considered"] == 17
+    assert [h["rank"] for h in body["hits"]] == [1, 2, 3, 4, 5]
+    assert body["hits"][0]["thumbnail"].startswith("/api/thumbnails/")
+    by_item = client.get("/api/search", params={"item": "manuscript-page.jpg", "limit": 3}).json()
+    assert "manuscript-page.jpg" not in [h["id"] for h in by_item["hits"]]
+    pushed = client.get("/api/search", params=[("q", "old map"), ("item", f"-1:{body['hits'][0]['id']}"), ("limit", 17)]).json()
+    assert [h["id"] for h in pushed["hits"]][:1] != [body["hits"][0]["id"]]
+    page2 = client.get("/api/search", params={"q": "old map", "limit": 2, "offset": 2}).json()
+    assert [h["id"] for h in page2["hits"]] == [h["id"] for h in body["hits"][2:4]]
+
+
+def test_upload_and_alpha(client: TestClient, scans: Path) -> None:
+    data = jpeg_bytes(scans / "book-page-poulpes.jpg")
+    r = client.post("/api/search", files={"image": ("page.jpg", data, "image/jpeg")}, data={"limit": "3"})
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert first["hits"][0]["id"] == "book-page-poulpes.jpg" and first["hits"][0]["score"] > 0.999
+    key = client.post("/api/uploads", files={"image": ("page.jpg", data, "image/jpeg")}).json()["upload"]
+    assert key == first["upload"]
+    text_only = client.get("/api/search", params={"q": "old map", "limit": 17}).json()["hits"]
+    at0 = client.get("/api/search", params={"q": "old map", "upload": key, "alpha": 0, "limit": 17}).json()["hits"]
+    at1 = client.get("/api/search", params={"q": "old map", "upload": key, "alpha": 1, "limit": 3}).json()["hits"]
+    assert [h["id"] for h in at0] == [h["id"] for h in text_only]
+    assert at1[0]["id"] == "book-page-poulpes.jpg"
+    assert_error(client.get("/api/search", params={"upload": "0" * 24}), 404, "upload_expired")
+
+
+def test_filters_items_thumbnails_facets_info(client: TestClient) -> None:
+    r = client.get("/api/search", params=[("q", "map"), ("where", "date>=1700"), ("where", "place=boston")]).json()
+    assert sorted(h["id"] for h in r["hits"]) == ["dated/1", "dated/2"] and r["considered"] == 2
+    item = client.get("/api/items/dated/1").json()
+    assert item["metadata"]["date"] == "1750" and item["thumbnail"] == "/api/thumbnails/dated/1?size=256"
+    thumb = client.get(item["thumbnail"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(thumb.content)).size) <= 256
+    assert client.get(item["thumbnail"]).content == thumb.content  # served from the cache
+    facets = client.get("/api/facets").json()
+    assert facets["date"]["min"] == 1690 and facets["date"]["max"] == 1820
+    assert {v["value"] for v in facets["place"]["values"]} == {"Boston", "Oslo"}
+    info = client.get("/api/info").json()
+    assert info["items"] == 17 and info["spaces"][0]["vectors"] == 17 and "path" not in info
+    assert client.get("/healthz").json() == {"status": "ok"} and client.get("/readyz").status_code == 200
+    assert client.get("/openapi.json").json()["paths"]["/api/search"]
+
+
+def test_errors_share_one_shape(client: TestClient) -> None:
+    assert_error(client.get("/api/search"), 400, "invalid_query")
+    assert_error(client.get("/api/search", params={"q": "x" * 1001}), 400, "invalid_query")
+    assert_error(client.get("/api/search", params={"q": "a", "limit": 0}), 422, "invalid_parameter")
+    assert_error(client.get("/api/search", params={"q": "a", "limit": 10**9}), 422, "invalid_parameter")
+    assert_error(client.get("/api/search", params={"q": "a", "alpha": "nan"}), 422, "invalid_parameter")
+    assert_error(client.get("/api/search", params={"q": "a", "where": "date between"}), 400, "invalid_query")
+    assert_error(client.get("/api/search", params={"item": "no/such/item"}), 404, "item_not_found")
+    assert_error(client.get("/api/items/../../etc/passwd"), 404, "item_not_found", "not_found")
+    assert_error(client.get("/api/thumbnails/%2e%2e/%2e%2e/etc/passwd"), 404, "item_not_found")
+    assert_error(client.get("/nope"), 404, "not_found")
+    assert_error(client.delete("/api/search"), 405, "method_not_allowed")
+
+
+def test_upload_limits_and_sniffing(coll_name: str, scans: Path, tmp_path: Path) -> None:
+    with TestClient(create_app(coll_name, max_upload_bytes=200_000, max_upload_pixels=1_000_000), raise_server_exceptions=False) as client:
+        big = jpeg_bytes(scans / "book-page-poulpes.jpg")  # 296 KB
+        assert_error(client.post("/api/uploads", files={"image": ("big.jpg", big, "image/jpeg")}), 413, "payload_too_large")
+
+        def chunks():  # a well-formed multipart body, chunked, with no Content-Length
+            yield b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+            for _ in range(8):
+                yield b"\xff" * 50_000
+            yield b"\r\n--x--\r\n"
+
+        r = client.post("/api/uploads", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+        assert_error(r, 413, "payload_too_large")
+        assert_error(client.post("/api/uploads", files={"image": ("x.jpg", b"<html>not an image</html>", "image/jpeg")}), 415, "unsupported_media_type")
+        svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>'
+        assert_error(client.post("/api/uploads", files={"image": ("x.svg", svg, "image/svg+xml")}), 415, "unsupported_media_type")
+        buf = io.BytesIO()
+        Image.new("L", (2000, 2000)).save(buf, "PNG")  # 4 MP, tiny file, over the pixel limit
+        assert_error(client.post("/api/uploads", files={"image": ("bomb.png", buf.getvalue(), "image/png")}), 413, "payload_too_large")
+
+
+def test_image_urls_cannot_reach_private_addresses(client: TestClient, server: str) -> None:  # noqa: F811
+    for url in (f"{server}/page.jpg", "http://169.254.169.254/latest/", "file:///etc/passwd", f"http://[::ffff:127.0.0.1]:{server.rsplit(':', 1)[1]}/page.jpg"):
+        r = client.get("/api/search", params={"image_url": url})
+        assert_error(r, 400, "image_url_rejected")
+        assert "127.0.0.1" not in r.json()["error"]["message"]  # no address echoed
+    assert Handler.requests == []
+
+
+def test_trusted_deployment_may_fetch_local_urls(coll_name: str, server: str) -> None:  # noqa: F811
+    with TestClient(create_app(coll_name, allow_private_urls=True)) as client:
+        hits = client.get("/api/search", params={"image_url": f"{server}/page.jpg", "limit": 1}).json()["hits"]
+    assert hits[0]["id"] == "manuscript-page.jpg"
+
+
+def test_write_endpoints_need_the_token(client: TestClient, coll_name: str) -> None:
+    assert_error(client.post("/api/index"), 401, "unauthorized")
+    assert_error(client.post("/api/index", headers={"X-Vitrina-Token": "wrong"}), 403, "forbidden")
+    r = client.post("/api/index", headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 202
+    for _ in range(100):
+        status = client.get("/api/index", headers={"X-Vitrina-Token": "s3cret"}).json()
+        if not status["running"] and status.get("report"):
+            break
+        time.sleep(0.05)
+    assert status["report"]["embedded"] == 0 and status["error"] is None
+    with TestClient(create_app(coll_name), raise_server_exceptions=False) as read_only:
+        assert_error(read_only.post("/api/index", headers={"X-Vitrina-Token": "anything"}), 403, "writes_disabled")
+
+
+def test_cors_is_off_unless_configured(client: TestClient, coll_name: str) -> None:
+    r = client.get("/api/info", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+    with TestClient(create_app(coll_name, cors_origins=["https://library.example"])) as c:
+        ok = c.get("/api/info", headers={"Origin": "https://library.example"})
+        assert ok.headers["access-control-allow-origin"] == "https://library.example"
+        assert "access-control-allow-origin" not in c.get("/api/info", headers={"Origin": "https://evil.example"}).headers
+
+
+def test_a_saturated_model_answers_503_not_a_pile_up(coll_name: str) -> None:
+    app = create_app(coll_name, model_slots=1, model_queue=1)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        service = app.state.service
+        inner = service.embedder.inner
+        release = threading.Event()
+        original = inner.embed_texts
+
+        def slow(texts):  # type: ignore[no-untyped-def]
+            release.wait(10)
+            return original(texts)
+
+        inner.embed_texts = slow
+        results: list[int] = []
+        threads = [threading.Thread(target=lambda: results.append(client.get("/api/search", params={"q": "map"}).status_code)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        release.set()
+        for t in threads:
+            t.join(20)
+        assert sorted(results).count(200) == 2 and sorted(results).count(503) == 2, results
+        r = client.get("/api/search", params={"q": "map"})
+        assert r.status_code == 200
+        inner.embed_texts = original
+
+
+def test_the_page_renders_results_without_javascript(client: TestClient) -> None:
+    page = client.get("/", params={"q": "old map", "from": "1700"})
+    assert page.status_code == 200 and 'class="hit"' in page.text
+    assert page.text.count('class="hit"') == 2  # only dated items pass the date filter
+    hostile = client.get("/", params={"q": "<script>alert(1)</script>"})
+    assert "<script>alert(1)</script>" not in hostile.text and "&lt;script&gt;" in hostile.text
+    item = client.get("/item/dated/1", params={"back": "https://evil.example/"})
+    assert item.status_code == 200 and "https://evil.example" not in item.text and "1750" in item.text

@@ -1,0 +1,120 @@
+"""The web page in a real headless Chromium against a real server on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vitrina import open_collection
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def live_server(scans: Path, tiny_clip: str) -> Iterator[str]:
+    import uvicorn
+
+    from vitrina.service import create_app
+
+    open_collection("web", create=True).index(str(scans), model=tiny_clip)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app("web"), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "server did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def browser():  # type: ignore[no-untyped-def]
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing: scripts/test.sh installs Debian's chromium package")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+def hit_ids(page) -> list[str]:  # type: ignore[no-untyped-def]
+    return page.eval_on_selector_all("#results .hit", "els => els.map(e => e.dataset.id)")
+
+
+def test_search_upload_slider_and_refine_in_a_browser(live_server: str, browser, scans: Path) -> None:  # type: ignore[no-untyped-def]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(live_server + "/")
+    assert "Type what you are looking for" in page.inner_text("#results")
+
+    # Type a query: results appear without a page load, and the address holds the query.
+    page.fill("#q", "old map")
+    page.press("#q", "Enter")
+    page.wait_for_function("document.querySelectorAll('#results .hit').length > 0")
+    text_hits = hit_ids(page)
+    assert len(text_hits) == 14 and "q=old+map" in page.url
+
+    # Upload an image: it becomes part of the query.
+    page.set_input_files("#image-file", str(scans / "book-page-poulpes.jpg"))
+    page.wait_for_function("location.search.includes('upload=')")
+    page.wait_for_function(f"JSON.stringify([...document.querySelectorAll('#results .hit')].map(e => e.dataset.id)) !== {text_hits!r}".replace("'", '"'))
+    mixed = hit_ids(page)
+
+    # Move the slider all the way to "image only" with the keyboard: the uploaded page comes first.
+    page.focus("#alpha")
+    page.keyboard.press("End")
+    page.wait_for_function("location.search.includes('alpha=1')")
+    page.wait_for_function("document.querySelector('#results .hit') && document.querySelector('#results .hit').dataset.id === 'book-page-poulpes.jpg'")
+    assert page.inner_text("#results .hit .score").startswith(("1.000", "0.999"))
+    assert hit_ids(page) != mixed
+    page.screenshot(path=str(ARTIFACTS / "web-image-query.png"))
+
+    # "More like this" on the second result refines the query; that item leaves the results.
+    second = hit_ids(page)[1]
+    before = hit_ids(page)
+    page.click("#results .hit:nth-child(2) a.more")
+    page.wait_for_function("location.search.includes('like=')")
+    page.wait_for_function(f"!document.querySelector('#results .hit[data-id=\"{second}\"]')")
+    after = hit_ids(page)
+    assert after != before and second not in after
+    assert "Refined: 1" in page.inner_text("#results")
+
+    # The address is shareable: a fresh page with it shows the same results, server-rendered.
+    other = browser.new_page()
+    other.goto(page.url)
+    assert hit_ids(other) == after
+    # Open an item; its page links back to the results.
+    other.click("#results .hit:first-child a.thumb")
+    other.wait_for_selector("article.item")
+    assert other.inner_text("article.item h1")
+    other.screenshot(path=str(ARTIFACTS / "web-item.png"))
+
+    # Phone-sized screen: two columns, nothing overflowing sideways.
+    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    phone.goto(live_server + "/?q=old+map")
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    phone.screenshot(path=str(ARTIFACTS / "web-phone.png"))
+    assert errors == []
