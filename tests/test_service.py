@@ -207,3 +207,13 @@ def test_the_page_renders_results_without_javascript(client: TestClient) -> None
     assert "<script>alert(1)</script>" not in hostile.text and "&lt;script&gt;" in hostile.text
     item = client.get("/item/dated/1", params={"back": "https://evil.example/"})
     assert item.status_code == 200 and "https://evil.example" not in item.text and "1750" in item.text
+
+
+def test_remote_iiif_images_get_iiif_sized_thumbnails() -> None:
+    from vitrina.service.api import iiif_sized
+
+    full = "https://tile.loc.gov/image-services/iiif/service:gmd:gmd3:g3200:ct000001/full/pct:100/0/default.jpg"
+    assert iiif_sized(full, 256) == "https://tile.loc.gov/image-services/iiif/service:gmd:gmd3:g3200:ct000001/full/!256,256/0/default.jpg"
+    region = "https://iiif.example.org/iiif/3/page1/120,80,600,400/max/0/default.jpg"
+    assert iiif_sized(region, 1024) == "https://iiif.example.org/iiif/3/page1/120,80,600,400/!1024,1024/0/default.jpg"
+    assert iiif_sized("https://example.org/images/map.jpg", 256) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import threading
 import time
 from pathlib import Path
@@ -62,11 +63,24 @@ def service_of(request: Request) -> Service:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
+_IIIF_IMAGE = re.compile(r"^(https?://.+)/(full|square|pct:[\d.,]+|\d+,\d+,\d+,\d+)/([^/]+)/(!?\d+(?:\.\d+)?)/(default|color|gray|bitonal|native)\.(jpg|png|webp|gif|tif)$")
+
+
+def iiif_sized(url: str, size: int) -> str | None:
+    """A IIIF Image API URL asking for the same region at most ``size`` pixels on a side."""
+    m = _IIIF_IMAGE.match(url)
+    if not m:
+        return None
+    base, region, _, rotation, quality, fmt = m.groups()
+    return f"{base}/{region}/!{size},{size}/{rotation}/{quality}.{fmt}"
+
+
 def media_urls(service: Service, item_id: str, image: str) -> tuple[str, str]:
     from urllib.parse import quote
 
     if image.startswith(("http://", "https://")):
-        return image, image  # remote images are shown from their own server
+        # Remote images are shown from their own server; a IIIF image server makes the sizes.
+        return iiif_sized(image, 256) or image, iiif_sized(image, 1024) or image
     base = f"/api/thumbnails/{quote(item_id, safe='/')}"
     return f"{base}?size=256", f"{base}?size=1024"
 
