@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import numpy as np
 
 from .embedding import DEFAULT_MODEL, Embedder, embed_images, get_embedder, normalise_spec
 from .errors import ModalityError, QueryError, SpaceMismatch
+from .http import Blocked, Fetcher
 from .images import load_image
 from .indexer import IndexReport, ProgressCallback, embed_pending
 from .query import Hits, Query, Term, combine, top_k
@@ -55,6 +58,50 @@ class Collection:
 
     # -- indexing -----------------------------------------------------------------------------
 
+    def ingest(
+        self,
+        source: str,
+        *,
+        limit: int | None = None,
+        images: str | None = None,
+        min_size: int = 64,
+        restart: bool = False,
+        fetcher: Fetcher | None = None,
+        on_page: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Add (or update) the items of ``source`` without embedding them (see ``index``).
+
+        Harvests page by page and stores a cursor after each page, so an interrupted run (a
+        kill, a 429 ban) resumes after the last stored page; ``restart`` starts from the top."""
+        with _writer(self.path) as store, _fetcher(self.path, fetcher) as http:
+            src = open_source(source, fetcher=http, limit=limit, images=images, min_size=min_size)
+            report = IngestReport(collection=self.name, source=src.spec)
+            cursor_key = f"cursor:{src.spec}"
+            cursor = None if restart else store.get_meta(cursor_key)
+            report.resumed = cursor is not None
+            seen: list[Item] = []
+            started = time.perf_counter()
+            try:
+                for items, next_cursor in src.pages(cursor):
+                    counts = store.sync_items(items, source=src.spec)
+                    for key in ("new", "changed", "unchanged"):
+                        setattr(report, key, getattr(report, key) + counts[key])
+                    report.found += len(items)
+                    report.pages += 1
+                    if src.complete:
+                        seen.extend(items)
+                    store.set_meta(cursor_key, next_cursor)
+                    if on_page:
+                        on_page(report.found, 0)
+            except Blocked as e:
+                report.interrupted, report.message = True, str(e)
+            report.requests = http.requests
+            report.problems = list(getattr(src, "problems", []))[:50] + list(getattr(src, "skipped", []))[:50]
+            if src.complete and not report.interrupted and not report.resumed:
+                report.removed = store.sync_items(seen, source=src.spec, remove_missing=True)["removed"]
+            report.seconds = time.perf_counter() - started
+        return report
+
     def index(
         self,
         source: str | None = None,
@@ -70,8 +117,11 @@ class Collection:
         max_pixels: int | None = None,
         progress: ProgressCallback | None = None,
         on_scan: ProgressCallback | None = None,
+        limit: int | None = None,
+        fetcher: Fetcher | None = None,
     ) -> IndexReport:
-        """Add ``source``'s items (a folder) and embed every item that lacks a current vector.
+        """Add ``source``'s items (a folder, URL list, IIIF manifest, loc.gov search or ALTO pages;
+        see ``vitrina.sources``) and embed every item that lacks a current vector.
 
         Without ``model``, the collection's own model is used (or the default for a new one)."""
         spaces = {s.name: s for s in self._store.spaces()}
@@ -82,20 +132,26 @@ class Collection:
             model, space = first.fingerprint.spec, first.name
         spec = normalise_spec(model or os.environ.get("VITRINA_MODEL") or DEFAULT_MODEL)
         space = space or space_name_for(spec)
-        with _writer(self.path) as store:
+        ingested = None
+        if source is not None:
+            ingested = self.ingest(source, limit=limit, fetcher=fetcher, on_page=on_scan)
+        with _writer(self.path) as store, _fetcher(self.path, fetcher) as http:
             report = IndexReport(collection=self.name, space=space, model=spec)
-            if source is not None:
-                src = open_source(source)
-                counts = store.sync_items(_counting(src.items(), on_scan), source=src.spec, remove_missing=src.complete)
-                report.new, report.changed, report.unchanged, report.removed = counts["new"], counts["changed"], counts["unchanged"], counts["removed"]
+            if ingested is not None:
+                report.new, report.changed, report.unchanged, report.removed = ingested.new, ingested.changed, ingested.unchanged, ingested.removed
+                if ingested.interrupted:
+                    report.interrupted, report.message = True, ingested.message
+                    return report
             embedder = self._embedder if self._embedder is not None and self._embedder.fingerprint.spec == spec else get_embedder(spec, device=device, threads=threads)
             if reembed and space in spaces:
                 store.drop_space(space)
             store.ensure_space(space, embedder.fingerprint)
             try:
-                embed_pending(store, embedder, space, report, batch_size=batch_size, workers=workers, retry_failed=retry_failed, max_pixels=max_pixels, progress=progress)
+                embed_pending(store, embedder, space, report, batch_size=batch_size, workers=workers, retry_failed=retry_failed,
+                              max_pixels=max_pixels, progress=progress, fetcher=http)  # fmt: skip
             except KeyboardInterrupt:
                 report.interrupted = True
+        self._store.close_vector_files()
         return report
 
     # -- searching ----------------------------------------------------------------------------
@@ -310,10 +366,39 @@ class _writer:
     def __exit__(self, *exc: object) -> None:
         self.store.close()
 
+@dataclass
+class IngestReport:
+    collection: str
+    source: str
+    found: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    pages: int = 0
+    requests: int = 0
+    resumed: bool = False
+    interrupted: bool = False
+    message: str = ""
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
-def _counting(items: Iterator[Item], progress: ProgressCallback | None) -> Iterator[Item]:
-    """Pass items through, reporting how many have been seen (for the 'Scanning' progress line)."""
-    for n, item in enumerate(items, start=1):
-        if progress and n % 100 == 0:
-            progress(n, 0)
-        yield item
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
+
+
+class _fetcher:
+    """The collection's HTTP client (cache in <collection>/cache/http), or the caller's."""
+
+    def __init__(self, path: Path, given: Fetcher | None):
+        self.path, self.given = path, given
+
+    def __enter__(self) -> Fetcher:
+        self.fetcher = self.given or Fetcher(cache_dir=self.path / "cache" / "http")
+        return self.fetcher
+
+    def __exit__(self, *exc: object) -> None:
+        if self.given is None:
+            self.fetcher.close()

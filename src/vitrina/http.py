@@ -1,29 +1,53 @@
-"""Outbound HTTP for user-supplied URLs: only public addresses, bounded size and time.
+"""The one outbound HTTP client: address guard, limits, politeness, retries and a disk cache.
 
 Every hop (redirects are followed by hand) must be http(s), carry no credentials, and resolve
 only to globally routable addresses; the address actually connected to is checked again before
 the body is read. IPv4-mapped, 6to4 and NAT64 IPv6 forms are unwrapped first, because Python's
-``is_global`` calls some of them global. Set ``allow_private=True`` (or
-VITRINA_ALLOW_PRIVATE_URLS=1) only for a trusted, local deployment.
+``is_global`` calls some of them global. ``allow_private=True`` (or VITRINA_ALLOW_PRIVATE_URLS=1)
+lifts the guard for a trusted local deployment and for tests on loopback.
+
+``Fetcher`` adds what a crawler needs: a per-host minimum interval between requests and a bound on
+concurrent requests per host, retries with full-jitter backoff that honour ``Retry-After``, a
+policy of stopping at the first 429 for hosts that ban (loc.gov), and an on-disk cache so a
+re-run downloads nothing it already has.
 """
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
 import ipaddress
+import json
 import os
+import random
 import socket
+import tempfile
+import threading
+import time
 from importlib.metadata import version as _version
-from urllib.parse import urljoin
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from .errors import ImageError
+from .errors import ImageError, VitrinaError
 
-USER_AGENT = f"vitrina/{_version('vitrina')} (+https://github.com/vitrina-search/vitrina)"
+USER_AGENT = f"vitrina/{_version('vitrina')} (+https://github.com/vitrina-search/vitrina; heritage image search)"
 MAX_BYTES = 50 * 1024 * 1024
 MAX_REDIRECTS = 5
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _6TO4 = ipaddress.ip_network("2002::/16")
+# Hosts that ban a client for up to an hour when it exceeds their limits: stop at the first 429.
+STOP_ON_429 = ("loc.gov", "www.loc.gov", "tile.loc.gov")
+
+
+class Blocked(VitrinaError):
+    """A host answered 429 and must not be asked again for ``retry_after`` seconds."""
+
+    def __init__(self, host: str, retry_after: float):
+        super().__init__(f"{host} answered 429 Too Many Requests: stopped to avoid a ban. Run the same command again after {retry_after / 60:.0f} minutes; it resumes where it stopped.")
+        self.host, self.retry_after = host, retry_after
 
 
 def is_public_address(address: str) -> bool:
@@ -42,55 +66,218 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+def _rejected(url: str) -> ImageError:
+    return ImageError("url_rejected", f"URL {url!r} was rejected: only http(s) URLs of public hosts can be fetched.")
+
+
 def _check_url(url: str, allow_private: bool) -> httpx.URL:
-    rejected = ImageError("url_rejected", f"Image URL {url!r} was rejected: only http(s) URLs of public hosts can be fetched.")
     try:
         parsed = httpx.URL(url)
     except Exception:
-        raise rejected from None
+        raise _rejected(url) from None
     if parsed.scheme not in ("http", "https") or not parsed.host or parsed.userinfo:
-        raise rejected
+        raise _rejected(url)
     if allow_private:
         return parsed
     try:
         infos = socket.getaddrinfo(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80), type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        raise rejected from None
+        raise _rejected(url) from None
     if not infos or not all(is_public_address(str(info[4][0])) for info in infos):
-        raise rejected
+        raise _rejected(url)
     return parsed
 
 
-def fetch_bytes(url: str, *, max_bytes: int = MAX_BYTES, timeout: float = 20.0, allow_private: bool | None = None) -> bytes:
-    """GET ``url`` and return its body, refusing private targets, > ``max_bytes`` or > ``timeout``."""
-    if allow_private is None:
-        allow_private = os.environ.get("VITRINA_ALLOW_PRIVATE_URLS") == "1"
-    headers = {"User-Agent": USER_AGENT, "Accept": "image/*", "Accept-Encoding": "identity"}
-    with httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), follow_redirects=False, headers=headers) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            parsed = _check_url(url, allow_private)
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _HostGate:
+    """Per-host politeness: at most ``concurrency`` requests at once, ``interval`` s apart."""
+
+    def __init__(self, interval: float, concurrency: int):
+        self.interval = interval
+        self.slots = threading.Semaphore(concurrency)
+        self.lock = threading.Lock()
+        self.next_at = 0.0
+
+    def __enter__(self) -> None:
+        self.slots.acquire()
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next_at)
+            self.next_at = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+    def __exit__(self, *exc: object) -> None:
+        self.slots.release()
+
+    def slow_down(self, seconds: float) -> None:
+        with self.lock:
+            self.next_at = max(self.next_at, time.monotonic() + seconds)
+
+
+class Fetcher:
+    """GET with limits, politeness, retries and an optional disk cache. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        cache_dir: Path | None = None,
+        requests_per_second: float = 2.0,
+        host_rates: dict[str, float] | None = None,
+        concurrency_per_host: int = 2,
+        max_bytes: int = MAX_BYTES,
+        timeout: float = 30.0,
+        retries: int = 4,
+        max_wait: float = 60.0,
+        allow_private: bool | None = None,
+        stop_on_429: tuple[str, ...] = STOP_ON_429,
+        backoff: float = 0.5,
+    ):
+        if allow_private is None:
+            allow_private = os.environ.get("VITRINA_ALLOW_PRIVATE_URLS") == "1"
+        self.cache_dir, self.max_bytes, self.timeout, self.retries, self.max_wait = cache_dir, max_bytes, timeout, retries, max_wait
+        self.allow_private, self.stop_on_429, self.backoff = allow_private, stop_on_429, backoff
+        self.rate, self.host_rates, self.concurrency = requests_per_second, host_rates or {}, concurrency_per_host
+        self._gates: dict[str, _HostGate] = {}
+        self._gates_lock = threading.Lock()
+        self._blocked: dict[str, float] = {}
+        self.requests = 0  # network requests made (cache hits excluded), for reports and tests
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), follow_redirects=False, headers=headers)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _gate(self, host: str) -> _HostGate:
+        with self._gates_lock:
+            if host not in self._gates:
+                rate = next((r for suffix, r in self.host_rates.items() if host == suffix or host.endswith("." + suffix)), self.rate)
+                self._gates[host] = _HostGate(1.0 / rate if rate > 0 else 0.0, self.concurrency)
+            return self._gates[host]
+
+    def _cache_path(self, url: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        key = hashlib.sha256(url.encode()).hexdigest()
+        return self.cache_dir / key[:2] / key
+
+    def get_json(self, url: str) -> Any:
+        data = self.get_bytes(url, accept="application/json, application/ld+json;q=0.9, */*;q=0.1")
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError) as e:
+            raise ImageError("bad_json", f"{url} did not return valid JSON ({type(e).__name__}); it may be an error page.") from e
+
+    def get_bytes(self, url: str, *, accept: str = "image/*", use_cache: bool = True) -> bytes:
+        cache = self._cache_path(url) if use_cache else None
+        if cache is not None and cache.exists():
+            return cache.read_bytes()
+        data = self._get(url, accept)
+        if cache is not None:
+            _write_atomic(cache, data)
+        return data
+
+    def _get(self, url: str, accept: str) -> bytes:
+        attempt = 0
+        while True:
             try:
-                with client.stream("GET", parsed) as response:
+                return self._get_once(url, accept)
+            except _Retry as r:
+                attempt += 1
+                if attempt > self.retries:
+                    raise ImageError("fetch_failed", f"{url}: {r.why}, still after {self.retries} retries; run again later (failed items: --retry-failed).") from None
+                wait = r.wait if r.wait is not None else random.uniform(0, self.backoff * 2**attempt)  # full jitter
+                if wait > self.max_wait:
+                    raise ImageError("fetch_failed", f"{url}: {r.why}; the server asked to wait {wait:.0f} s. Run again later.") from None
+                self._gate(r.host).slow_down(wait)
+                time.sleep(wait)
+
+    def _get_once(self, url: str, accept: str) -> bytes:
+        for _ in range(MAX_REDIRECTS + 1):
+            parsed = _check_url(url, self.allow_private)
+            host = parsed.host
+            if self._blocked.get(host, 0) > time.monotonic():
+                raise Blocked(host, self._blocked[host] - time.monotonic())
+            try:
+                with self._gate(host), self._client.stream("GET", parsed, headers={"Accept": accept}) as response:
+                    self.requests += 1
                     peer = _peer_address(response)
-                    if not allow_private and peer is not None and not is_public_address(peer):
-                        raise ImageError("url_rejected", f"Image URL {url!r} was rejected: only http(s) URLs of public hosts can be fetched.")
+                    if not self.allow_private and peer is not None and not is_public_address(peer):
+                        raise _rejected(url)
                     if response.is_redirect and "location" in response.headers:
                         url = urljoin(str(parsed), response.headers["location"])
                         continue
-                    if response.status_code != 200:
-                        raise ImageError("fetch_failed", f"Image URL {url!r} answered HTTP {response.status_code}.")
+                    status = response.status_code
+                    if status == 429:
+                        wait = _retry_after(response.headers.get("retry-after"))
+                        if any(host == h or host.endswith("." + h) for h in self.stop_on_429):
+                            ban = wait if wait is not None else 3600.0
+                            self._blocked[host] = time.monotonic() + ban
+                            raise Blocked(host, ban)
+                        raise _Retry(host, "HTTP 429 Too Many Requests", wait)
+                    if status in (500, 502, 503, 504):
+                        raise _Retry(host, f"HTTP {status}", _retry_after(response.headers.get("retry-after")))
+                    if status in (404, 410):
+                        raise ImageError("not_found", f"{url}: HTTP {status}, not found.")
+                    if status in (401, 403, 451):
+                        raise ImageError("forbidden", f"{url}: HTTP {status}, access restricted.")
+                    if status != 200:
+                        raise ImageError("fetch_failed", f"{url}: HTTP {status}.")
                     declared = response.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise ImageError("too_large", f"Image URL {url!r} is {int(declared)} bytes, over the {max_bytes} byte limit.")
+                    if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                        raise ImageError("too_large", f"{url} is {int(declared)} bytes, over the {self.max_bytes} byte limit.")
                     body = bytearray()
                     for chunk in response.iter_raw():
                         body += chunk
-                        if len(body) > max_bytes:
-                            raise ImageError("too_large", f"Image URL {url!r} is over the {max_bytes} byte limit.")
+                        if len(body) > self.max_bytes:
+                            raise ImageError("too_large", f"{url} is over the {self.max_bytes} byte limit.")
+                    if declared and declared.isdigit() and int(declared) != len(body):
+                        raise _Retry(host, f"truncated body ({len(body)} of {declared} bytes)", None)
                     return bytes(body)
-            except httpx.HTTPError as e:
-                raise ImageError("fetch_failed", f"Image URL {url!r} could not be fetched: {type(e).__name__}.") from e
-    raise ImageError("fetch_failed", f"Image URL {url!r} redirected more than {MAX_REDIRECTS} times.")
+            except httpx.TimeoutException:
+                raise _Retry(host, "timed out", None) from None
+            except (httpx.TransportError, httpx.RemoteProtocolError) as e:
+                raise _Retry(host, f"connection failed ({type(e).__name__})", None) from None
+        raise ImageError("fetch_failed", f"{url} redirected more than {MAX_REDIRECTS} times.")
+
+
+class _Retry(Exception):
+    def __init__(self, host: str, why: str, wait: float | None):
+        self.host, self.why, self.wait = host, why, wait
+
+
+def fetch_bytes(url: str, *, max_bytes: int = MAX_BYTES, timeout: float = 20.0, allow_private: bool | None = None) -> bytes:
+    """One GET of a user-supplied URL (a query image): guarded, capped, no retries, no cache."""
+    with Fetcher(max_bytes=max_bytes, timeout=timeout, retries=0, allow_private=allow_private, requests_per_second=0) as fetcher:
+        try:
+            return fetcher.get_bytes(url)
+        except ImageError as e:
+            if e.reason in ("url_rejected", "too_large"):
+                raise
+            raise ImageError("fetch_failed", f"Image URL {url!r} could not be fetched: {e}") from None
+
+
+def host_of(url: str) -> str:
+    return urlsplit(url).hostname or ""
 
 
 def _peer_address(response: httpx.Response) -> str | None:
@@ -99,3 +286,14 @@ def _peer_address(response: httpx.Response) -> str | None:
         return None
     addr = stream.get_extra_info("server_addr")
     return str(addr[0]) if addr else None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written is only a slower re-run

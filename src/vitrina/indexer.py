@@ -20,8 +20,8 @@ import numpy as np
 
 from .embedding import Embedder
 from .errors import ImageError
-from .images import load_image
-from .sources.folder import ref_path
+from .http import Blocked
+from .images import read_image
 from .store import Store
 
 ProgressCallback = Callable[[int, int], None]  # (items processed, items to process)
@@ -42,6 +42,7 @@ class IndexReport:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "model": 0.0, "write": 0.0})
     interrupted: bool = False
+    message: str = ""  # why the run stopped early, if it did
 
     @property
     def ok(self) -> bool:
@@ -54,7 +55,7 @@ class IndexReport:
             "embedded": self.embedded, "failed": sum(self.failed.values()), "failed_by_reason": dict(self.failed),
             "failures": [{"id": i, "reason": r, "detail": d} for i, r, d in self.failures],
             "seconds": round(self.seconds, 3), "images_per_second": round(self.embedded / self.seconds, 2) if self.seconds else None,
-            "timings": {k: round(v, 3) for k, v in self.timings.items()}, "interrupted": self.interrupted,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()}, "interrupted": self.interrupted, "message": self.message,
         }  # fmt: skip
 
 
@@ -69,8 +70,10 @@ def embed_pending(
     retry_failed: bool = False,
     max_pixels: int | None = None,
     progress: ProgressCallback | None = None,
+    fetcher: Any = None,
 ) -> IndexReport:
-    """Embed every item of ``store`` that has no current vector in ``space``."""
+    """Embed every item of ``store`` that has no current vector in ``space``. Remote images go
+    through ``fetcher``; if a host bans us (429 from loc.gov), the run stops cleanly, resumable."""
     todo = store.pending(space, retry_failed=retry_failed)
     total = len(todo)
     done = 0
@@ -81,9 +84,11 @@ def embed_pending(
     def prepare(row: Any) -> tuple[np.ndarray | None, tuple[str, str] | None, float]:
         t0 = time.perf_counter()
         try:
-            image = load_image(ref_path(row["image"]), min_side=embedder.min_side, max_pixels=max_pixels)
+            image = read_image(row["image"], fetcher=fetcher, min_side=embedder.min_side, max_pixels=max_pixels)
             pixels = embedder.preprocess(image)
             return pixels, None, time.perf_counter() - t0
+        except Blocked as e:
+            return None, ("blocked", str(e)), time.perf_counter() - t0
         except ImageError as e:
             return None, (e.reason, str(e)), time.perf_counter() - t0
         except Exception as e:  # a decoder bug must cost one item, not the run
@@ -94,9 +99,12 @@ def embed_pending(
             ok_items: list[tuple[str, str]] = []
             ok_pixels: list[np.ndarray] = []
             failures: list[tuple[str, str, str]] = []
+            blocked = None
             for row, (pixels, failure, seconds) in batch:
                 report.timings["decode"] += seconds
-                if failure:
+                if failure and failure[0] == "blocked":
+                    blocked = failure[1]  # not the item's fault: it stays pending
+                elif failure:
                     failures.append((row["id"], failure[0], failure[1]))
                 else:
                     ok_items.append((row["id"], row["fingerprint"]))
@@ -119,6 +127,10 @@ def embed_pending(
             report.seconds = time.perf_counter() - started
             if progress:
                 progress(done, total)
+            if blocked:
+                report.interrupted, report.message = True, blocked
+                pool.shutdown(wait=True, cancel_futures=True)
+                break
     report.seconds = time.perf_counter() - started
     return report
 

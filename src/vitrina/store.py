@@ -157,6 +157,12 @@ class Store:
         else:
             self.db.execute("COMMIT")
 
+    def close_vector_files(self) -> None:
+        """Forget mapped vector files (after a writer replaced or grew them)."""
+        for vf in self._vector_files.values():
+            vf.close()
+        self._vector_files.clear()
+
     def close(self) -> None:
         for vf in self._vector_files.values():
             vf.close()
@@ -165,6 +171,17 @@ class Store:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        with self.transaction():
+            if value is None:
+                self.db.execute("DELETE FROM meta WHERE key=?", (key,))
+            else:
+                self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
 
     # -- items --------------------------------------------------------------------------------
 

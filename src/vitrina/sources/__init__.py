@@ -1,43 +1,80 @@
 """Sources yield ``Item``s: a stable id, where the image is, metadata and context text.
 
-Specs: ``folder:DIR`` (or just a directory path). More sources (URL lists, IIIF, loc.gov,
-ALTO) plug in here with the same shape: ``open_source(spec) -> Source``.
+    folder:DIR (or a directory)       local files                       sources/folder.py
+    urls:FILE.csv | FILE.jsonl        image URLs + metadata columns     sources/urls.py
+    iiif:URL-OR-FILE                  a manifest or collection, v2.1/3  sources/iiif.py
+    locgov:SEARCH-URL                 the loc.gov JSON API              sources/locgov.py
+    alto:DIR-OR-FILE                  illustrations cut out of pages    sources/alto.py
+
+A source delivers its items in pages: ``pages()`` yields (items, cursor), where the cursor lets
+an interrupted harvest resume after the last stored page (None once the source is exhausted).
+``complete`` says whether the source lists everything it holds, so that items it no longer
+yields may be removed from the collection.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError
 from ..records import Item
 
-SOURCES = {"folder": "a directory of image files, walked recursively"}
+if TYPE_CHECKING:
+    from ..http import Fetcher
+
+SOURCES = {
+    "folder": "a directory of image files",
+    "urls": "a CSV or JSONL file of image URLs with metadata columns",
+    "iiif": "a IIIF Presentation manifest or collection (URL or file), v2.1 or v3",
+    "locgov": "a loc.gov search or collection URL",
+    "alto": "a folder (or file) of ALTO XML pages; illustrations are cropped",
+}
 
 
 class Source(Protocol):
     spec: str  # canonical, stored with every item it yields
+    complete: bool
 
-    def items(self) -> Iterator[Item]: ...
-
-    @property
-    def complete(self) -> bool:
-        """True when ``items`` lists the whole source, so items it no longer yields were removed."""
-        ...
+    def pages(self, cursor: str | None = None) -> Iterator[tuple[list[Item], str | None]]: ...
 
 
-def open_source(spec: str) -> Source:
+def items_of(source: Source) -> Iterator[Item]:
+    for items, _ in source.pages():
+        yield from items
+
+
+def open_source(spec: str, *, fetcher: Fetcher | None = None, **options: Any) -> Source:
+    """The source named by ``spec``; ``options`` go to its constructor (e.g. limit, images)."""
     prefix, sep, rest = spec.partition(":")
     if sep and prefix in SOURCES:
         kind, target = prefix, rest
     elif os.path.isdir(os.path.expanduser(spec)):
         kind, target = "folder", spec
     else:
-        known = ", ".join(f"{k}: ({v})" for k, v in SOURCES.items())
-        raise ConfigError(f"{spec!r} is not a directory or a known source. Known sources: {known}.")
+        known = "; ".join(f"{k}: {v}" for k, v in SOURCES.items())
+        raise ConfigError(f"{spec!r} is not a directory or a known source. Known sources — {known}.")
     if kind == "folder":
         from .folder import FolderSource
 
         return FolderSource(target)
-    raise ConfigError(f"Unknown source {spec!r}")  # pragma: no cover
+    if fetcher is None:
+        from ..http import Fetcher
+
+        fetcher = Fetcher()
+    if kind == "urls":
+        from .urls import UrlListSource
+
+        return UrlListSource(target)
+    if kind == "iiif":
+        from .iiif import IIIFSource
+
+        return IIIFSource(target, fetcher, **{k: v for k, v in options.items() if k in ("limit",)})
+    if kind == "locgov":
+        from .locgov import LocGovSource
+
+        return LocGovSource(target, fetcher, **{k: v for k, v in options.items() if k in ("limit",)})
+    from .alto import AltoSource
+
+    return AltoSource(target, fetcher, **{k: v for k, v in options.items() if k in ("images", "min_size")})

@@ -30,6 +30,9 @@ class FolderSource:
         self.spec = f"folder:{path_ref(str(self.root))}"
         self.skipped_loops: list[str] = []
 
+    def pages(self, cursor: str | None = None) -> Iterator[tuple[list[Item], str | None]]:
+        yield list(self.items()), None
+
     def items(self) -> Iterator[Item]:
         for path in self._walk():
             try:

@@ -1,0 +1,70 @@
+"""A CSV or JSONL list of image URLs with metadata columns.
+
+The URL column is the first of: url, file_url, image_url, image. The id is the `id` column, else
+`p1_item_id` + `segment_num` (the LoC maps paper's `merged_files.csv`), else a hash of the URL,
+so a reordered or extended list keeps every id. Every other column is kept as metadata. A IIIF
+Image API URL is fetched at the size the model needs, not as listed (`pct:100`, `full`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..captions import add_caption
+from ..errors import ConfigError
+from ..records import Item
+
+URL_COLUMNS = ("url", "file_url", "image_url", "image")
+
+
+class UrlListSource:
+    complete = True
+
+    def __init__(self, path: str):
+        self.path = Path(path).expanduser().resolve()
+        if not self.path.is_file():
+            raise ConfigError(f"{path} is not a file; urls: takes a .csv or .jsonl list of image URLs.")
+        self.spec = f"urls:{self.path}"
+        self.skipped: list[str] = []
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        if self.path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+            with self.path.open(encoding="utf-8") as f:
+                for n, line in enumerate(f, start=1):
+                    if line.strip():
+                        try:
+                            row = json.loads(line)
+                        except ValueError:
+                            self.skipped.append(f"line {n}: not JSON")
+                            continue
+                        if isinstance(row, dict):
+                            yield row
+        else:
+            with self.path.open(encoding="utf-8-sig", newline="") as f:
+                yield from csv.DictReader(f)
+
+    def pages(self, cursor: str | None = None) -> Iterator[tuple[list[Item], str | None]]:
+        items = []
+        for n, row in enumerate(self.rows(), start=1):
+            url = next((str(row[c]).strip() for c in URL_COLUMNS if row.get(c)), "")
+            if not url.startswith(("http://", "https://")):
+                self.skipped.append(f"row {n}: no http(s) URL")
+                continue
+            if row.get("id"):
+                item_id = str(row["id"])
+            elif row.get("p1_item_id"):
+                item_id = f"{row['p1_item_id']}/{row.get('segment_num', 0)}"
+            else:
+                item_id = hashlib.sha1(url.encode()).hexdigest()[:16]
+            metadata = {k: v for k, v in row.items() if k not in URL_COLUMNS and k != "id" and v not in (None, "")}
+            if "resource_url" in metadata:
+                metadata.setdefault("link", metadata["resource_url"])
+            metadata = add_caption(metadata)
+            metadata.setdefault("title", item_id)
+            items.append(Item(id=item_id, image=url, metadata=metadata, fingerprint=url, source=self.spec))
+        yield items, None
