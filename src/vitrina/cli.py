@@ -1,7 +1,8 @@
 """The command line: parse, call the library, print. Results go to stdout, progress to stderr.
 
 Exit codes: 0 success; 1 an error (message on stderr); 2 bad usage; 3 indexing finished but some
-items failed (listed in the summary and in `vitrina info`); 130 interrupted (resumable).
+items failed (listed in the summary and in `vitrina info`); 75 a server asked us to stop (429):
+run again later, it resumes; 130 interrupted (resumable).
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
 
     with _errors():
         src: str | None = source
+        from .sources import SOURCES
+
+        if collection is None and source.partition(":")[0] in SOURCES and source.partition(":")[0] != "folder":
+            raise click.BadParameter("give --collection NAME for this source", param_hint="--collection")
         if collection is None:
             if os.path.isdir(os.path.expanduser(source)) or source.startswith("folder:"):
                 collection = Path(source.removeprefix("folder:")).expanduser().resolve().name
@@ -100,7 +105,7 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
         else:
             _print_report(err, report)
         if report.interrupted:
-            sys.exit(130)
+            sys.exit(75 if report.message else 130)
         if report.failed:
             sys.exit(3)
 
@@ -166,7 +171,54 @@ def _print_report(console: Any, report: Any) -> None:
         if d["failed"] > 10:
             console.print(f"  … and {d['failed'] - 10} more: vitrina info {d['collection']} --json")
     if d["interrupted"]:
-        console.print("[yellow]Interrupted.[/] Run the same command again to carry on where it stopped.")
+        why = f" {_escape(d['message'])}" if d.get("message") else ""
+        console.print(f"[yellow]Interrupted.[/]{why} Run the same command again to carry on where it stopped.")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("source")
+@click.option("-c", "--collection", required=True, help="Collection name or path (created if new).")
+@click.option("--limit", type=click.IntRange(1), help="Stop after this many items (loc.gov, IIIF).")
+@click.option("--images", help="alto: where the page images are: iiif:SERVICE-URL-TEMPLATE with {stem} (default: files beside the ALTO).")
+@click.option("--min-size", default=64, show_default=True, type=click.IntRange(1), help="alto: smallest illustration side in pixels.")
+@click.option("--restart", is_flag=True, help="Harvest from the first page instead of resuming after the last stored one.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True)
+def ingest(source: str, collection: str, limit: int | None, images: str | None, min_size: int, restart: bool, as_json: bool, quiet: bool) -> None:
+    """Add the items of SOURCE to a collection, without embedding them yet; then `vitrina index COLLECTION`.
+
+    \b
+    vitrina ingest urls:p1_map_file_list.csv --collection maps
+    vitrina ingest iiif:https://example.org/iiif/manifest.json --collection books
+    vitrina ingest locgov:"https://www.loc.gov/maps/?q=sea+monster" --collection maps --limit 5000
+    vitrina ingest alto:./pages --collection illustrations
+    vitrina index maps          # embeds what was ingested; re-running picks up where it stopped
+
+    Harvesting is polite (per-host rate limits, loc.gov's stricter ones) and resumable: a run
+    stopped by a kill or a 429 ban continues after the last stored page when run again."""
+    from .collection import open_collection
+
+    err = _stderr()
+    with _errors():
+        coll = open_collection(collection, create=True)
+        with _progress(err, quiet) as (on_page, _):
+            report = coll.ingest(source, limit=limit, images=images, min_size=min_size, restart=restart, on_page=on_page)
+    d = report.to_dict()
+    if as_json:
+        click.echo(json.dumps(d, ensure_ascii=False, indent=2))
+    else:
+        resumed = " (resumed)" if d["resumed"] else ""
+        err.print(f"[bold]{_escape(d['collection'])}[/] ← {_escape(d['source'])}{resumed}: {d['found']} items found "
+                  f"({d['new']} new, {d['changed']} changed, {d['unchanged']} unchanged, {d['removed']} removed) "
+                  f"from {d['pages']} pages, {d['requests']} requests, in {d['seconds']:.1f} s")  # fmt: skip
+        for problem in d["problems"][:10]:
+            err.print(f"  [yellow]skipped[/] {_escape(problem)}")
+        if d["interrupted"]:
+            err.print(f"[yellow]Stopped:[/] {_escape(d['message'])}")
+        else:
+            err.print(f"Next: vitrina index {_escape(d['collection'])}")
+    if report.interrupted:
+        sys.exit(75)  # EX_TEMPFAIL: try again later
 
 
 @cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True})

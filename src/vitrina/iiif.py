@@ -91,7 +91,10 @@ class ImageService:
             full = [(self.width, self.height), *self.sizes]
             fitting = sorted((s for s in full if min(s) * min(w, h) / min(self.width, self.height) >= min_side), key=lambda s: s[0])
             sw, sh = fitting[0] if fitting else max(full, key=lambda s: s[0])
-            size = f"{sw},{sh}" if self.version == 3 else f"{sw},"
+            if (sw, sh) == (self.width, self.height):
+                size = "max" if self.version == 3 else "full"  # always available, even at level 0
+            else:
+                size = f"{sw},{sh}" if self.version == 3 else f"{sw},"
             crop = None if (x, y, w, h) == (0, 0, self.width, self.height) else (x * sw // self.width, y * sh // self.height, w * sw // self.width, h * sh // self.height)
             return f"{self.base}/full/{size}/0/default.jpg", crop
         scale = min(1.0, min_side / min(w, h))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import re
 import threading
 import time
 from pathlib import Path
@@ -17,9 +16,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from ..errors import ImageError
-from ..images import load_image
+from ..images import read_image
 from ..query import Hits
-from ..sources.folder import ref_path
 from .app import SearchParams, Service, ServiceError
 
 router = APIRouter()
@@ -63,16 +61,11 @@ def service_of(request: Request) -> Service:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-_IIIF_IMAGE = re.compile(r"^(https?://.+)/(full|square|pct:[\d.,]+|\d+,\d+,\d+,\d+)/([^/]+)/(!?\d+(?:\.\d+)?)/(default|color|gray|bitonal|native)\.(jpg|png|webp|gif|tif)$")
-
-
 def iiif_sized(url: str, size: int) -> str | None:
     """A IIIF Image API URL asking for the same region at most ``size`` pixels on a side."""
-    m = _IIIF_IMAGE.match(url)
-    if not m:
-        return None
-    base, region, _, rotation, quality, fmt = m.groups()
-    return f"{base}/{region}/!{size},{size}/{rotation}/{quality}.{fmt}"
+    from ..iiif import sized
+
+    return sized(url, size)
 
 
 def media_urls(service: Service, item_id: str, image: str) -> tuple[str, str]:
@@ -204,7 +197,7 @@ def thumbnail(request: Request, item_id: Annotated[str, PathParam(max_length=200
     if cache.exists():
         return Response(cache.read_bytes(), media_type="image/jpeg", headers=headers)
     try:
-        image = load_image(ref_path(row["image"]), min_side=size)
+        image = read_image(row["image"], min_side=size)
     except ImageError as e:
         raise ServiceError(404, "image_unavailable", f"The image of item {item_id!r} cannot be shown ({e.reason}).") from e
     image.thumbnail((size, size))

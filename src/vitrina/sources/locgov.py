@@ -34,9 +34,9 @@ KEEP = ("title", "date", "subject", "location", "contributor", "original_format"
         "rights", "rights_information", "access_restricted", "language", "call_number", "url")  # fmt: skip
 
 
-def api_url(url: str, per_page: int = 100) -> str:
+def api_url(url: str, per_page: int = 100, *, any_host: bool = False) -> str:
     parts = urlsplit(url if "://" in url else "https://" + url)
-    if not parts.netloc.endswith("loc.gov"):
+    if not (parts.hostname or "").endswith("loc.gov") and not any_host:
         raise ConfigError(f"{url} is not a loc.gov address; locgov: takes a search, format or collection URL on www.loc.gov.")
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("fo", "c", "at")]
     query += [("fo", "json"), ("c", str(per_page)), ("at", "results,pagination")]
@@ -81,11 +81,16 @@ class LocGovSource:
     complete = False  # a harvest may be limited or interrupted: never remove items because of it
 
     def __init__(self, url: str, fetcher: Fetcher, *, limit: int | None = None):
-        self.first = api_url(url)
+        # A local mirror of the API (trusted deployments, tests) is allowed when private URLs are.
+        self.any_host = fetcher.allow_private
+        self.first = api_url(url, any_host=self.any_host)
         self.spec = f"locgov:{url}"
         self.fetcher, self.limit = fetcher, limit
-        for host, rate in LOC_RATES.items():
-            fetcher.host_rates.setdefault(host, rate)
+        host = urlsplit(self.first).hostname or ""
+        for name, rate in {**LOC_RATES, host: LOC_RATES["www.loc.gov"]}.items():
+            fetcher.host_rates.setdefault(name, rate)
+        if host not in fetcher.stop_on_429:
+            fetcher.stop_on_429 = (*fetcher.stop_on_429, host)  # the API bans: never retry a 429
         self.results_total: int | None = None
 
     def pages(self, cursor: str | None = None) -> Iterator[tuple[list[Item], str | None]]:
@@ -108,7 +113,7 @@ class LocGovSource:
             if next_url and int(pagination.get("to") or 0) >= MAX_DEPTH:
                 raise ConfigError(f"loc.gov does not page past {MAX_DEPTH:,} results; split the query with dates= or fa= facets and harvest each part.")
             done = not next_url or (self.limit is not None and count >= self.limit)
-            yield items, None if done else api_url(str(next_url))
+            yield items, None if done else api_url(str(next_url), any_host=self.any_host)
             if done:
                 return
-            url = api_url(str(next_url))
+            url = api_url(str(next_url), any_host=self.any_host)
