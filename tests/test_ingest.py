@@ -151,15 +151,23 @@ def test_url_list_survives_misbehaving_servers(server: HeritageServer, tmp_path:
     s.faults[f"/iiif/p2/full/{load_size(400, 300)},/0/default.jpg"] = [(429, {"Retry-After": "1"}, b"slow down")]
     s.faults[f"/iiif/p3/full/{load_size(400, 300)},/0/default.jpg"] = [(-1, {}, b"\xff\xd8\xff" + b"0" * 500)]
     s.faults["/login.jpg"] = [(200, {"Content-Type": "image/jpeg"}, b"<html><form>Please log in</form></html>")]
+    s.slow.add("/slow.jpg")  # answers after 3 s: past the 1 s timeout, every time
+    import io
+
+    bomb = io.BytesIO()
+    Image.new("1", (30000, 30000)).save(bomb, "PNG")  # ~100 KB on the wire, 900 megapixels
+    s.faults["/bomb.png"] = [(200, {"Content-Type": "image/png"}, bomb.getvalue())]
     rows = [{"id": f"p{n}", "url": good(n), "title": f"Plate {n}", "date": str(1800 + n)} for n in range(5)]
-    rows += [{"id": "gone", "url": f"{s.url}/missing.jpg"}, {"id": "login", "url": f"{s.url}/login.jpg"}, {"id": "nourl", "url": "ftp://x"}]
+    rows += [{"id": "gone", "url": f"{s.url}/missing.jpg"}, {"id": "login", "url": f"{s.url}/login.jpg"}, {"id": "nourl", "url": "ftp://x"},
+             {"id": "slow", "url": f"{s.url}/slow.jpg"}, {"id": "bomb", "url": f"{s.url}/bomb.png"}]
     listing = tmp_path / "list.jsonl"
     listing.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
     coll = open_collection("urls", create=True)
-    report = coll.index(f"urls:{listing}", model=tiny_clip, fetcher=fetcher(tmp_path, retries=3))
+    report = coll.index(f"urls:{listing}", model=tiny_clip, fetcher=fetcher(tmp_path, retries=3, timeout=1.0))
     assert report.embedded == 5, report.to_dict()
-    assert report.failed == {"not_found": 1, "unreadable_image": 1}
-    assert len(coll) == 7  # the row without an http URL and the bad line are reported, not stored
+    assert report.failed == {"not_found": 1, "unreadable_image": 1, "fetch_failed": 1, "too_large": 1}
+    assert len(s.requests("/slow.jpg")) == 4  # 1 + 3 retries, each cut at the timeout
+    assert len(coll) == 9  # the row without an http URL and the bad line are reported, not stored
     assert len(s.requests("/iiif/p1/full/")) == 3  # 503, 503, 200
     times = [t for t, p in s.log if p.startswith("/iiif/p2/full/")]
     assert len(times) == 2 and times[1] - times[0] >= 0.95  # Retry-After honoured

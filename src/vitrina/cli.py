@@ -136,7 +136,7 @@ def _progress(console: Any, quiet: bool):  # type: ignore[no-untyped-def]
 
         def on_scan(done: int, total: int) -> None:
             if "scan" not in state:
-                state["scan"] = progress.add_task("Scanning", total=None)
+                state["scan"] = progress.add_task("Items found", total=None)
             progress.update(state["scan"], completed=done)
 
         def on_embed(done: int, total: int) -> None:
