@@ -296,3 +296,21 @@ def test_a_killed_remote_index_resumes_exactly_once(server: HeritageServer, tmp_
     for n in (0, 13, 29):
         hit = coll.search(image=str(_save(picture(300 + n, (320, 240)), tmp_path / "q.png")), limit=1)[0]
         assert hit.id == f"k{n}"
+
+
+def test_cli_ingest_reports_and_exit_codes(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "vitrina", *args], capture_output=True, text=True, timeout=120)
+
+    ok = run("ingest", f"iiif:{FIXTURES / 'iiif/v2/nlw.json'}", "--collection", "register", "--json")
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["found"] == 219 and report["new"] == 219 and report["requests"] == 0
+    again = json.loads(run("ingest", f"iiif:{FIXTURES / 'iiif/v2/nlw.json'}", "--collection", "register", "--json").stdout)
+    assert again["unchanged"] == 219 and again["new"] == 0
+    broken = run("ingest", f"iiif:{FIXTURES / 'iiif/v2/problem-invalid.json'}", "--collection", "register")
+    assert broken.returncode == 0 and "skipped" in broken.stderr and "not a readable JSON file" in broken.stderr
+    wrong = run("ingest", "locgov:https://example.org/maps/", "--collection", "register")
+    assert wrong.returncode == 1 and "not a loc.gov address" in wrong.stderr
+    info = json.loads(run("info", "register", "--json").stdout)
+    assert info["items"] == 219 and info["by_status"] == {"pending": 219}
