@@ -122,3 +122,21 @@ def scans(tmp_path: Path) -> Path:
         shutil.copy(DATA / "images" / name, folder / name)
     make_images(folder / "generated", 12)
     return folder
+
+
+DEMO = Path(__file__).resolve().parent.parent / "src" / "vitrina" / "demo" / "openclipart"
+
+
+@pytest.fixture(scope="session")
+def mini_collection(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The shipped held-out drawings indexed with the offline mini model (once per test run)."""
+    import json
+
+    from vitrina import open_collection
+
+    coll = open_collection(tmp_path_factory.mktemp("mini") / "demo", create=True)
+    report = coll.index(str(DEMO), model="mini")
+    captions = (DEMO / "captions.jsonl").read_text().splitlines()
+    assert report.embedded == len(captions) and not report.failed
+    assert json.loads(captions[0])["id"]
+    return coll

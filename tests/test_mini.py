@@ -12,21 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vitrina import Collection, get_embedder, load_image, open_collection
+from vitrina import Collection, get_embedder, load_image
 from vitrina.embedding import embed_images
 from vitrina.embedding.mini import CARD, IMAGE_TOWER_SHA256, TEXT_TOWER_SHA256, MiniTowers, sha256, tower_paths
 from vitrina.embedding.mini.evaluate import category_prompts, held_out_metrics
 
 DEMO = Path(__file__).resolve().parent.parent / "src" / "vitrina" / "demo" / "openclipart"
 CAPTIONS = [json.loads(line) for line in (DEMO / "captions.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def mini_collection(tmp_path_factory: pytest.TempPathFactory) -> Collection:
-    coll = open_collection(tmp_path_factory.mktemp("mini") / "demo", create=True)
-    report = coll.index(str(DEMO), model="mini")
-    assert report.embedded == len(CAPTIONS) and not report.failed
-    return coll
 
 
 def test_tower_files_are_the_expected_ones_and_load_strictly() -> None:

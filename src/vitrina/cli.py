@@ -341,6 +341,154 @@ def serve(collection: str, host: str, port: int, token: str | None, cors_origins
 
 
 @cli.command(context_settings=CONTEXT)
+@click.argument("collection")
+@click.argument("labels", nargs=-1)
+@click.option("--zero-shot", "zero", is_flag=True, help="Classify by the LABELS given as arguments, through the text tower.")
+@click.option("--train", "train_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Train a logistic-regression probe from a CSV id,label.")
+@click.option("--apply", "apply_name", help="Apply a saved probe again (after re-indexing).")
+@click.option("--name", help="Tag name, usable in --where (default: zero_shot, or required with --train).")
+@click.option("--space", help="Embedding space (default: the first).")
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20))
+@click.option("--json", "as_json", is_flag=True)
+def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Path | None, apply_name: str | None, name: str | None, space: str | None, folds: int, as_json: bool) -> None:
+    """Tag every item of COLLECTION with a classifier on its embeddings; tags work as filters.
+
+    \b
+    vitrina classify maps --zero-shot "blank page" "map" "photograph" "drawing" --name kind
+    vitrina classify maps --train labels.csv --name page_kind       # cross-validated F1 reported
+    vitrina search maps "harbour" --where "page_kind!=blank"
+    """
+    from . import classify as cls
+    from .collection import open_collection
+
+    if sum(bool(x) for x in (zero, train_csv, apply_name)) != 1:
+        raise click.UsageError("Give exactly one of --zero-shot LABEL..., --train LABELS.csv, --apply NAME.")
+    with _errors():
+        coll = open_collection(collection)
+        if zero:
+            report = cls.zero_shot(coll, list(labels), name=name or "zero_shot", space=space)
+        elif train_csv:
+            if not name:
+                raise click.UsageError("--train needs --name (the tag to write).")
+            report = cls.train_probe(coll, train_csv, name=name, space=space, folds=folds)
+        else:
+            report = cls.apply_probe(coll, str(apply_name))
+    d = report.to_dict()
+    if as_json:
+        click.echo(json.dumps(d, ensure_ascii=False, indent=2))
+        return
+    out = _stdout()
+    if d["f1_macro_cv"] is not None and d["folds"]:
+        out.print(f"{d['folds']}-fold cross-validated macro F1: [bold]{d['f1_macro_cv']:.3f}[/] ± {d['f1_macro_cv_std']:.3f} on {d['trained_on']} labelled items")
+    out.print(f"Tagged {d['tagged']} items as [bold]{_escape(d['name'])}[/]: " + ", ".join(f"{_escape(k)} {v}" for k, v in sorted(d["counts"].items(), key=lambda kv: -kv[1])))
+    if d["skipped"]:
+        out.print(f"[yellow]{len(d['skipped'])} labelled ids have no vector[/] (e.g. {_escape(d['skipped'][0])})")
+    out.print(f"Filter with: vitrina search {_escape(collection)} \"...\" --where \"{_escape(d['name'])}={_escape(d['labels'][0])}\"")
+
+
+@cli.command("eval", context_settings=CONTEXT)
+@click.argument("collection")
+@click.option("--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Caption pairs (JSONL id,caption as `vitrina captions` writes, or CSV): text→image recall@k, MRR.")
+@click.option("--exact-image", is_flag=True, help="Perturbed copies (crop, rescale, JPEG, rotate, grayscale) as queries: top-1 / top-10.")
+@click.option("--sample", default=200, show_default=True, type=click.IntRange(1), help="Items to perturb for --exact-image.")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV query,id[,relevance]: nDCG@10, P@10.")
+@click.option("--space", "spaces", multiple=True, help="Space(s) to evaluate (default: all).")
+@click.option("--report", type=click.Path(path_type=Path), help="Write REPORT.md, REPORT.json and REPORT.svg (a chart).")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate_cmd(collection: str, pairs: Path | None, exact_image: bool, sample: int, queries: Path | None, spaces: tuple[str, ...], report: Path | None, as_json: bool) -> None:
+    """Measure search quality on COLLECTION, per embedding space.
+
+    \b
+    vitrina eval maps --pairs captions.jsonl
+    vitrina eval maps --exact-image
+    vitrina eval maps --queries queries.csv --report quality"""
+    from .collection import open_collection
+
+    if not (pairs or exact_image or queries):
+        raise click.UsageError("Give --pairs, --exact-image and/or --queries.")
+    with _errors():
+        coll = open_collection(collection)
+        results = _evaluate(coll, list(spaces) or [s.name for s in coll.spaces()], pairs, exact_image, sample, queries)
+    _print_eval(results, report, as_json)
+
+
+def _evaluate(coll: Any, spaces: list[str], pairs: Path | None, exact_image: bool, sample: int, queries: Path | None) -> dict[str, dict[str, Any]]:
+    from . import evaluate as ev
+
+    results: dict[str, dict[str, Any]] = {"text_to_image": {}, "exact_image": {}, "queries": {}}
+    pair_list = ev.read_pairs(pairs) if pairs else None
+    judged = ev.read_queries(queries) if queries else None
+    for space in spaces:
+        if pair_list is not None:
+            results["text_to_image"][space] = ev.eval_pairs(coll, pair_list, space=space)
+        if exact_image:
+            results["exact_image"][space] = ev.eval_exact_image(coll, sample=sample, space=space)
+        if judged is not None:
+            results["queries"][space] = ev.eval_queries(coll, judged, space=space)
+    return results
+
+
+def _print_eval(results: dict[str, dict[str, Any]], report: Path | None, as_json: bool) -> None:
+    from . import evaluate as ev
+
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{report}.md").write_text("# Retrieval quality\n\n" + ev.markdown(results))
+        Path(f"{report}.json").write_text(json.dumps(results, indent=2))
+        Path(f"{report}.svg").write_text(ev.svg_chart(results))
+        _stderr().print(f"Wrote {_escape(str(report))}.md, .json and .svg")
+    if as_json:
+        click.echo(json.dumps(results, ensure_ascii=False, indent=2))
+    else:
+        click.echo(ev.markdown(results))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("collection")
+@click.option("--models", required=True, help="Comma-separated model specs, e.g. mini,hf:openai/clip-vit-base-patch32,hf:google/siglip-base-patch16-224")
+@click.option("--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--exact-image", is_flag=True)
+@click.option("--sample", default=200, show_default=True, type=click.IntRange(1))
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--device", help="cpu, cuda, mps (default: the best available).")
+@click.option("--report", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def compare(collection: str, models: str, pairs: Path | None, exact_image: bool, sample: int, queries: Path | None, device: str | None, report: Path | None, as_json: bool) -> None:
+    """Embed COLLECTION with each model (each in its own space, side by side) and evaluate them all:
+    the Norwegian paper's model comparison, for your collection."""
+    from .collection import open_collection, space_name_for
+
+    if not (pairs or exact_image or queries):
+        exact_image = True  # needs no labels
+    with _errors():
+        coll = open_collection(collection)
+        names = []
+        for spec in [m.strip() for m in models.split(",") if m.strip()]:
+            r = coll.index(model=spec, space=space_name_for(spec), device=device)
+            _stderr().print(f"{_escape(spec)}: {r.embedded} embedded, space {_escape(r.space)}")
+            names.append(r.space)
+        results = _evaluate(open_collection(collection), names, pairs, exact_image, sample, queries)
+    _print_eval(results, report, as_json)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("collection")
+@click.option("--split", type=click.Choice(["all", "train", "held_out"]), default="all", show_default=True)
+@click.option("--held-out-percent", default=20, show_default=True, type=click.IntRange(0, 100))
+def captions(collection: str, split: str, held_out_percent: int) -> None:
+    """Print caption pairs built from COLLECTION's metadata as JSONL (id, caption, split), the LoC
+    paper's recipe; the split is by item id, stable across runs, so held-out items never train."""
+    from . import evaluate as ev
+    from .collection import open_collection
+
+    with _errors():
+        rows = ev.captions(open_collection(collection), held_out_percent=held_out_percent)
+    for row in rows:
+        if split == "all" or row["split"] == split:
+            click.echo(json.dumps(row, ensure_ascii=False))
+
+
+@cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True)
 def collections(as_json: bool) -> None:
     """List the collections in $VITRINA_HOME."""

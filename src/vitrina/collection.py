@@ -234,7 +234,7 @@ class Collection:
     def _filter_rows(self, sp: Space, query: Query) -> np.ndarray:
         clauses, params = [], []
         for f in query.filters:
-            sql, p = f.sql()
+            sql, p = f.sql(with_tags=self._store.has_tags)
             clauses.append(sql)
             params += p
         return self._store.filtered_rows(sp.name, " AND ".join(clauses), params)
@@ -350,7 +350,9 @@ class Collection:
         row = self._store.get_items([item_id]).get(item_id)
         if row is None:
             raise QueryError(f"No item {item_id!r} in collection {self.name!r}.")
-        return {k: (json.loads(row[k]) if k == "metadata" else row[k]) for k in row.keys()}
+        out = {k: (json.loads(row[k]) if k == "metadata" else row[k]) for k in row.keys()}
+        out["tags"] = self._store.tags_of(item_id)
+        return out
 
 
 class _writer:

@@ -74,10 +74,15 @@ class Filter:
             raise QueryError(f"Cannot read filter {text!r}: write KEY OP VALUE, e.g. 'date>=1700', 'place=Boston', 'title~harbour'.")
         return cls(*match.groups())
 
-    def sql(self) -> tuple[str, list[Any]]:
-        column = COLUMNS.get(self.key) or "json_extract(i.metadata, ?)"
-        params: list[Any] = [] if self.key in COLUMNS else ['$."' + self.key.replace('"', "") + '"']
-        return f"vitrina_match({column}, ?, ?)", [*params, self.op, self.value]
+    def sql(self, with_tags: bool = True) -> tuple[str, list[Any]]:
+        """SQL over ``items i``. A classifier tag of that name wins over a metadata key."""
+        if self.key in COLUMNS:
+            return f"vitrina_match({COLUMNS[self.key]}, ?, ?)", [self.op, self.value]
+        path = '$."' + self.key.replace('"', "") + '"'
+        if with_tags:
+            column = "COALESCE((SELECT t.value FROM tags t WHERE t.item_id = i.id AND t.name = ?), json_extract(i.metadata, ?))"
+            return f"vitrina_match({column}, ?, ?)", [self.key, path, self.op, self.value]
+        return "vitrina_match(json_extract(i.metadata, ?), ?, ?)", [path, self.op, self.value]
 
 
 @dataclass(frozen=True)

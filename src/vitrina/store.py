@@ -62,6 +62,15 @@ CREATE TABLE IF NOT EXISTS vectors (
     PRIMARY KEY (space, item_id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS vectors_row ON vectors(space, row);
+CREATE TABLE IF NOT EXISTS tags (
+    item_id     TEXT NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,  -- e.g. "page_kind": usable in filters like any metadata key
+    value       TEXT NOT NULL,
+    score       REAL,
+    classifier  TEXT NOT NULL,  -- what produced it, e.g. "probe:page_kind@mini"
+    PRIMARY KEY (item_id, name)
+);
+CREATE INDEX IF NOT EXISTS tags_name ON tags(name, value);
 CREATE TABLE IF NOT EXISTS dead_rows (space TEXT NOT NULL, row INTEGER NOT NULL, PRIMARY KEY (space, row));
 CREATE TRIGGER IF NOT EXISTS vectors_dead_on_delete AFTER DELETE ON vectors BEGIN
     INSERT OR IGNORE INTO dead_rows VALUES (old.space, old.row);
@@ -130,6 +139,7 @@ class Store:
         if version and int(version[0]) > SCHEMA_VERSION:
             raise StoreCorrupt(f"{db} was written by a newer vitrina (schema {version[0]}, this one reads <= {SCHEMA_VERSION}); upgrade vitrina.")
         self._vector_files: dict[str, VectorFile] = {}
+        self.has_tags = self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='tags'").fetchone() is not None
 
     # -- locking and transactions -------------------------------------------------------------
 
@@ -342,6 +352,22 @@ class Store:
             self.db.execute("UPDATE spaces SET rows = rows + ? WHERE name = ?", (len(items), space_name))
             _fault_point("before_commit")
         _fault_point("after_commit")
+
+    def live_vectors(self, space: str) -> tuple[list[str], np.ndarray]:
+        """(item ids, their rows) of every live vector in ``space``, in row order."""
+        rows = self.db.execute("SELECT item_id, row FROM vectors WHERE space=? ORDER BY row", (space,)).fetchall()
+        return [r[0] for r in rows], np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+
+    def set_tags(self, name: str, classifier: str, tags: Sequence[tuple[str, str, float]]) -> None:
+        """Replace tag ``name`` on the given items: (item id, value, score)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM tags WHERE name=?", (name,))
+            self.db.executemany("INSERT INTO tags (item_id, name, value, score, classifier) VALUES (?, ?, ?, ?, ?)", [(i, name, v, float(sc), classifier) for i, v, sc in tags])
+
+    def tags_of(self, item_id: str) -> dict[str, dict[str, Any]]:
+        if not self.has_tags:
+            return {}
+        return {r[0]: {"value": r[1], "score": r[2], "classifier": r[3]} for r in self.db.execute("SELECT name, value, score, classifier FROM tags WHERE item_id=?", (item_id,))}
 
     def dead_rows(self, space: str) -> np.ndarray:
         return np.fromiter((r[0] for r in self.db.execute("SELECT row FROM dead_rows WHERE space=?", (space,))), dtype=np.int64)
