@@ -489,6 +489,51 @@ def captions(collection: str, split: str, held_out_percent: int) -> None:
 
 
 @cli.command(context_settings=CONTEXT)
+@click.argument("collection")
+@click.option("--pairs", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL id,caption[,split] (vitrina captions); held_out pairs are never trained on.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the fine-tuned model (then --model hf:OUT).")
+@click.option("-m", "--model", help="Base checkpoint (default: the collection's model; must be hf: CLIP or SigLIP).")
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2))
+@click.option("--lr", default=1e-5, show_default=True, type=float)
+@click.option("--warmup", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Share of steps with a linear warm-up.")
+@click.option("--freeze", type=click.Choice(["none", "vision", "text", "towers"]), default="none", show_default=True, help="Keep these layers fixed.")
+@click.option("--patience", default=2, show_default=True, type=click.IntRange(1), help="Stop after this many epochs without a better validation loss.")
+@click.option("--device", help="cpu, cuda, mps (default: cuda if present).")
+@click.option("--restart", is_flag=True, help="Ignore checkpoints in OUT and start over.")
+@click.option("--json", "as_json", is_flag=True)
+def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs: int, batch_size: int, lr: float, warmup: float, freeze: str,
+             patience: int, device: str | None, restart: bool, as_json: bool) -> None:  # fmt: skip
+    """Fine-tune COLLECTION's CLIP / SigLIP model on caption pairs (contrastive loss), with a
+    validation loss per epoch, early stopping and resumable checkpoints.
+
+    \b
+    vitrina captions maps > pairs.jsonl
+    vitrina finetune maps --pairs pairs.jsonl --epochs 8 --batch-size 32 --lr 1e-5 --out ./ft
+    vitrina index maps --model hf:./ft --space ft && vitrina eval maps --pairs pairs.jsonl"""
+    from .collection import open_collection
+    from .finetune import FinetuneConfig, read_pairs_with_split
+    from .finetune import finetune as run
+
+    err = _stderr()
+    with _errors():
+        coll = open_collection(collection)
+        config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, freeze=freeze, patience=patience)
+        with _progress(err, as_json) as (_, on_step):
+            report = run(coll, read_pairs_with_split(pairs), out, model=model, config=config, device=device, resume=not restart, progress=on_step)
+    d = report.to_dict()
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    resumed = f" (resumed after epoch {d['resumed_from']})" if d["resumed_from"] else ""
+    err.print(f"Fine-tuned {_escape(d['base'])} on {d['train_pairs']} pairs ({d['val_pairs']} validation, {d['held_out_excluded']} held out){resumed}")
+    for h in d["history"]:
+        err.print(f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f}" + (f", validation loss {h['val_loss']:.4f}" if "val_loss" in h else ""))
+    err.print(f"Best epoch {d['best_epoch']} saved to {_escape(d['out'])}" + (" (stopped early)" if d["stopped_early"] else ""))
+    err.print(f"Next: vitrina index {_escape(collection)} --model hf:{_escape(d['out'])} --space finetuned")
+
+
+@cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True)
 def collections(as_json: bool) -> None:
     """List the collections in $VITRINA_HOME."""

@@ -42,6 +42,7 @@ class Collection:
         self.name = path.name
         self._store = Store(path, create=create)
         self._embedder = embedder
+        self._explicit_embedder = embedder is not None
         self._filter_cache: dict[tuple[Any, ...], np.ndarray] = {}
 
     def __repr__(self) -> str:
@@ -292,16 +293,25 @@ class Collection:
         raise QueryError(f"Image {value!r} is not a file, an http(s) URL, or the id of an item in collection {self.name!r}.")
 
     def embedder_for(self, sp: Space) -> Embedder:
-        """The model that made space ``sp``, loaded once; refuses a different model."""
-        if self._embedder is None:
-            self._embedder = get_embedder(sp.fingerprint.spec)
-        fp = self._embedder.fingerprint
-        if (fp.revision, fp.dim) != (sp.fingerprint.revision, sp.fingerprint.dim):
+        """The model that made space ``sp``, loaded once per process. An embedder given to
+        ``open_collection`` is used for every space, and refused where it does not fit."""
+        if self._embedder is not None and (self._explicit_embedder or self._fits(self._embedder, sp)):
+            embedder = self._embedder
+        else:
+            embedder = get_embedder(sp.fingerprint.spec)
+            if self._embedder is None:
+                self._embedder = embedder
+        if not self._fits(embedder, sp):
+            fp = embedder.fingerprint
             raise SpaceMismatch(
                 f"Space {sp.name!r} of collection {self.name!r} was built with {sp.fingerprint.describe()}; "
                 f"the query model is {fp.describe()}. Search with the same model, or index with this one into a new space (--space)."
             )
-        return self._embedder
+        return embedder
+
+    @staticmethod
+    def _fits(embedder: Embedder, sp: Space) -> bool:
+        return (embedder.fingerprint.revision, embedder.fingerprint.dim) == (sp.fingerprint.revision, sp.fingerprint.dim)
 
     def embed_query_text(self, text: str, space: str | None = None) -> np.ndarray:
         sp = self._store.space(space)

@@ -171,6 +171,7 @@ class Service:
             inner = coll.embedder_for(space)
             self.embedder = inner if isinstance(inner, GatedEmbedder) else GatedEmbedder(inner, self.gate)
             coll._embedder = self.embedder
+            coll._explicit_embedder = True
         self.ready = True
 
     def collection(self) -> Collection:

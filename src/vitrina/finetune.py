@@ -1,0 +1,253 @@
+"""Contrastive fine-tuning of a CLIP or SigLIP checkpoint on caption pairs from the collection.
+
+    vitrina captions maps > pairs.jsonl
+    vitrina finetune maps --pairs pairs.jsonl --epochs 8 --batch-size 32 --lr 1e-5 --out ./ft
+    vitrina index maps --model hf:./ft --space ft          # a new space beside the old one
+    vitrina eval maps --pairs pairs.jsonl                   # before and after, side by side
+
+The loss is the model's own: CLIP's symmetric InfoNCE, SigLIP's sigmoid loss. Pairs marked
+``"split": "held_out"`` (as `vitrina captions` writes them) are never trained on; a further
+slice of the training ids (by hash, stable) is the validation set whose loss is reported each
+epoch and drives early stopping. After every epoch a checkpoint (weights, optimizer, scheduler,
+history) is written atomically; an interrupted run resumes from the last one. The best epoch is
+saved to ``out`` with the base model's processor and tokenizer, so `--model hf:OUT` loads it
+like any other checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .collection import Collection
+from .embedding import require_torch
+from .embedding.preprocess import Preprocess
+from .errors import ConfigError, ModelError, QueryError
+from .images import read_image
+from .store import _fault_point
+
+FREEZE = ("none", "vision", "text", "towers")  # towers: only the projections and the temperature train
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 1e-5
+    weight_decay: float = 0.1
+    warmup: float = 0.1  # share of the steps with a linear warm-up
+    freeze: str = "none"
+    patience: int = 2  # epochs without a better validation loss before stopping
+    val_percent: int = 10
+    seed: int = 0
+    max_steps_per_epoch: int | None = None
+
+
+@dataclass
+class FinetuneReport:
+    base: str
+    out: str
+    train_pairs: int
+    val_pairs: int
+    held_out_excluded: int
+    epochs_run: int = 0
+    best_epoch: int = 0
+    best_val_loss: float | None = None
+    resumed_from: int | None = None
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _split(pairs: list[dict[str, Any]], val_percent: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    held = [p for p in pairs if p.get("split") == "held_out"]
+    usable = [p for p in pairs if p.get("split") != "held_out"]
+    val = [p for p in usable if int(hashlib.md5(("val:" + p["id"]).encode()).hexdigest(), 16) % 100 < val_percent]
+    train = [p for p in usable if p not in val]
+    return train, val, len(held)
+
+
+def read_pairs_with_split(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if row.get("id") and row.get("caption"):
+                rows.append({"id": str(row["id"]), "caption": str(row["caption"]), "split": row.get("split", "train")})
+    return rows
+
+
+def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model: str | None = None, config: FinetuneConfig | None = None,
+             device: str | None = None, resume: bool = True, progress: Any = None) -> FinetuneReport:  # fmt: skip
+    config = config or FinetuneConfig()
+    if config.freeze not in FREEZE:
+        raise ConfigError(f"--freeze must be one of {', '.join(FREEZE)}")
+    torch = require_torch("hf")
+    from transformers import AutoModel, AutoTokenizer, get_cosine_schedule_with_warmup
+
+    base = model or (coll.spaces()[0].fingerprint.spec if coll.spaces() else None)
+    if not base or not base.startswith("hf:"):
+        raise ConfigError(f"Fine-tuning needs a CLIP or SigLIP checkpoint (--model hf:...), not {base!r}.")
+    name = base[3:]
+    out = Path(out).expanduser().resolve()
+    checkpoints = out / "checkpoints"
+    train, val, held = _split(pairs, config.val_percent)
+    items = coll._store.get_items([p["id"] for p in train + val])
+    train = [p for p in train if p["id"] in items]
+    val = [p for p in val if p["id"] in items]
+    if len(train) < 2:
+        raise QueryError("Fewer than two training pairs whose ids are in the collection; check the pairs file (vitrina captions writes one).")
+    report = FinetuneReport(base=base, out=str(out), train_pairs=len(train), val_pairs=len(val), held_out_excluded=held)
+    started = time.perf_counter()
+
+    latest = _latest_checkpoint(checkpoints) if resume else None
+    torch.manual_seed(config.seed)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    net = AutoModel.from_pretrained(str(latest / "model") if latest else name).to(dev)
+    if net.config.model_type not in ("clip", "siglip"):
+        raise ModelError(f"{base} is a {net.config.model_type!r} model; fine-tuning supports CLIP and SigLIP.")
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    from .embedding.hf import _processor_config
+
+    preprocess = Preprocess.from_processor_config(_processor_config(name, None))
+    _freeze(net, config.freeze)
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = (len(train) + config.batch_size - 1) // config.batch_size
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    total = steps_per_epoch * config.epochs
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup * total), max(1, total))
+    state: dict[str, Any] = {"epoch": 0, "best_val_loss": None, "best_epoch": 0, "history": [], "bad_epochs": 0}
+    if latest:
+        optimizer.load_state_dict(torch.load(latest / "optimizer.pt", weights_only=True, map_location=dev))
+        scheduler.load_state_dict(torch.load(latest / "scheduler.pt", weights_only=True))
+        state = json.loads((latest / "state.json").read_text())
+        report.resumed_from = state["epoch"]
+
+    pool = ThreadPoolExecutor(2)
+
+    def batch_tensors(batch: list[dict[str, Any]]) -> dict[str, Any]:
+        images = list(pool.map(lambda p: preprocess(read_image(items[p["id"]]["image"], min_side=preprocess.min_side)), batch))
+        text = tokenizer([p["caption"] for p in batch], padding="max_length" if net.config.model_type == "siglip" else True, truncation=True,
+                         max_length=min(64 if net.config.model_type == "siglip" else 77, tokenizer.model_max_length or 77), return_tensors="pt")  # fmt: skip
+        out_t = {"pixel_values": torch.from_numpy(np.stack(images)).to(dev), "input_ids": text["input_ids"].to(dev), "return_loss": True}
+        if net.config.model_type == "clip":
+            out_t["attention_mask"] = text["attention_mask"].to(dev)
+        return out_t
+
+    def val_loss() -> float | None:
+        if len(val) < 2:
+            return None
+        net.eval()
+        losses = []
+        with torch.inference_mode():
+            for i in range(0, len(val), config.batch_size):
+                chunk = val[i : i + config.batch_size]
+                if len(chunk) >= 2:
+                    losses.append(float(net(**batch_tensors(chunk)).loss) * len(chunk))
+        net.train()
+        return sum(losses) / len(val) if losses else None
+
+    net.train()
+    try:
+        for epoch in range(state["epoch"], config.epochs):
+            order = train[:]
+            random.Random(config.seed + epoch).shuffle(order)
+            losses = []
+            for step in range(steps_per_epoch):
+                chunk = order[step * config.batch_size : (step + 1) * config.batch_size]
+                if len(chunk) < 2:
+                    continue
+                loss = net(**batch_tensors(chunk)).loss
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+                if progress:
+                    progress(epoch * steps_per_epoch + step + 1, total)
+            v = val_loss()
+            entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"), **({"val_loss": v} if v is not None else {})}
+            state["history"].append(entry)
+            state["epoch"] = epoch + 1
+            score = v if v is not None else entry["train_loss"]
+            if state["best_val_loss"] is None or score < state["best_val_loss"]:
+                state["best_val_loss"], state["best_epoch"], state["bad_epochs"] = score, epoch + 1, 0
+                _save_model(net, name, out)
+            else:
+                state["bad_epochs"] += 1
+            _checkpoint(net, optimizer, scheduler, state, checkpoints, torch)
+            _fault_point("after_checkpoint")
+            if state["bad_epochs"] >= config.patience:
+                report.stopped_early = True
+                break
+    finally:
+        pool.shutdown()
+    report.epochs_run, report.best_epoch, report.best_val_loss, report.history = state["epoch"], state["best_epoch"], state["best_val_loss"], state["history"]
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _freeze(net: Any, how: str) -> None:
+    towers = {"vision": ["vision_model"], "text": ["text_model"], "towers": ["vision_model", "text_model"], "none": []}[how]
+    for tower in towers:
+        for p in getattr(net, tower).parameters():
+            p.requires_grad = False
+
+
+def _save_model(net: Any, base: str, out: Path) -> None:
+    """The model plus the base's processor and tokenizer files, written then swapped in."""
+    tmp = out.with_name(out.name + ".saving")
+    shutil.rmtree(tmp, ignore_errors=True)
+    net.save_pretrained(tmp)
+    base_dir = Path(base)
+    if base_dir.is_dir():
+        sources = [p for p in base_dir.iterdir() if p.suffix in (".json", ".txt", ".model") and p.name != "config.json"]
+    else:
+        from transformers.utils import cached_file
+
+        sources = [Path(f) for f in (cached_file(base, n, _raise_exceptions_for_missing_entries=False) for n in
+                   ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "spiece.model")) if f]  # fmt: skip
+    for src in sources:
+        if not (tmp / src.name).exists():
+            shutil.copy(src, tmp / src.name)
+    (tmp / "vitrina-finetune.json").write_text(json.dumps({"base": f"hf:{base}", "saved": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    out.mkdir(parents=True, exist_ok=True)
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+
+
+def _checkpoint(net: Any, optimizer: Any, scheduler: Any, state: dict[str, Any], folder: Path, torch: Any) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"epoch-{state['epoch']:03d}"
+    tmp = folder / f".epoch-{state['epoch']:03d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    net.save_pretrained(tmp / "model")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    (tmp / "state.json").write_text(json.dumps(state))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)  # a checkpoint is there whole, or not at all
+    for old in sorted(folder.glob("epoch-*"))[:-2]:  # keep the last two
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    done = sorted(p for p in folder.glob("epoch-*") if (p / "state.json").exists())
+    return done[-1] if done else None
