@@ -10,4 +10,4 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==${VITRINA_TORCH_VERSION:-2.13.0}"
-python -m pip install -q -e ".[mini,hf,server${VITRINA_EXTRAS:+,$VITRINA_EXTRAS}]"
+python -m pip install -q -e ".[mini,hf,server,eval${VITRINA_EXTRAS:+,$VITRINA_EXTRAS}]"
