@@ -48,3 +48,28 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def finetune_check() -> None:
+    """Fine-tune a tiny CLIP on CUDA for two epochs, embed into a new space on CUDA, evaluate both."""
+    import json
+
+    from vitrina.evaluate import eval_pairs
+    from vitrina.finetune import FinetuneConfig, finetune
+
+    tmp = Path(tempfile.mkdtemp())
+    model = build_tiny_clip(tmp / "clip")
+    make_images(tmp / "imgs", 32)
+    coll = open_collection(tmp / "coll", create=True)
+    coll.index(str(tmp / "imgs"), model=f"hf:{model}", device="cuda")
+    pairs = [{"id": p.name, "caption": f"a map {n % 5}", "split": "train"} for n, p in enumerate(sorted((tmp / "imgs").iterdir()))]
+    report = finetune(coll, pairs, tmp / "ft", config=FinetuneConfig(epochs=2, batch_size=8, lr=1e-3, val_percent=0), device="cuda")
+    losses = [h["train_loss"] for h in report.history]
+    assert losses[-1] < losses[0], losses
+    coll.index(model=f"hf:{tmp / 'ft'}", space="ft", device="cuda")
+    scores = {s.name: eval_pairs(coll, [(p["id"], p["caption"]) for p in pairs], space=s.name)["mrr"] for s in coll.spaces()}
+    print("finetune on CUDA OK:", json.dumps({"losses": losses, "mrr_by_space": scores}))
+
+
+if __name__ == "__main__" and torch.cuda.is_available():
+    finetune_check()

@@ -5,6 +5,7 @@
     >>> maps.search("maps with sea monsters", where=["date<1800"], limit=5)
 """
 
+from ._version import __version__
 from .collection import Collection, open_collection
 from .embedding import Embedder, get_embedder
 from .errors import (
@@ -26,8 +27,8 @@ from .indexer import IndexReport
 from .query import Filter, Hits, Query, Term
 from .records import Hit, Item, ModelFingerprint
 
-__version__ = "0.1.0"
 __all__ = [
+    "__version__",
     "Collection", "open_collection", "Embedder", "get_embedder", "load_image", "IndexReport",
     "Query", "Term", "Filter", "Hits", "Hit", "Item", "ModelFingerprint",
     "VitrinaError", "ConfigError", "ModelError", "ModelUnavailable", "ModalityError", "StoreError",

@@ -24,16 +24,16 @@ import socket
 import tempfile
 import threading
 import time
-from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from ._version import __version__
 from .errors import ImageError, VitrinaError
 
-USER_AGENT = f"vitrina/{_version('vitrina')} (+https://github.com/vitrina-search/vitrina; heritage image search)"
+USER_AGENT = f"vitrina/{__version__} (+https://github.com/vitrina-search/vitrina; heritage image search)"
 MAX_BYTES = 50 * 1024 * 1024
 MAX_REDIRECTS = 5
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")

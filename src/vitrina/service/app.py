@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
+from .._version import __version__
 from ..collection import Collection, open_collection
 from ..embedding import Embedder, embed_images
 from ..errors import CollectionNotFound, ImageError, ModalityError, QueryError, SpaceMismatch, VitrinaError
