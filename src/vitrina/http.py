@@ -21,7 +21,6 @@ import json
 import os
 import random
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import httpx
 
 from ._version import __version__
 from .errors import ImageError, VitrinaError
+from .files import write_atomic
 
 USER_AGENT = f"vitrina/{__version__} (+https://github.com/vitrina-search/vitrina; heritage image search)"
 MAX_BYTES = 50 * 1024 * 1024
@@ -193,7 +193,10 @@ class Fetcher:
             return cache.read_bytes()
         data = self._get(url, accept)
         if cache is not None:
-            _write_atomic(cache, data)
+            try:
+                write_atomic(cache, data, durable=False)
+            except OSError:
+                pass  # a cache that cannot be written is only a slower re-run
         return data
 
     def _get(self, url: str, accept: str) -> bytes:
@@ -287,13 +290,3 @@ def _peer_address(response: httpx.Response) -> str | None:
     addr = stream.get_extra_info("server_addr")
     return str(addr[0]) if addr else None
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a cache that cannot be written is only a slower re-run

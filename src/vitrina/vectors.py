@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StoreCorrupt
+from .files import write_atomic
 from .records import ModelFingerprint
 
 MAGIC = b"VITRINA-VECTORS\n"
@@ -43,13 +44,7 @@ class VectorFile:
         header = MAGIC + json.dumps({"format": FORMAT, "dim": fingerprint.dim, "dtype": "float32", "model": json.loads(fingerprint.to_json())}).encode()
         if len(header) > HEADER_SIZE - 1:
             raise ValueError("model fingerprint too long for the vector file header")
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(header.ljust(HEADER_SIZE - 1) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        write_atomic(path, header.ljust(HEADER_SIZE - 1) + b"\n")
         return cls(path, fingerprint.dim, fingerprint, writable=True)
 
     @classmethod
@@ -131,15 +126,3 @@ def _allocate(fd: int, size: int, new_size: int) -> None:
             pos += os.pwrite(fd, chunk[: min(len(chunk), new_size - pos)], pos)
     os.fsync(fd)
 
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -7,7 +7,6 @@ import json
 import math
 import threading
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
@@ -16,6 +15,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from ..errors import ImageError
+from ..files import write_atomic
 from ..images import read_image
 from ..query import Hits
 from .app import SearchParams, Service, ServiceError
@@ -204,22 +204,11 @@ def thumbnail(request: Request, item_id: Annotated[str, PathParam(max_length=200
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=85)
     data = buf.getvalue()
-    _write_atomic(cache, data)
-    return Response(data, media_type="image/jpeg", headers=headers)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    import os
-    import tempfile
-
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        write_atomic(cache, data, durable=False)
     except OSError:
         pass  # a read-only collection folder: thumbnails are made on every request instead
+    return Response(data, media_type="image/jpeg", headers=headers)
 
 
 @router.get("/api/info", responses=ERRORS, tags=["collection"])
