@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .embedding import DEFAULT_MODEL, Embedder, embed_images, get_embedder, normalise_spec
-from .errors import ModalityError, QueryError, SpaceMismatch
+from .errors import QueryError, SpaceMismatch
 from .http import Blocked, Fetcher
 from .images import load_image
 from .indexer import IndexReport, ProgressCallback, embed_pending
@@ -312,13 +312,6 @@ class Collection:
     @staticmethod
     def _fits(embedder: Embedder, sp: Space) -> bool:
         return (embedder.fingerprint.revision, embedder.fingerprint.dim) == (sp.fingerprint.revision, sp.fingerprint.dim)
-
-    def embed_query_text(self, text: str, space: str | None = None) -> np.ndarray:
-        sp = self._store.space(space)
-        embedder = self.embedder_for(sp)
-        if "text" not in sp.fingerprint.modalities:
-            raise ModalityError(f"Space {sp.name!r} ({sp.fingerprint.spec}) is image-only; search it with an image.")
-        return embedder.embed_texts([text])[0]
 
     # -- describing ---------------------------------------------------------------------------
 

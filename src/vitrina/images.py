@@ -20,15 +20,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError
 
 REASONS = {
-    "not_found": "the file does not exist or cannot be read",
+    "not_found": "the file or URL does not exist (404, 410)",
     "unsupported_format": "not an image format vitrina reads (JPEG, PNG, GIF, WebP, TIFF, BMP, JPEG 2000)",
     "unreadable_image": "the file is corrupt or not an image",
     "truncated": "the image data ends early",
     "too_large": "more pixels than the limit (a decompression bomb, or raise --max-pixels)",
     "bad_dimensions": "zero size or an extreme aspect ratio",
     "embed_error": "the model failed on this image",
-    "fetch_failed": "the image could not be downloaded",
+    "fetch_failed": "the image could not be downloaded (server error, timeout): retry later",
     "url_rejected": "the URL is not an http(s) URL of a public host",
+    "forbidden": "the server refuses access (401, 403, 451): often restricted material",
+    "bad_json": "a JSON document (manifest, info.json, API page) is not valid JSON",
+    "bad_manifest": "a IIIF document is not a manifest or collection",
+    "bad_xml": "an ALTO file is not well-formed or uses entities (refused)",
 }
 
 ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "TIFF", "BMP", "JPEG2000"}

@@ -181,19 +181,14 @@ class Hits(list[Hit]):
         return '<div style="display:flex;flex-wrap:wrap">' + "".join(cells) + "</div>"
 
 
-@dataclass
-class _ThumbCache:
-    entries: dict[str, str] = field(default_factory=dict)
-
-
-_THUMBS = _ThumbCache()
+_THUMBS: dict[str, str] = {}  # image reference -> inline thumbnail, for notebooks
 
 
 def _thumbnail_src(image: str) -> str:
     """A URL is shown as is; a local file becomes a small inline JPEG."""
     if image.startswith(("http://", "https://", "data:")):
         return image
-    if image not in _THUMBS.entries:
+    if image not in _THUMBS:
         from .images import load_image
 
         try:
@@ -201,7 +196,7 @@ def _thumbnail_src(image: str) -> str:
             im.thumbnail((160, 160))
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=80)
-            _THUMBS.entries[image] = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+            _THUMBS[image] = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
         except Exception:
-            _THUMBS.entries[image] = ""
-    return _THUMBS.entries[image]
+            _THUMBS[image] = ""
+    return _THUMBS[image]

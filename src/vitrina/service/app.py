@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
 import threading
 import uuid
@@ -43,13 +42,6 @@ class ServiceConfig:
     model_queue: int = 16  # queries waiting for the model before 503
     allow_private_urls: bool = False
     title: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_env(cls, collection: str | Path, **overrides: Any) -> ServiceConfig:
-        env_token = os.environ.get("VITRINA_TOKEN") or None
-        origins = [o for o in os.environ.get("VITRINA_CORS_ORIGINS", "").split(",") if o]
-        return cls(collection=collection, **{"token": env_token, "cors_origins": origins, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 class ServiceError(Exception):
