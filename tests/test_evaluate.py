@@ -88,6 +88,18 @@ def test_zero_shot_tags_filter_searches(mini_collection) -> None:  # type: ignor
     assert {h.id for h in mini_collection.search("a drawing", where=["kind!=map"], limit=500)}.isdisjoint(tagged_maps)
 
 
+def test_zero_shot_scores_can_be_calibrated(mini_collection, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    categories = ["geography", "food", "transportation", "people", "animals"]
+    rows = [(i, i.split("/")[0]) for i, _ in DEMO_PAIRS if i.split("/")[0] in categories]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,label\n" + "".join(f"{i},{c}\n" for i, c in rows[::2]))
+    report = zero_shot(mini_collection, categories, name="category", calibrate=labels)
+    c = report.calibration
+    assert c is not None and c["labelled"] == len(rows[::2]) and c["nll"] <= c["nll_at_100"]
+    scores = [mini_collection.item(i)["tags"]["category"]["score"] for i, _ in rows[1::2]]
+    assert all(0 < s <= 1 for s in scores)
+
+
 def test_probe_learns_separable_labels_and_not_shuffled_ones(tmp_path: Path, tiny_clip: str) -> None:
     folder = tmp_path / "pages"
     folder.mkdir()

@@ -47,6 +47,7 @@ class ClassifyReport:
     trained_on: int | None = None
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    calibration: dict[str, Any] | None = None  # zero-shot: fitted temperature and NLL before/after
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "skipped": self.skipped[:50]}
@@ -78,20 +79,45 @@ def class_vectors(coll: Collection, labels: list[str], templates: tuple[str, ...
     return np.stack(out).astype(np.float32)
 
 
-def zero_shot(coll: Collection, labels: list[str], *, name: str = "zero_shot", templates: tuple[str, ...] = TEMPLATES, temperature: float = 100.0, space: str | None = None) -> ClassifyReport:
+def fit_temperature(sims: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+    """The softmax temperature that minimises the negative log-likelihood of the true labels
+    (temperature scaling, Guo et al. 2017). Returns (temperature, NLL there, NLL at 100)."""
+
+    def nll(t: float) -> float:
+        p = _softmax(t * sims)[np.arange(len(truth)), truth]
+        return float(-np.log(np.clip(p, 1e-12, 1)).mean())
+
+    grid = sorted({100.0, *np.geomspace(1, 500, 60).tolist()})
+    best = min(grid, key=nll)
+    return float(best), nll(best), nll(100.0)
+
+
+def zero_shot(coll: Collection, labels: list[str], *, name: str = "zero_shot", templates: tuple[str, ...] = TEMPLATES, temperature: float = 100.0,
+              space: str | None = None, calibrate: Path | None = None) -> ClassifyReport:  # fmt: skip
+    """Tag every item with the most likely label. With ``calibrate`` (a CSV id,label of a few
+    items), the temperature is fitted so the scores are calibrated probabilities for this collection."""
     if len(labels) < 2:
         raise QueryError("Zero-shot classification needs at least two labels.")
     started = time.perf_counter()
     sp, ids, matrix = _vectors(coll, space)
     classes = class_vectors(coll, labels, templates, sp.name)
     rows = coll._store.live_vectors(sp.name)[1]
+    calibration = None
+    if calibrate is not None:
+        position = {i: n for n, i in enumerate(ids)}
+        known = [(position[i], labels.index(label)) for i, label in read_labels(calibrate) if i in position and label in labels]
+        if len(known) < 2:
+            raise QueryError(f"{calibrate}: fewer than two labelled items with vectors and one of the given labels.")
+        sims = np.asarray(matrix[rows[[k for k, _ in known]]]) @ classes.T
+        temperature, fitted, default = fit_temperature(sims, np.asarray([t for _, t in known]))
+        calibration = {"temperature": round(temperature, 3), "nll": round(fitted, 4), "nll_at_100": round(default, 4), "labelled": len(known)}
     tags = []
     for start in range(0, len(ids), BATCH):
         probs = _softmax(temperature * (np.asarray(matrix[rows[start : start + BATCH]]) @ classes.T))
         best = probs.argmax(1)
         tags += [(ids[start + i], labels[b], float(probs[i, b])) for i, b in enumerate(best)]
     _write(coll, name, f"zero-shot@{sp.name}", tags)
-    report = ClassifyReport(name=name, kind="zero-shot", space=sp.name, labels=labels, tagged=len(tags), seconds=time.perf_counter() - started)
+    report = ClassifyReport(name=name, kind="zero-shot", space=sp.name, labels=labels, tagged=len(tags), seconds=time.perf_counter() - started, calibration=calibration)
     report.counts = {label: sum(1 for t in tags if t[1] == label) for label in labels}
     return report
 

@@ -350,8 +350,10 @@ def serve(collection: str, host: str, port: int, token: str | None, cors_origins
 @click.option("--name", help="Tag name, usable in --where (default: zero_shot, or required with --train).")
 @click.option("--space", help="Embedding space (default: the first).")
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20))
+@click.option("--calibrate", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Zero-shot: a CSV id,label of a few items to fit the temperature on (calibrated scores).")
 @click.option("--json", "as_json", is_flag=True)
-def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Path | None, apply_name: str | None, name: str | None, space: str | None, folds: int, as_json: bool) -> None:
+def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Path | None, apply_name: str | None, name: str | None, space: str | None,
+             folds: int, calibrate: Path | None, as_json: bool) -> None:  # fmt: skip
     """Tag every item of COLLECTION with a classifier on its embeddings; tags work as filters.
 
     \b
@@ -367,7 +369,7 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
     with _errors():
         coll = open_collection(collection)
         if zero:
-            report = cls.zero_shot(coll, list(labels), name=name or "zero_shot", space=space)
+            report = cls.zero_shot(coll, list(labels), name=name or "zero_shot", space=space, calibrate=calibrate)
         elif train_csv:
             if not name:
                 raise click.UsageError("--train needs --name (the tag to write).")
@@ -381,6 +383,9 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
     out = _stdout()
     if d["f1_macro_cv"] is not None and d["folds"]:
         out.print(f"{d['folds']}-fold cross-validated macro F1: [bold]{d['f1_macro_cv']:.3f}[/] ± {d['f1_macro_cv_std']:.3f} on {d['trained_on']} labelled items")
+    if d["calibration"]:
+        c = d["calibration"]
+        out.print(f"Calibrated on {c['labelled']} labelled items: temperature {c['temperature']} (NLL {c['nll']:.3f}, was {c['nll_at_100']:.3f} at 100)")
     out.print(f"Tagged {d['tagged']} items as [bold]{_escape(d['name'])}[/]: " + ", ".join(f"{_escape(k)} {v}" for k, v in sorted(d["counts"].items(), key=lambda kv: -kv[1])))
     if d["skipped"]:
         out.print(f"[yellow]{len(d['skipped'])} labelled ids have no vector[/] (e.g. {_escape(d['skipped'][0])})")
