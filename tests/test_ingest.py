@@ -302,12 +302,22 @@ def test_cli_ingest_reports_and_exit_codes(tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "vitrina", *args], capture_output=True, text=True, timeout=120)
 
-    ok = run("ingest", f"iiif:{FIXTURES / 'iiif/v2/nlw.json'}", "--collection", "register", "--json")
+    manifest = tmp_path / "nlw.json"
+    shutil.copy(FIXTURES / "iiif/v2/nlw.json", manifest)
+    ok = run("ingest", f"iiif:{manifest}", "--collection", "register", "--json")
     assert ok.returncode == 0, ok.stderr
     report = json.loads(ok.stdout)
     assert report["found"] == 219 and report["new"] == 219 and report["requests"] == 0
-    again = json.loads(run("ingest", f"iiif:{FIXTURES / 'iiif/v2/nlw.json'}", "--collection", "register", "--json").stdout)
+    again = json.loads(run("ingest", f"iiif:{manifest}", "--collection", "register", "--json").stdout)
     assert again["unchanged"] == 219 and again["new"] == 0
+    # The catalogue corrects the title: metadata is updated in place, nothing needs re-embedding.
+    doc = json.loads(manifest.read_text())
+    doc["label"] = "Cardiganshire Constabulary register (corrected)"
+    manifest.write_text(json.dumps(doc))
+    corrected = json.loads(run("ingest", f"iiif:{manifest}", "--collection", "register", "--json").stdout)
+    assert (corrected["updated"], corrected["changed"], corrected["unchanged"]) == (219, 0, 0)
+    first_canvas = doc["sequences"][0]["canvases"][0]["@id"]
+    assert open_collection("register").item(first_canvas)["metadata"]["title"].startswith("Cardiganshire Constabulary register (corrected)")
     broken = run("ingest", f"iiif:{FIXTURES / 'iiif/v2/problem-invalid.json'}", "--collection", "register")
     assert broken.returncode == 0 and "skipped" in broken.stderr and "not a readable JSON file" in broken.stderr
     wrong = run("ingest", "locgov:https://example.org/maps/", "--collection", "register")

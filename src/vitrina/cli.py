@@ -210,7 +210,7 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
     else:
         resumed = " (resumed)" if d["resumed"] else ""
         err.print(f"[bold]{_escape(d['collection'])}[/] ← {_escape(d['source'])}{resumed}: {d['found']} items found "
-                  f"({d['new']} new, {d['changed']} changed, {d['unchanged']} unchanged, {d['removed']} removed) "
+                  f"({d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['unchanged']} unchanged, {d['removed']} removed) "
                   f"from {d['pages']} pages, {d['requests']} requests, in {d['seconds']:.1f} s")  # fmt: skip
         for problem in d["problems"][:10]:
             err.print(f"  [yellow]skipped[/] {_escape(problem)}")

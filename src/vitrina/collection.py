@@ -19,7 +19,7 @@ from .http import Blocked, Fetcher
 from .images import load_image
 from .indexer import IndexReport, ProgressCallback, embed_pending
 from .query import Hits, Query, Term, combine, top_k
-from .records import Hit, Item, ModelFingerprint
+from .records import Hit, ModelFingerprint
 from .sources import open_source
 from .store import Space, Store, resolve_collection
 
@@ -80,17 +80,16 @@ class Collection:
             cursor_key = f"cursor:{src.spec}"
             cursor = None if restart else store.get_meta(cursor_key)
             report.resumed = cursor is not None
-            seen: list[Item] = []
+            seen: set[str] = set()
             started = time.perf_counter()
             try:
                 for items, next_cursor in src.pages(cursor):
-                    counts = store.sync_items(items, source=src.spec)
-                    for key in ("new", "changed", "unchanged"):
+                    counts = store.sync_items(items)
+                    for key in ("new", "changed", "updated", "unchanged"):
                         setattr(report, key, getattr(report, key) + counts[key])
                     report.found += len(items)
                     report.pages += 1
-                    if src.complete:
-                        seen.extend(items)
+                    seen.update(item.id for item in items)
                     store.set_meta(cursor_key, next_cursor)
                     if on_page:
                         on_page(report.found, 0)
@@ -99,7 +98,7 @@ class Collection:
             report.requests = http.requests
             report.problems = list(getattr(src, "problems", []))[:50] + list(getattr(src, "skipped", []))[:50]
             if src.complete and not report.interrupted and not report.resumed:
-                report.removed = store.sync_items(seen, source=src.spec, remove_missing=True)["removed"]
+                report.removed = store.remove_missing(src.spec, seen)
             report.seconds = time.perf_counter() - started
         return report
 
@@ -378,6 +377,7 @@ class IngestReport:
     found: int = 0
     new: int = 0
     changed: int = 0
+    updated: int = 0  # metadata or context text changed, image unchanged: no re-embedding
     unchanged: int = 0
     removed: int = 0
     pages: int = 0

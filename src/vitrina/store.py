@@ -195,10 +195,10 @@ class Store:
 
     # -- items --------------------------------------------------------------------------------
 
-    def sync_items(self, items: Iterable[Item], *, source: str | None = None, remove_missing: bool = False) -> dict[str, int]:
-        """Upsert items; an item whose fingerprint changed goes back to pending. With
-        ``remove_missing``, items of ``source`` that were not seen are deleted."""
-        counts = {"new": 0, "changed": 0, "unchanged": 0, "removed": 0}
+    def sync_items(self, items: Iterable[Item]) -> dict[str, int]:
+        """Upsert items. One whose fingerprint changed goes back to pending (to be re-embedded);
+        one whose metadata or context text changed is updated in place and keeps its vector."""
+        counts = {"new": 0, "changed": 0, "updated": 0, "unchanged": 0}
         seen: set[str] = set()
         now = time.time()
         batch: list[Item] = []
@@ -206,21 +206,23 @@ class Store:
         def flush() -> None:
             with self.transaction():
                 for item in batch:
-                    row = self.db.execute("SELECT fingerprint FROM items WHERE id=?", (item.id,)).fetchone()
-                    if row is None:
-                        counts["new"] += 1
-                    elif row[0] != item.fingerprint:
-                        counts["changed"] += 1
-                    else:
-                        counts["unchanged"] += 1
+                    metadata = json.dumps(item.metadata, ensure_ascii=False)
+                    row = self.db.execute("SELECT fingerprint, metadata, context FROM items WHERE id=?", (item.id,)).fetchone()
+                    if row is not None and row[0] == item.fingerprint:
+                        if (row[1], row[2]) == (metadata, item.context):
+                            counts["unchanged"] += 1
+                        else:
+                            counts["updated"] += 1
+                            self.db.execute("UPDATE items SET metadata=?, context=?, updated_at=? WHERE id=?", (metadata, item.context, now, item.id))
                         continue
+                    counts["new" if row is None else "changed"] += 1
                     self.db.execute(
                         """INSERT INTO items (id, source, image, metadata, context, fingerprint, status, updated_at)
                            VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)
                            ON CONFLICT(id) DO UPDATE SET source=excluded.source, image=excluded.image,
                              metadata=excluded.metadata, context=excluded.context, fingerprint=excluded.fingerprint,
                              status='pending', reason=NULL, detail=NULL, updated_at=excluded.updated_at""",
-                        (item.id, item.source, item.image, json.dumps(item.metadata, ensure_ascii=False), item.context, item.fingerprint, now),
+                        (item.id, item.source, item.image, metadata, item.context, item.fingerprint, now),
                     )
             batch.clear()
 
@@ -232,15 +234,16 @@ class Store:
             if len(batch) >= 1000:
                 flush()
         flush()
-        if remove_missing and source is not None:
-            existing = [r[0] for r in self.db.execute("SELECT id FROM items WHERE source=?", (source,))]
-            gone = [i for i in existing if i not in seen]
-            with self.transaction():
-                for i in range(0, len(gone), 500):
-                    chunk = gone[i : i + 500]
-                    self.db.execute(f"DELETE FROM items WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-            counts["removed"] = len(gone)
         return counts
+
+    def remove_missing(self, source: str, keep: set[str]) -> int:
+        """Delete the items of ``source`` whose ids are not in ``keep`` (it no longer lists them)."""
+        gone = [r[0] for r in self.db.execute("SELECT id FROM items WHERE source=?", (source,)) if r[0] not in keep]
+        with self.transaction():
+            for i in range(0, len(gone), 500):
+                chunk = gone[i : i + 500]
+                self.db.execute(f"DELETE FROM items WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        return len(gone)
 
     def pending(self, space: str, *, retry_failed: bool = False) -> list[sqlite3.Row]:
         """Items with no vector in ``space`` for their current fingerprint, in a stable order."""
