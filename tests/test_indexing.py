@@ -43,9 +43,9 @@ def vectors_by_id(name: str) -> dict[str, np.ndarray]:
 def test_reindexing_is_incremental(scans: Path, tiny_clip: str) -> None:
     coll = open_collection("inc", create=True)
     first = coll.index(str(scans), model=tiny_clip)
-    assert (first.new, first.embedded) == (14, 14)
+    assert (first.count("new"), first.embedded) == (14, 14)
     again = coll.index(str(scans))  # the collection remembers its model
-    assert (again.unchanged, again.embedded, again.new) == (14, 0, 0)
+    assert (again.count("unchanged"), again.embedded, again.count("new")) == (14, 0, 0)
 
     changed = scans / "generated" / "img0002.png"
     Image.new("RGB", (50, 50), (10, 200, 30)).save(changed)
@@ -53,7 +53,7 @@ def test_reindexing_is_incremental(scans: Path, tiny_clip: str) -> None:
     (scans / "generated" / "img0003.jpg").unlink()
     make_images(scans / "more", 2, seed=7)
     third = coll.index(str(scans))
-    assert (third.changed, third.removed, third.new, third.embedded) == (1, 1, 2, 3)
+    assert (third.count("changed"), third.count("removed"), third.count("new"), third.embedded) == (1, 1, 2, 3)
     assert len(coll) == 15
     hits = coll.search(image=str(changed), limit=50)
     assert hits[0].id == "generated/img0002.png" and hits[0].score == pytest.approx(1, abs=1e-4)
@@ -133,7 +133,7 @@ def test_a_second_writer_is_refused_with_the_holder_named(scans: Path, tiny_clip
         assert open_collection("locked").search("a map", limit=1)
     finally:
         holder.close()
-    assert open_collection("locked").index(str(scans)).unchanged == 14
+    assert open_collection("locked").index(str(scans)).count("unchanged") == 14
 
 
 def test_cli_index_search_info(scans: Path, tiny_clip: str) -> None:

@@ -161,7 +161,7 @@ def _print_report(console: Any, report: Any) -> None:
     rate = f" ({d['images_per_second']} images/s)" if d["images_per_second"] else ""
     console.print(
         f"[bold]{_escape(d['collection'])}[/] / space [bold]{_escape(d['space'])}[/] ({_escape(d['model'])}): "
-        f"{d['embedded']} embedded{rate}, {d['new']} new, {d['changed']} changed, {d['unchanged']} unchanged, "
+        f"{d['embedded']} embedded{rate}, {d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['unchanged']} unchanged, "
         f"{d['removed']} removed, {d['failed']} failed in {d['seconds']:.1f} s"
     )
     if d["failed"]:

@@ -138,7 +138,7 @@ class Collection:
         with _writer(self.path) as store, _fetcher(self.path, fetcher) as http:
             report = IndexReport(collection=self.name, space=space, model=spec)
             if ingested is not None:
-                report.new, report.changed, report.unchanged, report.removed = ingested.new, ingested.changed, ingested.unchanged, ingested.removed
+                report.ingest = ingested.to_dict()
                 if ingested.interrupted:
                     report.interrupted, report.message = True, ingested.message
                     return report

@@ -32,10 +32,7 @@ class IndexReport:
     collection: str
     space: str
     model: str
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    removed: int = 0
+    ingest: dict[str, Any] | None = None  # the IngestReport of the source, when one was given
     embedded: int = 0
     failed: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (id, reason, detail), first 100
@@ -44,14 +41,14 @@ class IndexReport:
     interrupted: bool = False
     message: str = ""  # why the run stopped early, if it did
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.interrupted
+    def count(self, key: str) -> int:
+        """new / changed / updated / unchanged / removed items of the ingested source (0 without one)."""
+        return int((self.ingest or {}).get(key, 0))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "collection": self.collection, "space": self.space, "model": self.model,
-            "new": self.new, "changed": self.changed, "unchanged": self.unchanged, "removed": self.removed,
+            **{k: self.count(k) for k in ("new", "changed", "updated", "unchanged", "removed")},
             "embedded": self.embedded, "failed": sum(self.failed.values()), "failed_by_reason": dict(self.failed),
             "failures": [{"id": i, "reason": r, "detail": d} for i, r, d in self.failures],
             "seconds": round(self.seconds, 3), "images_per_second": round(self.embedded / self.seconds, 2) if self.seconds else None,
