@@ -84,7 +84,7 @@ def test_zero_shot_tags_filter_searches(mini_collection) -> None:  # type: ignor
     # of 14/215 (0.065); a weak model, but clearly better than chance.
     assert len(geography) / len(tagged_maps) > 2 * 14 / 215
     item = mini_collection.item(next(iter(tagged_maps)))
-    assert item["tags"]["kind"]["value"] == "map" and 0 < item["tags"]["kind"]["score"] <= 1
+    assert item.tags["kind"]["value"] == "map" and 0 < item.tags["kind"]["score"] <= 1
     assert {h.id for h in mini_collection.search("a drawing", where=["kind!=map"], limit=500)}.isdisjoint(tagged_maps)
 
 
@@ -96,7 +96,7 @@ def test_zero_shot_scores_can_be_calibrated(mini_collection, tmp_path: Path) -> 
     report = zero_shot(mini_collection, categories, name="category", calibrate=labels)
     c = report.calibration
     assert c is not None and c["labelled"] == len(rows[::2]) and c["nll"] <= c["nll_at_100"]
-    scores = [mini_collection.item(i)["tags"]["category"]["score"] for i, _ in rows[1::2]]
+    scores = [mini_collection.item(i).tags["category"]["score"] for i, _ in rows[1::2]]
     assert all(0 < s <= 1 for s in scores)
 
 
@@ -119,10 +119,10 @@ def test_probe_learns_separable_labels_and_not_shuffled_ones(tmp_path: Path, tin
     assert report.f1_macro_cv is not None and report.f1_macro_cv > 0.9, report.to_dict()
     assert report.trained_on == 30 and report.skipped == ["missing.png"] and report.tagged == 40
     unseen = {i: label for i, label in rows[30:]}
-    predicted = {i: coll.item(i)["tags"]["page_kind"]["value"] for i in unseen}
+    predicted = {i: coll.item(i).tags["page_kind"]["value"] for i in unseen}
     assert sum(predicted[i] == unseen[i] for i in unseen) >= 9
     hits = coll.search("page", where=["page_kind!=blank"], limit=100)
-    assert hits and all(coll.item(h.id)["tags"]["page_kind"]["value"] == "printed" for h in hits)
+    assert hits and all(coll.item(h.id).tags["page_kind"]["value"] == "printed" for h in hits)
     assert apply_probe(coll, "page_kind").tagged == 40  # saved as JSON, applied again
 
     shuffled = tmp_path / "shuffled.csv"

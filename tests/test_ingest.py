@@ -114,8 +114,8 @@ def test_iiif_collection_over_http_is_ingested_and_indexed_at_the_right_size(ser
     assert any("broken.json" in p for p in report.problems)  # reported and skipped, not fatal
     assert s.requests("/col/sub.json") == ["/col/sub.json"]  # a duplicate sub-collection is fetched once
     item = coll.item(f"{s.url}/c/1")
-    assert item["metadata"]["date"] == "1754" and item["metadata"]["title"] == "Atlas maritime — Plate 1" and item["metadata"]["manifest"] == f"{s.url}/m/v2.json"
-    assert coll.item(f"{s.url}/c/2")["context"] == "Two engraved views."
+    assert item.metadata["date"] == "1754" and item.metadata["title"] == "Atlas maritime — Plate 1" and item.metadata["manifest"] == f"{s.url}/m/v2.json"
+    assert coll.item(f"{s.url}/c/2").context == "Two engraved views."
 
     f = fetcher(tmp_path)
     index = coll.index(model=tiny_clip, fetcher=f)
@@ -169,7 +169,7 @@ def test_url_list_survives_misbehaving_servers(server: HeritageServer, tmp_path:
     times = [t for t, p in s.log if p.startswith("/iiif/p2/full/")]
     assert len(times) == 2 and times[1] - times[0] >= 0.95  # Retry-After honoured
     assert len(s.requests("/iiif/p3/full/")) == 2  # truncated, then complete
-    assert coll.item("p4")["metadata"]["caption"] == "Plate 4 from 1804."
+    assert coll.item("p4").metadata["caption"] == "Plate 4 from 1804."
 
 
 def load_size(w: int, h: int) -> int:
@@ -217,10 +217,10 @@ def test_locgov_harvest_stops_at_the_first_429_and_resumes(server: HeritageServe
     times = [t for t, p in server.log if p.startswith("/maps/")][-2:]
     assert times[1] - times[0] >= 0.95  # at most one API request per second
     item = coll.item("loc:map0004")
-    md = item["metadata"]
+    md = item.metadata
     assert md["link"] == "https://www.loc.gov/item/map0004/" and md["manifest"] == "https://www.loc.gov/item/map0004/manifest.json"
     assert md["caption"] == "Map of harbour 4 from 1704, in Boston, Massachusetts. Scale 1:12,000."
-    assert item["image"] == f"{server.url}/iiif/loc4/full/full/0/default.jpg"  # the service, not the 25% derivative
+    assert item.image == f"{server.url}/iiif/loc4/full/full/0/default.jpg"  # the service, not the 25% derivative
 
 
 def test_alto_illustrations_are_cropped_locally_and_through_iiif(server: HeritageServer, tmp_path: Path, tiny_clip: str) -> None:
@@ -242,8 +242,8 @@ def test_alto_illustrations_are_cropped_locally_and_through_iiif(server: Heritag
     assert report.found == 1  # two overlapping Illustration blocks merged into one
     assert any("bomb.xml" in p for p in report.problems) and any("noimage.xml" in p for p in report.problems)
     item = coll.item("page1.xml#block_20")
-    assert item["image"].endswith("#xywh=452,122,622,402") and item["metadata"]["unit"] == "pixel"
-    assert "Albert Schütt" in item["context"]
+    assert item.image.endswith("#xywh=452,122,622,402") and item.metadata["unit"] == "pixel"
+    assert "Albert Schütt" in item.context
     coll.index(model=tiny_clip)
     hit = coll.search(image=str(_save(art, tmp_path / "art.png")), limit=1)[0]
     assert hit.id == "page1.xml#block_20" and hit.score > 0.98
@@ -310,7 +310,7 @@ def test_cli_ingest_reports_and_exit_codes(tmp_path: Path) -> None:
     corrected = json.loads(run("ingest", f"iiif:{manifest}", "--collection", "register", "--json").stdout)
     assert (corrected["updated"], corrected["changed"], corrected["unchanged"]) == (219, 0, 0)
     first_canvas = doc["sequences"][0]["canvases"][0]["@id"]
-    assert open_collection("register").item(first_canvas)["metadata"]["title"].startswith("Cardiganshire Constabulary register (corrected)")
+    assert open_collection("register").item(first_canvas).metadata["title"].startswith("Cardiganshire Constabulary register (corrected)")
     broken = run("ingest", f"iiif:{FIXTURES / 'iiif/v2/problem-invalid.json'}", "--collection", "register")
     assert broken.returncode == 0 and "skipped" in broken.stderr and "not a readable JSON file" in broken.stderr
     wrong = run("ingest", "locgov:https://example.org/maps/", "--collection", "register")

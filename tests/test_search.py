@@ -9,7 +9,6 @@ import pytest
 
 from vitrina import Collection, Item, QueryError, SpaceMismatch, open_collection
 from vitrina.query import Query, parse_term
-from vitrina.store import Store, resolve_collection
 
 
 @pytest.fixture
@@ -94,8 +93,7 @@ def test_filters_on_metadata(tmp_path: Path, tiny_clip: str) -> None:
             ["Boston", "boston", "London", "Paris", "Boston", "Rome", "Oslo", "Boston"],
             [["maps", "sea monsters"], ["maps"], [], ["charts"], ["maps"], [], ["maps"], ["sea monsters"]]))
     ]  # fmt: skip
-    with _writer_store("dated") as store:
-        store.sync_items(items)
+    coll.add_items(items)
     coll.index(model=tiny_clip)
     def found(*where: str) -> set[str]:
         return set(ids(coll.search("map", where=list(where), limit=100)))
@@ -113,8 +111,7 @@ def test_filters_on_metadata(tmp_path: Path, tiny_clip: str) -> None:
         coll.search("map", where=["date between 1 and 2"])
     # Filter results are cached, but never stale: a new matching item shows up at once.
     extra = make_images(tmp_path / "extra", 1, seed=9)[0]
-    with _writer_store("dated") as store:
-        store.sync_items([Item(id="m8", image=str(extra), fingerprint="1", source="test", metadata={"date": "1750", "place": "Boston"})])
+    coll.add_items([Item(id="m8", image=str(extra), fingerprint="1", source="test", metadata={"date": "1750", "place": "Boston"})])
     coll.index()
     assert found("date>=1700", "date<1800") == {"m1", "m2", "m3", "m8"}
 
@@ -135,10 +132,11 @@ def test_min_score_offset_limit_and_batches(coll: Collection) -> None:
 
 
 def test_search_by_raw_vectors(coll: Collection) -> None:
-    space = coll.spaces()[0]
-    stored = np.array(coll._store.vector_file(space).matrix(space.rows)[:3])
+    space = coll.space()
+    all_ids, matrix = coll.vectors()
+    stored = matrix[:3]
     results = coll.search_vectors(stored * 5.0, limit=2)  # any length: normalised first
-    expected = [coll._store.ids_of_rows(space.name, [r])[r] for r in range(3)]
+    expected = all_ids[:3]
     assert [r[0].id for r in results] == expected and all(r[0].score == pytest.approx(1, abs=1e-5) for r in results)
     for bad in (np.zeros(space.fingerprint.dim), np.ones(space.fingerprint.dim + 1), np.full(space.fingerprint.dim, np.nan)):
         with pytest.raises(QueryError, match="dimensions"):
@@ -174,15 +172,3 @@ def test_two_models_side_by_side(coll: Collection, scans: Path, tiny_siglip: str
     for space in spaces:
         hits = open_collection("maps").search(image=str(scans / "manuscript-page.jpg"), space=space, limit=1)
         assert hits[0].id == "manuscript-page.jpg"
-
-
-class _writer_store:
-    def __init__(self, name: str):
-        self.path = resolve_collection(name)
-
-    def __enter__(self) -> Store:
-        self.store = Store(self.path, create=True, writer=True)
-        return self.store
-
-    def __exit__(self, *exc: object) -> None:
-        self.store.close()

@@ -60,14 +60,13 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _vectors(coll: Collection, space: str | None) -> tuple[Any, list[str], np.ndarray]:
-    store = coll._store
-    sp = store.space(space)
-    ids, rows = store.live_vectors(sp.name)
-    return sp, ids, store.vector_file(sp).matrix(sp.rows) if len(rows) else np.zeros((0, sp.fingerprint.dim), np.float32)
+    sp = coll.space(space)
+    ids, matrix = coll.vectors(sp.name)
+    return sp, ids, matrix
 
 
 def class_vectors(coll: Collection, labels: list[str], templates: tuple[str, ...] = TEMPLATES, space: str | None = None) -> np.ndarray:
-    sp = coll._store.space(space)
+    sp = coll.space(space)
     if "text" not in sp.fingerprint.modalities:
         raise ModalityError(f"Space {sp.name!r} ({sp.fingerprint.spec}) is image-only: zero-shot classification needs a text tower. Train a probe instead (--train).")
     embedder = coll.embedder_for(sp)
@@ -101,19 +100,18 @@ def zero_shot(coll: Collection, labels: list[str], *, name: str = "zero_shot", t
     started = time.perf_counter()
     sp, ids, matrix = _vectors(coll, space)
     classes = class_vectors(coll, labels, templates, sp.name)
-    rows = coll._store.live_vectors(sp.name)[1]
     calibration = None
     if calibrate is not None:
         position = {i: n for n, i in enumerate(ids)}
         known = [(position[i], labels.index(label)) for i, label in read_labels(calibrate) if i in position and label in labels]
         if len(known) < 2:
             raise QueryError(f"{calibrate}: fewer than two labelled items with vectors and one of the given labels.")
-        sims = np.asarray(matrix[rows[[k for k, _ in known]]]) @ classes.T
+        sims = matrix[[k for k, _ in known]] @ classes.T
         temperature, fitted, default = fit_temperature(sims, np.asarray([t for _, t in known]))
         calibration = {"temperature": round(temperature, 3), "nll": round(fitted, 4), "nll_at_100": round(default, 4), "labelled": len(known)}
     tags = []
     for start in range(0, len(ids), BATCH):
-        probs = _softmax(temperature * (np.asarray(matrix[rows[start : start + BATCH]]) @ classes.T))
+        probs = _softmax(temperature * (matrix[start : start + BATCH] @ classes.T))
         best = probs.argmax(1)
         tags += [(ids[start + i], labels[b], float(probs[i, b])) for i, b in enumerate(best)]
     _write(coll, name, f"zero-shot@{sp.name}", tags)
@@ -139,7 +137,7 @@ def train_probe(coll: Collection, labels_csv: Path, *, name: str, space: str | N
         raise ConfigError("Probes need scikit-learn: pip install 'vitrina[eval]'") from e
     started = time.perf_counter()
     sp, ids, matrix = _vectors(coll, space)
-    rows = dict(zip(ids, coll._store.live_vectors(sp.name)[1]))
+    rows = {item_id: n for n, item_id in enumerate(ids)}
     pairs = read_labels(labels_csv)
     known = [(i, label) for i, label in pairs if i in rows]
     skipped = [i for i, _ in pairs if i not in rows]
@@ -179,16 +177,15 @@ def apply_probe(coll: Collection, name: str) -> ClassifyReport:
     if not path.exists():
         raise ConfigError(f"No classifier {name!r} in collection {coll.name!r}; train it with --train LABELS.csv --name {name}.")
     probe = json.loads(path.read_text())
-    sp = coll._store.space(probe["space"])
+    sp = coll.space(probe["space"])
     trained = ModelFingerprint.from_json(json.dumps(probe["fingerprint"]))
-    if (trained.revision, trained.dim) != (sp.fingerprint.revision, sp.fingerprint.dim):
+    if not trained.compatible(sp.fingerprint):
         raise QueryError(f"Classifier {name!r} was trained on {trained.describe()}; space {sp.name!r} is now {sp.fingerprint.describe()}. Train it again.")
     coef, intercept, classes = np.asarray(probe["coef"], np.float32), np.asarray(probe["intercept"], np.float32), probe["classes"]
-    ids, rows = coll._store.live_vectors(sp.name)
-    matrix = coll._store.vector_file(sp).matrix(sp.rows)
+    ids, matrix = coll.vectors(sp.name)
     tags = []
     for start in range(0, len(ids), BATCH):
-        logits = np.asarray(matrix[rows[start : start + BATCH]]) @ coef.T + intercept
+        logits = matrix[start : start + BATCH] @ coef.T + intercept
         if len(classes) == 2:  # binary: one coefficient row for the second class
             p1 = 1 / (1 + np.exp(-logits[:, 0]))
             probs = np.stack([1 - p1, p1], axis=1)
@@ -203,9 +200,4 @@ def apply_probe(coll: Collection, name: str) -> ClassifyReport:
 
 
 def _write(coll: Collection, name: str, classifier: str, tags: list[tuple[str, str, float]]) -> None:
-    from .collection import _writer
-
-    with _writer(coll.path) as store:
-        store.set_tags(name, classifier, tags)
-    coll._store.has_tags = True
-    coll._filter_cache.clear()
+    coll.set_tags(name, classifier, tags)

@@ -1,49 +1,66 @@
-"""``Collection``: the public face of one collection: index it, search it, describe it."""
+"""``Collection``: the public face of one collection: index it, search it, describe it.
+
+It orchestrates: sources fill the store, the indexer embeds, a query becomes vectors here and
+is ranked by the space's search index (``vitrina.index``), and matches become ``Hit``s. Nothing
+outside ``store`` and ``index`` knows about vector rows or SQL.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .embedding import DEFAULT_MODEL, Embedder, embed_images, get_embedder, normalise_spec
+from .embedding import Embedder, embed_images, get_embedder, resolve_model, space_name_for
 from .errors import QueryError, SpaceMismatch
+from .filters import Filter
 from .http import Blocked, Fetcher
 from .images import load_image
+from .index import SearchIndex, open_index
 from .indexer import IndexReport, ProgressCallback, embed_pending
-from .query import Hits, Query, Term, combine, top_k
-from .records import Hit, ModelFingerprint
+from .query import Hits, Query, combine
+from .records import Hit, Item, ModelFingerprint
 from .sources import open_source
 from .store import Space, Store, resolve_collection
 
+__all__ = ["Collection", "ImageLimits", "IngestReport", "open_collection", "space_name_for"]
 
-def open_collection(name_or_path: str | os.PathLike[str], *, create: bool = False, home: Path | None = None, embedder: Embedder | None = None) -> Collection:
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Limits on a query image (a file, URL or upload): the same on every path into a search."""
+
+    max_bytes: int = 50 * 1024 * 1024
+    max_pixels: int | None = None  # None: the decoder's own caps (images.MAX_PIXELS)
+    allow_private: bool | None = None  # URLs of private/loopback hosts; None: $VITRINA_ALLOW_PRIVATE_URLS
+    timeout: float = 10.0  # seconds for a whole URL download
+
+
+def open_collection(
+    name_or_path: str | os.PathLike[str], *, create: bool = False, home: Path | None = None, embedder: Embedder | None = None, limits: ImageLimits | None = None
+) -> Collection:
     """Open a collection by name (under $VITRINA_HOME) or path. ``embedder`` overrides the model
     recorded in the collection (it must produce the same space)."""
-    return Collection(resolve_collection(name_or_path, home), create=create, embedder=embedder)
-
-
-def space_name_for(spec: str) -> str:
-    """'hf:openai/clip-vit-base-patch32' -> 'clip-vit-base-patch32'; 'mini' -> 'mini'."""
-    tail = spec.split(":", 1)[-1].rstrip("/").rsplit("/", 1)[-1]
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", tail).strip("-.")[:100] or "default"
+    return Collection(resolve_collection(name_or_path, home), create=create, embedder=embedder, limits=limits)
 
 
 class Collection:
-    def __init__(self, path: Path, *, create: bool = False, embedder: Embedder | None = None):
+    def __init__(self, path: Path, *, create: bool = False, embedder: Embedder | None = None, limits: ImageLimits | None = None):
         self.path = path
         self.name = path.name
+        self.limits = limits or ImageLimits()
         self._store = Store(path, create=create)
         self._embedder = embedder
         self._explicit_embedder = embedder is not None
-        self._filter_cache: dict[tuple[Any, ...], np.ndarray] = {}
+        self._indexes: dict[str, SearchIndex] = {}
+        self._writing: Store | None = None
+        self._facets: tuple[int, dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} at {self.path}>"
@@ -56,6 +73,70 @@ class Collection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Answer every query with ``embedder`` (the service passes one whose model calls are gated)."""
+        self._embedder, self._explicit_embedder = embedder, True
+
+    # -- writing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self) -> Iterator[Collection]:
+        """Hold the collection's writer lock for several writes (add_items, import_vectors,
+        set_tags); each of them otherwise takes and releases it on its own."""
+        if self._writing is not None:
+            yield self
+            return
+        store = Store(self.path, create=True, writer=True)
+        self._writing = store
+        try:
+            yield self
+        finally:
+            self._writing = None
+            store.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Store]:
+        if self._writing is not None:
+            yield self._writing
+        else:
+            with self.writer():
+                assert self._writing is not None
+                yield self._writing
+
+    def add_items(self, items: Sequence[Item] | Iterator[Item]) -> dict[str, int]:
+        """Add or update items (without embedding them): counts of new, changed, updated, unchanged."""
+        with self._write() as store:
+            return store.sync_items(items)
+
+    def import_vectors(self, ids: Sequence[str], vectors: np.ndarray, *, fingerprint: ModelFingerprint, space: str | None = None, batch: int = 50_000) -> Space:
+        """Store ready-made vectors (from another tool, or a benchmark) for existing items, into
+        ``space`` (created for ``fingerprint``, or checked to be the same model). Rows are
+        normalised; non-finite or zero rows are refused with their index."""
+        matrix = np.asarray(vectors, np.float32)
+        if matrix.ndim != 2 or matrix.shape != (len(ids), fingerprint.dim):
+            raise QueryError(f"Expected {len(ids)} vectors of {fingerprint.dim} dimensions, got shape {matrix.shape}.")
+        name = space or space_name_for(fingerprint.spec)
+        with self._write() as store:
+            store.ensure_space(name, fingerprint)
+            known = store.get_items(list(ids))
+            missing = [i for i in ids if i not in known]
+            if missing:
+                raise QueryError(f"{len(missing)} ids are not items of collection {self.name!r} (first: {missing[0]!r}); add_items first.")
+            for start in range(0, len(ids), batch):
+                chunk = matrix[start : start + batch]
+                norms = np.linalg.norm(chunk, axis=1)
+                bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-12))
+                if len(bad):
+                    raise QueryError(f"Vector {start + int(bad[0])} (id {ids[start + int(bad[0])]!r}) is not finite or is zero; nothing after row {start} was stored.")
+                store.add_vectors(name, [(i, known[i].fingerprint) for i in ids[start : start + batch]], chunk / norms[:, None])
+            return store.space(name)
+
+    def set_tags(self, name: str, classifier: str, tags: Sequence[tuple[str, str, float]]) -> None:
+        """Replace the tag ``name`` (e.g. a classifier's label) on items: (id, value, score).
+        Tags are filterable like metadata: ``where=["name=value"]``."""
+        with self._write() as store:
+            store.set_tags(name, classifier, tags)
 
     # -- indexing -----------------------------------------------------------------------------
 
@@ -130,7 +211,7 @@ class Collection:
         elif model is None and spaces and space is None:
             first = next(iter(spaces.values()))
             model, space = first.fingerprint.spec, first.name
-        spec = normalise_spec(model or os.environ.get("VITRINA_MODEL") or DEFAULT_MODEL)
+        spec = resolve_model(model)
         space = space or space_name_for(spec)
         ingested = None
         if source is not None:
@@ -152,6 +233,7 @@ class Collection:
             except KeyboardInterrupt:
                 report.interrupted = True
         self._store.close_vector_files()
+        self._indexes.clear()
         return report
 
     # -- searching ----------------------------------------------------------------------------
@@ -162,7 +244,7 @@ class Collection:
         image: Sequence[str] | str = (),
         *,
         alpha: float | None = None,
-        where: Sequence[str] = (),
+        where: Sequence[str | Filter] = (),
         min_score: float | None = None,
         limit: int = 10,
         offset: int = 0,
@@ -178,83 +260,47 @@ class Collection:
         return self.run([query], space=space)[0]
 
     def run(self, queries: Sequence[Query], *, space: str | None = None) -> list[Hits]:
-        """Run several queries in one pass over the vectors (one matrix product for all)."""
+        """Run several queries; those with the same filters and paging share one pass over the vectors."""
         if not queries:
             return []
-        sp = self._store.space(space)
+        sp = self.space(space)
         built = [self._query_vector(q, sp) for q in queries]
-        return self._search(sp, np.stack([b[0] for b in built]), queries, [b[1] for b in built])
+        return self._rank(sp, np.stack([b[0] for b in built]), queries, [b[1] for b in built])
 
-    def search_vectors(self, vectors: np.ndarray, *, where: Sequence[str] = (), min_score: float | None = None, limit: int = 10, offset: int = 0, space: str | None = None) -> list[Hits]:
+    def search_vectors(self, vectors: np.ndarray, *, where: Sequence[str | Filter] = (), min_score: float | None = None, limit: int = 10, offset: int = 0, space: str | None = None) -> list[Hits]:
         """Search with ready-made query vectors, shape (n, dim) or (dim,): one ``Hits`` per row."""
-        sp = self._store.space(space)
+        sp = self.space(space)
         matrix = np.atleast_2d(np.asarray(vectors, np.float32))
         if matrix.shape[1] != sp.fingerprint.dim or not np.isfinite(matrix).all() or not np.linalg.norm(matrix, axis=1).all():
             raise QueryError(f"Query vectors must be finite, non-zero and have {sp.fingerprint.dim} dimensions (space {sp.name!r}); got shape {matrix.shape}.")
         matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
         query = Query.build("<vector>", where=where, min_score=min_score, limit=limit, offset=offset)
-        return self._search(sp, matrix, [query] * len(matrix), [[] for _ in matrix])
+        return self._rank(sp, matrix, [query] * len(matrix), [set() for _ in matrix])
 
-    def _search(self, sp: Space, qmat: np.ndarray, queries: Sequence[Query], excluded: Sequence[list[int]]) -> list[Hits]:
-        vectors = self._store.vector_file(sp).matrix(sp.rows)
-        if len(queries) == 1:  # a matrix-vector product: the fastest path for one query
-            scores_all = (vectors @ qmat[0])[:, None]
-        else:
-            scores_all = vectors @ qmat.T  # (rows, n_queries)
-        dead = self._store.dead_rows(sp.name) if sp.rows > sp.live else None
-        results = []
-        for col, query in enumerate(queries):
-            scores = scores_all[:, col]
-            considered = sp.live
-            if dead is not None or query.filters or excluded[col]:
-                scores = scores.copy()
-                if dead is not None:
-                    scores[dead] = -np.inf
-                if query.filters:
-                    allowed = self._allowed_rows(sp, query)
-                    keep = np.zeros(len(scores), bool)
-                    keep[allowed] = True
-                    scores[~keep] = -np.inf
-                    considered = len(allowed)
-                scores[excluded[col]] = -np.inf
-            results.append(self._hits(sp, query, scores, considered))
-        return results
+    def index_for(self, space: str | None = None) -> SearchIndex:
+        """The search index of a space (see ``vitrina.index``)."""
+        name = self.space(space).name
+        if name not in self._indexes:
+            self._indexes[name] = open_index(self._store, name)
+        return self._indexes[name]
 
-    def _allowed_rows(self, sp: Space, query: Query) -> np.ndarray:
-        """Rows passing the query's filters. Cached until the collection changes: filters run
-        in SQLite over every item (~1 s per filter at 560k items), a repeated one (paging, facets) is free."""
-        version = self._store.db.execute("PRAGMA data_version").fetchone()[0]
-        key = (sp.name, sp.rows, version, query.filters)
-        if key not in self._filter_cache:
-            if len(self._filter_cache) >= 32:
-                self._filter_cache.pop(next(iter(self._filter_cache)))
-            self._filter_cache[key] = self._filter_rows(sp, query)
-        return self._filter_cache[key]
+    def _rank(self, sp: Space, qmat: np.ndarray, queries: Sequence[Query], excluded: Sequence[set[str]]) -> list[Hits]:
+        index = self.index_for(sp.name)
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for n, q in enumerate(queries):  # one pass over the vectors per distinct filter and page
+            groups.setdefault((q.filters, q.limit, q.offset, q.min_score), []).append(n)
+        results: list[Hits | None] = [None] * len(queries)
+        for (filters, limit, offset, min_score), members in groups.items():
+            found = index.search(qmat[members], filters=filters, exclude=[excluded[n] for n in members], limit=limit, offset=offset, min_score=min_score)
+            items = self._store.get_items(sorted({i for m in found for i in m.ids}))
+            for n, m in zip(members, found):
+                hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=offset + k)
+                        for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
+                results[n] = Hits(hits, total_considered=m.considered, query=queries[n])
+        return [r for r in results if r is not None]
 
-    def _filter_rows(self, sp: Space, query: Query) -> np.ndarray:
-        clauses, params = [], []
-        for f in query.filters:
-            sql, p = f.sql(with_tags=self._store.has_tags)
-            clauses.append(sql)
-            params += p
-        return self._store.filtered_rows(sp.name, " AND ".join(clauses), params)
-
-    def _hits(self, sp: Space, query: Query, scores: np.ndarray, considered: int) -> Hits:
-        wanted = query.offset + query.limit
-        order = top_k(scores, wanted)[query.offset :]
-        order = [int(r) for r in order if np.isfinite(scores[r]) and (query.min_score is None or scores[r] >= query.min_score)]
-        ids = self._store.ids_of_rows(sp.name, order)
-        items = self._store.get_items(list(ids.values()))
-        hits = []
-        for rank, row in enumerate(order, start=query.offset + 1):
-            item = items.get(ids.get(row, ""))
-            if item is None:  # removed between the two reads
-                continue
-            hits.append(Hit(id=item["id"], score=float(scores[row]), image=item["image"], metadata=json.loads(item["metadata"]), rank=rank))
-        return Hits(hits, total_considered=considered, query=query)
-
-    def _query_vector(self, query: Query, sp: Space) -> tuple[np.ndarray, list[int]]:
-        vectors, excluded = [], []
+    def _query_vector(self, query: Query, sp: Space) -> tuple[np.ndarray, set[str]]:
+        vectors, excluded = [], set()
         for term in query.terms:
             if term.kind == "text":
                 vectors.append(self.embedder_for(sp).embed_texts([term.value])[0])
@@ -264,43 +310,57 @@ class Collection:
                     raise QueryError(f"Vector term {term.value!r} has shape {vec.shape}; space {sp.name!r} needs ({sp.fingerprint.dim},).")
                 vectors.append(vec)
             else:
-                vec, row = self._image_vector(term, sp)
+                vec, item_id = self._image_term(term.value, sp)
                 vectors.append(vec)
-                if row is not None and not query.include_self:
-                    excluded.append(row)
+                if item_id is not None and not query.include_self:
+                    excluded.add(item_id)
         return combine(np.stack(vectors), query.terms, query.alpha), excluded
 
-    def _image_vector(self, term: Term, sp: Space) -> tuple[np.ndarray, int | None]:
-        """An image term: a file, a URL, or the id of an indexed item (its stored vector is reused)."""
-        value = term.value
-        source: str | bytes | None = None
-        if value.startswith(("http://", "https://")):
-            from .http import fetch_bytes
-
-            source = fetch_bytes(value)
-        elif os.path.isfile(os.path.expanduser(value)):
-            source = os.path.expanduser(value)
-        if source is not None:
-            embedder = self.embedder_for(sp)
-            # Decoded exactly as the indexer decodes, so a file and its indexed copy score 1.0.
-            image = load_image(source, min_side=embedder.min_side)
-            return embed_images(embedder, [image])[0], None
-        rows = self._store.rows_of(sp.name, [value])
-        if value in rows:
-            row = rows[value]
-            return np.array(self._store.vector_file(sp).matrix(sp.rows)[row]), row
+    def _image_term(self, value: str, sp: Space) -> tuple[np.ndarray, str | None]:
+        """An image term: an http(s) URL, a file, or the id of an indexed item (its stored vector
+        is reused, and the item itself is left out of the hits)."""
+        if value.startswith(("http://", "https://")) or os.path.isfile(os.path.expanduser(value)):
+            return self.image_vector(value, space=sp.name), None
+        stored = self.index_for(sp.name).vectors([value])
+        if value in stored:
+            return stored[value], value
         raise QueryError(f"Image {value!r} is not a file, an http(s) URL, or the id of an item in collection {self.name!r}.")
 
-    def embedder_for(self, sp: Space) -> Embedder:
+    def image_vector(self, image: str | bytes, *, space: str | None = None) -> np.ndarray:
+        """Embed a query image — a file path, an http(s) URL or the bytes of an upload — within
+        ``self.limits`` (bytes, pixels, private addresses, download time)."""
+        sp = self.space(space)
+        limits = self.limits
+        source: str | bytes
+        if isinstance(image, bytes):
+            if len(image) > limits.max_bytes:
+                from .errors import ImageError
+
+                raise ImageError("too_large", f"The image is {len(image)} bytes; at most {limits.max_bytes} are accepted.")
+            source = image
+        elif image.startswith(("http://", "https://")):
+            from .http import fetch_bytes
+
+            source = fetch_bytes(image, max_bytes=limits.max_bytes, timeout=limits.timeout, allow_private=limits.allow_private)
+        else:
+            source = os.path.expanduser(image)
+        embedder = self.embedder_for(sp)
+        # Decoded exactly as the indexer decodes, so a file and its indexed copy score 1.0.
+        decoded = load_image(source, min_side=embedder.min_side, max_pixels=limits.max_pixels)
+        return embed_images(embedder, [decoded])[0]
+
+    def embedder_for(self, sp: Space | str | None = None) -> Embedder:
         """The model that made space ``sp``, loaded once per process. An embedder given to
         ``open_collection`` is used for every space, and refused where it does not fit."""
-        if self._embedder is not None and (self._explicit_embedder or self._fits(self._embedder, sp)):
+        if not isinstance(sp, Space):
+            sp = self.space(sp)
+        if self._embedder is not None and (self._explicit_embedder or self._embedder.fingerprint.compatible(sp.fingerprint)):
             embedder = self._embedder
         else:
             embedder = get_embedder(sp.fingerprint.spec)
             if self._embedder is None:
                 self._embedder = embedder
-        if not self._fits(embedder, sp):
+        if not embedder.fingerprint.compatible(sp.fingerprint):
             fp = embedder.fingerprint
             raise SpaceMismatch(
                 f"Space {sp.name!r} of collection {self.name!r} was built with {sp.fingerprint.describe()}; "
@@ -308,20 +368,50 @@ class Collection:
             )
         return embedder
 
-    @staticmethod
-    def _fits(embedder: Embedder, sp: Space) -> bool:
-        return (embedder.fingerprint.revision, embedder.fingerprint.dim) == (sp.fingerprint.revision, sp.fingerprint.dim)
-
     # -- describing ---------------------------------------------------------------------------
 
     def spaces(self) -> list[Space]:
         return self._store.spaces()
 
+    def space(self, name: str | None = None) -> Space:
+        """A space by name (default: the first); NoEmbeddings / NoSuchSpace when there is none."""
+        return self._store.space(name)
+
     def fingerprint(self, space: str | None = None) -> ModelFingerprint:
-        return self._store.space(space).fingerprint
+        return self.space(space).fingerprint
+
+    def vectors(self, space: str | None = None) -> tuple[list[str], np.ndarray]:
+        """(ids, vectors) of every item embedded in ``space``, the vectors as one float32 array."""
+        return self.index_for(space).matrix()  # type: ignore[attr-defined, no-any-return]
 
     def __len__(self) -> int:
         return sum(self._store.count_items().values())
+
+    def __contains__(self, item_id: object) -> bool:
+        return isinstance(item_id, str) and bool(self._store.get_items([item_id]))
+
+    def item(self, item_id: str) -> Item:
+        """One item with its status and classifier tags; QueryError if there is none."""
+        found = self._store.get_items([item_id], tags=True).get(item_id)
+        if found is None:
+            raise QueryError(f"No item {item_id!r} in collection {self.name!r}.")
+        return found
+
+    def items(self, ids: Sequence[str]) -> dict[str, Item]:
+        """Items by id (missing ids are left out)."""
+        return self._store.get_items(list(ids))
+
+    def iter_items(self, *, status: str | None = None, exclude_status: str | None = None) -> Iterator[Item]:
+        """Every item in id order, streamed; ``status`` 'ok', 'failed' or 'pending' narrows it."""
+        return self._store.iter_items(status=status, exclude_status=exclude_status)
+
+    def facets(self) -> dict[str, Any]:
+        """Metadata keys (and tags) with their most common values and numeric ranges, for filter
+        menus; recomputed only when the collection changed."""
+        version = self._store.data_version()
+        if self._facets is None or self._facets[0] != version:
+            self._facets = (version, self._store.facets())
+        return self._facets[1]
 
     def info(self, check: bool = False) -> dict[str, Any]:
         by_status = self._store.count_items()
@@ -339,21 +429,14 @@ class Collection:
             "failures": [{"id": f["id"], "reason": f["reason"], "detail": f["detail"]} for f in failures[:20]],
             "spaces": [
                 {"name": s.name, "model": s.fingerprint.spec, "revision": s.fingerprint.revision, "dim": s.fingerprint.dim,
-                 "vectors": s.live, "dead_rows": s.rows - s.live, "preprocessing": s.fingerprint.preprocessing}
+                 "vectors": s.live, "dead_rows": s.rows - s.live, "preprocessing": s.fingerprint.preprocessing, "index": "exact"}
                 for s in self._store.spaces()
             ],  # fmt: skip
+            "schema_version": self._store.schema_version(),
             "disk_bytes": size,
         }
         if check:
             out["problems"] = self._store.check()
-        return out
-
-    def item(self, item_id: str) -> dict[str, Any]:
-        row = self._store.get_items([item_id]).get(item_id)
-        if row is None:
-            raise QueryError(f"No item {item_id!r} in collection {self.name!r}.")
-        out = {k: (json.loads(row[k]) if k == "metadata" else row[k]) for k in row.keys()}
-        out["tags"] = self._store.tags_of(item_id)
         return out
 
 

@@ -7,10 +7,14 @@
     │   └── ModalityError        e.g. a text query to an image-only (ViT) model
     ├── StoreError           the collection on disk
     │   ├── CollectionNotFound
+    │   ├── NoEmbeddings         the collection exists but nothing is embedded yet
+    │   ├── NoSuchSpace          no embedding space of that name
     │   ├── StoreLocked          another process is writing
     │   ├── StoreCorrupt         a file is damaged; the message names it and the repair
     │   └── SpaceMismatch        vectors from one model compared with another's
     ├── QueryError           a query that cannot be run as given
+    ├── SourceError          a manifest, XML or JSON document that cannot be read
+    ├── Blocked              a server told us to stop (429/403 ban): the run stops, resumable
     └── ImageError           an image that cannot be used; ``reason`` is a stable code
 
 Every message says what failed, for what, and what to do next.
@@ -55,12 +59,32 @@ class StoreCorrupt(StoreError):
     pass
 
 
+class NoEmbeddings(StoreError):
+    pass
+
+
+class NoSuchSpace(StoreError):
+    pass
+
+
 class SpaceMismatch(StoreError):
     pass
 
 
 class QueryError(VitrinaError):
     pass
+
+
+class SourceError(VitrinaError):
+    pass
+
+
+class Blocked(VitrinaError):
+    """A host answered 429 and must not be asked again for ``retry_after`` seconds."""
+
+    def __init__(self, host: str, retry_after: float):
+        super().__init__(f"{host} answered 429 Too Many Requests: stopped to avoid a ban. Run the same command again after {retry_after / 60:.0f} minutes; it resumes where it stopped.")
+        self.host, self.retry_after = host, retry_after
 
 
 class ImageError(VitrinaError):

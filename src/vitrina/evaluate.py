@@ -61,10 +61,8 @@ def ndcg_at_k(ranked: Sequence[str], relevant: dict[str, float], k: int) -> floa
 
 
 def _space_matrix(coll: Collection, space: str | None) -> tuple[Any, list[str], np.ndarray]:
-    store = coll._store
-    sp = store.space(space)
-    ids, rows = store.live_vectors(sp.name)
-    matrix = np.asarray(store.vector_file(sp).matrix(sp.rows)[rows]) if len(rows) else np.zeros((0, sp.fingerprint.dim), np.float32)
+    sp = coll.space(space)
+    ids, matrix = coll.vectors(sp.name)
     return sp, ids, matrix
 
 
@@ -129,13 +127,13 @@ def eval_exact_image(coll: Collection, *, sample: int = 200, seed: int = 0, spac
     sp, ids, matrix = _space_matrix(coll, space)
     embedder = coll.embedder_for(sp)
     chosen = sorted(random.Random(seed).sample(range(len(ids)), min(sample, len(ids))))
-    items = coll._store.get_items([ids[i] for i in chosen])
+    items = coll.items([ids[i] for i in chosen])
     perturb = _perturbations(seed)
     ranks: dict[str, list[int]] = {name: [] for name in perturb}
     failed = 0
     for n in chosen:
         try:
-            original = read_image(items[ids[n]]["image"], fetcher=fetcher)
+            original = read_image(items[ids[n]].image, fetcher=fetcher)
         except Exception:
             failed += 1
             continue
@@ -166,7 +164,7 @@ def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]
     for query, relevant in judged:
         ranked = [h.id for h in coll.search(query, limit=k, space=space)]
         per_query.append({"query": query, f"ndcg@{k}": round(ndcg_at_k(ranked, relevant, k), 4), f"p@{k}": round(precision_at_k(ranked, relevant, k), 4), "relevant": len(relevant)})
-    sp = coll._store.space(space)
+    sp = coll.space(space)
     return {f"ndcg@{k}": round(float(np.mean([q[f"ndcg@{k}"] for q in per_query])), 4) if per_query else 0.0,
             f"p@{k}": round(float(np.mean([q[f"p@{k}"] for q in per_query])), 4) if per_query else 0.0,
             "queries": len(per_query), "per_query": per_query, "space": sp.name, "model": sp.fingerprint.spec}  # fmt: skip
@@ -177,12 +175,11 @@ def captions(coll: Collection, *, held_out_percent: int = 20) -> list[dict[str, 
     from .captions import build_caption
 
     out = []
-    for row in coll._store.db.execute("SELECT id, metadata FROM items WHERE status != 'failed' ORDER BY id"):
-        metadata = json.loads(row["metadata"])
-        caption = metadata.get("caption") or build_caption(metadata)
+    for item in coll.iter_items(exclude_status="failed"):
+        caption = item.metadata.get("caption") or build_caption(item.metadata)
         if caption:
-            bucket = int(hashlib.md5(row["id"].encode()).hexdigest(), 16) % 100
-            out.append({"id": row["id"], "caption": caption, "split": "held_out" if bucket < held_out_percent else "train"})
+            bucket = int(hashlib.md5(item.id.encode()).hexdigest(), 16) % 100
+            out.append({"id": item.id, "caption": caption, "split": "held_out" if bucket < held_out_percent else "train"})
     return out
 
 

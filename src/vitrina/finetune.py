@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .collection import Collection
-from .embedding import require_torch
+from .embedding import parse_spec, require_torch
 from .embedding.preprocess import Preprocess
 from .errors import ConfigError, ModelError, QueryError
 from .images import read_image
@@ -99,13 +99,13 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
     from transformers import AutoModel, AutoTokenizer, get_cosine_schedule_with_warmup
 
     base = model or (coll.spaces()[0].fingerprint.spec if coll.spaces() else None)
-    if not base or not base.startswith("hf:"):
+    backend, name = parse_spec(base) if base else ("", "")
+    if backend != "hf":
         raise ConfigError(f"Fine-tuning needs a CLIP or SigLIP checkpoint (--model hf:...), not {base!r}.")
-    name = base[3:]
     out = Path(out).expanduser().resolve()
     checkpoints = out / "checkpoints"
     train, val, held = _split(pairs, config.val_percent)
-    items = coll._store.get_items([p["id"] for p in train + val])
+    items = coll.items([p["id"] for p in train + val])
     train = [p for p in train if p["id"] in items]
     val = [p for p in val if p["id"] in items]
     if len(train) < 2:
@@ -141,7 +141,7 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
     pool = ThreadPoolExecutor(2)
 
     def batch_tensors(batch: list[dict[str, Any]]) -> dict[str, Any]:
-        images = list(pool.map(lambda p: preprocess(read_image(items[p["id"]]["image"], min_side=preprocess.min_side)), batch))
+        images = list(pool.map(lambda p: preprocess(read_image(items[p["id"]].image, min_side=preprocess.min_side)), batch))
         text = tokenizer([p["caption"] for p in batch], padding="max_length" if net.config.model_type == "siglip" else True, truncation=True,
                          max_length=min(64 if net.config.model_type == "siglip" else 77, tokenizer.model_max_length or 77), return_tensors="pt")  # fmt: skip
         out_t = {"pixel_values": torch.from_numpy(np.stack(images)).to(dev), "input_ids": text["input_ids"].to(dev), "return_loss": True}

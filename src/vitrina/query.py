@@ -24,7 +24,12 @@ from typing import Any
 import numpy as np
 
 from .errors import QueryError
+from .filters import MAX_FILTERS, Filter, parse_filters
 from .records import Hit
+
+MAX_TERMS = 32  # per query: each text term is a model call, each image term a decode
+
+__all__ = ["Filter", "Hits", "MAX_FILTERS", "MAX_TERMS", "Query", "Term", "combine", "parse_term"]
 
 
 @dataclass(frozen=True)
@@ -53,38 +58,6 @@ def parse_term(text: str, kind: str = "text") -> Term:
     return Term(text, 1.0, kind)
 
 
-_FILTER = re.compile(r"^\s*([^<>=!~\s]+)\s*(>=|<=|!=|=|<|>|~)\s*(.*?)\s*$", re.S)
-COLUMNS = {"id": "i.id", "source": "i.source", "image": "i.image", "context": "i.context"}
-
-
-@dataclass(frozen=True)
-class Filter:
-    """``key op value`` on item metadata; ops: = != < <= > >= and ~ (contains, case-insensitive).
-    Ordering compares the leading number of the value when the operand is a number, so
-    ``date>=1700`` matches "1754", "1754-03-02" and "1754?"."""
-
-    key: str
-    op: str
-    value: str
-
-    @classmethod
-    def parse(cls, text: str) -> Filter:
-        match = _FILTER.match(text)
-        if not match:
-            raise QueryError(f"Cannot read filter {text!r}: write KEY OP VALUE, e.g. 'date>=1700', 'place=Boston', 'title~harbour'.")
-        return cls(*match.groups())
-
-    def sql(self, with_tags: bool = True) -> tuple[str, list[Any]]:
-        """SQL over ``items i``. A classifier tag of that name wins over a metadata key."""
-        if self.key in COLUMNS:
-            return f"vitrina_match({COLUMNS[self.key]}, ?, ?)", [self.op, self.value]
-        path = '$."' + self.key.replace('"', "") + '"'
-        if with_tags:
-            column = "COALESCE((SELECT t.value FROM tags t WHERE t.item_id = i.id AND t.name = ?), json_extract(i.metadata, ?))"
-            return f"vitrina_match({column}, ?, ?)", [self.key, path, self.op, self.value]
-        return "vitrina_match(json_extract(i.metadata, ?), ?, ?)", [path, self.op, self.value]
-
-
 @dataclass(frozen=True)
 class Query:
     terms: tuple[Term, ...] = ()
@@ -98,6 +71,10 @@ class Query:
     def __post_init__(self) -> None:
         if not self.terms:
             raise QueryError("An empty query: give some text, --image, or both.")
+        if len(self.terms) > MAX_TERMS:
+            raise QueryError(f"{len(self.terms)} terms in one query; at most {MAX_TERMS} are allowed.")
+        if len(self.filters) > MAX_FILTERS:
+            raise QueryError(f"{len(self.filters)} filters in one query; at most {MAX_FILTERS} are allowed.")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise QueryError(f"alpha must be between 0 (text only) and 1 (image only), not {self.alpha}.")
         if self.limit < 1 or self.offset < 0:
@@ -120,8 +97,7 @@ class Query:
         texts = [text] if isinstance(text, str) else list(text)
         images = [image] if isinstance(image, str) else list(image)
         terms = tuple(parse_term(t, "text") for t in texts) + tuple(parse_term(i, "image") for i in images)
-        filters = tuple(f if isinstance(f, Filter) else Filter.parse(f) for f in where)
-        return cls(terms=terms, filters=filters, **kwargs)
+        return cls(terms=terms, filters=parse_filters(where), **kwargs)
 
 
 def combine(vectors: np.ndarray, terms: Sequence[Term], alpha: float | None) -> np.ndarray:
@@ -142,18 +118,6 @@ def combine(vectors: np.ndarray, terms: Sequence[Term], alpha: float | None) -> 
     if norm < 1e-6:
         raise QueryError("The query's terms cancel out (their weighted sum is zero); change a weight.")
     return (out / norm).astype(np.float32)
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores, best first (argpartition, then sort only those k)."""
-    k = min(k, len(scores))
-    if k <= 0:
-        return np.zeros(0, np.int64)
-    if k < len(scores):
-        part = np.argpartition(-scores, k - 1)[:k]
-    else:
-        part = np.arange(len(scores))
-    return part[np.argsort(-scores[part], kind="stable")]
 
 
 class Hits(list[Hit]):

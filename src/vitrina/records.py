@@ -26,13 +26,19 @@ class ModelFingerprint:
         data["modalities"] = tuple(data.get("modalities", ("image", "text")))
         return cls(**data)
 
+    def compatible(self, other: ModelFingerprint) -> bool:
+        """The one rule for "same model": vectors of the two can be compared. The spec may differ
+        (a hub id and a local copy of the same weights are the same model)."""
+        return (self.revision, self.dim, self.preprocessing) == (other.revision, other.dim, other.preprocessing)
+
     def describe(self) -> str:
         return f"{self.spec} ({self.dim} dims, revision {self.revision[:12]})"
 
 
 @dataclass(frozen=True)
 class Item:
-    """One image of a collection, as a source yields it."""
+    """One image of a collection: as a source yields it, or as the collection stores it (then
+    with its indexing ``status``, the failure ``reason``/``detail``, and classifier ``tags``)."""
 
     id: str  # stable across runs: a relative path, a canvas id + region, ...
     image: str  # where the pixels are: an absolute path or a URL
@@ -40,6 +46,10 @@ class Item:
     context: str = ""  # nearby text (OCR, caption) kept for display and text search later
     fingerprint: str = ""  # changes when the image changes (size + mtime, ETag, ...)
     source: str = ""  # the source spec that produced it, e.g. "folder:/data/scans"
+    status: str = "pending"  # pending | ok | failed
+    reason: str | None = None
+    detail: str | None = None
+    tags: dict[str, Any] = field(default_factory=dict)  # name -> {"value", "score", "classifier"}
 
 
 @dataclass(frozen=True)

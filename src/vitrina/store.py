@@ -27,12 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CollectionNotFound, SpaceMismatch, StoreCorrupt, StoreLocked
+from .errors import CollectionNotFound, NoEmbeddings, NoSuchSpace, SpaceMismatch, StoreCorrupt, StoreLocked
+from .filters import COLUMNS, Filter, matches, normal_values
 from .records import Item, ModelFingerprint
 from .vectors import VectorFile
 
-SCHEMA_VERSION = 1
-SCHEMA = """
+SCHEMA_VERSION = 2
+# Version 1, as the first release wrote it; later versions are the numbered migrations below.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
     id          TEXT PRIMARY KEY,
@@ -80,6 +82,43 @@ CREATE TRIGGER IF NOT EXISTS vectors_dead_on_update AFTER UPDATE OF row ON vecto
 END;
 """
 
+MIGRATION_2 = """
+CREATE TABLE items_v2 (
+    rid         INTEGER PRIMARY KEY,  -- a compact key for filters and vector rows
+    id          TEXT NOT NULL UNIQUE,
+    source      TEXT NOT NULL,
+    image       TEXT NOT NULL,
+    metadata    TEXT NOT NULL DEFAULT '{}',
+    context     TEXT NOT NULL DEFAULT '',
+    fingerprint TEXT NOT NULL DEFAULT '',
+    status      TEXT NOT NULL DEFAULT 'pending',
+    reason      TEXT,
+    detail      TEXT,
+    updated_at  REAL NOT NULL
+);
+INSERT INTO items_v2 (rid, id, source, image, metadata, context, fingerprint, status, reason, detail, updated_at)
+    SELECT rowid, id, source, image, metadata, context, fingerprint, status, reason, detail, updated_at FROM items;
+DROP TABLE items;
+ALTER TABLE items_v2 RENAME TO items;
+CREATE INDEX items_source ON items(source);
+CREATE INDEX items_status ON items(status);
+ALTER TABLE vectors ADD COLUMN rid INTEGER;
+UPDATE vectors SET rid = (SELECT rid FROM items WHERE items.id = vectors.item_id);
+CREATE INDEX vectors_space_row_rid ON vectors(space, row, rid);
+CREATE TABLE item_values (
+    rid   INTEGER NOT NULL REFERENCES items(rid) ON DELETE CASCADE,
+    key   TEXT NOT NULL,
+    text  TEXT NOT NULL,  -- casefolded
+    num   REAL,           -- first number in the text, for ordering
+    val   REAL,           -- the whole text as a number, for equality
+    shown TEXT            -- the text as written, where casefolding changed it (facet menus)
+);
+CREATE INDEX item_values_text ON item_values(key, text, rid);
+CREATE INDEX item_values_num ON item_values(key, num, rid) WHERE num IS NOT NULL;
+CREATE INDEX item_values_val ON item_values(key, val, rid) WHERE val IS NOT NULL;
+CREATE INDEX item_values_rid ON item_values(rid);
+"""
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -107,6 +146,18 @@ class Space:
     fingerprint: ModelFingerprint
     rows: int  # committed rows
     live: int  # rows that belong to an item
+    generation: float = 0.0  # when the space (and its vector file) was created: a re-embed makes a new one
+
+
+def _in(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _ints(text: str | None) -> np.ndarray:
+    """SQLite's group_concat of integers -> an int64 array (parsed in C, not row by row)."""
+    if not text:
+        return np.zeros(0, np.int64)
+    return np.array(text.split(","), dtype=np.int64)
 
 
 class Store:
@@ -127,23 +178,71 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA busy_timeout=30000")
-        self.db.create_function("vitrina_match", 3, _match, deterministic=True)
-        if writer or create:
-            with self.transaction():
-                for statement in _statements(SCHEMA):
-                    self.db.execute(statement)
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        version = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if version and int(version[0]) > SCHEMA_VERSION:
-            raise StoreCorrupt(f"{db} was written by a newer vitrina (schema {version[0]}, this one reads <= {SCHEMA_VERSION}); upgrade vitrina.")
+        self.db.create_function("vitrina_match", 3, _match_column, deterministic=True)
         self._vector_files: dict[str, VectorFile] = {}
-        self.has_tags = self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='tags'").fetchone() is not None
+        try:
+            self._upgrade(db, create or writer)
+        except BaseException:
+            self.close()
+            raise
+        self.db.execute("PRAGMA foreign_keys=ON")
+
+    # -- schema and migrations ----------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:  # an empty database: no meta table yet
+            return 0
+        return int(row[0]) if row else 0
+
+    def _upgrade(self, db: Path, may_create: bool) -> None:
+        """Bring the database to ``SCHEMA_VERSION``, one numbered migration at a time, each in one
+        transaction (a kill leaves the previous version). Readers upgrade too, under the writer lock."""
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreCorrupt(f"{db} was written by a newer vitrina (schema {version}, this one reads <= {SCHEMA_VERSION}); upgrade vitrina.")
+        if version == SCHEMA_VERSION:
+            return
+        if version == 0 and not may_create:
+            raise StoreCorrupt(f"{db} is not a vitrina collection (no schema); remove it or point at the right folder.")
+        took_lock = self._lock_fd is None
+        if took_lock:
+            self._acquire_writer_lock()
+        try:
+            version = self.schema_version()  # another process may have upgraded it meanwhile
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](self)
+        finally:
+            if took_lock and self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def _migrate(self, target: int, statements: Sequence[str], then: Any = None) -> None:
+        self.db.execute("PRAGMA foreign_keys=OFF")  # table rebuilds; checked before the commit
+        with self.transaction():
+            for statement in statements:
+                self.db.execute(statement)
+            if then is not None:
+                then()
+            bad = self.db.execute("PRAGMA foreign_key_check").fetchall()
+            if bad:
+                raise StoreCorrupt(f"Upgrading {self.path} to schema {target} found {len(bad)} broken references; nothing was changed.")
+            self.db.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(target),))
+
+    def _migration_1(self) -> None:
+        self._migrate(1, _statements(SCHEMA_V1))
+
+    def _migration_2(self) -> None:
+        """Items get an integer key (``rid``) and every metadata value a normalised, indexed row in
+        ``item_values`` (see filters.py), so a filter is an index lookup instead of a Python call per item."""
+        self._migrate(2, _statements(MIGRATION_2), then=lambda: self._refresh_values(None))
 
     # -- locking and transactions -------------------------------------------------------------
 
     def _acquire_writer_lock(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
         lock_path = self.path / "writer.lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -167,6 +266,10 @@ class Store:
         else:
             self.db.execute("COMMIT")
 
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (for caches of what this one reads)."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
     def close_vector_files(self) -> None:
         """Forget mapped vector files (after a writer replaced or grew them)."""
         for vf in self._vector_files.values():
@@ -174,9 +277,7 @@ class Store:
         self._vector_files.clear()
 
     def close(self) -> None:
-        for vf in self._vector_files.values():
-            vf.close()
-        self._vector_files.clear()
+        self.close_vector_files()
         self.db.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -204,6 +305,7 @@ class Store:
         batch: list[Item] = []
 
         def flush() -> None:
+            touched = []
             with self.transaction():
                 for item in batch:
                     metadata = json.dumps(item.metadata, ensure_ascii=False)
@@ -213,9 +315,11 @@ class Store:
                             counts["unchanged"] += 1
                         else:
                             counts["updated"] += 1
+                            touched.append(item.id)
                             self.db.execute("UPDATE items SET metadata=?, context=?, updated_at=? WHERE id=?", (metadata, item.context, now, item.id))
                         continue
                     counts["new" if row is None else "changed"] += 1
+                    touched.append(item.id)
                     self.db.execute(
                         """INSERT INTO items (id, source, image, metadata, context, fingerprint, status, updated_at)
                            VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)
@@ -224,6 +328,7 @@ class Store:
                              status='pending', reason=NULL, detail=NULL, updated_at=excluded.updated_at""",
                         (item.id, item.source, item.image, metadata, item.context, item.fingerprint, now),
                     )
+                self._refresh_values(touched)
             batch.clear()
 
         for item in items:
@@ -236,13 +341,48 @@ class Store:
         flush()
         return counts
 
+    def _refresh_values(self, ids: Sequence[str] | None) -> None:
+        """Recompute ``item_values`` for these items (all when None), inside the caller's
+        transaction: each metadata key's normal values, a classifier tag replacing its key's."""
+        if ids is None:
+            self.db.execute("DELETE FROM item_values")
+            cursor = self.db.execute("SELECT rid, id, metadata FROM items")
+            while chunk := cursor.fetchmany(2000):
+                self._insert_values(chunk)
+            return
+        for i in range(0, len(ids), 500):
+            part = list(ids[i : i + 500])
+            rows = self.db.execute(f"SELECT rid, id, metadata FROM items WHERE id IN ({_in(len(part))})", part).fetchall()
+            self.db.execute(f"DELETE FROM item_values WHERE rid IN ({_in(len(rows))})", [r[0] for r in rows])
+            self._insert_values(rows)
+
+    def _insert_values(self, rows: Sequence[Any]) -> None:
+        tags: dict[str, dict[str, str]] = {}
+        ids = [r[1] for r in rows]
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            for item_id, name, value in self.db.execute(f"SELECT item_id, name, value FROM tags WHERE item_id IN ({_in(len(part))})", part):
+                tags.setdefault(item_id, {})[name] = value
+        out = []
+        for rid, item_id, metadata in rows:
+            try:
+                values = json.loads(metadata)
+            except ValueError:
+                values = {}
+            if not isinstance(values, dict):
+                values = {}
+            values.update(tags.get(item_id, {}))
+            for key, value in values.items():
+                out += [(rid, key, v.text, v.num, v.val, v.shown if v.shown != v.text else None) for v in normal_values(value)]
+        self.db.executemany("INSERT INTO item_values (rid, key, text, num, val, shown) VALUES (?, ?, ?, ?, ?, ?)", out)
+
     def remove_missing(self, source: str, keep: set[str]) -> int:
         """Delete the items of ``source`` whose ids are not in ``keep`` (it no longer lists them)."""
         gone = [r[0] for r in self.db.execute("SELECT id FROM items WHERE source=?", (source,)) if r[0] not in keep]
         with self.transaction():
             for i in range(0, len(gone), 500):
                 chunk = gone[i : i + 500]
-                self.db.execute(f"DELETE FROM items WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                self.db.execute(f"DELETE FROM items WHERE id IN ({_in(len(chunk))})", chunk)
         return len(gone)
 
     def pending(self, space: str, *, retry_failed: bool = False) -> list[sqlite3.Row]:
@@ -256,13 +396,32 @@ class Store:
             (space,),
         ).fetchall()
 
-    def get_items(self, ids: Sequence[str]) -> dict[str, sqlite3.Row]:
-        out: dict[str, sqlite3.Row] = {}
+    def get_items(self, ids: Sequence[str], *, tags: bool = False) -> dict[str, Item]:
+        """Items by id (those that exist), as ``Item`` records; ``tags`` adds classifier tags."""
+        out: dict[str, Item] = {}
         for i in range(0, len(ids), 500):
             chunk = list(ids[i : i + 500])
-            for row in self.db.execute(f"SELECT * FROM items WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-                out[row["id"]] = row
+            for row in self.db.execute(f"SELECT * FROM items WHERE id IN ({_in(len(chunk))})", chunk):
+                out[row["id"]] = _item(row, self.tags_of(row["id"]) if tags else {})
         return out
+
+    def ids_of_rids(self, rids: Sequence[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for i in range(0, len(rids), 500):
+            chunk = [int(r) for r in rids[i : i + 500]]
+            out.update(self.db.execute(f"SELECT rid, id FROM items WHERE rid IN ({_in(len(chunk))})", chunk).fetchall())
+        return out
+
+    def iter_items(self, *, status: str | None = None, exclude_status: str | None = None) -> Iterator[Item]:
+        """Every item in id order, streamed (a collection of millions never sits in memory)."""
+        sql, params = "SELECT * FROM items", []
+        if status is not None:
+            sql, params = sql + " WHERE status = ?", [status]
+        elif exclude_status is not None:
+            sql, params = sql + " WHERE status != ?", [exclude_status]
+        cursor = self.db.execute(sql + " ORDER BY id", params)
+        while chunk := cursor.fetchmany(1000):
+            yield from (_item(row, {}) for row in chunk)
 
     def count_items(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.db.execute("SELECT status, count(*) FROM items GROUP BY status")}
@@ -270,35 +429,91 @@ class Store:
     def failures(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT id, image, reason, detail FROM items WHERE status='failed' ORDER BY id").fetchall()
 
+    # -- filters ------------------------------------------------------------------------------
+
+    def filter_mask(self, filters: Sequence[Filter]) -> np.ndarray:
+        """A boolean array indexed by item ``rid``: which items pass every filter. It has one spare
+        slot at the end, always False, so that ``mask[-1]`` (a dead vector row) never passes."""
+        size = int(self.db.execute("SELECT coalesce(max(rid), 0) FROM items").fetchone()[0]) + 2
+        mask = np.ones(size, bool)
+        for f in filters:
+            passing = np.zeros(size, bool)
+            passing[self._matching_rids(f, size)] = True
+            mask &= ~passing if f.op == "!=" else passing
+        mask[-1] = False
+        return mask
+
+    def _matching_rids(self, f: Filter, size: int) -> np.ndarray:
+        """Items with some value satisfying ``f`` (for != : some value equal; the caller negates)."""
+        op = "=" if f.op == "!=" else f.op
+        if f.key in COLUMNS:  # rare: a Python test per item (these columns are not in item_values)
+            sql = f"SELECT group_concat(rid) FROM items WHERE vitrina_match({f.key}, ?, ?)"
+            rids = _ints(self.db.execute(sql, (op, f.value)).fetchone()[0])
+        else:
+            operand = f.value.casefold()
+            queries: list[tuple[str, tuple[Any, ...]]]
+            if op == "=":
+                queries = [("text = ?", (operand,))]
+                if f.operand_val is not None:
+                    queries.append(("val = ?", (f.operand_val,)))
+            elif op == "~":
+                queries = [("instr(text, ?) > 0", (operand,))]
+            elif f.operand_number is not None:
+                queries = [(f"num {op} ?", (f.operand_number,))]
+            else:
+                queries = [(f"text {op} ?", (operand,))]
+            parts = [_ints(self.db.execute(f"SELECT group_concat(rid) FROM item_values WHERE key = ? AND {cond}", (f.key, *params)).fetchone()[0])
+                     for cond, params in queries]  # fmt: skip
+            rids = np.concatenate(parts)
+        return rids[rids < size - 1]  # an item added since ``size`` was read waits for the next query
+
+    def facets(self, keys: Sequence[str] | None = None, top: int = 50) -> dict[str, Any]:
+        """Metadata keys with their most common values and numeric ranges (e.g. date), from the
+        normalised values: {key: {"distinct", "values": [{"value", "count"}], "min", "max"}}."""
+        where, params = "", []
+        if keys:
+            where, params = f"WHERE key IN ({_in(len(keys))})", list(keys)
+        stats = self.db.execute(f"SELECT key, count(DISTINCT text), count(num), count(*), min(num), max(num) FROM item_values {where} GROUP BY key ORDER BY key", params).fetchall()
+        out: dict[str, Any] = {}
+        for key, distinct, numbers, total, low, high in stats:
+            entry: dict[str, Any] = {"distinct": distinct}
+            if numbers >= 0.8 * total:
+                entry["min"], entry["max"] = low, high
+            if distinct <= top:
+                rows = self.db.execute("SELECT coalesce(max(shown), text), count(DISTINCT rid) AS n FROM item_values WHERE key = ? GROUP BY text ORDER BY n DESC, text", (key,))
+                entry["values"] = [{"value": text, "count": n} for text, n in rows]
+            out[key] = entry
+        return out
+
     # -- spaces and vectors -------------------------------------------------------------------
 
     def spaces(self) -> list[Space]:
         rows = self.db.execute(
             # Every committed row is either mapped to an item or dead, so live = rows - dead:
             # counting the (small) dead_rows table is cheap; counting vectors is not.
-            """SELECT s.name, s.fingerprint, s.rows, s.rows - (SELECT count(*) FROM dead_rows d WHERE d.space = s.name) AS live
+            """SELECT s.name, s.fingerprint, s.rows, s.rows - (SELECT count(*) FROM dead_rows d WHERE d.space = s.name) AS live, s.created_at
                FROM spaces s ORDER BY s.created_at"""
         ).fetchall()
-        return [Space(r["name"], ModelFingerprint.from_json(r["fingerprint"]), r["rows"], r["live"]) for r in rows]
+        return [Space(r["name"], ModelFingerprint.from_json(r["fingerprint"]), r["rows"], r["live"], r["created_at"]) for r in rows]
 
     def space(self, name: str | None = None) -> Space:
         spaces = self.spaces()
         if not spaces:
-            raise CollectionNotFound(f"Collection {self.name!r} has no embeddings yet. Run: vitrina index FOLDER --collection {self.name}")
+            raise NoEmbeddings(f"Collection {self.name!r} has no embeddings yet. Run: vitrina index {self.path}")
         if name is None:
             return spaces[0]
         for space in spaces:
             if space.name == name:
                 return space
         names = ", ".join(s.name for s in spaces)
-        raise SpaceMismatch(f"Collection {self.name!r} has no space {name!r}; it has: {names}.")
+        raise NoSuchSpace(f"Collection {self.name!r} has no space {name!r}; it has: {names}.")
 
     def ensure_space(self, name: str, fingerprint: ModelFingerprint) -> Space:
         """Create the space for this model, or check that the existing one is the same model."""
         existing = {s.name: s for s in self.spaces()}
         if name in existing:
             old = existing[name].fingerprint
-            if (old.revision, old.dim, old.preprocessing) != (fingerprint.revision, fingerprint.dim, fingerprint.preprocessing):
+            if not old.compatible(fingerprint):
                 raise SpaceMismatch(
                     f"Space {name!r} of collection {self.name!r} was built with {old.describe()}; this run uses "
                     f"{fingerprint.describe()}. Index into a new space with --space NAME, or re-embed with --reembed."
@@ -324,9 +539,15 @@ class Store:
         return self.path / "spaces" / f"{name}.f32"
 
     def vector_file(self, space: Space, writable: bool = False) -> VectorFile:
+        """The space's vector file, mapped once; re-opened when the space was re-created (a
+        re-embed replaces the file: a reader must not keep scoring against the old one)."""
         vf = self._vector_files.get(space.name)
+        if vf is not None and (vf.generation != space.generation or not vf.is_current()):
+            vf.close()
+            vf = None
         if vf is None or (writable and not vf.writable):
             vf = VectorFile.open(self._space_file(space.name), writable=writable, committed_rows=space.rows)
+            vf.generation = space.generation
             self._vector_files[space.name] = vf
         return vf
 
@@ -345,9 +566,9 @@ class Store:
             now = time.time()
             for offset, (item_id, fingerprint) in enumerate(items):
                 self.db.execute(
-                    """INSERT INTO vectors (space, item_id, row, fingerprint) VALUES (?, ?, ?, ?)
-                       ON CONFLICT(space, item_id) DO UPDATE SET row=excluded.row, fingerprint=excluded.fingerprint""",
-                    (space_name, item_id, start + offset, fingerprint),
+                    """INSERT INTO vectors (space, item_id, row, fingerprint, rid) VALUES (?, ?, ?, ?, (SELECT rid FROM items WHERE id = ?))
+                       ON CONFLICT(space, item_id) DO UPDATE SET row=excluded.row, fingerprint=excluded.fingerprint, rid=excluded.rid""",
+                    (space_name, item_id, start + offset, fingerprint, item_id),
                 )
                 self.db.execute("UPDATE items SET status='ok', reason=NULL, detail=NULL, updated_at=? WHERE id=?", (now, item_id))
             for item_id, reason, detail in failures:
@@ -361,39 +582,32 @@ class Store:
         rows = self.db.execute("SELECT item_id, row FROM vectors WHERE space=? ORDER BY row", (space,)).fetchall()
         return [r[0] for r in rows], np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
 
+    def vector_rids(self, space: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, item rids) of the live vectors from row ``start`` on, in no particular order."""
+        text = self.db.execute("SELECT group_concat(row || ',' || rid) FROM vectors WHERE space = ? AND row >= ?", (space, start)).fetchone()[0]
+        pairs = _ints(text).reshape(-1, 2)
+        return pairs[:, 0], pairs[:, 1]
+
     def set_tags(self, name: str, classifier: str, tags: Sequence[tuple[str, str, float]]) -> None:
         """Replace tag ``name`` on the given items: (item id, value, score)."""
         with self.transaction():
+            before = [r[0] for r in self.db.execute("SELECT item_id FROM tags WHERE name=?", (name,))]
             self.db.execute("DELETE FROM tags WHERE name=?", (name,))
             self.db.executemany("INSERT INTO tags (item_id, name, value, score, classifier) VALUES (?, ?, ?, ?, ?)", [(i, name, v, float(sc), classifier) for i, v, sc in tags])
+            self._refresh_values(sorted(set(before) | {t[0] for t in tags}))
 
     def tags_of(self, item_id: str) -> dict[str, dict[str, Any]]:
-        if not self.has_tags:
-            return {}
         return {r[0]: {"value": r[1], "score": r[2], "classifier": r[3]} for r in self.db.execute("SELECT name, value, score, classifier FROM tags WHERE item_id=?", (item_id,))}
 
     def dead_rows(self, space: str) -> np.ndarray:
-        return np.fromiter((r[0] for r in self.db.execute("SELECT row FROM dead_rows WHERE space=?", (space,))), dtype=np.int64)
+        return _ints(self.db.execute("SELECT group_concat(row) FROM dead_rows WHERE space=?", (space,)).fetchone()[0])
 
     def rows_of(self, space: str, ids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for i in range(0, len(ids), 500):
             chunk = list(ids[i : i + 500])
-            for r in self.db.execute(f"SELECT item_id, row FROM vectors WHERE space=? AND item_id IN ({','.join('?' * len(chunk))})", [space, *chunk]):
-                out[r[0]] = r[1]
+            out.update(self.db.execute(f"SELECT item_id, row FROM vectors WHERE space=? AND item_id IN ({_in(len(chunk))})", [space, *chunk]).fetchall())
         return out
-
-    def ids_of_rows(self, space: str, rows: Sequence[int]) -> dict[int, str]:
-        out: dict[int, str] = {}
-        for i in range(0, len(rows), 500):
-            chunk = [int(r) for r in rows[i : i + 500]]
-            for r in self.db.execute(f"SELECT row, item_id FROM vectors WHERE space=? AND row IN ({','.join('?' * len(chunk))})", [space, *chunk]):
-                out[r[0]] = r[1]
-        return out
-
-    def filtered_rows(self, space: str, where_sql: str, params: Sequence[Any]) -> np.ndarray:
-        sql = f"SELECT v.row FROM vectors v JOIN items i ON i.id = v.item_id WHERE v.space = ? AND ({where_sql})"
-        return np.fromiter((r[0] for r in self.db.execute(sql, [space, *params])), dtype=np.int64)
 
     def check(self) -> list[str]:
         """Consistency problems, empty when the store is sound (used by `vitrina info --check`)."""
@@ -414,6 +628,14 @@ class Store:
         return problems
 
 
+def _item(row: sqlite3.Row, tags: dict[str, dict[str, Any]]) -> Item:
+    return Item(id=row["id"], image=row["image"], metadata=json.loads(row["metadata"]), context=row["context"], fingerprint=row["fingerprint"],
+                source=row["source"], status=row["status"], reason=row["reason"], detail=row["detail"], tags=tags)  # fmt: skip
+
+
+MIGRATIONS = {1: Store._migration_1, 2: Store._migration_2}
+
+
 def _statements(script: str) -> list[str]:
     """Split the schema into statements (triggers contain ';' inside BEGIN ... END)."""
     out, buf = [], []
@@ -426,44 +648,9 @@ def _statements(script: str) -> list[str]:
     return out
 
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-
-
-def _match(value: Any, op: str, operand: str) -> int:
-    """SQL function behind --where: compares one metadata value (lists match if any element does)."""
-    if isinstance(value, str) and value.startswith("["):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, list):
-            hits = [_match(v if not isinstance(v, (dict, list)) else json.dumps(v), op, operand) for v in parsed]
-            return int(all(hits)) if op == "!=" else int(any(hits))
-    if value is None:
-        return int(op == "!=")
-    text = str(value)
-    if op == "~":
-        return int(operand.casefold() in text.casefold())
-    if op in ("=", "!="):
-        equal = text.casefold() == operand.casefold() or _numbers_equal(text, operand)
-        return int(equal == (op == "="))
-    # ordering: compare the leading number ("1750-03-01" -> 1750) when the operand is a number
-    want = _NUMBER.fullmatch(operand.strip())
-    if want:
-        got = _NUMBER.search(text)
-        if not got:
-            return 0
-        a, b = float(got.group()), float(operand)
-    else:
-        a, b = text.casefold(), operand.casefold()  # type: ignore[assignment]
-    return int({"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op])
-
-
-def _numbers_equal(a: str, b: str) -> bool:
-    try:
-        return float(a) == float(b)
-    except ValueError:
-        return False
+def _match_column(value: Any, op: str, operand: str) -> int:
+    """SQL function for filters on item columns (id, source, image, context): filters.py semantics."""
+    return int(matches(normal_values(value), Filter("column", op, operand)))
 
 
 _FAULTS: dict[str, int] = {}

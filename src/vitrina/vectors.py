@@ -38,6 +38,12 @@ class VectorFile:
         self._fd: int | None = None
         self._map: np.memmap | None = None
         self._mapped_capacity = 0
+        self.generation = 0.0  # the space generation it was opened for (see Store.vector_file)
+        self._inode = _inode(path)
+
+    def is_current(self) -> bool:
+        """False when the file on disk was replaced since it was opened (a re-embed elsewhere)."""
+        return _inode(self.path) == self._inode
 
     @classmethod
     def create(cls, path: Path, fingerprint: ModelFingerprint) -> VectorFile:
@@ -114,6 +120,14 @@ class VectorFile:
             self._fd = None
         self._map = None
         self._mapped_capacity = 0
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _allocate(fd: int, size: int, new_size: int) -> None:

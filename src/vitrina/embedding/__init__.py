@@ -13,6 +13,7 @@ Every backend implements ``Embedder``; the indexer calls ``preprocess`` in worke
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -54,10 +55,10 @@ _CACHE: dict[tuple[str, str | None, int | None], Embedder] = {}
 
 def get_embedder(spec: str | None = None, *, device: str | None = None, threads: int | None = None) -> Embedder:
     """Load (once per process) the embedder named by ``spec``; see the module docstring."""
-    spec = normalise_spec(spec or os.environ.get("VITRINA_MODEL") or DEFAULT_MODEL)
+    spec = resolve_model(spec)
     key = (spec, device, threads)
     if key not in _CACHE:
-        prefix, _, rest = spec.partition(":")
+        prefix, rest = parse_spec(spec)
         if prefix == "mini":
             from .mini import MiniEmbedder
 
@@ -67,6 +68,24 @@ def get_embedder(spec: str | None = None, *, device: str | None = None, threads:
 
             _CACHE[key] = HFEmbedder(rest, device=device, threads=threads)
     return _CACHE[key]
+
+
+def resolve_model(spec: str | None) -> str:
+    """The model to use: ``spec``, else $VITRINA_MODEL, else the default; normalised."""
+    return normalise_spec(spec or os.environ.get("VITRINA_MODEL") or DEFAULT_MODEL)
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """The one parser of model specs: 'hf:org/name' -> ('hf', 'org/name'); 'mini' -> ('mini', '')."""
+    backend, _, name = normalise_spec(spec).partition(":")
+    return backend, name
+
+
+def space_name_for(spec: str) -> str:
+    """The default space name of a model: 'hf:openai/clip-vit-base-patch32' -> 'clip-vit-base-patch32'."""
+    backend, name = parse_spec(spec) if spec != "mini" else ("mini", "mini")
+    tail = (name or backend).rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", tail).strip("-.")[:100] or "default"
 
 
 def normalise_spec(spec: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import math
 import threading
 import time
@@ -149,7 +148,7 @@ def upload_image(request: Request, image: Annotated[UploadFile, File()], space: 
     Only its embedding is kept, for a while; the image itself is never stored or served."""
     service = service_of(request)
     data = _read_upload(service, image)
-    name = service.collection()._store.space(space).name
+    name = service.collection().space(space).name
     return UploadOut(upload=service.add_upload(data, name), space=name)
 
 
@@ -167,12 +166,12 @@ def _read_upload(service: Service, image: UploadFile) -> bytes:
 def get_item(request: Request, item_id: Annotated[str, PathParam(max_length=2000)]) -> dict[str, Any]:
     """An item's record: metadata, context text, image links."""
     service = service_of(request)
-    row = service.collection()._store.get_items([item_id]).get(item_id)
-    if row is None:
+    item = service.collection().items([item_id]).get(item_id)
+    if item is None:
         raise ServiceError(404, "item_not_found", f"No item {item_id!r} in this collection.")
-    thumb, preview = media_urls(service, item_id, row["image"])
-    metadata = json.loads(row["metadata"])
-    return {"id": item_id, "metadata": metadata, "context": row["context"], "status": row["status"], "thumbnail": thumb, "preview": preview,
+    thumb, preview = media_urls(service, item_id, item.image)
+    metadata = item.metadata
+    return {"id": item_id, "metadata": metadata, "context": item.context, "status": item.status, "thumbnail": thumb, "preview": preview,
             "links": {k: metadata[k] for k in ("url", "link", "catalogue", "manifest", "canvas") if isinstance(metadata.get(k), str)}}  # fmt: skip
 
 
@@ -183,21 +182,21 @@ _thumb_lock = threading.Lock()
 def thumbnail(request: Request, item_id: Annotated[str, PathParam(max_length=2000)], size: Annotated[int, Query(ge=16, le=2048)] = 256) -> Response:
     """A JPEG of the item's image, at most ``size`` pixels on its long side (cached)."""
     service = service_of(request)
-    row = service.collection()._store.get_items([item_id]).get(item_id)
+    row = service.collection().items([item_id]).get(item_id)
     if row is None:
         raise ServiceError(404, "item_not_found", f"No item {item_id!r} in this collection.")
-    if row["image"].startswith(("http://", "https://")):
-        return RedirectResponse(row["image"], status_code=307)
+    if row.image.startswith(("http://", "https://")):
+        return RedirectResponse(row.image, status_code=307)
     size = next((s for s in THUMB_SIZES if s >= size), THUMB_SIZES[-1])
     import hashlib
 
-    key = hashlib.sha1(f"{item_id}\0{row['fingerprint']}\0{size}".encode()).hexdigest()
+    key = hashlib.sha1(f"{item_id}\0{row.fingerprint}\0{size}".encode()).hexdigest()
     cache = service.path / "thumbs" / key[:2] / f"{key}.jpg"
     headers = {"Cache-Control": "public, max-age=86400"}
     if cache.exists():
         return Response(cache.read_bytes(), media_type="image/jpeg", headers=headers)
     try:
-        image = read_image(row["image"], min_side=size)
+        image = read_image(row.image, min_side=size)
     except ImageError as e:
         raise ServiceError(404, "image_unavailable", f"The image of item {item_id!r} cannot be shown ({e.reason}).") from e
     image.thumbnail((size, size))
@@ -220,41 +219,10 @@ def info(request: Request) -> dict[str, Any]:
             "spaces": [{k: s[k] for k in ("name", "model", "dim", "vectors")} for s in data["spaces"]]}  # fmt: skip
 
 
-_facet_cache: dict[tuple[str, int], dict[str, Any]] = {}
-
-
 @router.get("/api/facets", responses=ERRORS, tags=["collection"])
 def facets(request: Request) -> dict[str, Any]:
     """Metadata keys with their most common values (for filters) and numeric ranges (e.g. date)."""
-    service = service_of(request)
-    db = service.collection()._store.db
-    version = (str(service.path), db.execute("PRAGMA data_version").fetchone()[0] + db.execute("SELECT count(*) FROM items").fetchone()[0])
-    if version not in _facet_cache:
-        _facet_cache.clear()
-        _facet_cache[version] = _compute_facets(db)
-    return _facet_cache[version]
-
-
-def _compute_facets(db: Any) -> dict[str, Any]:
-    import re
-
-    rows = db.execute(
-        """SELECT j.key, CASE WHEN j.type = 'array' THEN NULL ELSE CAST(j.value AS TEXT) END, count(*)
-           FROM items, json_each(items.metadata) j WHERE j.type IN ('text', 'integer', 'real') GROUP BY 1, 2"""
-    ).fetchall()
-    by_key: dict[str, list[tuple[str, int]]] = {}
-    for key, value, count in rows:
-        by_key.setdefault(key, []).append((value, count))
-    out: dict[str, Any] = {}
-    for key, values in sorted(by_key.items()):
-        numbers = [float(m.group()) for v, _ in values if v and (m := re.match(r"-?\d{1,6}(?:\.\d+)?", v))]
-        entry: dict[str, Any] = {"distinct": len(values)}
-        if numbers and len(numbers) >= 0.8 * len(values):
-            entry["min"], entry["max"] = min(numbers), max(numbers)
-        if len(values) <= 50:
-            entry["values"] = [{"value": v, "count": c} for v, c in sorted(values, key=lambda x: -x[1])]
-        out[key] = entry
-    return out
+    return service_of(request).collection().facets()
 
 
 @router.get("/healthz", tags=["service"])

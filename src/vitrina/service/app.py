@@ -22,7 +22,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .._version import __version__
 from ..collection import Collection, open_collection
 from ..embedding import Embedder, embed_images
-from ..errors import CollectionNotFound, ImageError, ModalityError, QueryError, SpaceMismatch, VitrinaError
+from ..errors import (
+    CollectionNotFound,
+    ImageError,
+    ModalityError,
+    NoEmbeddings,
+    NoSuchSpace,
+    QueryError,
+    SpaceMismatch,
+    VitrinaError,
+)
 from ..images import load_image
 from ..query import Filter, Hits, Query, Term, parse_term
 
@@ -162,8 +171,7 @@ class Service:
         if space is not None:
             inner = coll.embedder_for(space)
             self.embedder = inner if isinstance(inner, GatedEmbedder) else GatedEmbedder(inner, self.gate)
-            coll._embedder = self.embedder
-            coll._explicit_embedder = True
+            coll.use_embedder(self.embedder)
         self.ready = True
 
     def collection(self) -> Collection:
@@ -189,7 +197,7 @@ class Service:
             terms.append(parse_term(text, "text"))
         terms += [parse_term(i, "image") for i in p.item if i.strip()]
         coll = self.collection()
-        space = coll._store.space(p.space)
+        space = coll.space(p.space)
         if p.image_url:
             terms.append(Term("image_url", 1.0, "vector", self._url_vector(p.image_url, space.name)))
         if upload_bytes is not None:
@@ -202,7 +210,7 @@ class Service:
         if not terms:
             raise ServiceError(400, "invalid_query", "An empty query: give text (q), an image (upload, image_url) or an item.")
         for term in terms:
-            if term.kind == "image" and term.value not in coll._store.rows_of(space.name, [term.value]):
+            if term.kind == "image" and not coll.index_for(space.name).vectors([term.value]):
                 raise ServiceError(404, "item_not_found", f"No item {term.value!r} in this collection.")
         filters = tuple(Filter.parse(w) for w in p.where if w.strip())
         query = Query(terms=tuple(terms), alpha=p.alpha, filters=filters, min_score=p.min_score, limit=p.limit, offset=p.offset)
@@ -224,7 +232,7 @@ class Service:
 
     def _image_vector(self, data: bytes, space: str, max_pixels: int) -> np.ndarray:
         coll = self.collection()
-        embedder = coll.embedder_for(coll._store.space(space))
+        embedder = coll.embedder_for(space)
         image = load_image(data, min_side=embedder.min_side, max_pixels=max_pixels)
         return embed_images(embedder, [image])[0]
 
@@ -266,9 +274,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             return error_response(request, status, code, message)
         if isinstance(exc, (QueryError, ModalityError)):
             return error_response(request, 400, "invalid_query", str(exc))
-        if isinstance(exc, SpaceMismatch):
+        if isinstance(exc, (SpaceMismatch, NoSuchSpace)):
             return error_response(request, 400, "invalid_space", str(exc))
-        if isinstance(exc, CollectionNotFound):
+        if isinstance(exc, (CollectionNotFound, NoEmbeddings)):
             return error_response(request, 503, "index_unavailable", "The collection has no embeddings yet.", {"Retry-After": "30"})
         log.exception("vitrina error")
         return error_response(request, 500, "internal", "Something went wrong on the server.")

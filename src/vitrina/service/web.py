@@ -105,15 +105,13 @@ def results_fragment(request: Request) -> HTMLResponse:
 @router.get("/item/{item_id:path}", response_class=HTMLResponse)
 def item_page(request: Request, item_id: str, back: Annotated[str, Query(max_length=4000)] = "/") -> HTMLResponse:
     service = service_of(request)
-    row = service.collection()._store.get_items([item_id]).get(item_id)
-    if row is None:
+    item = service.collection().items([item_id]).get(item_id)
+    if item is None:
         raise ServiceError(404, "item_not_found", f"No item {item_id!r} in this collection.")
-    import json
-
-    metadata = json.loads(row["metadata"])
-    _, preview = media_urls(service, item_id, row["image"])
+    metadata = item.metadata
+    _, preview = media_urls(service, item_id, item.image)
     links = {k: v for k, v in metadata.items() if isinstance(v, str) and v.startswith(("http://", "https://"))}
     back = back if back.startswith("/?") or back == "/" else "/"  # never an open redirect
-    return templates.TemplateResponse(request, "item.html", {"collection": service.name, "id": item_id, "metadata": metadata, "context": row["context"],
+    return templates.TemplateResponse(request, "item.html", {"collection": service.name, "id": item_id, "metadata": metadata, "context": item.context,
                                                               "preview": preview, "links": links, "back": back,
                                                               "similar": "/?" + urlencode([("like", item_id)])})  # fmt: skip

@@ -1,0 +1,108 @@
+"""Exact search over the embedded store: one matrix product over the memory-mapped vectors.
+
+Row bookkeeping lives here and nowhere else: which item (by its integer ``rid``) each vector row
+belongs to, -1 for a dead row (the item was re-embedded or removed). That map is loaded once and
+then extended as rows are appended, so a query costs the product and a top-k, plus an indexed
+SQL lookup per filter (see Store.filter_mask).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import numpy as np
+
+from ..filters import Filter
+from ..store import Space, Store
+from . import Matches, top_k
+
+
+class ExactIndex:
+    kind = "exact"
+
+    def __init__(self, store: Store, space: str):
+        self.store = store
+        self.space_name = space
+        self._rid_of_row = np.zeros(0, np.int64)
+        self._state: tuple[float, int, int] | None = None  # (generation, rows, live) it was built for
+
+    def _current(self) -> tuple[Space, np.ndarray]:
+        """The space as committed now, and its row -> rid map (rebuilt or extended as needed)."""
+        sp = self.store.space(self.space_name)
+        state = (sp.generation, sp.rows, sp.live)
+        if state != self._state:
+            loaded = len(self._rid_of_row)
+            if self._state is None or sp.generation != self._state[0] or sp.rows < loaded:
+                loaded = 0
+            grown = np.full(sp.rows, -1, np.int64)
+            grown[:loaded] = self._rid_of_row[:loaded]
+            rows, rids = self.store.vector_rids(sp.name, loaded)
+            keep = rows < sp.rows  # rows past the committed count belong to an unfinished write
+            grown[rows[keep]] = rids[keep]
+            if sp.live < sp.rows:
+                grown[self.store.dead_rows(sp.name)] = -1
+            self._rid_of_row, self._state = grown, state
+        return sp, self._rid_of_row
+
+    def count(self) -> int:
+        return self._current()[0].live
+
+    def matrix(self) -> tuple[list[str], np.ndarray]:
+        """(ids, vectors) of every live item, in row order; the vectors are a copy."""
+        sp, rid_of_row = self._current()
+        rows = np.flatnonzero(rid_of_row >= 0)
+        names = self.store.ids_of_rids(rid_of_row[rows].tolist())
+        vectors = self.store.vector_file(sp).matrix(sp.rows)
+        return [names[int(r)] for r in rid_of_row[rows]], np.asarray(vectors[rows], np.float32)
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        sp, _ = self._current()
+        rows = self.store.rows_of(sp.name, list(ids))
+        matrix = self.store.vector_file(sp).matrix(sp.rows)
+        return {i: np.array(matrix[r]) for i, r in rows.items() if r < sp.rows}
+
+    def search(
+        self,
+        queries: np.ndarray,
+        *,
+        filters: Sequence[Filter] = (),
+        exclude: Sequence[Collection[str]] = (),
+        limit: int = 10,
+        offset: int = 0,
+        min_score: float | None = None,
+    ) -> list[Matches]:
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        sp, rid_of_row = self._current()
+        vectors = self.store.vector_file(sp).matrix(sp.rows)
+        allowed: np.ndarray | None = None  # rows that may appear; None = every row
+        if filters:
+            allowed = self.store.filter_mask(filters)[rid_of_row]  # a dead row (-1) hits the spare False slot
+        elif sp.live < sp.rows:
+            allowed = rid_of_row >= 0
+        considered = sp.live if allowed is None else int(allowed.sum())
+        if len(queries) == 1:  # a matrix-vector product: the fastest path for one query
+            scores = (vectors @ queries[0])[None, :]
+        else:
+            scores = queries @ vectors.T
+        if allowed is not None:
+            scores[:, ~allowed] = -np.inf
+        for col, ids in enumerate(exclude):
+            if ids:
+                rows = list(self.store.rows_of(sp.name, list(ids)).values())
+                scores[col, [r for r in rows if r < sp.rows]] = -np.inf
+        order = top_k(scores, offset + limit)[:, offset:]
+        picked = {int(r) for r in order.ravel()}
+        names = self.store.ids_of_rids([int(rid_of_row[r]) for r in picked if rid_of_row[r] >= 0])
+        out = []
+        for col, rows in enumerate(order):
+            m = Matches(considered=considered)
+            for r in rows:
+                score = float(scores[col, r])
+                if score == -np.inf or (min_score is not None and score < min_score):
+                    continue
+                name = names.get(int(rid_of_row[r]))
+                if name is not None:  # None: the item was removed between two reads
+                    m.ids.append(name)
+                    m.scores.append(score)
+            out.append(m)
+        return out
