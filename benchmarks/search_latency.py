@@ -27,26 +27,48 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def build(path: Path, rows: int, dim: int) -> None:
-    from vitrina.records import Item, ModelFingerprint
-    from vitrina.store import Store
+    from vitrina import Item, ModelFingerprint, open_collection
 
     if (path / "collection.sqlite").exists():
         return
     t0 = time.perf_counter()
     fp = ModelFingerprint(spec="bench:random", revision="0", dim=dim, preprocessing="none")
     rng = np.random.default_rng(0)
-    with_store = Store(path, create=True, writer=True)
-    items = (Item(id=f"loc-{i:07d}", image=f"https://tile.loc.gov/image-services/iiif/{i}/full/!512,512/0/default.jpg", fingerprint="1", source="bench",
-                  metadata={"title": f"Map {i}", "date": str(1500 + i % 500)}) for i in range(rows))  # fmt: skip
-    with_store.sync_items(items)
-    with_store.ensure_space("bench", fp)
+    coll = open_collection(path, create=True)
     ids = [f"loc-{i:07d}" for i in range(rows)]
-    for start in range(0, rows, 50_000):
-        chunk = rng.standard_normal((min(50_000, rows - start), dim), dtype=np.float32)
-        chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
-        with_store.add_vectors("bench", [(i, "1") for i in ids[start : start + len(chunk)]], chunk)
-    with_store.close()
+    with coll.writer():
+        coll.add_items(Item(id=ids[i], image=f"https://tile.loc.gov/image-services/iiif/{i}/full/!512,512/0/default.jpg", fingerprint="1", source="bench",
+                            metadata={"title": f"Map {i}", "date": str(1500 + i % 500)}) for i in range(rows))  # fmt: skip
+        for start in range(0, rows, 50_000):
+            chunk = rng.standard_normal((min(50_000, rows - start), dim), dtype=np.float32)
+            coll.import_vectors(ids[start : start + len(chunk)], chunk, fingerprint=fp, space="bench")
     print(f"built {rows} x {dim} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+
+
+def _release_1_filter_ms(path: Path, where: list[str]) -> tuple[float, int]:
+    """The first release's filter, as a baseline in the same run: a Python function called by
+    SQLite on json_extract of every item (what schema 2's indexed item_values replaced)."""
+    import re
+    import sqlite3
+
+    number = re.compile(r"-?\d+(?:\.\d+)?")
+
+    def match(value, op, operand):  # type: ignore[no-untyped-def]  # ordering ops only, as used here
+        got = number.search(str(value)) if value is not None else None
+        return int(bool(got) and {"<": float(got.group()) < float(operand), ">=": float(got.group()) >= float(operand)}[op])
+
+    db = sqlite3.connect(path / "collection.sqlite")
+    db.create_function("vitrina_match", 3, match, deterministic=True)
+    clauses, params = [], []
+    for w in where:
+        key, op, operand = re.match(r"(\w+)(>=|<)(.*)", w).groups()  # type: ignore[union-attr]
+        clauses.append("vitrina_match(json_extract(i.metadata, ?), ?, ?)")
+        params += [f'$."{key}"', op, operand]
+    t0 = time.perf_counter()
+    rows = db.execute(f"SELECT v.row FROM vectors v JOIN items i ON i.id = v.item_id WHERE v.space = 'bench' AND {' AND '.join(clauses)}", params).fetchall()
+    elapsed = (time.perf_counter() - t0) * 1000
+    db.close()
+    return elapsed, len(rows)
 
 
 def measure(path: Path, repeats: int) -> dict:
@@ -74,14 +96,17 @@ def measure(path: Path, repeats: int) -> dict:
 
     one = timed(lambda i: coll.search_vectors(queries[i], limit=10), repeats)
     batch = timed(lambda i: coll.search_vectors(queries[i : i + 32], limit=10), max(5, repeats // 4))
+    where = ["date>=1700", "date<1800"]
     t0 = time.perf_counter()
-    coll.search_vectors(queries[0], where=["date>=1700", "date<1800"], limit=10)
-    filtered_first = time.perf_counter() - t0  # the filter runs in SQLite; later queries reuse its rows
-    filtered = timed(lambda i: coll.search_vectors(queries[i], where=["date>=1700", "date<1800"], limit=10), max(5, repeats // 4))
+    first_hits = coll.search_vectors(queries[0], where=where, limit=10)[0]
+    filtered_first = time.perf_counter() - t0  # indexed SQL over item_values, then the product
+    filtered = timed(lambda i: coll.search_vectors(queries[i], where=where, limit=10), max(5, repeats // 4))
+    release_1_ms, release_1_rows = _release_1_filter_ms(path, where)
+    assert first_hits.total_considered == release_1_rows, "schema 2 filters disagree with release 1"
 
     anon_mb = _rss_anon_mb()  # private memory: the mapped vectors are page cache, not a copy
     # Baseline: the same vectors as a plain in-RAM numpy array, matrix-vector product + top-k.
-    matrix = np.array(coll._store.vector_file(sp).matrix(sp.rows))
+    ids, matrix = coll.vectors()
 
     def bare(i: int) -> None:
         scores = matrix @ queries[i]
@@ -91,7 +116,7 @@ def measure(path: Path, repeats: int) -> dict:
     base = timed(bare, repeats)
     hits = coll.search_vectors(queries[3], limit=10)[0]
     scores = matrix @ queries[3]
-    assert [int(h.id.split("-")[1]) for h in hits] == list(np.argsort(-scores)[:10]), "exact search disagrees with numpy"
+    assert [h.id for h in hits] == [ids[i] for i in np.argsort(-scores)[:10]], "exact search disagrees with numpy"
     import resource
 
     return {
@@ -99,6 +124,7 @@ def measure(path: Path, repeats: int) -> dict:
         "one_query_p50_ms": float(np.percentile(one, 50)), "one_query_p95_ms": float(np.percentile(one, 95)),
         "batch32_p50_ms": float(np.percentile(batch, 50)), "batch32_p95_ms": float(np.percentile(batch, 95)),
         "filtered_first_ms": filtered_first * 1000, "filtered_repeat_p50_ms": float(np.percentile(filtered, 50)),
+        "release_1_filter_ms": release_1_ms, "filter_matches": release_1_rows,
         "numpy_baseline_p50_ms": float(np.percentile(base, 50)), "numpy_baseline_p95_ms": float(np.percentile(base, 95)),
         "ratio_p50": float(np.percentile(one, 50) / np.percentile(base, 50)),
         "rss_anon_mb_before_baseline": anon_mb, "vector_file_mb": sp.rows * sp.fingerprint.dim * 4 / 1e6,

@@ -140,3 +140,11 @@ def mini_collection(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
     assert report.embedded == len(captions) and not report.failed
     assert json.loads(captions[0])["id"]
     return coll
+
+
+@pytest.fixture
+def fake_embedder():  # type: ignore[no-untyped-def]
+    """A numpy embedder (tests/fakes.py): query logic without a torch model."""
+    from tests.fakes import FakeEmbedder
+
+    return FakeEmbedder()

@@ -6,31 +6,38 @@
 """
 
 from ._version import __version__
-from .collection import Collection, open_collection
+from .collection import Collection, ImageLimits, open_collection
 from .embedding import Embedder, get_embedder
 from .errors import (
+    Blocked,
     CollectionNotFound,
     ConfigError,
     ImageError,
     ModalityError,
     ModelError,
     ModelUnavailable,
+    NoEmbeddings,
+    NoSuchSpace,
     QueryError,
+    SourceError,
     SpaceMismatch,
     StoreCorrupt,
     StoreError,
     StoreLocked,
     VitrinaError,
 )
+from .filters import Filter
 from .images import load_image
+from .index import Matches, SearchIndex
 from .indexer import IndexReport
-from .query import Filter, Hits, Query, Term
+from .query import Hits, Query, Term
 from .records import Hit, Item, ModelFingerprint
 
 __all__ = [
     "__version__",
-    "Collection", "open_collection", "Embedder", "get_embedder", "load_image", "IndexReport",
+    "Collection", "open_collection", "ImageLimits", "SearchIndex", "Matches", "Embedder", "get_embedder", "load_image", "IndexReport",
     "Query", "Term", "Filter", "Hits", "Hit", "Item", "ModelFingerprint",
     "VitrinaError", "ConfigError", "ModelError", "ModelUnavailable", "ModalityError", "StoreError",
-    "CollectionNotFound", "StoreLocked", "StoreCorrupt", "SpaceMismatch", "QueryError", "ImageError",
+    "CollectionNotFound", "NoEmbeddings", "NoSuchSpace", "StoreLocked", "StoreCorrupt", "SpaceMismatch", "QueryError", "ImageError",
+    "SourceError", "Blocked",
 ]  # fmt: skip

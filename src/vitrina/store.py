@@ -226,6 +226,7 @@ class Store:
                 self.db.execute(statement)
             if then is not None:
                 then()
+            _fault_point("before_migration_commit")
             bad = self.db.execute("PRAGMA foreign_key_check").fetchall()
             if bad:
                 raise StoreCorrupt(f"Upgrading {self.path} to schema {target} found {len(bad)} broken references; nothing was changed.")
@@ -547,6 +548,13 @@ class Store:
             vf = None
         if vf is None or (writable and not vf.writable):
             vf = VectorFile.open(self._space_file(space.name), writable=writable, committed_rows=space.rows)
+            if vf.fingerprint is None or not vf.fingerprint.compatible(space.fingerprint) or vf.dim != space.fingerprint.dim:
+                vf.close()
+                made_by = vf.fingerprint.describe() if vf.fingerprint else "an unknown model"
+                raise StoreCorrupt(
+                    f"{vf.path} holds vectors of {made_by} but the collection records {space.fingerprint.describe()} for space "
+                    f"{space.name!r}: the file was replaced or copied from elsewhere. Rebuild this space with `vitrina index {self.path} --reembed`."
+                )
             vf.generation = space.generation
             self._vector_files[space.name] = vf
         return vf

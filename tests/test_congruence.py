@@ -1,0 +1,172 @@
+"""Every search index gives the answers the reference semantics give (model-free).
+
+Random unit vectors, messy metadata (dates like "ca. 1820" and "1754-03-02", lists, nested lists,
+missing keys, case variants, tags overriding metadata), a few hundred random filters over every
+operator, offsets, exclusions and minimum scores: each index implementation must return exactly
+what a brute-force numpy search with ``vitrina.filters.matches`` returns. New implementations
+join ``INDEXES``; approximate ones will assert recall bounds instead of equality.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitrina import Collection, Filter, Item, ModelFingerprint, QueryError, open_collection
+from vitrina.filters import MAX_FILTERS, item_values, matches
+from vitrina.index import SearchIndex
+
+DIM = 24
+N = 300
+FP = ModelFingerprint(spec="hf:test/random", revision="r1", dim=DIM, preprocessing="none")
+INDEXES: dict[str, Callable[[Collection], SearchIndex]] = {"exact": lambda coll: coll.index_for()}
+
+DATES = ["1650", "1700-05-01", "[1754?]", "1799", "1800", "ca. 1820", None, "1910", 1755, 1800.5, "15. September 1859", "1750-1760", "", "undated", "-50", "2e3"]
+PLACES = ["Boston", "boston", "BOSTON", "London", "Paris", "Oslo", "Bergen", "Trondheim", "Ålesund", "ÅLESUND", None, ["Boston", "Paris"], ["Oslo", ["Bergen"]], []]
+SUBJECTS = [["maps", "sea monsters"], ["maps"], [], ["charts"], "maps", None, ["Maps", ["nested", ["deeper"]]], ["sea monsters"], [None, "maps"], [1, 2, 3]]
+
+
+def _metadata(rng: random.Random, i: int) -> dict:
+    md = {"title": f"Map {i} of {rng.choice(['Boston', 'the sea', 'Norway', 'Bergen harbour'])}"}
+    for key, choices in (("date", DATES), ("place", PLACES), ("subjects", SUBJECTS)):
+        if rng.random() < 0.9:
+            md[key] = rng.choice(choices)
+    if rng.random() < 0.3:
+        md["sheets"] = rng.randint(0, 12)
+    if rng.random() < 0.2:
+        md["coloured"] = rng.random() < 0.5
+    if i % 97 == 0:  # hostile values: a string that looks like nested JSON, and a really nested list
+        md["date"] = "[" * 5000
+        md["subjects"] = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["deep"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+    return md
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    rng = random.Random(5)
+    path = tmp_path_factory.mktemp("congruence") / "c"
+    coll = open_collection(path, create=True)
+    items = [Item(id=f"item-{i:04d}", image=f"/data/{i}.jpg", fingerprint="1", source=f"folder:/data/{i % 3}", metadata=_metadata(rng, i), context=f"page {i}")
+             for i in range(N)]  # fmt: skip
+    vectors = np.random.default_rng(1).standard_normal((N, DIM)).astype(np.float32)
+    with coll.writer():
+        coll.add_items(items)
+        coll.import_vectors([it.id for it in items], vectors, fingerprint=FP, space="random")
+        # Re-embed a tenth of the items (their old rows become dead) and tag some of them.
+        again = list(range(0, N, 10))
+        vectors[again] = np.random.default_rng(2).standard_normal((len(again), DIM))
+        coll.import_vectors([items[i].id for i in again], vectors[again], fingerprint=FP, space="random")
+        coll.set_tags("place", "test", [(items[i].id, rng.choice(["Trondheim", "boston"]), 0.9) for i in range(0, N, 7)])
+        coll.set_tags("kind", "test", [(items[i].id, rng.choice(["map", "blank"]), 0.5) for i in range(0, N, 2)])
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    stored = {it.id: it for it in coll.items([it.id for it in items]).values()}
+    tags = {i: {name: t["value"] for name, t in coll.item(i).tags.items()} for i in stored}
+    return coll, [it.id for it in items], unit, stored, tags
+
+
+def _random_filter(rng: random.Random) -> Filter:
+    key = rng.choice(["date", "date", "place", "place", "subjects", "sheets", "coloured", "title", "kind", "nokey", "id", "source"])
+    op = rng.choice(["=", "!=", "<", "<=", ">", ">=", "~"])
+    operands = {
+        "date": ["1700", "1754", "1800", "1820", "1800.5", "ca", "1859", "", "-50", "2000", "[", "undated"],
+        "place": ["boston", "Boston", "ålesund", "Paris", "o", "L", "Trondheim"],
+        "subjects": ["maps", "MAPS", "deep", "nested", "2", "sea"],
+        "sheets": ["0", "3", "7.0", "12", "x"],
+        "coloured": ["true", "false", "1", "0"],
+        "title": ["map 1", "Boston", "harbour", "Map 10"],
+        "kind": ["map", "blank"],
+        "nokey": ["1", "x"],
+        "id": ["item-0001", "item-01", "ITEM-0002"],
+        "source": ["folder:/data/1", "data/2"],
+    }[key]
+    return Filter(key, op, rng.choice(operands))
+
+
+def _reference(world, query: np.ndarray, filters: list[Filter], exclude: set[str], limit: int, offset: int, min_score: float | None):  # type: ignore[no-untyped-def]
+    coll, ids, unit, stored, tags = world
+    keep = []
+    for n, i in enumerate(ids):
+        it = stored[i]
+        if all(matches(item_values(i, it.source, it.image, it.context, it.metadata, tags[i], f.key), f) for f in filters):
+            keep.append(n)
+    considered = len(keep)
+    scores = unit[keep] @ query
+    order = [keep[k] for k in np.argsort(-scores, kind="stable")]
+    ranked = [(ids[n], float(unit[n] @ query)) for n in order if ids[n] not in exclude]
+    ranked = [(i, s) for i, s in ranked[offset : offset + limit] if min_score is None or s >= min_score]
+    return ranked, considered
+
+
+@pytest.mark.parametrize("kind", sorted(INDEXES))
+def test_filters_paging_and_exclusions_agree_with_the_reference(world, kind: str) -> None:  # type: ignore[no-untyped-def]
+    coll, ids, unit, _, _ = world
+    index = INDEXES[kind](coll)
+    rng = random.Random(11)
+    nprng = np.random.default_rng(3)
+    nonempty = 0
+    for trial in range(300):
+        filters = [_random_filter(rng) for _ in range(rng.choice([0, 1, 1, 1, 2, 3]))]
+        queries = nprng.standard_normal((rng.choice([1, 1, 3]), DIM)).astype(np.float32)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        limit, offset = rng.choice([1, 5, 10, 50, 400]), rng.choice([0, 0, 3, 40])
+        min_score = rng.choice([None, None, 0.0, 0.3])
+        exclude = [set(rng.sample(ids, rng.choice([0, 0, 2, 20]))) for _ in queries]
+        got = index.search(queries, filters=filters, exclude=exclude, limit=limit, offset=offset, min_score=min_score)
+        assert len(got) == len(queries)
+        for q, m, ex in zip(queries, got, exclude):
+            want, considered = _reference(world, q, filters, ex, limit, offset, min_score)
+            context = f"trial {trial}: filters {[str(f) for f in filters]}, limit {limit}, offset {offset}, min_score {min_score}"
+            assert m.considered == considered, context
+            assert m.ids == [i for i, _ in want], context
+            np.testing.assert_allclose(m.scores, [s for _, s in want], atol=1e-5, err_msg=context)
+            nonempty += bool(m.ids)
+    assert nonempty > 200  # the random filters are not all trivially empty
+
+
+@pytest.mark.parametrize("kind", sorted(INDEXES))
+def test_stored_vectors_and_counts(world, kind: str) -> None:  # type: ignore[no-untyped-def]
+    coll, ids, unit, _, _ = world
+    index = INDEXES[kind](coll)
+    assert index.count() == N
+    got = index.vectors(["item-0010", "item-0011", "no-such-item"])
+    assert set(got) == {"item-0010", "item-0011"}
+    np.testing.assert_allclose(got["item-0010"], unit[10], atol=1e-6)  # the re-embedded vector, not the dead one
+    all_ids, matrix = coll.vectors()
+    assert sorted(all_ids) == sorted(ids)
+    np.testing.assert_allclose(matrix[all_ids.index("item-0020")], unit[20], atol=1e-6)
+
+
+def test_collection_search_speaks_the_same_language(world) -> None:  # type: ignore[no-untyped-def]
+    coll, ids, unit, _, _ = world
+    q = unit[42]
+    hits = coll.search_vectors(q, where=["date>=1700", "place!=paris"], limit=7)[0]
+    want, considered = _reference(world, q, [Filter.parse("date>=1700"), Filter.parse("place!=paris")], set(), 7, 0, None)
+    assert [h.id for h in hits] == [i for i, _ in want] and hits.total_considered == considered
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    by_item = coll.search(image="item-0042", limit=3)  # the item's stored vector, the item itself left out
+    assert "item-0042" not in [h.id for h in by_item]
+    assert [h.id for h in by_item] == [i for i, _ in _reference(world, q, [], {"item-0042"}, 3, 0, None)[0]]
+
+
+def test_query_size_is_capped(world) -> None:  # type: ignore[no-untyped-def]
+    coll = world[0]
+    with pytest.raises(QueryError, match=f"at most {MAX_FILTERS}"):
+        coll.search_vectors(world[2][0], where=[f"date>={1000 + i}" for i in range(MAX_FILTERS + 1)])
+    with pytest.raises(QueryError, match="at most 32"):
+        coll.search(image=[f"item-{i:04d}" for i in range(40)])
+
+
+def test_queries_run_with_a_numpy_embedder(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import make_images
+    from tests.fakes import FAKE_SPEC
+
+    make_images(tmp_path / "imgs", 6)
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    assert coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC).embedded == 6
+    hits = coll.search(image=str(tmp_path / "imgs" / "img0003.jpg"), limit=2)
+    assert hits[0].id == "img0003.jpg" and hits[0].score == pytest.approx(1, abs=1e-5)
+    assert coll.search("anything", limit=6).total_considered == 6
