@@ -76,7 +76,12 @@ class QueryError(VitrinaError):
 
 
 class SourceError(VitrinaError):
-    pass
+    """A manifest, ALTO/XML or JSON document that cannot be used; ``reason`` is a stable code
+    (bad_manifest, bad_xml, bad_json)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 class Blocked(VitrinaError):

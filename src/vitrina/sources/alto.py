@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ImageError, VitrinaError
+from ..errors import ConfigError, ImageError, SourceError, VitrinaError
 from ..http import Blocked, Fetcher
 from ..iiif import ImageService
 from ..records import Item
@@ -79,9 +79,9 @@ def parse_alto(path: Path) -> Page:
     try:
         root = parse(str(path), forbid_dtd=True).getroot()
     except (ParseError, DefusedXmlException, OSError) as e:
-        raise ImageError("bad_xml", f"{path}: not a readable ALTO file ({type(e).__name__}: {e})") from e
+        raise SourceError("bad_xml", f"{path}: not a readable ALTO file ({type(e).__name__}: {e})") from e
     if _local(root.tag).lower() != "alto":
-        raise ImageError("bad_xml", f"{path}: the root element is <{_local(root.tag)}>, not <alto>")
+        raise SourceError("bad_xml", f"{path}: the root element is <{_local(root.tag)}>, not <alto>")
     unit, file_name, page_el = "pixel", "", None
     pictures: list[Box] = []
     texts: list[tuple[Box, str]] = []
@@ -124,7 +124,7 @@ def parse_alto(path: Path) -> Page:
             if box is not None and words:
                 texts.append((box, " ".join(words)))
     if page_el is None:
-        raise ImageError("bad_xml", f"{path}: no <Page> element")
+        raise SourceError("bad_xml", f"{path}: no <Page> element")
 
     def number(name: str) -> float | None:
         try:

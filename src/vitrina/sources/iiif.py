@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import iiif
 from ..captions import add_caption
-from ..errors import ImageError, VitrinaError
+from ..errors import SourceError, VitrinaError
 from ..http import Blocked, Fetcher
 from ..records import Item
 
@@ -36,10 +36,10 @@ class IIIFSource:
             try:
                 return json.loads(Path(ref).expanduser().read_text(encoding="utf-8"))
             except (OSError, ValueError, RecursionError) as e:
-                raise ImageError("bad_manifest", f"{ref}: not a readable JSON file ({type(e).__name__})") from e
+                raise SourceError("bad_manifest", f"{ref}: not a readable JSON file ({type(e).__name__})") from e
         doc = self.fetcher.get_json(ref)
         if not isinstance(doc, dict):
-            raise ImageError("bad_manifest", f"{ref}: not a IIIF document (JSON {type(doc).__name__})")
+            raise SourceError("bad_manifest", f"{ref}: not a IIIF document (JSON {type(doc).__name__})")
         return doc
 
     def pages(self, cursor: str | None = None) -> Iterator[tuple[list[Item], str | None]]:
