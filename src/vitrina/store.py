@@ -117,6 +117,8 @@ CREATE INDEX item_values_text ON item_values(key, text, rid);
 CREATE INDEX item_values_num ON item_values(key, num, rid) WHERE num IS NOT NULL;
 CREATE INDEX item_values_val ON item_values(key, val, rid) WHERE val IS NOT NULL;
 CREATE INDEX item_values_rid ON item_values(rid);
+-- multi: some item has several values of the key (then its filters cannot be merged into one range)
+CREATE TABLE value_keys (key TEXT PRIMARY KEY, multi INTEGER NOT NULL DEFAULT 0);
 """
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -157,7 +159,7 @@ def _ints(text: str | None) -> np.ndarray:
     """SQLite's group_concat of integers -> an int64 array (parsed in C, not row by row)."""
     if not text:
         return np.zeros(0, np.int64)
-    return np.array(text.split(","), dtype=np.int64)
+    return np.fromstring(text, dtype=np.int64, sep=",")
 
 
 class Store:
@@ -365,6 +367,7 @@ class Store:
             for item_id, name, value in self.db.execute(f"SELECT item_id, name, value FROM tags WHERE item_id IN ({_in(len(part))})", part):
                 tags.setdefault(item_id, {})[name] = value
         out = []
+        multi: dict[str, int] = {}
         for rid, item_id, metadata in rows:
             try:
                 values = json.loads(metadata)
@@ -374,8 +377,12 @@ class Store:
                 values = {}
             values.update(tags.get(item_id, {}))
             for key, value in values.items():
-                out += [(rid, key, v.text, v.num, v.val, v.shown if v.shown != v.text else None) for v in normal_values(value)]
+                normal = normal_values(value)
+                multi[key] = max(multi.get(key, 0), int(len(normal) > 1))
+                out += [(rid, key, v.text, v.num, v.val, v.shown if v.shown != v.text else None) for v in normal]
         self.db.executemany("INSERT INTO item_values (rid, key, text, num, val, shown) VALUES (?, ?, ?, ?, ?, ?)", out)
+        # Never reset to 0 (a removed multi-valued item may leave it set): it only costs speed.
+        self.db.executemany("INSERT INTO value_keys VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET multi = max(multi, excluded.multi)", multi.items())
 
     def remove_missing(self, source: str, keep: set[str]) -> int:
         """Delete the items of ``source`` whose ids are not in ``keep`` (it no longer lists them)."""
@@ -434,38 +441,41 @@ class Store:
 
     def filter_mask(self, filters: Sequence[Filter]) -> np.ndarray:
         """A boolean array indexed by item ``rid``: which items pass every filter. It has one spare
-        slot at the end, always False, so that ``mask[-1]`` (a dead vector row) never passes."""
+        slot at the end, always False, so that ``mask[-1]`` (a dead vector row) never passes.
+
+        Each filter is one indexed SQL lookup; filters on a key that no item has several values
+        of are ANDed into one lookup ("date>=1700 AND date<1800" is one range scan)."""
         size = int(self.db.execute("SELECT coalesce(max(rid), 0) FROM items").fetchone()[0]) + 2
         mask = np.ones(size, bool)
+        single = {r[0] for r in self.db.execute("SELECT key FROM value_keys WHERE multi = 0")}
+        groups: dict[str, list[Filter]] = {}
         for f in filters:
+            if f.op != "!=" and f.key in single and f.key not in COLUMNS:
+                groups.setdefault(f.key, []).append(f)
+            else:
+                groups.setdefault(f"\0{len(groups)}", []).append(f)
+        for group in groups.values():
             passing = np.zeros(size, bool)
-            passing[self._matching_rids(f, size)] = True
-            mask &= ~passing if f.op == "!=" else passing
+            passing[self._matching_rids(group, size)] = True
+            mask &= ~passing if group[0].op == "!=" else passing
         mask[-1] = False
         return mask
 
-    def _matching_rids(self, f: Filter, size: int) -> np.ndarray:
-        """Items with some value satisfying ``f`` (for != : some value equal; the caller negates)."""
-        op = "=" if f.op == "!=" else f.op
+    def _matching_rids(self, group: Sequence[Filter], size: int) -> np.ndarray:
+        """Items with a value satisfying every filter of ``group`` (one filter, or several on one
+        single-valued key); for != : items with a value equal to the operand (the caller negates)."""
+        f = group[0]
         if f.key in COLUMNS:  # rare: a Python test per item (these columns are not in item_values)
             sql = f"SELECT group_concat(rid) FROM items WHERE vitrina_match({f.key}, ?, ?)"
-            rids = _ints(self.db.execute(sql, (op, f.value)).fetchone()[0])
+            rids = _ints(self.db.execute(sql, ("=" if f.op == "!=" else f.op, f.value)).fetchone()[0])
         else:
-            operand = f.value.casefold()
-            queries: list[tuple[str, tuple[Any, ...]]]
-            if op == "=":
-                queries = [("text = ?", (operand,))]
-                if f.operand_val is not None:
-                    queries.append(("val = ?", (f.operand_val,)))
-            elif op == "~":
-                queries = [("instr(text, ?) > 0", (operand,))]
-            elif f.operand_number is not None:
-                queries = [(f"num {op} ?", (f.operand_number,))]
-            else:
-                queries = [(f"text {op} ?", (operand,))]
-            parts = [_ints(self.db.execute(f"SELECT group_concat(rid) FROM item_values WHERE key = ? AND {cond}", (f.key, *params)).fetchone()[0])
-                     for cond, params in queries]  # fmt: skip
-            rids = np.concatenate(parts)
+            conditions, params = [], []
+            for g in group:
+                sql, p = _condition(g)
+                conditions.append(sql)
+                params += p
+            query = f"SELECT group_concat(rid) FROM item_values WHERE key = ? AND {' AND '.join(conditions)}"
+            rids = _ints(self.db.execute(query, (f.key, *params)).fetchone()[0])
         return rids[rids < size - 1]  # an item added since ``size`` was read waits for the next query
 
     def facets(self, keys: Sequence[str] | None = None, top: int = 50) -> dict[str, Any]:
@@ -592,9 +602,9 @@ class Store:
 
     def vector_rids(self, space: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(rows, item rids) of the live vectors from row ``start`` on, in no particular order."""
-        text = self.db.execute("SELECT group_concat(row || ',' || rid) FROM vectors WHERE space = ? AND row >= ?", (space, start)).fetchone()[0]
-        pairs = _ints(text).reshape(-1, 2)
-        return pairs[:, 0], pairs[:, 1]
+        # Two aggregates of one scan see the rows in the same order.
+        rows, rids = self.db.execute("SELECT group_concat(row), group_concat(rid) FROM vectors WHERE space = ? AND row >= ?", (space, start)).fetchone()
+        return _ints(rows), _ints(rids)
 
     def set_tags(self, name: str, classifier: str, tags: Sequence[tuple[str, str, float]]) -> None:
         """Replace tag ``name`` on the given items: (item id, value, score)."""
@@ -634,6 +644,20 @@ class Store:
             except StoreCorrupt as e:
                 problems.append(str(e))
         return problems
+
+
+def _condition(f: Filter) -> tuple[str, list[Any]]:
+    """SQL over ``item_values`` for one value satisfying ``f`` (for != : equal to its operand)."""
+    operand = f.value.casefold()
+    if f.op in ("=", "!="):
+        if f.operand_val is not None:
+            return "(text = ? OR val = ?)", [operand, f.operand_val]
+        return "text = ?", [operand]
+    if f.op == "~":
+        return "instr(text, ?) > 0", [operand]
+    if f.operand_number is not None:
+        return f"num {f.op} ?", [f.operand_number]
+    return f"text {f.op} ?", [operand]
 
 
 def _item(row: sqlite3.Row, tags: dict[str, dict[str, Any]]) -> Item:
