@@ -13,4 +13,5 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 . .venv/bin/activate
 ruff check src tests scripts benchmarks
+mypy
 python -m pytest "$@"

@@ -39,7 +39,7 @@ def build_caption(metadata: dict[str, Any]) -> str:
     year = re.match(r"^\d{3,4}", date)
     if year:
         head += f" from {year.group()}"
-    places = []
+    places: list[str] = []
     for place in _values(metadata.get("location") or metadata.get("place") or metadata.get("locations")):
         place = place.strip()
         if place and place.lower() not in title.lower() and place.lower() not in (p.lower() for p in places):

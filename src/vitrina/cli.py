@@ -253,7 +253,7 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
         raise click.UsageError(f"No such option: {unknown[0]}")
     with _errors():
         coll = open_collection(collection)
-        common = {"alpha": alpha, "min_score": min_score, "limit": limit, "offset": offset, "include_self": include_self}
+        common: dict[str, Any] = {"alpha": alpha, "min_score": min_score, "limit": limit, "offset": offset, "include_self": include_self}
         if batch_file is not None:
             lines = [line.strip() for line in batch_file if line.strip()]
             queries = [Query.build(line.split("\t"), images, where=where, **common) for line in lines]

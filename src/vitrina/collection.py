@@ -382,7 +382,7 @@ class Collection:
 
     def vectors(self, space: str | None = None) -> tuple[list[str], np.ndarray]:
         """(ids, vectors) of every item embedded in ``space``, the vectors as one float32 array."""
-        return self.index_for(space).matrix()  # type: ignore[attr-defined, no-any-return]
+        return self.index_for(space).matrix()
 
     def __len__(self) -> int:
         return sum(self._store.count_items().values())

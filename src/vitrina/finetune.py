@@ -100,7 +100,7 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
 
     base = model or (coll.spaces()[0].fingerprint.spec if coll.spaces() else None)
     backend, name = parse_spec(base) if base else ("", "")
-    if backend != "hf":
+    if base is None or backend != "hf":
         raise ConfigError(f"Fine-tuning needs a CLIP or SigLIP checkpoint (--model hf:...), not {base!r}.")
     out = Path(out).expanduser().resolve()
     checkpoints = out / "checkpoints"

@@ -64,7 +64,7 @@ class ImageService:
             level=int(m.group(1)) if m else 0,
             width=int(info["width"]), height=int(info["height"]),
             max_width=int(max_w) if max_w else None,
-            max_height=int(extras.get("maxHeight") or max_w) if (extras.get("maxHeight") or max_w) else None,
+            max_height=int(extras.get("maxHeight") or max_w or 0) or None,
             max_area=int(extras["maxArea"]) if extras.get("maxArea") else None,
             sizes=tuple((int(s["width"]), int(s["height"])) for s in info.get("sizes", []) if "width" in s and "height" in s),
         )  # fmt: skip

@@ -111,7 +111,7 @@ def _decode(image: Image.Image, name: str, min_side: int | None, max_pixels: int
         reduce = 0
         while min(width, height) >> (reduce + 1) >= min_side and reduce < 5:
             reduce += 1
-        image.reduce = reduce  # type: ignore[attr-defined]
+        image.reduce = reduce  # type: ignore[method-assign, assignment]  # JPEG 2000 reduced decoding
 
     try:
         with warnings.catch_warnings():

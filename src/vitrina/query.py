@@ -111,8 +111,8 @@ def combine(vectors: np.ndarray, terms: Sequence[Term], alpha: float | None) -> 
         for kind, mix in (("text", 1.0 - alpha), ("image", alpha)):
             mask = np.asarray([k == kind for k in kinds])
             part = (weights[mask] * vectors[mask]).sum(0)
-            norm = np.linalg.norm(part)
-            parts.append(mix * part / norm if norm > 1e-9 else part * 0)
+            part_norm = float(np.linalg.norm(part))
+            parts.append(mix * part / part_norm if part_norm > 1e-9 else part * 0)
         out = parts[0] + parts[1]
     norm = float(np.linalg.norm(out))
     if norm < 1e-6:

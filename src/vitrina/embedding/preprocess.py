@@ -90,6 +90,5 @@ class Preprocess:
             h, w = arr.shape[:2]
             top, left = (h - self.height) // 2, (w - self.width) // 2
             arr = arr[max(top, 0) : max(top, 0) + self.height, max(left, 0) : max(left, 0) + self.width]
-        arr = arr * np.float32(self.rescale)
-        arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        arr = np.asarray((arr * np.float32(self.rescale) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32), np.float32)
         return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)

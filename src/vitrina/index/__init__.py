@@ -51,6 +51,9 @@ class SearchIndex(Protocol):
     def count(self) -> int:
         """Items with a stored vector."""
 
+    def matrix(self) -> tuple[list[str], np.ndarray]:
+        """(ids, vectors) of every item with a stored vector, as one float32 array."""
+
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the k largest scores of each row of ``scores`` (n, m), best first:
