@@ -595,11 +595,6 @@ class Store:
             _fault_point("before_commit")
         _fault_point("after_commit")
 
-    def live_vectors(self, space: str) -> tuple[list[str], np.ndarray]:
-        """(item ids, their rows) of every live vector in ``space``, in row order."""
-        rows = self.db.execute("SELECT item_id, row FROM vectors WHERE space=? ORDER BY row", (space,)).fetchall()
-        return [r[0] for r in rows], np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-
     def vector_rids(self, space: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(rows, item rids) of the live vectors from row ``start`` on, in no particular order."""
         # Two aggregates of one scan see the rows in the same order.
