@@ -40,11 +40,6 @@ class Source(Protocol):
     def pages(self, cursor: str | None = None) -> Iterator[tuple[list[Item], str | None]]: ...
 
 
-def items_of(source: Source) -> Iterator[Item]:
-    for items, _ in source.pages():
-        yield from items
-
-
 def open_source(spec: str, *, fetcher: Fetcher | None = None, **options: Any) -> Source:
     """The source named by ``spec``; ``options`` go to its constructor (e.g. limit, images)."""
     prefix, sep, rest = spec.partition(":")
