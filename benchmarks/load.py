@@ -31,24 +31,21 @@ WORDS = "map chart harbour city river coast sea monster ship old world island mo
 
 
 def build(path: Path, rows: int) -> None:
+    from vitrina import Item, open_collection
     from vitrina.embedding import get_embedder
-    from vitrina.records import Item
-    from vitrina.store import Store
 
     if (path / "collection.sqlite").exists():
         return
     fp = get_embedder("mini").fingerprint
     rng = np.random.default_rng(0)
-    store = Store(path, create=True, writer=True)
-    store.sync_items(Item(id=f"loc-{i:07d}", image=f"https://tile.loc.gov/iiif/{i}/full/!512,512/0/default.jpg", fingerprint="1", source="bench",
-                          metadata={"title": f"Map {i}", "date": str(1500 + i % 500)}) for i in range(rows))  # fmt: skip
-    store.ensure_space("mini", fp)
+    coll = open_collection(path, create=True)
     ids = [f"loc-{i:07d}" for i in range(rows)]
-    for start in range(0, rows, 50_000):
-        chunk = rng.standard_normal((min(50_000, rows - start), fp.dim), dtype=np.float32)
-        chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
-        store.add_vectors("mini", [(i, "1") for i in ids[start : start + len(chunk)]], chunk)
-    store.close()
+    with coll.writer():
+        coll.add_items(Item(id=ids[i], image=f"https://tile.loc.gov/iiif/{i}/full/!512,512/0/default.jpg", fingerprint="1", source="bench",
+                            metadata={"title": f"Map {i}", "date": str(1500 + i % 500)}) for i in range(rows))  # fmt: skip
+        for start in range(0, rows, 50_000):
+            chunk = rng.standard_normal((min(50_000, rows - start), fp.dim), dtype=np.float32)
+            coll.import_vectors(ids[start : start + len(chunk)], chunk, fingerprint=fp, space="mini")
 
 
 async def drive(base: str, concurrency: int, seconds: float) -> dict:
