@@ -89,3 +89,32 @@ def test_model_dir_changes_change_the_fingerprint(tiny_clip: str, tmp_path: Path
     config["logit_scale_init_value"] = 1.0
     (copy / "config.json").write_text(json.dumps(config))
     assert get_embedder(f"hf:{copy}").fingerprint.revision != get_embedder(tiny_clip).fingerprint.revision
+
+
+def test_a_checkpoint_saved_with_processor_config_json_loads_and_embeds_the_same(tiny_clip: str, tmp_path: Path) -> None:
+    """transformers 5's CLIPProcessor.save_pretrained writes processor_config.json, with the image
+    processor settings under "image_processor", and no preprocessor_config.json."""
+    import shutil
+
+    from transformers import CLIPProcessor
+
+    original = Path(tiny_clip.removeprefix("hf:"))
+    saved = tmp_path / "saved"
+    shutil.copytree(original, saved)
+    (saved / "preprocessor_config.json").unlink()
+    CLIPProcessor.from_pretrained(original).save_pretrained(saved)
+    if (saved / "preprocessor_config.json").exists():  # an older transformers: write what newer ones do
+        nested = {"image_processor": json.loads((saved / "preprocessor_config.json").read_text()), "processor_class": "CLIPProcessor"}
+        (saved / "processor_config.json").write_text(json.dumps(nested))
+        (saved / "preprocessor_config.json").unlink()
+    assert "image_processor" in json.loads((saved / "processor_config.json").read_text())
+    assert not (saved / "preprocessor_config.json").exists()
+
+    ours, theirs = get_embedder(f"hf:{saved}"), get_embedder(tiny_clip)
+    assert ours.fingerprint.preprocessing == theirs.fingerprint.preprocessing and ours.fingerprint.dim == theirs.fingerprint.dim
+    images = [load_image(DATA / "manuscript-page.jpg"), load_image(DATA / "book-page-poulpes.jpg").resize((300, 97))]
+    np.testing.assert_allclose(embed_images(ours, images), embed_images(theirs, images), atol=1e-6)
+    np.testing.assert_allclose(ours.embed_texts(["a red ship"]), theirs.embed_texts(["a red ship"]), atol=1e-6)
+    # The torch-free preprocessing reads either file, and still matches the checkpoint's own processor.
+    assert Preprocess.from_file(saved / "processor_config.json") == Preprocess.from_file(original / "preprocessor_config.json")
+    np.testing.assert_allclose(ours.preprocess(images[1]), processor_pixels(f"hf:{saved}", images[1]), atol=1e-4)

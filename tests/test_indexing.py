@@ -28,6 +28,15 @@ def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.C
     return result
 
 
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    """The command line in this process (faster than a subprocess); stdout and stderr apart."""
+    from click.testing import CliRunner
+
+    from vitrina.cli import cli as main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
 def vectors_by_id(name: str) -> dict[str, np.ndarray]:
     store = Store(resolve_collection(name))
     space = store.space()
@@ -155,3 +164,23 @@ def test_cli_index_search_info(scans: Path, tiny_clip: str) -> None:
     assert offline.returncode == 1 and "--model mini" in offline.stderr and "vitrina[mini]" in offline.stderr
     missing = cli("search", "nope", "a map", check=False)
     assert missing.returncode == 1 and "No collection" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_symlink_loops_are_reported_in_the_summaries(tmp_path: Path, tiny_clip: str) -> None:
+    folder = tmp_path / "loops"
+    make_images(folder / "a", 2)
+    (folder / "a" / "up").symlink_to("..", target_is_directory=True)  # back to the folder above
+    (folder / "self").symlink_to("self")  # a link to itself: never resolves
+    (folder / "alias").symlink_to("a", target_is_directory=True)  # the same folder again: no loop
+    expected = ["symlink loop: self -> self", "symlink loop: a/up -> ..", "folder reached twice, skipped: alias -> a (walked as a)"]
+
+    result = invoke("index", str(folder), "--collection", "loops", "--model", tiny_clip, "-q", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["embedded"] == 2 and report["problems"] == expected
+    text = invoke("index", str(folder), "--collection", "loops", "-q")
+    assert "skipped symlink loop: a/up -> .." in text.stderr and "skipped symlink loop: self -> self" in text.stderr
+    ingested = invoke("ingest", f"folder:{folder}", "--collection", "loops", "--json")
+    assert json.loads(ingested.stdout)["problems"] == expected
+    assert "skipped folder reached twice" in invoke("ingest", f"folder:{folder}", "--collection", "loops").stderr
+    assert open_collection("loops").index(str(folder)).ingest["problems"] == expected  # the Python API

@@ -102,7 +102,7 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
             report = coll.index(src, model=model, space=space, batch_size=batch_size, workers=workers, device=device, threads=threads,
                                 retry_failed=retry_failed, reembed=reembed, max_pixels=max_pixels, progress=on_embed, on_scan=on_scan, limit=limit)  # fmt: skip
         if as_json:
-            click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+            click.echo(json.dumps(_index_dict(report), ensure_ascii=False, indent=2))
         else:
             _print_report(err, report)
         if report.interrupted:
@@ -156,8 +156,13 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+def _index_dict(report: Any) -> dict[str, Any]:
+    """The index summary, with the problems of the source it read (symlink loops, unreadable documents)."""
+    return {**report.to_dict(), "problems": list((report.ingest or {}).get("problems", []))}
+
+
 def _print_report(console: Any, report: Any) -> None:
-    d = report.to_dict()
+    d = _index_dict(report)
     rate = f" ({d['images_per_second']} images/s)" if d["images_per_second"] else ""
     console.print(
         f"[bold]{_escape(d['collection'])}[/] / space [bold]{_escape(d['space'])}[/] ({_escape(d['model'])}): "
@@ -171,6 +176,10 @@ def _print_report(console: Any, report: Any) -> None:
             console.print(f"  [dim]{f['reason']}[/] {_escape(f['detail'])}", markup=True, highlight=False)
         if d["failed"] > 10:
             console.print(f"  … and {d['failed'] - 10} more: vitrina info {d['collection']} --json")
+    for problem in d["problems"][:10]:
+        console.print(f"  [yellow]skipped[/] {_escape(problem)}")
+    if len(d["problems"]) > 10:
+        console.print(f"  … and {len(d['problems']) - 10} more: add --json to see them")
     if d["interrupted"]:
         why = f" {_escape(d['message'])}" if d.get("message") else ""
         console.print(f"[yellow]Interrupted.[/]{why} Run the same command again to carry on where it stopped.")
@@ -214,6 +223,8 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
                   f"from {d['pages']} pages, {d['requests']} requests, in {d['seconds']:.1f} s")  # fmt: skip
         for problem in d["problems"][:10]:
             err.print(f"  [yellow]skipped[/] {_escape(problem)}")
+        if len(d["problems"]) > 10:
+            err.print(f"  … and {len(d['problems']) - 10} more: add --json to see them")
         if d["interrupted"]:
             err.print(f"[yellow]Stopped:[/] {_escape(d['message'])}")
         else:

@@ -140,12 +140,25 @@ def _hub_resolves() -> bool:
 
 
 def _processor_config(name: str, revision: str | None, offline: bool = False) -> dict:
+    """The checkpoint's image processor settings. transformers 5's ``save_pretrained`` of a
+    processor writes them under "image_processor" in processor_config.json and no
+    preprocessor_config.json; older checkpoints (most of the hub) have preprocessor_config.json.
+    The nested settings win, as in transformers' own loader."""
     from transformers.utils import cached_file
 
-    path = cached_file(name, "preprocessor_config.json", revision=revision, local_files_only=offline)
-    if path is None:
-        raise ModelError(f"hf:{name} has no preprocessor_config.json; vitrina needs it to prepare images.")
-    return json.loads(Path(path).read_text())
+    for filename in ("processor_config.json", "preprocessor_config.json"):
+        path = cached_file(name, filename, revision=revision, local_files_only=offline, _raise_exceptions_for_missing_entries=False)
+        if path is None:
+            continue
+        config = json.loads(Path(path).read_text())
+        if filename == "processor_config.json":
+            config = config.get("image_processor") if isinstance(config, dict) else None
+        if isinstance(config, dict):
+            return config
+    raise ModelError(
+        f"hf:{name} has no image processor settings (neither preprocessor_config.json nor an \"image_processor\" entry in "
+        "processor_config.json); vitrina needs them to prepare images."
+    )
 
 
 def _local_digest(name: str) -> str:

@@ -32,7 +32,11 @@ class Preprocess:
 
     @classmethod
     def from_processor_config(cls, config: dict) -> Preprocess:
-        """From a ``preprocessor_config.json`` of a CLIP, SigLIP or ViT checkpoint."""
+        """From the image processor settings of a CLIP, SigLIP or ViT checkpoint: a
+        ``preprocessor_config.json``, or a ``processor_config.json`` holding them under
+        "image_processor" (what transformers 5 saves)."""
+        if isinstance(config.get("image_processor"), dict):
+            config = config["image_processor"]
         size = config.get("size", {"height": 224, "width": 224})
         if isinstance(size, int):
             size = {"shortest_edge": size}

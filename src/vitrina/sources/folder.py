@@ -1,4 +1,6 @@
-"""A local folder, walked recursively (symlinks followed, loops detected, dot-folders skipped).
+"""A local folder, walked recursively (symlinks followed, dot-folders skipped). Symlink loops and
+folders reached a second time through a link are skipped and listed in ``problems``, which the
+ingest and index summaries show.
 
 Item ids are paths relative to the folder, so moving the whole folder keeps them; the
 fingerprint is size + modification time, so an unchanged file is never decoded twice (rclip's
@@ -7,6 +9,7 @@ approach). File names that are not valid UTF-8 are kept byte-exact (see ``path_r
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +31,7 @@ class FolderSource:
 
             raise ConfigError(f"{root} is not a directory.")
         self.spec = f"folder:{path_ref(str(self.root))}"
-        self.skipped_loops: list[str] = []
+        self.problems: list[str] = []  # symlink loops and folders reached twice, skipped
 
     def pages(self, cursor: str | None = None) -> Iterator[tuple[list[Item], str | None]]:
         yield list(self.items()), None
@@ -51,18 +54,21 @@ class FolderSource:
             )
 
     def _walk(self) -> Iterator[str]:
-        seen: set[tuple[int, int]] = set()
+        seen: dict[tuple[int, int], str] = {}  # (device, inode) of each folder walked -> its path
         stack = [str(self.root)]
         while stack:
             folder = stack.pop()
             try:
                 st = os.stat(folder)
-            except OSError:
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    self._skipped(folder, loop=True)
                 continue
-            if (st.st_dev, st.st_ino) in seen:
-                self.skipped_loops.append(folder)
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                self._skipped(folder, first=seen[key])
                 continue
-            seen.add((st.st_dev, st.st_ino))
+            seen[key] = folder
             try:
                 entries = sorted(os.scandir(folder), key=lambda e: e.name)
             except OSError:
@@ -76,9 +82,30 @@ class FolderSource:
                         subfolders.append(entry.path)
                     elif entry.is_file(follow_symlinks=True) and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
                         yield entry.path
-                except OSError:
+                except OSError as e:  # a link to itself, or links pointing at each other
+                    if e.errno == errno.ELOOP:
+                        self._skipped(entry.path, loop=True)
                     continue
             stack.extend(reversed(subfolders))
+
+    def _skipped(self, path: str, *, first: str | None = None, loop: bool = False) -> None:
+        """Record a folder not walked: a symlink loop (it leads back to a folder above it, or the
+        links never resolve) or a folder already walked under another path (``first``)."""
+        shown = self._rel(path)
+        try:
+            shown += f" -> {path_ref(os.readlink(path))}"
+        except OSError:
+            pass  # not a link itself: reached through a linked folder above it
+        if first is not None and not loop:
+            real, parent = os.path.realpath(path), os.path.realpath(os.path.dirname(path))
+            loop = parent == real or parent.startswith(real.rstrip(os.sep) + os.sep)
+        if loop:
+            self.problems.append(f"symlink loop: {shown}")
+        else:
+            self.problems.append(f"folder reached twice, skipped: {shown} (walked as {self._rel(str(first))})")
+
+    def _rel(self, path: str) -> str:
+        return path_ref(os.path.relpath(path, self.root).replace(os.sep, "/"))
 
 
 def path_ref(path: str) -> str:
