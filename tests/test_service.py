@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.test_http import Handler, server  # noqa: F401  (a loopback image server fixture)
+from tests.test_http import Handler, Hostile, hostile, server  # noqa: F401  (loopback image servers: fixtures)
 from vitrina import open_collection
 from vitrina.service import create_app
 
@@ -203,8 +204,8 @@ def test_the_page_renders_results_without_javascript(client: TestClient) -> None
     page = client.get("/", params={"q": "old map", "from": "1700"})
     assert page.status_code == 200 and 'class="hit"' in page.text
     assert page.text.count('class="hit"') == 2  # only dated items pass the date filter
-    hostile = client.get("/", params={"q": "<script>alert(1)</script>"})
-    assert "<script>alert(1)</script>" not in hostile.text and "&lt;script&gt;" in hostile.text
+    scripted = client.get("/", params={"q": "<script>alert(1)</script>"})
+    assert "<script>alert(1)</script>" not in scripted.text and "&lt;script&gt;" in scripted.text
     item = client.get("/item/dated/1", params={"back": "https://evil.example/"})
     assert item.status_code == 200 and "https://evil.example" not in item.text and "1750" in item.text
 
@@ -217,3 +218,75 @@ def test_remote_iiif_images_get_iiif_sized_thumbnails() -> None:
     region = "https://iiif.example.org/iiif/3/page1/120,80,600,400/max/0/default.jpg"
     assert iiif_sized(region, 1024) == "https://iiif.example.org/iiif/3/page1/120,80,600,400/!1024,1024/0/default.jpg"
     assert iiif_sized("https://example.org/images/map.jpg", 256) is None
+
+
+def test_a_slow_image_url_fails_within_the_deadline_and_odd_redirects_are_400(coll_name: str, hostile: str) -> None:  # noqa: F811
+    with TestClient(create_app(coll_name, allow_private_urls=True, image_url_timeout=1.0), raise_server_exceptions=False) as client:
+        for path in ("/drip", "/drip-headers", "/stall"):
+            start = time.monotonic()
+            r = client.get("/api/search", params={"image_url": f"{hostile}{path}"})
+            assert_error(r, 422, "image_url_fetch_failed")
+            assert time.monotonic() - start < 2.0 and "1 s deadline" in r.json()["error"]["message"], path
+        for path in Hostile.REDIRECTS:  # data:, mailto:, file:, javascript:, malformed: refused, never a 500
+            assert_error(client.get("/api/search", params={"image_url": f"{hostile}{path}"}), 400, "image_url_rejected")
+
+
+def test_image_url_fetches_are_bounded_and_health_still_answers(coll_name: str, hostile: str, server: str) -> None:  # noqa: F811
+    app = create_app(coll_name, allow_private_urls=True, image_url_timeout=8.0, max_url_fetches=2)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        stalled: list[int] = []
+        threads = [threading.Thread(target=lambda: stalled.append(client.get("/api/search", params={"image_url": f"{hostile}/stall"}).status_code)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for _ in range(100):
+            if Hostile.requests.count("/stall") == 2:
+                break
+            time.sleep(0.05)
+        r = client.get("/api/search", params={"image_url": f"{hostile}/stall"})
+        assert_error(r, 503, "overloaded")
+        assert r.headers["retry-after"] == "1" and Hostile.requests.count("/stall") == 2  # refused without fetching
+        start = time.monotonic()
+        assert client.get("/healthz").status_code == 200 and client.get("/api/search", params={"q": "map"}).status_code == 200
+        assert time.monotonic() - start < 2.0
+        Hostile.stop.set()  # the stalled hosts hang up
+        for t in threads:
+            t.join(10)
+        assert stalled == [422, 422]
+        assert client.get("/api/search", params={"image_url": f"{server}/page.jpg"}).status_code == 200  # the slots came back
+
+
+def test_shutdown_is_not_held_by_a_slow_image_url(coll_name: str, hostile: str) -> None:  # noqa: F811
+    import httpx
+    import uvicorn
+
+    live = uvicorn.Server(uvicorn.Config(create_app(coll_name, allow_private_urls=True, image_url_timeout=1.5), log_level="warning"))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=live.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(600):
+        if live.started:
+            break
+        time.sleep(0.05)
+    answers: list[int] = []
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/search"
+    asking = threading.Thread(target=lambda: answers.append(httpx.get(url, params={"image_url": f"{hostile}/drip"}, timeout=30).status_code))
+    asking.start()
+    while "/drip" not in Hostile.requests:
+        time.sleep(0.05)
+    start = time.monotonic()
+    live.should_exit = True  # what uvicorn's SIGTERM handler does
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - start < 3.0  # the fetch deadline, plus a little
+    asking.join(5)
+    assert answers == [422]  # the request in flight still got its answer
+    sock.close()
+
+
+def test_a_500_tells_the_client_the_connection_closes(coll_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app(coll_name)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        monkeypatch.setattr(app.state.service, "search", lambda *a, **k: 1 / 0)
+        r = client.get("/api/search", params={"q": "map"})
+        assert_error(r, 500, "internal")
+        assert r.headers["connection"] == "close"  # uvicorn drops the connection after it: a keep-alive client must know

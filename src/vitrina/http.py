@@ -10,6 +10,12 @@ lifts the guard for a trusted local deployment and for tests on loopback.
 concurrent requests per host, retries with full-jitter backoff that honour ``Retry-After``, a
 policy of stopping at the first 429 for hosts that ban (loc.gov), and an on-disk cache so a
 re-run downloads nothing it already has.
+
+Every request has a wall-clock deadline over connect, headers and body (httpx's timeouts are per
+read, so a server sending a byte a second could hold a thread for hours): the network backend
+caps each connect, read and write at the time left, so neither a drip nor a stall outlasts it.
+One pooled transport (connections, one TLS context) serves the whole process; it is built on the
+first request, after the URL passed the checks, so a refused URL costs no client or TLS context.
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from ._version import __version__
@@ -40,6 +49,74 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _6TO4 = ipaddress.ip_network("2002::/16")
 # Hosts that ban a client for up to an hour when it exceeds their limits: stop at the first 429.
 STOP_ON_429 = ("loc.gov", "www.loc.gov", "tile.loc.gov")
+
+
+_local = threading.local()  # .deadline: time.monotonic() by which this thread's request must end
+
+
+@contextmanager
+def _until(deadline: float) -> Iterator[float]:
+    outer = getattr(_local, "deadline", None)
+    _local.deadline = deadline
+    try:
+        yield deadline
+    finally:
+        _local.deadline = outer
+
+
+def _capped(timeout: float | None, late: type[Exception]) -> float | None:
+    """``timeout`` shortened to the time left before this thread's deadline."""
+    deadline = getattr(_local, "deadline", None)
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise late("deadline passed")  # a timeout of 0 would make the socket non-blocking instead
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream):
+        self.inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.inner.read(max_bytes, _capped(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.inner.write(buffer, _capped(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self.inner.start_tls(ssl_context, server_hostname, _capped(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.inner.get_extra_info(info)  # server_addr: the post-connect address check
+
+
+class _DeadlineBackend(httpcore.SyncBackend):
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(super().connect_tcp(host, port, _capped(timeout, httpcore.ConnectTimeout), local_address, socket_options))
+
+
+_transport: httpx.HTTPTransport | None = None
+_transport_lock = threading.Lock()
+
+
+def _send(url: httpx.URL, accept: str, timeout: httpx.Timeout) -> closing[httpx.Response]:
+    """GET through the process's one pooled transport, built on first use. Not through an
+    ``httpx.Client``: even with follow_redirects=False it parses a redirect's Location itself and
+    raises on data:, mailto: or a malformed one before the caller can refuse it (redirects are
+    followed by hand, each hop checked). No environment proxies either: through a proxy the
+    post-connect address check would only ever see the proxy."""
+    global _transport
+    with _transport_lock:
+        if _transport is None:
+            _transport = httpx.HTTPTransport()
+            _transport._pool._network_backend = _DeadlineBackend()  # httpx does not expose the backend
+    headers = {"User-Agent": USER_AGENT, "Accept": accept, "Accept-Encoding": "identity"}
+    return closing(_transport.handle_request(httpx.Request("GET", url, headers=headers, extensions={"timeout": timeout.as_dict()})))
 
 
 class Blocked(VitrinaError):
@@ -140,6 +217,7 @@ class Fetcher:
         concurrency_per_host: int = 2,
         max_bytes: int = MAX_BYTES,
         timeout: float = 30.0,
+        deadline: float = 120.0,
         retries: int = 4,
         max_wait: float = 60.0,
         allow_private: bool | None = None,
@@ -149,17 +227,17 @@ class Fetcher:
         if allow_private is None:
             allow_private = os.environ.get("VITRINA_ALLOW_PRIVATE_URLS") == "1"
         self.cache_dir, self.max_bytes, self.timeout, self.retries, self.max_wait = cache_dir, max_bytes, timeout, retries, max_wait
+        self.deadline = deadline  # seconds for one request, redirects included (waiting for the host gate excluded)
         self.allow_private, self.stop_on_429, self.backoff = allow_private, stop_on_429, backoff
         self.rate, self.host_rates, self.concurrency = requests_per_second, host_rates or {}, concurrency_per_host
         self._gates: dict[str, _HostGate] = {}
         self._gates_lock = threading.Lock()
         self._blocked: dict[str, float] = {}
         self.requests = 0  # network requests made (cache hits excluded), for reports and tests
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), follow_redirects=False, headers=headers)
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
 
     def close(self) -> None:
-        self._client.close()
+        pass  # the transport is shared by the process; kept so Fetcher stays a context manager
 
     def __enter__(self) -> Fetcher:
         return self
@@ -215,19 +293,28 @@ class Fetcher:
                 time.sleep(wait)
 
     def _get_once(self, url: str, accept: str) -> bytes:
+        deadline: float | None = None
         for _ in range(MAX_REDIRECTS + 1):
             parsed = _check_url(url, self.allow_private)
             host = parsed.host
             if self._blocked.get(host, 0) > time.monotonic():
                 raise Blocked(host, self._blocked[host] - time.monotonic())
             try:
-                with self._gate(host), self._client.stream("GET", parsed, headers={"Accept": accept}) as response:
+                # The deadline starts once the first hop has passed the host gate (politeness waits do not count).
+                with (
+                    self._gate(host),
+                    _until(deadline or time.monotonic() + self.deadline) as deadline,
+                    _send(parsed, accept, self._timeout) as response,
+                ):
                     self.requests += 1
                     peer = _peer_address(response)
                     if not self.allow_private and peer is not None and not is_public_address(peer):
                         raise _rejected(url)
                     if response.is_redirect and "location" in response.headers:
-                        url = urljoin(str(parsed), response.headers["location"])
+                        try:
+                            url = urljoin(str(parsed), response.headers["location"])
+                        except ValueError:  # "http://[::1"
+                            raise _rejected(url) from None
                         continue
                     status = response.status_code
                     if status == 429:
@@ -253,14 +340,21 @@ class Fetcher:
                         body += chunk
                         if len(body) > self.max_bytes:
                             raise ImageError("too_large", f"{url} is over the {self.max_bytes} byte limit.")
+                        if time.monotonic() > deadline:
+                            raise self._late(url)
                     if declared and declared.isdigit() and int(declared) != len(body):
                         raise _Retry(host, f"truncated body ({len(body)} of {declared} bytes)", None)
                     return bytes(body)
             except httpx.TimeoutException:
+                if deadline is not None and deadline - time.monotonic() < 0.1:
+                    raise self._late(url) from None  # not retried: a server this slow would only stall the run again
                 raise _Retry(host, "timed out", None) from None
             except (httpx.TransportError, httpx.RemoteProtocolError) as e:
                 raise _Retry(host, f"connection failed ({type(e).__name__})", None) from None
         raise ImageError("fetch_failed", f"{url} redirected more than {MAX_REDIRECTS} times.")
+
+    def _late(self, url: str) -> ImageError:
+        return ImageError("fetch_failed", f"{url}: no complete response within the {self.deadline:g} s deadline.")
 
 
 class _Retry(Exception):
@@ -269,8 +363,9 @@ class _Retry(Exception):
 
 
 def fetch_bytes(url: str, *, max_bytes: int = MAX_BYTES, timeout: float = 20.0, allow_private: bool | None = None) -> bytes:
-    """One GET of a user-supplied URL (a query image): guarded, capped, no retries, no cache."""
-    with Fetcher(max_bytes=max_bytes, timeout=timeout, retries=0, allow_private=allow_private, requests_per_second=0) as fetcher:
+    """One GET of a user-supplied URL (a query image): guarded, capped, no retries, no cache, and
+    done within ``timeout`` seconds in all, redirects included."""
+    with Fetcher(max_bytes=max_bytes, timeout=timeout, deadline=timeout, retries=0, allow_private=allow_private, requests_per_second=0) as fetcher:
         try:
             return fetcher.get_bytes(url)
         except ImageError as e:

@@ -50,6 +50,8 @@ class ServiceConfig:
     model_slots: int = 1  # queries embedding at once
     model_queue: int = 16  # queries waiting for the model before 503
     allow_private_urls: bool = False
+    image_url_timeout: float = 10.0  # seconds for a whole image-URL fetch, redirects included
+    max_url_fetches: int = 4  # image URLs fetched at once; each holds a worker thread, more get 503
     title: str = ""
 
 
@@ -152,6 +154,7 @@ class Service:
     def __init__(self, config: ServiceConfig):
         self.config = config
         self.gate = ModelGate(config.model_slots, config.model_queue)
+        self.url_slots = threading.BoundedSemaphore(max(1, config.max_url_fetches))
         self.uploads = Uploads()
         self._local = threading.local()
         self.ready = False
@@ -227,7 +230,13 @@ class Service:
     def _url_vector(self, url: str, space: str) -> np.ndarray:
         from ..http import fetch_bytes
 
-        data = fetch_bytes(url, max_bytes=self.config.max_upload_bytes, timeout=10.0, allow_private=self.config.allow_private_urls)
+        # Refused at once when full: slow hosts must not take every worker thread (and /healthz).
+        if not self.url_slots.acquire(blocking=False):
+            raise ServiceError(503, "overloaded", "Too many image URLs are being fetched; try again in a moment.", {"Retry-After": "1"})
+        try:
+            data = fetch_bytes(url, max_bytes=self.config.max_upload_bytes, timeout=self.config.image_url_timeout, allow_private=self.config.allow_private_urls)
+        finally:
+            self.url_slots.release()
         return self._image_vector(data, space, self.config.max_upload_pixels)
 
     def _image_vector(self, data: bytes, space: str, max_pixels: int) -> np.ndarray:
@@ -256,6 +265,8 @@ _IMAGE_ERRORS = {
 
 def error_response(request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex[:16]
+    if status == 500:  # Starlette re-raises after the handler and uvicorn then drops the connection: say so
+        headers = {**(headers or {}), "Connection": "close"}
     return JSONResponse({"error": {"code": code, "message": message, "request_id": request_id}}, status_code=status, headers={**(headers or {}), "X-Request-ID": request_id})
 
 
