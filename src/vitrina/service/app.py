@@ -23,7 +23,7 @@ from .._version import __version__
 from ..collection import Collection, open_collection
 from ..embedding import Embedder, embed_images
 from ..errors import CollectionNotFound, ImageError, ModalityError, QueryError, SpaceMismatch, VitrinaError
-from ..images import load_image
+from ..images import hold_decoded, load_image
 from ..query import Filter, Hits, Query, Term, parse_term
 
 log = logging.getLogger("vitrina.service")
@@ -225,8 +225,9 @@ class Service:
     def _image_vector(self, data: bytes, space: str, max_pixels: int) -> np.ndarray:
         coll = self.collection()
         embedder = coll.embedder_for(coll._store.space(space))
-        image = load_image(data, min_side=embedder.min_side, max_pixels=max_pixels)
-        return embed_images(embedder, [image])[0]
+        with hold_decoded():  # the decoded image counts against the process's decode budget until embedded
+            image = load_image(data, min_side=embedder.min_side, max_pixels=max_pixels)
+            return embed_images(embedder, [image])[0]
 
     def check_token(self, request: Request) -> None:
         expected = self.config.token
@@ -243,6 +244,7 @@ _IMAGE_ERRORS = {
     "url_rejected": (400, "image_url_rejected"),
     "fetch_failed": (422, "image_url_fetch_failed"),
     "too_large": (413, "payload_too_large"),
+    "over_budget": (413, "payload_too_large"),
 }
 
 
