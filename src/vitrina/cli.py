@@ -66,11 +66,13 @@ def cli() -> None:
 @click.option("--retry-failed", is_flag=True, help="Try again the images that failed before.")
 @click.option("--reembed", is_flag=True, help="Drop this space's vectors and embed everything again.")
 @click.option("--max-pixels", type=click.IntRange(1), help="Refuse images with more pixels than this (default 200M; 1G for JPEG).")
+@click.option("--max-decode-mb", type=click.IntRange(1), help="Refuse images whose decoding needs more memory than this (default 512, or $VITRINA_MAX_DECODE_MB).")
 @click.option("--limit", type=click.IntRange(1), help="Take at most this many items from a remote SOURCE (loc.gov, IIIF).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def index(source: str, collection: str | None, model: str | None, space: str | None, batch_size: int, workers: int, device: str | None,
-          threads: int | None, retry_failed: bool, reembed: bool, max_pixels: int | None, limit: int | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
+          threads: int | None, retry_failed: bool, reembed: bool, max_pixels: int | None, max_decode_mb: int | None, limit: int | None,
+          as_json: bool, quiet: bool) -> None:  # fmt: skip
     """Index SOURCE (a folder, urls:, iiif:, locgov: or alto:) into a collection, or bring an existing COLLECTION up to date.
 
     \b
@@ -100,7 +102,8 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
         err = _stderr()
         with _progress(err, quiet) as (on_scan, on_embed):
             report = coll.index(src, model=model, space=space, batch_size=batch_size, workers=workers, device=device, threads=threads,
-                                retry_failed=retry_failed, reembed=reembed, max_pixels=max_pixels, progress=on_embed, on_scan=on_scan, limit=limit)  # fmt: skip
+                                retry_failed=retry_failed, reembed=reembed, max_pixels=max_pixels, progress=on_embed, on_scan=on_scan, limit=limit,
+                                max_decode_bytes=max_decode_mb << 20 if max_decode_mb else None)  # fmt: skip
         if as_json:
             click.echo(json.dumps(_index_dict(report), ensure_ascii=False, indent=2))
         else:

@@ -196,6 +196,7 @@ class Collection:
         retry_failed: bool = False,
         reembed: bool = False,
         max_pixels: int | None = None,
+        max_decode_bytes: int | None = None,
         progress: ProgressCallback | None = None,
         on_scan: ProgressCallback | None = None,
         limit: int | None = None,
@@ -229,7 +230,7 @@ class Collection:
             store.ensure_space(space, embedder.fingerprint)
             try:
                 embed_pending(store, embedder, space, report, batch_size=batch_size, workers=workers, retry_failed=retry_failed,
-                              max_pixels=max_pixels, progress=progress, fetcher=http)  # fmt: skip
+                              max_pixels=max_pixels, max_decode_bytes=max_decode_bytes, progress=progress, fetcher=http)  # fmt: skip
             except KeyboardInterrupt:
                 report.interrupted = True
         self._store.close_vector_files()

@@ -21,7 +21,7 @@ import numpy as np
 from .embedding import Embedder
 from .errors import ImageError
 from .http import Blocked
-from .images import read_image
+from .images import hold_decoded, read_image
 from .store import Store
 
 ProgressCallback = Callable[[int, int], None]  # (items processed, items to process)
@@ -66,6 +66,7 @@ def embed_pending(
     workers: int = 2,
     retry_failed: bool = False,
     max_pixels: int | None = None,
+    max_decode_bytes: int | None = None,
     progress: ProgressCallback | None = None,
     fetcher: Any = None,
 ) -> IndexReport:
@@ -81,8 +82,12 @@ def embed_pending(
     def prepare(row: Any) -> tuple[np.ndarray | None, tuple[str, str] | None, float]:
         t0 = time.perf_counter()
         try:
-            image = read_image(row["image"], fetcher=fetcher, min_side=embedder.min_side, max_pixels=max_pixels)
-            pixels = embedder.preprocess(image)
+            # The image's memory stays reserved until it is preprocessed, so concurrent decodes
+            # in the pool stay within images.MAX_DECODE_BYTES together.
+            with hold_decoded():
+                image = read_image(row["image"], fetcher=fetcher, min_side=embedder.min_side, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
+                pixels = embedder.preprocess(image)
+                del image
             return pixels, None, time.perf_counter() - t0
         except Blocked as e:
             return None, ("blocked", str(e)), time.perf_counter() - t0

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import ImageError
 from ..files import write_atomic
-from ..images import read_image
+from ..images import hold_decoded, read_image
 from ..query import Hits
 from .app import SearchParams, Service, ServiceError
 
@@ -195,11 +195,12 @@ def thumbnail(request: Request, item_id: Annotated[str, PathParam(max_length=200
     headers = {"Cache-Control": "public, max-age=86400"}
     if cache.exists():
         return Response(cache.read_bytes(), media_type="image/jpeg", headers=headers)
-    try:
-        image = read_image(row.image, min_side=size)
-    except ImageError as e:
-        raise ServiceError(404, "image_unavailable", f"The image of item {item_id!r} cannot be shown ({e.reason}).") from e
-    image.thumbnail((size, size))
+    with hold_decoded():  # the full-size image counts against the decode budget until shrunk
+        try:
+            image = read_image(row.image, min_side=size)
+        except ImageError as e:
+            raise ServiceError(404, "image_unavailable", f"The image of item {item_id!r} cannot be shown ({e.reason}).") from e
+        image.thumbnail((size, size))
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=85)
     data = buf.getvalue()

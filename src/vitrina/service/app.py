@@ -32,7 +32,7 @@ from ..errors import (
     SpaceMismatch,
     VitrinaError,
 )
-from ..images import load_image
+from ..images import hold_decoded, load_image
 from ..query import Filter, Hits, Query, Term, parse_term
 
 log = logging.getLogger("vitrina.service")
@@ -242,8 +242,9 @@ class Service:
     def _image_vector(self, data: bytes, space: str, max_pixels: int) -> np.ndarray:
         coll = self.collection()
         embedder = coll.embedder_for(space)
-        image = load_image(data, min_side=embedder.min_side, max_pixels=max_pixels)
-        return embed_images(embedder, [image])[0]
+        with hold_decoded():  # the decoded image counts against the process's decode budget until embedded
+            image = load_image(data, min_side=embedder.min_side, max_pixels=max_pixels)
+            return embed_images(embedder, [image])[0]
 
     def check_token(self, request: Request) -> None:
         expected = self.config.token
@@ -260,6 +261,7 @@ _IMAGE_ERRORS = {
     "url_rejected": (400, "image_url_rejected"),
     "fetch_failed": (422, "image_url_fetch_failed"),
     "too_large": (413, "payload_too_large"),
+    "over_budget": (413, "payload_too_large"),
 }
 
 
