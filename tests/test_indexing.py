@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_images
-from vitrina import StoreLocked, get_embedder, load_image, open_collection
+from vitrina import QueryError, StoreLocked, get_embedder, load_image, open_collection
 from vitrina.embedding import embed_images
 from vitrina.store import Store, resolve_collection
 
@@ -155,3 +155,32 @@ def test_cli_index_search_info(scans: Path, tiny_clip: str) -> None:
     assert offline.returncode == 1 and "--model mini" in offline.stderr and "vitrina[mini]" in offline.stderr
     missing = cli("search", "nope", "a map", check=False)
     assert missing.returncode == 1 and "No collection" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_corrupt_replacement_takes_the_old_vector_with_it(tmp_path: Path, tiny_clip: str) -> None:
+    folder = tmp_path / "b"
+    make_images(folder, 6)
+    coll = open_collection("corrupt", create=True)
+    coll.index(str(folder), model=tiny_clip)
+    victim = folder / "img0002.png"
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
+    os.utime(victim, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert sum(coll.index(str(folder)).failed.values()) == 1
+    assert coll.item("img0002.png").status == "failed"
+    with pytest.raises(QueryError):  # no stored vector answers for it any more...
+        coll.search(image="img0002.png")
+    assert "img0002.png" not in {h.id for h in coll.search(image="img0000.png", limit=50, include_self=True)}  # ...nor in others' hits
+    info = coll.info(check=True)
+    assert info["by_status"] == {"ok": 5, "failed": 1} and info["spaces"][0]["vectors"] == 5 and info["problems"] == []
+    # --check sees a failed item with a vector and a zeroed vector.
+    store = Store(resolve_collection("corrupt"), writer=True)
+    space = store.space()
+    with store.transaction():
+        store.db.execute("UPDATE items SET status='failed' WHERE id='img0003.jpg'")
+    row = store.rows_of(space.name, ["img0004.png"])["img0004.png"]
+    store.vector_file(space, writable=True).write_rows(row, np.zeros((1, space.fingerprint.dim), np.float32))
+    problems = store.check()
+    store.close()
+    assert any("1 failed items still have a vector" in p for p in problems)
+    assert any(f"1 live vectors are zero or not finite (rows {row})" in p for p in problems)
+    assert cli("info", "corrupt", "--check", check=False).returncode == 1

@@ -280,7 +280,7 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("collection")
-@click.option("--check", is_flag=True, help="Also check the files for consistency (SQLite integrity, vector file lengths).")
+@click.option("--check", is_flag=True, help="Also check the files for consistency (SQLite integrity, vector file lengths, no failed item with a vector, no zero or non-finite vector).")
 @click.option("--json", "as_json", is_flag=True)
 def info(collection: str, check: bool, as_json: bool) -> None:
     """Describe COLLECTION: items, failures by reason, embedding spaces, size on disk."""

@@ -32,7 +32,7 @@ from .filters import COLUMNS, Filter, matches, normal_values
 from .records import Item, ModelFingerprint
 from .vectors import VectorFile
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 1, as the first release wrote it; later versions are the numbered migrations below.
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -117,6 +117,12 @@ CREATE INDEX item_values_text ON item_values(key, text, rid);
 CREATE INDEX item_values_num ON item_values(key, num, rid) WHERE num IS NOT NULL;
 CREATE INDEX item_values_val ON item_values(key, val, rid) WHERE val IS NOT NULL;
 CREATE INDEX item_values_rid ON item_values(rid);
+"""
+
+# A failed item answers no query: its vectors (from an earlier, good version of the file) go, and
+# the trigger records their rows as dead. Collections written before this rule are cleaned here.
+MIGRATION_3 = """
+DELETE FROM vectors WHERE item_id IN (SELECT id FROM items WHERE status = 'failed');
 """
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -238,6 +244,9 @@ class Store:
         """Items get an integer key (``rid``) and every metadata value a normalised, indexed row in
         ``item_values`` (see filters.py), so a filter is an index lookup instead of a Python call per item."""
         self._migrate(2, _statements(MIGRATION_2), then=lambda: self._refresh_values(None))
+
+    def _migration_3(self) -> None:
+        self._migrate(3, _statements(MIGRATION_3))
 
     # -- locking and transactions -------------------------------------------------------------
 
@@ -573,6 +582,8 @@ class Store:
                 self.db.execute("UPDATE items SET status='ok', reason=NULL, detail=NULL, updated_at=? WHERE id=?", (now, item_id))
             for item_id, reason, detail in failures:
                 self.db.execute("UPDATE items SET status='failed', reason=?, detail=?, updated_at=? WHERE id=?", (reason, detail, now, item_id))
+                # Its old vector (of the file before it was replaced) must not answer for it, in any space.
+                self.db.execute("DELETE FROM vectors WHERE item_id=?", (item_id,))
             self.db.execute("UPDATE spaces SET rows = rows + ? WHERE name = ?", (len(items), space_name))
             _fault_point("before_commit")
         _fault_point("after_commit")
@@ -622,10 +633,31 @@ class Store:
             if mapped != space.live:
                 problems.append(f"space {space.name}: {mapped} mapped vectors but {space.live} live rows")
             try:
-                self.vector_file(space)
+                vf = self.vector_file(space)
             except StoreCorrupt as e:
                 problems.append(str(e))
+                continue
+            bad_rows = self._bad_vectors(space, vf)
+            if bad_rows:
+                problems.append(f"space {space.name}: {len(bad_rows)} live vectors are zero or not finite (rows {', '.join(map(str, bad_rows[:5]))})")
+        failed = self.db.execute("SELECT count(DISTINCT v.item_id) FROM vectors v JOIN items i ON i.id = v.item_id WHERE i.status = 'failed'").fetchone()[0]
+        if failed:
+            problems.append(f"{failed} failed items still have a vector")
         return problems
+
+    def _bad_vectors(self, space: Space, vf: VectorFile, chunk: int = 1 << 16) -> list[int]:
+        """Live rows that are all zero or hold NaN/inf: a full scan of the mapped file, in chunks
+        (a few seconds per million 512-d rows), so no sampling is needed."""
+        matrix = vf.matrix(space.rows)
+        dead = np.zeros(space.rows, bool)
+        dead[self.dead_rows(space.name)] = True
+        bad: list[int] = []
+        for start in range(0, space.rows, chunk):
+            part = np.asarray(matrix[start : start + chunk])
+            norms = np.einsum("ij,ij->i", part, part)
+            wrong = ~np.isfinite(norms) | (norms == 0)
+            bad += (np.flatnonzero(wrong & ~dead[start : start + chunk]) + start).tolist()
+        return bad
 
 
 def _item(row: sqlite3.Row, tags: dict[str, dict[str, Any]]) -> Item:
@@ -633,7 +665,7 @@ def _item(row: sqlite3.Row, tags: dict[str, dict[str, Any]]) -> Item:
                 source=row["source"], status=row["status"], reason=row["reason"], detail=row["detail"], tags=tags)  # fmt: skip
 
 
-MIGRATIONS = {1: Store._migration_1, 2: Store._migration_2}
+MIGRATIONS = {1: Store._migration_1, 2: Store._migration_2, 3: Store._migration_3}
 
 
 def _statements(script: str) -> list[str]:
