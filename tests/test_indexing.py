@@ -184,3 +184,38 @@ def test_a_corrupt_replacement_takes_the_old_vector_with_it(tmp_path: Path, tiny
     assert any("1 failed items still have a vector" in p for p in problems)
     assert any(f"1 live vectors are zero or not finite (rows {row})" in p for p in problems)
     assert cli("info", "corrupt", "--check", check=False).returncode == 1
+
+
+def test_a_moved_folder_keeps_its_items_and_vectors_at_the_new_place(tmp_path: Path, tiny_clip: str) -> None:
+    b1, b2 = tmp_path / "b1", tmp_path / "b2"
+    make_images(b1, 6)
+    coll = open_collection("cb", create=True)
+    coll.index(str(b1), model=tiny_clip)
+    b1.rename(b2)  # mv b1 b2; rm b2/img0000.png
+    (b2 / "img0000.png").unlink()
+    report = coll.index(str(b2))
+    assert (report.count("moved"), report.count("removed"), report.count("new"), report.embedded) == (5, 1, 0, 0)
+    items = list(coll.iter_items())
+    assert sorted(i.id for i in items) == sorted(p.name for p in b2.iterdir())
+    assert all(i.image.startswith(str(b2) + "/") and i.source == f"folder:{b2}" and i.status == "ok" for i in items)
+    hit = coll.search(image=str(b2 / "img0003.jpg"), limit=1, include_self=True)[0]
+    assert (hit.id, hit.image) == ("img0003.jpg", str(b2 / "img0003.jpg")) and hit.score == pytest.approx(1, abs=1e-4)
+    info = coll.info(check=True)
+    assert info["items"] == 5 and info["spaces"][0]["vectors"] == 5 and info["problems"] == []
+    # A folder that still exists is another source, not a move: indexing a copy elsewhere removes nothing of it.
+    make_images(tmp_path / "other", 2, seed=5)
+    (tmp_path / "other" / "img0000.png").rename(tmp_path / "other" / "x.png")
+    (tmp_path / "other" / "img0001.jpg").rename(tmp_path / "other" / "y.jpg")
+    assert coll.index(str(tmp_path / "other")).count("removed") == 0 and len(coll) == 7
+
+
+def test_a_moved_url_list_takes_its_items_along(tmp_path: Path) -> None:
+    rows = "id,url,title\n" + "".join(f"u{i},https://example.org/{i}.jpg,t{i}\n" for i in range(4))
+    (tmp_path / "old.csv").write_text(rows)
+    coll = open_collection("ul", create=True)
+    coll.ingest(f"urls:{tmp_path / 'old.csv'}")
+    (tmp_path / "old.csv").rename(tmp_path / "new.csv")
+    (tmp_path / "new.csv").write_text(rows.replace("u3,https://example.org/3.jpg,t3\n", ""))
+    report = coll.ingest(f"urls:{tmp_path / 'new.csv'}")
+    assert (report.moved, report.removed, report.new) == (3, 1, 0)
+    assert {i.id: i.source for i in coll.iter_items()} == {f"u{i}": f"urls:{tmp_path / 'new.csv'}" for i in range(3)}

@@ -161,7 +161,7 @@ def _print_report(console: Any, report: Any) -> None:
     rate = f" ({d['images_per_second']} images/s)" if d["images_per_second"] else ""
     console.print(
         f"[bold]{_escape(d['collection'])}[/] / space [bold]{_escape(d['space'])}[/] ({_escape(d['model'])}): "
-        f"{d['embedded']} embedded{rate}, {d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['unchanged']} unchanged, "
+        f"{d['embedded']} embedded{rate}, {d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['moved']} moved, {d['unchanged']} unchanged, "
         f"{d['removed']} removed, {d['failed']} failed in {d['seconds']:.1f} s"
     )
     if d["failed"]:
@@ -210,7 +210,7 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
     else:
         resumed = " (resumed)" if d["resumed"] else ""
         err.print(f"[bold]{_escape(d['collection'])}[/] ← {_escape(d['source'])}{resumed}: {d['found']} items found "
-                  f"({d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['unchanged']} unchanged, {d['removed']} removed) "
+                  f"({d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['moved']} moved, {d['unchanged']} unchanged, {d['removed']} removed) "
                   f"from {d['pages']} pages, {d['requests']} requests, in {d['seconds']:.1f} s")  # fmt: skip
         for problem in d["problems"][:10]:
             err.print(f"  [yellow]skipped[/] {_escape(problem)}")

@@ -26,7 +26,7 @@ from .index import SearchIndex, open_index
 from .indexer import IndexReport, ProgressCallback, embed_pending
 from .query import Hits, Query, combine
 from .records import Hit, Item, ModelFingerprint
-from .sources import open_source
+from .sources import open_source, source_gone
 from .store import Space, Store, resolve_collection
 
 __all__ = ["Collection", "ImageLimits", "IngestReport", "open_collection", "space_name_for"]
@@ -162,11 +162,12 @@ class Collection:
             cursor = None if restart else store.get_meta(cursor_key)
             report.resumed = cursor is not None
             seen: set[str] = set()
+            moved_from: set[str] = set()
             started = time.perf_counter()
             try:
                 for items, next_cursor in src.pages(cursor):
-                    counts = store.sync_items(items)
-                    for key in ("new", "changed", "updated", "unchanged"):
+                    counts = store.sync_items(items, moved_from)
+                    for key in ("new", "changed", "updated", "moved", "unchanged"):
                         setattr(report, key, getattr(report, key) + counts[key])
                     report.found += len(items)
                     report.pages += 1
@@ -180,6 +181,11 @@ class Collection:
             report.problems = list(getattr(src, "problems", []))[:50] + list(getattr(src, "skipped", []))[:50]
             if src.complete and not report.interrupted and not report.resumed:
                 report.removed = store.remove_missing(src.spec, seen)
+                # A source whose items this one took over and which is itself gone was moved here
+                # (`mv b1 b2`): what it held and this one does not list was deleted meanwhile.
+                for old in moved_from - {src.spec}:
+                    if source_gone(old):
+                        report.removed += store.remove_missing(old, seen)
             report.seconds = time.perf_counter() - started
         return report
 
@@ -461,6 +467,7 @@ class IngestReport:
     new: int = 0
     changed: int = 0
     updated: int = 0  # metadata or context text changed, image unchanged: no re-embedding
+    moved: int = 0  # same content, now listed by this source or at a new location: no re-embedding
     unchanged: int = 0
     removed: int = 0
     pages: int = 0

@@ -305,10 +305,12 @@ class Store:
 
     # -- items --------------------------------------------------------------------------------
 
-    def sync_items(self, items: Iterable[Item]) -> dict[str, int]:
+    def sync_items(self, items: Iterable[Item], moved_from: set[str] | None = None) -> dict[str, int]:
         """Upsert items. One whose fingerprint changed goes back to pending (to be re-embedded);
-        one whose metadata or context text changed is updated in place and keeps its vector."""
-        counts = {"new": 0, "changed": 0, "updated": 0, "unchanged": 0}
+        one whose metadata, context, source or image location changed is updated in place and
+        keeps its vector (a moved folder: same relative path, same size and mtime). The sources
+        items were taken over from are added to ``moved_from``."""
+        counts = {"new": 0, "changed": 0, "updated": 0, "moved": 0, "unchanged": 0}
         seen: set[str] = set()
         now = time.time()
         batch: list[Item] = []
@@ -318,14 +320,17 @@ class Store:
             with self.transaction():
                 for item in batch:
                     metadata = json.dumps(item.metadata, ensure_ascii=False)
-                    row = self.db.execute("SELECT fingerprint, metadata, context FROM items WHERE id=?", (item.id,)).fetchone()
+                    row = self.db.execute("SELECT fingerprint, metadata, context, source, image FROM items WHERE id=?", (item.id,)).fetchone()
+                    if row is not None and row[3] != item.source and moved_from is not None:
+                        moved_from.add(row[3])
                     if row is not None and row[0] == item.fingerprint:
-                        if (row[1], row[2]) == (metadata, item.context):
+                        if (row[1], row[2], row[3], row[4]) == (metadata, item.context, item.source, item.image):
                             counts["unchanged"] += 1
                         else:
-                            counts["updated"] += 1
+                            counts["moved" if (row[3], row[4]) != (item.source, item.image) else "updated"] += 1
                             touched.append(item.id)
-                            self.db.execute("UPDATE items SET metadata=?, context=?, updated_at=? WHERE id=?", (metadata, item.context, now, item.id))
+                            self.db.execute("UPDATE items SET source=?, image=?, metadata=?, context=?, updated_at=? WHERE id=?",
+                                            (item.source, item.image, metadata, item.context, now, item.id))  # fmt: skip
                         continue
                     counts["new" if row is None else "changed"] += 1
                     touched.append(item.id)
