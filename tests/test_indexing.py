@@ -10,13 +10,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from tests.conftest import make_images
-from vitrina import QueryError, StoreLocked, get_embedder, load_image, open_collection
+from vitrina import Collection, QueryError, StoreLocked, get_embedder, load_image, open_collection
 from vitrina.embedding import embed_images
 from vitrina.store import Store, resolve_collection
 
@@ -219,3 +220,79 @@ def test_a_moved_url_list_takes_its_items_along(tmp_path: Path) -> None:
     report = coll.ingest(f"urls:{tmp_path / 'new.csv'}")
     assert (report.moved, report.removed, report.new) == (3, 1, 0)
     assert {i.id: i.source for i in coll.iter_items()} == {f"u{i}": f"urls:{tmp_path / 'new.csv'}" for i in range(3)}
+
+
+def _vector_collection(name: str, n: int, dim: int) -> tuple[Any, list[str], Any]:
+    from vitrina import Item
+    from vitrina.records import ModelFingerprint
+
+    coll = open_collection(name, create=True)
+    ids = [f"i{k:04d}" for k in range(n)]
+    coll.add_items([Item(id=i, image=f"/nowhere/{i}.png", fingerprint="f") for i in ids])
+    return coll, ids, ModelFingerprint("hf:test/vectors", "1", dim, "none")
+
+
+def _expected(vectors: np.ndarray, ids: list[str], queries: np.ndarray, k: int = 10) -> list[list[str]]:
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [[ids[i] for i in np.argsort(-(unit @ q), kind="stable")[:k]] for q in queries]
+
+
+def test_dead_rows_are_compacted_and_searches_see_the_same_answers(tmp_path: Path) -> None:
+    coll, ids, fp = _vector_collection("compact", 400, 16)
+    rng = np.random.default_rng(0)
+    queries = rng.normal(size=(5, 16)).astype(np.float32)
+    coll.import_vectors(ids, rng.normal(size=(400, 16)), fingerprint=fp)
+    reader = open_collection("compact")  # long-lived, like `vitrina serve`
+    reader.search_vectors(queries)
+    for _ in range(3):  # the third round passes 1000 dead rows and a quarter of the file: compacted on the spot
+        latest = rng.normal(size=(400, 16)).astype(np.float32)
+        coll.import_vectors(ids, latest, fingerprint=fp)
+    space = coll.space()
+    assert (space.rows, space.live) == (400, 400)
+    files = list((resolve_collection("compact") / "spaces").glob("*.f32"))
+    assert len(files) == 1 and files[0].stat().st_size < 4096 + 1600 * 16 * 4
+    assert [[h.id for h in hits] for hits in reader.search_vectors(queries)] == _expected(latest, ids, queries)
+    # Below the threshold nothing happens by itself; compact() reclaims, and every reader re-maps.
+    coll.import_vectors(ids[:100], rng.normal(size=(100, 16)), fingerprint=fp)
+    before = reader.search_vectors(queries)
+    item_query = reader.search(image="i0007", limit=5)
+    assert coll.info()["spaces"][0]["dead_rows"] == 100
+    assert Collection(resolve_collection("compact")).compact() == 100
+    after = reader.search_vectors(queries)
+    assert [[h.id for h in hits] for hits in after] == [[h.id for h in hits] for hits in before]
+    assert [h.score for hits in after for h in hits] == pytest.approx([h.score for hits in before for h in hits], abs=1e-6)  # BLAS order
+    again = reader.search(image="i0007", limit=5)
+    assert [h.id for h in again] == [h.id for h in item_query] and [h.score for h in again] == pytest.approx([h.score for h in item_query], abs=1e-6)
+    fresh_ids, fresh = open_collection("compact").vectors()
+    reader_ids, mapped = reader.vectors()
+    assert reader_ids == fresh_ids and np.array_equal(mapped, fresh)
+    info = reader.info(check=True)
+    assert info["spaces"][0]["dead_rows"] == 0 and info["problems"] == []
+
+
+def test_a_kill_at_any_step_of_a_compaction_leaves_a_consistent_collection(tmp_path: Path) -> None:
+    coll, ids, fp = _vector_collection("killed", 60, 8)
+    rng = np.random.default_rng(1)
+    queries = rng.normal(size=(4, 8)).astype(np.float32)
+    spaces = resolve_collection("killed") / "spaces"
+    for point in ("compact_written", "compact_before_commit", "compact_committed"):
+        latest = rng.normal(size=(60, 8)).astype(np.float32)
+        coll.import_vectors(ids, rng.normal(size=(60, 8)), fingerprint=fp)
+        coll.import_vectors(ids, latest, fingerprint=fp)
+        reader = open_collection("killed")
+        assert [[h.id for h in hits] for hits in reader.search_vectors(queries)] == _expected(latest, ids, queries)
+        dead = reader.info()["spaces"][0]["dead_rows"]
+        assert dead > 0
+        code = "from vitrina import open_collection; open_collection('killed').compact()"
+        assert subprocess.run([sys.executable, "-c", code], env={**os.environ, "VITRINA_FAULT": point}, timeout=120).returncode == 137
+        assert len(list(spaces.glob("*.f32"))) == 2  # the new file beside the old: a stray, one or the other
+        for c in (reader, open_collection("killed")):
+            assert [[h.id for h in hits] for hits in c.search_vectors(queries)] == _expected(latest, ids, queries)
+            assert c.info(check=True)["problems"] == []
+        assert reader.info()["spaces"][0]["dead_rows"] == (0 if point == "compact_committed" else dead)
+        Store(resolve_collection("killed"), writer=True).close()  # a writer removes the stray
+        assert len(list(spaces.glob("*.f32"))) == 1
+        assert [[h.id for h in hits] for hits in reader.search_vectors(queries)] == _expected(latest, ids, queries)
+    coll.import_vectors(ids, latest, fingerprint=fp)
+    assert coll.compact() == 60 and coll.info(check=True)["problems"] == []
+

@@ -65,12 +65,13 @@ def cli() -> None:
 @click.option("--threads", type=click.IntRange(1, 256), help="PyTorch CPU threads.")
 @click.option("--retry-failed", is_flag=True, help="Try again the images that failed before.")
 @click.option("--reembed", is_flag=True, help="Drop this space's vectors and embed everything again.")
+@click.option("--compact", is_flag=True, help="Reclaim the rows of re-embedded and removed items now (done anyway once they pass a quarter of the file).")
 @click.option("--max-pixels", type=click.IntRange(1), help="Refuse images with more pixels than this (default 200M; 1G for JPEG).")
 @click.option("--limit", type=click.IntRange(1), help="Take at most this many items from a remote SOURCE (loc.gov, IIIF).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def index(source: str, collection: str | None, model: str | None, space: str | None, batch_size: int, workers: int, device: str | None,
-          threads: int | None, retry_failed: bool, reembed: bool, max_pixels: int | None, limit: int | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
+          threads: int | None, retry_failed: bool, reembed: bool, compact: bool, max_pixels: int | None, limit: int | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
     """Index SOURCE (a folder, urls:, iiif:, locgov: or alto:) into a collection, or bring an existing COLLECTION up to date.
 
     \b
@@ -100,7 +101,7 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
         err = _stderr()
         with _progress(err, quiet) as (on_scan, on_embed):
             report = coll.index(src, model=model, space=space, batch_size=batch_size, workers=workers, device=device, threads=threads,
-                                retry_failed=retry_failed, reembed=reembed, max_pixels=max_pixels, progress=on_embed, on_scan=on_scan, limit=limit)  # fmt: skip
+                                retry_failed=retry_failed, reembed=reembed, compact=compact, max_pixels=max_pixels, progress=on_embed, on_scan=on_scan, limit=limit)  # fmt: skip
         if as_json:
             click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
         else:

@@ -130,7 +130,15 @@ class Collection:
                 if len(bad):
                     raise QueryError(f"Vector {start + int(bad[0])} (id {ids[start + int(bad[0])]!r}) is not finite or is zero; nothing after row {start} was stored.")
                 store.add_vectors(name, [(i, known[i].fingerprint) for i in ids[start : start + batch]], chunk / norms[:, None])
+            store.compact(name)  # only if dead rows have piled up
             return store.space(name)
+
+    def compact(self, space: str | None = None) -> int:
+        """Rewrite the space's vector file without its dead rows (see ``Store.compact``); returns
+        the rows reclaimed. Searches running meanwhile, here or in other processes, stay correct."""
+        name = self.space(space).name
+        with self._write() as store:
+            return store.compact(name, force=True)
 
     def set_tags(self, name: str, classifier: str, tags: Sequence[tuple[str, str, float]]) -> None:
         """Replace the tag ``name`` (e.g. a classifier's label) on items: (id, value, score).
@@ -201,6 +209,7 @@ class Collection:
         threads: int | None = None,
         retry_failed: bool = False,
         reembed: bool = False,
+        compact: bool = False,
         max_pixels: int | None = None,
         progress: ProgressCallback | None = None,
         on_scan: ProgressCallback | None = None,
@@ -210,7 +219,9 @@ class Collection:
         """Add ``source``'s items (a folder, URL list, IIIF manifest, loc.gov search or ALTO pages;
         see ``vitrina.sources``) and embed every item that lacks a current vector.
 
-        Without ``model``, the collection's own model is used (or the default for a new one)."""
+        Without ``model``, the collection's own model is used (or the default for a new one).
+        Dead rows (of re-embedded or removed items) are reclaimed when they pass a quarter of the
+        vector file, or always with ``compact``."""
         spaces = {s.name: s for s in self._store.spaces()}
         if model is None and space in spaces:
             model = spaces[space].fingerprint.spec
@@ -238,6 +249,8 @@ class Collection:
                               max_pixels=max_pixels, progress=progress, fetcher=http)  # fmt: skip
             except KeyboardInterrupt:
                 report.interrupted = True
+            if not report.interrupted:
+                store.compact(space, force=compact)
         self._store.close_vector_files()
         self._indexes.clear()
         return report

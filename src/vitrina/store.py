@@ -2,13 +2,15 @@
 
     <collection>/
       collection.sqlite     items, spaces, which vector row belongs to which item
-      spaces/<space>.f32    vectors (see vectors.py)
+      spaces/<space>.<n>.f32  vectors (see vectors.py); a re-embed or a compaction writes a new
+                            file and switches the space to it in one transaction
       writer.lock           held (flock) by the one process allowed to write
 
 Write order for a batch of vectors: rows written to the vector file and fsynced, then one SQLite
 transaction maps them to items and raises the space's committed row count. A kill between the two
 leaves unreferenced rows past the count, which the next append overwrites. Re-embedding an item
-appends a new row and records the old one as dead; dead rows are masked at search time.
+appends a new row and records the old one as dead; dead rows are masked at search time, and
+reclaimed by ``compact`` (see there) once they are a large share of the file.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from typing import Any
 import numpy as np
 
 from .errors import CollectionNotFound, NoEmbeddings, NoSuchSpace, SpaceMismatch, StoreCorrupt, StoreLocked
+from .files import fsync_dir
 from .filters import COLUMNS, Filter, matches, normal_values
 from .records import Item, ModelFingerprint
 from .vectors import VectorFile
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Version 1, as the first release wrote it; later versions are the numbered migrations below.
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -125,6 +128,12 @@ MIGRATION_3 = """
 DELETE FROM vectors WHERE item_id IN (SELECT id FROM items WHERE status = 'failed');
 """
 
+# Each space names its vector file, so a compaction can write a new one beside the old and switch
+# to it in a transaction (NULL: the file of schema <= 3, spaces/<name>.f32).
+MIGRATION_4 = """
+ALTER TABLE spaces ADD COLUMN file TEXT;
+"""
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -152,7 +161,13 @@ class Space:
     fingerprint: ModelFingerprint
     rows: int  # committed rows
     live: int  # rows that belong to an item
-    generation: float = 0.0  # when the space (and its vector file) was created: a re-embed makes a new one
+    file: str = ""  # its vector file in spaces/: a new name for every re-embed or compaction
+    created_at: float = 0.0
+
+    @property
+    def generation(self) -> str:
+        """Changes whenever the rows were renumbered into a new file: readers must re-map."""
+        return self.file
 
 
 def _in(n: int) -> str:
@@ -193,6 +208,8 @@ class Store:
             self.close()
             raise
         self.db.execute("PRAGMA foreign_keys=ON")
+        if writer:
+            self._remove_stray_files()
 
     # -- schema and migrations ----------------------------------------------------------------
 
@@ -247,6 +264,9 @@ class Store:
 
     def _migration_3(self) -> None:
         self._migrate(3, _statements(MIGRATION_3))
+
+    def _migration_4(self) -> None:
+        self._migrate(4, _statements(MIGRATION_4))
 
     # -- locking and transactions -------------------------------------------------------------
 
@@ -505,10 +525,11 @@ class Store:
         rows = self.db.execute(
             # Every committed row is either mapped to an item or dead, so live = rows - dead:
             # counting the (small) dead_rows table is cheap; counting vectors is not.
-            """SELECT s.name, s.fingerprint, s.rows, s.rows - (SELECT count(*) FROM dead_rows d WHERE d.space = s.name) AS live, s.created_at
+            """SELECT s.name, s.fingerprint, s.rows, s.rows - (SELECT count(*) FROM dead_rows d WHERE d.space = s.name) AS live,
+                      coalesce(s.file, s.name || '.f32') AS file, s.created_at
                FROM spaces s ORDER BY s.created_at"""
         ).fetchall()
-        return [Space(r["name"], ModelFingerprint.from_json(r["fingerprint"]), r["rows"], r["live"], r["created_at"]) for r in rows]
+        return [Space(r["name"], ModelFingerprint.from_json(r["fingerprint"]), r["rows"], r["live"], r["file"], r["created_at"]) for r in rows]
 
     def space(self, name: str | None = None) -> Space:
         spaces = self.spaces()
@@ -533,13 +554,14 @@ class Store:
                     f"{fingerprint.describe()}. Index into a new space with --space NAME, or re-embed with --reembed."
                 )
             return existing[name]
-        path = self._space_file(name)
-        VectorFile.create(path, fingerprint)
+        file = _new_file_name(name)
+        VectorFile.create(self.path / "spaces" / file, fingerprint).close()
         with self.transaction():
-            self.db.execute("INSERT INTO spaces (name, fingerprint, dim, rows, created_at) VALUES (?, ?, ?, 0, ?)", (name, fingerprint.to_json(), fingerprint.dim, time.time()))
+            self.db.execute("INSERT INTO spaces (name, fingerprint, dim, rows, created_at, file) VALUES (?, ?, ?, 0, ?, ?)", (name, fingerprint.to_json(), fingerprint.dim, time.time(), file))
         return self.space(name)
 
     def drop_space(self, name: str) -> None:
+        path = self._space_file(self.space(name))
         with self.transaction():
             self.db.execute("DELETE FROM vectors WHERE space=?", (name,))
             self.db.execute("DELETE FROM dead_rows WHERE space=?", (name,))
@@ -547,10 +569,63 @@ class Store:
         vf = self._vector_files.pop(name, None)
         if vf:
             vf.close()
-        self._space_file(name).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
-    def _space_file(self, name: str) -> Path:
-        return self.path / "spaces" / f"{name}.f32"
+    def _space_file(self, space: Space) -> Path:
+        return self.path / "spaces" / space.file
+
+    def _remove_stray_files(self) -> None:
+        """Vector files no space refers to: left by a kill during a compaction or a re-embed (before
+        its commit: the new file; after it: the old one). Only a writer may do this."""
+        known = {s.file for s in self.spaces()}
+        for path in (self.path / "spaces").glob("*.f32"):
+            if path.name not in known:
+                path.unlink(missing_ok=True)
+        for path in (self.path / "spaces").glob(".*.tmp"):  # write_atomic's, of a killed VectorFile.create
+            path.unlink(missing_ok=True)
+
+    def needs_compaction(self, space: Space) -> bool:
+        """Dead rows past a quarter of the file (and more than a thousand: small files are cheap)."""
+        dead = space.rows - space.live
+        return dead > 1000 and dead > space.rows / 4
+
+    def compact(self, name: str, *, force: bool = False) -> int:
+        """Rewrite the live vectors of space ``name`` into a new file without dead rows; returns the
+        rows reclaimed. Crash-safe like every write: the new file is written and fsynced, then one
+        transaction renumbers the rows and switches the space to it, then the old file is deleted.
+        A kill before the commit leaves the old state (and a stray new file); after it, the new state
+        (and a stray old file); a writer removes strays on open. Readers see the new file name
+        (the space's generation) and re-map."""
+        space = self.space(name)
+        dead = space.rows - space.live
+        if dead == 0 or not (force or self.needs_compaction(space)):
+            return 0
+        ids, rows = self.live_vectors(name)
+        old = self.vector_file(space)
+        file = _new_file_name(name)
+        new = VectorFile.create(self.path / "spaces" / file, space.fingerprint)
+        try:
+            matrix = old.matrix(space.rows)
+            step = max(1, (64 << 20) // old.row_bytes)  # 64 MB at a time
+            for start in range(0, len(rows), step):
+                new.write_rows(start, matrix[rows[start : start + step]])
+        finally:
+            new.close()
+        fsync_dir(self.path / "spaces")
+        _fault_point("compact_written")
+        with self.transaction():
+            # Ascending order: each new row number is <= the old one and not held by a later row,
+            # so (space, row) stays unique at every step.
+            self.db.executemany("UPDATE vectors SET row=? WHERE space=? AND item_id=?", ((n, name, i) for n, i in enumerate(ids)))
+            self.db.execute("DELETE FROM dead_rows WHERE space=?", (name,))
+            self.db.execute("UPDATE spaces SET rows=?, file=? WHERE name=?", (len(ids), file, name))
+            _fault_point("compact_before_commit")
+        _fault_point("compact_committed")
+        vf = self._vector_files.pop(name, None)
+        if vf:
+            vf.close()
+        self._space_file(space).unlink(missing_ok=True)
+        return dead
 
     def vector_file(self, space: Space, writable: bool = False) -> VectorFile:
         """The space's vector file, mapped once; re-opened when the space was re-created (a
@@ -560,7 +635,7 @@ class Store:
             vf.close()
             vf = None
         if vf is None or (writable and not vf.writable):
-            vf = VectorFile.open(self._space_file(space.name), writable=writable, committed_rows=space.rows)
+            vf = VectorFile.open(self._space_file(space), writable=writable, committed_rows=space.rows)
             vf.generation = space.generation
             self._vector_files[space.name] = vf
         return vf
@@ -618,6 +693,13 @@ class Store:
     def dead_rows(self, space: str) -> np.ndarray:
         return _ints(self.db.execute("SELECT group_concat(row) FROM dead_rows WHERE space=?", (space,)).fetchone()[0])
 
+    def rids_of(self, ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i : i + 500])
+            out.update(self.db.execute(f"SELECT id, rid FROM items WHERE id IN ({_in(len(chunk))})", chunk).fetchall())
+        return out
+
     def rows_of(self, space: str, ids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for i in range(0, len(ids), 500):
@@ -665,12 +747,16 @@ class Store:
         return bad
 
 
+def _new_file_name(space: str) -> str:
+    return f"{space}.{time.time_ns():x}.f32"
+
+
 def _item(row: sqlite3.Row, tags: dict[str, dict[str, Any]]) -> Item:
     return Item(id=row["id"], image=row["image"], metadata=json.loads(row["metadata"]), context=row["context"], fingerprint=row["fingerprint"],
                 source=row["source"], status=row["status"], reason=row["reason"], detail=row["detail"], tags=tags)  # fmt: skip
 
 
-MIGRATIONS = {1: Store._migration_1, 2: Store._migration_2, 3: Store._migration_3}
+MIGRATIONS = {1: Store._migration_1, 2: Store._migration_2, 3: Store._migration_3, 4: Store._migration_4}
 
 
 def _statements(script: str) -> list[str]:
