@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_images
-from vitrina import Collection, QueryError, StoreLocked, get_embedder, load_image, open_collection
+from vitrina import Collection, DiskFull, QueryError, StoreLocked, get_embedder, load_image, open_collection
 from vitrina.embedding import embed_images
 from vitrina.store import Store, resolve_collection
 
@@ -296,3 +298,68 @@ def test_a_kill_at_any_step_of_a_compaction_leaves_a_consistent_collection(tmp_p
     coll.import_vectors(ids, latest, fingerprint=fp)
     assert coll.compact() == 60 and coll.info(check=True)["problems"] == []
 
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("needs root to mount a small tmpfs (test_a_full_disk_while_growing_vectors covers ENOSPC without one)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk: Path, leave: int) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(0, shutil.disk_usage(disk).free - leave))
+    return filler
+
+
+def test_a_full_disk_is_one_clear_error_and_a_rerun_recovers(small_disk: Path, tmp_path: Path, tiny_clip: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "imgs"
+    make_images(folder, 40)
+    monkeypatch.setenv("VITRINA_HOME", str(small_disk / "home"))
+    where = str(small_disk / "home" / "full")
+    for leave in (0, 8_000, 40_000, 200_000):  # full at creation, at the schema, at the items, at the vectors
+        filler = _fill(small_disk, leave)
+        with pytest.raises(DiskFull, match="run the same command again") as raised:
+            open_collection("full", create=True).index(str(folder), model=tiny_clip, batch_size=4)
+        assert where in str(raised.value) and f"on {small_disk}" in str(raised.value) and "Free at least" in str(raised.value)
+        filler.unlink()
+    filler = _fill(small_disk, 0)
+    result = cli("index", str(folder), "--collection", "full", "--model", tiny_clip, "-q", check=False)
+    assert result.returncode == 75 and "is full" in result.stderr and "Traceback" not in result.stderr
+    filler.unlink()
+    report = open_collection("full").index(str(folder), model=tiny_clip)
+    coll = open_collection("full")
+    assert report.embedded <= 40 and coll.info(check=True)["problems"] == [] and coll.info()["by_status"] == {"ok": 40}
+
+
+def test_a_full_disk_while_growing_vectors(scans: Path, tiny_clip: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch, pytest.raises(DiskFull, match="is full"):
+        patch.setattr(os, "posix_fallocate", no_space)
+        open_collection("enospc", create=True).index(str(scans), model=tiny_clip)
+    assert open_collection("enospc").index(str(scans), model=tiny_clip).embedded == 14
+
+
+def test_the_download_cache_is_capped_and_says_when_it_cannot_write(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from vitrina.diskcache import FileCache
+
+    cache = FileCache(tmp_path / "http", max_bytes=1000)
+    for n in range(6):
+        cache.put(tmp_path / "http" / f"f{n}", bytes(300))
+    assert sorted(p.name for p in (tmp_path / "http").iterdir()) == ["f3", "f4", "f5"]  # oldest first out
+    assert sum(p.stat().st_size for p in (tmp_path / "http").iterdir()) <= 1000
+    again = FileCache(tmp_path / "http", max_bytes=700)  # a new run counts what is there
+    again.put(tmp_path / "http" / "f6", bytes(300))
+    assert sorted(p.name for p in (tmp_path / "http").iterdir()) == ["f5", "f6"]
+    (tmp_path / "blocked").write_text("a file where the cache wants a folder")
+    broken = FileCache(tmp_path / "blocked" / "http", max_bytes=1000)
+    with caplog.at_level("WARNING", logger="vitrina.cache"):
+        broken.put(tmp_path / "blocked" / "http" / "x", b"data")
+        broken.put(tmp_path / "blocked" / "http" / "y", b"data")
+    assert broken.broken and len([r for r in caplog.records if "cannot be written" in r.message]) == 1

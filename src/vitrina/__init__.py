@@ -11,6 +11,7 @@ from .embedding import Embedder, get_embedder
 from .errors import (
     CollectionNotFound,
     ConfigError,
+    DiskFull,
     ImageError,
     ModalityError,
     ModelError,
@@ -32,5 +33,5 @@ __all__ = [
     "Collection", "open_collection", "Embedder", "get_embedder", "load_image", "IndexReport",
     "Query", "Term", "Filter", "Hits", "Hit", "Item", "ModelFingerprint",
     "VitrinaError", "ConfigError", "ModelError", "ModelUnavailable", "ModalityError", "StoreError",
-    "CollectionNotFound", "StoreLocked", "StoreCorrupt", "SpaceMismatch", "QueryError", "ImageError",
+    "CollectionNotFound", "StoreLocked", "StoreCorrupt", "DiskFull", "SpaceMismatch", "QueryError", "ImageError",
 ]  # fmt: skip

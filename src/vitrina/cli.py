@@ -1,8 +1,8 @@
 """The command line: parse, call the library, print. Results go to stdout, progress to stderr.
 
 Exit codes: 0 success; 1 an error (message on stderr); 2 bad usage; 3 indexing finished but some
-items failed (listed in the summary and in `vitrina info`); 75 a server asked us to stop (429):
-run again later, it resumes; 130 interrupted (resumable).
+items failed (listed in the summary and in `vitrina info`); 75 (EX_TEMPFAIL) a server asked us to
+stop (429) or the disk is full: run again later, it resumes; 130 interrupted (resumable).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import VitrinaError
+from .errors import DiskFull, VitrinaError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -42,7 +42,7 @@ def _errors():  # type: ignore[no-untyped-def]
         from rich.markup import escape
 
         _stderr().print(f"[bold red]Error:[/] {escape(str(e))}", markup=True, highlight=False)
-        sys.exit(1)
+        sys.exit(75 if isinstance(e, DiskFull) else 1)  # a full disk: free space and try again
 
 
 @click.group(context_settings=CONTEXT)

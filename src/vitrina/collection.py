@@ -27,7 +27,7 @@ from .indexer import IndexReport, ProgressCallback, embed_pending
 from .query import Hits, Query, combine
 from .records import Hit, Item, ModelFingerprint
 from .sources import open_source, source_gone
-from .store import Space, Store, resolve_collection
+from .store import Space, Store, disk_full_as_error, resolve_collection
 
 __all__ = ["Collection", "ImageLimits", "IngestReport", "open_collection", "space_name_for"]
 
@@ -55,7 +55,8 @@ class Collection:
         self.path = path
         self.name = path.name
         self.limits = limits or ImageLimits()
-        self._store = Store(path, create=create)
+        with disk_full_as_error(path, self.name):  # creating (or upgrading) it writes
+            self._store = Store(path, create=create)
         self._embedder = embedder
         self._explicit_embedder = embedder is not None
         self._indexes: dict[str, SearchIndex] = {}
@@ -87,13 +88,14 @@ class Collection:
         if self._writing is not None:
             yield self
             return
-        store = Store(self.path, create=True, writer=True)
-        self._writing = store
-        try:
-            yield self
-        finally:
-            self._writing = None
-            store.close()
+        with disk_full_as_error(self.path, self.name):
+            store = Store(self.path, create=True, writer=True)
+            self._writing = store
+            try:
+                yield self
+            finally:
+                self._writing = None
+                store.close()
 
     @contextmanager
     def _write(self) -> Iterator[Store]:
@@ -466,11 +468,18 @@ class _writer:
         self.path = path
 
     def __enter__(self) -> Store:
-        self.store = Store(self.path, create=True, writer=True)
+        self.disk = disk_full_as_error(self.path, self.path.name)
+        self.disk.__enter__()
+        try:
+            self.store = Store(self.path, create=True, writer=True)
+        except BaseException as e:
+            self.disk.__exit__(type(e), e, e.__traceback__)
+            raise
         return self.store
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.store.close()
+        self.disk.__exit__(*exc)  # raises DiskFull in place of a full disk's raw error
 
 @dataclass
 class IngestReport:

@@ -15,10 +15,12 @@ reclaimed by ``compact`` (see there) once they are a large share of the file.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CollectionNotFound, NoEmbeddings, NoSuchSpace, SpaceMismatch, StoreCorrupt, StoreLocked
+from .errors import CollectionNotFound, DiskFull, NoEmbeddings, NoSuchSpace, SpaceMismatch, StoreCorrupt, StoreLocked
 from .files import fsync_dir
 from .filters import COLUMNS, Filter, matches, normal_values
 from .records import Item, ModelFingerprint
@@ -745,6 +747,62 @@ class Store:
             wrong = ~np.isfinite(norms) | (norms == 0)
             bad += (np.flatnonzero(wrong & ~dead[start : start + chunk]) + start).tolist()
         return bad
+
+
+@contextmanager
+def disk_full_as_error(path: Path, name: str) -> Iterator[None]:
+    """Turn a full disk, at whatever stage it strikes (SQLite's "database or disk is full" or its
+    "disk I/O error", ENOSPC from a vector file or the cache), into one ``DiskFull`` that names the
+    collection's disk and the space to free. Every write is crash-safe, so a re-run resumes."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except (OSError, sqlite3.Error) as e:
+        free, needed = _free_bytes(path), _needed(path)
+        if isinstance(e, OSError):
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        else:  # "disk I/O error" is also what SQLite says when its WAL cannot grow: trust it only on a nearly full disk
+            text = str(e)
+            full = "database or disk is full" in text or ("disk I/O error" in text and free is not None and free < needed)
+        if not full:
+            raise
+        shown = "unknown" if free is None else _size(free)
+        raise DiskFull(
+            f"The disk holding collection {name!r} ({path}, on {_mount_point(path)}) is full: {shown} free. Free at least "
+            f"{_size(needed)} there (or move the collection to a larger disk), then run the same command again: it carries on "
+            f"where it stopped, nothing written so far is lost. ({type(e).__name__}: {e})"
+        ) from e
+
+
+def _needed(path: Path) -> int:
+    """Room a run wants: SQLite's WAL and checkpoint may briefly hold about half the database
+    again, plus some batches of vectors and the download cache's next files."""
+    try:
+        used = sum(p.stat().st_size for p in path.glob("collection.sqlite*"))
+    except OSError:
+        used = 0
+    return max(16 << 20, used // 2)
+
+
+def _free_bytes(path: Path) -> int | None:
+    for p in (path, *path.parents):
+        try:
+            return shutil.disk_usage(p).free
+        except OSError:
+            continue
+    return None
+
+
+def _mount_point(path: Path) -> Path:
+    path = path if path.exists() else next((p for p in path.parents if p.exists()), path)
+    while not os.path.ismount(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.1f} GiB"
 
 
 def _new_file_name(space: str) -> str:
