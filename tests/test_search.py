@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from tests.conftest import make_images
 from vitrina import Collection, Item, QueryError, SpaceMismatch, open_collection
 from vitrina.query import Query, parse_term
+from vitrina.store import resolve_collection
 
 
 @pytest.fixture
@@ -172,3 +177,24 @@ def test_two_models_side_by_side(coll: Collection, scans: Path, tiny_siglip: str
     for space in spaces:
         hits = open_collection("maps").search(image=str(scans / "manuscript-page.jpg"), space=space, limit=1)
         assert hits[0].id == "manuscript-page.jpg"
+
+
+def test_a_long_lived_reader_follows_a_reembed_done_elsewhere(tmp_path: Path, tiny_clip: str) -> None:
+    folder = tmp_path / "r"
+    make_images(folder, 8)
+    writer = open_collection("reembed", create=True)
+    writer.index(str(folder), model=tiny_clip)
+    for n, name in enumerate(("img0001.jpg", "img0004.png")):  # dead rows: a re-embed then renumbers every row
+        Image.new("RGB", (50, 50), (200, 40 * n, 30)).save(folder / name)
+        os.utime(folder / name, ns=(time.time_ns(), time.time_ns() + 10**9))
+    writer.index(str(folder))
+    reader = open_collection("reembed")  # like `vitrina serve`: opened and searching before the re-embed
+    before = reader.search(image="img0001.jpg", limit=8)
+    Collection(resolve_collection("reembed")).index(reembed=True)  # another Collection (as another process would)
+    after = reader.search(image="img0001.jpg", limit=8)
+    fresh = open_collection("reembed").search(image="img0001.jpg", limit=8)
+    assert [h.id for h in after] == [h.id for h in fresh] == [h.id for h in before]
+    assert [h.score for h in after] == pytest.approx([h.score for h in fresh], abs=1e-6)
+    ids, vectors = reader.vectors()
+    fresh_ids, fresh_vectors = open_collection("reembed").vectors()
+    assert ids == fresh_ids and np.allclose(vectors, fresh_vectors)

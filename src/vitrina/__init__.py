@@ -12,6 +12,7 @@ from .errors import (
     Blocked,
     CollectionNotFound,
     ConfigError,
+    DiskFull,
     ImageError,
     ModalityError,
     ModelError,
@@ -38,6 +39,6 @@ __all__ = [
     "Collection", "open_collection", "ImageLimits", "SearchIndex", "Matches", "Embedder", "get_embedder", "load_image", "IndexReport",
     "Query", "Term", "Filter", "Hits", "Hit", "Item", "ModelFingerprint",
     "VitrinaError", "ConfigError", "ModelError", "ModelUnavailable", "ModalityError", "StoreError",
-    "CollectionNotFound", "NoEmbeddings", "NoSuchSpace", "StoreLocked", "StoreCorrupt", "SpaceMismatch", "QueryError", "ImageError",
+    "CollectionNotFound", "NoEmbeddings", "NoSuchSpace", "StoreLocked", "StoreCorrupt", "DiskFull", "SpaceMismatch", "QueryError", "ImageError",
     "SourceError", "Blocked",
 ]  # fmt: skip

@@ -1,8 +1,8 @@
 """The command line: parse, call the library, print. Results go to stdout, progress to stderr.
 
 Exit codes: 0 success; 1 an error (message on stderr); 2 bad usage; 3 indexing finished but some
-items failed (listed in the summary and in `vitrina info`); 75 a server asked us to stop (429):
-run again later, it resumes; 130 interrupted (resumable).
+items failed (listed in the summary and in `vitrina info`); 75 (EX_TEMPFAIL) a server asked us to
+stop (429) or the disk is full: run again later, it resumes; 130 interrupted (resumable).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import VitrinaError
+from .errors import DiskFull, VitrinaError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -42,7 +42,7 @@ def _errors():  # type: ignore[no-untyped-def]
         from rich.markup import escape
 
         _stderr().print(f"[bold red]Error:[/] {escape(str(e))}", markup=True, highlight=False)
-        sys.exit(1)
+        sys.exit(75 if isinstance(e, DiskFull) else 1)  # a full disk: free space and try again
 
 
 @click.group(context_settings=CONTEXT)
@@ -65,13 +65,14 @@ def cli() -> None:
 @click.option("--threads", type=click.IntRange(1, 256), help="PyTorch CPU threads.")
 @click.option("--retry-failed", is_flag=True, help="Try again the images that failed before.")
 @click.option("--reembed", is_flag=True, help="Drop this space's vectors and embed everything again.")
+@click.option("--compact", is_flag=True, help="Reclaim the rows of re-embedded and removed items now (done anyway once they pass a quarter of the file).")
 @click.option("--max-pixels", type=click.IntRange(1), help="Refuse images with more pixels than this (default 200M; 1G for JPEG).")
 @click.option("--max-decode-mb", type=click.IntRange(1), help="Refuse images whose decoding needs more memory than this (default 512, or $VITRINA_MAX_DECODE_MB).")
 @click.option("--limit", type=click.IntRange(1), help="Take at most this many items from a remote SOURCE (loc.gov, IIIF).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def index(source: str, collection: str | None, model: str | None, space: str | None, batch_size: int, workers: int, device: str | None,
-          threads: int | None, retry_failed: bool, reembed: bool, max_pixels: int | None, max_decode_mb: int | None, limit: int | None,
+          threads: int | None, retry_failed: bool, reembed: bool, compact: bool, max_pixels: int | None, max_decode_mb: int | None, limit: int | None,
           as_json: bool, quiet: bool) -> None:  # fmt: skip
     """Index SOURCE (a folder, urls:, iiif:, locgov: or alto:) into a collection, or bring an existing COLLECTION up to date.
 
@@ -102,7 +103,7 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
         err = _stderr()
         with _progress(err, quiet) as (on_scan, on_embed):
             report = coll.index(src, model=model, space=space, batch_size=batch_size, workers=workers, device=device, threads=threads,
-                                retry_failed=retry_failed, reembed=reembed, max_pixels=max_pixels, progress=on_embed, on_scan=on_scan, limit=limit,
+                                retry_failed=retry_failed, reembed=reembed, compact=compact, max_pixels=max_pixels, progress=on_embed, on_scan=on_scan, limit=limit,
                                 max_decode_bytes=max_decode_mb << 20 if max_decode_mb else None)  # fmt: skip
         if as_json:
             click.echo(json.dumps(_index_dict(report), ensure_ascii=False, indent=2))
@@ -169,7 +170,7 @@ def _print_report(console: Any, report: Any) -> None:
     rate = f" ({d['images_per_second']} images/s)" if d["images_per_second"] else ""
     console.print(
         f"[bold]{_escape(d['collection'])}[/] / space [bold]{_escape(d['space'])}[/] ({_escape(d['model'])}): "
-        f"{d['embedded']} embedded{rate}, {d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['unchanged']} unchanged, "
+        f"{d['embedded']} embedded{rate}, {d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['moved']} moved, {d['unchanged']} unchanged, "
         f"{d['removed']} removed, {d['failed']} failed in {d['seconds']:.1f} s"
     )
     if d["failed"]:
@@ -222,7 +223,7 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
     else:
         resumed = " (resumed)" if d["resumed"] else ""
         err.print(f"[bold]{_escape(d['collection'])}[/] ← {_escape(d['source'])}{resumed}: {d['found']} items found "
-                  f"({d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['unchanged']} unchanged, {d['removed']} removed) "
+                  f"({d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['moved']} moved, {d['unchanged']} unchanged, {d['removed']} removed) "
                   f"from {d['pages']} pages, {d['requests']} requests, in {d['seconds']:.1f} s")  # fmt: skip
         for problem in d["problems"][:10]:
             err.print(f"  [yellow]skipped[/] {_escape(problem)}")
@@ -294,7 +295,7 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("collection")
-@click.option("--check", is_flag=True, help="Also check the files for consistency (SQLite integrity, vector file lengths).")
+@click.option("--check", is_flag=True, help="Also check the files for consistency (SQLite integrity, vector file lengths, no failed item with a vector, no zero or non-finite vector).")
 @click.option("--json", "as_json", is_flag=True)
 def info(collection: str, check: bool, as_json: bool) -> None:
     """Describe COLLECTION: items, failures by reason, embedding spaces, size on disk."""

@@ -26,8 +26,8 @@ from .index import SearchIndex, open_index
 from .indexer import IndexReport, ProgressCallback, embed_pending
 from .query import Hits, Query, combine
 from .records import Hit, Item, ModelFingerprint
-from .sources import open_source
-from .store import Space, Store, resolve_collection
+from .sources import open_source, source_gone
+from .store import Space, Store, disk_full_as_error, resolve_collection
 
 __all__ = ["Collection", "ImageLimits", "IngestReport", "open_collection", "space_name_for"]
 
@@ -55,7 +55,8 @@ class Collection:
         self.path = path
         self.name = path.name
         self.limits = limits or ImageLimits()
-        self._store = Store(path, create=create)
+        with disk_full_as_error(path, self.name):  # creating (or upgrading) it writes
+            self._store = Store(path, create=create)
         self._embedder = embedder
         self._explicit_embedder = embedder is not None
         self._indexes: dict[str, SearchIndex] = {}
@@ -87,13 +88,14 @@ class Collection:
         if self._writing is not None:
             yield self
             return
-        store = Store(self.path, create=True, writer=True)
-        self._writing = store
-        try:
-            yield self
-        finally:
-            self._writing = None
-            store.close()
+        with disk_full_as_error(self.path, self.name):
+            store = Store(self.path, create=True, writer=True)
+            self._writing = store
+            try:
+                yield self
+            finally:
+                self._writing = None
+                store.close()
 
     @contextmanager
     def _write(self) -> Iterator[Store]:
@@ -130,7 +132,15 @@ class Collection:
                 if len(bad):
                     raise QueryError(f"Vector {start + int(bad[0])} (id {ids[start + int(bad[0])]!r}) is not finite or is zero; nothing after row {start} was stored.")
                 store.add_vectors(name, [(i, known[i].fingerprint) for i in ids[start : start + batch]], chunk / norms[:, None])
+            store.compact(name)  # only if dead rows have piled up
             return store.space(name)
+
+    def compact(self, space: str | None = None) -> int:
+        """Rewrite the space's vector file without its dead rows (see ``Store.compact``); returns
+        the rows reclaimed. Searches running meanwhile, here or in other processes, stay correct."""
+        name = self.space(space).name
+        with self._write() as store:
+            return store.compact(name, force=True)
 
     def set_tags(self, name: str, classifier: str, tags: Sequence[tuple[str, str, float]]) -> None:
         """Replace the tag ``name`` (e.g. a classifier's label) on items: (id, value, score).
@@ -162,11 +172,12 @@ class Collection:
             cursor = None if restart else store.get_meta(cursor_key)
             report.resumed = cursor is not None
             seen: set[str] = set()
+            moved_from: set[str] = set()
             started = time.perf_counter()
             try:
                 for items, next_cursor in src.pages(cursor):
-                    counts = store.sync_items(items)
-                    for key in ("new", "changed", "updated", "unchanged"):
+                    counts = store.sync_items(items, moved_from)
+                    for key in ("new", "changed", "updated", "moved", "unchanged"):
                         setattr(report, key, getattr(report, key) + counts[key])
                     report.found += len(items)
                     report.pages += 1
@@ -180,6 +191,11 @@ class Collection:
             report.problems = list(getattr(src, "problems", []))[:50] + list(getattr(src, "skipped", []))[:50]
             if src.complete and not report.interrupted and not report.resumed:
                 report.removed = store.remove_missing(src.spec, seen)
+                # A source whose items this one took over and which is itself gone was moved here
+                # (`mv b1 b2`): what it held and this one does not list was deleted meanwhile.
+                for old in moved_from - {src.spec}:
+                    if source_gone(old):
+                        report.removed += store.remove_missing(old, seen)
             report.seconds = time.perf_counter() - started
         return report
 
@@ -195,6 +211,7 @@ class Collection:
         threads: int | None = None,
         retry_failed: bool = False,
         reembed: bool = False,
+        compact: bool = False,
         max_pixels: int | None = None,
         max_decode_bytes: int | None = None,
         progress: ProgressCallback | None = None,
@@ -205,7 +222,9 @@ class Collection:
         """Add ``source``'s items (a folder, URL list, IIIF manifest, loc.gov search or ALTO pages;
         see ``vitrina.sources``) and embed every item that lacks a current vector.
 
-        Without ``model``, the collection's own model is used (or the default for a new one)."""
+        Without ``model``, the collection's own model is used (or the default for a new one).
+        Dead rows (of re-embedded or removed items) are reclaimed when they pass a quarter of the
+        vector file, or always with ``compact``."""
         spaces = {s.name: s for s in self._store.spaces()}
         if model is None and space in spaces:
             model = spaces[space].fingerprint.spec
@@ -233,6 +252,8 @@ class Collection:
                               max_pixels=max_pixels, max_decode_bytes=max_decode_bytes, progress=progress, fetcher=http)  # fmt: skip
             except KeyboardInterrupt:
                 report.interrupted = True
+            if not report.interrupted:
+                store.compact(space, force=compact)
         self._store.close_vector_files()
         self._indexes.clear()
         return report
@@ -448,11 +469,18 @@ class _writer:
         self.path = path
 
     def __enter__(self) -> Store:
-        self.store = Store(self.path, create=True, writer=True)
+        self.disk = disk_full_as_error(self.path, self.path.name)
+        self.disk.__enter__()
+        try:
+            self.store = Store(self.path, create=True, writer=True)
+        except BaseException as e:
+            self.disk.__exit__(type(e), e, e.__traceback__)
+            raise
         return self.store
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.store.close()
+        self.disk.__exit__(*exc)  # raises DiskFull in place of a full disk's raw error
 
 @dataclass
 class IngestReport:
@@ -462,6 +490,7 @@ class IngestReport:
     new: int = 0
     changed: int = 0
     updated: int = 0  # metadata or context text changed, image unchanged: no re-embedding
+    moved: int = 0  # same content, now listed by this source or at a new location: no re-embedding
     unchanged: int = 0
     removed: int = 0
     pages: int = 0

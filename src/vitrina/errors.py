@@ -11,6 +11,7 @@
     │   ├── NoSuchSpace          no embedding space of that name
     │   ├── StoreLocked          another process is writing
     │   ├── StoreCorrupt         a file is damaged; the message names it and the repair
+    │   ├── DiskFull             the collection's disk is full: free space, run again (it resumes)
     │   └── SpaceMismatch        vectors from one model compared with another's
     ├── QueryError           a query that cannot be run as given
     ├── SourceError          a manifest, XML or JSON document that cannot be read
@@ -57,6 +58,10 @@ class StoreLocked(StoreError):
 
 class StoreCorrupt(StoreError):
     pass
+
+
+class DiskFull(StoreError):
+    """No space left on the collection's disk; nothing committed is lost, a re-run resumes."""
 
 
 class NoEmbeddings(StoreError):

@@ -39,8 +39,8 @@ import httpcore
 import httpx
 
 from ._version import __version__
+from .diskcache import cache_put
 from .errors import ImageError, VitrinaError
-from .files import write_atomic
 
 USER_AGENT = f"vitrina/{__version__} (+https://github.com/vitrina-search/vitrina; heritage image search)"
 MAX_BYTES = 50 * 1024 * 1024
@@ -270,11 +270,8 @@ class Fetcher:
         if cache is not None and cache.exists():
             return cache.read_bytes()
         data = self._get(url, accept)
-        if cache is not None:
-            try:
-                write_atomic(cache, data, durable=False)
-            except OSError:
-                pass  # a cache that cannot be written is only a slower re-run
+        if cache is not None and self.cache_dir is not None:
+            cache_put(self.cache_dir, cache, data)  # capped; a failure is logged once, the run goes on
         return data
 
     def _get(self, url: str, accept: str) -> bytes:

@@ -42,13 +42,13 @@ class IndexReport:
     message: str = ""  # why the run stopped early, if it did
 
     def count(self, key: str) -> int:
-        """new / changed / updated / unchanged / removed items of the ingested source (0 without one)."""
+        """new / changed / updated / moved / unchanged / removed items of the ingested source (0 without one)."""
         return int((self.ingest or {}).get(key, 0))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "collection": self.collection, "space": self.space, "model": self.model,
-            **{k: self.count(k) for k in ("new", "changed", "updated", "unchanged", "removed")},
+            **{k: self.count(k) for k in ("new", "changed", "updated", "moved", "unchanged", "removed")},
             "embedded": self.embedded, "failed": sum(self.failed.values()), "failed_by_reason": dict(self.failed),
             "failures": [{"id": i, "reason": r, "detail": d} for i, r, d in self.failures],
             "seconds": round(self.seconds, 3), "images_per_second": round(self.embedded / self.seconds, 2) if self.seconds else None,

@@ -2,21 +2,25 @@
 
     <collection>/
       collection.sqlite     items, spaces, which vector row belongs to which item
-      spaces/<space>.f32    vectors (see vectors.py)
+      spaces/<space>.<n>.f32  vectors (see vectors.py); a re-embed or a compaction writes a new
+                            file and switches the space to it in one transaction
       writer.lock           held (flock) by the one process allowed to write
 
 Write order for a batch of vectors: rows written to the vector file and fsynced, then one SQLite
 transaction maps them to items and raises the space's committed row count. A kill between the two
 leaves unreferenced rows past the count, which the next append overwrites. Re-embedding an item
-appends a new row and records the old one as dead; dead rows are masked at search time.
+appends a new row and records the old one as dead; dead rows are masked at search time, and
+reclaimed by ``compact`` (see there) once they are a large share of the file.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,12 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CollectionNotFound, NoEmbeddings, NoSuchSpace, SpaceMismatch, StoreCorrupt, StoreLocked
+from .errors import CollectionNotFound, DiskFull, NoEmbeddings, NoSuchSpace, SpaceMismatch, StoreCorrupt, StoreLocked
+from .files import fsync_dir
 from .filters import COLUMNS, Filter, matches, normal_values
 from .records import Item, ModelFingerprint
 from .vectors import VectorFile
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 # Version 1, as the first release wrote it; later versions are the numbered migrations below.
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -121,6 +126,18 @@ CREATE INDEX item_values_rid ON item_values(rid);
 CREATE TABLE value_keys (key TEXT PRIMARY KEY, multi INTEGER NOT NULL DEFAULT 0);
 """
 
+# A failed item answers no query: its vectors (from an earlier, good version of the file) go, and
+# the trigger records their rows as dead. Collections written before this rule are cleaned here.
+MIGRATION_3 = """
+DELETE FROM vectors WHERE item_id IN (SELECT id FROM items WHERE status = 'failed');
+"""
+
+# Each space names its vector file, so a compaction can write a new one beside the old and switch
+# to it in a transaction (NULL: the file of schema <= 3, spaces/<name>.f32).
+MIGRATION_4 = """
+ALTER TABLE spaces ADD COLUMN file TEXT;
+"""
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -148,7 +165,13 @@ class Space:
     fingerprint: ModelFingerprint
     rows: int  # committed rows
     live: int  # rows that belong to an item
-    generation: float = 0.0  # when the space (and its vector file) was created: a re-embed makes a new one
+    file: str = ""  # its vector file in spaces/: a new name for every re-embed or compaction
+    created_at: float = 0.0
+
+    @property
+    def generation(self) -> str:
+        """Changes whenever the rows were renumbered into a new file: readers must re-map."""
+        return self.file
 
 
 def _in(n: int) -> str:
@@ -189,6 +212,8 @@ class Store:
             self.close()
             raise
         self.db.execute("PRAGMA foreign_keys=ON")
+        if writer:
+            self._remove_stray_files()
 
     # -- schema and migrations ----------------------------------------------------------------
 
@@ -241,6 +266,12 @@ class Store:
         """Items get an integer key (``rid``) and every metadata value a normalised, indexed row in
         ``item_values`` (see filters.py), so a filter is an index lookup instead of a Python call per item."""
         self._migrate(2, _statements(MIGRATION_2), then=lambda: self._refresh_values(None))
+
+    def _migration_3(self) -> None:
+        self._migrate(3, _statements(MIGRATION_3))
+
+    def _migration_4(self) -> None:
+        self._migrate(4, _statements(MIGRATION_4))
 
     # -- locking and transactions -------------------------------------------------------------
 
@@ -299,10 +330,12 @@ class Store:
 
     # -- items --------------------------------------------------------------------------------
 
-    def sync_items(self, items: Iterable[Item]) -> dict[str, int]:
+    def sync_items(self, items: Iterable[Item], moved_from: set[str] | None = None) -> dict[str, int]:
         """Upsert items. One whose fingerprint changed goes back to pending (to be re-embedded);
-        one whose metadata or context text changed is updated in place and keeps its vector."""
-        counts = {"new": 0, "changed": 0, "updated": 0, "unchanged": 0}
+        one whose metadata, context, source or image location changed is updated in place and
+        keeps its vector (a moved folder: same relative path, same size and mtime). The sources
+        items were taken over from are added to ``moved_from``."""
+        counts = {"new": 0, "changed": 0, "updated": 0, "moved": 0, "unchanged": 0}
         seen: set[str] = set()
         now = time.time()
         batch: list[Item] = []
@@ -312,14 +345,17 @@ class Store:
             with self.transaction():
                 for item in batch:
                     metadata = json.dumps(item.metadata, ensure_ascii=False)
-                    row = self.db.execute("SELECT fingerprint, metadata, context FROM items WHERE id=?", (item.id,)).fetchone()
+                    row = self.db.execute("SELECT fingerprint, metadata, context, source, image FROM items WHERE id=?", (item.id,)).fetchone()
+                    if row is not None and row[3] != item.source and moved_from is not None:
+                        moved_from.add(row[3])
                     if row is not None and row[0] == item.fingerprint:
-                        if (row[1], row[2]) == (metadata, item.context):
+                        if (row[1], row[2], row[3], row[4]) == (metadata, item.context, item.source, item.image):
                             counts["unchanged"] += 1
                         else:
-                            counts["updated"] += 1
+                            counts["moved" if (row[3], row[4]) != (item.source, item.image) else "updated"] += 1
                             touched.append(item.id)
-                            self.db.execute("UPDATE items SET metadata=?, context=?, updated_at=? WHERE id=?", (metadata, item.context, now, item.id))
+                            self.db.execute("UPDATE items SET source=?, image=?, metadata=?, context=?, updated_at=? WHERE id=?",
+                                            (item.source, item.image, metadata, item.context, now, item.id))  # fmt: skip
                         continue
                     counts["new" if row is None else "changed"] += 1
                     touched.append(item.id)
@@ -502,10 +538,11 @@ class Store:
         rows = self.db.execute(
             # Every committed row is either mapped to an item or dead, so live = rows - dead:
             # counting the (small) dead_rows table is cheap; counting vectors is not.
-            """SELECT s.name, s.fingerprint, s.rows, s.rows - (SELECT count(*) FROM dead_rows d WHERE d.space = s.name) AS live, s.created_at
+            """SELECT s.name, s.fingerprint, s.rows, s.rows - (SELECT count(*) FROM dead_rows d WHERE d.space = s.name) AS live,
+                      coalesce(s.file, s.name || '.f32') AS file, s.created_at
                FROM spaces s ORDER BY s.created_at"""
         ).fetchall()
-        return [Space(r["name"], ModelFingerprint.from_json(r["fingerprint"]), r["rows"], r["live"], r["created_at"]) for r in rows]
+        return [Space(r["name"], ModelFingerprint.from_json(r["fingerprint"]), r["rows"], r["live"], r["file"], r["created_at"]) for r in rows]
 
     def space(self, name: str | None = None) -> Space:
         spaces = self.spaces()
@@ -530,13 +567,14 @@ class Store:
                     f"{fingerprint.describe()}. Index into a new space with --space NAME, or re-embed with --reembed."
                 )
             return existing[name]
-        path = self._space_file(name)
-        VectorFile.create(path, fingerprint)
+        file = _new_file_name(name)
+        VectorFile.create(self.path / "spaces" / file, fingerprint).close()
         with self.transaction():
-            self.db.execute("INSERT INTO spaces (name, fingerprint, dim, rows, created_at) VALUES (?, ?, ?, 0, ?)", (name, fingerprint.to_json(), fingerprint.dim, time.time()))
+            self.db.execute("INSERT INTO spaces (name, fingerprint, dim, rows, created_at, file) VALUES (?, ?, ?, 0, ?, ?)", (name, fingerprint.to_json(), fingerprint.dim, time.time(), file))
         return self.space(name)
 
     def drop_space(self, name: str) -> None:
+        path = self._space_file(self.space(name))
         with self.transaction():
             self.db.execute("DELETE FROM vectors WHERE space=?", (name,))
             self.db.execute("DELETE FROM dead_rows WHERE space=?", (name,))
@@ -544,10 +582,63 @@ class Store:
         vf = self._vector_files.pop(name, None)
         if vf:
             vf.close()
-        self._space_file(name).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
-    def _space_file(self, name: str) -> Path:
-        return self.path / "spaces" / f"{name}.f32"
+    def _space_file(self, space: Space) -> Path:
+        return self.path / "spaces" / space.file
+
+    def _remove_stray_files(self) -> None:
+        """Vector files no space refers to: left by a kill during a compaction or a re-embed (before
+        its commit: the new file; after it: the old one). Only a writer may do this."""
+        known = {s.file for s in self.spaces()}
+        for path in (self.path / "spaces").glob("*.f32"):
+            if path.name not in known:
+                path.unlink(missing_ok=True)
+        for path in (self.path / "spaces").glob(".*.tmp"):  # write_atomic's, of a killed VectorFile.create
+            path.unlink(missing_ok=True)
+
+    def needs_compaction(self, space: Space) -> bool:
+        """Dead rows past a quarter of the file (and more than a thousand: small files are cheap)."""
+        dead = space.rows - space.live
+        return dead > 1000 and dead > space.rows / 4
+
+    def compact(self, name: str, *, force: bool = False) -> int:
+        """Rewrite the live vectors of space ``name`` into a new file without dead rows; returns the
+        rows reclaimed. Crash-safe like every write: the new file is written and fsynced, then one
+        transaction renumbers the rows and switches the space to it, then the old file is deleted.
+        A kill before the commit leaves the old state (and a stray new file); after it, the new state
+        (and a stray old file); a writer removes strays on open. Readers see the new file name
+        (the space's generation) and re-map."""
+        space = self.space(name)
+        dead = space.rows - space.live
+        if dead == 0 or not (force or self.needs_compaction(space)):
+            return 0
+        ids, rows = self.live_vectors(name)
+        old = self.vector_file(space)
+        file = _new_file_name(name)
+        new = VectorFile.create(self.path / "spaces" / file, space.fingerprint)
+        try:
+            matrix = old.matrix(space.rows)
+            step = max(1, (64 << 20) // old.row_bytes)  # 64 MB at a time
+            for start in range(0, len(rows), step):
+                new.write_rows(start, matrix[rows[start : start + step]])
+        finally:
+            new.close()
+        fsync_dir(self.path / "spaces")
+        _fault_point("compact_written")
+        with self.transaction():
+            # Ascending order: each new row number is <= the old one and not held by a later row,
+            # so (space, row) stays unique at every step.
+            self.db.executemany("UPDATE vectors SET row=? WHERE space=? AND item_id=?", ((n, name, i) for n, i in enumerate(ids)))
+            self.db.execute("DELETE FROM dead_rows WHERE space=?", (name,))
+            self.db.execute("UPDATE spaces SET rows=?, file=? WHERE name=?", (len(ids), file, name))
+            _fault_point("compact_before_commit")
+        _fault_point("compact_committed")
+        vf = self._vector_files.pop(name, None)
+        if vf:
+            vf.close()
+        self._space_file(space).unlink(missing_ok=True)
+        return dead
 
     def vector_file(self, space: Space, writable: bool = False) -> VectorFile:
         """The space's vector file, mapped once; re-opened when the space was re-created (a
@@ -557,7 +648,7 @@ class Store:
             vf.close()
             vf = None
         if vf is None or (writable and not vf.writable):
-            vf = VectorFile.open(self._space_file(space.name), writable=writable, committed_rows=space.rows)
+            vf = VectorFile.open(self._space_file(space), writable=writable, committed_rows=space.rows)
             if vf.fingerprint is None or not vf.fingerprint.compatible(space.fingerprint) or vf.dim != space.fingerprint.dim:
                 vf.close()
                 made_by = vf.fingerprint.describe() if vf.fingerprint else "an unknown model"
@@ -591,9 +682,16 @@ class Store:
                 self.db.execute("UPDATE items SET status='ok', reason=NULL, detail=NULL, updated_at=? WHERE id=?", (now, item_id))
             for item_id, reason, detail in failures:
                 self.db.execute("UPDATE items SET status='failed', reason=?, detail=?, updated_at=? WHERE id=?", (reason, detail, now, item_id))
+                # Its old vector (of the file before it was replaced) must not answer for it, in any space.
+                self.db.execute("DELETE FROM vectors WHERE item_id=?", (item_id,))
             self.db.execute("UPDATE spaces SET rows = rows + ? WHERE name = ?", (len(items), space_name))
             _fault_point("before_commit")
         _fault_point("after_commit")
+
+    def live_vectors(self, space: str) -> tuple[list[str], np.ndarray]:
+        """(item ids, their rows) of every live vector in ``space``, in row order."""
+        rows = self.db.execute("SELECT item_id, row FROM vectors WHERE space=? ORDER BY row", (space,)).fetchall()
+        return [r[0] for r in rows], np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
 
     def vector_rids(self, space: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(rows, item rids) of the live vectors from row ``start`` on, in no particular order."""
@@ -615,6 +713,13 @@ class Store:
     def dead_rows(self, space: str) -> np.ndarray:
         return _ints(self.db.execute("SELECT group_concat(row) FROM dead_rows WHERE space=?", (space,)).fetchone()[0])
 
+    def rids_of(self, ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i : i + 500])
+            out.update(self.db.execute(f"SELECT id, rid FROM items WHERE id IN ({_in(len(chunk))})", chunk).fetchall())
+        return out
+
     def rows_of(self, space: str, ids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for i in range(0, len(ids), 500):
@@ -635,10 +740,91 @@ class Store:
             if mapped != space.live:
                 problems.append(f"space {space.name}: {mapped} mapped vectors but {space.live} live rows")
             try:
-                self.vector_file(space)
+                vf = self.vector_file(space)
             except StoreCorrupt as e:
                 problems.append(str(e))
+                continue
+            bad_rows = self._bad_vectors(space, vf)
+            if bad_rows:
+                problems.append(f"space {space.name}: {len(bad_rows)} live vectors are zero or not finite (rows {', '.join(map(str, bad_rows[:5]))})")
+        failed = self.db.execute("SELECT count(DISTINCT v.item_id) FROM vectors v JOIN items i ON i.id = v.item_id WHERE i.status = 'failed'").fetchone()[0]
+        if failed:
+            problems.append(f"{failed} failed items still have a vector")
         return problems
+
+    def _bad_vectors(self, space: Space, vf: VectorFile, chunk: int = 1 << 16) -> list[int]:
+        """Live rows that are all zero or hold NaN/inf: a full scan of the mapped file, in chunks
+        (a few seconds per million 512-d rows), so no sampling is needed."""
+        matrix = vf.matrix(space.rows)
+        dead = np.zeros(space.rows, bool)
+        dead[self.dead_rows(space.name)] = True
+        bad: list[int] = []
+        for start in range(0, space.rows, chunk):
+            part = np.asarray(matrix[start : start + chunk])
+            norms = np.einsum("ij,ij->i", part, part)
+            wrong = ~np.isfinite(norms) | (norms == 0)
+            bad += (np.flatnonzero(wrong & ~dead[start : start + chunk]) + start).tolist()
+        return bad
+
+
+@contextmanager
+def disk_full_as_error(path: Path, name: str) -> Iterator[None]:
+    """Turn a full disk, at whatever stage it strikes (SQLite's "database or disk is full" or its
+    "disk I/O error", ENOSPC from a vector file or the cache), into one ``DiskFull`` that names the
+    collection's disk and the space to free. Every write is crash-safe, so a re-run resumes."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except (OSError, sqlite3.Error) as e:
+        free, needed = _free_bytes(path), _needed(path)
+        if isinstance(e, OSError):
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        else:  # "disk I/O error" is also what SQLite says when its WAL cannot grow: trust it only on a nearly full disk
+            text = str(e)
+            full = "database or disk is full" in text or ("disk I/O error" in text and free is not None and free < needed)
+        if not full:
+            raise
+        shown = "unknown" if free is None else _size(free)
+        raise DiskFull(
+            f"The disk holding collection {name!r} ({path}, on {_mount_point(path)}) is full: {shown} free. Free at least "
+            f"{_size(needed)} there (or move the collection to a larger disk), then run the same command again: it carries on "
+            f"where it stopped, nothing written so far is lost. ({type(e).__name__}: {e})"
+        ) from e
+
+
+def _needed(path: Path) -> int:
+    """Room a run wants: SQLite's WAL and checkpoint may briefly hold about half the database
+    again, plus some batches of vectors and the download cache's next files."""
+    try:
+        used = sum(p.stat().st_size for p in path.glob("collection.sqlite*"))
+    except OSError:
+        used = 0
+    return max(16 << 20, used // 2)
+
+
+def _free_bytes(path: Path) -> int | None:
+    for p in (path, *path.parents):
+        try:
+            return shutil.disk_usage(p).free
+        except OSError:
+            continue
+    return None
+
+
+def _mount_point(path: Path) -> Path:
+    path = path if path.exists() else next((p for p in path.parents if p.exists()), path)
+    while not os.path.ismount(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.1f} GiB"
+
+
+def _new_file_name(space: str) -> str:
+    return f"{space}.{time.time_ns():x}.f32"
 
 
 def _condition(f: Filter) -> tuple[str, list[Any]]:
@@ -660,7 +846,7 @@ def _item(row: sqlite3.Row, tags: dict[str, dict[str, Any]]) -> Item:
                 source=row["source"], status=row["status"], reason=row["reason"], detail=row["detail"], tags=tags)  # fmt: skip
 
 
-MIGRATIONS = {1: Store._migration_1, 2: Store._migration_2}
+MIGRATIONS = {1: Store._migration_1, 2: Store._migration_2, 3: Store._migration_3, 4: Store._migration_4}
 
 
 def _statements(script: str) -> list[str]:

@@ -38,7 +38,7 @@ class VectorFile:
         self._fd: int | None = None
         self._map: np.memmap | None = None
         self._mapped_capacity = 0
-        self.generation = 0.0  # the space generation it was opened for (see Store.vector_file)
+        self.generation = ""  # the space generation it was opened for (see Store.vector_file)
         self._inode = _inode(path)
 
     def is_current(self) -> bool:

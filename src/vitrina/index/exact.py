@@ -12,6 +12,7 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
+from ..errors import StoreCorrupt
 from ..filters import Filter
 from ..store import Space, Store
 from . import Matches, top_k
@@ -24,7 +25,7 @@ class ExactIndex:
         self.store = store
         self.space_name = space
         self._rid_of_row = np.zeros(0, np.int64)
-        self._state: tuple[float, int, int] | None = None  # (generation, rows, live) it was built for
+        self._state: tuple[str, int, int] | None = None  # (generation, rows, live) it was built for
 
     def _current(self) -> tuple[Space, np.ndarray]:
         """The space as committed now, and its row -> rid map (rebuilt or extended as needed)."""
@@ -44,22 +45,37 @@ class ExactIndex:
             self._rid_of_row, self._state = grown, state
         return sp, self._rid_of_row
 
+    def _snapshot(self) -> tuple[Space, np.ndarray, np.ndarray]:
+        """The space, its row -> rid map and its mapped vectors, all of one generation. A writer
+        may compact (switch files) between reading the space and opening its file: read again."""
+        for attempt in range(3):
+            sp, rid_of_row = self._current()
+            try:
+                return sp, rid_of_row, self.store.vector_file(sp).matrix(sp.rows)
+            except (StoreCorrupt, FileNotFoundError):
+                if attempt == 2 or self.store.space(self.space_name).generation == sp.generation:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _rows_of(self, rid_of_row: np.ndarray, ids: Sequence[str]) -> tuple[np.ndarray, dict[int, str]]:
+        """Rows (of this snapshot's map, so never of another generation) holding these ids."""
+        names = {rid: i for i, rid in self.store.rids_of(list(ids)).items()}
+        return np.flatnonzero(np.isin(rid_of_row, list(names))), names
+
     def count(self) -> int:
         return self._current()[0].live
 
     def matrix(self) -> tuple[list[str], np.ndarray]:
         """(ids, vectors) of every live item, in row order; the vectors are a copy."""
-        sp, rid_of_row = self._current()
+        sp, rid_of_row, vectors = self._snapshot()
         rows = np.flatnonzero(rid_of_row >= 0)
         names = self.store.ids_of_rids(rid_of_row[rows].tolist())
-        vectors = self.store.vector_file(sp).matrix(sp.rows)
         return [names[int(r)] for r in rid_of_row[rows]], np.asarray(vectors[rows], np.float32)
 
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        sp, _ = self._current()
-        rows = self.store.rows_of(sp.name, list(ids))
-        matrix = self.store.vector_file(sp).matrix(sp.rows)
-        return {i: np.array(matrix[r]) for i, r in rows.items() if r < sp.rows}
+        sp, rid_of_row, matrix = self._snapshot()
+        rows, names = self._rows_of(rid_of_row, ids)
+        return {names[int(rid_of_row[r])]: np.array(matrix[r]) for r in rows}
 
     def search(
         self,
@@ -72,8 +88,7 @@ class ExactIndex:
         min_score: float | None = None,
     ) -> list[Matches]:
         queries = np.atleast_2d(np.asarray(queries, np.float32))
-        sp, rid_of_row = self._current()
-        vectors = self.store.vector_file(sp).matrix(sp.rows)
+        sp, rid_of_row, vectors = self._snapshot()
         allowed: np.ndarray | None = None  # rows that may appear; None = every row
         if filters:
             allowed = self.store.filter_mask(filters)[rid_of_row]  # a dead row (-1) hits the spare False slot
@@ -88,8 +103,7 @@ class ExactIndex:
             scores[:, ~allowed] = -np.inf
         for col, ids in enumerate(exclude):
             if ids:
-                rows = list(self.store.rows_of(sp.name, list(ids)).values())
-                scores[col, [r for r in rows if r < sp.rows]] = -np.inf
+                scores[col, self._rows_of(rid_of_row, list(ids))[0]] = -np.inf
         order = top_k(scores, offset + limit)[:, offset:]
         picked = {int(r) for r in order.ravel()}
         names = self.store.ids_of_rids([int(rid_of_row[r]) for r in picked if rid_of_row[r] >= 0])

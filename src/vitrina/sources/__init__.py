@@ -40,6 +40,17 @@ class Source(Protocol):
     def pages(self, cursor: str | None = None) -> Iterator[tuple[list[Item], str | None]]: ...
 
 
+def source_gone(spec: str) -> bool:
+    """Whether a local source (a folder or a URL list file) no longer exists. Remote sources are
+    never known to be gone: an unreachable server is not a deleted collection."""
+    kind, _, target = spec.partition(":")
+    if kind not in ("folder", "urls"):
+        return False
+    from .folder import ref_path
+
+    return not os.path.exists(ref_path(target))
+
+
 def open_source(spec: str, *, fetcher: Fetcher | None = None, **options: Any) -> Source:
     """The source named by ``spec``; ``options`` go to its constructor (e.g. limit, images)."""
     prefix, sep, rest = spec.partition(":")
