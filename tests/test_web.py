@@ -57,13 +57,18 @@ def browser():  # type: ignore[no-untyped-def]
         browser.close()
 
 
+def new_page(browser, **options):  # type: ignore[no-untyped-def]
+    """A page whose tests may poll with wait_for_function (page-world eval, which the CSP forbids)."""
+    return browser.new_context(bypass_csp=True, **options).new_page()
+
+
 def hit_ids(page) -> list[str]:  # type: ignore[no-untyped-def]
     return page.eval_on_selector_all("#results .hit", "els => els.map(e => e.dataset.id)")
 
 
 def test_search_upload_slider_and_refine_in_a_browser(live_server: str, browser, scans: Path) -> None:  # type: ignore[no-untyped-def]
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page = new_page(browser, viewport={"width": 1200, "height": 900})
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -103,7 +108,7 @@ def test_search_upload_slider_and_refine_in_a_browser(live_server: str, browser,
     assert "Refined: 1" in page.inner_text("#results")
 
     # The address is shareable: a fresh page with it shows the same results, server-rendered.
-    other = browser.new_page()
+    other = new_page(browser)
     other.goto(page.url)
     assert hit_ids(other) == after
     # Open an item; its page links back to the results.
@@ -113,7 +118,7 @@ def test_search_upload_slider_and_refine_in_a_browser(live_server: str, browser,
     other.screenshot(path=str(ARTIFACTS / "web-item.png"))
 
     # Phone-sized screen: two columns, nothing overflowing sideways.
-    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    phone = new_page(browser, viewport={"width": 390, "height": 844})
     phone.goto(live_server + "/?q=old+map")
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     phone.screenshot(path=str(ARTIFACTS / "web-phone.png"))
