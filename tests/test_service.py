@@ -370,3 +370,98 @@ def test_api_docs_work_offline(client: TestClient) -> None:
         for s in sources:
             if s.startswith("/static/"):
                 assert client.get(s).status_code == 200 and len(client.get(s).content) > 1000, s
+
+
+def test_odd_item_ids_have_working_links_and_links_are_only_http(coll_name: str) -> None:
+    from vitrina import Item
+
+    scans = Path(open_collection(coll_name).items(["manuscript-page.jpg"])["manuscript-page.jpg"].image).parent
+    odd = ["a/../b", "./dot", "..", "line\nbreak", "q?x=1&y#z", "100% sure+plus"]
+    metadata = {"title": "odd", "url": "javascript:alert(1)", "link": "data:text/html,<b>x</b>", "catalogue": "https://library.example/rec/1", "manifest": " JAVASCRIPT:x"}
+    with open_collection(coll_name).writer() as coll:
+        coll.add_items([Item(id=i, image=str(scans / "manuscript-page.jpg"), fingerprint="1", source="extra", metadata=metadata) for i in odd])
+    open_collection(coll_name).index()
+    with TestClient(create_app(coll_name), raise_server_exceptions=False) as client:
+        hits = {h["id"]: h for h in client.get("/api/search", params={"q": "odd", "limit": 50}).json()["hits"]}
+        for item_id in odd:
+            record = client.get(hits[item_id]["item"])
+            assert record.status_code == 200 and record.json()["id"] == item_id, item_id
+            assert record.json()["links"] == {"catalogue": "https://library.example/rec/1"}  # no javascript:/data:
+            assert client.get(hits[item_id]["thumbnail"]).headers["content-type"] == "image/jpeg"
+        page = client.get("/", params={"q": "odd"}).text
+        import html
+        import re
+
+        for href in re.findall(r'<a class="thumb" href="([^"]+)"', page):
+            item_page = client.get(html.unescape(href))
+            assert item_page.status_code == 200
+            assert all(link.startswith(("/", "#", "https://")) for link in re.findall(r'<a [^>]*href="([^"]*)"', item_page.text))
+
+
+def test_http_details(client: TestClient, coll_name: str, scans: Path) -> None:
+    r = client.post("/api/index", headers={"Authorization": "bearer s3cret"})  # the scheme is case-insensitive
+    assert r.status_code in (202, 409), r.text
+    assert_error(client.post("/api/search", json={"q": "map"}), 415, "unsupported_media_type")  # not silently ignored
+    for path in ("/api/search?q=map", "/api/info", "/healthz", "/", "/docs"):
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+    assert_error(client.delete("/api/info"), 405, "method_not_allowed")
+    assert "GET" in client.delete("/api/info").headers["allow"]
+    with TestClient(create_app(coll_name, cors_origins=["https://library.example"], max_upload_bytes=100_000), raise_server_exceptions=False) as c:
+        big = c.post("/api/uploads", files={"image": ("p.jpg", b"x" * 300_000, "image/jpeg")}, headers={"Origin": "https://library.example"})
+        assert_error(big, 413, "payload_too_large")
+        assert big.headers["access-control-allow-origin"] == "https://library.example"  # a browser can read the 413
+        assert "bytes" not in big.json()["error"]["message"]
+
+
+def test_pages_answer_errors_as_pages(client: TestClient) -> None:
+    missing = client.get("/item", params={"id": "no/such"})
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert "<html" in missing.text and "no such item" in missing.text.lower()
+    other = client.get("/no/such/page", headers={"Accept": "text/html"})
+    assert other.status_code == 404 and "<html" in other.text
+    assert client.get("/nope").headers["content-type"].startswith("application/json")  # API clients keep JSON
+    bomb = io.BytesIO()
+    Image.new("L", (8000, 8000)).save(bomb, "PNG")  # over the pixel limit
+    key = client.post("/api/uploads", files={"image": ("b.png", bomb.getvalue(), "image/png")})
+    for text in (key.json()["error"]["message"], client.get("/", params={"q": "map", "where": "date between"}).text):
+        assert "--" not in text and "bytes" not in text
+    page = client.get("/fragments/results", params={"upload": "expired"})
+    assert page.status_code == 200 and "expire" in page.text and "{" not in page.text
+    page = client.get("/", params={"image_url": "file:///etc/passwd"})
+    assert page.status_code == 200 and "public hosts" in page.text
+
+
+def test_search_stops_when_the_client_has_gone(coll_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    app = create_app(coll_name)
+    app.state.service.start()
+    inner = app.state.service.embedder.inner
+    original, calls = inner.embed_texts, []
+
+    def slow(texts):  # type: ignore[no-untyped-def]
+        calls.append(texts)
+        time.sleep(0.3)
+        return original(texts)
+
+    monkeypatch.setattr(inner, "embed_texts", slow)
+    query = "&".join(f"q=map+{n}" for n in range(30)).encode()
+    scope = {"type": "http", "method": "GET", "path": "/api/search", "raw_path": b"/api/search", "query_string": query, "headers": [],
+             "http_version": "1.1", "scheme": "http", "server": ("t", 80), "client": ("c", 1), "root_path": "", "app": app}  # fmt: skip
+    messages = iter([{"type": "http.request", "body": b"", "more_body": False}])
+    started = time.monotonic()
+
+    async def receive() -> dict:
+        message = next(messages, None)
+        if message is None and time.monotonic() - started > 0.5:  # the client leaves half a second in
+            return {"type": "http.disconnect"}
+        if message is None:
+            await asyncio.sleep(3600)  # nothing yet (a poll cancels this wait)
+        return message or {}
+
+    async def send(message: dict) -> None:
+        pass
+
+    asyncio.run(app(scope, receive, send))
+    assert len(calls) < 10, len(calls)

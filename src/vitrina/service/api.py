@@ -5,22 +5,26 @@ FastAPI must see the limits in the annotations) so that the OpenAPI schema state
 server enforces (``limit`` ≤ max_limit, at most MAX_TERMS terms and MAX_FILTERS filters ...)."""
 
 
+import asyncio
 import math
 import threading
 import time
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from ..filters import MAX_FILTERS
 from ..query import MAX_TERMS
-from .core import MAX_OFFSET, SearchParams, Service, ServiceConfig
+from .core import MAX_OFFSET, SearchParams, Service, ServiceConfig, client_gone
 from .errors import ServiceError
 from .present import ErrorOut, ItemOut, SearchOut, UploadOut, errors, hits_out, item_out
 
 MAX_ID = 2000
+T = TypeVar("T")
 
 
 def service_of(request: Request) -> Service:
@@ -31,6 +35,19 @@ def _finite(value: float | None, name: str) -> float | None:
     if value is not None and not math.isfinite(value):
         raise ServiceError(422, "invalid_parameter", f"{name} must be a finite number.")
     return value
+
+
+async def _watched(request: Request, work: Callable[[], T]) -> T:
+    """Run ``work`` in a worker thread; if the client disconnects meanwhile, the model gate
+    refuses the query's next model call (ClientGone), so an abandoned query stops early."""
+    gone = threading.Event()
+    client_gone.set(gone)  # the worker thread runs in a copy of this context
+    task = asyncio.ensure_future(run_in_threadpool(work))
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.2)
+        if not task.done() and await request.is_disconnected():
+            gone.set()
+    return task.result()
 
 
 def _form_only(request: Request) -> None:
@@ -52,7 +69,7 @@ def build_router(config: ServiceConfig) -> APIRouter:
     W = f"Filters like 'date>=1700', 'place=Boston', 'title~harbour'; at most {MAX_FILTERS}"  # noqa: N806
 
     @router.get("/api/search", response_model=SearchOut, responses=search_errors, tags=["search"])
-    def search_route(
+    async def search_route(
         request: Request,
         q: Annotated[list[str], Query(description=Q, json_schema_extra=terms)] = [],  # noqa: B006
         item: Annotated[list[str], Query(description=I, json_schema_extra=items)] = [],  # noqa: B006
@@ -69,10 +86,10 @@ def build_router(config: ServiceConfig) -> APIRouter:
         service = service_of(request)
         params = SearchParams(q=q, item=item, image_url=image_url, upload=upload, alpha=_finite(alpha, "alpha"), where=where,
                               min_score=_finite(min_score, "min_score"), limit=limit, offset=offset, space=space)  # fmt: skip
-        return hits_out(service.name, service.search(params), params)
+        return await _watched(request, lambda: hits_out(service.name, service.search(params), params))
 
     @router.post("/api/search", response_model=SearchOut, responses=search_errors, tags=["search"])
-    def search_with_upload_route(
+    async def search_with_upload_route(
         request: Request,
         image: Annotated[UploadFile | None, File(description="A query image (JPEG, PNG, GIF, WebP, TIFF, BMP)")] = None,
         q: Annotated[list[str], Form(description=Q, json_schema_extra=terms)] = [],  # noqa: B006
@@ -89,10 +106,14 @@ def build_router(config: ServiceConfig) -> APIRouter:
         """The same search with an uploaded image in the request (multipart/form-data)."""
         _form_only(request)
         service = service_of(request)
-        data = _read_upload(service, image) if image is not None else None
         params = SearchParams(q=q, item=item, image_url=image_url, upload=upload, alpha=_finite(alpha, "alpha"), where=where,
                               min_score=_finite(min_score, "min_score"), limit=limit, offset=offset, space=space)  # fmt: skip
-        return hits_out(service.name, service.search(params, upload_bytes=data), params)
+
+        def work() -> SearchOut:
+            data = _read_upload(service, image) if image is not None else None
+            return hits_out(service.name, service.search(params, upload_bytes=data), params)
+
+        return await _watched(request, work)
 
     @router.post("/api/uploads", response_model=UploadOut, responses=errors(400, 413, 415, 422, 503), tags=["search"])
     def upload_image_route(request: Request, image: Annotated[UploadFile, File()], space: Annotated[str | None, Form(max_length=100)] = None) -> UploadOut:

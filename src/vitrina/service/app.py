@@ -3,20 +3,19 @@ in ``present``; the routes in ``api`` (JSON) and ``web`` (pages) import from tho
 
 from __future__ import annotations
 
-import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from .._version import __version__
 from . import api, web
 from .core import Service, ServiceConfig
-from .errors import BodyLimit, install_error_handlers
-from .present import security_headers
+from .errors import install_error_handlers
+from .middleware import BodyLimit, CommonHeaders, HeadAsGet
 
 
 def create_app(collection: str | Path | ServiceConfig, **options: Any) -> FastAPI:
@@ -39,23 +38,16 @@ def create_app(collection: str | Path | ServiceConfig, **options: Any) -> FastAP
     )
     app.state.service = service
 
-    @app.middleware("http")
-    async def common_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
-        request.state.request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:16]
-        response = await call_next(request)
-        response.headers.setdefault("X-Request-ID", request.state.request_id)
-        for key, value in security_headers(request.url.path, response.headers.get("content-type", "")).items():
-            response.headers.setdefault(key, value)
-        return response
-
     install_error_handlers(app)
     app.include_router(api.build_router(config))
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     # BodyLimit sits inside CORS, so that its 413 carries the CORS headers a browser needs to read it.
+    app.add_middleware(CommonHeaders)
     app.add_middleware(BodyLimit, limit=config.max_upload_bytes + 64 * 1024)  # room for multipart framing
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_credentials=False, allow_methods=["GET", "POST"], allow_headers=["*"])
+    app.add_middleware(HeadAsGet)
     return app

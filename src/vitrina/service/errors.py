@@ -5,10 +5,8 @@ or the API (never CLI advice or raw byte counts). Only a bug answers 500, with
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -140,56 +138,3 @@ def install_error_handlers(app: FastAPI) -> None:
     for kind in (ServiceError, VitrinaError, httpx.InvalidURL, httpx.HTTPError, UnicodeError):
         app.add_exception_handler(kind, known)
     app.add_exception_handler(Exception, known)  # bugs: handled in the outermost middleware
-
-
-class BodyLimit:
-    """ASGI middleware: refuse bodies over ``limit`` bytes (413) after reading at most limit + 1,
-    whether or not Content-Length is honest, and with chunked bodies too."""
-
-    def __init__(self, app: Callable[..., Awaitable[None]], limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _send_413(send, self.limit)
-            return
-        seen = 0
-        refused = False
-
-        async def limited_receive() -> dict:
-            # Past the limit: answer 413 ourselves and tell the app the client left, so whatever
-            # it does next (FastAPI turns a broken body into a 400) never reaches the client.
-            nonlocal seen, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    refused = True
-                    await _send_413(send, self.limit)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message: dict) -> None:
-            if not refused:
-                await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not refused:
-                raise
-
-
-async def _send_413(send: Callable[[dict], Awaitable[None]], limit: int) -> None:
-    request_id = uuid.uuid4().hex[:16]
-    message = f"The request body is over {limit / 2**20:.0f} MB."
-    body = json.dumps({"error": {"code": "payload_too_large", "message": message, "request_id": request_id}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close"), (b"x-request-id", request_id.encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
