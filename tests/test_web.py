@@ -18,17 +18,15 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture
-def live_server(scans: Path, tiny_clip: str) -> Iterator[str]:
+def _serve(name: str) -> Iterator[str]:
     import uvicorn
 
     from vitrina.service import create_app
 
-    open_collection("web", create=True).index(str(scans), model=tiny_clip)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app("web"), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(name), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -38,6 +36,26 @@ def live_server(scans: Path, tiny_clip: str) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture
+def live_server(scans: Path, tiny_clip: str) -> Iterator[str]:
+    open_collection("web", create=True).index(str(scans), model=tiny_clip)
+    yield from _serve("web")
+
+
+@pytest.fixture
+def odd_server(scans: Path, tiny_clip: str) -> Iterator[str]:
+    """Also items with hostile titles: 18,000 characters, and a right-to-left override."""
+    from vitrina import Item
+
+    coll = open_collection("odd", create=True)
+    coll.index(str(scans), model=tiny_clip)
+    image = str(scans / "manuscript-page.jpg")
+    titles = {"long": "harbour " * 2250, "spoof": "abc\u202egnp.exe"}
+    coll.add_items([Item(id=i, image=image, fingerprint="1", source="extra", metadata={"title": t}) for i, t in titles.items()])
+    coll.index()
+    yield from _serve("odd")
 
 
 @pytest.fixture
@@ -57,13 +75,18 @@ def browser():  # type: ignore[no-untyped-def]
         browser.close()
 
 
+def new_page(browser, **options):  # type: ignore[no-untyped-def]
+    """A page whose tests may poll with wait_for_function (page-world eval, which the CSP forbids)."""
+    return browser.new_context(bypass_csp=True, **options).new_page()
+
+
 def hit_ids(page) -> list[str]:  # type: ignore[no-untyped-def]
     return page.eval_on_selector_all("#results .hit", "els => els.map(e => e.dataset.id)")
 
 
 def test_search_upload_slider_and_refine_in_a_browser(live_server: str, browser, scans: Path) -> None:  # type: ignore[no-untyped-def]
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page = new_page(browser, viewport={"width": 1200, "height": 900})
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -103,7 +126,7 @@ def test_search_upload_slider_and_refine_in_a_browser(live_server: str, browser,
     assert "Refined: 1" in page.inner_text("#results")
 
     # The address is shareable: a fresh page with it shows the same results, server-rendered.
-    other = browser.new_page()
+    other = new_page(browser)
     other.goto(page.url)
     assert hit_ids(other) == after
     # Open an item; its page links back to the results.
@@ -113,8 +136,60 @@ def test_search_upload_slider_and_refine_in_a_browser(live_server: str, browser,
     other.screenshot(path=str(ARTIFACTS / "web-item.png"))
 
     # Phone-sized screen: two columns, nothing overflowing sideways.
-    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    phone = new_page(browser, viewport={"width": 390, "height": 844})
     phone.goto(live_server + "/?q=old+map")
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     phone.screenshot(path=str(ARTIFACTS / "web-phone.png"))
     assert errors == []
+
+
+def test_the_page_works_under_its_content_security_policy(live_server: str, browser) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page()  # the policy enforced (no bypass): only the site's own scripts and styles
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    response = page.goto(live_server + "/")
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and response.headers["x-frame-options"] == "DENY"
+    page.fill("#q", "old map")
+    page.press("#q", "Enter")
+    page.wait_for_selector("#results .hit")
+    assert "q=old+map" in page.url and problems == []
+    docs = browser.new_page()
+    docs.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    docs.goto(live_server + "/docs")
+    docs.wait_for_selector(".swagger-ui .opblock", timeout=15000)  # rendered from the package's assets, offline
+    assert problems == []
+
+
+def test_back_restores_every_field_from_the_address(live_server: str, browser) -> None:  # type: ignore[no-untyped-def]
+    page = new_page(browser)
+    page.goto(live_server + "/?q=old+map&from=1700&to=1900&min_score=-0.5&where=title~map&alpha=0.3")
+    page.evaluate("() => { for (const id of ['from', 'to', 'min_score', 'where']) document.getElementById(id).value = ''; document.getElementById('q').value = 'ship'; }")
+    page.press("#q", "Enter")
+    page.wait_for_function("location.search.includes('q=ship')")
+    page.go_back()
+    page.wait_for_function("location.search.includes('q=old')")
+    fields = {i: page.input_value(f"#{i}") for i in ("q", "from", "to", "min_score", "where", "alpha")}
+    assert fields == {"q": "old map", "from": "1700", "to": "1900", "min_score": "-0.5", "where": "title~map", "alpha": "0.3"}
+    page.go_forward()
+    page.wait_for_function("location.search.includes('q=ship')")
+    assert [page.input_value(f"#{i}") for i in ("from", "to", "min_score", "where")] == ["", "", "", ""]
+
+
+def test_keyboard_focus_on_the_file_input_is_visible(live_server: str, browser) -> None:  # type: ignore[no-untyped-def]
+    page = new_page(browser)
+    page.goto(live_server + "/")
+    page.focus("#drop")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "image-file"
+    assert page.eval_on_selector(".file-label", "e => getComputedStyle(e).outlineStyle") != "none"
+
+
+def test_hostile_titles_are_isolated_and_clamped(odd_server: str, browser) -> None:  # type: ignore[no-untyped-def]
+    page = new_page(browser, viewport={"width": 1200, "height": 900})
+    page.goto(odd_server + "/?q=harbour&where=source%3Dextra")
+    assert sorted(hit_ids(page)) == ["long", "spoof"]
+    assert page.eval_on_selector('.hit[data-id="long"]', "e => e.getBoundingClientRect().height") < 500
+    assert page.eval_on_selector('.hit[data-id="spoof"] .title', "e => e.tagName") == "BDI"
+    page.goto(odd_server + "/item?id=long")
+    assert page.eval_on_selector("h1", "e => e.getBoundingClientRect().height") < 400

@@ -21,7 +21,7 @@ from .embedding import Embedder, embed_images, get_embedder, resolve_model, spac
 from .errors import QueryError, SpaceMismatch
 from .filters import Filter
 from .http import Blocked, Fetcher
-from .images import load_image
+from .images import hold_decoded, load_image
 from .index import SearchIndex, open_index
 from .indexer import IndexReport, ProgressCallback, embed_pending
 from .query import Hits, Query, combine
@@ -367,9 +367,11 @@ class Collection:
         else:
             source = os.path.expanduser(image)
         embedder = self.embedder_for(sp)
-        # Decoded exactly as the indexer decodes, so a file and its indexed copy score 1.0.
-        decoded = load_image(source, min_side=embedder.min_side, max_pixels=limits.max_pixels)
-        return embed_images(embedder, [decoded])[0]
+        # Decoded exactly as the indexer decodes, so a file and its indexed copy score 1.0; the
+        # decoded image counts against the process's decode budget until it is embedded.
+        with hold_decoded():
+            decoded = load_image(source, min_side=embedder.min_side, max_pixels=limits.max_pixels)
+            return embed_images(embedder, [decoded])[0]
 
     def embedder_for(self, sp: Space | str | None = None) -> Embedder:
         """The model that made space ``sp``, loaded once per process. An embedder given to

@@ -7,6 +7,7 @@ Image URLs in queries can only reach public addresses; uploads have byte and pix
 model sits behind a bounded queue that answers 503 when full.
 """
 
-from .app import ServiceConfig, create_app
+from .app import create_app
+from .core import ServiceConfig
 
 __all__ = ["ServiceConfig", "create_app"]

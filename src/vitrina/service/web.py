@@ -1,39 +1,39 @@
 """The web page: server-rendered HTML; a little vanilla JavaScript swaps in result fragments.
+Also the API docs pages (/docs, /redoc), from assets shipped in the package.
 
 The query lives in the address (?q=…&like=…&upload=…), so every view can be shared, and the
 page works without JavaScript (the form submits a GET)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
 
-from ..errors import VitrinaError
-from .api import hits_out, media_urls, service_of
-from .app import SearchParams, ServiceError
+from .api import MAX_ID, service_of
+from .core import SearchParams
+from .errors import ServiceError, classify
+from .present import hits_out, is_web_link, media_urls, templates
 
-HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
-templates.env.filters["urlquote"] = lambda s: quote(str(s), safe="/")
 router = APIRouter(include_in_schema=False)
 PAGE = 24
+MAX_REFINE = 20  # more/less-like items kept from the address
+
+templates.env.filters["item_href"] = lambda item_id: "/item?" + urlencode({"id": item_id})
 
 
-def _params(q: str, like: list[str], unlike: list[str], upload: str | None, image_url: str | None, alpha: float | None,
-            date_from: str | None, date_to: str | None, where: str, min_score: float | None, offset: int) -> SearchParams:  # fmt: skip
-    filters = [w.strip() for w in where.splitlines() if w.strip()]
-    if date_from:
-        filters.append(f"date>={date_from}")
-    if date_to:
-        filters.append(f"date<={date_to}")
-    items = [f"1:{i}" for i in like] + [f"-1:{i}" for i in unlike]
-    return SearchParams(q=[q] if q.strip() else [], item=items, upload=upload or None, image_url=image_url or None, alpha=alpha,
-                        where=filters, min_score=min_score, limit=PAGE, offset=offset)  # fmt: skip
+def _params(state: dict[str, Any]) -> SearchParams:
+    filters = [w.strip() for w in state["where"].splitlines() if w.strip()]
+    if state["date_from"]:
+        filters.append(f"date>={state['date_from']}")
+    if state["date_to"]:
+        filters.append(f"date<={state['date_to']}")
+    items = [f"1:{i}" for i in state["like"]] + [f"-1:{i}" for i in state["unlike"]]
+    return SearchParams(q=[state["q"]] if state["q"].strip() else [], item=items, upload=state["upload"] or None, image_url=state["image_url"] or None,
+                        alpha=state["alpha"], where=filters, min_score=state["min_score"], limit=PAGE, offset=state["offset"])  # fmt: skip
 
 
 def _state(request: Request) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def _state(request: Request) -> dict[str, Any]:
         return value if lo <= value <= hi else None
 
     return {
-        "q": qp.get("q", "")[:1000], "like": qp.getlist("like")[:20], "unlike": qp.getlist("unlike")[:20],
+        "q": qp.get("q", "")[:1000], "like": qp.getlist("like")[:MAX_REFINE], "unlike": qp.getlist("unlike")[:MAX_REFINE],
         "upload": qp.get("upload", "")[:64], "image_url": qp.get("image_url", "")[:2000],
         "alpha": number("alpha", 0, 1), "date_from": qp.get("from", "")[:12], "date_to": qp.get("to", "")[:12],
         "where": qp.get("where", "")[:2000], "min_score": number("min_score", -1, 1),
@@ -74,15 +74,14 @@ def _results(request: Request, state: dict[str, Any]) -> dict[str, Any]:
     context: dict[str, Any] = {"state": state, "hits": [], "error": None, "has_query": has_query, "link": lambda **c: _link(state, **c)}
     if not has_query:
         return context
-    params = _params(state["q"], state["like"], state["unlike"], state["upload"], state["image_url"], state["alpha"],
-                     state["date_from"], state["date_to"], state["where"], state["min_score"], state["offset"])  # fmt: skip
+    params = _params(state)
     try:
-        out = hits_out(service, service.search(params), params)
-    except ServiceError as e:
-        context["error"] = e.message
-        return context
-    except VitrinaError as e:
-        context["error"] = "That image URL cannot be used: only http(s) URLs of public hosts." if getattr(e, "reason", "") == "url_rejected" else str(e)
+        out = hits_out(service.name, service.search(params), params)
+    except Exception as e:
+        err = classify(e, request)
+        if err is None:
+            raise
+        context["error"] = err.message
         return context
     context.update(hits=out.hits, considered=out.considered, offset=state["offset"], page=PAGE,
                    more=state["offset"] + PAGE < out.considered and len(out.hits) == PAGE)  # fmt: skip
@@ -90,7 +89,7 @@ def _results(request: Request, state: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/", response_class=HTMLResponse)
-def page(request: Request) -> HTMLResponse:
+def page_route(request: Request) -> HTMLResponse:
     service = service_of(request)
     state = _state(request)
     context = _results(request, state)
@@ -98,20 +97,42 @@ def page(request: Request) -> HTMLResponse:
 
 
 @router.get("/fragments/results", response_class=HTMLResponse)
-def results_fragment(request: Request) -> HTMLResponse:
+def results_fragment_route(request: Request) -> HTMLResponse:
     return templates.TemplateResponse(request, "_results.html", _results(request, _state(request)))
 
 
-@router.get("/item/{item_id:path}", response_class=HTMLResponse)
-def item_page(request: Request, item_id: str, back: Annotated[str, Query(max_length=4000)] = "/") -> HTMLResponse:
+def _item_page(request: Request, item_id: str, back: str) -> HTMLResponse:
     service = service_of(request)
     item = service.collection().items([item_id]).get(item_id)
     if item is None:
-        raise ServiceError(404, "item_not_found", f"No item {item_id!r} in this collection.")
+        raise ServiceError(404, "item_not_found", "There is no such item in this collection.")
     metadata = item.metadata
-    _, preview = media_urls(service, item_id, item.image)
-    links = {k: v for k, v in metadata.items() if isinstance(v, str) and v.startswith(("http://", "https://"))}
+    _, preview = media_urls(item_id, item.image)
     back = back if back.startswith("/?") or back == "/" else "/"  # never an open redirect
     return templates.TemplateResponse(request, "item.html", {"collection": service.name, "id": item_id, "metadata": metadata, "context": item.context,
-                                                              "preview": preview, "links": links, "back": back,
-                                                              "similar": "/?" + urlencode([("like", item_id)])})  # fmt: skip
+                                                              "preview": preview, "back": back, "similar": "/?" + urlencode([("like", item_id)])})  # fmt: skip
+
+
+@router.get("/item", response_class=HTMLResponse)
+def item_page_route(request: Request, id: Annotated[str, Query(max_length=MAX_ID)], back: Annotated[str, Query(max_length=4000)] = "/") -> HTMLResponse:  # noqa: A002
+    return _item_page(request, id, back)
+
+
+@router.get("/item/{item_id:path}", response_class=HTMLResponse)
+def item_page_by_path_route(request: Request, item_id: str, back: Annotated[str, Query(max_length=4000)] = "/") -> HTMLResponse:
+    return _item_page(request, item_id, back)
+
+
+templates.env.tests["web_link"] = is_web_link
+
+
+@router.get("/docs", response_class=HTMLResponse)
+def swagger_route(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{request.app.title} · API", swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+                               swagger_css_url="/static/vendor/swagger-ui.css", swagger_favicon_url="data:,")  # fmt: skip
+
+
+@router.get("/redoc", response_class=HTMLResponse)
+def redoc_route(request: Request) -> HTMLResponse:
+    return get_redoc_html(openapi_url="/openapi.json", title=f"{request.app.title} · API", redoc_js_url="/static/vendor/redoc.standalone.js",
+                          redoc_favicon_url="data:,", with_google_fonts=False)  # fmt: skip

@@ -16,12 +16,16 @@
     return params;
   }
 
+  // The address fully determines the form (Back/Forward too): a field absent from it is cleared.
   function syncForm(params) {
-    $("q").value = params.get("q") || "";
-    $("upload").value = params.get("upload") || "";
-    $("image_url").value = params.get("image_url") || "";
-    if (params.get("alpha")) { $("alpha").value = params.get("alpha"); }
+    for (const [id, name] of [["q", "q"], ["upload", "upload"], ["image_url", "image_url"], ["from", "from"], ["to", "to"], ["min_score", "min_score"], ["where", "where"]]) {
+      $(id).value = params.get(name) || "";
+    }
+    $("alpha").value = params.get("alpha") || "0.5";
     $("alpha-out").value = Number($("alpha").value).toFixed(2);
+    if (params.get("from") || params.get("to") || params.get("min_score") || params.get("where")) form.querySelector("details").open = true;
+    $("upload-note").hidden = !$("upload").value;
+    if (!$("upload").value) $("image-status").textContent = "";
     const refine = $("refine");
     refine.replaceChildren();
     for (const name of ["like", "unlike"]) {
@@ -82,6 +86,7 @@
     if (!response.ok) { $("image-status").textContent = data.error ? data.error.message : "The image could not be used."; return; }
     $("upload").value = data.upload;
     $("image-status").textContent = "Searching with " + file.name + ".";
+    $("upload-note").hidden = false;
     $("clear-image").hidden = false;
     submit();
   }
@@ -98,7 +103,7 @@
   });
   $("clear-image").addEventListener("click", () => {
     $("upload").value = ""; $("image_url").value = ""; $("image-file").value = "";
-    $("image-status").textContent = ""; $("clear-image").hidden = true;
+    $("image-status").textContent = ""; $("clear-image").hidden = true; $("upload-note").hidden = true;
     submit();
   });
 })();
