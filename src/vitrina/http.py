@@ -40,7 +40,7 @@ import httpx
 
 from ._version import __version__
 from .diskcache import cache_put
-from .errors import ImageError, VitrinaError
+from .errors import Blocked, ImageError  # Blocked: re-exported for the sources
 
 USER_AGENT = f"vitrina/{__version__} (+https://github.com/vitrina-search/vitrina; heritage image search)"
 MAX_BYTES = 50 * 1024 * 1024
@@ -117,14 +117,6 @@ def _send(url: httpx.URL, accept: str, timeout: httpx.Timeout) -> closing[httpx.
             _transport._pool._network_backend = _DeadlineBackend()  # httpx does not expose the backend
     headers = {"User-Agent": USER_AGENT, "Accept": accept, "Accept-Encoding": "identity"}
     return closing(_transport.handle_request(httpx.Request("GET", url, headers=headers, extensions={"timeout": timeout.as_dict()})))
-
-
-class Blocked(VitrinaError):
-    """A host answered 429 and must not be asked again for ``retry_after`` seconds."""
-
-    def __init__(self, host: str, retry_after: float):
-        super().__init__(f"{host} answered 429 Too Many Requests: stopped to avoid a ban. Run the same command again after {retry_after / 60:.0f} minutes; it resumes where it stopped.")
-        self.host, self.retry_after = host, retry_after
 
 
 def is_public_address(address: str) -> bool:
