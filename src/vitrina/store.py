@@ -526,6 +526,15 @@ class Store:
             self.db.execute("INSERT INTO spaces (name, fingerprint, dim, rows, created_at) VALUES (?, ?, ?, 0, ?)", (name, fingerprint.to_json(), fingerprint.dim, time.time()))
         return self.space(name)
 
+    def pin_fingerprint(self, name: str, fingerprint: ModelFingerprint) -> bool:
+        """Replace a provisional fingerprint (imported vectors) by the loaded model's, once."""
+        with self.transaction():
+            row = self.db.execute("SELECT fingerprint FROM spaces WHERE name=?", (name,)).fetchone()
+            if row is None or not ModelFingerprint.from_json(row[0]).provisional or fingerprint.provisional:
+                return False
+            self.db.execute("UPDATE spaces SET fingerprint=? WHERE name=?", (fingerprint.to_json(), name))
+        return True
+
     def drop_space(self, name: str) -> None:
         with self.transaction():
             self.db.execute("DELETE FROM vectors WHERE space=?", (name,))
@@ -559,9 +568,11 @@ class Store:
             self._vector_files[space.name] = vf
         return vf
 
-    def add_vectors(self, space_name: str, items: Sequence[tuple[str, str]], vectors: np.ndarray, failures: Sequence[tuple[str, str, str]] = ()) -> None:
+    def add_vectors(self, space_name: str, items: Sequence[tuple[str, str]], vectors: np.ndarray, failures: Sequence[tuple[str, str, str]] = (),
+                    meta: dict[str, str] | None = None) -> None:  # fmt: skip
         """Append vectors for ``items`` ((id, fingerprint) pairs) and record ``failures``
-        ((id, reason, detail)) in one durable step: vectors first, then the commit."""
+        ((id, reason, detail)) in one durable step: vectors first, then the commit. ``meta``
+        keys (an importer's checkpoint) are written in the same transaction."""
         space = self.space(space_name)
         if len(items) != len(vectors):
             raise ValueError("one vector per item")
@@ -582,6 +593,8 @@ class Store:
             for item_id, reason, detail in failures:
                 self.db.execute("UPDATE items SET status='failed', reason=?, detail=?, updated_at=? WHERE id=?", (reason, detail, now, item_id))
             self.db.execute("UPDATE spaces SET rows = rows + ? WHERE name = ?", (len(items), space_name))
+            for key, value in (meta or {}).items():
+                self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
             _fault_point("before_commit")
         _fault_point("after_commit")
 
