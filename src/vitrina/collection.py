@@ -138,7 +138,7 @@ class Collection:
         name = space or space_name_for(fingerprint.spec)
         with self._write() as store:
             store.ensure_space(name, fingerprint)
-            known = store.get_items(list(ids))
+            known = store.fingerprints_of(list(ids))
             missing = [i for i in ids if i not in known]
             if missing and on_bad == "raise":
                 raise QueryError(f"{len(missing)} ids are not items of collection {self.name!r} (first: {missing[0]!r}); add_items first.")
@@ -164,7 +164,7 @@ class Collection:
                             on_bad(start + n, i, "not an item of the collection")
                 rows = np.flatnonzero(keep)
                 last = start + batch >= len(ids)
-                store.add_vectors(name, [(chunk_ids[r], known[chunk_ids[r]].fingerprint) for r in rows], chunk[rows] / norms[rows, None],
+                store.add_vectors(name, [(chunk_ids[r], known[chunk_ids[r]]) for r in rows], chunk[rows] / norms[rows, None],
                                   meta=meta if last else None)  # fmt: skip
             return store.space(name)
 

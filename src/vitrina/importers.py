@@ -228,10 +228,11 @@ class LocBetoReader(Reader):
                     self.csv.setdefault(key, tuple(row))
 
     def item(self, url: str) -> Item:
-        key = loc_iiif_id(url)
-        if key is None:
+        split = iiif.split_image_url(url.strip())
+        if split is None:
             return Item(id=url, image=url, metadata={"file_url": url}, fingerprint=url, source=self.source)
-        base = iiif.split_image_url(url.strip())[0]  # type: ignore[index]
+        base = split[0].rstrip("/")
+        key = base.rsplit("/", 1)[-1]
         metadata: dict[str, Any] = {"iiif_id": key, "file_url": url}
         row = self.csv.get(key)
         if row is not None:

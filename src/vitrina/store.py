@@ -406,6 +406,14 @@ class Store:
                 out[row["id"]] = _item(row, self.tags_of(row["id"]) if tags else {})
         return out
 
+    def fingerprints_of(self, ids: Sequence[str]) -> dict[str, str]:
+        """Item fingerprints by id (those that exist): what a vector is recorded against."""
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i : i + 500])
+            out.update(self.db.execute(f"SELECT id, fingerprint FROM items WHERE id IN ({_in(len(chunk))})", chunk).fetchall())
+        return out
+
     def ids_of_rids(self, rids: Sequence[int]) -> dict[int, str]:
         out: dict[int, str] = {}
         for i in range(0, len(rids), 500):
@@ -583,13 +591,12 @@ class Store:
         _fault_point("after_vector_write")
         with self.transaction():
             now = time.time()
-            for offset, (item_id, fingerprint) in enumerate(items):
-                self.db.execute(
-                    """INSERT INTO vectors (space, item_id, row, fingerprint, rid) VALUES (?, ?, ?, ?, (SELECT rid FROM items WHERE id = ?))
-                       ON CONFLICT(space, item_id) DO UPDATE SET row=excluded.row, fingerprint=excluded.fingerprint, rid=excluded.rid""",
-                    (space_name, item_id, start + offset, fingerprint, item_id),
-                )
-                self.db.execute("UPDATE items SET status='ok', reason=NULL, detail=NULL, updated_at=? WHERE id=?", (now, item_id))
+            self.db.executemany(
+                """INSERT INTO vectors (space, item_id, row, fingerprint, rid) VALUES (?, ?, ?, ?, (SELECT rid FROM items WHERE id = ?))
+                   ON CONFLICT(space, item_id) DO UPDATE SET row=excluded.row, fingerprint=excluded.fingerprint, rid=excluded.rid""",
+                [(space_name, item_id, start + offset, fingerprint, item_id) for offset, (item_id, fingerprint) in enumerate(items)],
+            )
+            self.db.executemany("UPDATE items SET status='ok', reason=NULL, detail=NULL, updated_at=? WHERE id=?", [(now, item_id) for item_id, _ in items])
             for item_id, reason, detail in failures:
                 self.db.execute("UPDATE items SET status='failed', reason=?, detail=?, updated_at=? WHERE id=?", (reason, detail, now, item_id))
             self.db.execute("UPDATE spaces SET rows = rows + ? WHERE name = ?", (len(items), space_name))
