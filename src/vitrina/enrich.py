@@ -20,6 +20,7 @@ your searches surface.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -95,7 +96,7 @@ def enrich(coll: Collection, source: str = "locgov", *, fetcher: Fetcher | None 
         raise ConfigError(f"Unknown enrichment {source!r}; known: {', '.join(ENRICHERS)}.")
     started = time.perf_counter()
     report = EnrichReport(collection=coll.name, source=source)
-    todo: list[Item] = []
+    todo: list[str] = []  # ids only: the items are read again a batch at a time
     for item in coll.iter_items():
         md = item.metadata
         if not md.get("resource_url") or md.get("segment_num") in (None, ""):
@@ -103,7 +104,7 @@ def enrich(coll: Collection, source: str = "locgov", *, fetcher: Fetcher | None 
         elif md.get("enriched") == MARK:
             report.already += 1
         else:
-            todo.append(item)
+            todo.append(item.id)
     report.candidates = len(todo) + report.already
     if limit is not None:
         todo = todo[:limit]
@@ -114,7 +115,7 @@ def enrich(coll: Collection, source: str = "locgov", *, fetcher: Fetcher | None 
     pending: list[Item] = []
     try:
         with coll.writer():
-            for n, item in enumerate(todo, start=1):
+            for n, item in enumerate(_items(coll, todo, batch), start=1):
                 url = record_url(str(item.metadata["resource_url"]), item.metadata["segment_num"])
                 host = urlsplit(url).hostname or ""
                 http.host_rates.setdefault(host, LOC_RATES["www.loc.gov"])  # a local mirror gets loc.gov's pace too
@@ -149,3 +150,9 @@ def enrich(coll: Collection, source: str = "locgov", *, fetcher: Fetcher | None 
             http.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _items(coll: Collection, ids: list[str], batch: int) -> Iterator[Item]:
+    for start in range(0, len(ids), batch):
+        found = coll.items(ids[start : start + batch])
+        yield from (found[i] for i in ids[start : start + batch] if i in found)
