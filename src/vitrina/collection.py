@@ -8,8 +8,9 @@ outside ``store`` and ``index`` knows about vector rows or SQL.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .embedding import Embedder, embed_images, get_embedder, resolve_model, space_name_for
-from .errors import QueryError, SpaceMismatch
+from .errors import QueryError, SpaceMismatch, StoreLocked
 from .filters import Filter
 from .http import Blocked, Fetcher
 from .images import hold_decoded, load_image
@@ -111,27 +112,62 @@ class Collection:
         with self._write() as store:
             return store.sync_items(items)
 
-    def import_vectors(self, ids: Sequence[str], vectors: np.ndarray, *, fingerprint: ModelFingerprint, space: str | None = None, batch: int = 50_000) -> Space:
+    def import_vectors(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        fingerprint: ModelFingerprint,
+        space: str | None = None,
+        batch: int = 50_000,
+        on_bad: str | Callable[[int, str, str], None] = "raise",
+        checkpoint: tuple[str, str] | None = None,
+    ) -> Space:
         """Store ready-made vectors (from another tool, or a benchmark) for existing items, into
         ``space`` (created for ``fingerprint``, or checked to be the same model). Rows are
-        normalised; non-finite or zero rows are refused with their index."""
+        normalised; non-finite or zero rows are refused with their index.
+
+        ``on_bad="raise"`` (the default) stops at the first bad row (non-finite, zero, or an id
+        that is not an item): rows of earlier batches stay stored. A callable ``on_bad(index,
+        id, reason)`` is told about each bad row instead, which is skipped, and the rest are
+        stored. ``checkpoint=(key, value)`` is written to the collection's state (see
+        ``state``) in the transaction that commits the last batch: a resumable importer's cursor."""
+        if on_bad != "raise" and not callable(on_bad):
+            raise ValueError("on_bad is 'raise' or a callable(index, id, reason)")
         matrix = np.asarray(vectors, np.float32)
         if matrix.ndim != 2 or matrix.shape != (len(ids), fingerprint.dim):
             raise QueryError(f"Expected {len(ids)} vectors of {fingerprint.dim} dimensions, got shape {matrix.shape}.")
         name = space or space_name_for(fingerprint.spec)
         with self._write() as store:
             store.ensure_space(name, fingerprint)
-            known = store.get_items(list(ids))
+            known = store.fingerprints_of(list(ids))
             missing = [i for i in ids if i not in known]
-            if missing:
+            if missing and on_bad == "raise":
                 raise QueryError(f"{len(missing)} ids are not items of collection {self.name!r} (first: {missing[0]!r}); add_items first.")
+            meta = dict([checkpoint]) if checkpoint else None
+            if not len(ids) and meta:
+                store.add_vectors(name, [], np.zeros((0, fingerprint.dim), np.float32), meta=meta)
             for start in range(0, len(ids), batch):
                 chunk = matrix[start : start + batch]
-                norms = np.linalg.norm(chunk, axis=1)
+                chunk_ids = ids[start : start + batch]
+                with np.errstate(over="ignore", invalid="ignore"):
+                    norms = np.linalg.norm(chunk, axis=1)
                 bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-12))
-                if len(bad):
+                if len(bad) and on_bad == "raise":
                     raise QueryError(f"Vector {start + int(bad[0])} (id {ids[start + int(bad[0])]!r}) is not finite or is zero; nothing after row {start} was stored.")
-                store.add_vectors(name, [(i, known[i].fingerprint) for i in ids[start : start + batch]], chunk / norms[:, None])
+                keep = np.ones(len(chunk), bool)
+                keep[bad] = False
+                if callable(on_bad):
+                    for b in bad:
+                        on_bad(start + int(b), chunk_ids[int(b)], "zero vector" if np.isfinite(norms[b]) else "not finite (NaN or infinity)")
+                    for n, i in enumerate(chunk_ids):
+                        if keep[n] and i not in known:
+                            keep[n] = False
+                            on_bad(start + n, i, "not an item of the collection")
+                rows = np.flatnonzero(keep).tolist()
+                last = start + batch >= len(ids)
+                store.add_vectors(name, [(chunk_ids[r], known[chunk_ids[r]]) for r in rows], chunk[rows] / norms[rows, None],
+                                  meta=meta if last else None)  # fmt: skip
             store.compact(name)  # only if dead rows have piled up
             return store.space(name)
 
@@ -141,6 +177,23 @@ class Collection:
         name = self.space(space).name
         with self._write() as store:
             return store.compact(name, force=True)
+
+    def iter_vectors(self, space: str | None = None, *, chunk: int = 50_000) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(ids, vectors) of every item embedded in ``space``, in row order, ``chunk`` rows at a
+        time (an export of millions never holds them all in memory)."""
+        sp = self.space(space)
+        ids, rows = self._store.live_vectors(sp.name)
+        matrix = self._store.vector_file(sp).matrix(sp.rows)
+        for start in range(0, len(ids), chunk):
+            yield ids[start : start + chunk], np.asarray(matrix[rows[start : start + chunk]], np.float32)
+
+    def state(self, key: str) -> str | None:
+        """A small persistent value of the collection (an importer's or enricher's cursor)."""
+        return self._store.get_meta(key)
+
+    def set_state(self, key: str, value: str | None) -> None:
+        with self._write() as store:
+            store.set_meta(key, value)
 
     def set_tags(self, name: str, classifier: str, tags: Sequence[tuple[str, str, float]]) -> None:
         """Replace the tag ``name`` (e.g. a classifier's label) on items: (id, value, score).
@@ -390,7 +443,19 @@ class Collection:
                 f"Space {sp.name!r} of collection {self.name!r} was built with {sp.fingerprint.describe()}; "
                 f"the query model is {fp.describe()}. Search with the same model, or index with this one into a new space (--space)."
             )
+        if sp.fingerprint.provisional and not embedder.fingerprint.provisional:
+            self._pin(sp, embedder.fingerprint)
         return embedder
+
+    def _pin(self, sp: Space, fingerprint: ModelFingerprint) -> None:
+        """Imported vectors declared a model that was not loaded then: now that it is (same spec,
+        same dimension), record its real fingerprint, so a later different revision is refused.
+        Skipped (and tried again next time) while another process holds the writer lock."""
+        try:
+            with self._write() as store:
+                store.pin_fingerprint(sp.name, fingerprint)
+        except (StoreLocked, OSError, sqlite3.Error):
+            pass
 
     # -- describing ---------------------------------------------------------------------------
 

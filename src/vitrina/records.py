@@ -6,6 +6,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# The revision (and preprocessing) recorded for imported vectors whose model could not be loaded
+# at import time: the first query that loads the declared model pins its real fingerprint.
+PROVISIONAL = "unverified"
+
 
 @dataclass(frozen=True)
 class ModelFingerprint:
@@ -26,12 +30,22 @@ class ModelFingerprint:
         data["modalities"] = tuple(data.get("modalities", ("image", "text")))
         return cls(**data)
 
+    @property
+    def provisional(self) -> bool:
+        """Declared for imported vectors, not yet checked against the loaded model."""
+        return self.revision == PROVISIONAL
+
     def compatible(self, other: ModelFingerprint) -> bool:
         """The one rule for "same model": vectors of the two can be compared. The spec may differ
-        (a hub id and a local copy of the same weights are the same model)."""
+        (a hub id and a local copy of the same weights are the same model). A provisional
+        fingerprint (imported vectors, model not loaded yet) matches the same spec and dimension."""
+        if self.provisional or other.provisional:
+            return (self.spec, self.dim) == (other.spec, other.dim)
         return (self.revision, self.dim, self.preprocessing) == (other.revision, other.dim, other.preprocessing)
 
     def describe(self) -> str:
+        if self.provisional:
+            return f"{self.spec} ({self.dim} dims, declared at import, not yet verified)"
         return f"{self.spec} ({self.dim} dims, revision {self.revision[:12]})"
 
 

@@ -449,6 +449,14 @@ class Store:
                 out[row["id"]] = _item(row, self.tags_of(row["id"]) if tags else {})
         return out
 
+    def fingerprints_of(self, ids: Sequence[str]) -> dict[str, str]:
+        """Item fingerprints by id (those that exist): what a vector is recorded against."""
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i : i + 500])
+            out.update(self.db.execute(f"SELECT id, fingerprint FROM items WHERE id IN ({_in(len(chunk))})", chunk).fetchall())
+        return out
+
     def ids_of_rids(self, rids: Sequence[int]) -> dict[int, str]:
         out: dict[int, str] = {}
         for i in range(0, len(rids), 500):
@@ -573,6 +581,15 @@ class Store:
             self.db.execute("INSERT INTO spaces (name, fingerprint, dim, rows, created_at, file) VALUES (?, ?, ?, 0, ?, ?)", (name, fingerprint.to_json(), fingerprint.dim, time.time(), file))
         return self.space(name)
 
+    def pin_fingerprint(self, name: str, fingerprint: ModelFingerprint) -> bool:
+        """Replace a provisional fingerprint (imported vectors) by the loaded model's, once."""
+        with self.transaction():
+            row = self.db.execute("SELECT fingerprint FROM spaces WHERE name=?", (name,)).fetchone()
+            if row is None or not ModelFingerprint.from_json(row[0]).provisional or fingerprint.provisional:
+                return False
+            self.db.execute("UPDATE spaces SET fingerprint=? WHERE name=?", (fingerprint.to_json(), name))
+        return True
+
     def drop_space(self, name: str) -> None:
         path = self._space_file(self.space(name))
         with self.transaction():
@@ -660,9 +677,11 @@ class Store:
             self._vector_files[space.name] = vf
         return vf
 
-    def add_vectors(self, space_name: str, items: Sequence[tuple[str, str]], vectors: np.ndarray, failures: Sequence[tuple[str, str, str]] = ()) -> None:
+    def add_vectors(self, space_name: str, items: Sequence[tuple[str, str]], vectors: np.ndarray, failures: Sequence[tuple[str, str, str]] = (),
+                    meta: dict[str, str] | None = None) -> None:  # fmt: skip
         """Append vectors for ``items`` ((id, fingerprint) pairs) and record ``failures``
-        ((id, reason, detail)) in one durable step: vectors first, then the commit."""
+        ((id, reason, detail)) in one durable step: vectors first, then the commit. ``meta``
+        keys (an importer's checkpoint) are written in the same transaction."""
         space = self.space(space_name)
         if len(items) != len(vectors):
             raise ValueError("one vector per item")
@@ -673,18 +692,19 @@ class Store:
         _fault_point("after_vector_write")
         with self.transaction():
             now = time.time()
-            for offset, (item_id, fingerprint) in enumerate(items):
-                self.db.execute(
-                    """INSERT INTO vectors (space, item_id, row, fingerprint, rid) VALUES (?, ?, ?, ?, (SELECT rid FROM items WHERE id = ?))
-                       ON CONFLICT(space, item_id) DO UPDATE SET row=excluded.row, fingerprint=excluded.fingerprint, rid=excluded.rid""",
-                    (space_name, item_id, start + offset, fingerprint, item_id),
-                )
-                self.db.execute("UPDATE items SET status='ok', reason=NULL, detail=NULL, updated_at=? WHERE id=?", (now, item_id))
+            self.db.executemany(
+                """INSERT INTO vectors (space, item_id, row, fingerprint, rid) VALUES (?, ?, ?, ?, (SELECT rid FROM items WHERE id = ?))
+                   ON CONFLICT(space, item_id) DO UPDATE SET row=excluded.row, fingerprint=excluded.fingerprint, rid=excluded.rid""",
+                [(space_name, item_id, start + offset, fingerprint, item_id) for offset, (item_id, fingerprint) in enumerate(items)],
+            )
+            self.db.executemany("UPDATE items SET status='ok', reason=NULL, detail=NULL, updated_at=? WHERE id=?", [(now, item_id) for item_id, _ in items])
             for item_id, reason, detail in failures:
                 self.db.execute("UPDATE items SET status='failed', reason=?, detail=?, updated_at=? WHERE id=?", (reason, detail, now, item_id))
                 # Its old vector (of the file before it was replaced) must not answer for it, in any space.
                 self.db.execute("DELETE FROM vectors WHERE item_id=?", (item_id,))
             self.db.execute("UPDATE spaces SET rows = rows + ? WHERE name = ?", (len(items), space_name))
+            for key, value in (meta or {}).items():
+                self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
             _fault_point("before_commit")
         _fault_point("after_commit")
 
