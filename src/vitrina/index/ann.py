@@ -249,9 +249,11 @@ def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, quer
     need = offset + limit
     most_excluded = max((len(r) for r in excluded_rows), default=0)
     selective = considered <= max(params.exact_below, params.selective * sp.live)
+    if (selective or need + most_excluded >= considered) and considered > sp.rows // 4:
+        return exact.search(queries, filters=filters, exclude=exclude, limit=limit, offset=offset, min_score=min_score)  # one product beats a gather
     if selective or need + most_excluded >= considered:
         # Few items pass: rank them all exactly (the index would have to visit most of itself).
-        pool: np.ndarray | None = np.arange(sp.rows) if allowed is None else np.flatnonzero(allowed)
+        pool: np.ndarray | None = np.flatnonzero(allowed) if allowed is not None else np.arange(sp.rows)
         candidates = [pool] * len(queries)
     else:
         pool = None
