@@ -125,3 +125,27 @@ def test_cli_index_ann_info_and_exact_search(tmp_path: Path) -> None:
     info = json.loads(runner.invoke(cli, ["info", str(coll.path), "--json"]).output)
     assert info["spaces"][0]["ann"]["recall_at_10"]["image"] > 0.5
     assert open_collection(coll.path, index="exact").index_for().kind == "exact"
+
+
+def test_qdrant_sync_is_incremental_resumable_and_searchable(tmp_path: Path) -> None:
+    pytest.importorskip("qdrant_client")
+    from vitrina.index.qdrant import sync
+
+    coll, ids, unit = _collection(tmp_path / "c", 300)
+    target = f"qdrant:{tmp_path / 'q'}#maps"
+    env = {**os.environ, "VITRINA_FAULT": "qdrant_after_batch:1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    code = f"from vitrina.index.qdrant import sync; from vitrina.store import Store; from pathlib import Path; sync(Store(Path({str(coll.path)!r})), 'v', {target!r}, batch=100)"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120).returncode == 137  # killed after one batch
+    first = sync(coll._store, "v", target)
+    assert (first.new, first.unchanged, first.points) == (200, 100, 300)
+    with coll.writer():
+        coll.add_items([Item(id=ids[0], image=f"/x/{ids[0]}.jpg", fingerprint="1", source="s", metadata={"n": 9999})])  # metadata changed
+        coll.import_vectors(ids[1:3], unit[10:12], fingerprint=FP, space="v")  # re-embedded
+    _collection(tmp_path / "c", 5, seed=4, start=300)  # new
+    with coll.writer() as w:
+        w._writing.remove_missing("s", (set(ids) - {ids[3], ids[4]}) | {f"it-{i:05d}" for i in range(300, 305)})  # type: ignore[union-attr]  # removed: ids[3:5]
+    again = sync(coll._store, "v", target)
+    assert (again.new, again.changed, again.removed, again.points) == (5, 3, 2, 303)
+    out = CliRunner().invoke(cli, ["search", str(coll.path), "--image", ids[10], "--where", "n>=9999", "--index", target, "--include-self", "--json"])
+    assert out.exit_code == 0, out.output
+    assert [h["id"] for h in json.loads(out.output)["hits"]] == [ids[0]]

@@ -41,8 +41,25 @@ def _ann(structure: str, codes: str) -> Callable[[Collection], SearchIndex]:
     return make
 
 
+def _qdrant(coll: Collection) -> SearchIndex:
+    """A Qdrant copy in the client's local mode (a folder; no server can run here), synced once."""
+    pytest.importorskip("qdrant_client")
+    from vitrina.index.qdrant import QdrantIndex, sync
+
+    target = f"qdrant:{coll.path / 'qdrant'}#random"
+    if target not in _OPEN:  # the local mode locks its folder: one client per test module
+        report = sync(coll._store, "random", target)
+        assert (report.new, report.points) == (N, N)
+        _OPEN[target] = QdrantIndex(coll._store, "random", target)
+    return _OPEN[target]
+
+
+_OPEN: dict[str, SearchIndex] = {}
+
+
 INDEXES: dict[str, Callable[[Collection], SearchIndex]] = {
     "exact": lambda coll: coll.index_for(),
+    "qdrant-local": _qdrant,
     "ann-ivf-sq8": _ann("ivf", "sq8"),
     "ann-hnsw-fp16": _ann("hnsw", "fp16"),
 }

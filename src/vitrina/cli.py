@@ -236,8 +236,9 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
 @click.option("--batch", "batch_file", type=click.File("r"), help="Run one query per line of this file (- for stdin); prints JSON lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON.")
 @click.option("--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann).")
+@click.option("--index", "index_target", help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.")
 def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alpha: float | None, where: tuple[str, ...], min_score: float | None,
-           limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool, exact: bool = False) -> None:  # fmt: skip
+           limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool, exact: bool = False, index_target: str | None = None) -> None:  # fmt: skip
     """Search COLLECTION by text TERMS, by --image, or both.
 
     \b
@@ -253,7 +254,7 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
     if unknown:
         raise click.UsageError(f"No such option: {unknown[0]}")
     with _errors():
-        coll = open_collection(collection, index="exact" if exact else "auto")
+        coll = open_collection(collection, index="exact" if exact else index_target or "auto")
         common = {"alpha": alpha, "min_score": min_score, "limit": limit, "offset": offset, "include_self": include_self}
         if batch_file is not None:
             lines = [line.strip() for line in batch_file if line.strip()]
@@ -347,6 +348,33 @@ def index_ann(collection: str, space: str | None, structure: str | None, codes: 
     recall = ", ".join(f"{k} {v:.3f}" for k, v in report.recall.items() if k != "sample")
     _stdout().print(f"{how} the {report.kind} index of space {_escape(report.space)}: {report.rows} rows, {report.bytes / 1e6:.1f} MB, "
                     f"{report.seconds:.1f} s; recall@10 {recall}", highlight=False)  # fmt: skip
+
+
+@cli.command("sync", context_settings=CONTEXT)
+@click.argument("collection")
+@click.argument("target")
+@click.option("--space", help="Embedding space (default: the first).")
+@click.option("--shards", type=click.IntRange(1), help="Shards when creating the Qdrant collection (a cluster: about 2 per node).")
+@click.option("--replicas", type=click.IntRange(1), help="Replication factor when creating the Qdrant collection.")
+@click.option("--json", "as_json", is_flag=True)
+def sync_cmd(collection: str, target: str, space: str | None, shards: int | None, replicas: int | None, as_json: bool) -> None:
+    """Copy COLLECTION's vectors and metadata to Qdrant TARGET, incrementally (needs pip install 'vitrina[qdrant]').
+
+    \b
+    vitrina sync maps qdrant+http://localhost:6333/maps
+    vitrina sync maps qdrant:/data/qdrant-local#maps        # the client's local mode (small collections, tests)
+    vitrina search maps "sea monster" --index qdrant+http://localhost:6333/maps"""
+    from .collection import open_collection
+    from .index.qdrant import sync
+
+    with _errors():
+        coll = open_collection(collection)
+        report = sync(coll._store, coll.space(space).name, target, shards=shards, replicas=replicas)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    _stdout().print(f"synced space {_escape(report.space)} to Qdrant collection {_escape(report.collection)}: {report.new} new, {report.changed} changed, "
+                    f"{report.removed} removed, {report.unchanged} unchanged; {report.points} points", highlight=False)  # fmt: skip
 
 
 @cli.command(context_settings=CONTEXT)

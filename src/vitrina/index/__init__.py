@@ -74,9 +74,14 @@ KINDS = ("auto", "exact", "ann")
 
 
 def open_index(store: object, space: str, kind: str = "exact") -> SearchIndex:
-    """The index of one space of an embedded store: ``exact`` (always a full scan), ``ann`` (the
+    """The index of one space of an embedded store: ``exact`` (always a full scan), a Qdrant target (``qdrant+http://HOST:PORT/NAME``,
+    ``qdrant:PATH#NAME``: a collection synced by ``vitrina sync``), ``ann`` (the
     approximate index file beside the vectors, when there is one, fresh and readable; exact
     otherwise: the check costs a stat per search). ``auto`` is ``ann``."""
+    if kind.startswith(("qdrant:", "qdrant+")):
+        from .qdrant import QdrantIndex
+
+        return QdrantIndex(store, space, kind)  # type: ignore[arg-type]
     if kind not in KINDS:
         from ..errors import ConfigError
 
