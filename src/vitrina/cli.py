@@ -250,8 +250,10 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
 @click.option("--space", help="Which embedding space to search (default: the first).")
 @click.option("--batch", "batch_file", type=click.File("r"), help="Run one query per line of this file (- for stdin); prints JSON lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON.")
+@click.option("--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann).")
+@click.option("--index", "index_target", help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.")
 def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alpha: float | None, where: tuple[str, ...], min_score: float | None,
-           limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool) -> None:  # fmt: skip
+           limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool, exact: bool = False, index_target: str | None = None) -> None:  # fmt: skip
     """Search COLLECTION by text TERMS, by --image, or both.
 
     \b
@@ -267,7 +269,7 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
     if unknown:
         raise click.UsageError(f"No such option: {unknown[0]}")
     with _errors():
-        coll = open_collection(collection)
+        coll = open_collection(collection, index="exact" if exact else index_target or "auto")
         common: dict[str, Any] = {"alpha": alpha, "min_score": min_score, "limit": limit, "offset": offset, "include_self": include_self}
         if batch_file is not None:
             lines = [line.strip() for line in batch_file if line.strip()]
@@ -313,6 +315,7 @@ def info(collection: str, check: bool, as_json: bool) -> None:
     for s in data["spaces"]:
         dead = f", {s['dead_rows']} superseded rows" if s["dead_rows"] else ""
         out.print(f"space [bold]{_escape(s['name'])}[/]: {s['vectors']} vectors, {_escape(s['model'])} ({s['dim']} dims{dead})")
+        out.print(f"  index: {_describe_index(s)}", highlight=False)
     if data["failed_by_reason"]:
         out.print("failed: " + ", ".join(f"{r}: {n}" for r, n in sorted(data["failed_by_reason"].items())))
         for f in data["failures"][:10]:
@@ -321,6 +324,72 @@ def info(collection: str, check: bool, as_json: bool) -> None:
         out.print("check: " + ("ok" if not data["problems"] else "; ".join(data["problems"])))
         if data["problems"]:
             sys.exit(1)
+
+
+def _describe_index(s: dict[str, Any]) -> str:
+    ann = s.get("ann")
+    if not ann:
+        return "exact (no approximate index; build one with vitrina index-ann)"
+    if ann["status"] == "stale":
+        return f"exact: the approximate index is stale ({ann['problem']}); rebuild it with vitrina index-ann"
+    recall = ann.get("recall_at_10") or {}
+    measured = ", ".join(f"{k} {v:.3f}" for k, v in recall.items() if k != "sample")
+    behind = f", {ann['behind']} newer rows scanned exactly" if ann["behind"] else ""
+    return f"{s['index']} ({ann['status']}{behind}; recall@10 {measured} on {int(recall.get('sample', 0))} sampled queries; {ann['bytes'] / 1e6:.1f} MB)"
+
+
+@cli.command("index-ann", context_settings=CONTEXT)
+@click.argument("collection")
+@click.option("--space", help="Embedding space (default: the first).")
+@click.option("--structure", type=click.Choice(["ivf", "hnsw"]), help="IVF (default: fast to build, steady recall for text queries) or HNSW.")
+@click.option("--codes", type=click.Choice(["sq8", "fp16", "flat"]), help="Vector codes in the index: int8 (default), float16 or float32; hits are re-ranked from float32 anyway.")
+@click.option("--rebuild", is_flag=True, help="Build from scratch instead of adding the rows appended since the last build.")
+@click.option("--threads", type=click.IntRange(1, 256), help="Build threads (default: all cores).")
+@click.option("--json", "as_json", is_flag=True)
+def index_ann(collection: str, space: str | None, structure: str | None, codes: str | None, rebuild: bool, threads: int | None, as_json: bool) -> None:
+    """Build or update the approximate search index of COLLECTION (needs pip install 'vitrina[ann]').
+
+    A derived file beside the vectors: searches use it while it is fresh, with exact re-ranking,
+    and fall back to an exact scan when it is stale or missing. Stopping a build at any moment
+    leaves the previous index (or none)."""
+    from .collection import open_collection
+
+    with _errors():
+        report = open_collection(collection).build_ann(space, structure=structure, codes=codes, rebuild=rebuild, threads=threads)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    how = "built" if report.rebuilt else f"added {report.added} rows to"
+    recall = ", ".join(f"{k} {v:.3f}" for k, v in report.recall.items() if k != "sample")
+    _stdout().print(f"{how} the {report.kind} index of space {_escape(report.space)}: {report.rows} rows, {report.bytes / 1e6:.1f} MB, "
+                    f"{report.seconds:.1f} s; recall@10 {recall}", highlight=False)  # fmt: skip
+
+
+@cli.command("sync", context_settings=CONTEXT)
+@click.argument("collection")
+@click.argument("target")
+@click.option("--space", help="Embedding space (default: the first).")
+@click.option("--shards", type=click.IntRange(1), help="Shards when creating the Qdrant collection (a cluster: about 2 per node).")
+@click.option("--replicas", type=click.IntRange(1), help="Replication factor when creating the Qdrant collection.")
+@click.option("--json", "as_json", is_flag=True)
+def sync_cmd(collection: str, target: str, space: str | None, shards: int | None, replicas: int | None, as_json: bool) -> None:
+    """Copy COLLECTION's vectors and metadata to Qdrant TARGET, incrementally (needs pip install 'vitrina[qdrant]').
+
+    \b
+    vitrina sync maps qdrant+http://localhost:6333/maps
+    vitrina sync maps qdrant:/data/qdrant-local#maps        # the client's local mode (small collections, tests)
+    vitrina search maps "sea monster" --index qdrant+http://localhost:6333/maps"""
+    from .collection import open_collection
+    from .index.qdrant import sync
+
+    with _errors():
+        coll = open_collection(collection)
+        report = sync(coll._store, coll.space(space).name, target, shards=shards, replicas=replicas)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    _stdout().print(f"synced space {_escape(report.space)} to Qdrant collection {_escape(report.collection)}: {report.new} new, {report.changed} changed, "
+                    f"{report.removed} removed, {report.unchanged} unchanged; {report.points} points", highlight=False)  # fmt: skip
 
 
 @cli.command(context_settings=CONTEXT)

@@ -44,16 +44,19 @@ class ImageLimits:
 
 
 def open_collection(
-    name_or_path: str | os.PathLike[str], *, create: bool = False, home: Path | None = None, embedder: Embedder | None = None, limits: ImageLimits | None = None
+    name_or_path: str | os.PathLike[str], *, create: bool = False, home: Path | None = None, embedder: Embedder | None = None, limits: ImageLimits | None = None,
+    index: str = "auto",
 ) -> Collection:
     """Open a collection by name (under $VITRINA_HOME) or path. ``embedder`` overrides the model
-    recorded in the collection (it must produce the same space)."""
-    return Collection(resolve_collection(name_or_path, home), create=create, embedder=embedder, limits=limits)
+    recorded in the collection (it must produce the same space). ``index``: ``auto`` (the
+    approximate index where one is built and fresh, else exact) or ``exact``."""
+    return Collection(resolve_collection(name_or_path, home), create=create, embedder=embedder, limits=limits, index=index)
 
 
 class Collection:
-    def __init__(self, path: Path, *, create: bool = False, embedder: Embedder | None = None, limits: ImageLimits | None = None):
+    def __init__(self, path: Path, *, create: bool = False, embedder: Embedder | None = None, limits: ImageLimits | None = None, index: str = "auto"):
         self.path = path
+        self.index_kind = index
         self.name = path.name
         self.limits = limits or ImageLimits()
         with disk_full_as_error(path, self.name):  # creating (or upgrading) it writes
@@ -311,6 +314,19 @@ class Collection:
         self._indexes.clear()
         return report
 
+    def build_ann(self, space: str | None = None, *, structure: str | None = None, codes: str | None = None, rebuild: bool = False,
+                  threads: int | None = None, queries: np.ndarray | None = None, progress: ProgressCallback | None = None) -> Any:  # fmt: skip
+        """Build (or bring up to date) the approximate index of a space: a derived file beside
+        its vectors (see ``vitrina.index.ann``). Searches use it once it is written; a kill
+        meanwhile leaves the previous index, or exact search."""
+        from .index.ann import AnnParams, build_ann
+
+        params = None
+        if structure or codes:
+            defaults = AnnParams()
+            params = AnnParams(structure=structure or defaults.structure, codes=codes or defaults.codes)
+        return build_ann(self._store, self.space(space).name, params, rebuild=rebuild, threads=threads, queries=queries, progress=progress)
+
     # -- searching ----------------------------------------------------------------------------
 
     def search(
@@ -356,7 +372,7 @@ class Collection:
         """The search index of a space (see ``vitrina.index``)."""
         name = self.space(space).name
         if name not in self._indexes:
-            self._indexes[name] = open_index(self._store, name)
+            self._indexes[name] = open_index(self._store, name, self.index_kind)
         return self._indexes[name]
 
     def _rank(self, sp: Space, qmat: np.ndarray, queries: Sequence[Query], excluded: Sequence[set[str]]) -> list[Hits]:
@@ -473,6 +489,12 @@ class Collection:
         """(ids, vectors) of every item embedded in ``space``, the vectors as one float32 array."""
         return self.index_for(space).matrix()
 
+    def _index_info(self, space: str) -> dict[str, Any]:
+        from .index.ann import AnnIndex
+
+        described = AnnIndex(self._store, space).describe()
+        return {"index": described["kind"], **({"ann": described["ann"]} if "ann" in described else {})}
+
     def __len__(self) -> int:
         return sum(self._store.count_items().values())
 
@@ -518,7 +540,7 @@ class Collection:
             "failures": [{"id": f["id"], "reason": f["reason"], "detail": f["detail"]} for f in failures[:20]],
             "spaces": [
                 {"name": s.name, "model": s.fingerprint.spec, "revision": s.fingerprint.revision, "dim": s.fingerprint.dim,
-                 "vectors": s.live, "dead_rows": s.rows - s.live, "preprocessing": s.fingerprint.preprocessing, "index": "exact"}
+                 "vectors": s.live, "dead_rows": s.rows - s.live, "preprocessing": s.fingerprint.preprocessing, **self._index_info(s.name)}
                 for s in self._store.spaces()
             ],  # fmt: skip
             "schema_version": self._store.schema_version(),

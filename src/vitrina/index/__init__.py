@@ -4,7 +4,9 @@ among the items passing these filters" in item ids, never in rows or SQL.
 ``Collection`` builds query vectors and turns matches into hits; an index only ranks. Today's
 implementation is ``exact`` (a matrix product over the memory-mapped vectors of the embedded
 store); approximate indexes and remote engines implement the same protocol, and the congruence
-tests (tests/test_congruence.py) hold every implementation to the same answers.
+tests (tests/test_congruence.py) hold every implementation to the same answers: ``ann`` (a faiss
+index file beside the vectors, candidates re-ranked exactly, see ann.py) and ``qdrant`` (a
+derived Qdrant collection, see qdrant.py).
 """
 
 from __future__ import annotations
@@ -71,12 +73,26 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, 1)
 
 
+KINDS = ("auto", "exact", "ann")
+
+
 def open_index(store: object, space: str, kind: str = "exact") -> SearchIndex:
-    """The index of one space of an embedded store."""
-    if kind != "exact":
+    """The index of one space of an embedded store: ``exact`` (always a full scan), a Qdrant target (``qdrant+http://HOST:PORT/NAME``,
+    ``qdrant:PATH#NAME``: a collection synced by ``vitrina sync``), ``ann`` (the
+    approximate index file beside the vectors, when there is one, fresh and readable; exact
+    otherwise: the check costs a stat per search). ``auto`` is ``ann``."""
+    if kind.startswith(("qdrant:", "qdrant+")):
+        from .qdrant import QdrantIndex
+
+        return QdrantIndex(store, space, kind)  # type: ignore[arg-type]
+    if kind not in KINDS:
         from ..errors import ConfigError
 
-        raise ConfigError(f"Unknown index kind {kind!r}; known: exact.")
+        raise ConfigError(f"Unknown index kind {kind!r}; known: {', '.join(KINDS)}.")
     from .exact import ExactIndex
 
+    if kind in ("auto", "ann"):
+        from .ann import AnnIndex
+
+        return AnnIndex(store, space)  # type: ignore[arg-type, return-value]
     return ExactIndex(store, space)  # type: ignore[arg-type]

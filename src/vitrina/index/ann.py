@@ -1,0 +1,466 @@
+"""Approximate search for the embedded store: a derived faiss index beside the vectors.
+
+    spaces/<space>.f32    the vectors: the source of truth
+    spaces/<space>.ann    derived: a 4096-byte header (magic + JSON stamp) then a faiss index
+
+The index only proposes *candidates*; every candidate is re-scored against the stored float32
+vectors, so the scores of the hits are the exact cosine and the filters hold exactly. The index
+holds compact codes (int8 by default, float16 or float32 on request), so serving needs the codes
+and the graph in memory, not the float32 file: only the candidates' rows are read from it.
+
+The stamp says what the index was built from: the space generation, the number of rows, a
+checksum of sampled rows, the faiss parameters and the recall@10 measured at build time. An
+index whose stamp no longer fits the space (re-embedded, truncated, replaced) is ignored with a
+notice and search is exact. Rows appended since the build (the "tail") are scanned exactly and
+merged, so a fresh ingest is searchable at once; ``vitrina index-ann`` adds them to the index.
+Dead rows (re-embedded or removed items) and filtered-out items are excluded inside the faiss
+search by a bitmap; a highly selective filter skips the index and ranks the allowed rows exactly.
+
+Building writes a temporary file and renames it over the old one, so a kill at any moment
+leaves the old index (or none) and the collection searchable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..files import fsync_dir
+from ..filters import Filter
+from ..store import Space, Store, _fault_point
+from . import Matches, top_k
+from .exact import ExactIndex
+
+log = logging.getLogger("vitrina.index")
+
+MAGIC = b"VITRINA-ANN\n"
+HEADER_SIZE = 4096
+FORMAT = 1
+CODES = {"sq8": "SQ8", "fp16": "SQfp16", "flat": "Flat"}
+
+
+@dataclass
+class AnnParams:
+    """How the index is built and searched. ``oversample``: candidates fetched per wanted hit
+    (re-ranked exactly); ``exact_below``: rank exactly when at most this many items pass the
+    filters; ``selective``: ... or when at most this fraction of the items passes."""
+
+    structure: str = "ivf"  # ivf | hnsw (see docs/search-index.md)
+    codes: str = "sq8"  # sq8 | fp16 | flat
+    m: int = 32  # HNSW links per node
+    ef_construction: int = 80
+    ef_search: int = 128
+    nlist: int = 0  # IVF lists; 0 = about 4 * sqrt(rows)
+    nprobe: int = 48
+    oversample: int = 8
+    min_candidates: int = 100
+    exact_below: int = 20_000
+    selective: float = 0.02
+
+    def spec(self, rows: int) -> str:
+        if self.codes not in CODES:
+            raise ConfigError(f"Unknown vector codes {self.codes!r}; use one of {', '.join(CODES)}.")
+        if self.structure == "hnsw":
+            return f"HNSW{self.m},{CODES[self.codes]}"
+        if self.structure == "ivf":
+            return f"IVF{self.lists(rows)},{CODES[self.codes]}"
+        raise ConfigError(f"Unknown ANN structure {self.structure!r}; use hnsw or ivf.")
+
+    def lists(self, rows: int) -> int:
+        return self.nlist or int(max(16, min(65536, 4 * np.sqrt(max(rows, 1)))))
+
+    @property
+    def kind(self) -> str:
+        return f"{self.structure}-{self.codes}"
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise ConfigError("Approximate search needs faiss: pip install 'vitrina[ann]'.") from e
+    return faiss
+
+
+def ann_path(store: Store, space: str) -> Path:
+    return store.path / "spaces" / f"{space}.ann"
+
+
+def checksum(vectors: np.ndarray, rows: int) -> str:
+    """A digest of ~257 evenly spaced rows (and the row count): cheap to check when opening."""
+    h = hashlib.blake2b(str((rows, vectors.shape[1])).encode(), digest_size=16)
+    if rows:
+        for r in np.unique(np.linspace(0, rows - 1, 257).astype(np.int64)):
+            h.update(np.ascontiguousarray(vectors[r]).tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class _Loaded:
+    stamp: dict[str, Any]
+    index: Any  # a faiss index over rows [0, stamp["rows"])
+    key: tuple[int, int, int] = (0, 0, 0)  # (inode, size, mtime_ns) of the file it came from
+    verified: tuple[Any, int] | None = None  # (generation, rows) its checksum was checked against
+    problem: str | None = None  # why it cannot be used with the space as it is now
+    notes: set[str] = field(default_factory=set)
+
+
+class AnnIndex:
+    """The ``SearchIndex`` of a space with an approximate index file; exact when there is none,
+    or when it is stale (see the module docstring)."""
+
+    def __init__(self, store: Store, space: str, params: AnnParams | None = None, path: Path | None = None):
+        self.store = store
+        self.space_name = space
+        self._path = path
+        self.exact = ExactIndex(store, space)
+        self.overrides = params  # search-time settings; None: as stamped in the file
+        self._loaded: _Loaded | None = None
+        self._missing_key: object = None
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        loaded = self._load(self.store.space(self.space_name))
+        return "exact" if loaded is None else f"ann:{loaded.stamp['params']['structure']}-{loaded.stamp['params']['codes']}"
+
+    @property
+    def path(self) -> Path:
+        return self._path or ann_path(self.store, self.space_name)
+
+    # -- delegated ----------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return self.exact.count()
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.exact.vectors(ids)
+
+    def matrix(self) -> tuple[list[str], np.ndarray]:
+        return self.exact.matrix()
+
+    # -- the file -----------------------------------------------------------------------------
+
+    def _load(self, sp: Space) -> _Loaded | None:
+        """The index file as it is now, checked against the space (None: no usable index)."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._loaded = None
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._loaded is None or self._loaded.key != key:
+            try:
+                stamp, index = read_ann(self.path)
+                self._loaded = _Loaded(stamp, index, key)
+            except Exception as e:  # a damaged derived file: never fatal, search is exact
+                if self._missing_key != key:
+                    log.warning("Ignoring the approximate index %s (%s); searching exactly. Rebuild it with `vitrina index-ann`.", self.path, e)
+                    self._missing_key = key
+                return None
+        loaded = self._loaded
+        if loaded.verified != (sp.generation, sp.rows):
+            loaded.problem = self._problem(loaded, sp)
+            loaded.verified = (sp.generation, sp.rows)
+            if loaded.problem and loaded.problem not in loaded.notes:
+                loaded.notes.add(loaded.problem)
+                log.warning("The approximate index of space %r is stale (%s); searching exactly. Rebuild it with `vitrina index-ann`.", sp.name, loaded.problem)
+        return None if loaded.problem else loaded
+
+    def _problem(self, loaded: _Loaded, sp: Space) -> str | None:
+        stamp = loaded.stamp
+        if stamp.get("space") != sp.name or stamp.get("dim") != sp.fingerprint.dim:
+            return "built for another space"
+        if stamp.get("generation") != sp.generation:
+            return "the space was re-embedded since"
+        if sp.rows < stamp["rows"]:
+            return f"built from {stamp['rows']} rows, the space has {sp.rows}"
+        vectors = self.store.vector_file(sp).matrix(sp.rows)
+        if checksum(vectors, stamp["rows"]) != stamp.get("checksum"):
+            return "the vectors differ from those it was built from"
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Kind, freshness and measured recall, for ``vitrina info``."""
+        sp = self.store.space(self.space_name)
+        if not self.path.exists():
+            return {"kind": "exact"}
+        loaded = self._load(sp)
+        if loaded is None:
+            problem = self._loaded.problem if self._loaded is not None else "unreadable"
+            return {"kind": "exact", "ann": {"status": "stale", "problem": problem, "path": str(self.path)}}
+        stamp = loaded.stamp
+        behind = sp.rows - stamp["rows"]
+        return {
+            "kind": f"ann:{stamp['params']['structure']}-{stamp['params']['codes']}",
+            "ann": {"status": "fresh" if behind == 0 else "behind", "rows": stamp["rows"], "behind": behind, "built_at": stamp.get("built_at"),
+                    "recall_at_10": stamp.get("recall"), "bytes": self.path.stat().st_size, "params": stamp["params"]},
+        }  # fmt: skip
+
+    # -- searching ----------------------------------------------------------------------------
+
+    def search(
+        self,
+        queries: np.ndarray,
+        *,
+        filters: Sequence[Filter] = (),
+        exclude: Sequence[Collection[str]] = (),
+        limit: int = 10,
+        offset: int = 0,
+        min_score: float | None = None,
+    ) -> list[Matches]:
+        sp = self.store.space(self.space_name)
+        loaded = self._load(sp)
+        if loaded is None:
+            return self.exact.search(queries, filters=filters, exclude=exclude, limit=limit, offset=offset, min_score=min_score)
+        params = self.overrides or AnnParams(**loaded.stamp["params"])
+        return _search(self.exact, loaded.index, loaded.stamp["rows"], params, queries, filters, exclude, limit, offset, min_score)
+
+
+def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, queries: np.ndarray, filters: Sequence[Filter],
+            exclude: Sequence[Collection[str]], limit: int, offset: int, min_score: float | None) -> list[Matches]:  # fmt: skip
+    """Candidates from ``index`` (rows below ``indexed``) plus every row past it, re-ranked exactly."""
+    faiss = _faiss()
+    queries = np.ascontiguousarray(np.atleast_2d(np.asarray(queries, np.float32)))
+    sp, rid_of_row = exact._current()
+    store = exact.store
+    vectors = store.vector_file(sp).matrix(sp.rows)
+    allowed: np.ndarray | None = None
+    if filters:
+        allowed = store.filter_mask(filters)[rid_of_row]
+    elif sp.live < sp.rows:
+        allowed = rid_of_row >= 0
+    considered = sp.live if allowed is None else int(allowed.sum())
+    excluded_rows: list[np.ndarray] = []
+    for col in range(len(queries)):
+        ids = list(exclude[col]) if col < len(exclude) else []
+        found = list(store.rows_of(sp.name, ids).values()) if ids else []
+        excluded_rows.append(np.asarray([r for r in found if r < sp.rows], np.int64))
+    need = offset + limit
+    most_excluded = max((len(r) for r in excluded_rows), default=0)
+    selective = considered <= max(params.exact_below, params.selective * sp.live)
+    if (selective or need + most_excluded >= considered) and considered > sp.rows // 4:
+        return exact.search(queries, filters=filters, exclude=exclude, limit=limit, offset=offset, min_score=min_score)  # one product beats a gather
+    if selective or need + most_excluded >= considered:
+        # Few items pass: rank them all exactly (the index would have to visit most of itself).
+        everything = np.flatnonzero(allowed) if allowed is not None else np.arange(sp.rows)
+        pool: np.ndarray | None = everything
+        candidates: list[np.ndarray] = [everything] * len(queries)
+    else:
+        pool = None
+        k = min(indexed, max(params.min_candidates, params.oversample * (need + most_excluded)))
+        sel = None
+        if allowed is not None:
+            bits = np.packbits(allowed[:indexed], bitorder="little")
+            sel = faiss.IDSelectorBitmap(indexed, faiss.swig_ptr(bits))
+        fraction = considered / max(sp.live, 1)
+        if params.structure == "ivf":
+            nprobe = min(params.lists(indexed), int(params.nprobe / max(fraction, 0.1)))
+            search_params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
+        else:
+            search_params = faiss.SearchParametersHNSW(sel=sel, efSearch=int(max(params.ef_search, k) / max(fraction, 0.1)))
+        _, found = index.search(queries, k, params=search_params)
+        tail = np.arange(indexed, sp.rows)
+        if allowed is not None:
+            tail = tail[allowed[indexed:]]
+        candidates = [np.concatenate([f[f >= 0], tail]) for f in found]
+    out: list[Matches] = []
+    picked: dict[int, int] = {}
+    ranked: list[tuple[np.ndarray, np.ndarray]] = []
+    pool_scores: np.ndarray | None = None
+    for col, cand in enumerate(candidates):
+        if pool is not None:  # one gather of the allowed rows for the whole batch
+            if pool_scores is None:
+                pool_scores = queries @ np.asarray(vectors[pool]).T
+            rows, scores = pool, pool_scores[col].copy()
+        else:
+            rows = np.unique(cand)
+            scores = np.asarray(vectors[rows]) @ queries[col]
+        if allowed is not None:
+            scores[~allowed[rows]] = -np.inf
+        if len(excluded_rows[col]):
+            scores[np.isin(rows, excluded_rows[col])] = -np.inf
+        order = top_k(scores, need)[0][offset:]
+        ranked.append((rows[order], scores[order]))
+        for r in rows[order]:
+            picked[int(r)] = int(rid_of_row[r])
+    names = store.ids_of_rids([rid for rid in set(picked.values()) if rid >= 0])
+    for rows, scores in ranked:
+        m = Matches(considered=considered)
+        for r, score in zip(rows.tolist(), scores.tolist()):
+            if score == -np.inf or (min_score is not None and score < min_score):
+                continue
+            name = names.get(int(rid_of_row[r]))
+            if name is not None:
+                m.ids.append(name)
+                m.scores.append(float(score))
+        out.append(m)
+    return out
+
+
+# -- building -----------------------------------------------------------------------------------
+
+
+def read_ann(path: Path) -> tuple[dict[str, Any], Any]:
+    faiss = _faiss()
+    with open(path, "rb") as f:
+        header = f.read(HEADER_SIZE)
+        if not header.startswith(MAGIC) or len(header) < HEADER_SIZE:
+            raise ValueError("not a vitrina ANN file")
+        stamp = json.loads(header[len(MAGIC) :].decode().strip())
+        if stamp.get("format", 0) > FORMAT:
+            raise ValueError(f"ANN format {stamp['format']} is newer than this vitrina reads")
+        index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+    if index.ntotal != stamp["rows"]:
+        raise ValueError(f"the index holds {index.ntotal} rows, its stamp says {stamp['rows']}")
+    return stamp, index
+
+
+def _write_ann(path: Path, stamp: dict[str, Any], index: Any) -> None:
+    """Header + index into a temporary file, fsynced, renamed over ``path``: all or nothing."""
+    faiss = _faiss()
+    header = MAGIC + json.dumps(stamp).encode()
+    if len(header) > HEADER_SIZE - 1:
+        raise ValueError("ANN stamp too long")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header.ljust(HEADER_SIZE - 1) + b"\n")
+            writer = faiss.PyCallbackIOWriter(f.write)
+            faiss.write_index(index, writer)
+            del writer
+            f.flush()
+            _fault_point("ann_before_fsync")
+            os.fsync(f.fileno())
+        _fault_point("ann_before_rename")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+@dataclass
+class AnnReport:
+    space: str
+    kind: str
+    rows: int
+    added: int
+    rebuilt: bool
+    seconds: float
+    bytes: int
+    recall: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebuild: bool = False, threads: int | None = None,
+              sample: int = 200, queries: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None,
+              path: Path | None = None) -> AnnReport:  # fmt: skip
+    """Build the index of ``space`` from its vectors, or add the rows appended since the last
+    build (same generation, same parameters, few dead rows). ``queries``: real query vectors
+    (e.g. embedded captions) to measure recall on, besides stored and off-cloud ones."""
+    faiss = _faiss()
+    started = time.perf_counter()
+    if threads:
+        faiss.omp_set_num_threads(threads)
+    path = path or ann_path(store, space)
+    for stray in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed build
+        stray.unlink(missing_ok=True)
+    sp = store.space(space)
+    vectors = store.vector_file(sp).matrix(sp.rows)
+    index = None
+    start = 0
+    if not rebuild and path.exists():
+        try:
+            stamp, old = read_ann(path)
+        except Exception:
+            stamp, old = None, None
+        if stamp is not None:
+            same = stamp.get("generation") == sp.generation and stamp["rows"] <= sp.rows and checksum(vectors, stamp["rows"]) == stamp.get("checksum")
+            wanted = params is None or AnnParams(**stamp["params"]).spec(stamp["rows"]) == params.spec(stamp["rows"])
+            dead = (sp.rows - sp.live) / max(sp.rows, 1)
+            grow = params is None or params.structure != "ivf" or sp.rows <= 2 * stamp["rows"]  # IVF lists are trained once
+            if same and wanted and dead < 0.2 and grow:
+                params = params or AnnParams(**stamp["params"])
+                index, start = old, stamp["rows"]
+    params = params or AnnParams()
+    if index is None:
+        index = faiss.index_factory(sp.fingerprint.dim, params.spec(sp.rows), faiss.METRIC_INNER_PRODUCT)
+        if params.structure == "hnsw":
+            index.hnsw.efConstruction = params.ef_construction
+        if not index.is_trained:
+            rng = np.random.default_rng(0)
+            live = np.flatnonzero(_live_rows(store, sp))
+            train = np.sort(rng.choice(live, min(len(live), max(100_000, 40 * params.lists(sp.rows))), replace=False))
+            index.train(np.ascontiguousarray(vectors[train]))
+    chunk = 50_000
+    for s in range(start, sp.rows, chunk):
+        index.add(np.ascontiguousarray(vectors[s : min(sp.rows, s + chunk)]))
+        _fault_point("ann_after_chunk")
+        if progress:
+            progress(min(sp.rows, s + chunk) - start, sp.rows - start)
+    stamp = {"format": FORMAT, "space": sp.name, "dim": sp.fingerprint.dim, "generation": sp.generation, "rows": sp.rows,
+             "checksum": checksum(vectors, sp.rows), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "params": params.__dict__,
+             "faiss": faiss.__version__}  # fmt: skip
+    stamp["recall"] = measure_recall(store, sp, index, params, sample=sample, queries=queries)
+    _write_ann(path, stamp, index)
+    return AnnReport(sp.name, params.kind, sp.rows, sp.rows - start, start == 0, time.perf_counter() - started, path.stat().st_size, stamp["recall"])
+
+
+def _live_rows(store: Store, sp: Space) -> np.ndarray:
+    live = np.ones(sp.rows, bool)
+    if sp.live < sp.rows:
+        live[store.dead_rows(sp.name)] = False
+    return live
+
+
+def off_cloud(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Text-like probes from stored vectors: moved off the image cloud by one fixed offset (the
+    modality gap: orthogonal to the mean image, as large as the spread) plus noise, so that their
+    best cosine is ~0.5 as for text queries rather than ~1 as for a stored image."""
+    rng = np.random.default_rng(seed)
+    mean = vectors.mean(0)
+    gap: np.ndarray = rng.standard_normal((vectors.shape[1],)).astype(np.float32)
+    unit_mean = mean / max(np.linalg.norm(mean), 1e-9)
+    gap -= (gap @ unit_mean) * unit_mean
+    gap = gap / np.float32(np.linalg.norm(gap))
+    noise = rng.standard_normal(vectors.shape).astype(np.float32) * (0.5 / np.sqrt(vectors.shape[1]))
+    probes = (vectors - 0.6 * mean) + 1.0 * gap + noise
+    return (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
+
+
+def measure_recall(store: Store, sp: Space, index: Any, params: AnnParams, *, sample: int = 200, queries: np.ndarray | None = None, k: int = 10) -> dict[str, float]:
+    """recall@k of the index (with its re-ranking) against exact search, on stored vectors
+    ("image"), on off-cloud probes built from them ("text-like") and on ``queries`` ("given")."""
+    exact = ExactIndex(store, sp.name)
+    live = np.flatnonzero(_live_rows(store, sp))
+    if len(live) == 0:
+        return {}
+    rng = np.random.default_rng(7)
+    rows = np.sort(rng.choice(live, min(sample, len(live)), replace=False))
+    vectors = store.vector_file(sp).matrix(sp.rows)
+    stored = np.ascontiguousarray(vectors[rows], np.float32)
+    sets = {"image": stored, "text-like": off_cloud(stored)}
+    if queries is not None and len(queries):
+        sets["given"] = np.asarray(queries, np.float32)
+    timing = AnnParams(**{**params.__dict__, "exact_below": 0, "selective": 0.0})  # measure the index, not the fallback
+    out: dict[str, float] = {"sample": float(len(rows))}
+    for name, qs in sets.items():
+        want = exact.search(qs, limit=k)
+        got = _search(exact, index, index.ntotal, timing, qs, (), (), k, 0, None)
+        out[name] = round(float(np.mean([len(set(g.ids) & set(w.ids)) / max(len(w.ids), 1) for g, w in zip(got, want)])), 4)
+    return out

@@ -1,0 +1,245 @@
+"""Qdrant as a derived copy of a space: ``vitrina sync`` pushes vectors and normalised metadata,
+``QdrantIndex`` searches through it and answers in the same ``Matches``.
+
+Targets: ``qdrant+http://HOST:PORT/NAME`` (or https), ``qdrant:PATH#NAME`` (the client's local
+mode, a folder) and ``qdrant::memory:#NAME`` (tests). The SQLite store stays the source of truth.
+
+Points: id = the item's ``rid``; vector = its stored vector; payload = ``{"id": item id, "_d":
+digest}`` plus, for every filterable key, the key's normal values (filters.py) as three lists:
+``t_<h>`` casefolded texts, ``n_<h>`` first numbers, ``v_<h>`` whole-text numbers, where ``<h>`` is
+a hash of the key (metadata keys may hold characters that Qdrant's JSON paths do not accept).
+So ``=`` is "some text equals, or some v equals"; ``!=`` its negation ("no value equals", an item
+without the key passes); ``<``..``>=`` with a number a range over ``n_<h>``. Substring ``~`` and
+ordering by text have no exact Qdrant equivalent: they are resolved in the store's SQL index
+and sent as a ``has_id`` condition.
+
+Sync is incremental and resumable: each point carries a digest of its row, space generation and
+values; a sync scrolls the digests, upserts what differs (new, re-embedded, metadata changed),
+deletes points of items that are gone, every write with ``wait=True``, and ends by checking that
+Qdrant counts as many points as the space has vectors. A killed sync is finished by the next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, VitrinaError
+from ..filters import COLUMNS, Filter, normal_values
+from ..store import Store, _fault_point, _in
+from . import Matches
+from .exact import ExactIndex
+
+
+class SyncError(VitrinaError):
+    pass
+
+
+def _qdrant() -> Any:
+    try:
+        import qdrant_client
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise ConfigError("Qdrant needs its client: pip install 'vitrina[qdrant]'.") from e
+    return qdrant_client
+
+
+def is_target(text: str) -> bool:
+    return text.startswith(("qdrant:", "qdrant+http://", "qdrant+https://"))
+
+
+def connect(target: str, default_name: str) -> tuple[Any, str]:
+    """(client, collection name) for a target string (see the module docstring)."""
+    qc = _qdrant()
+    if target.startswith(("qdrant+http://", "qdrant+https://")):
+        url = target[len("qdrant+") :]
+        scheme, _, rest = url.partition("://")
+        host, _, name = rest.partition("/")
+        return qc.QdrantClient(url=f"{scheme}://{host}", timeout=60), (name.strip("/") or default_name)
+    if target.startswith("qdrant:"):
+        where, _, name = target[len("qdrant:") :].partition("#")
+        if where == ":memory:":
+            return qc.QdrantClient(location=":memory:"), (name or default_name)
+        return qc.QdrantClient(path=where), (name or default_name)
+    raise ConfigError(f"{target!r} is not a Qdrant target: use qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.")
+
+
+def field(kind: str, key: str) -> str:
+    return f"{kind}_{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}"
+
+
+def _payload(item_id: str, columns: dict[str, str], values: list[tuple[str, str, float | None, float | None]], row: int, generation: Any) -> dict[str, Any]:
+    per_key: dict[str, list[tuple[str, float | None, float | None]]] = {}
+    for key, text, num, val in values:
+        if key not in COLUMNS:
+            per_key.setdefault(key, []).append((text, num, val))
+    for key, value in columns.items():
+        per_key[key] = [(v.text, v.num, v.val) for v in normal_values(value)]
+    payload: dict[str, Any] = {"id": item_id}
+    for key, vals in per_key.items():
+        payload[field("t", key)] = [t for t, _, _ in vals]
+        payload[field("n", key)] = [n for _, n, _ in vals if n is not None]
+        payload[field("v", key)] = [v for _, _, v in vals if v is not None]
+    digest = hashlib.blake2b(json.dumps([row, generation, payload], sort_keys=True).encode(), digest_size=12).hexdigest()
+    payload["_d"] = digest
+    return payload
+
+
+@dataclass
+class SyncReport:
+    target: str
+    collection: str
+    space: str
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    points: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sync(store: Store, space: str, target: str, *, batch: int = 256, shards: int | None = None, replicas: int | None = None) -> SyncReport:
+    """Bring the Qdrant copy of ``space`` up to date (see the module docstring)."""
+    qc = _qdrant()
+    models = qc.models
+    sp = store.space(space)
+    client, name = connect(target, f"{store.name}-{sp.name}")
+    report = SyncReport(target, name, sp.name)
+    try:
+        if not client.collection_exists(name):
+            client.create_collection(
+                name, vectors_config=models.VectorParams(size=sp.fingerprint.dim, distance=models.Distance.COSINE),
+                shard_number=shards, replication_factor=replicas,
+            )  # fmt: skip
+        else:
+            size = client.get_collection(name).config.params.vectors.size
+            if size != sp.fingerprint.dim:
+                raise SyncError(f"Qdrant collection {name!r} holds {size}-dimensional vectors; space {sp.name!r} has {sp.fingerprint.dim}. Sync to another name.")
+        known: dict[int, str] = {}
+        offset = None
+        while True:
+            points, offset = client.scroll(name, limit=2048, offset=offset, with_payload=["_d"], with_vectors=False)
+            known.update({int(p.id): (p.payload or {}).get("_d", "") for p in points})
+            if offset is None:
+                break
+        vectors = store.vector_file(sp).matrix(sp.rows)
+        seen: set[int] = set()
+        cursor = store.db.execute(
+            "SELECT v.rid, v.row, i.id, i.source, i.image, i.context FROM vectors v JOIN items i ON i.rid = v.rid WHERE v.space = ? AND v.row < ? ORDER BY v.rid",
+            (sp.name, sp.rows),
+        )
+        while chunk := cursor.fetchmany(batch):
+            rids = [r[0] for r in chunk]
+            values: dict[int, list[tuple[str, str, float | None, float | None]]] = {}
+            for rid, key, text, num, val in store.db.execute(f"SELECT rid, key, text, num, val FROM item_values WHERE rid IN ({_in(len(rids))})", rids):
+                values.setdefault(rid, []).append((key, text, num, val))
+            upserts = []
+            for rid, row, item_id, source, image, context in chunk:
+                seen.add(rid)
+                payload = _payload(item_id, {"id": item_id, "source": source, "image": image, "context": context}, values.get(rid, []), row, sp.generation)
+                if known.get(rid) == payload["_d"]:
+                    report.unchanged += 1
+                    continue
+                if rid in known:
+                    report.changed += 1
+                else:
+                    report.new += 1
+                upserts.append(models.PointStruct(id=rid, vector=np.asarray(vectors[row], np.float32).tolist(), payload=payload))
+            if upserts:
+                client.upsert(name, points=upserts, wait=True)
+                _fault_point("qdrant_after_batch")
+        gone = sorted(set(known) - seen)
+        for i in range(0, len(gone), 1000):
+            client.delete(name, points_selector=models.PointIdsList(points=gone[i : i + 1000]), wait=True)
+        report.removed = len(gone)
+        report.points = client.count(name, exact=True).count
+        if report.points != sp.live:
+            raise SyncError(f"After the sync Qdrant collection {name!r} counts {report.points} points but space {sp.name!r} has {sp.live} vectors; run the sync again.")
+    finally:
+        client.close()
+    return report
+
+
+class QdrantIndex:
+    """``SearchIndex`` over a synced Qdrant collection; vectors and counts come from the store."""
+
+    kind = "qdrant"
+
+    def __init__(self, store: Store, space: str, target: str, client: Any = None, name: str | None = None):
+        self.store = store
+        self.space_name = space
+        self.exact = ExactIndex(store, space)
+        if client is None:
+            client, name = connect(target, f"{store.name}-{space}")
+        self.client, self.name = client, name or f"{store.name}-{space}"
+
+    def count(self) -> int:
+        return self.exact.count()
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.exact.vectors(ids)
+
+    def matrix(self) -> tuple[list[str], np.ndarray]:
+        return self.exact.matrix()
+
+    def translate(self, filters: Sequence[Filter]) -> Any:
+        """vitrina filters -> a Qdrant filter with the reference semantics (None: no filter)."""
+        models = _qdrant().models
+        must: list[Any] = []
+        must_not: list[Any] = []
+        for f in filters:
+            operand = f.value.casefold()
+            if f.op in ("=", "!="):
+                alternatives: list[Any] = [models.FieldCondition(key=field("t", f.key), match=models.MatchValue(value=operand))]
+                if f.operand_val is not None:
+                    alternatives.append(models.FieldCondition(key=field("v", f.key), range=models.Range(gte=f.operand_val, lte=f.operand_val)))
+                (must if f.op == "=" else must_not).append(models.Filter(should=alternatives))
+            elif f.op != "~" and f.operand_number is not None:
+                bound = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}[f.op]
+                must.append(models.FieldCondition(key=field("n", f.key), range=models.Range(**{bound: f.operand_number})))
+            else:  # substring or text ordering: exact in the store's index, sent as ids
+                size = int(self.store.db.execute("SELECT coalesce(max(rid), 0) FROM items").fetchone()[0]) + 2
+                rids = self.store._matching_rids([f], size)
+                must.append(models.HasIdCondition(has_id=sorted({int(r) for r in rids})))
+        if not must and not must_not:
+            return None
+        return models.Filter(must=must or None, must_not=must_not or None)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        *,
+        filters: Sequence[Filter] = (),
+        exclude: Sequence[Collection[str]] = (),
+        limit: int = 10,
+        offset: int = 0,
+        min_score: float | None = None,
+    ) -> list[Matches]:
+        models = _qdrant().models
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        sp, rid_of_row = self.exact._current()
+        base = self.translate(filters)
+        considered = self.client.count(self.name, count_filter=base, exact=True).count
+        out = []
+        for col, q in enumerate(queries):
+            ids = list(exclude[col]) if col < len(exclude) else []
+            qfilter = base
+            if ids:
+                rows = [r for r in self.store.rows_of(sp.name, ids).values() if r < sp.rows]
+                rids = [int(rid_of_row[r]) for r in rows if rid_of_row[r] >= 0]
+                if rids:
+                    qfilter = models.Filter(must=[base] if base is not None else None, must_not=[models.HasIdCondition(has_id=rids)])
+            found = self.client.query_points(self.name, query=q.tolist(), limit=limit, offset=offset, query_filter=qfilter,
+                                             score_threshold=min_score, with_payload=["id"], with_vectors=False).points  # fmt: skip
+            m = Matches(considered=considered)
+            for p in found:
+                m.ids.append((p.payload or {})["id"])
+                m.scores.append(float(p.score))
+            out.append(m)
+        return out
