@@ -179,6 +179,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dry-run", action="store_true", help="Train and print metrics, write nothing.")
+    ap.add_argument("--manifest-only", action="store_true", help="Only (re)write the list of training drawings (training.json.gz).")
     args = ap.parse_args()
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -187,6 +188,9 @@ def main() -> None:
 
     png = unpack(args.deb, args.cache)
     records = collect(png)
+    if args.manifest_only:
+        write_training_manifest([r for r in records if not r["held_out"]])
+        return
     train_recs = [r for r in records if not r["held_out"]]
     test_recs = [r for r in records if r["held_out"]]
     print(f"{len(records)} drawings after dedup and series cap: {len(train_recs)} train, {len(test_recs)} held out", file=sys.stderr)
@@ -256,7 +260,23 @@ def main() -> None:
         "categories": names,
     }  # fmt: skip
     CARD.write_text(json.dumps(card, indent=2) + "\n")
+    write_training_manifest(train_recs)
     print(f"wrote {HEADS} ({HEADS.stat().st_size / 1e6:.2f} MB), {CARD}, and {len(demo)} demo images in {DEMO_DIR}", file=sys.stderr)
+
+
+def write_training_manifest(train_recs: list[dict]) -> None:
+    """What the heads were trained on, so `vitrina eval` can warn when a collection holds it:
+    each training drawing's path in the package and its image signature (vitrina.evaluate.image_signature)."""
+    import gzip
+
+    from vitrina.evaluate import image_signature
+    from vitrina.embedding.mini import TRAINING
+
+    rows = sorted(train_recs, key=lambda r: r["id"])
+    signatures = [image_signature(load_image(r["path"])).hex() for r in rows]
+    data = {"package": PACKAGE, "how": "vitrina.evaluate.image_signature", "ids": [r["id"] for r in rows], "signature": signatures}
+    TRAINING.write_bytes(gzip.compress(json.dumps(data).encode(), mtime=0))
+    print(f"wrote {TRAINING} ({len(rows)} training drawings)", file=sys.stderr)
 
 
 def _usable(path: Path) -> bool:

@@ -478,18 +478,27 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
 
 @cli.command("eval", context_settings=CONTEXT)
 @click.argument("collection")
-@click.option("--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Caption pairs (JSONL id,caption as `vitrina captions` writes, or CSV): text→image recall@k, MRR.")
-@click.option("--exact-image", is_flag=True, help="Perturbed copies (crop, rescale, JPEG, rotate, grayscale) as queries: top-1 / top-10.")
+@click.option("--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Caption pairs (JSONL id,caption,split as `vitrina captions` writes, or CSV): text→image recall@k, MRR.")
+@click.option("--split", type=click.Choice(["held_out", "train", "all"]), default="held_out", show_default=True,
+              help="Which pairs to evaluate: held_out (never trained on), train, or all. A file without a split is evaluated whole, and the report says so.")
+@click.option("--exact-image", is_flag=True, help="Hard perturbed copies (crop of part, rotation, colour, print-through, all at once) as queries: top-1 / top-10, beside the same model with random weights.")
 @click.option("--sample", default=200, show_default=True, type=click.IntRange(1), help="Items to perturb for --exact-image.")
+@click.option("--candidates", default=1000, show_default=True, type=click.IntRange(2), help="--exact-image: rank among this many items (the sample plus others).")
+@click.option("--no-baseline", is_flag=True, help="--exact-image: skip the random-weights baseline.")
 @click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV query,id[,relevance]: nDCG@10, P@10.")
+@click.option("--by", "by_key", help="Also break text→image results down by this metadata key or tag (date, place, folder, a classifier's name).")
 @click.option("--space", "spaces", multiple=True, help="Space(s) to evaluate (default: all).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed for samples, perturbations and bootstrap intervals.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write REPORT.md, REPORT.json and REPORT.svg (a chart).")
 @click.option("--json", "as_json", is_flag=True)
-def evaluate_cmd(collection: str, pairs: Path | None, exact_image: bool, sample: int, queries: Path | None, spaces: tuple[str, ...], report: Path | None, as_json: bool) -> None:
-    """Measure search quality on COLLECTION, per embedding space.
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def evaluate_cmd(collection: str, pairs: Path | None, split: str, exact_image: bool, sample: int, candidates: int, no_baseline: bool, queries: Path | None,
+                 by_key: str | None, spaces: tuple[str, ...], seed: int, report: Path | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
+    """Measure search quality on COLLECTION, per embedding space, with 95 % bootstrap intervals,
+    chance and random-weights baselines, and what was measured (split, files, models, seed).
 
     \b
-    vitrina eval maps --pairs captions.jsonl
+    vitrina eval maps --pairs captions.jsonl              # held-out pairs only
     vitrina eval maps --exact-image
     vitrina eval maps --queries queries.csv --report quality"""
     from .collection import open_collection
@@ -498,33 +507,72 @@ def evaluate_cmd(collection: str, pairs: Path | None, exact_image: bool, sample:
         raise click.UsageError("Give --pairs, --exact-image and/or --queries.")
     with _errors():
         coll = open_collection(collection)
-        results = _evaluate(coll, list(spaces) or [s.name for s in coll.spaces()], pairs, exact_image, sample, queries)
+        options = _EvalOptions(pairs, split, exact_image, sample, candidates, not no_baseline, queries, by_key, seed, quiet)
+        results = _evaluate(coll, list(spaces) or [s.name for s in coll.spaces()], options)
     _print_eval(results, report, as_json)
 
 
-def _evaluate(coll: Any, spaces: list[str], pairs: Path | None, exact_image: bool, sample: int, queries: Path | None) -> dict[str, dict[str, Any]]:
+class _EvalOptions:
+    def __init__(self, pairs: Path | None, split: str, exact_image: bool, sample: int, candidates: int, baseline: bool, queries: Path | None,
+                 by_key: str | None, seed: int, quiet: bool) -> None:  # fmt: skip
+        self.pairs, self.split, self.exact_image, self.sample, self.candidates, self.baseline = pairs, split, exact_image, sample, candidates, baseline
+        self.queries, self.by_key, self.seed, self.quiet = queries, by_key, seed, quiet
+
+
+def _evaluate(coll: Any, spaces: list[str], o: _EvalOptions) -> dict[str, Any]:
     from . import evaluate as ev
 
-    results: dict[str, dict[str, Any]] = {"text_to_image": {}, "exact_image": {}, "queries": {}}
-    pair_list = ev.read_pairs(pairs) if pairs else None
-    judged = ev.read_queries(queries) if queries else None
+    err = _stderr()
+    results: dict[str, Any] = {"text_to_image": {}, "exact_image": {}, "queries": {}}
+    pair_list, split_used = ev.select_split(ev.read_pair_rows(o.pairs), o.split) if o.pairs else (None, None)
+    judged = ev.read_queries(o.queries) if o.queries else None
+
+    def progress(label: str) -> Any:
+        if o.quiet:
+            return None
+
+        def on(done: int, total: int) -> None:
+            err.print(f"{label}: {done}/{total}", end="\r" if done < total else "\n")
+
+        return on
+
+    text_spaces = [s for s in spaces if "text" in coll.space(s).fingerprint.modalities]
     for space in spaces:
-        if pair_list is not None:
-            results["text_to_image"][space] = ev.eval_pairs(coll, pair_list, space=space)
-        if exact_image:
-            results["exact_image"][space] = ev.eval_exact_image(coll, sample=sample, space=space)
-        if judged is not None:
+        if pair_list is not None and space in text_spaces:
+            r = ev.eval_pairs(coll, pair_list, space=space, split=split_used, seed=o.seed, progress=progress(f"{space}: text→image"))
+            if o.by_key:
+                r["by"], r["by_key"] = ev.breakdown(coll, r["per_query"], o.by_key), o.by_key
+            results["text_to_image"][space] = r
+        if o.exact_image:
+            results["exact_image"][space] = ev.eval_exact_image(coll, sample=o.sample, space=space, seed=o.seed, candidates=o.candidates, baseline=o.baseline,
+                                                                progress=progress(f"{space}: exact image"))  # fmt: skip
+        if judged is not None and space in text_spaces:
             results["queries"][space] = ev.eval_queries(coll, judged, space=space)
+    skipped = [s for s in spaces if s not in text_spaces]
+    if skipped and (pair_list is not None or judged is not None):
+        results["image_only_spaces"] = skipped
+    if pair_list is not None and len(results["text_to_image"]) > 1:
+        results["paired"] = ev.paired_comparisons(results["text_to_image"], seed=o.seed)
+    results["provenance"] = ev.provenance(coll, spaces, seed=o.seed, files={"pairs": o.pairs, "queries": o.queries})
+    warnings = [w for kind in ("text_to_image", "exact_image", "queries") for space, r in results[kind].items()
+                for w in ([f"{space}: {r['training_overlap']['warning']}"] if r.get("training_overlap", {}).get("warning") else []) + [f"{space}: {x}" for x in r.get("warnings", [])]]  # fmt: skip
+    if split_used and not split_used.startswith("held_out"):
+        warnings.insert(0, f"Evaluated on {split_used} pairs, not held-out ones: a model fine-tuned on these pairs will look better than it is.")
+    for space in skipped:
+        warnings.append(f"{space}: image-only model, text evaluations skipped.")
+    results["warnings"] = warnings
+    for w in warnings:
+        err.print(f"[yellow]Warning:[/] {_escape(w)}")
     return results
 
 
-def _print_eval(results: dict[str, dict[str, Any]], report: Path | None, as_json: bool) -> None:
+def _print_eval(results: dict[str, Any], report: Path | None, as_json: bool) -> None:
     from . import evaluate as ev
 
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         Path(f"{report}.md").write_text("# Retrieval quality\n\n" + ev.markdown(results))
-        Path(f"{report}.json").write_text(json.dumps(results, indent=2))
+        Path(f"{report}.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
         Path(f"{report}.svg").write_text(ev.svg_chart(results))
         _stderr().print(f"Wrote {_escape(str(report))}.md, .json and .svg")
     if as_json:
@@ -535,29 +583,42 @@ def _print_eval(results: dict[str, dict[str, Any]], report: Path | None, as_json
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("collection")
-@click.option("--models", required=True, help="Comma-separated model specs, e.g. mini,hf:openai/clip-vit-base-patch32,hf:google/siglip-base-patch16-224")
+@click.option("--models", help="Comma-separated model specs to embed COLLECTION with first, e.g. mini,hf:openai/clip-vit-base-patch32,hf:google/siglip-base-patch16-224")
+@click.option("--space", "spaces", multiple=True, help="Compare these existing spaces (with --models: as well).")
 @click.option("--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["held_out", "train", "all"]), default="held_out", show_default=True)
 @click.option("--exact-image", is_flag=True)
 @click.option("--sample", default=200, show_default=True, type=click.IntRange(1))
+@click.option("--candidates", default=1000, show_default=True, type=click.IntRange(2))
+@click.option("--no-baseline", is_flag=True)
 @click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--by", "by_key")
+@click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", help="cpu, cuda, mps (default: the best available).")
 @click.option("--report", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
-def compare(collection: str, models: str, pairs: Path | None, exact_image: bool, sample: int, queries: Path | None, device: str | None, report: Path | None, as_json: bool) -> None:
-    """Embed COLLECTION with each model (each in its own space, side by side) and evaluate them all:
-    the Norwegian paper's model comparison, for your collection."""
+@click.option("-q", "--quiet", is_flag=True)
+def compare(collection: str, models: str | None, spaces: tuple[str, ...], pairs: Path | None, split: str, exact_image: bool, sample: int, candidates: int,
+            no_baseline: bool, queries: Path | None, by_key: str | None, seed: int, device: str | None, report: Path | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
+    """Embed COLLECTION with each model (each in its own space, side by side) and evaluate them all,
+    with a paired significance test between models: the Norwegian paper's model comparison, for
+    your collection. Image-only (ViT) spaces get the image evaluation only."""
     from .collection import open_collection, space_name_for
 
+    if not (models or spaces):
+        raise click.UsageError("Give --models and/or --space.")
     if not (pairs or exact_image or queries):
         exact_image = True  # needs no labels
     with _errors():
         coll = open_collection(collection)
-        names = []
-        for spec in [m.strip() for m in models.split(",") if m.strip()]:
+        names = list(spaces)
+        for spec in [m.strip() for m in (models or "").split(",") if m.strip()]:
             r = coll.index(model=spec, space=space_name_for(spec), device=device)
             _stderr().print(f"{_escape(spec)}: {r.embedded} embedded, space {_escape(r.space)}")
             names.append(r.space)
-        results = _evaluate(open_collection(collection), names, pairs, exact_image, sample, queries)
+        names = list(dict.fromkeys(names))
+        options = _EvalOptions(pairs, split, exact_image, sample, candidates, not no_baseline, queries, by_key, seed, quiet)
+        results = _evaluate(open_collection(collection), names, options)
     _print_eval(results, report, as_json)
 
 

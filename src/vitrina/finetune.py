@@ -188,7 +188,7 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
             score = v if v is not None else entry["train_loss"]
             if state["best_val_loss"] is None or score < state["best_val_loss"]:
                 state["best_val_loss"], state["best_epoch"], state["bad_epochs"] = score, epoch + 1, 0
-                _save_model(net, name, out)
+                _save_model(net, name, out, {"collection": str(coll.path), "train_ids": sorted({p["id"] for p in train}), "val_ids": sorted({p["id"] for p in val})})
             else:
                 state["bad_epochs"] += 1
             _checkpoint(net, optimizer, scheduler, state, checkpoints, torch)
@@ -210,7 +210,7 @@ def _freeze(net: Any, how: str) -> None:
             p.requires_grad = False
 
 
-def _save_model(net: Any, base: str, out: Path) -> None:
+def _save_model(net: Any, base: str, out: Path, record: dict[str, Any] | None = None) -> None:
     """The model plus the base's processor and tokenizer files, written then swapped in."""
     tmp = out.with_name(out.name + ".saving")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -226,7 +226,8 @@ def _save_model(net: Any, base: str, out: Path) -> None:
     for src in sources:
         if not (tmp / src.name).exists():
             shutil.copy(src, tmp / src.name)
-    (tmp / "vitrina-finetune.json").write_text(json.dumps({"base": f"hf:{base}", "saved": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    # What it was trained on: `vitrina eval` warns when evaluated items are among these.
+    (tmp / "vitrina-finetune.json").write_text(json.dumps({"base": f"hf:{base}", "saved": time.strftime("%Y-%m-%d %H:%M:%S"), **(record or {})}))
     out.mkdir(parents=True, exist_ok=True)
     for f in tmp.iterdir():
         os.replace(f, out / f.name)

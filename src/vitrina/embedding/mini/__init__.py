@@ -32,6 +32,7 @@ from ..preprocess import Preprocess
 HERE = Path(__file__).parent
 HEADS = HERE / "heads.safetensors"
 CARD = HERE / "card.json"
+TRAINING = HERE / "training.json.gz"  # the training drawings: package paths and image hashes (scripts/build_mini.py)
 # sha256 of the tower weight files as the pinned registry packages ship them.
 IMAGE_TOWER_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 TEXT_TOWER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
