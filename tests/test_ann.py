@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from vitrina import Item, ModelFingerprint, open_collection
 from vitrina.cli import cli
 from vitrina.index.ann import AnnIndex, AnnParams, ann_path, build_ann
+from vitrina.store import Store
 
 pytest.importorskip("faiss")
 
@@ -61,16 +62,16 @@ def test_fresh_index_is_used_new_rows_are_scanned_exactly_and_added_incrementall
 
 def test_filters_and_dead_rows_hold_with_the_index(tmp_path: Path) -> None:
     coll, ids, unit = _collection(tmp_path / "c", 3000)
-    build_ann(coll._store, "v", SMALL)
+    build_ann(Store(coll.path), "v", SMALL)
     with coll.writer():  # re-embed some items after the build: their indexed rows are dead
         coll.import_vectors(ids[:50], unit[100:150], fingerprint=FP, space="v")
-    index = AnnIndex(coll._store, "v", SMALL)
+    index = AnnIndex(Store(coll.path), "v", SMALL)
     q = unit[120]
     got = index.search(q[None], limit=5)[0]
     assert got.considered == 3000 and got.ids[0] in {ids[20], ids[120]}
     for where, selective in ((["n<1500"], 0.0), (["n<40"], 0.0), (["n<1500"], 0.9)):
         params = AnnParams(**{**SMALL.__dict__, "selective": selective})
-        got = AnnIndex(coll._store, "v", params).search(q[None], filters=[__import__("vitrina").Filter.parse(w) for w in where], limit=10)[0]
+        got = AnnIndex(Store(coll.path), "v", params).search(q[None], filters=[__import__("vitrina").Filter.parse(w) for w in where], limit=10)[0]
         want = _exact_ids(coll, q, where=where, limit=10)
         limit = int(where[0][2:])
         assert got.considered == limit and all(int(i[3:]) < limit for i in got.ids)
@@ -80,7 +81,7 @@ def test_filters_and_dead_rows_hold_with_the_index(tmp_path: Path) -> None:
 def test_a_stale_index_is_ignored_with_a_notice(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     coll, ids, unit = _collection(tmp_path / "c", 500)
     coll.build_ann()
-    store = coll._store
+    store = Store(coll.path)
     with coll.writer() as w:  # re-embed the whole space: a new generation
         w._writing.drop_space("v")  # type: ignore[union-attr]
     _collection(tmp_path / "c", 500, seed=9)
@@ -101,16 +102,16 @@ def test_killing_a_build_leaves_the_collection_searchable(tmp_path: Path, point:
     coll, ids, unit = _collection(tmp_path / "c", 1200)
     coll.build_ann(structure="hnsw", codes="flat")  # an older index: it must survive the killed build
     _collection(tmp_path / "c", 120_000 - 1200 if point.startswith("ann_after_chunk") else 10, seed=3, start=1200)
-    before = ann_path(coll._store, "v").read_bytes()
+    before = ann_path(Store(coll.path), "v").read_bytes()
     env = {**os.environ, "VITRINA_FAULT": point, "PYTHONPATH": os.pathsep.join(sys.path)}
     code = f"from vitrina import open_collection; open_collection({str(coll.path)!r}).build_ann(rebuild=True, threads=1)"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 137, proc.stderr
-    assert ann_path(coll._store, "v").read_bytes() == before  # the old index, untouched
+    assert ann_path(Store(coll.path), "v").read_bytes() == before  # the old index, untouched
     fresh = open_collection(coll.path)
     assert fresh.search_vectors(unit[4], limit=1)[0][0].id == ids[4]
     report = fresh.build_ann(rebuild=True)
-    assert report.rebuilt and not list(ann_path(coll._store, "v").parent.glob(".*.tmp"))
+    assert report.rebuilt and not list(ann_path(Store(coll.path), "v").parent.glob(".*.tmp"))
     assert fresh.search_vectors(unit[4], limit=1)[0][0].id == ids[4]
 
 
@@ -136,7 +137,7 @@ def test_qdrant_sync_is_incremental_resumable_and_searchable(tmp_path: Path) -> 
     env = {**os.environ, "VITRINA_FAULT": "qdrant_after_batch:1", "PYTHONPATH": os.pathsep.join(sys.path)}
     code = f"from vitrina.index.qdrant import sync; from vitrina.store import Store; from pathlib import Path; sync(Store(Path({str(coll.path)!r})), 'v', {target!r}, batch=100)"
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120).returncode == 137  # killed after one batch
-    first = sync(coll._store, "v", target)
+    first = sync(Store(coll.path), "v", target)
     assert (first.new, first.unchanged, first.points) == (200, 100, 300)
     with coll.writer():
         coll.add_items([Item(id=ids[0], image=f"/x/{ids[0]}.jpg", fingerprint="1", source="s", metadata={"n": 9999})])  # metadata changed
@@ -144,7 +145,7 @@ def test_qdrant_sync_is_incremental_resumable_and_searchable(tmp_path: Path) -> 
     _collection(tmp_path / "c", 5, seed=4, start=300)  # new
     with coll.writer() as w:
         w._writing.remove_missing("s", (set(ids) - {ids[3], ids[4]}) | {f"it-{i:05d}" for i in range(300, 305)})  # type: ignore[union-attr]  # removed: ids[3:5]
-    again = sync(coll._store, "v", target)
+    again = sync(Store(coll.path), "v", target)
     assert (again.new, again.changed, again.removed, again.points) == (5, 3, 2, 303)
     out = CliRunner().invoke(cli, ["search", str(coll.path), "--image", ids[10], "--where", "n>=9999", "--index", target, "--include-self", "--json"])
     assert out.exit_code == 0, out.output

@@ -189,12 +189,8 @@ def test_reports_and_cli(mini_collection, tmp_path: Path) -> None:  # type: igno
 
 def test_captions_split_by_item_never_moves(tmp_path: Path) -> None:
     from vitrina import Item
-    from vitrina.store import Store, resolve_collection
 
-    open_collection("caps", create=True)
-    store = Store(resolve_collection("caps"), writer=True)
-    store.sync_items([Item(id=f"i{n}", image="x", source="t", metadata={"title": f"Map of town {n}", "date": "1850", "original_format": ["map"]}) for n in range(50)])
-    store.close()
+    open_collection("caps", create=True).add_items([Item(id=f"i{n}", image="x", source="t", metadata={"title": f"Map of town {n}", "date": "1850", "original_format": ["map"]}) for n in range(50)])
     first = captions(open_collection("caps"))
     assert len(first) == 50 and first[0]["caption"] == "Map of town 0 from 1850."
     assert {r["split"] for r in first} == {"train", "held_out"}
@@ -280,12 +276,8 @@ def test_classify_cli_tags_items_and_reports(mini_collection) -> None:  # type: 
 
 def test_captions_cli_prints_the_split_it_was_asked_for() -> None:
     from vitrina import Item
-    from vitrina.store import Store, resolve_collection
 
-    open_collection("capcli", create=True)
-    store = Store(resolve_collection("capcli"), writer=True)
-    store.sync_items([Item(id=f"i{n}", image="x", source="t", metadata={"title": f"Plan of {town}", "date": "1850"}) for n, town in enumerate(["Bergen", "Oslo", "Trondheim", "Tromsø", "Bodø", "Stavanger", "Ålesund", "Hamar", "Molde", "Narvik"] * 2)])
-    store.close()
+    open_collection("capcli", create=True).add_items([Item(id=f"i{n}", image="x", source="t", metadata={"title": f"Plan of {town}", "date": "1850"}) for n, town in enumerate(["Bergen", "Oslo", "Trondheim", "Tromsø", "Bodø", "Stavanger", "Ålesund", "Hamar", "Molde", "Narvik"] * 2)])
     everything = [json.loads(line) for line in _cli("captions", "capcli").splitlines()]
     held = [json.loads(line) for line in _cli("captions", "capcli", "--split", "held_out", "--held-out-percent", "50").splitlines()]
     assert len(everything) == 20 and held and all(r["split"] == "held_out" for r in held) and len(held) < 20

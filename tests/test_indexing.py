@@ -41,15 +41,11 @@ def invoke(*args: str):  # type: ignore[no-untyped-def]
 
 
 def vectors_by_id(name: str) -> dict[str, np.ndarray]:
-    store = Store(resolve_collection(name))
-    space = store.space()
-    matrix = store.vector_file(space).matrix(space.rows)
-    rows = {r["item_id"]: r["row"] for r in store.db.execute("SELECT item_id, row FROM vectors WHERE space=?", (space.name,))}
-    out = {i: np.array(matrix[r]) for i, r in rows.items()}
-    assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert not store.check()
-    store.close()
-    return out
+    coll = open_collection(name)
+    ids, matrix = coll.vectors()
+    assert coll.info(check=True)["problems"] == []  # SQLite integrity, row mapping, no zero or stray vectors
+    coll.close()
+    return dict(zip(ids, matrix))
 
 
 def test_reindexing_is_incremental(scans: Path, tiny_clip: str) -> None:
@@ -137,14 +133,15 @@ def test_a_killed_run_resumes_with_every_file_indexed_exactly_once(tmp_path: Pat
 
 def test_a_second_writer_is_refused_with_the_holder_named(scans: Path, tiny_clip: str) -> None:
     open_collection("locked", create=True).index(str(scans), model=tiny_clip)
-    holder = Store(resolve_collection("locked"), writer=True)
+    holder = open_collection("locked").writer()
+    holder.__enter__()
     try:
         with pytest.raises(StoreLocked, match=f"PID {os.getpid()}"):
             open_collection("locked").index(str(scans))
         # Readers are not blocked by a writer.
         assert open_collection("locked").search("a map", limit=1)
     finally:
-        holder.close()
+        holder.__exit__(None, None, None)
     assert open_collection("locked").index(str(scans)).count("unchanged") == 14
 
 

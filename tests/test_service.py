@@ -22,15 +22,12 @@ from vitrina.service import create_app
 @pytest.fixture
 def coll_name(scans: Path, tiny_clip: str) -> str:
     from vitrina import Item
-    from vitrina.store import Store, resolve_collection
 
     coll = open_collection("svc", create=True)
     coll.index(str(scans), model=tiny_clip)
-    store = Store(resolve_collection("svc"), writer=True)
     for i, date in enumerate(["1690", "1750", "1820"]):  # a few dated items for filters and facets
         path = next((scans / "generated").glob(f"img000{i}.*"))
-        store.sync_items([Item(id=f"dated/{i}", image=str(path), fingerprint="1", source="extra", metadata={"title": f"Dated {i}", "date": date, "place": "Boston" if i else "Oslo"})])
-    store.close()
+        coll.add_items([Item(id=f"dated/{i}", image=str(path), fingerprint="1", source="extra", metadata={"title": f"Dated {i}", "date": date, "place": "Boston" if i else "Oslo"})])
     coll.index()
     return "svc"
 
