@@ -145,14 +145,14 @@ def test_a_drip_or_a_stall_is_cut_at_the_deadline(hostile: str) -> None:
         with pytest.raises(ImageError) as info:
             fetch_bytes(f"{hostile}{path}", allow_private=True, timeout=1.0)  # a per-read timeout alone never fires on a drip
         took = time.monotonic() - start
-        assert info.value.reason == "fetch_failed" and 0.9 < took < 1.8, (path, took)
+        assert info.value.reason == "fetch_failed" and 0.9 < took < 3.5, (path, took)  # the drip would take 8 s
         assert f"{hostile}{path}" in str(info.value) and "1 s deadline" in str(info.value)
     # The ingest client: a stalled read ends at the deadline, not at the longer read timeout, and is not retried.
     fetcher = Fetcher(allow_private=True, requests_per_second=0, timeout=30.0, deadline=1.0, retries=3, backoff=0.01)
     start = time.monotonic()
     with pytest.raises(ImageError, match="1 s deadline") as info:
         fetcher.get_bytes(f"{hostile}/stall")
-    assert info.value.reason == "fetch_failed" and time.monotonic() - start < 1.8
+    assert info.value.reason == "fetch_failed" and time.monotonic() - start < 3.5
     assert Hostile.requests.count("/stall") == 2  # one from fetch_bytes above, one here
 
 

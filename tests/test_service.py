@@ -227,7 +227,7 @@ def test_a_slow_image_url_fails_within_the_deadline_and_odd_redirects_are_400(co
             start = time.monotonic()
             r = client.get("/api/search", params={"image_url": f"{hostile}{path}"})
             assert_error(r, 422, "image_url_fetch_failed")
-            assert time.monotonic() - start < 2.0, path
+            assert time.monotonic() - start < 4.0, path
         for path in Hostile.REDIRECTS:  # data:, mailto:, file:, javascript:, malformed: refused, never a 500
             assert_error(client.get("/api/search", params={"image_url": f"{hostile}{path}"}), 400, "image_url_rejected")
 
@@ -248,7 +248,7 @@ def test_image_url_fetches_are_bounded_and_health_still_answers(coll_name: str, 
         assert r.headers["retry-after"] == "1" and Hostile.requests.count("/stall") == 2  # refused without fetching
         start = time.monotonic()
         assert client.get("/healthz").status_code == 200 and client.get("/api/search", params={"q": "map"}).status_code == 200
-        assert time.monotonic() - start < 2.0
+        assert time.monotonic() - start < 5.0  # not behind the stalled fetches
         Hostile.stop.set()  # the stalled hosts hang up
         for t in threads:
             t.join(10)
@@ -273,12 +273,14 @@ def test_shutdown_is_not_held_by_a_slow_image_url(coll_name: str, hostile: str) 
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/search"
     asking = threading.Thread(target=lambda: answers.append(httpx.get(url, params={"image_url": f"{hostile}/drip"}, timeout=30).status_code))
     asking.start()
-    while "/drip" not in Hostile.requests:
+    for _ in range(200):
+        if "/drip" in Hostile.requests:
+            break
         time.sleep(0.05)
     start = time.monotonic()
     live.should_exit = True  # what uvicorn's SIGTERM handler does
     thread.join(10)
-    assert not thread.is_alive() and time.monotonic() - start < 3.0  # the fetch deadline, plus a little
+    assert not thread.is_alive() and time.monotonic() - start < 5.0  # the 1.5 s fetch deadline, plus a little (the drip lasts 8 s)
     asking.join(5)
     assert answers == [422]  # the request in flight still got its answer
     sock.close()
