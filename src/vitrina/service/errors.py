@@ -58,7 +58,7 @@ FETCH_FAILED = "The image URL could not be downloaded (no answer in time, an err
 def _image_error(reason: str, max_bytes: int, max_pixels: int) -> ServiceError:
     if reason == "url_rejected":
         return ServiceError(400, "image_url_rejected", "Image URL rejected: only http(s) URLs of public hosts can be fetched.")
-    if reason == "too_large":
+    if reason in ("too_large", "over_budget"):  # bytes, pixels, or the memory decoding would take
         return ServiceError(413, "payload_too_large", f"The image is too large: at most {max_bytes / 2**20:.0f} MB and {max_pixels / 1e6:.0f} megapixels.")
     if reason in ("busy", "too_many_fetches", "overloaded"):  # a bound on concurrent URL fetches
         return ServiceError(503, "overloaded", "Too many image URLs are being fetched; try again in a moment.", {"Retry-After": "1"})
