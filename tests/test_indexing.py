@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -164,6 +165,49 @@ def test_cli_index_search_info(scans: Path, tiny_clip: str) -> None:
     assert offline.returncode == 1 and "--model mini" in offline.stderr and "vitrina[mini]" in offline.stderr
     missing = cli("search", "nope", "a map", check=False)
     assert missing.returncode == 1 and "No collection" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_collection_addressed_by_path_is_indexed_and_suggested_by_path(tmp_path: Path, tiny_clip: str, vitrina_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = tmp_path / "images"
+    make_images(images, 3)
+    work = tmp_path / "work dir"  # a space: a suggested command must quote the path
+    work.mkdir()
+    monkeypatch.chdir(work)
+    first = invoke("index", str(images), "--collection", "./mycoll", "--model", tiny_clip, "-q", "--json")
+    assert first.exit_code == 0 and json.loads(first.stdout)["embedded"] == 3
+    coll_path = work / "mycoll"
+    assert (coll_path / "collection.sqlite").is_file() and not vitrina_home.joinpath("mycoll").exists()
+
+    make_images(images / "more", 2, seed=5)
+    ingested = invoke("ingest", f"folder:{images}", "--collection", str(coll_path), "-q")
+    assert ingested.exit_code == 0, ingested.stderr
+    hint = ingested.stderr.strip().splitlines()[-1]
+    assert hint == f"Next: vitrina index {shlex.quote(str(coll_path))}"
+    # Copying the hint indexes that collection, with the model it records, ...
+    done = invoke(*shlex.split(hint.removeprefix("Next: vitrina ")), "-q", "--json")
+    assert done.exit_code == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["collection"], report["model"], report["embedded"], report["new"]) == ("mycoll", tiny_clip, 2, 0)
+    # ... rather than reading the collection folder as images into a new, empty one in the home folder.
+    assert not vitrina_home.joinpath("mycoll").exists()
+    assert len(open_collection(coll_path)) == 5 and open_collection(coll_path).spaces()[0].live == 5
+    # A relative path works the same way.
+    make_images(images / "later", 1, seed=9)
+    assert invoke("ingest", f"folder:{images}", "--collection", "./mycoll", "-q").exit_code == 0
+    relative = invoke("index", "./mycoll", "-q")
+    assert relative.exit_code == 0 and "1 embedded" in relative.stderr and not vitrina_home.joinpath("mycoll").exists()
+
+    # Addressed by name, the hint names it by name...
+    named = invoke("ingest", f"folder:{images}", "--collection", "named", "-q")
+    assert named.stderr.strip().splitlines()[-1] == "Next: vitrina index named"
+    # ... unless a folder of that name here would be read instead.
+    (work / "named").mkdir()
+    shadowed = invoke("ingest", f"folder:{images}", "--collection", "named", "-q")
+    assert shadowed.stderr.strip().splitlines()[-1] == f"Next: vitrina index {vitrina_home / 'named'}"
+    # A collection folder given as the SOURCE of another collection is refused, not read as images.
+    wrong = invoke("index", str(coll_path), "--collection", "other", "-q")
+    assert wrong.exit_code == 2 and "is a collection, not a folder of images" in wrong.stderr
+    assert not vitrina_home.joinpath("other").exists()
 
 
 def test_symlink_loops_are_reported_in_the_summaries(tmp_path: Path, tiny_clip: str) -> None:

@@ -8,7 +8,6 @@ stop (429) or the disk is full: run again later, it resumes; 130 interrupted (re
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,6 +79,7 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
     vitrina index ./scans --collection maps            # add the folder's images, embed them
     vitrina index ./scans --collection maps --model mini   # the offline model
     vitrina index maps                                 # embed whatever is still pending
+    vitrina index ./projects/maps                      # the same, for a collection given by its path
 
     Re-running is cheap: unchanged files are skipped, changed ones re-embedded, removed ones
     dropped. An interrupted run resumes where it stopped."""
@@ -92,8 +92,15 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
 
         if collection is None and source.partition(":")[0] in SOURCES and source.partition(":")[0] != "folder":
             raise click.BadParameter("give --collection NAME for this source", param_hint="--collection")
-        if collection is None:
-            if os.path.isdir(os.path.expanduser(source)) or source.startswith("folder:"):
+        folder = Path(source).expanduser()
+        if not source.startswith("folder:") and (folder / "collection.sqlite").is_file():
+            # `vitrina index ./maps`: SOURCE is a collection folder, not a folder of images.
+            if collection is not None and resolve_collection(collection) != folder.resolve():
+                raise click.BadParameter(f"{source!r} is a collection, not a folder of images: to bring it up to date, run "
+                                         f"`vitrina index {source}`; to read its files as images anyway, give folder:{source}.", param_hint="SOURCE")  # fmt: skip
+            collection, src = str(folder.resolve()), None
+        elif collection is None:
+            if folder.is_dir() or source.startswith("folder:"):
                 collection = Path(source.removeprefix("folder:")).expanduser().resolve().name
             else:
                 collection, src = source, None  # `vitrina index maps`: no new source
@@ -108,7 +115,7 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
         if as_json:
             click.echo(json.dumps(_index_dict(report), ensure_ascii=False, indent=2))
         else:
-            _print_report(err, report)
+            _print_report(err, report, _target(coll))
         if report.interrupted:
             sys.exit(75 if report.message else 130)
         if report.failed:
@@ -160,12 +167,29 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+def _target(coll: Any) -> str:
+    """How to name ``coll`` in a command we suggest, so that copying it works from here: its name
+    when that name leads to it (and is not also a folder here), else its absolute path, quoted."""
+    import shlex
+
+    from .store import resolve_collection
+
+    try:
+        by_name = resolve_collection(coll.name)
+    except VitrinaError:
+        by_name = None
+    here = Path(coll.name)
+    if by_name == coll.path and (not here.is_dir() or here.resolve() == coll.path):
+        return str(coll.name)
+    return shlex.quote(str(coll.path))
+
+
 def _index_dict(report: Any) -> dict[str, Any]:
     """The index summary, with the problems of the source it read (symlink loops, unreadable documents)."""
     return {**report.to_dict(), "problems": list((report.ingest or {}).get("problems", []))}
 
 
-def _print_report(console: Any, report: Any) -> None:
+def _print_report(console: Any, report: Any, target: str) -> None:
     d = _index_dict(report)
     rate = f" ({d['images_per_second']} images/s)" if d["images_per_second"] else ""
     console.print(
@@ -179,7 +203,7 @@ def _print_report(console: Any, report: Any) -> None:
         for f in d["failures"][:10]:
             console.print(f"  [dim]{f['reason']}[/] {_escape(f['detail'])}", markup=True, highlight=False)
         if d["failed"] > 10:
-            console.print(f"  … and {d['failed'] - 10} more: vitrina info {d['collection']} --json")
+            console.print(f"  … and {d['failed'] - 10} more: vitrina info {_escape(target)} --json")
     for problem in d["problems"][:10]:
         console.print(f"  [yellow]skipped[/] {_escape(problem)}")
     if len(d["problems"]) > 10:
@@ -232,7 +256,7 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
         if d["interrupted"]:
             err.print(f"[yellow]Stopped:[/] {_escape(d['message'])}")
         else:
-            err.print(f"Next: vitrina index {_escape(d['collection'])}")
+            err.print(f"Next: vitrina index {_escape(_target(coll))}")
     if report.interrupted:
         sys.exit(75)  # EX_TEMPFAIL: try again later
 
@@ -720,7 +744,7 @@ def demo(ctx: click.Context, collection: str, as_json: bool, serve_port: int | N
         with _progress(err, False) as (on_scan, on_embed):
             report = coll.index(str(IMAGES), model="mini", progress=on_embed, on_scan=on_scan)
         if not as_json:
-            _print_report(err, report)
+            _print_report(err, report, _target(coll))
         results = {" ".join(repr(t) for t in terms): coll.search(terms, limit=3) for terms in EXAMPLE_QUERIES}
         car = results["'a car'"]
         if car:
