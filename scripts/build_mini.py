@@ -269,8 +269,8 @@ def write_training_manifest(train_recs: list[dict]) -> None:
     each training drawing's path in the package and its image signature (vitrina.evaluate.image_signature)."""
     import gzip
 
-    from vitrina.evaluate import image_signature
     from vitrina.embedding.mini import TRAINING
+    from vitrina.evaluate import image_signature
 
     rows = sorted(train_recs, key=lambda r: r["id"])
     signatures = [image_signature(load_image(r["path"])).hex() for r in rows]
