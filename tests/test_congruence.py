@@ -224,3 +224,9 @@ def test_queries_run_with_a_numpy_embedder(tmp_path: Path, fake_embedder) -> Non
     hits = coll.search(image=str(tmp_path / "imgs" / "img0003.jpg"), limit=2)
     assert hits[0].id == "img0003.jpg" and hits[0].score == pytest.approx(1, abs=1e-5)
     assert coll.search("anything", limit=6).total_considered == 6
+    # An item whose id is a URL (a IIIF canvas, say) is used by its stored vector, never fetched.
+    canvas = "https://example.org/iiif/book/canvas/1"
+    coll.add_items([Item(id=canvas, image=str(tmp_path / "imgs" / "img0003.jpg"), fingerprint="1", source="test")])
+    coll.index()
+    by_id = coll.search(image=canvas, limit=7)
+    assert canvas not in [h.id for h in by_id] and by_id[0].id == "img0003.jpg" and by_id[0].score == pytest.approx(1, abs=1e-5)
