@@ -19,8 +19,6 @@ import io
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -30,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import WORDS, build  # noqa: E402  (the collection of the plain load benchmark)
+from load import WORDS, build, start_server  # noqa: E402  (the plain load benchmark's collection and server)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,12 +57,6 @@ def bomb_png() -> bytes:
     buf = io.BytesIO()
     Image.new("I;16", (7000, 7000)).save(buf, "PNG")
     return buf.getvalue()
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_mb(pid: int) -> float:
@@ -136,20 +128,8 @@ def main() -> None:
     drip_server.daemon_threads = True
     threading.Thread(target=drip_server.serve_forever, daemon=True).start()
     drip = f"http://127.0.0.1:{drip_server.server_address[1]}/slow.jpg"
-    port = _port()
-    server = subprocess.Popen([sys.executable, "-m", "vitrina", "serve", str(path), "--host", "127.0.0.1", "--port", str(port), "--allow-private-urls"],
-                              env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.DEVNULL)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_server(path, "--allow-private-urls")
     try:
-        import httpx
-
-        for _ in range(900):
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
         alone = run(base, drip, args.seconds / 2, server.pid, hostile=False)
         mixed = run(base, drip, args.seconds, server.pid, hostile=True)
         stopping = time.monotonic()

@@ -48,6 +48,26 @@ def build(path: Path, rows: int) -> None:
             coll.import_vectors(ids[start : start + len(chunk)], chunk, fingerprint=fp, space="mini")
 
 
+def start_server(path: Path, *extra: str, threads: int = 1) -> tuple[subprocess.Popen, str]:
+    """`vitrina serve PATH` on a free loopback port, returned once /readyz answers 200."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
+    server = subprocess.Popen([sys.executable, "-m", "vitrina", "serve", str(path), "--host", "127.0.0.1", "--port", str(port), *extra], env=env, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(900):
+        try:
+            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return server, base
+
+
 async def drive(base: str, concurrency: int, seconds: float) -> dict:
     import httpx
 
@@ -84,22 +104,8 @@ def main() -> None:
     args = ap.parse_args()
     path = args.dir / f"load-{args.rows}"
     build(path, args.rows)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads)}
-    server = subprocess.Popen([sys.executable, "-m", "vitrina", "serve", str(path), "--host", "127.0.0.1", "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_server(path, threads=args.threads)
     try:
-        import httpx
-
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
         runs = {}
         asyncio.run(drive(base, 1, 3))  # warm-up
         for c in args.concurrency:
