@@ -410,11 +410,13 @@ class Collection:
     def _image_term(self, value: str, sp: Space) -> tuple[np.ndarray, str | None]:
         """An image term: an http(s) URL, a file, or the id of an indexed item (its stored vector
         is reused, and the item itself is left out of the hits)."""
-        # An indexed item first: ids are often URLs (IIIF canvases) or relative paths.
+        # A file on disk, then an indexed item (ids are often URLs: IIIF canvases), then a URL to fetch.
+        if os.path.isfile(os.path.expanduser(value)):
+            return self.image_vector(value, space=sp.name), None
         stored = self.index_for(sp.name).vectors([value])
         if value in stored:
             return stored[value], value
-        if value.startswith(("http://", "https://")) or os.path.isfile(os.path.expanduser(value)):
+        if value.startswith(("http://", "https://")):
             return self.image_vector(value, space=sp.name), None
         raise QueryError(f"Image {value!r} is not a file, an http(s) URL, or the id of an item in collection {self.name!r}.")
 
