@@ -150,3 +150,10 @@ def test_qdrant_sync_is_incremental_resumable_and_searchable(tmp_path: Path) -> 
     out = CliRunner().invoke(cli, ["search", str(coll.path), "--image", ids[10], "--where", "n>=9999", "--index", target, "--include-self", "--json"])
     assert out.exit_code == 0, out.output
     assert [h["id"] for h in json.loads(out.output)["hits"]] == [ids[0]]
+    # `vitrina serve --index` answers from the same copy (an item query needs no model).
+    from vitrina.service.core import SearchParams, Service, ServiceConfig
+
+    service = Service(ServiceConfig(collection=str(coll.path), index=target))
+    assert service.collection().index_for().kind.startswith("qdrant")
+    hits = service.search(SearchParams(item=[ids[10]], where=["n>=9999"]))
+    assert [h.id for h in hits] == [ids[0]]

@@ -424,8 +424,11 @@ def sync_cmd(collection: str, target: str, space: str | None, shards: int | None
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser calls from this origin (repeatable). Off by default.")
 @click.option("--max-upload-mb", default=10, show_default=True, type=click.IntRange(1, 500))
 @click.option("--allow-private-urls", is_flag=True, help="Let image-URL queries reach private and loopback addresses (trusted networks only).")
+@click.option("--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann).")
+@click.option("--index", "index_target", help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.")
 @click.option("--get", "get_path", help="Answer one GET request for this path in-process, print it and exit (smoke tests).")
-def serve(collection: str, host: str, port: int, token: str | None, cors_origins: tuple[str, ...], max_upload_mb: int, allow_private_urls: bool, get_path: str | None) -> None:
+def serve(collection: str, host: str, port: int, token: str | None, cors_origins: tuple[str, ...], max_upload_mb: int, allow_private_urls: bool, get_path: str | None,
+          exact: bool = False, index_target: str | None = None) -> None:  # fmt: skip
     """Serve COLLECTION: a JSON API (OpenAPI docs at /docs) and a web page at /.
 
     Needs pip install 'vitrina[server]'. Read-only unless --token is given."""
@@ -434,7 +437,8 @@ def serve(collection: str, host: str, port: int, token: str | None, cors_origins
     except ImportError as e:
         raise click.ClickException(f"The server needs extra packages: pip install 'vitrina[server]' ({e.name} is missing)") from e
     with _errors():
-        config = ServiceConfig(collection=collection, token=token, cors_origins=cors_origins, max_upload_bytes=max_upload_mb * 1024 * 1024, allow_private_urls=allow_private_urls)
+        config = ServiceConfig(collection=collection, token=token, cors_origins=cors_origins, max_upload_bytes=max_upload_mb * 1024 * 1024, allow_private_urls=allow_private_urls,
+                               index="exact" if exact else index_target or "auto")  # fmt: skip
         app = create_app(config)
     if get_path is not None:
         from fastapi.testclient import TestClient

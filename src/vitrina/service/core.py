@@ -47,6 +47,7 @@ class ServiceConfig:
     image_url_timeout: float = URL_DEADLINE  # seconds for a whole image-URL fetch, redirects included
     max_url_fetches: int = 4  # image URLs fetched at once; each holds a worker thread, more get 503
     title: str = ""
+    index: str = "auto"  # "auto" (the approximate index when fresh), "exact", or a Qdrant target from `vitrina sync`
 
     def image_limits(self) -> ImageLimits:
         """The one set of limits for every query image (upload or URL), set on the Collection."""
@@ -157,7 +158,7 @@ class Service:
         self.ready = False
         self.index_state: dict[str, Any] = {"running": False}
         self.embedder: GatedEmbedder | None = None
-        first = open_collection(config.collection, limits=self.limits)  # fails early if it does not exist
+        first = open_collection(config.collection, limits=self.limits, index=config.index)  # fails early if it does not exist
         self.path = first.path
         self.name = first.name
         self._local.collection = first
@@ -179,7 +180,7 @@ class Service:
     def collection(self) -> Collection:
         coll = getattr(self._local, "collection", None)
         if coll is None:
-            coll = self._local.collection = Collection(self.path, embedder=self.embedder, limits=self.limits)
+            coll = self._local.collection = Collection(self.path, embedder=self.embedder, limits=self.limits, index=self.config.index)
         return coll
 
     def search(self, p: SearchParams, upload_bytes: bytes | None = None) -> Hits:
