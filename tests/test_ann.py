@@ -157,3 +157,23 @@ def test_qdrant_sync_is_incremental_resumable_and_searchable(tmp_path: Path) -> 
     assert service.collection().index_for().kind.startswith("qdrant")
     hits = service.search(SearchParams(item=[ids[10]], where=["n>=9999"]))
     assert [h.id for h in hits] == [ids[0]]
+
+
+def test_recall_is_measured_on_the_items_own_captions_when_the_model_loads(tmp_path: Path, fake_embedder, caplog) -> None:  # type: ignore[no-untyped-def]
+    coll = open_collection(tmp_path / "c", create=True)
+    ids = [f"it-{i:04d}" for i in range(600)]
+    vectors = np.random.default_rng(0).standard_normal((600, 16)).astype(np.float32)
+    with coll.writer():
+        coll.add_items([Item(id=i, image=f"/x/{i}.jpg", fingerprint="1", source="s", metadata={"title": f"map number {k}"}) for k, i in enumerate(ids)])
+        coll.import_vectors(ids, vectors, fingerprint=fake_embedder.fingerprint, space="v")
+    coll.use_embedder(fake_embedder)
+    report = coll.build_ann(caption_queries=50, threads=1)
+    assert 0.0 <= report.recall["captions"] <= 1.0 and report.recall["image"] > 0.5
+    assert "captions" in open_collection(coll.path).info()["spaces"][0]["ann"]["recall_at_10"]
+    # Without a model (here: a spec that cannot load offline) the build still completes, with a notice.
+    other = open_collection(tmp_path / "d", create=True)
+    with other.writer():
+        other.add_items([Item(id=i, image=f"/x/{i}.jpg", fingerprint="1", source="s", metadata={"title": "a map"}) for i in ids[:300]])
+        other.import_vectors(ids[:300], vectors[:300], fingerprint=ModelFingerprint(spec="hf:test/random", revision="r1", dim=16, preprocessing="none"), space="v")
+    report = other.build_ann(caption_queries=50, threads=1)
+    assert "captions" not in report.recall and "did not load" in caplog.text

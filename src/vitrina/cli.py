@@ -369,8 +369,11 @@ def _describe_index(s: dict[str, Any]) -> str:
 @click.option("--codes", type=click.Choice(["sq8", "fp16", "flat"]), help="Vector codes in the index: int8 (default), float16 or float32; hits are re-ranked from float32 anyway.")
 @click.option("--rebuild", is_flag=True, help="Build from scratch instead of adding the rows appended since the last build.")
 @click.option("--threads", type=click.IntRange(1, 256), help="Build threads (default: all cores).")
+@click.option("--caption-queries", default=200, show_default=True, type=click.IntRange(0, 10000),
+              help="Also measure recall on this many items' captions (or titles) embedded as text queries (loads the model; 0: skip).")
 @click.option("--json", "as_json", is_flag=True)
-def index_ann(collection: str, space: str | None, structure: str | None, codes: str | None, rebuild: bool, threads: int | None, as_json: bool) -> None:
+def index_ann(collection: str, space: str | None, structure: str | None, codes: str | None, rebuild: bool, threads: int | None, caption_queries: int,
+              as_json: bool) -> None:  # fmt: skip
     """Build or update the approximate search index of COLLECTION (needs pip install 'vitrina[ann]').
 
     A derived file beside the vectors: searches use it while it is fresh, with exact re-ranking,
@@ -379,7 +382,7 @@ def index_ann(collection: str, space: str | None, structure: str | None, codes: 
     from .collection import open_collection
 
     with _errors():
-        report = open_collection(collection).build_ann(space, structure=structure, codes=codes, rebuild=rebuild, threads=threads)
+        report = open_collection(collection).build_ann(space, structure=structure, codes=codes, rebuild=rebuild, threads=threads, caption_queries=caption_queries)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -7,6 +7,7 @@ outside ``store`` and ``index`` knows about vector rows or SQL.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -29,6 +30,8 @@ from .query import Hits, Query, combine
 from .records import Hit, Item, ModelFingerprint
 from .sources import open_source, source_gone
 from .store import Space, Store, disk_full_as_error, resolve_collection
+
+log = logging.getLogger("vitrina.index")
 
 __all__ = ["Collection", "ImageLimits", "IngestReport", "open_collection", "space_name_for"]
 
@@ -315,17 +318,46 @@ class Collection:
         return report
 
     def build_ann(self, space: str | None = None, *, structure: str | None = None, codes: str | None = None, rebuild: bool = False,
-                  threads: int | None = None, queries: np.ndarray | None = None, progress: ProgressCallback | None = None) -> Any:  # fmt: skip
+                  threads: int | None = None, queries: np.ndarray | None = None, caption_queries: int = 0,
+                  progress: ProgressCallback | None = None) -> Any:  # fmt: skip
         """Build (or bring up to date) the approximate index of a space: a derived file beside
         its vectors (see ``vitrina.index.ann``). Searches use it once it is written; a kill
-        meanwhile leaves the previous index, or exact search."""
+        meanwhile leaves the previous index, or exact search. ``caption_queries``: embed up to
+        this many of the items' captions (or titles) with the space's model and measure recall on
+        them too — real text queries, which sit across the modality gap from the images."""
         from .index.ann import AnnParams, build_ann
 
         params = None
         if structure or codes:
             defaults = AnnParams()
             params = AnnParams(structure=structure or defaults.structure, codes=codes or defaults.codes)
-        return build_ann(self._store, self.space(space).name, params, rebuild=rebuild, threads=threads, queries=queries, progress=progress)
+        sp = self.space(space)
+        label = "given"
+        if queries is None and caption_queries > 0 and "text" in sp.fingerprint.modalities:
+            texts = self._caption_sample(caption_queries)
+            try:
+                embedder = self.embedder_for(sp) if texts else None
+            except Exception as e:  # a measurement extra: no model here (offline, no cache) must not stop the build
+                log.warning("recall on captions not measured: the model of space %s did not load (%s)", sp.name, e)
+                embedder = None
+            if embedder is not None:
+                queries = np.concatenate([embedder.embed_texts(texts[i : i + 64]) for i in range(0, len(texts), 64)])
+                label = "captions"
+        return build_ann(self._store, sp.name, params, rebuild=rebuild, threads=threads, queries=queries, queries_label=label, progress=progress)
+
+    def _caption_sample(self, n: int) -> list[str]:
+        """Up to ``n`` distinct captions (else titles) of indexed items, spread over the collection
+        by a hash of the id, so the sample is the same on every build."""
+        import zlib
+
+        picked: list[tuple[int, str]] = []
+        for item in self._store.iter_items(status="ok"):
+            text = item.metadata.get("caption") or item.metadata.get("title")
+            if isinstance(text, str) and text.strip():
+                picked.append((zlib.crc32(item.id.encode()), text.strip()[:300]))
+                if len(picked) > 4 * n:  # keep memory bounded on millions of items
+                    picked = sorted(picked)[:n]
+        return list(dict.fromkeys(t for _, t in sorted(picked)))[:n]
 
     # -- searching ----------------------------------------------------------------------------
 

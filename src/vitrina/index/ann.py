@@ -368,7 +368,7 @@ class AnnReport:
 
 
 def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebuild: bool = False, threads: int | None = None,
-              sample: int = 200, queries: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None,
+              sample: int = 200, queries: np.ndarray | None = None, queries_label: str = "given", progress: Callable[[int, int], None] | None = None,
               path: Path | None = None) -> AnnReport:  # fmt: skip
     """Build the index of ``space`` from its vectors, or add the rows appended since the last
     build (same generation, same parameters, few dead rows). ``queries``: real query vectors
@@ -416,7 +416,7 @@ def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebu
     stamp = {"format": FORMAT, "space": sp.name, "dim": sp.fingerprint.dim, "generation": sp.generation, "rows": sp.rows,
              "checksum": checksum(vectors, sp.rows), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "params": params.__dict__,
              "faiss": faiss.__version__}  # fmt: skip
-    stamp["recall"] = measure_recall(store, sp, index, params, sample=sample, queries=queries)
+    stamp["recall"] = measure_recall(store, sp, index, params, sample=sample, queries=queries, queries_label=queries_label)
     _write_ann(path, stamp, index)
     return AnnReport(sp.name, params.kind, sp.rows, sp.rows - start, start == 0, time.perf_counter() - started, path.stat().st_size, stamp["recall"])
 
@@ -443,7 +443,8 @@ def off_cloud(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     return (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
 
 
-def measure_recall(store: Store, sp: Space, index: Any, params: AnnParams, *, sample: int = 200, queries: np.ndarray | None = None, k: int = 10) -> dict[str, float]:
+def measure_recall(store: Store, sp: Space, index: Any, params: AnnParams, *, sample: int = 200, queries: np.ndarray | None = None,
+                   queries_label: str = "given", k: int = 10) -> dict[str, float]:  # fmt: skip
     """recall@k of the index (with its re-ranking) against exact search, on stored vectors
     ("image"), on off-cloud probes built from them ("text-like") and on ``queries`` ("given")."""
     exact = ExactIndex(store, sp.name)
@@ -456,7 +457,7 @@ def measure_recall(store: Store, sp: Space, index: Any, params: AnnParams, *, sa
     stored = np.ascontiguousarray(vectors[rows], np.float32)
     sets = {"image": stored, "text-like": off_cloud(stored)}
     if queries is not None and len(queries):
-        sets["given"] = np.asarray(queries, np.float32)
+        sets[queries_label] = np.asarray(queries, np.float32)
     timing = AnnParams(**{**params.__dict__, "exact_below": 0, "selective": 0.0})  # measure the index, not the fallback
     out: dict[str, float] = {"sample": float(len(rows))}
     for name, qs in sets.items():
