@@ -292,7 +292,7 @@ def test_keyword_and_fused_search_agree_with_the_reference(world) -> None:  # ty
             assert got.total_considered == len(allowed), context
         else:
             clip, considered = _reference(world, unit[start], filters, exclude, DEPTH, 0, None)
-            want = _reference_fusion(clip, kw[:DEPTH], 0.5 if w is None else w, method)
+            want = _reference_fusion(clip, kw[:DEPTH], Query.DEFAULT_KEYWORD_WEIGHT if w is None else w, method)
             assert got.total_considered == considered, context
         want = [(i, s) for i, s in want[offset : offset + limit] if min_score is None or s >= min_score]
         assert [h.id for h in got] == [i for i, _ in want], context

@@ -343,7 +343,7 @@ class Collection:
         space: str | None = None,
         keywords: str = "",
         keyword_weight: float | None = None,
-        fusion: str = "rrf",
+        fusion: str = "weighted",
         include_hidden: bool = False,
     ) -> Hits:
         """Search by text, by image (a path, URL or indexed item id), by keywords, or a mix.
@@ -353,8 +353,8 @@ class Collection:
         ``where``: filters like "date>=1700", "place=Boston", "title~harbour".
         ``keywords``: words ranked by BM25 over titles, captions, subjects, notes and context
         text; alone, or fused with the CLIP ranking (``keyword_weight`` is the keyword side's
-        share, default 0.5 when keywords are given; a weight without keywords reuses the text
-        terms as keywords; ``fusion`` "rrf" or "weighted", see ``vitrina.index.keyword``).
+        share, default 0.4 when keywords are given; a weight without keywords reuses the text
+        terms as keywords; ``fusion`` "weighted" (the default) or "rrf", see ``vitrina.index.keyword``).
         Items hidden by ``prune --hide`` are left out unless ``include_hidden``."""
         query = Query.build(text, image, where=where, alpha=alpha, min_score=min_score, limit=limit, offset=offset, include_self=include_self,
                             keywords=keywords, keyword_weight=keyword_weight, fusion=fusion, include_hidden=include_hidden)  # fmt: skip
@@ -536,6 +536,43 @@ class Collection:
         except (StoreLocked, OSError, sqlite3.Error):
             pass
 
+    # -- pruning ------------------------------------------------------------------------------
+
+    def prune(self, where: Sequence[str | Filter], *, action: str = "hide") -> dict[str, Any]:
+        """Hide the items passing ``where`` from results (``hide``, reversible with ``unhide``), or
+        delete them with their vectors (``delete``: the vector files are compacted, and a later
+        ingest does not bring them back). E.g. ``where=["kind=blank"]`` after ``classify --tag kind``."""
+        from .filters import parse_filters
+
+        if action not in ("hide", "unhide", "delete"):
+            raise QueryError(f"Unknown prune action {action!r}; use hide, unhide or delete.")
+        filters = parse_filters(where)
+        if not filters and action != "unhide":
+            raise QueryError("Pruning needs at least one --where filter (e.g. --where 'kind=blank'); it never prunes a whole collection.")
+        if action == "unhide":
+            filters = (*filters, Filter(self._store.HIDDEN, "=", "true"))
+        rids = np.flatnonzero(self._store.filter_mask(filters)[:-1])
+        ids = sorted(self._store.ids_of_rids(rids.tolist()).values())
+        reason = " ".join(str(f) for f in filters)
+        out: dict[str, Any] = {"action": action, "matched": len(ids)}
+        with self._write() as store:
+            if action == "delete":
+                before = self._disk_bytes()
+                out["deleted"] = store.delete_items(ids, reason)
+                for sp in store.spaces():
+                    store.compact(sp.name, force=True)
+                saved = max(0, before - self._disk_bytes())
+                total = int(store.get_meta("pruned_bytes_saved") or 0) + saved
+                store.set_meta("pruned_bytes_saved", str(total))
+                out["bytes_saved"] = saved
+            else:
+                out["changed"] = store.set_hidden(ids, action == "hide", reason)
+        self._facets = None
+        return out
+
+    def _disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
     # -- describing ---------------------------------------------------------------------------
 
     def spaces(self) -> list[Space]:
@@ -606,6 +643,8 @@ class Collection:
                  "vectors": s.live, "dead_rows": s.rows - s.live, "preprocessing": s.fingerprint.preprocessing, **self._index_info(s.name)}
                 for s in self._store.spaces()
             ],  # fmt: skip
+            "pruned": {"hidden": self._store.hidden_count(), "deleted": self._store.pruned_count(),
+                       "bytes_saved": int(self._store.get_meta("pruned_bytes_saved") or 0)},
             "schema_version": self._store.schema_version(),
             "disk_bytes": size,
         }

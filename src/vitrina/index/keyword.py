@@ -136,7 +136,7 @@ def _page(ids: list[str], scores: list[float], considered: int, limit: int, offs
     return out
 
 
-def fuse(clip: Matches, keyword: Matches, weight: float, method: str = "rrf") -> tuple[list[str], list[float]]:
+def fuse(clip: Matches, keyword: Matches, weight: float, method: str = "weighted") -> tuple[list[str], list[float]]:
     """One ranking from a CLIP ranking and a keyword ranking of the same allowed items (both best
     first); ties go to the smaller id, so the order is a function of the two inputs."""
     if method not in FUSIONS:
