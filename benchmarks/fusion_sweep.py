@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from tests.words_world import build
+
 from vitrina.evaluate_modes import eval_modes
 
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7)

@@ -125,3 +125,55 @@ def test_cli_keyword_and_fused_search(tmp_path: Path) -> None:
     assert hits and max(h["score"] for h in hits) <= 1.0 and "p01" not in {h["id"] for h in hits}
     out = runner.invoke(cli, ["search", str(coll.path), "--keywords", "bergen", "-n", "2"])
     assert out.exit_code == 0 and "Bergen" in out.output
+
+
+MULTILINGUAL = ["a map of the coast with a whale", "kart over kysten med en hval ved Ålesund", "Karte der Küste mit einem Wal", "carte de la côte avec une baleine",
+                "海岸の地図と鯨", "карта побережья с китом", "mapa del litoral con una ballena"]  # fmt: skip
+
+
+def build_tiny_multilingual_siglip(path: Path) -> Path:
+    """A tiny SigLIP shaped like google/siglip-base-patch16-256-multilingual: a byte-level
+    subword tokenizer (any script, no unknown tokens, case kept, as Gemma's) instead of a small
+    English word list, 64 text positions; random weights, saved and loaded like a hub checkpoint."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, SiglipConfig, SiglipModel
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    torch.manual_seed(3)
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(MULTILINGUAL * 3, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", tok.token_to_id("<eos>"))])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", model_max_length=64)
+    config = SiglipConfig(
+        text_config={"vocab_size": tok.get_vocab_size(), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                     "max_position_embeddings": 64, "projection_size": 32, "bos_token_id": 1, "eos_token_id": 1, "pad_token_id": 0},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 32, "patch_size": 4},
+    )  # fmt: skip
+    SiglipModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+def test_a_multilingual_siglip_loads_through_hf_and_fuses_with_words(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from tests.conftest import make_images
+    from vitrina.embedding import get_embedder
+
+    spec = "hf:" + str(build_tiny_multilingual_siglip(tmp_path / "ml-siglip"))
+    embedder = get_embedder(spec)
+    assert embedder.fingerprint.dim == 32 and embedder.text_length == 64  # type: ignore[attr-defined]
+    vectors = embedder.embed_texts(MULTILINGUAL)
+    assert np.isfinite(vectors).all() and len({v.tobytes() for v in vectors.round(5)}) == len(MULTILINGUAL)  # every script its own tokens
+    assert embedder.tokenizer.decode(embedder.tokenizer("hval ved Ålesund 鯨")["input_ids"], skip_special_tokens=True) == "hval ved Ålesund 鯨"  # type: ignore[attr-defined]
+    make_images(tmp_path / "imgs", 6)
+    coll = open_collection(tmp_path / "c", create=True)
+    assert coll.index(str(tmp_path / "imgs"), model=spec).embedded == 6
+    page = coll.item("img0003.jpg")
+    coll.add_items([Item(id=page.id, image=page.image, fingerprint=page.fingerprint, source=page.source, context="Hvalfangst ved Ålesund, 1850")])
+    assert coll.search("hval ved Ålesund", keywords="hval*", keyword_weight=0.8, limit=1)[0].id == "img0003.jpg"  # random weights: the words decide
+    assert coll.search(keywords="ålesund 1850", limit=6)[0].id == "img0003.jpg"

@@ -325,7 +325,7 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
         for name, justify in columns:
             table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
         for hit in hits:
-            row = [str(hit.rank), f"{hit.score:.3f}", Text(hit.id), Text(str(hit.metadata.get("title", "")))]
+            row: list[str | Text] = [str(hit.rank), f"{hit.score:.3f}", Text(hit.id), Text(str(hit.metadata.get("title", "")))]
             if len(columns) > 4:
                 snippet = Text()
                 for part, matched in hit.snippet:

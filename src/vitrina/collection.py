@@ -422,8 +422,8 @@ class Collection:
         results: list[Hits | None] = [None] * len(queries)
         for (filters, limit, offset, min_score, fused), members in groups.items():
             if fused:  # the CLIP side's top DEPTH, through whichever index serves the space
-                for n, hits in self._fused(sp, index, qmat, queries, excluded, members, filters):
-                    results[n] = hits
+                for n, fused_hits in self._fused(sp, index, qmat, queries, excluded, members, filters):
+                    results[n] = fused_hits
                 continue
             found = index.search(qmat[members], filters=filters, exclude=[excluded[n] for n in members], limit=limit, offset=offset, min_score=min_score)
             items = self._store.get_items(sorted({i for m in found for i in m.ids}))
