@@ -441,7 +441,8 @@ class Collection:
 
         kw = KeywordIndex(self._store)
         clip = index.search(qmat[members], filters=filters, exclude=[excluded[n] for n in members], limit=DEPTH)
-        with_vector = self._store.vector_rids(sp.name)[1]
+        # Only items with a vector in the space take part (usually all: then no list is built).
+        with_vector = None if sp.live == self._store.item_count() else self._store.vector_rids(sp.name)[1]
         out = []
         for n, c in zip(members, clip):
             q = queries[n]

@@ -527,6 +527,9 @@ class Store:
         while chunk := cursor.fetchmany(1000):
             yield from (_item(row, {}) for row in chunk)
 
+    def item_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
+
     def count_items(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.db.execute("SELECT status, count(*) FROM items GROUP BY status")}
 

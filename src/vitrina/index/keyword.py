@@ -51,8 +51,11 @@ class KeywordIndex:
     store: Store
     kind: str = "keyword"
 
-    def _allowed(self, filters: Sequence[Filter], only_rids: np.ndarray | None) -> tuple[np.ndarray, int]:
-        """Which rids may appear (a mask with a spare False slot), and how many items that is."""
+    def _allowed(self, filters: Sequence[Filter], only_rids: np.ndarray | None) -> tuple[np.ndarray | None, int]:
+        """Which rids may appear (a mask with a spare False slot; None: every item, as every FTS row
+        is an item's), and how many items that is."""
+        if not filters and only_rids is None:
+            return None, self.store.item_count()
         rids = only_rids if only_rids is not None else self._item_rids()
         size = int(rids.max(initial=0)) + 2
         exists = np.zeros(size, bool)
@@ -74,8 +77,7 @@ class KeywordIndex:
         """Every allowed item matching ``keywords`` (at most ``depth``), best first, scored by
         BM25 (higher is better); ``considered`` counts the allowed items."""
         allowed, considered = self._allowed(filters, only_rids)
-        if exclude:
-            allowed[list(self.store.rids_of(list(exclude)).values())] = False
+        gone = set(self.store.rids_of(list(exclude)).values()) if exclude else set()
         weights = ", ".join(map(str, BM25_WEIGHTS))
         cursor = self.store.db.execute(
             f"SELECT rowid, -bm25(item_text, {weights}) AS s FROM item_text WHERE item_text MATCH ? ORDER BY s DESC, rowid", (match_expression(keywords),)
@@ -84,7 +86,7 @@ class KeywordIndex:
         scores: list[float] = []
         while chunk := cursor.fetchmany(2000):
             for rid, score in chunk:
-                if rid < len(allowed) and allowed[rid]:
+                if (allowed is None or (rid < len(allowed) and allowed[rid])) and rid not in gone:
                     rids.append(rid)
                     scores.append(float(score))
             if depth is not None and len(rids) >= depth:
