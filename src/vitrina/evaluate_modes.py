@@ -4,7 +4,7 @@ A curator's question is "do words help on my collection, and how much weight sho
 get?": each judged query (``evaluate.read_queries``: CSV query,id[,relevance]) is searched by its
 text through CLIP, through BM25 over the item text (the same words as keywords), and fused;
 nDCG@k and P@k per mode, per query and averaged. ``weights`` adds one fused run per keyword
-weight and fusion method, for choosing the defaults (docs/search.md).
+weight and fusion method, for choosing the defaults (docs/keyword-search.md).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class Query:
     include_self: bool = False  # when querying by an indexed item, keep it in the hits
     keywords: str = ""  # words ranked by BM25 over the item text (index/keyword.py)
     keyword_weight: float | None = None  # the keyword side's share in a fusion (not alpha); see ``mode``
-    fusion: str = "weighted"  # or "rrf"; measured: docs/search.md
+    fusion: str = "weighted"  # or "rrf"; measured: docs/keyword-search.md
     include_hidden: bool = False  # items hidden by `vitrina prune --hide` answer too
 
     def __post_init__(self) -> None:
@@ -97,7 +97,7 @@ class Query:
             if not np.isfinite(term.weight):
                 raise QueryError(f"Term {term.value!r} has weight {term.weight}; weights must be finite numbers.")
 
-    DEFAULT_KEYWORD_WEIGHT = 0.4  # measured: docs/search.md, "Words and pictures"
+    DEFAULT_KEYWORD_WEIGHT = 0.4  # measured: docs/keyword-search.md, "Words and pictures"
 
     @property
     def mode(self) -> str:
