@@ -177,3 +177,19 @@ def test_a_multilingual_siglip_loads_through_hf_and_fuses_with_words(tmp_path: P
     coll.add_items([Item(id=page.id, image=page.image, fingerprint=page.fingerprint, source=page.source, context="Hvalfangst ved Ålesund, 1850")])
     assert coll.search("hval ved Ålesund", keywords="hval*", keyword_weight=0.8, limit=1)[0].id == "img0003.jpg"  # random weights: the words decide
     assert coll.search(keywords="ålesund 1850", limit=6)[0].id == "img0003.jpg"
+
+
+def test_eval_cli_shows_the_three_modes_side_by_side(words, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import vitrina.collection
+
+    coll, judged = words
+    monkeypatch.setattr(vitrina.collection, "get_embedder", lambda spec: coll.embedder_for())  # the test world's query embedder
+    queries = tmp_path / "judged.csv"
+    queries.write_text("query,id,relevance\n" + "".join(f"{q},{i},1\n" for q, rel in judged for i in rel), encoding="utf-8")
+    out = CliRunner().invoke(cli, ["eval", str(coll.path), "--queries", str(queries), "--modes", "--json", "-q"])
+    assert out.exit_code == 0, out.output
+    modes = json.loads(out.output)["modes"]["words"]
+    assert modes["fused"]["ndcg@10"] > max(modes["clip"]["ndcg@10"], modes["keyword"]["ndcg@10"])
+    assert modes["clip"]["ndcg@10"] == json.loads(out.output)["queries"]["words"]["ndcg@10"]  # the same CLIP run as plain --queries
+    text = CliRunner().invoke(cli, ["eval", str(coll.path), "--queries", str(queries), "--modes", "-q"]).output
+    assert "| fused |" in text and "| keyword |" in text
