@@ -85,12 +85,21 @@ def _metadata(rng: random.Random, i: int) -> dict:
     return md
 
 
+WORDS = ["hval", "Hvalfangst", "Bergen", "bergensk", "Ålesund", "alesund", "storm", "skip", "kart", "kyst", "fyr", "Trondheim", "whale", "ship", "<b>", "1850"]
+
+
+def _context(rng: random.Random, i: int) -> str:
+    """OCR-like text: a few words of a small vocabulary (so that keyword queries match many items
+    with many ties), sometimes none."""
+    return f"page {i} " + " ".join(rng.choice(WORDS) for _ in range(rng.choice([0, 1, 3, 8])))
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     rng = random.Random(5)
     path = tmp_path_factory.mktemp("congruence") / "c"
     coll = open_collection(path, create=True)
-    items = [Item(id=f"item-{i:04d}", image=f"/data/{i}.jpg", fingerprint="1", source=f"folder:/data/{i % 3}", metadata=_metadata(rng, i), context=f"page {i}")
+    items = [Item(id=f"item-{i:04d}", image=f"/data/{i}.jpg", fingerprint="1", source=f"folder:/data/{i % 3}", metadata=_metadata(rng, i), context=_context(rng, i))
              for i in range(N)]  # fmt: skip
     vectors = np.random.default_rng(1).standard_normal((N, DIM)).astype(np.float32)
     with coll.writer():
@@ -230,3 +239,70 @@ def test_queries_run_with_a_numpy_embedder(tmp_path: Path, fake_embedder) -> Non
     coll.index()
     by_id = coll.search(image=canvas, limit=7)
     assert canvas not in [h.id for h in by_id] and by_id[0].id == "img0003.jpg" and by_id[0].score == pytest.approx(1, abs=1e-5)
+
+
+def _reference_fusion(clip: list[tuple[str, float]], words: list[tuple[str, float]], w: float, method: str) -> list[tuple[str, float]]:
+    """The fusions as the docs state them (index/keyword.py), written again here."""
+    fused: dict[str, float] = {}
+    if method == "rrf":
+        for ranked, share in ((clip, 1 - w), (words, w)):
+            for r, (i, _) in enumerate(ranked, start=1):
+                fused[i] = fused.get(i, 0.0) + share * 61 / (60 + r)
+    else:
+        lo, hi = (min(s for _, s in clip), max(s for _, s in clip)) if clip else (0.0, 0.0)
+        for i, s in clip:
+            fused[i] = (1 - w) * ((s - lo) / (hi - lo) if hi > lo else 1.0)
+        best = max((s for _, s in words), default=0.0)
+        for i, s in words:
+            fused[i] = fused.get(i, 0.0) + w * (s / best if best > 0 else 1.0)
+    return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+@pytest.mark.parametrize("kind", sorted(k for k in INDEXES if k not in RECALL))
+def test_keyword_and_fused_search_agree_with_the_reference(world, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """Keyword-only and fused rankings under random filters, paging, minimum scores and an excluded
+    query item: the keyword ranking filtered by the reference semantics, fused with the reference
+    CLIP ranking by the documented formulas, then paged. The CLIP side is each exact index."""
+    from vitrina.index.keyword import DEPTH, KeywordIndex
+    from vitrina.query import Query, Term
+
+    coll, ids, unit, stored, tags = world
+    coll._indexes["random"] = INDEXES[kind](coll)
+    unfiltered = KeywordIndex(coll._store)
+    rng = random.Random(23)
+    nonempty = 0
+    for trial in range(150):
+        filters = [_random_filter(rng) for _ in range(rng.choice([0, 0, 1, 1, 2]))]
+        words = " ".join(rng.choice(WORDS + ["berg*", "hval*", "ÅLESUND", "nothing"]) for _ in range(rng.choice([1, 1, 2, 3])))
+        limit, offset = rng.choice([1, 5, 10, 50, 400]), rng.choice([0, 0, 3, 40])
+        method, w = rng.choice(["rrf", "weighted"]), rng.choice([None, 0.3, 0.5, 0.8, 1.0])
+        start = rng.randrange(N)
+        keyword_only = rng.random() < 0.3
+        terms = () if keyword_only else (Term(ids[start], 1.0, "image"),)
+        min_score = rng.choice([None, None, 0.2, 0.5]) if not keyword_only else rng.choice([None, 1.0])
+        query = Query(terms=terms, filters=tuple(filters), keywords=words, keyword_weight=w, fusion=method, limit=limit, offset=offset, min_score=min_score)
+        got = coll.run([query], space="random")[0]
+        context = f"trial {trial}: {words!r} {method} w={w} filters {[str(f) for f in filters]}, limit {limit}, offset {offset}, min_score {min_score}"
+
+        allowed = {i for i in ids if all(matches(item_values(i, stored[i].source, stored[i].image, stored[i].context, stored[i].metadata, tags[i], f.key), f)
+                                         for f in filters)}  # fmt: skip
+        exclude = set() if keyword_only else {ids[start]}
+        full = unfiltered.ranking(words)
+        kw = [(i, s) for i, s in zip(full.ids, full.scores) if i in allowed and i not in exclude]
+        if keyword_only:
+            want = kw
+            assert got.total_considered == len(allowed), context
+        else:
+            clip, considered = _reference(world, unit[start], filters, exclude, DEPTH, 0, None)
+            want = _reference_fusion(clip, kw[:DEPTH], Query.DEFAULT_KEYWORD_WEIGHT if w is None else w, method)
+            assert got.total_considered == considered, context
+        want = [(i, s) for i, s in want[offset : offset + limit] if min_score is None or s >= min_score]
+        assert [h.id for h in got] == [i for i, _ in want], context
+        np.testing.assert_allclose([h.score for h in got], [s for _, s in want], rtol=1e-6, atol=1e-6, err_msg=context)
+        assert [h.rank for h in got] == list(range(offset + 1, offset + 1 + len(got))), context
+        nonempty += bool(got)
+        for h in got:  # a hit that matched a word shows it marked in its snippet
+            if h.id in dict(kw):
+                assert any(matched for _, matched in h.snippet), context
+    assert nonempty > 100
+    coll._indexes.clear()

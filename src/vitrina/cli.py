@@ -276,16 +276,24 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
 @click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON.")
 @click.option("--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann).")
 @click.option("--index", "index_target", help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.")
+@click.option("-k", "--keywords", default="", help="Words ranked by BM25 over title, caption, subjects, notes and context text (OCR); alone, or fused with TERMS/--image.")
+@click.option("--text-weight", "keyword_weight", type=click.FloatRange(0, 1), help="The keyword side's share in the fusion (default 0.4 with --keywords; without them, TERMS are reused as keywords). Not --alpha.")
+@click.option("--fusion", type=click.Choice(["rrf", "weighted"]), default="weighted", show_default=True, help="How CLIP and keyword rankings are fused.")
+@click.option("--include-hidden", is_flag=True, help="Also show items hidden by `vitrina prune --hide`.")
 def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alpha: float | None, where: tuple[str, ...], min_score: float | None,
-           limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool, exact: bool = False, index_target: str | None = None) -> None:  # fmt: skip
-    """Search COLLECTION by text TERMS, by --image, or both.
+           limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool, exact: bool = False, index_target: str | None = None,
+           keywords: str = "", keyword_weight: float | None = None, fusion: str = "weighted", include_hidden: bool = False) -> None:  # fmt: skip
+    """Search COLLECTION by text TERMS, by --image, by --keywords, or a mix.
 
     \b
     vitrina search maps "maps with sea monsters"
     vitrina search maps --image ./some-map.jpg
     vitrina search maps "more grayscale" --image ./a.jpg --alpha 0.7
     vitrina search maps "sea monster" "2:ship" "-0.5:colour"     # weights; negative pushes down
-    vitrina search maps "harbour" --where "date>=1700" --where "date<1800" --min-score 0.2 --json"""
+    vitrina search maps "harbour" --where "date>=1700" --where "date<1800" --min-score 0.2 --json
+    vitrina search books --keywords "Bergen 1850"                # keyword ranking only (BM25)
+    vitrina search books "whale" --text-weight 0.3                # CLIP + the same words as keywords, fused
+    vitrina search books "a ship in a storm" --keywords "hval"    # CLIP for the picture, words for the OCR"""
     from .collection import open_collection
     from .query import Query
 
@@ -294,7 +302,8 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
         raise click.UsageError(f"No such option: {unknown[0]}")
     with _errors():
         coll = open_collection(collection, index="exact" if exact else index_target or "auto")
-        common: dict[str, Any] = {"alpha": alpha, "min_score": min_score, "limit": limit, "offset": offset, "include_self": include_self}
+        common: dict[str, Any] = {"alpha": alpha, "min_score": min_score, "limit": limit, "offset": offset, "include_self": include_self,
+                                  "keywords": keywords, "keyword_weight": keyword_weight, "fusion": fusion, "include_hidden": include_hidden}  # fmt: skip
         if batch_file is not None:
             lines = [line.strip() for line in batch_file if line.strip()]
             queries = [Query.build(line.split("\t"), images, where=where, **common) for line in lines]
@@ -312,10 +321,17 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
         from rich.text import Text
 
         table = Table(box=None, pad_edge=False)
-        for name, justify in (("#", "right"), ("score", "right"), ("id", "left"), ("title", "left")):
+        columns = (("#", "right"), ("score", "right"), ("id", "left"), ("title", "left")) + ((("matched", "left"),) if keywords or keyword_weight else ())
+        for name, justify in columns:
             table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
         for hit in hits:
-            table.add_row(str(hit.rank), f"{hit.score:.3f}", Text(hit.id), Text(str(hit.metadata.get("title", ""))))
+            row: list[str | Text] = [str(hit.rank), f"{hit.score:.3f}", Text(hit.id), Text(str(hit.metadata.get("title", "")))]
+            if len(columns) > 4:
+                snippet = Text()
+                for part, matched in hit.snippet:
+                    snippet.append(part, style="bold reverse" if matched else None)
+                row.append(snippet)
+            table.add_row(*row)
         _stdout().print(table)
 
 
@@ -344,10 +360,40 @@ def info(collection: str, check: bool, as_json: bool) -> None:
         out.print("failed: " + ", ".join(f"{r}: {n}" for r, n in sorted(data["failed_by_reason"].items())))
         for f in data["failures"][:10]:
             out.print(f"  [dim]{f['reason']}[/] {_escape(f['detail'])}", highlight=False)
+    pruned = data.get("pruned") or {}
+    if pruned.get("hidden") or pruned.get("deleted"):
+        out.print(f"pruned: {pruned['hidden']} hidden (vitrina prune --unhide), {pruned['deleted']} deleted, {pruned['bytes_saved'] / 1e6:.1f} MB saved")
     if check:
         out.print("check: " + ("ok" if not data["problems"] else "; ".join(data["problems"])))
         if data["problems"]:
             sys.exit(1)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("collection")
+@click.option("-w", "--where", multiple=True, help="Which items, e.g. 'kind=blank' (a classifier tag). Repeatable (all must hold).")
+@click.option("--hide", "action", flag_value="hide", default=True, help="Hide them from results (the default; reversible).")
+@click.option("--unhide", "action", flag_value="unhide", help="Show hidden items again (those matching --where, or all).")
+@click.option("--delete", "action", flag_value="delete", help="Delete them and their vectors for good (a later ingest skips them).")
+@click.option("--json", "as_json", is_flag=True)
+def prune(collection: str, where: tuple[str, ...], action: str, as_json: bool) -> None:
+    """Take what is not an illustration out of COLLECTION's results.
+
+    \b
+    vitrina classify books --probe labels.csv --tag kind
+    vitrina prune books --where "kind=blank"             # hidden; search --include-hidden shows them
+    vitrina prune books --unhide --where "kind=blank"
+    vitrina prune books --where "kind=blank" --delete    # with their vectors; space reclaimed"""
+    from .collection import open_collection
+
+    with _errors():
+        out = open_collection(collection).prune(where, action=action)
+    if as_json:
+        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    done = {"hide": f"{out.get('changed', 0)} hidden", "unhide": f"{out.get('changed', 0)} shown again",
+            "delete": f"{out.get('deleted', 0)} deleted, {out.get('bytes_saved', 0) / 1e6:.1f} MB saved"}[action]  # fmt: skip
+    _stdout().print(f"{out['matched']} items matched; {done}.", highlight=False)
 
 
 def _describe_index(s: dict[str, Any]) -> str:
@@ -517,6 +563,7 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
 @click.option("--candidates", default=1000, show_default=True, type=click.IntRange(2), help="--exact-image: rank among this many items (the sample plus others).")
 @click.option("--no-baseline", is_flag=True, help="--exact-image: skip the random-weights baseline.")
 @click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV query,id[,relevance]: nDCG@10, P@10.")
+@click.option("--modes", is_flag=True, help="With --queries: also run them CLIP only, keywords only and fused, side by side.")
 @click.option("--by", "by_key", help="Also break text→image results down by this metadata key or tag (date, place, folder, a classifier's name).")
 @click.option("--space", "spaces", multiple=True, help="Space(s) to evaluate (default: all).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for samples, perturbations and bootstrap intervals.")
@@ -524,7 +571,7 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
 @click.option("--json", "as_json", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def evaluate_cmd(collection: str, pairs: Path | None, split: str, exact_image: bool, sample: int, candidates: int, no_baseline: bool, queries: Path | None,
-                 by_key: str | None, spaces: tuple[str, ...], seed: int, report: Path | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
+                 by_key: str | None, spaces: tuple[str, ...], seed: int, report: Path | None, as_json: bool, quiet: bool, modes: bool = False) -> None:  # fmt: skip
     """Measure search quality on COLLECTION, per embedding space, with 95 % bootstrap intervals,
     chance and random-weights baselines, and what was measured (split, files, models, seed).
 
@@ -540,7 +587,17 @@ def evaluate_cmd(collection: str, pairs: Path | None, split: str, exact_image: b
         coll = open_collection(collection)
         options = _EvalOptions(pairs, split, exact_image, sample, candidates, not no_baseline, queries, by_key, seed, quiet)
         results = _evaluate(coll, list(spaces) or [s.name for s in coll.spaces()], options)
+        if modes and queries:
+            from .evaluate import read_queries
+            from .evaluate_modes import eval_modes
+
+            results["modes"] = {s: eval_modes(coll, read_queries(queries), space=s) for s in results["queries"]}
     _print_eval(results, report, as_json)
+    if results.get("modes") and not as_json:
+        from .evaluate_modes import markdown
+
+        for space, r in results["modes"].items():
+            click.echo(f"\nCLIP / keywords / fused ({space}):\n{markdown(r)}")
 
 
 class _EvalOptions:

@@ -373,22 +373,60 @@ class Collection:
         offset: int = 0,
         include_self: bool = False,
         space: str | None = None,
+        keywords: str = "",
+        keyword_weight: float | None = None,
+        fusion: str = "weighted",
+        include_hidden: bool = False,
     ) -> Hits:
-        """Search by text, by image (a path, URL or indexed item id), or both.
+        """Search by text, by image (a path, URL or indexed item id), by keywords, or a mix.
 
         ``text`` terms may carry weights: "2:ship", "-0.5:colour" (negative pushes down).
         ``alpha`` mixes text and image: 0 = text only, 1 = image only (default: plain sum).
-        ``where``: filters like "date>=1700", "place=Boston", "title~harbour"."""
-        query = Query.build(text, image, where=where, alpha=alpha, min_score=min_score, limit=limit, offset=offset, include_self=include_self)
+        ``where``: filters like "date>=1700", "place=Boston", "title~harbour".
+        ``keywords``: words ranked by BM25 over titles, captions, subjects, notes and context
+        text; alone, or fused with the CLIP ranking (``keyword_weight`` is the keyword side's
+        share, default 0.4 when keywords are given; a weight without keywords reuses the text
+        terms as keywords; ``fusion`` "weighted" (the default) or "rrf", see ``vitrina.index.keyword``).
+        Items hidden by ``prune --hide`` are left out unless ``include_hidden``."""
+        query = Query.build(text, image, where=where, alpha=alpha, min_score=min_score, limit=limit, offset=offset, include_self=include_self,
+                            keywords=keywords, keyword_weight=keyword_weight, fusion=fusion, include_hidden=include_hidden)  # fmt: skip
         return self.run([query], space=space)[0]
 
     def run(self, queries: Sequence[Query], *, space: str | None = None) -> list[Hits]:
         """Run several queries; those with the same filters and paging share one pass over the vectors."""
         if not queries:
             return []
-        sp = self.space(space)
-        built = [self._query_vector(q, sp) for q in queries]
-        return self._rank(sp, np.stack([b[0] for b in built]), queries, [b[1] for b in built])
+        results: list[Hits | None] = [None] * len(queries)
+        with_vectors = [n for n, q in enumerate(queries) if q.mode != "keyword"]
+        for n, q in enumerate(queries):
+            if q.mode == "keyword":
+                results[n] = self._keyword_only(q)
+        if with_vectors:
+            sp = self.space(space)
+            built = [self._query_vector(queries[n], sp) for n in with_vectors]
+            ranked = self._rank(sp, np.stack([b[0] for b in built]), [queries[n] for n in with_vectors], [b[1] for b in built])
+            for n, hits in zip(with_vectors, ranked):
+                results[n] = hits
+        return [r for r in results if r is not None]
+
+    def _visible(self, q: Query) -> tuple[Filter, ...]:
+        """The query's filters, plus one leaving out hidden items (unless it asks for them)."""
+        if q.include_hidden or not self._store.hidden_count():
+            return q.filters
+        return (*q.filters, Filter(self._store.HIDDEN, "!=", "true"))
+
+    def _keyword_only(self, q: Query) -> Hits:
+        from .index.keyword import KeywordIndex
+
+        kw = KeywordIndex(self._store)
+        m = kw.search(q.keyword_text, filters=self._visible(q), limit=q.limit, offset=q.offset, min_score=q.min_score)
+        return self._hits(m, q, kw.snippets(q.keyword_text, m.ids))
+
+    def _hits(self, m: Any, q: Query, snippets: dict[str, list[tuple[str, bool]]]) -> Hits:
+        items = self._store.get_items(m.ids)
+        hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=q.offset + k, snippet=tuple(snippets.get(i, ())))
+                for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
+        return Hits(hits, total_considered=m.considered, query=q)
 
     def search_vectors(self, vectors: np.ndarray, *, where: Sequence[str | Filter] = (), min_score: float | None = None, limit: int = 10, offset: int = 0, space: str | None = None) -> list[Hits]:
         """Search with ready-made query vectors, shape (n, dim) or (dim,): one ``Hits`` per row."""
@@ -411,9 +449,14 @@ class Collection:
         index = self.index_for(sp.name)
         groups: dict[tuple[Any, ...], list[int]] = {}
         for n, q in enumerate(queries):  # one pass over the vectors per distinct filter and page
-            groups.setdefault((q.filters, q.limit, q.offset, q.min_score), []).append(n)
+            fused = q.mode == "fused"
+            groups.setdefault((self._visible(q), q.limit, q.offset, q.min_score, fused), []).append(n)
         results: list[Hits | None] = [None] * len(queries)
-        for (filters, limit, offset, min_score), members in groups.items():
+        for (filters, limit, offset, min_score, fused), members in groups.items():
+            if fused:  # the CLIP side's top DEPTH, through whichever index serves the space
+                for n, fused_hits in self._fused(sp, index, qmat, queries, excluded, members, filters):
+                    results[n] = fused_hits
+                continue
             found = index.search(qmat[members], filters=filters, exclude=[excluded[n] for n in members], limit=limit, offset=offset, min_score=min_score)
             items = self._store.get_items(sorted({i for m in found for i in m.ids}))
             for n, m in zip(members, found):
@@ -421,6 +464,24 @@ class Collection:
                         for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
                 results[n] = Hits(hits, total_considered=m.considered, query=queries[n])
         return [r for r in results if r is not None]
+
+    def _fused(self, sp: Space, index: SearchIndex, qmat: np.ndarray, queries: Sequence[Query], excluded: Sequence[set[str]], members: list[int],
+               filters: tuple[Filter, ...]) -> list[tuple[int, Hits]]:  # fmt: skip
+        """CLIP and keyword rankings of the same allowed items (passing the filters, with a vector
+        in the space, not excluded), fused, then paged (see ``vitrina.index.keyword``)."""
+        from .index.keyword import DEPTH, KeywordIndex, fused_page
+
+        kw = KeywordIndex(self._store)
+        clip = index.search(qmat[members], filters=filters, exclude=[excluded[n] for n in members], limit=DEPTH)
+        # Only items with a vector in the space take part (usually all: then no list is built).
+        with_vector = None if sp.live == self._store.item_count() else self._store.vector_rids(sp.name)[1]
+        out = []
+        for n, c in zip(members, clip):
+            q = queries[n]
+            words = kw.ranking(q.keyword_text, filters=filters, exclude=excluded[n], depth=DEPTH, only_rids=with_vector)
+            m = fused_page(c, words, q.weight, q.fusion, limit=q.limit, offset=q.offset, min_score=q.min_score)
+            out.append((n, self._hits(m, q, kw.snippets(q.keyword_text, m.ids))))
+        return out
 
     def _query_vector(self, query: Query, sp: Space) -> tuple[np.ndarray, set[str]]:
         vectors, excluded = [], set()
@@ -508,6 +569,43 @@ class Collection:
         except (StoreLocked, OSError, sqlite3.Error):
             pass
 
+    # -- pruning ------------------------------------------------------------------------------
+
+    def prune(self, where: Sequence[str | Filter], *, action: str = "hide") -> dict[str, Any]:
+        """Hide the items passing ``where`` from results (``hide``, reversible with ``unhide``), or
+        delete them with their vectors (``delete``: the vector files are compacted, and a later
+        ingest does not bring them back). E.g. ``where=["kind=blank"]`` after ``classify --tag kind``."""
+        from .filters import parse_filters
+
+        if action not in ("hide", "unhide", "delete"):
+            raise QueryError(f"Unknown prune action {action!r}; use hide, unhide or delete.")
+        filters = parse_filters(where)
+        if not filters and action != "unhide":
+            raise QueryError("Pruning needs at least one --where filter (e.g. --where 'kind=blank'); it never prunes a whole collection.")
+        if action == "unhide":
+            filters = (*filters, Filter(self._store.HIDDEN, "=", "true"))
+        rids = np.flatnonzero(self._store.filter_mask(filters)[:-1])
+        ids = sorted(self._store.ids_of_rids(rids.tolist()).values())
+        reason = " ".join(str(f) for f in filters)
+        out: dict[str, Any] = {"action": action, "matched": len(ids)}
+        with self._write() as store:
+            if action == "delete":
+                before = self._disk_bytes()
+                out["deleted"] = store.delete_items(ids, reason)
+                for sp in store.spaces():
+                    store.compact(sp.name, force=True)
+                saved = max(0, before - self._disk_bytes())
+                total = int(store.get_meta("pruned_bytes_saved") or 0) + saved
+                store.set_meta("pruned_bytes_saved", str(total))
+                out["bytes_saved"] = saved
+            else:
+                out["changed"] = store.set_hidden(ids, action == "hide", reason)
+        self._facets = None
+        return out
+
+    def _disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
     # -- describing ---------------------------------------------------------------------------
 
     def spaces(self) -> list[Space]:
@@ -578,6 +676,8 @@ class Collection:
                  "vectors": s.live, "dead_rows": s.rows - s.live, "preprocessing": s.fingerprint.preprocessing, **self._index_info(s.name)}
                 for s in self._store.spaces()
             ],  # fmt: skip
+            "pruned": {"hidden": self._store.hidden_count(), "deleted": self._store.pruned_count(),
+                       "bytes_saved": int(self._store.get_meta("pruned_bytes_saved") or 0)},
             "schema_version": self._store.schema_version(),
             "disk_bytes": size,
         }

@@ -67,10 +67,22 @@ class Query:
     limit: int = 10
     offset: int = 0
     include_self: bool = False  # when querying by an indexed item, keep it in the hits
+    keywords: str = ""  # words ranked by BM25 over the item text (index/keyword.py)
+    keyword_weight: float | None = None  # the keyword side's share in a fusion (not alpha); see ``mode``
+    fusion: str = "weighted"  # or "rrf"; measured: docs/keyword-search.md
+    include_hidden: bool = False  # items hidden by `vitrina prune --hide` answer too
 
     def __post_init__(self) -> None:
-        if not self.terms:
-            raise QueryError("An empty query: give some text, --image, or both.")
+        if not self.terms and not self.keywords.strip():
+            raise QueryError("An empty query: give some text, --image, --keywords, or a mix.")
+        if self.keyword_weight is not None and not 0.0 <= self.keyword_weight <= 1.0:
+            raise QueryError(f"The keyword weight must be between 0 (CLIP only) and 1 (keywords only), not {self.keyword_weight}.")
+        if self.fusion not in ("rrf", "weighted"):
+            raise QueryError(f"Unknown fusion {self.fusion!r}; use 'rrf' or 'weighted'.")
+        if self.mode == "fused" and not self.keyword_text:
+            raise QueryError("A keyword weight needs words: give --keywords, or text terms to reuse as keywords.")
+        if len(self.keywords) > 2000:
+            raise QueryError(f"The keywords are {len(self.keywords)} characters long; at most 2000 are allowed.")
         if len(self.terms) > MAX_TERMS:
             raise QueryError(f"{len(self.terms)} terms in one query; at most {MAX_TERMS} are allowed.")
         if len(self.filters) > MAX_FILTERS:
@@ -84,6 +96,27 @@ class Query:
                 raise QueryError("A query term is empty.")
             if not np.isfinite(term.weight):
                 raise QueryError(f"Term {term.value!r} has weight {term.weight}; weights must be finite numbers.")
+
+    DEFAULT_KEYWORD_WEIGHT = 0.4  # measured: docs/keyword-search.md, "Words and pictures"
+
+    @property
+    def mode(self) -> str:
+        """'clip' (vectors only), 'keyword' (BM25 only) or 'fused'."""
+        if not self.terms:
+            return "keyword"
+        if self.keyword_weight == 0.0 or (not self.keywords.strip() and not self.keyword_weight):
+            return "clip"
+        return "fused"
+
+    @property
+    def keyword_text(self) -> str:
+        """The words of the keyword side: ``keywords``, else (a fusion asked for with a weight
+        only) the positive text terms."""
+        return self.keywords.strip() or " ".join(t.value for t in self.terms if t.kind == "text" and t.weight > 0)
+
+    @property
+    def weight(self) -> float:
+        return self.DEFAULT_KEYWORD_WEIGHT if self.keyword_weight is None else self.keyword_weight
 
     @classmethod
     def build(

@@ -75,6 +75,10 @@ class Hit:
     image: str
     metadata: dict[str, Any] = field(default_factory=dict)
     rank: int = 0
+    snippet: tuple[tuple[str, bool], ...] = ()  # keyword searches: the best passage, (text, matched word?) segments
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "id": self.id, "score": round(self.score, 6), "image": self.image, "metadata": self.metadata}
+        out = {"rank": self.rank, "id": self.id, "score": round(self.score, 6), "image": self.image, "metadata": self.metadata}
+        if self.snippet:
+            out["snippet"] = [{"text": t, "match": m} for t, m in self.snippet]
+        return out

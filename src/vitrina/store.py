@@ -37,7 +37,7 @@ from .filters import COLUMNS, Filter, matches, normal_values
 from .records import Item, ModelFingerprint
 from .vectors import VectorFile
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Version 1, as the first release wrote it; later versions are the numbered migrations below.
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -136,6 +136,52 @@ DELETE FROM vectors WHERE item_id IN (SELECT id FROM items WHERE status = 'faile
 # to it in a transaction (NULL: the file of schema <= 3, spaces/<name>.f32).
 MIGRATION_4 = """
 ALTER TABLE spaces ADD COLUMN file TEXT;
+"""
+
+# Keyword search (fulltext.py): an FTS5 table keyed by item rid, kept in step with items by
+# triggers, so every path that writes items (ingest, add_items, removal) updates it. Diacritics are
+# folded ("Ålesund" = "alesund"), two- and three-letter prefixes indexed for "berg*". Columns:
+# title; caption (caption, description); subjects (subjects, subject, keywords); notes (notes,
+# note); context (OCR / ALTO text around the picture). Control characters 2 and 3 are the snippet
+# markers and are removed from the indexed text. ``pruned``: ids deleted by ``vitrina prune
+# --delete``, which a later ingest does not bring back.
+FTS_COLUMNS = {  # column -> metadata keys whose values it holds (context: the item's context text)
+    "title": ("title",),
+    "caption": ("caption", "description"),
+    "subjects": ("subjects", "subject", "keywords"),
+    "notes": ("notes", "note"),
+}
+
+
+def _fts_values(row: str) -> str:
+    """SQL for the FTS row of the item ``row`` ('new.' in a trigger, '' in a SELECT)."""
+
+    def clean(sql: str) -> str:
+        return f"replace(replace({sql}, char(2), ''), char(3), '')"
+
+    fields = [f"{row}rid"]
+    for keys in FTS_COLUMNS.values():
+        parts = " || ' ' || ".join(f"coalesce(json_extract({row}metadata, '$.{k}'), '')" for k in keys)
+        fields.append(f"CASE WHEN json_valid({row}metadata) THEN {clean(parts)} ELSE '' END")
+    fields.append(clean(f"{row}context"))
+    return ", ".join(fields)
+
+
+MIGRATION_5 = f"""
+CREATE VIRTUAL TABLE item_text USING fts5(title, caption, subjects, notes, context, tokenize='unicode61 remove_diacritics 2', prefix='2 3');
+CREATE TRIGGER item_text_insert AFTER INSERT ON items BEGIN
+    INSERT INTO item_text (rowid, title, caption, subjects, notes, context) VALUES ({_fts_values('new.')});
+END;
+CREATE TRIGGER item_text_update AFTER UPDATE OF metadata, context ON items BEGIN
+    DELETE FROM item_text WHERE rowid = old.rid;
+    INSERT INTO item_text (rowid, title, caption, subjects, notes, context) VALUES ({_fts_values('new.')});
+END;
+CREATE TRIGGER item_text_delete AFTER DELETE ON items BEGIN
+    DELETE FROM item_text WHERE rowid = old.rid;
+END;
+INSERT INTO item_text (rowid, title, caption, subjects, notes, context)
+    SELECT {_fts_values('')} FROM items;
+CREATE TABLE pruned (id TEXT PRIMARY KEY, at REAL NOT NULL, reason TEXT NOT NULL);
 """
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -273,6 +319,11 @@ class Store:
     def _migration_4(self) -> None:
         self._migrate(4, _statements(MIGRATION_4))
 
+    def _migration_5(self) -> None:
+        """Keyword search: the FTS5 table over item text (built here for existing items), its
+        triggers, and the ids pruned for good."""
+        self._migrate(5, _statements(MIGRATION_5))
+
     # -- locking and transactions -------------------------------------------------------------
 
     def _acquire_writer_lock(self) -> None:
@@ -370,8 +421,9 @@ class Store:
                 self._refresh_values(touched)
             batch.clear()
 
+        pruned = {r[0] for r in self.db.execute("SELECT id FROM pruned")}  # deleted by `vitrina prune --delete`: not brought back
         for item in items:
-            if item.id in seen:
+            if item.id in seen or item.id in pruned:
                 continue  # the same id twice in one source: first wins
             seen.add(item.id)
             batch.append(item)
@@ -474,6 +526,9 @@ class Store:
         cursor = self.db.execute(sql + " ORDER BY id", params)
         while chunk := cursor.fetchmany(1000):
             yield from (_item(row, {}) for row in chunk)
+
+    def item_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
 
     def count_items(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.db.execute("SELECT status, count(*) FROM items GROUP BY status")}
@@ -727,6 +782,42 @@ class Store:
             self.db.executemany("INSERT INTO tags (item_id, name, value, score, classifier) VALUES (?, ?, ?, ?, ?)", [(i, name, v, float(sc), classifier) for i, v, sc in tags])
             self._refresh_values(sorted(set(before) | {t[0] for t in tags}))
 
+    HIDDEN = "hidden"  # the tag that hides an item from results (``vitrina prune --hide``)
+
+    def set_hidden(self, ids: Sequence[str], hidden: bool, reason: str = "") -> int:
+        """Hide (a ``hidden`` tag, a filter like any other) or show these items again; returns how
+        many changed."""
+        changed = 0
+        with self.transaction():
+            for i in range(0, len(ids), 500):
+                chunk = list(ids[i : i + 500])
+                if hidden:
+                    cur = self.db.executemany("INSERT OR IGNORE INTO tags (item_id, name, value, score, classifier) SELECT id, ?, 'true', 1.0, ? FROM items WHERE id = ?",
+                                              [(self.HIDDEN, f"prune:{reason}", i) for i in chunk])  # fmt: skip
+                else:
+                    cur = self.db.execute(f"DELETE FROM tags WHERE name = ? AND item_id IN ({_in(len(chunk))})", [self.HIDDEN, *chunk])
+                changed += max(cur.rowcount, 0)
+                self._refresh_values(chunk)
+        return changed
+
+    def hidden_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM tags WHERE name = ?", (self.HIDDEN,)).fetchone()[0])
+
+    def delete_items(self, ids: Sequence[str], reason: str) -> int:
+        """Delete items for good (their vectors become dead rows; the FTS rows go by trigger) and
+        remember their ids, so that a later ingest does not bring them back."""
+        now = time.time()
+        gone = 0
+        with self.transaction():
+            for i in range(0, len(ids), 500):
+                chunk = list(ids[i : i + 500])
+                gone += self.db.execute(f"DELETE FROM items WHERE id IN ({_in(len(chunk))})", chunk).rowcount
+                self.db.executemany("INSERT OR REPLACE INTO pruned VALUES (?, ?, ?)", [(i, now, reason) for i in chunk])
+        return gone
+
+    def pruned_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM pruned").fetchone()[0])
+
     def tags_of(self, item_id: str) -> dict[str, dict[str, Any]]:
         return {r[0]: {"value": r[1], "score": r[2], "classifier": r[3]} for r in self.db.execute("SELECT name, value, score, classifier FROM tags WHERE item_id=?", (item_id,))}
 
@@ -866,7 +957,7 @@ def _item(row: sqlite3.Row, tags: dict[str, dict[str, Any]]) -> Item:
                 source=row["source"], status=row["status"], reason=row["reason"], detail=row["detail"], tags=tags)  # fmt: skip
 
 
-MIGRATIONS = {1: Store._migration_1, 2: Store._migration_2, 3: Store._migration_3, 4: Store._migration_4}
+MIGRATIONS = {1: Store._migration_1, 2: Store._migration_2, 3: Store._migration_3, 4: Store._migration_4, 5: Store._migration_5}
 
 
 def _statements(script: str) -> list[str]:

@@ -10,7 +10,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
@@ -66,6 +66,8 @@ def build_router(config: ServiceConfig) -> APIRouter:
     filters = {"maxItems": MAX_FILTERS}
     Q = "Text terms; '2:ship' weights a term, '-0.5:colour' pushes it down. At most %d terms in all (q, item, image)." % MAX_TERMS  # noqa: N806, UP031
     I = "Ids of indexed items as image terms; '-1:ID' = less like this"  # noqa: E741, N806
+    K = "Words ranked by BM25 over title, caption, subjects, notes and context text; alone, or fused with the other terms"  # noqa: N806
+    TW = "The keyword side's share in the fusion (default 0.4 with keywords; without them, the q terms are reused as keywords)"  # noqa: N806
     W = f"Filters like 'date>=1700', 'place=Boston', 'title~harbour'; at most {MAX_FILTERS}"  # noqa: N806
 
     @router.get("/api/search", response_model=SearchOut, responses=search_errors, tags=["search"])
@@ -81,11 +83,15 @@ def build_router(config: ServiceConfig) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=config.max_limit)] = 24,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
         space: Annotated[str | None, Query(max_length=100)] = None,
+        keywords: Annotated[str, Query(max_length=config.max_text_chars, description=K)] = "",
+        text_weight: Annotated[float | None, Query(ge=0, le=1, description=TW)] = None,
+        fusion: Annotated[Literal["weighted", "rrf"], Query(description="How CLIP and keyword rankings are fused")] = "weighted",
     ) -> SearchOut:
         """Search by text, by an indexed item, by an image URL or a previous upload — or several at once."""
         service = service_of(request)
         params = SearchParams(q=q, item=item, image_url=image_url, upload=upload, alpha=_finite(alpha, "alpha"), where=where,
-                              min_score=_finite(min_score, "min_score"), limit=limit, offset=offset, space=space)  # fmt: skip
+                              min_score=_finite(min_score, "min_score"), limit=limit, offset=offset, space=space,
+                              keywords=keywords, text_weight=_finite(text_weight, "text_weight"), fusion=fusion)  # fmt: skip
         return await _watched(request, lambda: hits_out(service.name, service.search(params), params))
 
     @router.post("/api/search", response_model=SearchOut, responses=search_errors, tags=["search"])
@@ -102,12 +108,16 @@ def build_router(config: ServiceConfig) -> APIRouter:
         limit: Annotated[int, Form(ge=1, le=config.max_limit)] = 24,
         offset: Annotated[int, Form(ge=0, le=MAX_OFFSET)] = 0,
         space: Annotated[str | None, Form(max_length=100)] = None,
+        keywords: Annotated[str, Form(max_length=config.max_text_chars, description=K)] = "",
+        text_weight: Annotated[float | None, Form(ge=0, le=1, description=TW)] = None,
+        fusion: Annotated[Literal["weighted", "rrf"], Form()] = "weighted",
     ) -> SearchOut:
         """The same search with an uploaded image in the request (multipart/form-data)."""
         _form_only(request)
         service = service_of(request)
         params = SearchParams(q=q, item=item, image_url=image_url, upload=upload, alpha=_finite(alpha, "alpha"), where=where,
-                              min_score=_finite(min_score, "min_score"), limit=limit, offset=offset, space=space)  # fmt: skip
+                              min_score=_finite(min_score, "min_score"), limit=limit, offset=offset, space=space,
+                              keywords=keywords, text_weight=_finite(text_weight, "text_weight"), fusion=fusion)  # fmt: skip
 
         def work() -> SearchOut:
             data = _read_upload(service, image) if image is not None else None

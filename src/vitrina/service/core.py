@@ -143,6 +143,9 @@ class SearchParams:
     limit: int = 24
     offset: int = 0
     space: str | None = None
+    keywords: str = ""  # words ranked by BM25 over the item text, alone or fused with the rest
+    text_weight: float | None = None  # the keyword side's share in a fusion
+    fusion: str = "weighted"
 
 
 class Service:
@@ -201,6 +204,8 @@ class Service:
         for text in texts:
             if len(text) > c.max_text_chars or "\x00" in text:
                 raise ServiceError(400, "invalid_query", f"A text term is longer than {c.max_text_chars} characters or has a NUL byte.")
+        if len(p.keywords) > c.max_text_chars or "\x00" in p.keywords:
+            raise ServiceError(400, "invalid_query", f"The keywords are longer than {c.max_text_chars} characters or have a NUL byte.")
         filters = tuple(Filter.parse(w) for w in wheres)
         coll = self.collection()
         space = coll.space(p.space).name
@@ -223,9 +228,10 @@ class Service:
             if vector is None:
                 raise ServiceError(404, "upload_expired", "That uploaded image is no longer on the server (image links expire); upload it again.")
             terms.append(Term("upload", 1.0, "vector", vector))
-        if not terms:
-            raise ServiceError(400, "invalid_query", "An empty query: give text (q), an image (upload, image_url) or an item.")
-        query = Query(terms=tuple(terms), alpha=p.alpha, filters=filters, min_score=p.min_score, limit=p.limit, offset=p.offset)
+        if not terms and not p.keywords.strip():
+            raise ServiceError(400, "invalid_query", "An empty query: give text (q), keywords, an image (upload, image_url) or an item.")
+        query = Query(terms=tuple(terms), alpha=p.alpha, filters=filters, min_score=p.min_score, limit=p.limit, offset=p.offset,
+                      keywords=p.keywords, keyword_weight=p.text_weight, fusion=p.fusion)  # fmt: skip
         if not p.image_url:
             return coll.run([query], space=space)[0]
         # Refused at once when full: slow image hosts must not take every worker thread (and /healthz).

@@ -35,6 +35,11 @@ class ErrorOut(BaseModel):
     error: ErrorBody
 
 
+class SnippetPart(BaseModel):
+    text: str
+    match: bool = Field(description="a word of the keywords (shown highlighted)")
+
+
 class HitOut(BaseModel):
     rank: int
     id: str
@@ -44,6 +49,7 @@ class HitOut(BaseModel):
     preview: str = Field(description="URL of a larger image")
     item: str = Field(description="URL of the item's JSON record")
     metadata: dict[str, Any]
+    snippet: list[SnippetPart] | None = Field(None, description="keyword searches: the best-matching passage of the item's text, in parts")
 
 
 class SearchOut(BaseModel):
@@ -103,7 +109,8 @@ def hits_out(collection: str, hits: Hits, params: SearchParams) -> SearchOut:
     for hit in hits:
         thumb, preview = media_urls(hit.id, hit.image)
         out.append(HitOut(rank=hit.rank, id=hit.id, score=round(hit.score, 6), title=str(hit.metadata.get("title") or hit.id),
-                          thumbnail=thumb, preview=preview, item=item_url(hit.id), metadata=hit.metadata))  # fmt: skip
+                          thumbnail=thumb, preview=preview, item=item_url(hit.id), metadata=hit.metadata,
+                          snippet=[SnippetPart(text=t, match=m) for t, m in hit.snippet] or None))  # fmt: skip
     return SearchOut(collection=collection, considered=hits.total_considered, offset=params.offset, limit=params.limit, upload=params.upload, hits=out)
 
 

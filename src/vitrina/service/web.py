@@ -33,7 +33,8 @@ def _params(state: dict[str, Any]) -> SearchParams:
         filters.append(f"date<={state['date_to']}")
     items = [f"1:{i}" for i in state["like"]] + [f"-1:{i}" for i in state["unlike"]]
     return SearchParams(q=[state["q"]] if state["q"].strip() else [], item=items, upload=state["upload"] or None, image_url=state["image_url"] or None,
-                        alpha=state["alpha"], where=filters, min_score=state["min_score"], limit=PAGE, offset=state["offset"])  # fmt: skip
+                        alpha=state["alpha"], where=filters, min_score=state["min_score"], limit=PAGE, offset=state["offset"],
+                        keywords=state["kw"], text_weight=state["text_weight"])  # fmt: skip
 
 
 def _state(request: Request) -> dict[str, Any]:
@@ -53,6 +54,7 @@ def _state(request: Request) -> dict[str, Any]:
         "alpha": number("alpha", 0, 1), "date_from": qp.get("from", "")[:12], "date_to": qp.get("to", "")[:12],
         "where": qp.get("where", "")[:2000], "min_score": number("min_score", -1, 1),
         "offset": int(number("offset", 0, 10_000) or 0),
+        "kw": qp.get("kw", "")[:1000], "text_weight": number("text_weight", 0, 1),
     }  # fmt: skip
 
 
@@ -60,7 +62,7 @@ def _link(state: dict[str, Any], **changes: Any) -> str:
     merged = {**state, **changes}
     pairs: list[tuple[str, Any]] = []
     for key, name in (("q", "q"), ("upload", "upload"), ("image_url", "image_url"), ("alpha", "alpha"), ("date_from", "from"),
-                      ("date_to", "to"), ("where", "where"), ("min_score", "min_score"), ("offset", "offset")):  # fmt: skip
+                      ("date_to", "to"), ("where", "where"), ("min_score", "min_score"), ("offset", "offset"), ("kw", "kw"), ("text_weight", "text_weight")):  # fmt: skip
         value = merged.get(key)
         if value not in (None, "", 0):
             pairs.append((name, value))
@@ -70,7 +72,7 @@ def _link(state: dict[str, Any], **changes: Any) -> str:
 
 def _results(request: Request, state: dict[str, Any]) -> dict[str, Any]:
     service = service_of(request)
-    has_query = any(state[k] for k in ("q", "like", "unlike", "upload", "image_url"))
+    has_query = any(state[k] for k in ("q", "like", "unlike", "upload", "image_url", "kw"))
     context: dict[str, Any] = {"state": state, "hits": [], "error": None, "has_query": has_query, "link": lambda **c: _link(state, **c)}
     if not has_query:
         return context

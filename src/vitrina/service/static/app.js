@@ -18,7 +18,7 @@
 
   // The address fully determines the form (Back/Forward too): a field absent from it is cleared.
   function syncForm(params) {
-    for (const [id, name] of [["q", "q"], ["upload", "upload"], ["image_url", "image_url"], ["from", "from"], ["to", "to"], ["min_score", "min_score"], ["where", "where"]]) {
+    for (const [id, name] of [["q", "q"], ["upload", "upload"], ["image_url", "image_url"], ["from", "from"], ["to", "to"], ["min_score", "min_score"], ["where", "where"], ["kw", "kw"]]) {
       $(id).value = params.get(name) || "";
     }
     $("alpha").value = params.get("alpha") || "0.5";
@@ -61,7 +61,7 @@
   }
 
   form.addEventListener("submit", (e) => { e.preventDefault(); submit(); });
-  $("q").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => submit(false), 350); });
+  for (const id of ["q", "kw"]) $(id).addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => submit(false), 350); });
   $("alpha").addEventListener("input", () => { $("alpha-out").value = Number($("alpha").value).toFixed(2); });
   $("alpha").addEventListener("change", () => submit());
   for (const id of ["from", "to", "min_score", "where", "image_url"]) $(id).addEventListener("change", () => submit());
