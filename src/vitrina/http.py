@@ -341,7 +341,7 @@ class Fetcher:
             except _Retry as r:
                 attempt += 1
                 if attempt > self.retries:
-                    raise ImageError("fetch_failed", f"{url}: {r.why}, still after {self.retries} retries; run again later (failed items: --retry-failed).") from None
+                    raise ImageError("fetch_failed", f"{url}: {r.why}, still after {self.retries} retries; run again later (the next run retries it).") from None
                 wait = r.wait if r.wait is not None else random.uniform(0, self.backoff * 2**attempt)  # full jitter
                 if wait > self.max_wait:
                     raise ImageError("fetch_failed", f"{url}: {r.why}; the server asked to wait {wait:.0f} s. Run again later.") from None

@@ -22,14 +22,14 @@ NOT_IMAGE_SUFFIXES = {".mp4": "video", ".m4v": "video", ".webm": "video", ".mov"
 
 def not_image_kind(url: str = "", media_type: str = "", format_: str = "") -> str | None:
     """What a resource is when it is not a still image ("video", "audio", "3d", "pdf", ...), else None."""
+    f = format_.lower()
+    if f == "application/pdf":
+        return "pdf"
     t = media_type.lower().split(":")[-1]
     if t in NOT_IMAGE_TYPES:
         return NOT_IMAGE_TYPES[t]
-    f = format_.lower()
     if f.startswith(("video/", "audio/", "model/")) or "dash+xml" in f or "mpegurl" in f:
         return {"video": "video", "audio": "audio", "model": "3d"}.get(f.split("/")[0], "video")
-    if f == "application/pdf":
-        return "pdf"
     path = url.split("#")[0].split("?")[0].lower()
     dot = path.rfind(".")
     return NOT_IMAGE_SUFFIXES.get(path[dot:]) if dot > path.rfind("/") else None
@@ -69,7 +69,7 @@ class ImageService:
     def from_info(cls, info: dict[str, Any], base: str | None = None) -> ImageService:
         context = info.get("@context", "")
         contexts = context if isinstance(context, list) else [context]
-        v3 = info.get("type") == "ImageService3" or any("image/3" in str(c) for c in contexts) or isinstance(info.get("profile"), str) and "level" in info["profile"] and "/2/" not in info["profile"]
+        v3 = info.get("type") == "ImageService3" or any("image/3" in str(c) for c in contexts) or str(info.get("profile", "")).startswith("level")
         profile = info.get("profile")
         extras: dict[str, Any] = dict(info) if v3 else {}
         if isinstance(profile, list):

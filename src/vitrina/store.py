@@ -431,7 +431,8 @@ class Store:
 
     def pending(self, space: str, *, retry_failed: bool = False) -> list[sqlite3.Row]:
         """Items with no vector in ``space`` for their current fingerprint, in a stable order."""
-        failed = "" if retry_failed else "AND i.status != 'failed'"
+        # Network failures are transient: retried by every run; other failures only when asked.
+        failed = "" if retry_failed else "AND (i.status != 'failed' OR i.reason = 'fetch_failed')"
         return self.db.execute(
             f"""SELECT i.id, i.image, i.fingerprint FROM items i
                 LEFT JOIN vectors v ON v.item_id = i.id AND v.space = ?
