@@ -324,3 +324,22 @@ def test_nb_no_manifest_alto_and_region_crops_end_to_end(server: HeritageServer,
     hit = coll.search(image=str(tmp_path / "art.png"), limit=1)[0]
     assert hit.id == f"{s.url}/canvas/1#cb_fig"
     assert json.loads(json.dumps(got.to_dict()))["found"] == 4
+
+
+# -- 5. free-text dates ---------------------------------------------------------------------------------
+
+
+def test_free_text_dates_get_a_year_and_filters_compare_the_year(tmp_path: Path) -> None:
+    from vitrina.filters import Filter, matches, normal_values
+
+    dates = {"a": "15. September 1859", "b": "ca. 1820", "c": "[1754?]", "d": "1750-1760", "e": "15.09.1859", "f": "March 3, 1701"}
+    listing = tmp_path / "dated.csv"
+    listing.write_text("id,url,date\n" + "".join(f'{k},https://img.example.org/{k}.jpg,"{v}"\n' for k, v in dates.items()))
+    coll = open_collection("dated", create=True)
+    coll.ingest(f"urls:{listing}")
+    got = {k: (coll.item(k).metadata["date"], coll.item(k).metadata["year"], coll.item(k).metadata.get("year_end")) for k in dates}
+    assert got == {"a": ("15. September 1859", 1859, None), "b": ("ca. 1820", 1820, None), "c": ("[1754?]", 1754, None),
+                   "d": ("1750-1760", 1750, 1760), "e": ("15.09.1859", 1859, None), "f": ("March 3, 1701", 1701, None)}  # fmt: skip
+    after_1800 = {k for k, v in dates.items() if matches(normal_values(v), Filter.parse("date>=1800"))}
+    assert after_1800 == {"a", "b", "e"}  # the day (15, 3) is not the year
+    assert normal_values(dates["a"])[0].shown == "15. September 1859"  # shown as written

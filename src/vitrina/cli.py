@@ -246,7 +246,7 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
     with _errors():
         coll = open_collection(collection, create=True)
         with _progress(err, quiet) as (on_page, _):
-            options = {"lang": lang, "alto": alto, "check_type": check_type or None}
+            options: dict[str, Any] = {"lang": lang, "alto": alto, "check_type": check_type or None}
             report = coll.ingest(source, limit=limit, images=images, min_size=min_size, restart=restart, on_page=on_page, **options)
     d = report.to_dict()
     if as_json:

@@ -31,6 +31,7 @@ from ..errors import ConfigError, ImageError, SourceError, VitrinaError
 from ..http import Blocked, Fetcher
 from ..iiif import ImageService
 from ..records import Item
+from . import with_years
 from .alto import clip_box, nearby_text, parse_alto
 
 
@@ -120,7 +121,7 @@ class IIIFSource:
             if self.limit is not None and count + len(items) >= self.limit:
                 self.complete = False
                 break
-            metadata = add_caption({**r["metadata"], **({"iiif_service": r["service"]} if r["service"] else {})})
+            metadata = add_caption(with_years({**r["metadata"], **({"iiif_service": r["service"]} if r["service"] else {})}))
             if self.alto:
                 items.extend(self._alto_items(doc, r, metadata))
             else:

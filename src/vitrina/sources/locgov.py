@@ -32,6 +32,7 @@ from ..captions import add_caption
 from ..errors import ConfigError, SourceError
 from ..http import Blocked, Fetcher
 from ..records import Item
+from . import with_years
 
 LOC_RATES = {"www.loc.gov": 1.0, "loc.gov": 1.0, "tile.loc.gov": 0.5}
 MAX_DEPTH = 100_000
@@ -95,7 +96,7 @@ def _metadata(result: dict[str, Any], item_id: str) -> dict[str, Any]:
     metadata["link"] = str(result.get("url") or result.get("id") or "").replace("http://", "https://")
     metadata["manifest"] = f"https://www.loc.gov/item/{item_id}/manifest.json"
     metadata["loc_id"] = item_id
-    return add_caption(metadata)
+    return add_caption(with_years(metadata))
 
 
 class LocGovSource:

@@ -23,6 +23,7 @@ from ..captions import add_caption
 from ..errors import ConfigError, ImageError
 from ..iiif import not_image_kind
 from ..records import Item
+from . import with_years
 
 if TYPE_CHECKING:
     from ..http import Fetcher
@@ -93,7 +94,7 @@ class UrlListSource:
             metadata = {k: v for k, v in row.items() if k not in URL_COLUMNS and k != "id" and v not in (None, "")}
             if "resource_url" in metadata:
                 metadata.setdefault("link", metadata["resource_url"])
-            metadata = add_caption(metadata)
+            metadata = add_caption(with_years(metadata))
             metadata.setdefault("title", item_id)
             items.append(Item(id=item_id, image=url, metadata=metadata, fingerprint=url, source=self.spec))
         yield items, None
