@@ -282,6 +282,13 @@ def test_url_list_rows_that_are_not_images_are_flagged(server: HeritageServer, t
     report = coll.ingest(f"urls:{listing}", check_type=True, fetcher=fetcher(tmp_path))
     assert report.found == 1 and report.skipped == {"pdf": 2}, report.to_dict()
     assert any("report.pdf is not an image" in p for p in report.problems) and any("/reports/sheet is not an image" in p for p in report.problems)
+    # An image URL answering with an HTML page fails naming the URL, not "<39 bytes>".
+    from vitrina.errors import ImageError
+    from vitrina.images import read_image
+
+    s.faults["/login.jpg"] = [(200, {"Content-Type": "image/jpeg"}, b"<html><form>Please log in</form></html>")]
+    with pytest.raises(ImageError, match=r"/login\.jpg: not a recognised image"):
+        read_image(f"{s.url}/login.jpg", fetcher=fetcher(tmp_path))
 
 
 # -- The National Library of Norway's flow ----------------------------------------------------------

@@ -608,5 +608,8 @@ def _read_remote(url: str, fetcher: object, min_side: int | None, limits: dict[s
         except (KeyError, TypeError, ValueError):
             url = f"{base}/{region}/!{2 * (min_side or 1024)},{2 * (min_side or 1024)}/0/default.jpg"
     data = fetcher.get_bytes(url)  # type: ignore[attr-defined]
-    image = load_image(data, min_side=min_side, **limits)
+    try:
+        image = load_image(data, min_side=min_side, **limits)
+    except ImageError as e:  # the details name the URL, not "<18 bytes>"
+        raise ImageError(e.reason, f"{url}: {str(e).removeprefix(f'<{len(data)} bytes>: ')}") from None
     return image.crop(crop) if crop else image
