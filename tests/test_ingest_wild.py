@@ -320,6 +320,10 @@ def test_nb_no_manifest_alto_and_region_crops_end_to_end(server: HeritageServer,
     assert fig.image == f"{s.url}/iiif/{urn}_0001/200,300,1600,1400/full/0/default.jpg"  # ALTO x canvas / ALTO page size
     assert fig.context.startswith("Fig. 3. Bergen havn.") and fig.metadata["title"].startswith("Bergen i billeder")
 
+    s.docs[f"/catalog/v1/metadata/abc123/altos/{urn}_0002"] = b"<html>busy</html>"  # one bad ALTO page costs that page, not the book
+    broken = open_collection("nb-broken", create=True).ingest(manifest, alto=f"{s.url}/catalog/v1/metadata/abc123/altos/{urn}_{{page:04d}}", fetcher=fetcher(tmp_path / "b"))
+    assert broken.found == 2 and broken.skipped == {"unreadable ALTO": 1}, broken.to_dict()
+    s.docs[f"/catalog/v1/metadata/abc123/altos/{urn}_0002"] = ALTO.encode()
     coll = open_collection("nb", create=True)
     got = coll.ingest(manifest, alto=f"{s.url}/catalog/v1/metadata/abc123/altos/{urn}_{{page:04d}}", fetcher=fetcher(tmp_path))
     assert got.found == 4 and not got.skipped, got.to_dict()

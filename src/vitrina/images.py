@@ -591,8 +591,11 @@ def _local_path(ref: str) -> str:
 
 
 def _read_remote(url: str, fetcher: object, min_side: int | None, limits: dict[str, Any]) -> Image.Image:
-    from .iiif import ImageService, split_image_url
+    from .iiif import ImageService, not_image_kind, split_image_url
 
+    other = not_image_kind(url)
+    if other is not None:  # stored by an older ingest: never download a whole video to fail on it
+        raise ImageError("unsupported_format", f"{url} is not an image ({other}).")
     split = split_image_url(url)
     crop = None
     if split:

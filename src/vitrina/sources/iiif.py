@@ -160,11 +160,17 @@ class IIIFSource:
             return []
         try:
             page = parse_alto(url, self.fetcher.get_bytes(url, accept="application/xml, text/xml;q=0.9, */*;q=0.1"))
+        except Blocked:
+            raise
         except ImageError as e:
             if e.reason == "not_found":
                 self.skip_counts["page without ALTO"] = self.skip_counts.get("page without ALTO", 0) + 1
-                return []
-            raise
+            else:
+                self._problem(url, str(e).removeprefix(url + ": "), "unreadable ALTO")
+            return []  # one page, not the book
+        except SourceError as e:
+            self._problem(url, str(e).removeprefix(url + ": "), "unreadable ALTO")
+            return []
         if not page.pictures:
             return []
         canvas, resource = record["canvas"], iiif._painted(record["canvas"], iiif.version(manifest)) or {}
