@@ -273,6 +273,12 @@ class Store:
     def _migration_4(self) -> None:
         self._migrate(4, _statements(MIGRATION_4))
 
+    def _migration_6(self) -> None:
+        """Normal values are recomputed: a day-month-year date ("15. September 1859") now orders
+        by its year, not its day (filters.normal_value). To be registered as migration 6 once
+        migration 5 (full-text) is merged; until then unused."""
+        self._migrate(6, [], then=lambda: self._refresh_values(None))
+
     # -- locking and transactions -------------------------------------------------------------
 
     def _acquire_writer_lock(self) -> None:
