@@ -234,6 +234,14 @@ def test_offline_stops_once_and_dns_failures_are_transient(server: HeritageServe
     assert asked.count("gone.invalid") == 1 and "gone.invalid" in first.failures[0][2]
     again = gone.index(model=tiny_clip, fetcher=fetcher(tmp_path))
     assert again.failed == {"fetch_failed": 2}  # tried again without --retry-failed
+    # A query image URL (user-supplied, in the service) still gets the one uniform refusal: no
+    # oracle of which host names resolve.
+    from vitrina.errors import ImageError
+    from vitrina.http import fetch_bytes
+
+    with pytest.raises(ImageError) as refused:
+        fetch_bytes("http://gone.invalid/q.jpg")
+    assert refused.value.reason == "url_rejected" and "public hosts" in str(refused.value)
 
 
 # -- 8. ALTO edge cases -----------------------------------------------------------------------------

@@ -167,6 +167,10 @@ def _no_route() -> bool:
 _OFFLINE_DNS = {getattr(socket, name) for name in ("EAI_AGAIN", "EAI_FAIL") if hasattr(socket, name)}
 
 
+class _Unresolved(ImageError):
+    """A host name that did not resolve (transient for a harvest; a refusal for a query URL)."""
+
+
 class _Resolver:
     """getaddrinfo with answers and failures cached for one run, and offline detection."""
 
@@ -186,7 +190,7 @@ class _Resolver:
         if isinstance(hit, list):
             return hit
         if hit is not None:
-            raise ImageError("fetch_failed", f"{hit[0]} could not be resolved ({hit[1]}); run again later (network failures are retried).")
+            raise _Unresolved("fetch_failed", f"{hit[0]} could not be resolved ({hit[1]}); run again later (network failures are retried).")
         try:
             self.lookups += 1
             addresses = [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
@@ -198,7 +202,7 @@ class _Resolver:
                 if e.errno in _OFFLINE_DNS or (not self.resolved_any and len(self.failed_hosts) >= 3) or _no_route():
                     self.offline = (host, why)
                     raise Offline(host, why) from None
-            raise ImageError("fetch_failed", f"{host} could not be resolved ({why}); run again later (network failures are retried).") from None
+            raise _Unresolved("fetch_failed", f"{host} could not be resolved ({why}); run again later (network failures are retried).") from None
         with self.lock:
             self.resolved_any = True
             self.cache[(host, port)] = addresses
@@ -436,8 +440,8 @@ def fetch_bytes(url: str, *, max_bytes: int = MAX_BYTES, timeout: float = 20.0, 
     with Fetcher(max_bytes=max_bytes, timeout=timeout, deadline=timeout, retries=0, allow_private=allow_private, requests_per_second=0) as fetcher:
         try:
             return fetcher.get_bytes(url)
-        except Offline as e:  # one query image: a plain fetch failure, not a stopped run
-            raise ImageError("fetch_failed", f"Image URL {url!r} could not be fetched: {e}") from None
+        except (Offline, _Unresolved):  # the same refusal as a private address: no oracle of which names resolve
+            raise _rejected(url) from None
         except ImageError as e:
             if e.reason in ("url_rejected", "too_large"):
                 raise
