@@ -109,7 +109,11 @@ class HeritageServer:
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self.do_GET()
 
             def do_GET(self) -> None:  # noqa: N802
                 server.log.append((time.monotonic(), self.path))

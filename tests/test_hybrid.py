@@ -14,6 +14,7 @@ from tests.words_world import build
 from vitrina import Item, ModelFingerprint, QueryError, open_collection
 from vitrina.cli import cli
 from vitrina.evaluate_modes import eval_modes
+from vitrina.store import SCHEMA_VERSION
 
 DATA = Path(__file__).parent / "data"
 FP = ModelFingerprint(spec="hf:test/random", revision="r1", dim=8, preprocessing="none")
@@ -65,7 +66,7 @@ def test_a_release_1_collection_gets_its_text_indexed_and_kept_in_step(tmp_path:
     path = tmp_path / "v1"
     shutil.copytree(DATA / "v1-collection", path)
     coll = open_collection(path)
-    assert coll.info()["schema_version"] == 5
+    assert coll.info()["schema_version"] == SCHEMA_VERSION
     assert {h.id for h in coll.search(keywords="monsters", limit=20)} == {"m00", "m07"}  # subjects of existing items
     first = coll.search(keywords="map 3", limit=20)
     assert first[0].id == "m03" and first.total_considered == len(coll)

@@ -16,6 +16,7 @@ from PIL import Image
 from tests.heritage_server import HeritageServer, picture
 from vitrina import open_collection
 from vitrina.captions import build_caption
+from vitrina.errors import SourceError
 from vitrina.http import Fetcher
 from vitrina.iiif import ImageService, children, manifest_images
 
@@ -50,7 +51,8 @@ def test_real_world_manifests_parse(tmp_path: Path) -> None:
     from vitrina.sources import open_source
 
     broken = open_source(f"iiif:{FIXTURES / 'iiif/v2/problem-invalid.json'}", fetcher=Fetcher())
-    assert [items for items, _ in broken.pages()] == [] and "not a readable JSON file" in broken.problems[0] and not broken.complete
+    with pytest.raises(SourceError, match="not a readable JSON file"):  # the one document named: nothing else to ingest
+        list(broken.pages())
     assert counts["stanford.json"] == 1 and counts["loc-sanborn-map.json"] == 2 and counts["nlw.json"] == 219
     assert counts["iiif-v3.json"] == 2 and counts["princeton-chto.json"] == 22 and counts["nls.json"] == 40
     loc = manifest_images(json.loads((FIXTURES / "iiif/v2/loc-sanborn-map.json").read_text()), "loc")
@@ -312,7 +314,7 @@ def test_cli_ingest_reports_and_exit_codes(tmp_path: Path) -> None:
     first_canvas = doc["sequences"][0]["canvases"][0]["@id"]
     assert open_collection("register").item(first_canvas).metadata["title"].startswith("Cardiganshire Constabulary register (corrected)")
     broken = run("ingest", f"iiif:{FIXTURES / 'iiif/v2/problem-invalid.json'}", "--collection", "register")
-    assert broken.returncode == 0 and "skipped" in broken.stderr and "not a readable JSON file" in broken.stderr
+    assert broken.returncode == 1 and "not a readable JSON file" in broken.stderr
     wrong = run("ingest", "locgov:https://example.org/maps/", "--collection", "register")
     assert wrong.returncode == 1 and "not a loc.gov address" in wrong.stderr
     info = json.loads(run("info", "register", "--json").stdout)

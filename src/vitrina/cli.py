@@ -219,10 +219,15 @@ def _print_report(console: Any, report: Any, target: str) -> None:
 @click.option("--limit", type=click.IntRange(1), help="Stop after this many items (loc.gov, IIIF).")
 @click.option("--images", help="alto: where the page images are: iiif:SERVICE-URL-TEMPLATE with {stem} (default: files beside the ALTO).")
 @click.option("--min-size", default=64, show_default=True, type=click.IntRange(1), help="alto: smallest illustration side in pixels.")
+@click.option("--lang", default="en", show_default=True, help="IIIF: the language of titles and metadata given in several (en matches en-GB).")
+@click.option("--alto", help="IIIF: cut illustrations out of each page's ALTO: 'auto' (the canvas's seeAlso/rendering links) or a URL template "
+              "with {page}, {page:04d}, {canvas}, {canvas_name}, {manifest}, {manifest_name}.")  # fmt: skip
+@click.option("--check-type", is_flag=True, help="urls: ask each URL's content type (HEAD) and flag those that are not images.")
 @click.option("--restart", is_flag=True, help="Harvest from the first page instead of resuming after the last stored one.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)
-def ingest(source: str, collection: str, limit: int | None, images: str | None, min_size: int, restart: bool, as_json: bool, quiet: bool) -> None:
+def ingest(source: str, collection: str, limit: int | None, images: str | None, min_size: int, lang: str, alto: str | None, check_type: bool,
+           restart: bool, as_json: bool, quiet: bool) -> None:  # fmt: skip
     """Add the items of SOURCE to a collection, without embedding them yet; then `vitrina index COLLECTION`.
 
     \b
@@ -230,6 +235,7 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
     vitrina ingest iiif:https://example.org/iiif/manifest.json --collection books
     vitrina ingest locgov:"https://www.loc.gov/maps/?q=sea+monster" --collection maps --limit 5000
     vitrina ingest alto:./pages --collection illustrations
+    vitrina ingest iiif:https://api.nb.no/catalog/v1/iiif/ID/manifest --alto auto --collection figures
     vitrina index maps          # embeds what was ingested; re-running picks up where it stopped
 
     Harvesting is polite (per-host rate limits, loc.gov's stricter ones) and resumable: a run
@@ -240,7 +246,8 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
     with _errors():
         coll = open_collection(collection, create=True)
         with _progress(err, quiet) as (on_page, _):
-            report = coll.ingest(source, limit=limit, images=images, min_size=min_size, restart=restart, on_page=on_page)
+            options: dict[str, Any] = {"lang": lang, "alto": alto, "check_type": check_type or None}
+            report = coll.ingest(source, limit=limit, images=images, min_size=min_size, restart=restart, on_page=on_page, **options)
     d = report.to_dict()
     if as_json:
         click.echo(json.dumps(d, ensure_ascii=False, indent=2))
@@ -249,6 +256,8 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
         err.print(f"[bold]{_escape(d['collection'])}[/] ← {_escape(d['source'])}{resumed}: {d['found']} items found "
                   f"({d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['moved']} moved, {d['unchanged']} unchanged, {d['removed']} removed) "
                   f"from {d['pages']} pages, {d['requests']} requests, in {d['seconds']:.1f} s")  # fmt: skip
+        if d["skipped"]:
+            err.print("  not ingested: " + ", ".join(f"{n} {_escape(kind)}" for kind, n in d["skipped"].items()))
         for problem in d["problems"][:10]:
             err.print(f"  [yellow]skipped[/] {_escape(problem)}")
         if len(d["problems"]) > 10:

@@ -219,13 +219,16 @@ class Collection:
         restart: bool = False,
         fetcher: Fetcher | None = None,
         on_page: ProgressCallback | None = None,
+        **source_options: Any,
     ) -> IngestReport:
         """Add (or update) the items of ``source`` without embedding them (see ``index``).
 
         Harvests page by page and stores a cursor after each page, so an interrupted run (a
-        kill, a 429 ban) resumes after the last stored page; ``restart`` starts from the top."""
+        kill, a 429 ban) resumes after the last stored page; ``restart`` starts from the top.
+        ``source_options`` go to the source: ``lang`` (IIIF, loc.gov), ``alto`` (IIIF: "auto" or
+        an ALTO URL template), ``check_type`` (URL lists: ask each URL's content type)."""
         with _writer(self.path) as store, _fetcher(self.path, fetcher) as http:
-            src = open_source(source, fetcher=http, limit=limit, images=images, min_size=min_size)
+            src = open_source(source, fetcher=http, limit=limit, images=images, min_size=min_size, **source_options)
             report = IngestReport(collection=self.name, source=src.spec)
             cursor_key = f"cursor:{src.spec}"
             cursor = None if restart else store.get_meta(cursor_key)
@@ -248,6 +251,7 @@ class Collection:
                 report.interrupted, report.message = True, str(e)
             report.requests = http.requests
             report.problems = list(getattr(src, "problems", []))[:50] + list(getattr(src, "skipped", []))[:50]
+            report.skipped = dict(sorted(getattr(src, "skip_counts", {}).items()))
             if src.complete and not report.interrupted and not report.resumed:
                 report.removed = store.remove_missing(src.spec, seen)
                 # A source whose items this one took over and which is itself gone was moved here
@@ -723,6 +727,7 @@ class IngestReport:
     interrupted: bool = False
     message: str = ""
     problems: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # what the source did not ingest, by kind or reason
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,7 +8,8 @@ indexed table so that a filter is SQL over an index, not Python over every item.
 A metadata value becomes zero or more *normal values*: a list contributes each element (nested
 lists are flattened), ``None`` contributes nothing, anything else its text. Each normal value has
 ``text`` (casefolded), ``num`` (the first number in the text, for ordering: "ca. 1820" -> 1820,
-"1754-03-02" -> 1754) and ``val`` (the whole text as a number, for equality: "12.0" = 12).
+"[1754?]" -> 1754, "1754-03-02" -> 1754; in a day-month-year date the year: "15. September 1859"
+and "15.09.1859" -> 1859, so ``date>=1800`` means the year) and ``val`` (the whole text as a number, for equality: "12.0" = 12).
 
     =, !=   some value equals the operand (casefolded text, or the same number);
             != is the negation: no value equals (so an item without the key matches !=)
@@ -39,6 +40,41 @@ COLUMNS = ("id", "source", "image", "context")
 _FILTER = re.compile(r"^\s*([^<>=!~\s]+)\s*(>=|<=|!=|=|<|>|~)\s*(.*?)\s*$", re.S)
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _OPERAND_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+_MONTH = (r"(?:jan|feb|f[eé]v|m[aä]r|apr|avr|ma[iy]|juni?|juil|jul|aug|ao[uû]|sep|o[ck]t|nov|de[csz]|d[eé]c|gen|giu|lug|ago|set|ott|dic|"
+          r"ene|abr|mei|maj|okt|dez)[a-zäéû]*\.?")  # fmt: skip
+# A day-month-year date, whose first number is the day, not the year.
+_DAY_FIRST = re.compile(rf"^\D*\d{{1,2}}(?:\.|st|nd|rd|th|er)?\s*(?:[./-]\s*\d{{1,2}}\s*[./-]|[\s,.-]*{_MONTH}[\s,.-]*)\s*(\d{{3,4}})(?!\d)", re.I)
+_MONTH_FIRST = re.compile(rf"^\W*{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(\d{{3,4}})(?!\d)", re.I)
+_YEAR = re.compile(r"(?<![\d.])(1\d{3}|20\d{2}|[5-9]\d{2})(?![\d])")
+_CENTURY = re.compile(r"(?<!\d)(1\d|20)(?:--|uu|xx|\?\?)")
+_RANGE = re.compile(r"(?<!\d)(\d{3,4})\??\]?\s*(?:-|–|—|/|to|til|bis|à)\s*\[?(\d{2,4})(?!\d)")
+
+
+def year_range(text: str) -> tuple[int, int] | None:
+    """The year (first, last) a free-text date names: "ca. 1820" -> (1820, 1820), "[1754?]" ->
+    (1754, 1754), "15. September 1859" -> (1859, 1859), "1750-1760" -> (1750, 1760),
+    "1750-60" -> (1750, 1760), "[18--]" -> (1800, 1899); None when it names no year."""
+    t = text.casefold()
+    m = _RANGE.search(t)
+    if m:
+        first, last = m.group(1), m.group(2)
+        if len(last) < len(first):  # "1750-60"
+            last = first[: len(first) - len(last)] + last
+        a, b = int(first), int(last)
+        if 500 <= a <= b <= 2100:
+            return a, b
+    m = _DAY_FIRST.match(t) or _MONTH_FIRST.match(t)
+    if m:
+        return int(m.group(1)), int(m.group(1))
+    m = _YEAR.search(t)
+    if m:
+        return int(m.group(1)), int(m.group(1))
+    m = _CENTURY.search(t)
+    if m:
+        return int(m.group(1)) * 100, int(m.group(1)) * 100 + 99
+    return None
 
 
 class NormalValue(NamedTuple):
@@ -100,7 +136,12 @@ def normal_value(value: Any) -> NormalValue:
     shown = text[:MAX_TEXT]
     text = shown.casefold()
     found = _NUMBER.search(text)
-    return NormalValue(text, float(found.group()) if found else None, float(value) if isinstance(value, bool) else _as_number(text), shown)
+    num = float(found.group()) if found else None
+    short = found is not None and len(found.group().split(".")[0].lstrip("-")) <= 2
+    day_first = (_DAY_FIRST.match(text[:200]) or _MONTH_FIRST.match(text[:200])) if short else None
+    if day_first:
+        num = float(day_first.group(1))
+    return NormalValue(text, num, float(value) if isinstance(value, bool) else _as_number(text), shown)
 
 
 def normal_values(value: Any) -> list[NormalValue]:

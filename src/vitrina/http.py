@@ -11,6 +11,13 @@ concurrent requests per host, retries with full-jitter backoff that honour ``Ret
 policy of stopping at the first 429 for hosts that ban (loc.gov), and an on-disk cache so a
 re-run downloads nothing it already has.
 
+Offline is not forbidden: a name that does not resolve is a transient ``fetch_failed`` (retried by
+the next run), never ``url_rejected``. DNS answers (and failures) are cached for the fetcher's
+life, one run, so an unreachable resolver costs its timeout once per host, not once per item; and
+when the machine is offline (the resolver does not answer, no route to the internet, or the first
+hosts all fail to resolve) the fetcher raises ``Offline`` once: the run stops with one message and
+its items stay pending.
+
 Every request has a wall-clock deadline over connect, headers and body (httpx's timeouts are per
 read, so a server sending a byte a second could hold a thread for hours): the network backend
 caps each connect, read and write at the time left, so neither a drip nor a stall outlasts it.
@@ -40,7 +47,7 @@ import httpx
 
 from ._version import __version__
 from .diskcache import cache_put
-from .errors import Blocked, ImageError  # Blocked: re-exported for the sources
+from .errors import Blocked, ImageError, VitrinaError  # Blocked: re-exported for the sources
 
 USER_AGENT = f"vitrina/{__version__} (+https://github.com/vitrina-search/vitrina; heritage image search)"
 MAX_BYTES = 50 * 1024 * 1024
@@ -104,7 +111,7 @@ _transport: httpx.HTTPTransport | None = None
 _transport_lock = threading.Lock()
 
 
-def _send(url: httpx.URL, accept: str, timeout: httpx.Timeout) -> closing[httpx.Response]:
+def _send(url: httpx.URL, accept: str, timeout: httpx.Timeout, method: str = "GET") -> closing[httpx.Response]:
     """GET through the process's one pooled transport, built on first use. Not through an
     ``httpx.Client``: even with follow_redirects=False it parses a redirect's Location itself and
     raises on data:, mailto: or a malformed one before the caller can refuse it (redirects are
@@ -116,7 +123,7 @@ def _send(url: httpx.URL, accept: str, timeout: httpx.Timeout) -> closing[httpx.
             _transport = httpx.HTTPTransport()
             _transport._pool._network_backend = _DeadlineBackend()  # httpx does not expose the backend
     headers = {"User-Agent": USER_AGENT, "Accept": accept, "Accept-Encoding": "identity"}
-    return closing(_transport.handle_request(httpx.Request("GET", url, headers=headers, extensions={"timeout": timeout.as_dict()})))
+    return closing(_transport.handle_request(httpx.Request(method, url, headers=headers, extensions={"timeout": timeout.as_dict()})))
 
 
 def is_public_address(address: str) -> bool:
@@ -139,20 +146,83 @@ def _rejected(url: str) -> ImageError:
     return ImageError("url_rejected", f"URL {url!r} was rejected: only http(s) URLs of public hosts can be fetched.")
 
 
-def _check_url(url: str, allow_private: bool) -> httpx.URL:
+class Offline(Blocked):
+    """No network (the resolver does not answer, or there is no route): the run stops, its items stay pending."""
+
+    def __init__(self, host: str, why: str):
+        VitrinaError.__init__(self, f"Offline: {host} cannot be reached ({why}). Nothing was marked as failed; run the same command again when online, it resumes.")
+        self.host, self.retry_after = host, 0.0
+
+
+def _no_route() -> bool:
+    """Whether this machine has no route to the internet (a UDP connect sends no packet)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 53))  # TEST-NET-1: routed like any public address, never contacted
+        return False
+    except OSError:
+        return True
+
+
+_OFFLINE_DNS = {getattr(socket, name) for name in ("EAI_AGAIN", "EAI_FAIL") if hasattr(socket, name)}
+
+
+class _Unresolved(ImageError):
+    """A host name that did not resolve (transient for a harvest; a refusal for a query URL)."""
+
+
+class _Resolver:
+    """getaddrinfo with answers and failures cached for one run, and offline detection."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, int], list[str] | tuple[str, str]] = {}
+        self.lock = threading.Lock()
+        self.offline: tuple[str, str] | None = None
+        self.resolved_any = False
+        self.failed_hosts: set[str] = set()
+        self.lookups = 0  # getaddrinfo calls made, for tests
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        with self.lock:
+            hit = self.cache.get((host, port))
+            if self.offline is not None:
+                raise Offline(*self.offline)
+        if isinstance(hit, list):
+            return hit
+        if hit is not None:
+            raise _Unresolved("fetch_failed", f"{hit[0]} could not be resolved ({hit[1]}); run again later (network failures are retried).")
+        try:
+            self.lookups += 1
+            addresses = [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+        except socket.gaierror as e:
+            why = e.strerror or str(e)
+            with self.lock:
+                self.failed_hosts.add(host)
+                self.cache[(host, port)] = (host, why)
+                if e.errno in _OFFLINE_DNS or (not self.resolved_any and len(self.failed_hosts) >= 3) or _no_route():
+                    self.offline = (host, why)
+                    raise Offline(host, why) from None
+            raise _Unresolved("fetch_failed", f"{host} could not be resolved ({why}); run again later (network failures are retried).") from None
+        with self.lock:
+            self.resolved_any = True
+            self.cache[(host, port)] = addresses
+        return addresses
+
+
+def _check_url(url: str, allow_private: bool, resolve: _Resolver | None = None) -> httpx.URL:
     try:
         parsed = httpx.URL(url)
     except Exception:
         raise _rejected(url) from None
     if parsed.scheme not in ("http", "https") or not parsed.host or parsed.userinfo:
         raise _rejected(url)
-    if allow_private:
+    if allow_private and resolve is None:
         return parsed
     try:
-        infos = socket.getaddrinfo(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80), type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
+        addresses = (resolve or _Resolver())(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
+    except UnicodeError:
         raise _rejected(url) from None
-    if not infos or not all(is_public_address(str(info[4][0])) for info in infos):
+    if not allow_private and (not addresses or not all(is_public_address(a) for a in addresses)):
         raise _rejected(url)
     return parsed
 
@@ -225,6 +295,7 @@ class Fetcher:
         self._gates: dict[str, _HostGate] = {}
         self._gates_lock = threading.Lock()
         self._blocked: dict[str, float] = {}
+        self.resolver = _Resolver()  # DNS answers for this fetcher's life (one run)
         self.requests = 0  # network requests made (cache hits excluded), for reports and tests
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
 
@@ -274,17 +345,24 @@ class Fetcher:
             except _Retry as r:
                 attempt += 1
                 if attempt > self.retries:
-                    raise ImageError("fetch_failed", f"{url}: {r.why}, still after {self.retries} retries; run again later (failed items: --retry-failed).") from None
+                    raise ImageError("fetch_failed", f"{url}: {r.why}, still after {self.retries} retries; run again later (the next run retries it).") from None
                 wait = r.wait if r.wait is not None else random.uniform(0, self.backoff * 2**attempt)  # full jitter
                 if wait > self.max_wait:
                     raise ImageError("fetch_failed", f"{url}: {r.why}; the server asked to wait {wait:.0f} s. Run again later.") from None
                 self._gate(r.host).slow_down(wait)
                 time.sleep(wait)
 
-    def _get_once(self, url: str, accept: str) -> bytes:
+    def content_type(self, url: str) -> str:
+        """The Content-Type a HEAD request answers (after redirects); no retries, no cache."""
+        try:
+            return self._get_once(url, "*/*", method="HEAD").decode("latin-1")
+        except _Retry as r:
+            raise ImageError("fetch_failed", f"{url}: {r.why}") from None
+
+    def _get_once(self, url: str, accept: str, method: str = "GET") -> bytes:
         deadline: float | None = None
         for _ in range(MAX_REDIRECTS + 1):
-            parsed = _check_url(url, self.allow_private)
+            parsed = _check_url(url, self.allow_private, self.resolver)
             host = parsed.host
             if self._blocked.get(host, 0) > time.monotonic():
                 raise Blocked(host, self._blocked[host] - time.monotonic())
@@ -293,7 +371,7 @@ class Fetcher:
                 with (
                     self._gate(host),
                     _until(deadline or time.monotonic() + self.deadline) as deadline,
-                    _send(parsed, accept, self._timeout) as response,
+                    _send(parsed, accept, self._timeout, method) as response,
                 ):
                     self.requests += 1
                     peer = _peer_address(response)
@@ -321,6 +399,8 @@ class Fetcher:
                         raise ImageError("forbidden", f"{url}: HTTP {status}, access restricted.")
                     if status != 200:
                         raise ImageError("fetch_failed", f"{url}: HTTP {status}.")
+                    if method == "HEAD":
+                        return response.headers.get("content-type", "").encode("latin-1")
                     declared = response.headers.get("content-length")
                     if declared and declared.isdigit() and int(declared) > self.max_bytes:
                         raise ImageError("too_large", f"{url} is {int(declared)} bytes, over the {self.max_bytes} byte limit.")
@@ -339,6 +419,9 @@ class Fetcher:
                     raise self._late(url) from None  # not retried: a server this slow would only stall the run again
                 raise _Retry(host, "timed out", None) from None
             except (httpx.TransportError, httpx.RemoteProtocolError) as e:
+                if isinstance(e, httpx.ConnectError) and "unreachable" in str(e).lower():
+                    self.resolver.offline = (host, str(e))
+                    raise Offline(host, str(e)) from None
                 raise _Retry(host, f"connection failed ({type(e).__name__})", None) from None
         raise ImageError("fetch_failed", f"{url} redirected more than {MAX_REDIRECTS} times.")
 
@@ -357,6 +440,8 @@ def fetch_bytes(url: str, *, max_bytes: int = MAX_BYTES, timeout: float = 20.0, 
     with Fetcher(max_bytes=max_bytes, timeout=timeout, deadline=timeout, retries=0, allow_private=allow_private, requests_per_second=0) as fetcher:
         try:
             return fetcher.get_bytes(url)
+        except (Offline, _Unresolved):  # the same refusal as a private address: no oracle of which names resolve
+            raise _rejected(url) from None
         except ImageError as e:
             if e.reason in ("url_rejected", "too_large"):
                 raise

@@ -591,8 +591,11 @@ def _local_path(ref: str) -> str:
 
 
 def _read_remote(url: str, fetcher: object, min_side: int | None, limits: dict[str, Any]) -> Image.Image:
-    from .iiif import ImageService, split_image_url
+    from .iiif import ImageService, not_image_kind, split_image_url
 
+    other = not_image_kind(url)
+    if other is not None:  # stored by an older ingest: never download a whole video to fail on it
+        raise ImageError("unsupported_format", f"{url} is not an image ({other}).")
     split = split_image_url(url)
     crop = None
     if split:
@@ -608,5 +611,8 @@ def _read_remote(url: str, fetcher: object, min_side: int | None, limits: dict[s
         except (KeyError, TypeError, ValueError):
             url = f"{base}/{region}/!{2 * (min_side or 1024)},{2 * (min_side or 1024)}/0/default.jpg"
     data = fetcher.get_bytes(url)  # type: ignore[attr-defined]
-    image = load_image(data, min_side=min_side, **limits)
+    try:
+        image = load_image(data, min_side=min_side, **limits)
+    except ImageError as e:  # the details name the URL, not "<18 bytes>"
+        raise ImageError(e.reason, f"{url}: {str(e).removeprefix(f'<{len(data)} bytes>: ')}") from None
     return image.crop(crop) if crop else image

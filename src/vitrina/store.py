@@ -37,7 +37,7 @@ from .filters import COLUMNS, Filter, matches, normal_values
 from .records import Item, ModelFingerprint
 from .vectors import VectorFile
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Version 1, as the first release wrote it; later versions are the numbered migrations below.
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -324,6 +324,11 @@ class Store:
         triggers, and the ids pruned for good."""
         self._migrate(5, _statements(MIGRATION_5))
 
+    def _migration_6(self) -> None:
+        """Normal values are recomputed: a day-month-year date ("15. September 1859") now orders
+        by its year, not its day (filters.normal_value)."""
+        self._migrate(6, [], then=lambda: self._refresh_values(None))
+
     # -- locking and transactions -------------------------------------------------------------
 
     def _acquire_writer_lock(self) -> None:
@@ -483,7 +488,8 @@ class Store:
 
     def pending(self, space: str, *, retry_failed: bool = False) -> list[sqlite3.Row]:
         """Items with no vector in ``space`` for their current fingerprint, in a stable order."""
-        failed = "" if retry_failed else "AND i.status != 'failed'"
+        # Network failures are transient: retried by every run; other failures only when asked.
+        failed = "" if retry_failed else "AND (i.status != 'failed' OR i.reason = 'fetch_failed')"
         return self.db.execute(
             f"""SELECT i.id, i.image, i.fingerprint FROM items i
                 LEFT JOIN vectors v ON v.item_id = i.id AND v.space = ?
@@ -957,7 +963,7 @@ def _item(row: sqlite3.Row, tags: dict[str, dict[str, Any]]) -> Item:
                 source=row["source"], status=row["status"], reason=row["reason"], detail=row["detail"], tags=tags)  # fmt: skip
 
 
-MIGRATIONS = {1: Store._migration_1, 2: Store._migration_2, 3: Store._migration_3, 4: Store._migration_4, 5: Store._migration_5}
+MIGRATIONS = {1: Store._migration_1, 2: Store._migration_2, 3: Store._migration_3, 4: Store._migration_4, 5: Store._migration_5, 6: Store._migration_6}
 
 
 def _statements(script: str) -> list[str]:

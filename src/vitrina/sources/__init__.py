@@ -40,6 +40,21 @@ class Source(Protocol):
     def pages(self, cursor: str | None = None) -> Iterator[tuple[list[Item], str | None]]: ...
 
 
+def with_years(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``year`` (and ``year_end`` for a range) from a free-text ``date``, which is kept as written:
+    "15. September 1859" -> 1859, "ca. 1820" -> 1820, "1750-1760" -> 1750 to 1760."""
+    from ..filters import year_range
+
+    date = metadata.get("date")
+    date = date[0] if isinstance(date, list) and date else date
+    found = year_range(str(date)) if isinstance(date, (str, int)) and "year" not in metadata else None
+    if found:
+        metadata["year"] = found[0]
+        if found[1] != found[0]:
+            metadata["year_end"] = found[1]
+    return metadata
+
+
 def source_gone(spec: str) -> bool:
     """Whether a local source (a folder or a URL list file) no longer exists. Remote sources are
     never known to be gone: an unreachable server is not a deleted collection."""
@@ -72,15 +87,15 @@ def open_source(spec: str, *, fetcher: Fetcher | None = None, **options: Any) ->
     if kind == "urls":
         from .urls import UrlListSource
 
-        return UrlListSource(target)
+        return UrlListSource(target, **{k: v for k, v in options.items() if k in ("check_type",) and v is not None}, fetcher=fetcher)
     if kind == "iiif":
         from .iiif import IIIFSource
 
-        return IIIFSource(target, fetcher, **{k: v for k, v in options.items() if k in ("limit",)})
+        return IIIFSource(target, fetcher, **{k: v for k, v in options.items() if k in ("limit", "lang", "alto", "min_size") and v is not None})
     if kind == "locgov":
         from .locgov import LocGovSource
 
-        return LocGovSource(target, fetcher, **{k: v for k, v in options.items() if k in ("limit",)})
+        return LocGovSource(target, fetcher, **{k: v for k, v in options.items() if k in ("limit", "lang") and v is not None})
     from .alto import AltoSource
 
     return AltoSource(target, fetcher, **{k: v for k, v in options.items() if k in ("images", "min_size")})

@@ -5,12 +5,15 @@
     alto:./pages --images iiif:https://iiif.example.org/iiif/{stem}
                                                    the page image behind a IIIF Image API service
 
-Every Illustration, ComposedBlock of an illustration-like TYPE and GraphicalElement big enough to
-be a picture (not a rule) becomes an item, boxes overlapping more than half merged. Coordinates
+Every Illustration, ComposedBlock of an illustration-like TYPE and GraphicalElement that is not a
+rule (thinner than a tenth of its length, or than 1% of the page) becomes an item; a box that
+overlaps another by more than half of its own area (one wholly inside another, too) is merged into
+the bigger one. A box running off the page is cut at the page edge. Coordinates
 are scaled by the ratio of the real image size to the ALTO Page size, which works whatever the
 unit and also when the OCR ran on a reduced image. The crop is cut locally, or requested from the
-IIIF server as a region. Nearby text blocks (a caption above or below) and the start of the page
-text become the item's context text. XML is parsed with defusedxml: no entities, no network.
+IIIF server as a region. The figure's own caption (text inside its ComposedBlock), then nearby
+text blocks (a caption above or below) and the start of the page text become the item's context
+text. XML is parsed with defusedxml: no entities, no network.
 """
 
 from __future__ import annotations
@@ -40,13 +43,14 @@ class Box:
     y: float
     w: float
     h: float
+    caption: str = ""  # text inside the figure's own ComposedBlock
 
-    def iou(self, other: Box) -> float:
+    def covered_by(self, other: Box) -> float:
+        """The share of this box's area that ``other`` covers (1.0: wholly inside it)."""
         ix = max(0.0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
         iy = max(0.0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
-        inter = ix * iy
-        union = self.w * self.h + other.w * other.h - inter
-        return inter / union if union else 0.0
+        area = self.w * self.h
+        return ix * iy / area if area > 0 else 1.0
 
 
 @dataclass
@@ -70,14 +74,31 @@ def _box(el: Any, kind: str) -> Box | None:
         return None
 
 
-def parse_alto(path: Path) -> Page:
+def _words(block: Any) -> str:
+    words = []
+    for s in block.iter():
+        if _local(s.tag) == "String":
+            if s.get("SUBS_TYPE") == "HypPart2":
+                continue
+            content = s.get("SUBS_CONTENT") if s.get("SUBS_TYPE") == "HypPart1" and s.get("SUBS_CONTENT") else s.get("CONTENT")
+            try:
+                confident = float(s.get("WC") or 1) >= 0.3
+            except ValueError:
+                confident = True
+            if content and confident:
+                words.append(content)
+    return " ".join(words)
+
+
+def parse_alto(path: Path | str, data: bytes | None = None) -> Page:
+    """A page read from the file ``path``, or from ``data`` (fetched; ``path`` then names it)."""
     from xml.etree.ElementTree import ParseError
 
     from defusedxml import DefusedXmlException
-    from defusedxml.ElementTree import parse
+    from defusedxml.ElementTree import fromstring, parse
 
     try:
-        root = parse(str(path), forbid_dtd=True).getroot()
+        root = fromstring(data, forbid_dtd=True) if data is not None else parse(str(path), forbid_dtd=True).getroot()
     except (ParseError, DefusedXmlException, OSError) as e:
         raise SourceError("bad_xml", f"{path}: not a readable ALTO file ({type(e).__name__}: {e})") from e
     if _local(root.tag).lower() != "alto":
@@ -102,27 +123,16 @@ def parse_alto(path: Path) -> Page:
             box = _box(el, tag)
             if box is None:
                 continue
-            if tag == "GraphicalElement" and min(box.w, box.h) / max(box.w, box.h, 1e-9) < 0.05:
-                continue  # a rule or a line
+            if tag == "ComposedBlock":
+                box.caption = " ".join(w for w in (_words(t) for t in el.iter() if _local(t.tag) == "TextBlock") if w)
             pictures.append(box)
             for child in el.iter():
                 inside_picture.add(id(child))
-        elif tag == "TextBlock":
+        elif tag == "TextBlock" and id(el) not in inside_picture:
             box = _box(el, tag)
-            words = []
-            for s in el.iter():
-                if _local(s.tag) == "String":
-                    if s.get("SUBS_TYPE") == "HypPart2":
-                        continue
-                    content = s.get("SUBS_CONTENT") if s.get("SUBS_TYPE") == "HypPart1" and s.get("SUBS_CONTENT") else s.get("CONTENT")
-                    try:
-                        confident = float(s.get("WC") or 1) >= 0.3
-                    except ValueError:
-                        confident = True
-                    if content and confident:
-                        words.append(content)
+            words = _words(el)
             if box is not None and words:
-                texts.append((box, " ".join(words)))
+                texts.append((box, words))
     if page_el is None:
         raise SourceError("bad_xml", f"{path}: no <Page> element")
 
@@ -132,11 +142,21 @@ def parse_alto(path: Path) -> Page:
         except (TypeError, ValueError):
             return None
 
+    width, height = number("WIDTH"), number("HEIGHT")
+    page_short = min(width or 0, height or 0)
+
+    def rule(b: Box) -> bool:  # a line or rule, whatever --min-size says
+        thin, long = min(b.w, b.h), max(b.w, b.h)
+        return b.kind == "GraphicalElement" and (thin < 0.1 * long or (page_short > 0 and thin < 0.01 * page_short))
+
     merged: list[Box] = []
-    for box in sorted(pictures, key=lambda b: -b.w * b.h):
-        if all(box.iou(m) <= 0.5 for m in merged):
+    for box in sorted((b for b in pictures if not rule(b)), key=lambda b: -b.w * b.h):
+        host = next((m for m in merged if box.covered_by(m) > 0.5), None)
+        if host is None:
             merged.append(box)
-    return Page(number("WIDTH"), number("HEIGHT"), unit, file_name, merged, texts)
+        elif box.caption and not host.caption:
+            host.caption = box.caption
+    return Page(width, height, unit, file_name, merged, texts)
 
 
 def nearby_text(page: Page, box: Box, limit: int = 600) -> str:
@@ -149,7 +169,14 @@ def nearby_text(page: Page, box: Box, limit: int = 600) -> str:
         if overlap >= 0.5 * min(tb.w, box.w) and gap <= 0.05 * height:
             near.append(words)
     rest = " ".join(words for _, words in page.texts if words not in near)
-    return " ".join([*near, rest]).strip()[:limit]
+    return " ".join([box.caption, *near, rest]).strip()[:limit]
+
+
+def clip_box(box: Box, sx: float, sy: float, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The box in image pixels, intersected with the image (not shifted onto it); None if outside."""
+    x0, y0 = max(0, round(box.x * sx)), max(0, round(box.y * sy))
+    x1, y1 = min(width, round((box.x + box.w) * sx)), min(height, round((box.y + box.h) * sy))
+    return (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
 
 
 class AltoSource:
@@ -213,10 +240,10 @@ class AltoSource:
         rel = os.path.relpath(path, self.root if self.root.is_dir() else self.root.parent)
         items = []
         for box in page.pictures:
-            x, y = max(0, round(box.x * sx)), max(0, round(box.y * sy))
-            w, h = min(img_w - x, round(box.w * sx)), min(img_h - y, round(box.h * sy))
-            if w < self.min_size or h < self.min_size:
+            clipped = clip_box(box, sx, sy, img_w, img_h)
+            if clipped is None or min(clipped[2:]) < self.min_size:
                 continue
+            x, y, w, h = clipped
             if service is not None:
                 ref = f"{image}/{x},{y},{w},{h}/{'max' if service.version == 3 else 'full'}/0/default.jpg"
             else:
