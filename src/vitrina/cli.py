@@ -673,14 +673,16 @@ def captions(collection: str, split: str, held_out_percent: int) -> None:
 @click.option("--lr", default=1e-5, show_default=True, type=float)
 @click.option("--warmup", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Share of steps with a linear warm-up.")
 @click.option("--freeze", type=click.Choice(["none", "vision", "text", "towers"]), default="none", show_default=True, help="Keep these layers fixed.")
-@click.option("--patience", default=2, show_default=True, type=click.IntRange(1), help="Stop after this many epochs without a better validation loss.")
+@click.option("--patience", default=2, show_default=True, type=click.IntRange(1), help="Stop after this many epochs without a better validation MRR.")
+@click.option("--val-candidates", default=500, show_default=True, type=click.IntRange(2), help="Validation captions rank this many validation images (recall@k, MRR).")
 @click.option("--device", help="cpu, cuda, mps (default: cuda if present).")
-@click.option("--restart", is_flag=True, help="Ignore checkpoints in OUT and start over.")
+@click.option("--restart", is_flag=True, help="Start a new run in OUT, discarding its checkpoints (a resume must use the same settings).")
 @click.option("--json", "as_json", is_flag=True)
 def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs: int, batch_size: int, lr: float, warmup: float, freeze: str,
-             patience: int, device: str | None, restart: bool, as_json: bool) -> None:  # fmt: skip
-    """Fine-tune COLLECTION's CLIP / SigLIP model on caption pairs (contrastive loss), with a
-    validation loss per epoch, early stopping and resumable checkpoints.
+             patience: int, val_candidates: int, device: str | None, restart: bool, as_json: bool) -> None:  # fmt: skip
+    """Fine-tune COLLECTION's CLIP / SigLIP model on caption pairs (contrastive loss), validated by
+    retrieval on held-back pairs each epoch (the best MRR is kept), with early stopping and
+    resumable checkpoints; a resume with other settings is refused.
 
     \b
     vitrina captions maps > pairs.jsonl
@@ -693,7 +695,7 @@ def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs:
     err = _stderr()
     with _errors():
         coll = open_collection(collection)
-        config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, freeze=freeze, patience=patience)
+        config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, freeze=freeze, patience=patience, val_candidates=val_candidates)
         with _progress(err, as_json) as (_, on_step):
             report = run(coll, read_pairs_with_split(pairs), out, model=model, config=config, device=device, resume=not restart, progress=on_step)
     d = report.to_dict()
@@ -703,8 +705,10 @@ def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs:
     resumed = f" (resumed after epoch {d['resumed_from']})" if d["resumed_from"] else ""
     err.print(f"Fine-tuned {_escape(d['base'])} on {d['train_pairs']} pairs ({d['val_pairs']} validation, {d['held_out_excluded']} held out){resumed}")
     for h in d["history"]:
-        err.print(f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f}" + (f", validation loss {h['val_loss']:.4f}" if "val_loss" in h else ""))
-    err.print(f"Best epoch {d['best_epoch']} saved to {_escape(d['out'])}" + (" (stopped early)" if d["stopped_early"] else ""))
+        err.print(f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f}"
+                  + (f", validation recall@1 {h['val_recall@1']:.1%}, recall@10 {h['val_recall@10']:.1%}, MRR {h['val_mrr']:.3f}" if "val_mrr" in h else ""))  # fmt: skip
+    how = f"validation MRR among {d['val_candidates']} images" if d["selected_by"] == "val_mrr" else "training loss (no validation pairs)"
+    err.print(f"Best epoch {d['best_epoch']} (by {how}) saved to {_escape(d['out'])}" + (" (stopped early)" if d["stopped_early"] else ""))
     err.print(f"Next: vitrina index {_escape(collection)} --model hf:{_escape(d['out'])} --space finetuned")
 
 
