@@ -187,14 +187,40 @@ def test_reports_and_cli(mini_collection, tmp_path: Path) -> None:  # type: igno
     assert "recall@1" in run.stdout
 
 
-def test_captions_split_by_item_never_moves(tmp_path: Path) -> None:
+def test_captions_split_by_group_keeps_near_duplicates_together_and_never_moves() -> None:
     from vitrina import Item
 
-    open_collection("caps", create=True).add_items([Item(id=f"i{n}", image="x", source="t", metadata={"title": f"Map of town {n}", "date": "1850", "original_format": ["map"]}) for n in range(50)])
-    first = captions(open_collection("caps"))
-    assert len(first) == 50 and first[0]["caption"] == "Map of town 0 from 1850."
+    towns = ["Bergen", "Oslo", "Trondheim", "Tromsø", "Bodø", "Stavanger", "Ålesund", "Hamar", "Molde", "Narvik", "Drammen", "Skien", "Larvik", "Halden", "Moss"]
+    # Three sheets of each town's map, and a series of prints with unrelated titles.
+    items = [Item(id=f"{town}-{sheet}", image="x", source="t", metadata={"title": f"Map of {town}, sheet {sheet}", "date": "1850", "original_format": ["map"]})
+             for town in towns for sheet in (1, 2, 3)]  # fmt: skip
+    items += [Item(id=f"print-{n}", image="x", source="t", metadata={"title": f"Harbour view {word}", "series": "Harbours of Norway"}) for n, word in enumerate(["north", "south", "east", "west"])]
+    open_collection("caps", create=True).add_items(items)
+    first = captions(open_collection("caps"), held_out_percent=30)
+    assert len(first) == len(items) and first[0]["caption"] == "Map of Bergen, sheet 1 from 1850."
+    side = {r["id"]: r["split"] for r in first}
+    for town in towns:
+        assert side[f"{town}-1"] == side[f"{town}-2"] == side[f"{town}-3"], town
+    assert len({side[f"print-{n}"] for n in range(4)}) == 1
     assert {r["split"] for r in first} == {"train", "held_out"}
-    assert captions(open_collection("caps")) == first
+    assert captions(open_collection("caps"), held_out_percent=30) == first
+
+
+@pytest.mark.parametrize(
+    ("metadata", "caption"),
+    [({"title": "Sanborn fire insurance map from Boston, Suffolk County", "original_format": ["map"], "date": "1885"},
+      "Sanborn fire insurance map from Boston, Suffolk County from 1885."),
+     ({"title": "New York", "original_format": ["map"]}, "A map of New York."),
+     ({"title": "Plan of Boston harbour, 1775", "original_format": ["map"], "date": "1775-06-01"}, "Plan of Boston harbour, 1775."),
+     ({"title": "Nautical chart of the Oslofjord", "original_format": "maps"}, "Nautical chart of the Oslofjord."),
+     ({"title": "Atlas of Bergen", "original_format": ["map"], "date": "1901"}, "Atlas of Bergen from 1901."),
+     ({"title": "Boston harbor", "original_format": ["map"], "date": "1775", "location": ["boston", "massachusetts"]},
+      "A map of Boston harbor from 1775, in Massachusetts.")],
+)  # fmt: skip
+def test_captions_read_like_the_title_says(metadata: dict, caption: str) -> None:  # type: ignore[type-arg]
+    from vitrina.captions import build_caption
+
+    assert build_caption(metadata) == caption
 
 
 # -- issue 16: honest measurement ---------------------------------------------------------------

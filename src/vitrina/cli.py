@@ -651,8 +651,9 @@ def compare(collection: str, models: str | None, spaces: tuple[str, ...], pairs:
 @click.option("--split", type=click.Choice(["all", "train", "held_out"]), default="all", show_default=True)
 @click.option("--held-out-percent", default=20, show_default=True, type=click.IntRange(0, 100))
 def captions(collection: str, split: str, held_out_percent: int) -> None:
-    """Print caption pairs built from COLLECTION's metadata as JSONL (id, caption, split), the LoC
-    paper's recipe; the split is by item id, stable across runs, so held-out items never train."""
+    """Print caption pairs built from COLLECTION's metadata as JSONL (id, caption, split, group),
+    the LoC paper's recipe. The split is by group (series, manifest or catalogue item, title
+    without its sheet numbers), stable across runs: near-duplicates never straddle it."""
     from . import evaluate as ev
     from .collection import open_collection
 

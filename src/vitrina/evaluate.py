@@ -521,16 +521,35 @@ def provenance(coll: Collection, spaces: Sequence[str], *, seed: int, files: dic
 
 
 def captions(coll: Collection, *, held_out_percent: int = 20) -> list[dict[str, Any]]:
-    """Caption pairs from item metadata (the LoC recipe), with a deterministic split by item."""
-    from .captions import build_caption
+    """Caption pairs from item metadata (the LoC recipe), split by group: items that share a
+    series, a manifest or catalogue item, or a title stem (sheets of one map, items of one series)
+    are joined into one group, and the group's hash picks its side, so near-duplicates never
+    straddle train and held-out. Each row carries its ``group``."""
+    from .captions import build_caption, group_keys
 
-    out = []
+    rows: list[dict[str, Any]] = []
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
     for item in coll.iter_items(exclude_status="failed"):
         caption = item.metadata.get("caption") or build_caption(item.metadata)
         if caption:
-            bucket = int(hashlib.md5(item.id.encode()).hexdigest(), 16) % 100
-            out.append({"id": item.id, "caption": caption, "split": "held_out" if bucket < held_out_percent else "train"})
-    return out
+            keys = group_keys(item.id, item.metadata)
+            for other in keys[1:]:
+                a, b = find(keys[0]), find(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            rows.append({"id": item.id, "caption": caption, "_key": keys[0]})
+    for row in rows:
+        group = find(row.pop("_key"))
+        bucket = int(hashlib.md5(group.encode()).hexdigest(), 16) % 100
+        row.update({"split": "held_out" if bucket < held_out_percent else "train", "group": group})
+    return rows
 
 
 # -- reports ------------------------------------------------------------------------------------

@@ -81,7 +81,8 @@ class FinetuneReport:
 def _split(pairs: list[dict[str, Any]], val_percent: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     held = [p for p in pairs if p.get("split") == "held_out"]
     usable = [p for p in pairs if p.get("split") != "held_out"]
-    val = [p for p in usable if int(hashlib.md5(("val:" + p["id"]).encode()).hexdigest(), 16) % 100 < val_percent]
+    # By group where the pairs file has one (vitrina captions writes it): sheets of one map stay on one side.
+    val = [p for p in usable if int(hashlib.md5(("val:" + (p.get("group") or p["id"])).encode()).hexdigest(), 16) % 100 < val_percent]
     train = [p for p in usable if p not in val]
     return train, val, len(held)
 
@@ -92,7 +93,7 @@ def read_pairs_with_split(path: Path) -> list[dict[str, Any]]:
         if line.strip():
             row = json.loads(line)
             if row.get("id") and row.get("caption"):
-                rows.append({"id": str(row["id"]), "caption": str(row["caption"]), "split": row.get("split", "train")})
+                rows.append({"id": str(row["id"]), "caption": str(row["caption"]), "split": row.get("split", "train"), "group": row.get("group")})
     return rows
 
 
