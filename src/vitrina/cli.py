@@ -457,11 +457,12 @@ def serve(collection: str, host: str, port: int, token: str | None, cors_origins
 @click.option("--apply", "apply_name", help="Apply a saved probe again (after re-indexing).")
 @click.option("--name", help="Tag name, usable in --where (default: zero_shot, or required with --train).")
 @click.option("--space", help="Embedding space (default: the first).")
-@click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20))
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20), help="--train: cross-validation folds (a rarer class sits in fewer of them).")
+@click.option("--C", "C", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="--train: inverse regularisation strength (smaller: simpler probe).")
 @click.option("--calibrate", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Zero-shot: a CSV id,label of a few items to fit the temperature on (calibrated scores).")
 @click.option("--json", "as_json", is_flag=True)
 def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Path | None, apply_name: str | None, name: str | None, space: str | None,
-             folds: int, calibrate: Path | None, as_json: bool) -> None:  # fmt: skip
+             folds: int, C: float, calibrate: Path | None, as_json: bool) -> None:  # fmt: skip
     """Tag every item of COLLECTION with a classifier on its embeddings; tags work as filters.
 
     \b
@@ -481,7 +482,7 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
         elif train_csv:
             if not name:
                 raise click.UsageError("--train needs --name (the tag to write).")
-            report = cls.train_probe(coll, train_csv, name=name, space=space, folds=folds)
+            report = cls.train_probe(coll, train_csv, name=name, space=space, folds=folds, C=C)
         else:
             report = cls.apply_probe(coll, str(apply_name))
     d = report.to_dict()
@@ -490,13 +491,20 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
         return
     out = _stdout()
     if d["f1_macro_cv"] is not None and d["folds"]:
-        out.print(f"{d['folds']}-fold cross-validated macro F1: [bold]{d['f1_macro_cv']:.3f}[/] ± {d['f1_macro_cv_std']:.3f} on {d['trained_on']} labelled items")
+        ci = d["f1_macro_cv_ci95"]
+        out.print(f"{d['folds']}-fold cross-validated macro F1: [bold]{d['f1_macro_cv']:.3f}[/] [95% CI {ci[0]:.3f}–{ci[1]:.3f}] on {d['trained_on']} labelled items "
+                  f"(chance {d['f1_chance']:.3f}; C {d['C']})")  # fmt: skip
+        for label, c in d["per_class"].items():
+            out.print(f"  {_escape(label)}: {c['items']} items, F1 {c['f1']:.3f}, average precision {c['average_precision']:.3f}; "
+                      f"best F1 {c['best_f1']:.3f} at threshold {c['threshold']:.3f} (precision {c['precision_at_threshold']:.3f}, recall {c['recall_at_threshold']:.3f})")  # fmt: skip
+        if d["threshold"] is not None:
+            out.print(f"Tagged as {_escape(d['labels'][1])} at probability ≥ {d['threshold']:.3f} (the cross-validated best F1); curves in --json")
     if d["calibration"]:
         c = d["calibration"]
         out.print(f"Calibrated on {c['labelled']} labelled items: temperature {c['temperature']} (NLL {c['nll']:.3f}, was {c['nll_at_100']:.3f} at 100)")
     out.print(f"Tagged {d['tagged']} items as [bold]{_escape(d['name'])}[/]: " + ", ".join(f"{_escape(k)} {v}" for k, v in sorted(d["counts"].items(), key=lambda kv: -kv[1])))
-    if d["skipped"]:
-        out.print(f"[yellow]{len(d['skipped'])} labelled ids have no vector[/] (e.g. {_escape(d['skipped'][0])})")
+    for w in d["warnings"]:
+        _stderr().print(f"[yellow]Warning:[/] {_escape(w)}")
     out.print(f"Filter with: vitrina search {_escape(collection)} \"...\" --where \"{_escape(d['name'])}={_escape(d['labels'][0])}\"")
 
 
