@@ -308,3 +308,41 @@ def test_captions_cli_prints_the_split_it_was_asked_for() -> None:
     held = [json.loads(line) for line in _cli("captions", "capcli", "--split", "held_out", "--held-out-percent", "50").splitlines()]
     assert len(everything) == 20 and held and all(r["split"] == "held_out" for r in held) and len(held) < 20
     assert everything[0]["caption"].startswith("Plan of Bergen from 1850")
+
+
+def test_eval_writes_per_item_results_a_breakdown_and_a_safe_contact_sheet(tmp_path: Path, tiny_clip: str) -> None:
+    import re
+
+    from tests.conftest import make_images
+
+    make_images(tmp_path / "imgs" / "north", 6, seed=1)
+    make_images(tmp_path / "imgs" / "south", 6, seed=2)
+    coll = open_collection("sheet", create=True)
+    coll.index(str(tmp_path / "imgs"), model=tiny_clip)
+    ids, _ = coll.vectors()
+    pairs = tmp_path / "pairs.jsonl"
+    hostile = '<script>alert(1)</script> map "x" & <img src=x onerror=alert(2)>'
+    pairs.write_text("".join(json.dumps({"id": i, "caption": f"{hostile} {n}", "split": "held_out"}) + "\n" for n, i in enumerate(ids)))
+    sheet = tmp_path / "out" / "sheet.html"
+    out = _eval_cli("sheet", "--pairs", str(pairs), "--by", "folder", "--contact-sheet", str(sheet))
+    r = out["text_to_image"][next(iter(out["text_to_image"]))]
+    ranks = {q["id"]: q["rank"] for q in r["per_query"]}
+    assert [x["best_rank"] for x in r["per_item"]] == sorted(ranks.values(), reverse=True) and r["never_found"] == sum(v >= 10 for v in ranks.values())
+    assert all(len(q["top"]) == 5 and (q["rank"] >= 5 or q["id"] in q["top"]) for q in r["per_query"])
+    by = r["by"]
+    assert set(by) == {"north", "south"} and by["north"]["queries"] == 6
+    north = [ranks[i] for i in ids if i.startswith("north/")]
+    assert by["north"]["mrr"] == pytest.approx(float(np.mean([1 / (x + 1) for x in north])), abs=1e-4)
+    html = sheet.read_text()
+    assert "<script" not in html and "onerror=alert" not in html.replace("onerror=alert(2)&gt;", "") and "&lt;script&gt;" in html
+    assert "default-src 'none'" in html and len(re.findall(r'<img src="data:image/jpeg;base64,', html)) >= 6
+    assert html.count("<tr class=") >= 1 and not re.search(r'(src|href)="(?!data:)', html)  # nothing loads from elsewhere
+
+
+def test_contact_sheet_needs_pairs() -> None:
+    from click.testing import CliRunner
+
+    from vitrina.cli import cli
+
+    run = CliRunner().invoke(cli, ["eval", "nothing", "--exact-image", "--contact-sheet", "x.html"])
+    assert run.exit_code == 2 and "--pairs" in run.output

@@ -522,10 +522,11 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
 @click.option("--space", "spaces", multiple=True, help="Space(s) to evaluate (default: all).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for samples, perturbations and bootstrap intervals.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write REPORT.md, REPORT.json and REPORT.svg (a chart).")
+@click.option("--contact-sheet", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML page of text→image hits and misses with thumbnails.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def evaluate_cmd(collection: str, pairs: Path | None, split: str, exact_image: bool, sample: int, candidates: int, no_baseline: bool, queries: Path | None,
-                 by_key: str | None, spaces: tuple[str, ...], seed: int, report: Path | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
+                 by_key: str | None, spaces: tuple[str, ...], seed: int, report: Path | None, contact_sheet: Path | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
     """Measure search quality on COLLECTION, per embedding space, with 95 % bootstrap intervals,
     chance and random-weights baselines, and what was measured (split, files, models, seed).
 
@@ -537,10 +538,13 @@ def evaluate_cmd(collection: str, pairs: Path | None, split: str, exact_image: b
 
     if not (pairs or exact_image or queries):
         raise click.UsageError("Give --pairs, --exact-image and/or --queries.")
+    if contact_sheet and not pairs:
+        raise click.UsageError("--contact-sheet shows text→image hits and misses: give --pairs as well.")
     with _errors():
         coll = open_collection(collection)
         options = _EvalOptions(pairs, split, exact_image, sample, candidates, not no_baseline, queries, by_key, seed, quiet)
         results = _evaluate(coll, list(spaces) or [s.name for s in coll.spaces()], options)
+        _write_contact_sheet(coll, results, contact_sheet)
     _print_eval(results, report, as_json)
 
 
@@ -598,6 +602,18 @@ def _evaluate(coll: Any, spaces: list[str], o: _EvalOptions) -> dict[str, Any]:
     return results
 
 
+def _write_contact_sheet(coll: Any, results: dict[str, Any], path: Path | None) -> None:
+    from . import evaluate as ev
+
+    if path is None:
+        return
+    if not results.get("text_to_image"):
+        raise click.UsageError("--contact-sheet shows text→image hits and misses: give --pairs as well.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(ev.contact_sheet(coll, results), encoding="utf-8")
+    _stderr().print(f"Wrote {_escape(str(path))}")
+
+
 def _print_eval(results: dict[str, Any], report: Path | None, as_json: bool) -> None:
     from . import evaluate as ev
 
@@ -628,10 +644,12 @@ def _print_eval(results: dict[str, Any], report: Path | None, as_json: bool) -> 
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", help="cpu, cuda, mps (default: the best available).")
 @click.option("--report", type=click.Path(path_type=Path))
+@click.option("--contact-sheet", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML page of text→image hits and misses with thumbnails.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)
 def compare(collection: str, models: str | None, spaces: tuple[str, ...], pairs: Path | None, split: str, exact_image: bool, sample: int, candidates: int,
-            no_baseline: bool, queries: Path | None, by_key: str | None, seed: int, device: str | None, report: Path | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
+            no_baseline: bool, queries: Path | None, by_key: str | None, seed: int, device: str | None, report: Path | None, contact_sheet: Path | None,
+            as_json: bool, quiet: bool) -> None:  # fmt: skip
     """Embed COLLECTION with each model (each in its own space, side by side) and evaluate them all,
     with a paired significance test between models: the Norwegian paper's model comparison, for
     your collection. Image-only (ViT) spaces get the image evaluation only."""
@@ -639,6 +657,8 @@ def compare(collection: str, models: str | None, spaces: tuple[str, ...], pairs:
 
     if not (models or spaces):
         raise click.UsageError("Give --models and/or --space.")
+    if contact_sheet and not pairs:
+        raise click.UsageError("--contact-sheet shows text→image hits and misses: give --pairs as well.")
     if not (pairs or exact_image or queries):
         exact_image = True  # needs no labels
     with _errors():
@@ -650,7 +670,9 @@ def compare(collection: str, models: str | None, spaces: tuple[str, ...], pairs:
             names.append(r.space)
         names = list(dict.fromkeys(names))
         options = _EvalOptions(pairs, split, exact_image, sample, candidates, not no_baseline, queries, by_key, seed, quiet)
-        results = _evaluate(open_collection(collection), names, options)
+        coll = open_collection(collection)
+        results = _evaluate(coll, names, options)
+        _write_contact_sheet(coll, results, contact_sheet)
     _print_eval(results, report, as_json)
 
 
