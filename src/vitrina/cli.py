@@ -583,7 +583,7 @@ def _evaluate(coll: Any, spaces: list[str], o: _EvalOptions) -> dict[str, Any]:
             results["exact_image"][space] = ev.eval_exact_image(coll, sample=o.sample, space=space, seed=o.seed, candidates=o.candidates, baseline=o.baseline,
                                                                 progress=progress(f"{space}: exact image"))  # fmt: skip
         if judged is not None and space in text_spaces:
-            results["queries"][space] = ev.eval_queries(coll, judged, space=space)
+            results["queries"][space] = ev.eval_queries(coll, judged, space=space, progress=progress(f"{space}: judged queries"))
     skipped = [s for s in spaces if s not in text_spaces]
     if skipped and (pair_list is not None or judged is not None):
         results["image_only_spaces"] = skipped

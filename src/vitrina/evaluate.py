@@ -454,14 +454,17 @@ def read_queries(path: Path) -> list[tuple[str, dict[str, float]]]:
     return list(judged.items())
 
 
-def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]], *, k: int = 10, space: str | None = None) -> dict[str, Any]:
+def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]], *, k: int = 10, space: str | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:  # fmt: skip
     """nDCG@k and P@k per judged query. Judged ids that are not in the collection are counted and
     left out (they could never be found); a query left with none is skipped, not scored 0."""
     per_query = []
     unknown: list[str] = []
     skipped: list[str] = []
     present = set(coll.items(sorted({i for _, rel in judged for i in rel})))
-    for query, relevant in judged:
+    for n, (query, relevant) in enumerate(judged):
+        if progress and (n % 50 == 49 or n == len(judged) - 1):
+            progress(n + 1, len(judged))
         missing = [i for i in relevant if i not in present]
         unknown += missing
         relevant = {i: g for i, g in relevant.items() if i in present}

@@ -238,7 +238,7 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
             score = v["val_mrr"] if v is not None else -entry["train_loss"]
             if state["best_score"] is None or score > state["best_score"]:
                 state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch + 1, 0
-                _save_model(net, name, out, {"collection": str(coll.path), "train_ids": sorted({p["id"] for p in train}), "val_ids": sorted({p["id"] for p in val})})
+                _save_model(net, name, out, {"collection": str(coll.path), "settings": settings, "epoch": epoch + 1, "validation": v, "train_ids": sorted({p["id"] for p in train}), "val_ids": sorted({p["id"] for p in val})})
             else:
                 state["bad_epochs"] += 1
             _checkpoint(net, optimizer, scheduler, state, checkpoints, torch)
