@@ -92,6 +92,9 @@ def test_classify_cli_trains_with_C_and_reports_f1_intervals_and_drops(pages, tm
         assert run.exit_code == 0, run.output
         runs[C] = json.loads(run.stdout)
     assert runs["100"]["C"] == 100 and runs["100"]["duplicates"] == 30 and runs["100"]["skipped"] == ["no-such.png"]
+    import hashlib
+
+    assert runs["100"]["labels_sha256"] == "sha256:" + hashlib.sha256(labels.read_bytes()).hexdigest()
     coef = {C: np.abs(np.asarray(json.loads(probe_path(coll, f"k{C.replace('.', '')}").read_text())["coef"])).sum() for C in runs}
     assert coef["0.001"] < coef["100"] / 10, coef  # regularisation shrinks the probe
     text = CliRunner().invoke(cli, ["classify", str(coll.path), "--train", str(labels), "--name", "shown"])

@@ -128,13 +128,13 @@ def test_validation_is_retrieval_that_does_not_depend_on_the_batch_size(captione
     coll, pairs, _ = captioned
     # lr 0: identical weights in both runs, so the validation figures must be identical too (a
     # contrastive validation loss is not: 2.66 at batch 4 against 5.64 at batch 64 on one model).
-    runs = [finetune(coll, pairs, tmp_path / f"b{b}", config=FinetuneConfig(epochs=1, batch_size=b, lr=0.0, val_percent=40)) for b in (2, 8)]
+    runs = [finetune(coll, pairs, tmp_path / f"b{b}", config=FinetuneConfig(epochs=1, batch_size=b, lr=0.0, val_percent=40, max_steps_per_epoch=1)) for b in (2, 8)]
     assert runs[0].val_candidates == runs[1].val_candidates == runs[0].val_pairs >= 4
     for key in ("val_recall@1", "val_recall@5", "val_mrr"):
         assert runs[0].history[0][key] == pytest.approx(runs[1].history[0][key]), key
     assert "val_loss" not in runs[0].history[0] and runs[0].selected_by == "val_mrr"
     # The kept epoch is the one with the best validation MRR.
-    report = finetune(coll, pairs, tmp_path / "pick", config=FinetuneConfig(epochs=3, batch_size=4, lr=2e-2, val_percent=40, patience=5))
+    report = finetune(coll, pairs, tmp_path / "pick", config=FinetuneConfig(epochs=3, batch_size=4, lr=2e-2, val_percent=40, patience=5, max_steps_per_epoch=2))
     mrrs = [h["val_mrr"] for h in report.history]
     assert report.best_epoch == 1 + int(np.argmax(mrrs)) and report.best_score == pytest.approx(max(mrrs)), report.history
 

@@ -53,6 +53,7 @@ class ClassifyReport:
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)  # F1, average precision, threshold, curve
     threshold: float | None = None  # binary probes: the positive class's threshold (best out-of-fold F1)
     warnings: list[str] = field(default_factory=list)
+    labels_sha256: str | None = None  # the labels file the figures came from
     seconds: float = 0.0
     calibration: dict[str, Any] | None = None  # zero-shot: fitted temperature and NLL before/after
 
@@ -129,7 +130,7 @@ def zero_shot(coll: Collection, labels: list[str], *, name: str = "zero_shot", t
                              f"{present or 'none'} ({', '.join(f'{v} {k}' for k, v in dropped.items() if v)} left out). Label items with the zero-shot labels.")  # fmt: skip
         sims = matrix[[k for k, _ in known]] @ classes.T
         temperature, fitted, default = fit_temperature(sims, np.asarray([t for _, t in known]))
-        calibration = {"temperature": round(temperature, 3), "nll": round(fitted, 4), "nll_at_100": round(default, 4), "labelled": len(known),
+        calibration = {"labels_sha256": _sha256(calibrate), "temperature": round(temperature, 3), "nll": round(fitted, 4), "nll_at_100": round(default, 4), "labelled": len(known),
                        "rows": len(read), "dropped": dropped, "labels_present": present}  # fmt: skip
     tags = []
     for start in range(0, len(ids), BATCH):
@@ -254,6 +255,7 @@ def train_probe(coll: Collection, labels_csv: Path, *, name: str, space: str | N
     report.f1_macro_cv, report.folds, report.trained_on, report.skipped = f1, folds, len(known), skipped
     report.f1_macro_cv_ci95 = [round(float(np.percentile(boot, 2.5)), 4), round(float(np.percentile(boot, 97.5)), 4)]
     report.f1_chance, report.C, report.per_class, report.duplicates, report.conflicting = round(1 / len(labels), 4), C, per_class, duplicates, conflicting
+    report.labels_sha256 = probe["labels_sha256"]
     if duplicates:
         report.warnings.append(f"{labels_csv}: {duplicates} repeated rows counted once (repeats inflate a cross-validated F1).")
     if conflicting:
