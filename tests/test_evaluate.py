@@ -65,7 +65,7 @@ def test_ties_count_against_the_target() -> None:
     assert list(rank_of(scores, np.asarray([0, 2]))) == [1, 1]
 
 
-def test_exact_image_uses_hard_copies_beside_a_random_weights_baseline(mini_collection) -> None:  # type: ignore[no-untyped-def]
+def test_exact_image_uses_hard_copies_beside_a_random_weights_baseline(mini_collection, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = eval_exact_image(mini_collection, sample=12, seed=1, candidates=40)
     assert result["queries"] == 12 and result["candidates"] == 40 and result["chance"]["top1"] == pytest.approx(1 / 40, abs=1e-4)
     names = ("crop", "rotate", "colour", "print_through", "combined")
@@ -77,6 +77,17 @@ def test_exact_image_uses_hard_copies_beside_a_random_weights_baseline(mini_coll
     # and the random heads score the same: on exact copies the ImageNet tower does the work, not
     # the trained heads; the report shows that beside every figure. The combined copy is hard.
     assert result["combined"]["top1"] < 0.6 and baseline["combined"]["top1"] < 0.6, result["combined"]
+
+    # A random linear projection of pixels is the "random network" an easy test (half size, JPEG)
+    # let pass; the hard copies must leave it far behind the trained image tower.
+    from tests.fakes import FAKE_SPEC, FakeEmbedder
+
+    random_net = open_collection(tmp_path / "random", create=True, embedder=FakeEmbedder(64))
+    random_net.index(str(DEMO), model=FAKE_SPEC)
+    other = eval_exact_image(random_net, sample=12, seed=1, candidates=40, baseline=False)
+    mean = {name: float(np.mean([r[p]["top1"] for p in names])) for name, r in (("random", other), ("mini", result))}
+    # measured (sample 20, 100 candidates): mean top-1 0.30 for the projection, 0.79 for mini (crop 30 % vs 85 %, rotate 15 % vs 100 %)
+    assert mean["random"] < 0.5 and mean["mini"] > mean["random"] + 0.25, mean
 
 
 def test_curator_queries(mini_collection) -> None:  # type: ignore[no-untyped-def]
@@ -109,15 +120,18 @@ def test_zero_shot_tags_filter_searches(mini_collection) -> None:  # type: ignor
     assert {h.id for h in mini_collection.search("a drawing", where=["kind!=map"], limit=500)}.isdisjoint(tagged_maps)
 
 
-def test_temperature_fit_recovers_a_known_temperature() -> None:
+@pytest.mark.parametrize("true_temperature", [6.0, 20.0, 60.0])
+def test_temperature_fit_recovers_a_known_temperature(true_temperature: float) -> None:
     from vitrina.classify import fit_temperature
 
+    # Three temperatures far apart: a fit replaced by any constant fails at least two of them.
     rng = np.random.default_rng(0)
     sims = rng.uniform(-0.3, 0.3, (4000, 5))
-    probs = np.exp(20 * sims) / np.exp(20 * sims).sum(1, keepdims=True)
+    probs = np.exp(true_temperature * sims) / np.exp(true_temperature * sims).sum(1, keepdims=True)
     truth = np.asarray([rng.choice(5, p=p) for p in probs])
     temperature, fitted, at_100 = fit_temperature(sims, truth)
-    assert 16 < temperature < 25 and fitted < at_100 - 0.1, (temperature, fitted, at_100)
+    assert 0.75 * true_temperature < temperature < 1.3 * true_temperature, (temperature, fitted, at_100)
+    assert fitted <= at_100
 
 
 def test_zero_shot_scores_can_be_calibrated(mini_collection, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -187,14 +201,40 @@ def test_reports_and_cli(mini_collection, tmp_path: Path) -> None:  # type: igno
     assert "recall@1" in run.stdout
 
 
-def test_captions_split_by_item_never_moves(tmp_path: Path) -> None:
+def test_captions_split_by_group_keeps_near_duplicates_together_and_never_moves() -> None:
     from vitrina import Item
 
-    open_collection("caps", create=True).add_items([Item(id=f"i{n}", image="x", source="t", metadata={"title": f"Map of town {n}", "date": "1850", "original_format": ["map"]}) for n in range(50)])
-    first = captions(open_collection("caps"))
-    assert len(first) == 50 and first[0]["caption"] == "Map of town 0 from 1850."
+    towns = ["Bergen", "Oslo", "Trondheim", "Tromsø", "Bodø", "Stavanger", "Ålesund", "Hamar", "Molde", "Narvik", "Drammen", "Skien", "Larvik", "Halden", "Moss"]
+    # Three sheets of each town's map, and a series of prints with unrelated titles.
+    items = [Item(id=f"{town}-{sheet}", image="x", source="t", metadata={"title": f"Map of {town}, sheet {sheet}", "date": "1850", "original_format": ["map"]})
+             for town in towns for sheet in (1, 2, 3)]  # fmt: skip
+    items += [Item(id=f"print-{n}", image="x", source="t", metadata={"title": f"Harbour view {word}", "series": "Harbours of Norway"}) for n, word in enumerate(["north", "south", "east", "west"])]
+    open_collection("caps", create=True).add_items(items)
+    first = captions(open_collection("caps"), held_out_percent=30)
+    assert len(first) == len(items) and first[0]["caption"] == "Map of Bergen, sheet 1 from 1850."
+    side = {r["id"]: r["split"] for r in first}
+    for town in towns:
+        assert side[f"{town}-1"] == side[f"{town}-2"] == side[f"{town}-3"], town
+    assert len({side[f"print-{n}"] for n in range(4)}) == 1
     assert {r["split"] for r in first} == {"train", "held_out"}
-    assert captions(open_collection("caps")) == first
+    assert captions(open_collection("caps"), held_out_percent=30) == first
+
+
+@pytest.mark.parametrize(
+    ("metadata", "caption"),
+    [({"title": "Sanborn fire insurance map from Boston, Suffolk County", "original_format": ["map"], "date": "1885"},
+      "Sanborn fire insurance map from Boston, Suffolk County from 1885."),
+     ({"title": "New York", "original_format": ["map"]}, "A map of New York."),
+     ({"title": "Plan of Boston harbour, 1775", "original_format": ["map"], "date": "1775-06-01"}, "Plan of Boston harbour, 1775."),
+     ({"title": "Nautical chart of the Oslofjord", "original_format": "maps"}, "Nautical chart of the Oslofjord."),
+     ({"title": "Atlas of Bergen", "original_format": ["map"], "date": "1901"}, "Atlas of Bergen from 1901."),
+     ({"title": "Boston harbor", "original_format": ["map"], "date": "1775", "location": ["boston", "massachusetts"]},
+      "A map of Boston harbor from 1775, in Massachusetts.")],
+)  # fmt: skip
+def test_captions_read_like_the_title_says(metadata: dict, caption: str) -> None:  # type: ignore[type-arg]
+    from vitrina.captions import build_caption
+
+    assert build_caption(metadata) == caption
 
 
 # -- issue 16: honest measurement ---------------------------------------------------------------
@@ -282,3 +322,56 @@ def test_captions_cli_prints_the_split_it_was_asked_for() -> None:
     held = [json.loads(line) for line in _cli("captions", "capcli", "--split", "held_out", "--held-out-percent", "50").splitlines()]
     assert len(everything) == 20 and held and all(r["split"] == "held_out" for r in held) and len(held) < 20
     assert everything[0]["caption"].startswith("Plan of Bergen from 1850")
+
+
+def test_eval_writes_per_item_results_a_breakdown_and_a_safe_contact_sheet(tmp_path: Path, tiny_clip: str) -> None:
+    import re
+
+    from tests.conftest import make_images
+
+    make_images(tmp_path / "imgs" / "north", 6, seed=1)
+    make_images(tmp_path / "imgs" / "south", 6, seed=2)
+    coll = open_collection("sheet", create=True)
+    coll.index(str(tmp_path / "imgs"), model=tiny_clip)
+    ids, _ = coll.vectors()
+    pairs = tmp_path / "pairs.jsonl"
+    hostile = '<script>alert(1)</script> map "x" & <img src=x onerror=alert(2)>'
+    pairs.write_text("".join(json.dumps({"id": i, "caption": f"{hostile} {n}", "split": "held_out"}) + "\n" for n, i in enumerate(ids)))
+    sheet = tmp_path / "out" / "sheet.html"
+    out = _eval_cli("sheet", "--pairs", str(pairs), "--by", "folder", "--contact-sheet", str(sheet))
+    r = out["text_to_image"][next(iter(out["text_to_image"]))]
+    ranks = {q["id"]: q["rank"] for q in r["per_query"]}
+    assert [x["best_rank"] for x in r["per_item"]] == sorted(ranks.values(), reverse=True) and r["never_found"] == sum(v >= 10 for v in ranks.values())
+    assert all(len(q["top"]) == 5 and (q["rank"] >= 5 or q["id"] in q["top"]) for q in r["per_query"])
+    by = r["by"]
+    assert set(by) == {"north", "south"} and by["north"]["queries"] == 6
+    north = [ranks[i] for i in ids if i.startswith("north/")]
+    assert by["north"]["mrr"] == pytest.approx(float(np.mean([1 / (x + 1) for x in north])), abs=1e-4)
+    html = sheet.read_text()
+    assert "<script" not in html and "onerror=alert" not in html.replace("onerror=alert(2)&gt;", "") and "&lt;script&gt;" in html
+    assert "default-src 'none'" in html and len(re.findall(r'<img src="data:image/jpeg;base64,', html)) >= 6
+    assert html.count("<tr class=") >= 1 and not re.search(r'(src|href)="(?!data:)', html)  # nothing loads from elsewhere
+
+
+def test_eval_shows_progress_unless_quiet(mini_collection, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from vitrina.cli import cli
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"id": i, "caption": c}) + "\n" for i, c in DEMO_PAIRS[:30]))
+    queries = tmp_path / "q.csv"
+    queries.write_text("query,id\na car," + DEMO_PAIRS[0][0] + "\n")
+    loud = CliRunner().invoke(cli, ["eval", str(mini_collection.path), "--pairs", str(pairs), "--queries", str(queries)])
+    assert loud.exit_code == 0 and "mini: text→image: 30/30" in loud.stderr and "mini: judged queries: 1/1" in loud.stderr, loud.stderr
+    quiet = CliRunner().invoke(cli, ["eval", str(mini_collection.path), "--pairs", str(pairs), "-q"])
+    assert quiet.exit_code == 0 and "30/30" not in quiet.stderr
+
+
+def test_contact_sheet_needs_pairs() -> None:
+    from click.testing import CliRunner
+
+    from vitrina.cli import cli
+
+    run = CliRunner().invoke(cli, ["eval", "nothing", "--exact-image", "--contact-sheet", "x.html"])
+    assert run.exit_code == 2 and "--pairs" in run.output

@@ -41,16 +41,24 @@ class ClassifyReport:
     labels: list[str]
     counts: dict[str, int] = field(default_factory=dict)
     tagged: int = 0
-    f1_macro_cv: float | None = None
-    f1_macro_cv_std: float | None = None
+    f1_macro_cv: float | None = None  # macro-F1 of the pooled out-of-fold predictions
+    f1_macro_cv_ci95: list[float] | None = None  # bootstrap over the labelled items
+    f1_chance: float | None = None  # a guesser that follows the class shares scores 1/classes
     folds: int | None = None
     trained_on: int | None = None
-    skipped: list[str] = field(default_factory=list)
+    C: float | None = None
+    skipped: list[str] = field(default_factory=list)  # labelled ids without a vector
+    duplicates: int = 0  # repeated id,label rows, counted once
+    conflicting: list[str] = field(default_factory=list)  # ids labelled with two classes: left out
+    per_class: dict[str, dict[str, Any]] = field(default_factory=dict)  # F1, average precision, threshold, curve
+    threshold: float | None = None  # binary probes: the positive class's threshold (best out-of-fold F1)
+    warnings: list[str] = field(default_factory=list)
+    labels_sha256: str | None = None  # the labels file the figures came from
     seconds: float = 0.0
     calibration: dict[str, Any] | None = None  # zero-shot: fitted temperature and NLL before/after
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "skipped": self.skipped[:50]}
+        return {**asdict(self), "skipped": self.skipped[:50], "conflicting": self.conflicting[:50]}
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -101,21 +109,37 @@ def zero_shot(coll: Collection, labels: list[str], *, name: str = "zero_shot", t
     sp, ids, matrix = _vectors(coll, space)
     classes = class_vectors(coll, labels, templates, sp.name)
     calibration = None
+    warnings: list[str] = []
     if calibrate is not None:
         position = {i: n for n, i in enumerate(ids)}
-        known = [(position[i], labels.index(label)) for i, label in read_labels(calibrate) if i in position and label in labels]
-        if len(known) < 2:
-            raise QueryError(f"{calibrate}: fewer than two labelled items with vectors and one of the given labels.")
+        read = read_labels(calibrate)
+        rows, duplicates, conflicting = dedupe_labels(read)
+        other_label = [(i, label) for i, label in rows if label not in labels]
+        no_vector = [i for i, label in rows if label in labels and i not in position]
+        known = [(position[i], labels.index(label)) for i, label in rows if i in position and label in labels]
+        dropped = {"duplicates": duplicates, "conflicting": len(conflicting), "not_a_label": len(other_label), "no_vector": len(no_vector)}
+        if other_label:
+            unknown = sorted({label for _, label in other_label})
+            warnings.append(f"{calibrate}: {len(other_label)} of {len(rows)} rows have a label that is not one of the zero-shot labels "
+                            f"({', '.join(map(repr, unknown[:5]))}); they were left out.")  # fmt: skip
+        if duplicates or conflicting or no_vector:
+            warnings.append(f"{calibrate}: left out {duplicates} repeated rows, {len(conflicting)} ids labelled twice differently, {len(no_vector)} ids without a vector.")
+        present = sorted({labels[t] for _, t in known})
+        if len(known) < 2 or len(present) < 2:
+            raise QueryError(f"{calibrate}: calibration needs labelled items of at least two of the labels; {len(known)} usable rows cover "
+                             f"{present or 'none'} ({', '.join(f'{v} {k}' for k, v in dropped.items() if v)} left out). Label items with the zero-shot labels.")  # fmt: skip
         sims = matrix[[k for k, _ in known]] @ classes.T
         temperature, fitted, default = fit_temperature(sims, np.asarray([t for _, t in known]))
-        calibration = {"temperature": round(temperature, 3), "nll": round(fitted, 4), "nll_at_100": round(default, 4), "labelled": len(known)}
+        calibration = {"labels_sha256": _sha256(calibrate), "temperature": round(temperature, 3), "nll": round(fitted, 4), "nll_at_100": round(default, 4), "labelled": len(known),
+                       "rows": len(read), "dropped": dropped, "labels_present": present}  # fmt: skip
     tags = []
     for start in range(0, len(ids), BATCH):
         probs = _softmax(temperature * (matrix[start : start + BATCH] @ classes.T))
         best = probs.argmax(1)
         tags += [(ids[start + i], labels[b], float(probs[i, b])) for i, b in enumerate(best)]
     _write(coll, name, f"zero-shot@{sp.name}", tags)
-    report = ClassifyReport(name=name, kind="zero-shot", space=sp.name, labels=labels, tagged=len(tags), seconds=time.perf_counter() - started, calibration=calibration)
+    report = ClassifyReport(name=name, kind="zero-shot", space=sp.name, labels=labels, tagged=len(tags), seconds=time.perf_counter() - started, calibration=calibration,
+                            warnings=warnings)  # fmt: skip
     report.counts = {label: sum(1 for t in tags if t[1] == label) for label in labels}
     return report
 
@@ -128,17 +152,64 @@ def read_labels(path: Path) -> list[tuple[str, str]]:
         return [(row["id"], row["label"]) for row in reader if row.get("id") and row.get("label")]
 
 
+def dedupe_labels(rows: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int, list[str]]:
+    """Rows with each id once: a repeated id,label row counts once (repeats would sit on both sides
+    of a cross-validation split and inflate its F1); an id given two labels is left out. Returns
+    (rows, repeated rows, ids with conflicting labels)."""
+    seen: dict[str, set[str]] = {}
+    for i, label in rows:
+        seen.setdefault(i, set()).add(label)
+    conflicting = sorted(i for i, labels in seen.items() if len(labels) > 1)
+    kept = [(i, next(iter(labels))) for i, labels in seen.items() if len(labels) == 1]
+    return kept, len(rows) - len(set(rows)), conflicting
+
+
+def _macro_f1(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> float:
+    scores = []
+    for c in classes:
+        tp = float(np.sum((pred == c) & (y == c)))
+        denominator = float(np.sum(pred == c) + np.sum(y == c))
+        scores.append(2 * tp / denominator if denominator else 0.0)
+    return float(np.mean(scores))
+
+
+def _curve(truth: np.ndarray, score: np.ndarray, points: int = 20) -> dict[str, Any]:
+    """One class against the rest: precision/recall at each threshold (thinned to ``points``), the
+    average precision, and the threshold with the best F1."""
+    order = np.argsort(-score, kind="stable")
+    s, t = score[order], truth[order].astype(float)
+    tp = np.cumsum(t)
+    precision = tp / np.arange(1, len(t) + 1)
+    recall = tp / max(1.0, t.sum())
+    last = np.r_[s[1:] != s[:-1], True]  # one point per distinct score
+    precision, recall, thresholds = precision[last], recall[last], s[last]
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    best = int(np.argmax(f1))
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    keep = sorted(set(np.linspace(0, len(thresholds) - 1, min(points, len(thresholds))).astype(int).tolist()) | {best})
+    return {"average_precision": round(ap, 4), "best_f1": round(float(f1[best]), 4), "threshold": round(float(thresholds[best]), 4),
+            "precision_at_threshold": round(float(precision[best]), 4), "recall_at_threshold": round(float(recall[best]), 4),
+            "curve": [{"threshold": round(float(thresholds[k]), 4), "precision": round(float(precision[k]), 4), "recall": round(float(recall[k]), 4)} for k in keep]}  # fmt: skip
+
+
 def train_probe(coll: Collection, labels_csv: Path, *, name: str, space: str | None = None, folds: int = 5, C: float = 1.0, seed: int = 0) -> ClassifyReport:
-    """Fit, cross-validate, save and apply a logistic-regression probe."""
+    """Fit, cross-validate, save and apply a logistic-regression probe.
+
+    Cross-validation pools the out-of-fold predictions of ``folds`` stratified folds and scores
+    them once (macro-F1, a bootstrap interval, per-class precision/recall curves): a class with
+    fewer items than folds then sits in fewer test folds instead of forcing every class down to
+    two folds. A class with one labelled item cannot be evaluated, so the probe is refused."""
     try:
         from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, cross_val_score
+        from sklearn.model_selection import StratifiedKFold
     except ImportError as e:
         raise ConfigError("Probes need scikit-learn: pip install 'vitrina[eval]'") from e
+    if not C > 0:
+        raise ConfigError(f"--C must be positive (smaller is more regularised), not {C}.")
     started = time.perf_counter()
     sp, ids, matrix = _vectors(coll, space)
     rows = {item_id: n for n, item_id in enumerate(ids)}
-    pairs = read_labels(labels_csv)
+    pairs, duplicates, conflicting = dedupe_labels(read_labels(labels_csv))
     known = [(i, label) for i, label in pairs if i in rows]
     skipped = [i for i, _ in pairs if i not in rows]
     labels = sorted({label for _, label in known})
@@ -146,19 +217,62 @@ def train_probe(coll: Collection, labels_csv: Path, *, name: str, space: str | N
         raise QueryError(f"{labels_csv}: need labelled items of at least two classes that have vectors in space {sp.name!r}.")
     x = np.asarray(matrix[[rows[i] for i, _ in known]])
     y = np.asarray([label for _, label in known])
-    smallest = min(int((y == label).sum()) for label in labels)
-    folds = max(2, min(folds, smallest))
-    model = LogisticRegression(C=C, max_iter=2000, class_weight="balanced")
-    scores = cross_val_score(model, x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), scoring="f1_macro")
-    model.fit(x, y)
+    counts = {label: int((y == label).sum()) for label in labels}
+    lonely = [label for label, n in counts.items() if n < 2]
+    if lonely:
+        raise QueryError(f"{labels_csv}: class{'es' if len(lonely) > 1 else ''} {', '.join(map(repr, lonely))} "
+                         f"{'have' if len(lonely) > 1 else 'has'} a single labelled item with a vector: the probe cannot be cross-validated and was not saved. "
+                         "Label at least two items of every class (five or more for a useful figure), or leave the class out.")  # fmt: skip
+    folds = max(2, min(folds, len(y) // 2))
+    oof = np.zeros((len(y), len(labels)), np.float64)
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    import warnings as _warnings
+
+    with _warnings.catch_warnings():
+        _warnings.filterwarnings("ignore", message="The least populated class")  # chosen: a rare class sits in fewer folds
+        for train_idx, test_idx in splitter.split(x, y):
+            fold_model = LogisticRegression(C=C, max_iter=2000, class_weight="balanced").fit(x[train_idx], y[train_idx])
+            columns = [labels.index(str(c)) for c in fold_model.classes_]
+            oof[np.ix_(test_idx, columns)] = fold_model.predict_proba(x[test_idx])
+    pred = np.asarray(labels)[oof.argmax(1)]
+    per_class = {label: {"items": counts[label], **_curve(y == label, oof[:, k])} for k, label in enumerate(labels)}
+    threshold = None
+    if len(labels) == 2:  # binary: the positive (second) class where its out-of-fold F1 is best
+        threshold = per_class[labels[1]]["threshold"]
+        pred = np.where(oof[:, 1] >= threshold, labels[1], labels[0])
+    f1 = _macro_f1(y, pred, labels)
+    rng = np.random.default_rng(seed)
+    boot = [_macro_f1(y[idx], pred[idx], labels) for idx in rng.integers(0, len(y), (500, len(y)))]
+    for label in labels:
+        tp = float(np.sum((pred == label) & (y == label)))
+        per_class[label]["f1"] = round(2 * tp / max(1.0, float(np.sum(pred == label) + counts[label])), 4)
+    model = LogisticRegression(C=C, max_iter=2000, class_weight="balanced").fit(x, y)
     probe = {"name": name, "space": sp.name, "fingerprint": json.loads(sp.fingerprint.to_json()), "classes": [str(c) for c in model.classes_],
-             "coef": model.coef_.tolist(), "intercept": model.intercept_.tolist(), "f1_macro_cv": float(scores.mean()), "trained_on": len(known),
-             "created": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+             "coef": model.coef_.tolist(), "intercept": model.intercept_.tolist(), "f1_macro_cv": f1, "trained_on": len(known), "C": C,
+             "threshold": threshold, "labels_sha256": _sha256(labels_csv), "created": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
     _save_probe(coll, name, probe)
     report = apply_probe(coll, name)
-    report.f1_macro_cv, report.f1_macro_cv_std, report.folds, report.trained_on, report.skipped = float(scores.mean()), float(scores.std()), folds, len(known), skipped
+    report.f1_macro_cv, report.folds, report.trained_on, report.skipped = f1, folds, len(known), skipped
+    report.f1_macro_cv_ci95 = [round(float(np.percentile(boot, 2.5)), 4), round(float(np.percentile(boot, 97.5)), 4)]
+    report.f1_chance, report.C, report.per_class, report.duplicates, report.conflicting = round(1 / len(labels), 4), C, per_class, duplicates, conflicting
+    report.labels_sha256 = probe["labels_sha256"]
+    if duplicates:
+        report.warnings.append(f"{labels_csv}: {duplicates} repeated rows counted once (repeats inflate a cross-validated F1).")
+    if conflicting:
+        report.warnings.append(f"{labels_csv}: {len(conflicting)} ids have two different labels and were left out (e.g. {conflicting[0]}).")
+    if skipped:
+        report.warnings.append(f"{labels_csv}: {len(skipped)} labelled ids have no vector in space {sp.name!r} (e.g. {skipped[0]}).")
+    rare = [label for label, n in counts.items() if n < folds]
+    if rare:
+        report.warnings.append(f"Classes with fewer items than {folds} folds sit in fewer test folds: {', '.join(rare)}; their figures are rough.")
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def probe_path(coll: Collection, name: str) -> Path:
@@ -189,12 +303,14 @@ def apply_probe(coll: Collection, name: str) -> ClassifyReport:
         if len(classes) == 2:  # binary: one coefficient row for the second class
             p1 = 1 / (1 + np.exp(-logits[:, 0]))
             probs = np.stack([1 - p1, p1], axis=1)
+            best = (p1 >= (probe.get("threshold") or 0.5)).astype(int)  # the threshold chosen by cross-validation
         else:
             probs = _softmax(logits)
-        best = probs.argmax(1)
+            best = probs.argmax(1)
         tags += [(ids[start + i], classes[b], float(probs[i, b])) for i, b in enumerate(best)]
     _write(coll, name, f"probe:{name}@{sp.name}", tags)
-    report = ClassifyReport(name=name, kind="probe", space=sp.name, labels=list(classes), tagged=len(tags), f1_macro_cv=probe.get("f1_macro_cv"), trained_on=probe.get("trained_on"))
+    report = ClassifyReport(name=name, kind="probe", space=sp.name, labels=list(classes), tagged=len(tags), f1_macro_cv=probe.get("f1_macro_cv"), trained_on=probe.get("trained_on"),
+                            C=probe.get("C"), threshold=probe.get("threshold"))  # fmt: skip
     report.counts = {c: sum(1 for t in tags if t[1] == c) for c in classes}
     return report
 

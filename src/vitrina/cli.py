@@ -519,11 +519,12 @@ def serve(collection: str, host: str, port: int, token: str | None, cors_origins
 @click.option("--apply", "apply_name", help="Apply a saved probe again (after re-indexing).")
 @click.option("--name", help="Tag name, usable in --where (default: zero_shot, or required with --train).")
 @click.option("--space", help="Embedding space (default: the first).")
-@click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20))
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20), help="--train: cross-validation folds (a rarer class sits in fewer of them).")
+@click.option("--C", "C", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="--train: inverse regularisation strength (smaller: simpler probe).")
 @click.option("--calibrate", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Zero-shot: a CSV id,label of a few items to fit the temperature on (calibrated scores).")
 @click.option("--json", "as_json", is_flag=True)
 def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Path | None, apply_name: str | None, name: str | None, space: str | None,
-             folds: int, calibrate: Path | None, as_json: bool) -> None:  # fmt: skip
+             folds: int, C: float, calibrate: Path | None, as_json: bool) -> None:  # fmt: skip
     """Tag every item of COLLECTION with a classifier on its embeddings; tags work as filters.
 
     \b
@@ -543,7 +544,7 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
         elif train_csv:
             if not name:
                 raise click.UsageError("--train needs --name (the tag to write).")
-            report = cls.train_probe(coll, train_csv, name=name, space=space, folds=folds)
+            report = cls.train_probe(coll, train_csv, name=name, space=space, folds=folds, C=C)
         else:
             report = cls.apply_probe(coll, str(apply_name))
     d = report.to_dict()
@@ -552,13 +553,20 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
         return
     out = _stdout()
     if d["f1_macro_cv"] is not None and d["folds"]:
-        out.print(f"{d['folds']}-fold cross-validated macro F1: [bold]{d['f1_macro_cv']:.3f}[/] ± {d['f1_macro_cv_std']:.3f} on {d['trained_on']} labelled items")
+        ci = d["f1_macro_cv_ci95"]
+        out.print(f"{d['folds']}-fold cross-validated macro F1: [bold]{d['f1_macro_cv']:.3f}[/] [95% CI {ci[0]:.3f}–{ci[1]:.3f}] on {d['trained_on']} labelled items "
+                  f"(chance {d['f1_chance']:.3f}; C {d['C']})")  # fmt: skip
+        for label, c in d["per_class"].items():
+            out.print(f"  {_escape(label)}: {c['items']} items, F1 {c['f1']:.3f}, average precision {c['average_precision']:.3f}; "
+                      f"best F1 {c['best_f1']:.3f} at threshold {c['threshold']:.3f} (precision {c['precision_at_threshold']:.3f}, recall {c['recall_at_threshold']:.3f})")  # fmt: skip
+        if d["threshold"] is not None:
+            out.print(f"Tagged as {_escape(d['labels'][1])} at probability ≥ {d['threshold']:.3f} (the cross-validated best F1); curves in --json")
     if d["calibration"]:
         c = d["calibration"]
         out.print(f"Calibrated on {c['labelled']} labelled items: temperature {c['temperature']} (NLL {c['nll']:.3f}, was {c['nll_at_100']:.3f} at 100)")
     out.print(f"Tagged {d['tagged']} items as [bold]{_escape(d['name'])}[/]: " + ", ".join(f"{_escape(k)} {v}" for k, v in sorted(d["counts"].items(), key=lambda kv: -kv[1])))
-    if d["skipped"]:
-        out.print(f"[yellow]{len(d['skipped'])} labelled ids have no vector[/] (e.g. {_escape(d['skipped'][0])})")
+    for w in d["warnings"]:
+        _stderr().print(f"[yellow]Warning:[/] {_escape(w)}")
     out.print(f"Filter with: vitrina search {_escape(collection)} \"...\" --where \"{_escape(d['name'])}={_escape(d['labels'][0])}\"")
 
 
@@ -577,10 +585,12 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
 @click.option("--space", "spaces", multiple=True, help="Space(s) to evaluate (default: all).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for samples, perturbations and bootstrap intervals.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write REPORT.md, REPORT.json and REPORT.svg (a chart).")
+@click.option("--contact-sheet", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML page of text→image hits and misses with thumbnails.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def evaluate_cmd(collection: str, pairs: Path | None, split: str, exact_image: bool, sample: int, candidates: int, no_baseline: bool, queries: Path | None,
-                 by_key: str | None, spaces: tuple[str, ...], seed: int, report: Path | None, as_json: bool, quiet: bool, modes: bool = False) -> None:  # fmt: skip
+                 by_key: str | None, spaces: tuple[str, ...], seed: int, report: Path | None, contact_sheet: Path | None, as_json: bool, quiet: bool,
+                 modes: bool = False) -> None:  # fmt: skip
     """Measure search quality on COLLECTION, per embedding space, with 95 % bootstrap intervals,
     chance and random-weights baselines, and what was measured (split, files, models, seed).
 
@@ -592,6 +602,8 @@ def evaluate_cmd(collection: str, pairs: Path | None, split: str, exact_image: b
 
     if not (pairs or exact_image or queries):
         raise click.UsageError("Give --pairs, --exact-image and/or --queries.")
+    if contact_sheet and not pairs:
+        raise click.UsageError("--contact-sheet shows text→image hits and misses: give --pairs as well.")
     with _errors():
         coll = open_collection(collection)
         options = _EvalOptions(pairs, split, exact_image, sample, candidates, not no_baseline, queries, by_key, seed, quiet)
@@ -601,6 +613,7 @@ def evaluate_cmd(collection: str, pairs: Path | None, split: str, exact_image: b
             from .evaluate_modes import eval_modes
 
             results["modes"] = {s: eval_modes(coll, read_queries(queries), space=s) for s in results["queries"]}
+        _write_contact_sheet(coll, results, contact_sheet)
     _print_eval(results, report, as_json)
     if results.get("modes") and not as_json:
         from .evaluate_modes import markdown
@@ -644,7 +657,7 @@ def _evaluate(coll: Any, spaces: list[str], o: _EvalOptions) -> dict[str, Any]:
             results["exact_image"][space] = ev.eval_exact_image(coll, sample=o.sample, space=space, seed=o.seed, candidates=o.candidates, baseline=o.baseline,
                                                                 progress=progress(f"{space}: exact image"))  # fmt: skip
         if judged is not None and space in text_spaces:
-            results["queries"][space] = ev.eval_queries(coll, judged, space=space)
+            results["queries"][space] = ev.eval_queries(coll, judged, space=space, progress=progress(f"{space}: judged queries"))
     skipped = [s for s in spaces if s not in text_spaces]
     if skipped and (pair_list is not None or judged is not None):
         results["image_only_spaces"] = skipped
@@ -661,6 +674,18 @@ def _evaluate(coll: Any, spaces: list[str], o: _EvalOptions) -> dict[str, Any]:
     for w in warnings:
         err.print(f"[yellow]Warning:[/] {_escape(w)}")
     return results
+
+
+def _write_contact_sheet(coll: Any, results: dict[str, Any], path: Path | None) -> None:
+    from . import evaluate as ev
+
+    if path is None:
+        return
+    if not results.get("text_to_image"):
+        raise click.UsageError("--contact-sheet shows text→image hits and misses: give --pairs as well.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(ev.contact_sheet(coll, results), encoding="utf-8")
+    _stderr().print(f"Wrote {_escape(str(path))}")
 
 
 def _print_eval(results: dict[str, Any], report: Path | None, as_json: bool) -> None:
@@ -693,10 +718,12 @@ def _print_eval(results: dict[str, Any], report: Path | None, as_json: bool) -> 
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", help="cpu, cuda, mps (default: the best available).")
 @click.option("--report", type=click.Path(path_type=Path))
+@click.option("--contact-sheet", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML page of text→image hits and misses with thumbnails.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)
 def compare(collection: str, models: str | None, spaces: tuple[str, ...], pairs: Path | None, split: str, exact_image: bool, sample: int, candidates: int,
-            no_baseline: bool, queries: Path | None, by_key: str | None, seed: int, device: str | None, report: Path | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
+            no_baseline: bool, queries: Path | None, by_key: str | None, seed: int, device: str | None, report: Path | None, contact_sheet: Path | None,
+            as_json: bool, quiet: bool) -> None:  # fmt: skip
     """Embed COLLECTION with each model (each in its own space, side by side) and evaluate them all,
     with a paired significance test between models: the Norwegian paper's model comparison, for
     your collection. Image-only (ViT) spaces get the image evaluation only."""
@@ -704,6 +731,8 @@ def compare(collection: str, models: str | None, spaces: tuple[str, ...], pairs:
 
     if not (models or spaces):
         raise click.UsageError("Give --models and/or --space.")
+    if contact_sheet and not pairs:
+        raise click.UsageError("--contact-sheet shows text→image hits and misses: give --pairs as well.")
     if not (pairs or exact_image or queries):
         exact_image = True  # needs no labels
     with _errors():
@@ -715,7 +744,9 @@ def compare(collection: str, models: str | None, spaces: tuple[str, ...], pairs:
             names.append(r.space)
         names = list(dict.fromkeys(names))
         options = _EvalOptions(pairs, split, exact_image, sample, candidates, not no_baseline, queries, by_key, seed, quiet)
-        results = _evaluate(open_collection(collection), names, options)
+        coll = open_collection(collection)
+        results = _evaluate(coll, names, options)
+        _write_contact_sheet(coll, results, contact_sheet)
     _print_eval(results, report, as_json)
 
 
@@ -724,8 +755,9 @@ def compare(collection: str, models: str | None, spaces: tuple[str, ...], pairs:
 @click.option("--split", type=click.Choice(["all", "train", "held_out"]), default="all", show_default=True)
 @click.option("--held-out-percent", default=20, show_default=True, type=click.IntRange(0, 100))
 def captions(collection: str, split: str, held_out_percent: int) -> None:
-    """Print caption pairs built from COLLECTION's metadata as JSONL (id, caption, split), the LoC
-    paper's recipe; the split is by item id, stable across runs, so held-out items never train."""
+    """Print caption pairs built from COLLECTION's metadata as JSONL (id, caption, split, group),
+    the LoC paper's recipe. The split is by group (series, manifest or catalogue item, title
+    without its sheet numbers), stable across runs: near-duplicates never straddle it."""
     from . import evaluate as ev
     from .collection import open_collection
 
@@ -746,14 +778,16 @@ def captions(collection: str, split: str, held_out_percent: int) -> None:
 @click.option("--lr", default=1e-5, show_default=True, type=float)
 @click.option("--warmup", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Share of steps with a linear warm-up.")
 @click.option("--freeze", type=click.Choice(["none", "vision", "text", "towers"]), default="none", show_default=True, help="Keep these layers fixed.")
-@click.option("--patience", default=2, show_default=True, type=click.IntRange(1), help="Stop after this many epochs without a better validation loss.")
+@click.option("--patience", default=2, show_default=True, type=click.IntRange(1), help="Stop after this many epochs without a better validation MRR.")
+@click.option("--val-candidates", default=500, show_default=True, type=click.IntRange(2), help="Validation captions rank this many validation images (recall@k, MRR).")
 @click.option("--device", help="cpu, cuda, mps (default: cuda if present).")
-@click.option("--restart", is_flag=True, help="Ignore checkpoints in OUT and start over.")
+@click.option("--restart", is_flag=True, help="Start a new run in OUT, discarding its checkpoints (a resume must use the same settings).")
 @click.option("--json", "as_json", is_flag=True)
 def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs: int, batch_size: int, lr: float, warmup: float, freeze: str,
-             patience: int, device: str | None, restart: bool, as_json: bool) -> None:  # fmt: skip
-    """Fine-tune COLLECTION's CLIP / SigLIP model on caption pairs (contrastive loss), with a
-    validation loss per epoch, early stopping and resumable checkpoints.
+             patience: int, val_candidates: int, device: str | None, restart: bool, as_json: bool) -> None:  # fmt: skip
+    """Fine-tune COLLECTION's CLIP / SigLIP model on caption pairs (contrastive loss), validated by
+    retrieval on held-back pairs each epoch (the best MRR is kept), with early stopping and
+    resumable checkpoints; a resume with other settings is refused.
 
     \b
     vitrina captions maps > pairs.jsonl
@@ -766,7 +800,7 @@ def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs:
     err = _stderr()
     with _errors():
         coll = open_collection(collection)
-        config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, freeze=freeze, patience=patience)
+        config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, freeze=freeze, patience=patience, val_candidates=val_candidates)
         with _progress(err, as_json) as (_, on_step):
             report = run(coll, read_pairs_with_split(pairs), out, model=model, config=config, device=device, resume=not restart, progress=on_step)
     d = report.to_dict()
@@ -776,8 +810,10 @@ def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs:
     resumed = f" (resumed after epoch {d['resumed_from']})" if d["resumed_from"] else ""
     err.print(f"Fine-tuned {_escape(d['base'])} on {d['train_pairs']} pairs ({d['val_pairs']} validation, {d['held_out_excluded']} held out){resumed}")
     for h in d["history"]:
-        err.print(f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f}" + (f", validation loss {h['val_loss']:.4f}" if "val_loss" in h else ""))
-    err.print(f"Best epoch {d['best_epoch']} saved to {_escape(d['out'])}" + (" (stopped early)" if d["stopped_early"] else ""))
+        err.print(f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f}"
+                  + (f", validation recall@1 {h['val_recall@1']:.1%}, recall@10 {h['val_recall@10']:.1%}, MRR {h['val_mrr']:.3f}" if "val_mrr" in h else ""))  # fmt: skip
+    how = f"validation MRR among {d['val_candidates']} images" if d["selected_by"] == "val_mrr" else "training loss (no validation pairs)"
+    err.print(f"Best epoch {d['best_epoch']} (by {how}) saved to {_escape(d['out'])}" + (" (stopped early)" if d["stopped_early"] else ""))
     err.print(f"Next: vitrina index {_escape(collection)} --model hf:{_escape(d['out'])} --space finetuned")
 
 

@@ -179,21 +179,41 @@ def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str
         raise QueryError("None of the pairs' ids has a vector in this space; check the ids (vitrina captions writes them).")
     embedder = coll.embedder_for(sp)
     ranks: list[int] = []
+    tops: list[list[str]] = []
     for start in range(0, len(usable), 256):
         chunk = usable[start : start + 256]
         texts = embedder.embed_texts([c for _, c in chunk])
-        ranks += [int(r) for r in rank_of(matrix @ texts.T, np.asarray([position[i] for i, _ in chunk]))]
+        scores = matrix @ texts.T
+        ranks += [int(r) for r in rank_of(scores, np.asarray([position[i] for i, _ in chunk]))]
+        # What each query found first (for the contact sheet): the top few, without sorting every score.
+        top_n = min(TOP, len(ids))
+        first = np.argpartition(-scores, top_n - 1, axis=0)[:top_n]
+        for q in range(scores.shape[1]):
+            tops.append([ids[n] for n in sorted(first[:, q], key=lambda n: -scores[n, q])])
         if progress:
             progress(len(ranks), len(usable))
     out: dict[str, Any] = {f"recall@{k}": round(recall_at_k(ranks, k), 4) for k in ks}
     out.update({"mrr": round(mrr(ranks), 4), "queries": len(usable), "skipped": len(pairs) - len(usable), "items": len(ids), "space": sp.name, "model": sp.fingerprint.spec,
                 "split": split or "unspecified", "chance": chance(len(ids), ks), "ci95": bootstrap_ci(ranks, ks, seed=seed),
-                "per_query": [{"id": i, "caption": c, "rank": r} for (i, c), r in zip(usable, ranks)]})  # fmt: skip
+                "per_query": [{"id": i, "caption": c, "rank": r, "top": t} for (i, c), r, t in zip(usable, ranks, tops)]})  # fmt: skip
+    out["per_item"] = per_item(out["per_query"])
+    out["never_found"] = sum(1 for r in out["per_item"] if r["best_rank"] >= 10)
     if check_training:
         overlap = training_overlap(coll, sp, sorted({i for i, _ in usable}))
         if overlap:
             out["training_overlap"] = overlap
     return out
+
+
+TOP = 5  # retrieved items kept per query
+
+
+def per_item(per_query: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target item with its number of queries and best rank, the never-found first."""
+    best: dict[str, list[int]] = {}
+    for q in per_query:
+        best.setdefault(q["id"], []).append(q["rank"])
+    return [{"id": i, "queries": len(r), "best_rank": min(r)} for i, r in sorted(best.items(), key=lambda kv: (-min(kv[1]), kv[0]))]
 
 
 # -- a model's own training data ----------------------------------------------------------------
@@ -403,7 +423,7 @@ def eval_exact_image(coll: Collection, *, sample: int = 200, seed: int = 0, spac
         return {name: [int(x) for x in r[col::per]] for col, name in enumerate(perturb)}
 
     ranks = measure(embedder, matrix[pool])
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"per_item": [{"id": ids[n], **{name: r[j] for name, r in ranks.items()}} for j, n in enumerate(readable)]}
     for name, r in ranks.items():
         out[name] = {"top1": round(recall_at_k(r, 1), 4), "top10": round(recall_at_k(r, 10), 4), "ci95": bootstrap_ci(r, (1, 10), seed=seed)}
     out.update({"queries": len(readable), "unreadable": len(chosen) - len(readable), "candidates": len(pool), "items": len(ids), "space": sp.name,
@@ -434,14 +454,17 @@ def read_queries(path: Path) -> list[tuple[str, dict[str, float]]]:
     return list(judged.items())
 
 
-def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]], *, k: int = 10, space: str | None = None) -> dict[str, Any]:
+def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]], *, k: int = 10, space: str | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:  # fmt: skip
     """nDCG@k and P@k per judged query. Judged ids that are not in the collection are counted and
     left out (they could never be found); a query left with none is skipped, not scored 0."""
     per_query = []
     unknown: list[str] = []
     skipped: list[str] = []
     present = set(coll.items(sorted({i for _, rel in judged for i in rel})))
-    for query, relevant in judged:
+    for n, (query, relevant) in enumerate(judged):
+        if progress and (n % 50 == 49 or n == len(judged) - 1):
+            progress(n + 1, len(judged))
         missing = [i for i in relevant if i not in present]
         unknown += missing
         relevant = {i: g for i, g in relevant.items() if i in present}
@@ -521,16 +544,35 @@ def provenance(coll: Collection, spaces: Sequence[str], *, seed: int, files: dic
 
 
 def captions(coll: Collection, *, held_out_percent: int = 20) -> list[dict[str, Any]]:
-    """Caption pairs from item metadata (the LoC recipe), with a deterministic split by item."""
-    from .captions import build_caption
+    """Caption pairs from item metadata (the LoC recipe), split by group: items that share a
+    series, a manifest or catalogue item, or a title stem (sheets of one map, items of one series)
+    are joined into one group, and the group's hash picks its side, so near-duplicates never
+    straddle train and held-out. Each row carries its ``group``."""
+    from .captions import build_caption, group_keys
 
-    out = []
+    rows: list[dict[str, Any]] = []
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
     for item in coll.iter_items(exclude_status="failed"):
         caption = item.metadata.get("caption") or build_caption(item.metadata)
         if caption:
-            bucket = int(hashlib.md5(item.id.encode()).hexdigest(), 16) % 100
-            out.append({"id": item.id, "caption": caption, "split": "held_out" if bucket < held_out_percent else "train"})
-    return out
+            keys = group_keys(item.id, item.metadata)
+            for other in keys[1:]:
+                a, b = find(keys[0]), find(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            rows.append({"id": item.id, "caption": caption, "_key": keys[0]})
+    for row in rows:
+        group = find(row.pop("_key"))
+        bucket = int(hashlib.md5(group.encode()).hexdigest(), 16) % 100
+        row.update({"split": "held_out" if bucket < held_out_percent else "train", "group": group})
+    return rows
 
 
 # -- reports ------------------------------------------------------------------------------------
@@ -570,6 +612,10 @@ def markdown(results: dict[str, Any]) -> str:
                 chance_cells = " / ".join(f"{r['chance'][k]:.1%}" if k != "mrr" else f"{r['chance'][k]:.3f}" for k in keys if k in r.get("chance", {}))
                 lines.append(f"| {space} | {r['model']} | {r.get('split', '')} | " + " | ".join(cells) + f" | {r['queries']} | {r.get('skipped', 0)} | {chance_cells} |")
             for space, r in by_space.items():
+                worst = [x["id"] for x in r.get("per_item", []) if x["best_rank"] >= 10][:3]
+                if worst:
+                    lines.append(f"\n{space}: {r['never_found']} of {len(r['per_item'])} items never in the top 10 (e.g. {', '.join(worst)}).")
+            for space, r in by_space.items():
                 if r.get("by"):
                     lines.append(f"\n{space}, by {r.get('by_key', 'value')}:\n")
                     lines.append("| value | recall@1 | recall@10 | mrr | queries |\n|---|---|---|---|---|")
@@ -596,6 +642,53 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"\n_Collection {prov['collection']} ({prov['items']} items), {prov['date']}, vitrina {prov['vitrina']}, seed {prov['seed']}; models {models}"
                      + (f"; files {files}" if files else "") + "._")  # fmt: skip
     return "\n".join(lines)
+
+
+def contact_sheet(coll: Collection, results: dict[str, Any], *, misses: int = 20, hits: int = 8, fetcher: Any = None) -> str:
+    """An HTML page of text→image hits and misses per space: the caption, its target and what was
+    found first, as small embedded thumbnails (no requests leave the page). Every string from the
+    collection is escaped; ids are shown, never linked."""
+    import base64
+    import html
+
+    thumbs: dict[str, str] = {}
+
+    def thumb(item_id: str) -> str:
+        if item_id not in thumbs:
+            uri = ""
+            try:
+                item = coll.item(item_id)
+                im = read_image(item.image, fetcher=fetcher).convert("RGB")
+                im.thumbnail((112, 112))
+                buf = io.BytesIO()
+                im.save(buf, "JPEG", quality=70)
+                uri = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+            except Exception:  # an unreadable image is shown as its id alone
+                pass
+            thumbs[item_id] = uri
+        uri = thumbs[item_id]
+        img = f'<img src="{uri}" alt="">' if uri else '<span class="none">no image</span>'
+        return f"<figure>{img}<figcaption>{html.escape(item_id)}</figcaption></figure>"
+
+    parts = ["<!doctype html><html><head><meta charset=utf-8>",
+             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">",
+             "<title>vitrina contact sheet</title><style>body{font:14px sans-serif;margin:1em}table{border-collapse:collapse}td{border-top:1px solid #ccc;"
+             "padding:4px;vertical-align:top}figure{display:inline-block;margin:2px;width:116px}img{max-width:112px;max-height:112px}"
+             "figcaption{font-size:10px;overflow-wrap:anywhere}.target{background:#e6f2e6}.miss{color:#a00}.near{color:#a60}.none{color:#888}</style></head><body>"]  # fmt: skip
+    for space, r in (results.get("text_to_image") or {}).items():
+        queries = sorted(r.get("per_query", []), key=lambda q: -q["rank"])
+        # The worst-ranked queries first (a miss: not in the top 10), then some found first.
+        chosen = [("miss" if q["rank"] >= 10 else "near", q) for q in queries if q["rank"] > 0][:misses] + [("hit", q) for q in reversed(queries) if q["rank"] == 0][:hits]
+        parts.append(f"<h2>{html.escape(space)} ({html.escape(str(r.get('model', '')))}), split {html.escape(str(r.get('split', '')))}</h2>")
+        parts.append(f"<p>{r.get('never_found', 0)} of {len(r.get('per_item', []))} items are never in the top 10; recall@10 {r.get('recall@10', 0):.1%}.</p>")
+        parts.append("<table><tr><th>caption</th><th>rank</th><th>target</th><th>found first</th></tr>")
+        for kind, q in chosen:
+            found = "".join(thumb(i) for i in q.get("top", [])[:TOP])
+            parts.append(f'<tr class="{kind}"><td>{html.escape(q["caption"])}</td><td class="{kind}">{q["rank"] + 1}</td>'
+                         f'<td class="target">{thumb(q["id"])}</td><td>{found}</td></tr>')  # fmt: skip
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
 
 
 def svg_chart(results: dict[str, dict[str, Any]], title: str = "vitrina evaluation") -> str:

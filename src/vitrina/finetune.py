@@ -7,11 +7,14 @@
 
 The loss is the model's own: CLIP's symmetric InfoNCE, SigLIP's sigmoid loss. Pairs marked
 ``"split": "held_out"`` (as `vitrina captions` writes them) are never trained on; a further
-slice of the training ids (by hash, stable) is the validation set whose loss is reported each
-epoch and drives early stopping. After every epoch a checkpoint (weights, optimizer, scheduler,
-history) is written atomically; an interrupted run resumes from the last one. The best epoch is
-saved to ``out`` with the base model's processor and tokenizer, so `--model hf:OUT` loads it
-like any other checkpoint.
+slice of the training ids (by hash, stable) is the validation set. Each epoch is validated by
+retrieval on it (each caption ranks the validation images, at most ``val_candidates`` of them:
+recall@k and MRR), which, unlike a contrastive loss, does not depend on the batch size; the
+best MRR picks the saved epoch and drives early stopping. After every epoch a checkpoint
+(weights, optimizer, scheduler, history, the run's settings) is written atomically; an
+interrupted run resumes from the last one, and a resume with other settings is refused. The best
+epoch is saved to ``out`` with the base model's processor and tokenizer, so `--model hf:OUT`
+loads it like any other checkpoint.
 """
 
 from __future__ import annotations
@@ -47,8 +50,9 @@ class FinetuneConfig:
     weight_decay: float = 0.1
     warmup: float = 0.1  # share of the steps with a linear warm-up
     freeze: str = "none"
-    patience: int = 2  # epochs without a better validation loss before stopping
+    patience: int = 2  # epochs without a better validation MRR before stopping
     val_percent: int = 10
+    val_candidates: int = 500  # validation captions rank this many validation images (fewer if the slice is smaller)
     seed: int = 0
     max_steps_per_epoch: int | None = None
 
@@ -62,7 +66,9 @@ class FinetuneReport:
     held_out_excluded: int
     epochs_run: int = 0
     best_epoch: int = 0
-    best_val_loss: float | None = None
+    best_score: float | None = None
+    selected_by: str = "val_mrr"  # or "train_loss" when there are fewer than two validation pairs
+    val_candidates: int = 0
     resumed_from: int | None = None
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
@@ -75,7 +81,8 @@ class FinetuneReport:
 def _split(pairs: list[dict[str, Any]], val_percent: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     held = [p for p in pairs if p.get("split") == "held_out"]
     usable = [p for p in pairs if p.get("split") != "held_out"]
-    val = [p for p in usable if int(hashlib.md5(("val:" + p["id"]).encode()).hexdigest(), 16) % 100 < val_percent]
+    # By group where the pairs file has one (vitrina captions writes it): sheets of one map stay on one side.
+    val = [p for p in usable if int(hashlib.md5(("val:" + (p.get("group") or p["id"])).encode()).hexdigest(), 16) % 100 < val_percent]
     train = [p for p in usable if p not in val]
     return train, val, len(held)
 
@@ -86,8 +93,30 @@ def read_pairs_with_split(path: Path) -> list[dict[str, Any]]:
         if line.strip():
             row = json.loads(line)
             if row.get("id") and row.get("caption"):
-                rows.append({"id": str(row["id"]), "caption": str(row["caption"]), "split": row.get("split", "train")})
+                rows.append({"id": str(row["id"]), "caption": str(row["caption"]), "split": row.get("split", "train"), "group": row.get("group")})
     return rows
+
+
+# Settings that shape the run's weights or the meaning of its history: a resume must keep them.
+RUN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "freeze", "val_percent", "val_candidates", "seed", "max_steps_per_epoch")
+
+
+def run_settings(base: str, config: FinetuneConfig, train: list[dict[str, Any]], val: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a checkpoint must have been trained with to be resumed: the base, the settings, and a
+    hash of the training and validation pairs."""
+    digest = hashlib.sha256(json.dumps([[p["id"], p["caption"]] for p in train] + [["val"]] + [[p["id"], p["caption"]] for p in val]).encode()).hexdigest()
+    return {"base": base, **{k: getattr(config, k) for k in RUN_KEYS}, "pairs_sha256": digest[:16]}
+
+
+def _check_resume(saved: dict[str, Any] | None, now: dict[str, Any], folder: Path) -> None:
+    """Refuse to continue a run under other settings: a new batch size changes what its history
+    measured, a new learning rate would be silently replaced by the saved schedule."""
+    if saved is None:
+        raise ConfigError(f"The checkpoint in {folder} does not record its settings (an older vitrina); start a new run with --restart, or use another --out.")
+    differ = [f"{k}: {saved.get(k)!r} then, {now[k]!r} now" for k in now if saved.get(k) != now[k]]
+    if differ:
+        raise ConfigError(f"{folder} holds a run with other settings ({'; '.join(differ)}). Resume it with the same settings, "
+                          "start a new run there with --restart, or choose another --out.")  # fmt: skip
 
 
 def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model: str | None = None, config: FinetuneConfig | None = None,
@@ -113,15 +142,23 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
     report = FinetuneReport(base=base, out=str(out), train_pairs=len(train), val_pairs=len(val), held_out_excluded=held)
     started = time.perf_counter()
 
+    settings = run_settings(base, config, train, val)
     latest = _latest_checkpoint(checkpoints) if resume else None
+    if latest:
+        _check_resume(json.loads((latest / "state.json").read_text()).get("settings"), settings, out)
+    elif checkpoints.exists():
+        shutil.rmtree(checkpoints)  # a new run: another run's checkpoints must not be mistaken for its own
     torch.manual_seed(config.seed)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    net = AutoModel.from_pretrained(str(latest / "model") if latest else name).to(dev)
-    if net.config.model_type not in ("clip", "siglip"):
-        raise ModelError(f"{base} is a {net.config.model_type!r} model; fine-tuning supports CLIP and SigLIP.")
-    tokenizer = AutoTokenizer.from_pretrained(name)
     from .embedding.hf import _processor_config
 
+    try:
+        net = AutoModel.from_pretrained(str(latest / "model") if latest else name).to(dev)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"Could not load {base} to fine-tune: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
+    if net.config.model_type not in ("clip", "siglip"):
+        raise ModelError(f"{base} is a {net.config.model_type!r} model; fine-tuning supports CLIP and SigLIP.")
     preprocess = Preprocess.from_processor_config(_processor_config(name, None))
     _freeze(net, config.freeze)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -131,7 +168,7 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     total = steps_per_epoch * config.epochs
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup * total), max(1, total))
-    state: dict[str, Any] = {"epoch": 0, "best_val_loss": None, "best_epoch": 0, "history": [], "bad_epochs": 0}
+    state: dict[str, Any] = {"epoch": 0, "best_score": None, "best_epoch": 0, "history": [], "bad_epochs": 0, "settings": settings}
     if latest:
         optimizer.load_state_dict(torch.load(latest / "optimizer.pt", weights_only=True, map_location=dev))
         scheduler.load_state_dict(torch.load(latest / "scheduler.pt", weights_only=True))
@@ -149,18 +186,30 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
             out_t["attention_mask"] = text["attention_mask"].to(dev)
         return out_t
 
-    def val_loss() -> float | None:
-        if len(val) < 2:
+    # Validation by retrieval: a fixed set of validation pairs, embedded in fixed chunks, so the
+    # figures do not depend on --batch-size (a contrastive loss does: more negatives, higher loss).
+    val_set = val[: max(2, config.val_candidates)]
+    report.val_candidates = len(val_set) if len(val_set) >= 2 else 0
+
+    def validate() -> dict[str, float] | None:
+        if len(val_set) < 2:
             return None
+        from .embedding.hf import _features
+        from .evaluate import mrr, rank_of, recall_at_k
+
         net.eval()
-        losses = []
+        images, texts = [], []
         with torch.inference_mode():
-            for i in range(0, len(val), config.batch_size):
-                chunk = val[i : i + config.batch_size]
-                if len(chunk) >= 2:
-                    losses.append(float(net(**batch_tensors(chunk)).loss) * len(chunk))
+            for i in range(0, len(val_set), 32):
+                t = batch_tensors(val_set[i : i + 32])
+                images.append(_features(net.get_image_features(pixel_values=t["pixel_values"])))
+                text_args = {"input_ids": t["input_ids"], **({"attention_mask": t["attention_mask"]} if "attention_mask" in t else {})}
+                texts.append(_features(net.get_text_features(**text_args)))
         net.train()
-        return sum(losses) / len(val) if losses else None
+        im = torch.nn.functional.normalize(torch.cat(images).float(), dim=-1).cpu().numpy()
+        tx = torch.nn.functional.normalize(torch.cat(texts).float(), dim=-1).cpu().numpy()
+        ranks = [int(r) for r in rank_of(im @ tx.T, np.arange(len(val_set)))]
+        return {"val_recall@1": recall_at_k(ranks, 1), "val_recall@5": recall_at_k(ranks, 5), "val_recall@10": recall_at_k(ranks, 10), "val_mrr": mrr(ranks)}
 
     net.train()
     try:
@@ -181,14 +230,15 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
                 losses.append(float(loss.detach()))
                 if progress:
                     progress(epoch * steps_per_epoch + step + 1, total)
-            v = val_loss()
-            entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"), **({"val_loss": v} if v is not None else {})}
+            v = validate()
+            entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"), **(v or {})}
             state["history"].append(entry)
             state["epoch"] = epoch + 1
-            score = v if v is not None else entry["train_loss"]
-            if state["best_val_loss"] is None or score < state["best_val_loss"]:
-                state["best_val_loss"], state["best_epoch"], state["bad_epochs"] = score, epoch + 1, 0
-                _save_model(net, name, out, {"collection": str(coll.path), "train_ids": sorted({p["id"] for p in train}), "val_ids": sorted({p["id"] for p in val})})
+            # Higher is better: the validation MRR, or (no validation pairs) the negated training loss.
+            score = v["val_mrr"] if v is not None else -entry["train_loss"]
+            if state["best_score"] is None or score > state["best_score"]:
+                state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch + 1, 0
+                _save_model(net, name, out, {"collection": str(coll.path), "settings": settings, "epoch": epoch + 1, "validation": v, "train_ids": sorted({p["id"] for p in train}), "val_ids": sorted({p["id"] for p in val})})
             else:
                 state["bad_epochs"] += 1
             _checkpoint(net, optimizer, scheduler, state, checkpoints, torch)
@@ -198,7 +248,8 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
                 break
     finally:
         pool.shutdown()
-    report.epochs_run, report.best_epoch, report.best_val_loss, report.history = state["epoch"], state["best_epoch"], state["best_val_loss"], state["history"]
+    report.epochs_run, report.best_epoch, report.best_score, report.history = state["epoch"], state["best_epoch"], state["best_score"], state["history"]
+    report.selected_by = "val_mrr" if report.val_candidates else "train_loss"
     report.seconds = time.perf_counter() - started
     return report
 
@@ -208,6 +259,12 @@ def _freeze(net: Any, how: str) -> None:
     for tower in towers:
         for p in getattr(net, tower).parameters():
             p.requires_grad = False
+
+
+# The base's files a saved model needs beside its weights. transformers 5 writes the image
+# processor's settings into processor_config.json and no preprocessor_config.json: copy both.
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                   "merges.txt", "spiece.model")  # fmt: skip
 
 
 def _save_model(net: Any, base: str, out: Path, record: dict[str, Any] | None = None) -> None:
@@ -222,10 +279,13 @@ def _save_model(net: Any, base: str, out: Path, record: dict[str, Any] | None = 
         from transformers.utils import cached_file
 
         sources = [Path(f) for f in (cached_file(base, n, _raise_exceptions_for_missing_entries=False) for n in
-                   ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "spiece.model")) if f]  # fmt: skip
+                   PROCESSOR_FILES) if f]  # fmt: skip
     for src in sources:
         if not (tmp / src.name).exists():
             shutil.copy(src, tmp / src.name)
+    from .embedding.hf import _processor_config
+
+    _processor_config(str(tmp), None)  # a model that could not prepare images is never swapped in
     # What it was trained on: `vitrina eval` warns when evaluated items are among these.
     (tmp / "vitrina-finetune.json").write_text(json.dumps({"base": f"hf:{base}", "saved": time.strftime("%Y-%m-%d %H:%M:%S"), **(record or {})}))
     out.mkdir(parents=True, exist_ok=True)
