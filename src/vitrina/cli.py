@@ -974,6 +974,53 @@ def enrich(collection: str, source: str, limit: int | None, as_json: bool, quiet
     if report.failed:
         sys.exit(3)
 
+# -- explore: duplicates, map ---------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("collection")
+@click.option("--threshold", type=float, default=0.95, show_default=True, help="Cosine at or above which two items are the same image.")
+@click.option("-k", "--k", "k", type=int, default=10, show_default=True, help="Neighbours looked at per item.")
+@click.option("--space", help="Embedding space (default: the first).")
+@click.option("--exact", is_flag=True, help="Ignore the approximate index (slower on large collections).")
+@click.option("--no-tag", is_flag=True, help="Do not store the groups as the duplicate_of tag.")
+@click.option("--json", "as_json", is_flag=True, help="Groups with members, scores, pairs, the model fingerprint and the parameters.")
+@click.option("--csv", "as_csv", is_flag=True, help="One row per member: group, item, best match, score, parameters.")
+@click.option("-q", "--quiet", is_flag=True)
+def duplicates(collection: str, threshold: float, k: int, space: str | None, exact: bool, no_tag: bool, as_json: bool, as_csv: bool, quiet: bool) -> None:
+    """Find groups of near-identical images (the same scan twice, rescaled, recompressed, cropped).
+
+    \b
+    vitrina duplicates maps --threshold 0.95 --csv > duplicates.csv
+    vitrina search maps --where duplicate_of=ITEM_ID "..."    # the groups are stored as a tag
+
+    Uses the approximate index when fresh (vitrina index-ann), exact blocks otherwise. A group is a
+    connected component of the pairs at or above the threshold; its weakest pair is reported."""
+    from .collection import open_collection
+    from .duplicates import find_duplicates
+
+    if as_json and as_csv:
+        raise click.UsageError("Choose one of --json and --csv.")
+    err = _stderr()
+    with _errors():
+        coll = open_collection(collection, index="exact" if exact else "auto")
+        with _rows_progress(err, quiet or as_json or as_csv, "neighbours") as progress:
+            result = find_duplicates(coll, space=space, threshold=threshold, k=k, tag=not no_tag, progress=progress)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return
+    if as_csv:
+        click.echo(result.to_csv(), nl=False)
+        return
+    out = _stdout()
+    for g in result.groups:
+        out.print(f"[bold]{_escape(g.id)}[/] ({len(g.members)} items, weakest pair {g.min_score:.3f})")
+        for m in g.members:
+            match, score = g.best[m]
+            out.print(f"  {_escape(m)}  {score:.3f} ~ {_escape(match)}")
+    err.print(f"{len(result.groups)} groups, {sum(len(g.members) for g in result.groups)} items, of {result.items} scanned "
+              f"in {result.seconds:.1f} s ({result.index} index, threshold {threshold}, k {k}).")
+
 
 def main() -> None:
     cli(prog_name="vitrina")
