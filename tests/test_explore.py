@@ -4,6 +4,7 @@ with the offline mini model) and the 2-D map artifact."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import shutil
@@ -18,6 +19,7 @@ from PIL import Image
 from vitrina import Item, ModelFingerprint, open_collection
 from vitrina.cli import cli
 from vitrina.duplicates import find_duplicates, group_pairs, planted_scores
+from tests.test_web import browser  # noqa: F401  (the Chromium fixture)
 
 DATA = Path(__file__).resolve().parent / "data"
 DEMO = Path(__file__).resolve().parent.parent / "src" / "vitrina" / "demo" / "openclipart"
@@ -135,3 +137,157 @@ def test_group_pairs_unions_chains() -> None:
     groups = group_pairs({("a", "b"): 0.99, ("b", "c"): 0.96, ("x", "y"): 0.98})
     assert [(g.id, g.members, round(g.min_score, 2)) for g in groups] == [("a", ["a", "b", "c"], 0.96), ("x", ["x", "y"], 0.98)]
     assert groups[0].best["b"] == ("a", 0.99)
+
+
+def test_map_is_a_stamped_artifact_that_goes_stale(tmp_path: Path) -> None:
+    from vitrina.layout import load_map, read_map
+
+    rng = np.random.default_rng(1)
+    centres = _unit(rng.standard_normal((2, 32)))
+    vectors = _unit(np.repeat(centres, 20, axis=0) + 0.1 * rng.standard_normal((40, 32)))
+    coll = _vector_collection(tmp_path, vectors)
+    from vitrina.errors import QueryError
+
+    with pytest.raises(QueryError, match="vitrina map"):
+        load_map(coll)
+    run = CliRunner().invoke(cli, ["map", str(coll.path), "--method", "pca", "--json"])
+    assert run.exit_code == 0, run.output
+    assert json.loads(run.output)["method"] == "pca"
+    data, stamp = load_map(coll)
+    m = read_map(coll.path / "spaces" / "v.map")
+    assert m.ids == [f"i{i:03d}" for i in range(40)] and m.xy.shape == (40, 2) and len(data) == 4096 + 4 * 40 + len("\n".join(m.ids))
+    # The two clusters land apart: every point nearer its own cluster's centre on the map.
+    xy = m.xy.astype(float)
+    a, b = xy[:20].mean(0), xy[20:].mean(0)
+    assert all(np.linalg.norm(p - a) < np.linalg.norm(p - b) for p in xy[:20])
+    assert all(np.linalg.norm(p - b) < np.linalg.norm(p - a) for p in xy[20:])
+    # Re-embedding an item changes the space: the stored map is reported stale, not drawn wrong.
+    fp = coll.fingerprint("v")
+    coll.import_vectors(["i000"], _unit(rng.standard_normal((1, 32))), fingerprint=fp, space="v")
+    with pytest.raises(QueryError, match="stale"):
+        load_map(open_collection(coll.path))
+    if importlib.util.find_spec("umap") is None:
+        bad = CliRunner().invoke(cli, ["map", str(coll.path), "--method", "umap"])
+        assert bad.exit_code == 1 and "vitrina[map]" in bad.output
+
+
+# -- the service: map data, duplicates, IIIF out, and the Map view in a browser ----------------
+
+M1, M2 = "https://iiif.example.org/book1/manifest", "https://iiif.example.org/book2/manifest"
+
+
+@pytest.fixture
+def explore_name(scans: Path, tiny_clip: str) -> str:
+    """The scans, plus three canvases of two IIIF manifests; two of them are the same image as a
+    scan (a second digitisation). Mapped, and its duplicates found."""
+    from vitrina.layout import build_map
+
+    coll = open_collection("explore", create=True)
+    coll.index(str(scans), model=tiny_clip)
+    page, other = str(scans / "manuscript-page.jpg"), str(scans / "book-page-poulpes.jpg")
+    coll.add_items([
+        Item(id="canvas-1", image=page, fingerprint="1", source="iiif", metadata={"title": "Folio 1", "manifest": M1, "canvas": M1 + "/canvas/1", "box_pixels": [10, 20, 300, 400]}),
+        Item(id="canvas-2", image=page, fingerprint="1", source="iiif", metadata={"title": "Folio 2", "manifest": M1, "canvas": M1 + "/canvas/2"}),
+        Item(id="canvas-3", image=other, fingerprint="1", source="iiif", metadata={"title": "Plate", "manifest": M2, "canvas": M2 + "/canvas/1"}),
+    ])  # fmt: skip
+    coll.index()
+    build_map(coll, method="pca")
+    find_duplicates(coll, threshold=0.9999)
+    return "explore"
+
+
+def test_service_serves_the_map_duplicates_and_iiif(explore_name: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from vitrina.layout import read_map
+    from vitrina.service import create_app
+
+    with TestClient(create_app(explore_name), raise_server_exceptions=False) as client:
+        r = client.get("/api/map")
+        assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+        path = open_collection(explore_name).path / "spaces"
+        stored = read_map(next(path.glob("*.map")))
+        assert r.content == next(path.glob("*.map")).read_bytes() and len(stored.ids) == len(open_collection(explore_name))
+        assert client.get("/api/map", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+
+        dups = client.get("/api/duplicates", params={"id": "canvas-1"}).json()
+        assert dups["group"] == "canvas-1" and {d["id"] for d in dups["duplicates"]} == {"canvas-2", "manuscript-page.jpg"}
+        assert client.get("/api/duplicates", params={"id": "nope"}).status_code == 404
+
+        hits = client.get("/api/search", params={"q": "page", "limit": 50}).json()["hits"]
+        by_id = {h["id"]: h for h in hits}
+        assert by_id["canvas-1"]["iiif"] == {"manifest": M1, "canvas": M1 + "/canvas/1", "xywh": "10,20,300,400"}
+        assert by_id["canvas-2"]["iiif"]["xywh"] is None and by_id["manuscript-page.jpg"]["iiif"] is None
+
+        r = client.get("/api/iiif/search", params={"q": "a page", "manifest": M1})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/ld+json")
+        page = r.json()
+        # The shape of the IIIF Content Search 2.0 examples: an AnnotationPage of Annotations whose
+        # targets are canvases (with an xywh fragment when the hit is a region) partOf the manifest.
+        assert page["@context"] == "http://iiif.io/api/search/2/context.json" and page["type"] == "AnnotationPage"
+        assert page["id"].startswith("http") and "manifest=" in page["id"]
+        assert {a["target"]["id"] for a in page["items"]} == {M1 + "/canvas/1#xywh=10,20,300,400", M1 + "/canvas/2"}
+        for a in page["items"]:
+            assert a["type"] == "Annotation" and a["motivation"] == "highlighting" and a["id"].startswith(page["id"])
+            assert a["body"]["type"] == "TextualBody" and a["body"]["format"] == "text/plain"
+            assert a["target"]["type"] == "Canvas" and a["target"]["partOf"] == [{"id": M1, "type": "Manifest"}]
+        assert client.get("/api/iiif/search", params={"q": "x", "manifest": "file:///etc/passwd"}).status_code == 422
+
+        item = client.get("/item", params={"id": "canvas-1"}).text
+        assert "Same image as" in item and "canvas-2" in item and "iiif-content=" in item
+
+
+def test_content_state_round_trips() -> None:
+    import base64
+
+    from vitrina.iiif_out import content_state, encode_content_state, target_of, viewer_url
+
+    target = target_of({"manifest": M1, "canvas": M1 + "/c1"}, "https://img.example.org/iiif/abc/5,6,70,80/max/0/default.jpg")
+    assert target == {"manifest": M1, "canvas": M1 + "/c1", "xywh": "5,6,70,80"}
+    encoded = encode_content_state(content_state(target))
+    decoded = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    assert decoded["motivation"] == ["contentState"] and decoded["target"]["id"] == M1 + "/c1#xywh=5,6,70,80"
+    assert viewer_url(target, "https://viewer.example/?iiif-content={content}").endswith(encoded)
+    assert target_of({"manifest": "javascript:alert(1)", "canvas": M1}) is None
+
+
+def test_the_map_view_in_a_browser(explore_name: str, browser) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_web import _serve, new_page
+
+    for base in _serve(explore_name):
+        page = new_page(browser, viewport={"width": 1200, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(base + "/map?q=page")
+        page.wait_for_function("document.getElementById('map').dataset.hits !== undefined")
+        total = len(open_collection(explore_name))
+        assert page.get_attribute("#map", "data-points") == str(total) and int(page.get_attribute("#map", "data-hits") or 0) > 0
+        # Something is drawn: the canvas is not blank.
+        assert page.evaluate("(() => { const c = document.getElementById('map'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; })()") > 50
+        ids = open_collection(explore_name).vectors()[0]
+        where = {i: page.evaluate("id => window.vitrinaMap.screenOf(id)", i) for i in ids}
+
+        def gap(i: str) -> float:
+            return min(np.hypot(where[i]["x"] - p["x"], where[i]["y"] - p["y"]) for j, p in where.items() if j != i)
+
+        loner = max(ids, key=gap)  # a point no other one is drawn near: the click must open it
+        # Box-select a region around it (shift-drag): the map shows only the items inside.
+        x, y = where[loner]["x"], where[loner]["y"]
+        page.keyboard.down("Shift")
+        page.mouse.move(x - 4, y - 4)
+        page.mouse.down()
+        page.mouse.move(x + 2, y + 2)
+        page.mouse.move(x + 4, y + 4)
+        page.mouse.up()
+        page.keyboard.up("Shift")
+        assert page.get_attribute("#map", "data-shown") == "1"
+        assert page.eval_on_selector_all("#map-selection a", "els => els.map(e => e.textContent)") == [loner]
+        assert "like=" in (page.get_attribute("#map-search", "href") or "")
+        page.click("#map-clear")
+        assert page.get_attribute("#map", "data-shown") == str(total)
+        page.mouse.click(x, y)
+        page.wait_for_url("**/item?*")
+        from urllib.parse import parse_qs, urlparse
+
+        assert parse_qs(urlparse(page.url).query)["id"] == [loner]
+        assert not errors, errors

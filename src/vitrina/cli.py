@@ -1022,5 +1022,28 @@ def duplicates(collection: str, threshold: float, k: int, space: str | None, exa
               f"in {result.seconds:.1f} s ({result.index} index, threshold {threshold}, k {k}).")
 
 
+@cli.command("map", context_settings=CONTEXT)
+@click.argument("collection")
+@click.option("--space", help="Embedding space (default: the first).")
+@click.option("--method", type=click.Choice(["auto", "pca", "umap"]), default="auto", show_default=True,
+              help="umap needs pip install 'vitrina[map]'; auto = umap when installed, else pca.")
+@click.option("--json", "as_json", is_flag=True)
+def map_cmd(collection: str, space: str | None, method: str, as_json: bool) -> None:
+    """Compute the 2-D map of a space for the page's Map view (stored beside the vectors).
+
+    \b
+    vitrina map maps && vitrina serve maps     # the page gains a "Map" view"""
+    from .collection import open_collection
+    from .layout import build_map, map_path
+
+    with _errors():
+        coll = open_collection(collection)
+        stamp = build_map(coll, space, method=method)
+    if as_json:
+        click.echo(json.dumps(stamp, indent=2))
+        return
+    _stderr().print(f"Mapped {stamp['points']} items of space {stamp['space']!r} by {stamp['method']} in {stamp['seconds']:.1f} s → {map_path(coll, stamp['space'])}")
+
+
 def main() -> None:
     cli(prog_name="vitrina")

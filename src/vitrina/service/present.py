@@ -44,6 +44,7 @@ class HitOut(BaseModel):
     preview: str = Field(description="URL of a larger image")
     item: str = Field(description="URL of the item's JSON record")
     metadata: dict[str, Any]
+    iiif: dict[str, Any] | None = Field(None, description="manifest, canvas and region (xywh, or null) when the item is a canvas of a IIIF manifest")
 
 
 class SearchOut(BaseModel):
@@ -99,11 +100,13 @@ def media_urls(item_id: str, image: str) -> tuple[str, str]:
 
 
 def hits_out(collection: str, hits: Hits, params: SearchParams) -> SearchOut:
+    from ..iiif_out import target_of
+
     out = []
     for hit in hits:
         thumb, preview = media_urls(hit.id, hit.image)
         out.append(HitOut(rank=hit.rank, id=hit.id, score=round(hit.score, 6), title=str(hit.metadata.get("title") or hit.id),
-                          thumbnail=thumb, preview=preview, item=item_url(hit.id), metadata=hit.metadata))  # fmt: skip
+                          thumbnail=thumb, preview=preview, item=item_url(hit.id), metadata=hit.metadata, iiif=target_of(hit.metadata, hit.image)))  # fmt: skip
     return SearchOut(collection=collection, considered=hits.total_considered, offset=params.offset, limit=params.limit, upload=params.upload, hits=out)
 
 

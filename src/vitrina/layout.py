@@ -1,0 +1,164 @@
+"""A 2-D map of a whole space: every item placed by similarity, for the page's Map view.
+
+    spaces/<space>.map    derived: a 4096-byte header (magic + JSON stamp), then the points as
+                          uint16 x, y pairs (little-endian, 0..65535 over the bounding box),
+                          then the item ids, newline-separated UTF-8
+
+UMAP (``pip install 'vitrina[map]'``) when it is installed and asked for, else PCA (always
+available: numpy only). The stamp says what the map was built from (space generation, rows,
+checksum of sampled rows, method); a map that no longer fits the space is stale, and the service
+reports it rather than drawing items in the wrong places. Written to a temporary file and renamed:
+a kill leaves the old map or none. The whole file is what the page downloads: 4 bytes a point
+plus the ids (about 6 MB for 300k items), drawn on a canvas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ConfigError, QueryError
+from .files import fsync_dir
+
+if TYPE_CHECKING:
+    from .collection import Collection
+
+MAGIC = b"VITRINA-MAP\n"
+HEADER_SIZE = 4096
+FORMAT = 1
+METHODS = ("auto", "pca", "umap")
+PCA_FIT_ROWS = 200_000  # the covariance is estimated on an even sample; every row is projected
+
+
+@dataclass
+class MapData:
+    stamp: dict[str, Any]
+    ids: list[str]
+    xy: np.ndarray  # (n, 2) uint16
+
+
+def map_path(coll: Collection, space: str) -> Path:
+    return coll.path / "spaces" / f"{space}.map"
+
+
+def _umap() -> Any:
+    try:
+        import umap
+    except ImportError:
+        return None
+    return umap
+
+
+def pca_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The first two principal components (float64 (n, 2)); signs fixed so reruns agree."""
+    rng = np.random.default_rng(seed)
+    sample = vectors if len(vectors) <= PCA_FIT_ROWS else vectors[np.sort(rng.choice(len(vectors), PCA_FIT_ROWS, replace=False))]
+    mean = sample.mean(axis=0, dtype=np.float64)
+    cov = np.cov((sample - mean).T.astype(np.float64)) if len(sample) > 1 else np.eye(vectors.shape[1])
+    _, vecs = np.linalg.eigh(np.atleast_2d(cov))
+    axes = vecs[:, ::-1][:, :2]
+    axes *= np.where(axes[np.abs(axes).argmax(axis=0), [0, 1]] < 0, -1, 1)
+    out = np.zeros((len(vectors), 2))
+    for start in range(0, len(vectors), 100_000):
+        out[start : start + 100_000] = (vectors[start : start + 100_000] - mean) @ axes
+    return out
+
+
+def quantise(points: np.ndarray) -> np.ndarray:
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return np.round((points - lo) / span * 65535).astype("<u2")
+
+
+def build_map(coll: Collection, space: str | None = None, *, method: str = "auto", seed: int = 0) -> dict[str, Any]:
+    """Compute and store the map of ``space``; returns its stamp (method, rows, seconds)."""
+    if method not in METHODS:
+        raise ConfigError(f"Unknown map method {method!r}; use one of {', '.join(METHODS)}.")
+    from .index.ann import checksum
+
+    started = time.perf_counter()
+    sp = coll.space(space)
+    ids, vectors = coll.vectors(sp.name)
+    if not ids:
+        raise QueryError(f"Space {sp.name!r} has no vectors to map; index the collection first.")
+    umap = _umap() if method in ("auto", "umap") else None
+    if method == "umap" and umap is None:
+        raise ConfigError("The UMAP map needs umap-learn: pip install 'vitrina[map]' (or use --method pca).")
+    if umap is not None and len(ids) >= 16:
+        points = umap.UMAP(n_components=2, metric="cosine", random_state=seed, low_memory=True).fit_transform(vectors)
+        used = "umap"
+    else:
+        points, used = pca_2d(vectors, seed), "pca"
+    sp_now = coll.space(sp.name)
+    matrix = coll._store.vector_file(sp_now).matrix(sp_now.rows)
+    stamp = {"format": FORMAT, "space": sp.name, "generation": sp_now.generation, "rows": sp_now.rows, "live": sp_now.live,
+             "checksum": checksum(matrix, sp_now.rows), "method": used, "points": len(ids), "built_at": time.time(),
+             "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+    _write(map_path(coll, sp.name), stamp, quantise(points), ids)
+    return stamp
+
+
+def _write(path: Path, stamp: dict[str, Any], xy: np.ndarray, ids: list[str]) -> None:
+    header = MAGIC + json.dumps(stamp).encode()
+    if len(header) > HEADER_SIZE - 1:
+        raise ValueError("map stamp too long")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header.ljust(HEADER_SIZE - 1) + b"\n")
+            f.write(np.ascontiguousarray(xy, "<u2").tobytes())
+            f.write("\n".join(ids).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def read_map(path: Path) -> MapData:
+    data = path.read_bytes()
+    if not data.startswith(MAGIC) or len(data) < HEADER_SIZE:
+        raise ValueError(f"{path} is not a vitrina map file")
+    stamp = json.loads(data[len(MAGIC) : HEADER_SIZE].decode().strip())
+    n = int(stamp["points"])
+    xy = np.frombuffer(data, "<u2", count=2 * n, offset=HEADER_SIZE).reshape(n, 2)
+    ids = data[HEADER_SIZE + 4 * n :].decode().split("\n") if n else []
+    if len(ids) != n:
+        raise ValueError(f"{path}: {len(ids)} ids for {n} points")
+    return MapData(stamp, ids, xy)
+
+
+def map_problem(coll: Collection, stamp: dict[str, Any]) -> str | None:
+    """Why a stored map no longer fits its space (None: it does)."""
+    from .index.ann import checksum
+
+    sp = coll.space(stamp.get("space"))
+    if stamp.get("generation") != sp.generation or stamp.get("rows") != sp.rows or stamp.get("live") != sp.live:
+        return "the space changed since the map was built; run `vitrina map` again"
+    if checksum(coll._store.vector_file(sp).matrix(sp.rows), sp.rows) != stamp.get("checksum"):
+        return "the vectors differ from those the map was built from; run `vitrina map` again"
+    return None
+
+
+def load_map(coll: Collection, space: str | None = None) -> tuple[bytes, dict[str, Any]]:
+    """The stored map file's bytes (what the page downloads) and its stamp; QueryError naming the
+    fix when there is none or it is stale."""
+    sp = coll.space(space)
+    path = map_path(coll, sp.name)
+    if not path.exists():
+        raise QueryError(f"No map of space {sp.name!r} yet; run `vitrina map {coll.name}`.")
+    data = path.read_bytes()
+    stamp = read_map(path).stamp
+    problem = map_problem(coll, stamp)
+    if problem:
+        raise QueryError(f"The map of space {sp.name!r} is stale: {problem}.")
+    return data, stamp
