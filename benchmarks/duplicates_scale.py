@@ -65,6 +65,25 @@ def run(path: Path, planted: list[tuple[str, str]], index: str, threshold: float
             "groups": len(result.groups), **planted_scores(result.pairs(), planted)}  # fmt: skip
 
 
+def sample(path: Path, n: int, threshold: float, k: int) -> dict:
+    """The search `find_duplicates` makes (k + 1 neighbours per item, through the seam), for the
+    first n items with the ANN index and n // 10 exactly, at the collection's full size."""
+    from vitrina import open_collection
+
+    out: dict = {}
+    for kind, count in (("ann", n), ("exact", max(1, n // 10))):
+        coll = open_collection(path, index="auto" if kind == "ann" else "exact")
+        index = coll.index_for()
+        ids, vectors = next(coll.iter_vectors(chunk=count))
+        t = time.perf_counter()
+        for start in range(0, len(ids), 1024 if kind == "ann" else 128):
+            index.search(vectors[start : start + (1024 if kind == "ann" else 128)], limit=k + 1, min_score=threshold)
+        out[f"{kind}_ms_per_item"] = round((time.perf_counter() - t) * 1000 / len(ids), 3)
+        out[f"{kind}_items_timed"] = len(ids)
+        out[f"{kind}_index"] = str(index.kind)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=562_842)
@@ -74,6 +93,8 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.95)
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--query-sample", type=int, default=0,
+                    help="time the neighbour search for only this many items (ANN) and 1/10 of them (exact) at full size, and extrapolate")
     a = ap.parse_args()
     base = a.dir or Path(tempfile.mkdtemp(prefix="vitrina-dups-"))
     out: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "args": {k: str(v) for k, v in vars(a).items()}}
@@ -87,6 +108,14 @@ def main() -> None:
     report = open_collection(base / "big").build_ann()
     out["ann_build_s"] = round(time.perf_counter() - t, 1)
     out["ann_kind"] = report.kind
+    if a.query_sample:
+        out["sampled"] = sample(base / "big", a.query_sample, a.threshold, a.k)
+        out["ann_extrapolated_search_s"] = round(out["sampled"]["ann_ms_per_item"] * a.rows / 1000)
+        out["exact_extrapolated_search_s"] = round(out["sampled"]["exact_ms_per_item"] * a.rows / 1000)
+        out["ann_total_extrapolated_s"] = round(out["ann_build_s"] + out["ann_extrapolated_search_s"])
+        print(json.dumps(out, indent=2))
+        (ROOT / "benchmarks" / "results" / f"duplicates_scale_{a.rows}_sampled.json").write_text(json.dumps(out, indent=2))
+        return
     out["ann"] = run(base / "big", planted, "auto", a.threshold, a.k)
     print(json.dumps(out), flush=True)
     if a.exact_rows:

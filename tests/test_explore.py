@@ -7,7 +7,6 @@ import csv
 import importlib.util
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from tests.test_web import browser  # noqa: F401  (the Chromium fixture)
 from vitrina import Item, ModelFingerprint, open_collection
 from vitrina.cli import cli
 from vitrina.duplicates import find_duplicates, group_pairs, planted_scores
-from tests.test_web import browser  # noqa: F401  (the Chromium fixture)
 
 DATA = Path(__file__).resolve().parent / "data"
 DEMO = Path(__file__).resolve().parent.parent / "src" / "vitrina" / "demo" / "openclipart"
@@ -251,43 +250,50 @@ def test_content_state_round_trips() -> None:
     assert target_of({"manifest": "javascript:alert(1)", "canvas": M1}) is None
 
 
-def test_the_map_view_in_a_browser(explore_name: str, browser) -> None:  # type: ignore[no-untyped-def]
-    from tests.test_web import _serve, new_page
+@pytest.fixture
+def explore_server(explore_name: str) -> Any:
+    from tests.test_web import _serve
 
-    for base in _serve(explore_name):
-        page = new_page(browser, viewport={"width": 1200, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(base + "/map?q=page")
-        page.wait_for_function("document.getElementById('map').dataset.hits !== undefined")
-        total = len(open_collection(explore_name))
-        assert page.get_attribute("#map", "data-points") == str(total) and int(page.get_attribute("#map", "data-hits") or 0) > 0
-        # Something is drawn: the canvas is not blank.
-        assert page.evaluate("(() => { const c = document.getElementById('map'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; })()") > 50
-        ids = open_collection(explore_name).vectors()[0]
-        where = {i: page.evaluate("id => window.vitrinaMap.screenOf(id)", i) for i in ids}
+    yield from _serve(explore_name)
 
-        def gap(i: str) -> float:
-            return min(np.hypot(where[i]["x"] - p["x"], where[i]["y"] - p["y"]) for j, p in where.items() if j != i)
 
-        loner = max(ids, key=gap)  # a point no other one is drawn near: the click must open it
-        # Box-select a region around it (shift-drag): the map shows only the items inside.
-        x, y = where[loner]["x"], where[loner]["y"]
-        page.keyboard.down("Shift")
-        page.mouse.move(x - 4, y - 4)
-        page.mouse.down()
-        page.mouse.move(x + 2, y + 2)
-        page.mouse.move(x + 4, y + 4)
-        page.mouse.up()
-        page.keyboard.up("Shift")
-        assert page.get_attribute("#map", "data-shown") == "1"
-        assert page.eval_on_selector_all("#map-selection a", "els => els.map(e => e.textContent)") == [loner]
-        assert "like=" in (page.get_attribute("#map-search", "href") or "")
-        page.click("#map-clear")
-        assert page.get_attribute("#map", "data-shown") == str(total)
-        page.mouse.click(x, y)
-        page.wait_for_url("**/item?*")
-        from urllib.parse import parse_qs, urlparse
+def test_the_map_view_in_a_browser(explore_name: str, explore_server: str, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from tests.test_web import new_page
 
-        assert parse_qs(urlparse(page.url).query)["id"] == [loner]
-        assert not errors, errors
+    base = explore_server
+    page = new_page(browser, viewport={"width": 1200, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(base + "/map?q=page")
+    page.wait_for_function("document.getElementById('map').dataset.hits !== undefined")
+    total = len(open_collection(explore_name))
+    assert page.get_attribute("#map", "data-points") == str(total) and int(page.get_attribute("#map", "data-hits") or 0) > 0
+    # Something is drawn: the canvas is not blank.
+    assert page.evaluate("(() => { const c = document.getElementById('map'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; })()") > 50
+    ids = open_collection(explore_name).vectors()[0]
+    where = {i: page.evaluate("id => window.vitrinaMap.screenOf(id)", i) for i in ids}
+
+    def gap(i: str) -> float:
+        return min(np.hypot(where[i]["x"] - p["x"], where[i]["y"] - p["y"]) for j, p in where.items() if j != i)
+
+    loner = max(ids, key=gap)  # a point no other one is drawn near: the click must open it
+    # Box-select a region around it (shift-drag): the map shows only the items inside.
+    x, y = where[loner]["x"], where[loner]["y"]
+    page.keyboard.down("Shift")
+    page.mouse.move(x - 4, y - 4)
+    page.mouse.down()
+    page.mouse.move(x + 2, y + 2)
+    page.mouse.move(x + 4, y + 4)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    assert page.get_attribute("#map", "data-shown") == "1"
+    assert page.eval_on_selector_all("#map-selection a", "els => els.map(e => e.textContent)") == [loner]
+    assert "like=" in (page.get_attribute("#map-search", "href") or "")
+    page.click("#map-clear")
+    assert page.get_attribute("#map", "data-shown") == str(total)
+    page.mouse.click(x, y)
+    page.wait_for_url("**/item?*")
+    from urllib.parse import parse_qs, urlparse
+
+    assert parse_qs(urlparse(page.url).query)["id"] == [loner]
+    assert not errors, errors

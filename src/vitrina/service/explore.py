@@ -71,7 +71,7 @@ def iiif_search_route(
     service = service_of(request)
     hits = service.search(SearchParams(q=[q], where=[f"manifest={manifest}"], limit=limit))
     page_id = str(request.url.replace(query=urlencode({"q": q, "manifest": manifest, "limit": limit})))
-    found = [{"id": h.id, "score": h.score, "title": str(h.metadata.get("title") or h.id), "target": target_of(h.metadata, h.image)} for h in hits]
+    found: list[dict[str, Any]] = [{"id": h.id, "score": h.score, "title": str(h.metadata.get("title") or h.id), "target": target_of(h.metadata, h.image)} for h in hits]
     # Filters match case-insensitively; a IIIF client needs this manifest's canvases only.
     found = [h for h in found if h["target"] and h["target"]["manifest"] == manifest]
     import json
