@@ -209,6 +209,10 @@ def test_service_serves_the_map_duplicates_and_iiif(explore_name: str) -> None:
         assert r.content == next(path.glob("*.map")).read_bytes() and len(stored.ids) == len(open_collection(explore_name))
         assert client.get("/api/map", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
 
+        colours = client.get("/api/map/colours", params={"key": "manifest"}).json()
+        assert colours["values"] == [M1, M2] and len(colours["codes"]) == len(stored.ids)
+        assert [colours["codes"][stored.ids.index(i)] for i in ("canvas-1", "canvas-3", "manuscript-page.jpg")] == [0, 1, -1]
+
         dups = client.get("/api/duplicates", params={"id": "canvas-1"}).json()
         assert dups["group"] == "canvas-1" and {d["id"] for d in dups["duplicates"]} == {"canvas-2", "manuscript-page.jpg"}
         assert client.get("/api/duplicates", params={"id": "nope"}).status_code == 404
@@ -290,6 +294,11 @@ def test_the_map_view_in_a_browser(explore_name: str, explore_server: str, brows
     assert page.eval_on_selector_all("#map-selection a", "els => els.map(e => e.textContent)") == [loner]
     assert "like=" in (page.get_attribute("#map-search", "href") or "")
     page.click("#map-clear")
+    # Colour by a metadata key: a legend of its values.
+    page.select_option("#map-colour", "manifest")
+    page.click(".map-bar button[type=submit]")
+    page.wait_for_function("document.getElementById('map').dataset.coloured === '2'")
+    assert page.eval_on_selector_all("#map-legend li", "els => els.map(e => e.textContent.trim())") == [M1, M2]
     assert page.get_attribute("#map", "data-shown") == str(total)
     page.mouse.click(x, y)
     page.wait_for_url("**/item?*")

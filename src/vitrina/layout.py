@@ -162,3 +162,24 @@ def load_map(coll: Collection, space: str | None = None) -> tuple[bytes, dict[st
     if problem:
         raise QueryError(f"The map of space {sp.name!r} is stale: {problem}.")
     return data, stamp
+
+
+def map_colours(coll: Collection, key: str, ids: list[str], top: int = 10) -> dict[str, Any]:
+    """Each map point's value of metadata key or tag ``key``, as a code into the ``top`` most
+    common values (``top`` = other, -1 = none), for colouring the map."""
+    from collections import Counter
+
+    from .filters import normal_value
+
+    values: list[str | None] = []
+    store = coll._store
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        found = store.get_items(chunk, tags=True)
+        for i in chunk:
+            item = found.get(i)
+            raw = None if item is None else (item.tags[key]["value"] if key in item.tags else item.metadata.get(key))
+            values.append(None if raw in (None, "", []) else normal_value(raw[0] if isinstance(raw, list) else raw).shown[:80])
+    common = [v for v, _ in Counter(v for v in values if v is not None).most_common(top)]
+    code = {v: n for n, v in enumerate(common)}
+    return {"key": key, "values": common, "codes": [-1 if v is None else code.get(v, top) for v in values]}

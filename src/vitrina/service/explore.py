@@ -37,6 +37,22 @@ def map_data_route(request: Request, space: Annotated[str | None, Query(max_leng
     return Response(data, media_type="application/octet-stream", headers={"ETag": etag, "Cache-Control": "no-cache"})
 
 
+@router.get("/api/map/colours", responses=errors(404, 409, 422), tags=["explore"])
+def map_colours_route(request: Request, key: Annotated[str, Query(min_length=1, max_length=200)], space: Annotated[str | None, Query(max_length=100)] = None) -> dict[str, Any]:
+    """Each map point's value of a metadata key or tag, as a code into the 10 most common values
+    (10 = another value, -1 = none), in the order of the map's ids."""
+    from ..layout import map_colours, read_map
+
+    coll = service_of(request).collection()
+    try:
+        _load_map(coll, space)
+    except QueryError as e:
+        raise ServiceError(409 if "stale" in str(e) else 404, "no_map", str(e)) from None
+    from ..layout import map_path
+
+    return map_colours(coll, key, read_map(map_path(coll, coll.space(space).name)).ids)
+
+
 def _load_map(coll: Any, space: str | None) -> tuple[bytes, dict[str, Any]]:
     from ..layout import load_map
 
@@ -83,4 +99,5 @@ def iiif_search_route(
 def map_page_route(request: Request) -> HTMLResponse:
     service = service_of(request)
     q = request.query_params.get("q", "")[:1000]
-    return templates.TemplateResponse(request, "map.html", {"collection": service.name, "q": q})
+    keys = [k for k, entry in service.collection().facets().items() if "values" in entry]  # few distinct values: colourable
+    return templates.TemplateResponse(request, "map.html", {"collection": service.name, "q": q, "colour": request.query_params.get("colour", "")[:200], "keys": keys})

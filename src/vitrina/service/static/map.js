@@ -13,6 +13,8 @@
   let ids = [], xy = null, n = 0;
   let shown = null; // Int32Array of point indices after a selection; null = all
   let hits = new Set();
+  let codes = null; // per point: index into PALETTE (colour by a key), -1 = no value
+  const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#444444"];
   let scale = 1, tx = 0, ty = 0; // screen = world * scale + t
   const thumbs = new Map();
 
@@ -51,9 +53,12 @@
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     const inView = visible();
     const close = inView.length <= THUMBS_BELOW;
-    ctx.fillStyle = "#3b6ea5";
+    const groups = codes ? PALETTE.length + 1 : 1;
+    for (let g = 0; g < groups; g++) {
+    ctx.fillStyle = codes ? (g < PALETTE.length ? PALETTE[g] : "#cccccc") : "#3b6ea5";
     ctx.beginPath();
     for (const i of inView) {
+      if (codes && (codes[i] < 0 ? PALETTE.length : codes[i]) !== g) continue;
       if (close) {
         const img = thumb(i);
         if (img.complete && img.naturalWidth) {
@@ -65,6 +70,7 @@
       ctx.rect(sx(i) - 1.5, sy(i) - 1.5, 3, 3);
     }
     ctx.fill();
+    }
     if (hits.size) {
       ctx.strokeStyle = "#d0312d";
       ctx.lineWidth = 2;
@@ -182,6 +188,23 @@
     status.textContent = n + " items, laid out by " + stamp.method;
     fit();
     draw();
+    const key = canvas.dataset.colour;
+    if (key) {
+      fetch("/api/map/colours?" + new URLSearchParams({ key: key })).then(function (r) { return r.json(); }).then(function (body) {
+        codes = Int8Array.from(body.codes);
+        const legend = document.getElementById("map-legend");
+        legend.replaceChildren();
+        body.values.concat(body.codes.some(function (c) { return c === body.values.length; }) ? ["other"] : []).forEach(function (v, k) {
+          const li = document.createElement("li"), sw = document.createElement("span");
+          sw.className = "swatch";
+          sw.style.background = PALETTE[k];
+          li.append(sw, document.createTextNode(" " + v));
+          legend.append(li);
+        });
+        canvas.dataset.coloured = String(body.values.length);
+        draw();
+      });
+    }
     const q = canvas.dataset.q;
     if (q) {
       return fetch("/api/search?" + new URLSearchParams({ q: q, limit: "100" })).then(function (r) { return r.json(); }).then(function (body) {
