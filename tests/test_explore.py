@@ -306,3 +306,14 @@ def test_the_map_view_in_a_browser(explore_name: str, explore_server: str, brows
 
     assert parse_qs(urlparse(page.url).query)["id"] == [loner]
     assert not errors, errors
+
+
+def test_search_exports_say_what_reproduces_them(tmp_path: Path) -> None:
+    coll = _vector_collection(tmp_path, _unit(np.random.default_rng(2).standard_normal((12, 16))))
+    args = ["search", str(coll.path), "--image", "i003", "--where", "kind=odd", "-n", "3"]
+    out = json.loads(CliRunner().invoke(cli, [*args, "--json"]).output)
+    assert out["model_fingerprint"]["spec"] == "test:v" and out["space"] == "v" and out["index"] == "exact"
+    assert out["query"]["images"] == ["i003"] and out["query"]["where"] == ["kind=odd"] and out["query"]["limit"] == 3
+    rows = list(csv.DictReader(io.StringIO(CliRunner().invoke(cli, [*args, "--csv"]).output)))
+    assert [r["id"] for r in rows] == [h["id"] for h in out["hits"]] and len(rows) == 3
+    assert all(json.loads(r["query"])["images"] == ["i003"] and json.loads(r["model_fingerprint"])["dim"] == 16 for r in rows)

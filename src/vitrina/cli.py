@@ -273,11 +273,13 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
 @click.option("--include-self", is_flag=True, help="When querying by an indexed item, keep it in the hits.")
 @click.option("--space", help="Which embedding space to search (default: the first).")
 @click.option("--batch", "batch_file", type=click.File("r"), help="Run one query per line of this file (- for stdin); prints JSON lines.")
-@click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON, with the query, the space and the model fingerprint.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the hits as CSV, each row with the query, the space and the model fingerprint.")
 @click.option("--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann).")
 @click.option("--index", "index_target", help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.")
 def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alpha: float | None, where: tuple[str, ...], min_score: float | None,
-           limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool, exact: bool = False, index_target: str | None = None) -> None:  # fmt: skip
+           limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool, exact: bool = False, index_target: str | None = None,
+           as_csv: bool = False) -> None:  # fmt: skip
     """Search COLLECTION by text TERMS, by --image, or both.
 
     \b
@@ -302,8 +304,14 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
                 click.echo(json.dumps({"query": line, "hits": hits.to_list()}, ensure_ascii=False))
             return
         hits = coll.search(list(terms), list(images), where=where, space=space, **common)
-        if as_json:
-            click.echo(json.dumps({"collection": coll.name, "considered": hits.total_considered, "hits": hits.to_list()}, ensure_ascii=False, indent=2))
+        if as_json or as_csv:
+            from .citable import hits_csv, provenance
+
+            about = provenance(coll, space, {"terms": list(terms), "images": list(images), "where": list(where), **common})
+            if as_csv:
+                click.echo(hits_csv(hits, about), nl=False)
+                return
+            click.echo(json.dumps({**about, "considered": hits.total_considered, "hits": hits.to_list()}, ensure_ascii=False, indent=2))
             return
         if not hits:
             _stderr().print("No hits." + (" Try a lower --min-score." if min_score is not None else ""))
