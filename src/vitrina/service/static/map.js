@@ -53,7 +53,8 @@
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     const inView = visible();
     const close = inView.length <= THUMBS_BELOW;
-    const groups = codes ? PALETTE.length + 1 : 1;
+    if (!close) pixels(inView); // many points: write pixels, far cheaper than a path of rects
+    const groups = close ? (codes ? PALETTE.length + 1 : 1) : 0;
     for (let g = 0; g < groups; g++) {
     ctx.fillStyle = codes ? (g < PALETTE.length ? PALETTE[g] : "#cccccc") : "#3b6ea5";
     ctx.beginPath();
@@ -80,6 +81,27 @@
     }
     canvas.dataset.shown = String(shown ? shown.length : n);
     canvas.dataset.inView = String(inView.length);
+  }
+  const RGBA = PALETTE.concat(["#cccccc", "#3b6ea5"]).map(function (hex) {
+    const v = parseInt(hex.slice(1), 16); // little-endian RGBA as one uint32: 0xAABBGGRR
+    return (0xff000000 | ((v & 0xff) << 16) | (v & 0xff00) | (v >> 16)) >>> 0;
+  });
+  let image = null;
+  function pixels(inView) {
+    const w = canvas.width, h = canvas.height;
+    if (!image || image.width !== w || image.height !== h) image = ctx.createImageData(w, h);
+    const buf = new Uint32Array(image.data.buffer);
+    buf.fill(0);
+    for (const i of inView) {
+      const x = Math.round(sx(i)) - 1, y = Math.round(sy(i)) - 1;
+      const c = codes ? RGBA[codes[i] < 0 ? PALETTE.length : codes[i]] : RGBA[PALETTE.length + 1];
+      for (let dy = 0; dy < 3; dy++) {
+        const row = y + dy;
+        if (row < 0 || row >= h) continue;
+        for (let dx = 0; dx < 3; dx++) { const col = x + dx; if (col >= 0 && col < w) buf[row * w + col] = c; }
+      }
+    }
+    ctx.putImageData(image, 0, 0);
   }
   function nearest(px, py, radius) {
     let best = -1, bestD = radius * radius;
