@@ -22,8 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .errors import QueryError
 
 if TYPE_CHECKING:
@@ -176,15 +174,11 @@ def duplicates_of(coll: Collection, item_id: str) -> list[dict[str, Any]]:
     if not group:
         return []
     value = group["value"]
-    hits = coll.search_vectors(_vector(coll, item_id), where=[f"{TAG}={value}"], limit=50)
-    return [{"id": h.id, "score": h.score} for h in hits[0] if h.id != item_id]
-
-
-def _vector(coll: Collection, item_id: str) -> np.ndarray:
     found = coll.index_for().vectors([item_id])
-    if item_id not in found:
-        raise QueryError(f"Item {item_id!r} has no vector.")
-    return found[item_id]
+    if item_id not in found:  # tagged, then re-embedded and failed: nothing to compare with
+        return []
+    hits = coll.search_vectors(found[item_id], where=[f"{TAG}={value}"], limit=50)
+    return [{"id": h.id, "score": h.score} for h in hits[0] if h.id != item_id]
 
 
 def planted_scores(found: set[tuple[str, str]], planted: Sequence[tuple[str, str]]) -> dict[str, float]:

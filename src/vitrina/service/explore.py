@@ -50,7 +50,18 @@ def map_colours_route(request: Request, key: Annotated[str, Query(min_length=1, 
         raise ServiceError(409 if "stale" in str(e) else 404, "no_map", str(e)) from None
     from ..layout import map_path
 
-    return map_colours(coll, key, read_map(map_path(coll, coll.space(space).name)).ids)
+    # One pass over every item per key: cached per map file and collection version (a few keys).
+    path = map_path(coll, coll.space(space).name)
+    st = path.stat()
+    cache_key = (str(path), st.st_mtime_ns, id(coll._store), coll._store.data_version(), key)  # data_version is per connection
+    if cache_key not in _COLOURS:
+        while len(_COLOURS) >= 8:
+            _COLOURS.pop(next(iter(_COLOURS)))
+        _COLOURS[cache_key] = map_colours(coll, key, read_map(path).ids)
+    return _COLOURS[cache_key]
+
+
+_COLOURS: dict[tuple[Any, ...], dict[str, Any]] = {}
 
 
 def _load_map(coll: Any, space: str | None) -> tuple[bytes, dict[str, Any]]:
