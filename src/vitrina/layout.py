@@ -34,7 +34,7 @@ MAGIC = b"VITRINA-MAP\n"
 HEADER_SIZE = 4096
 FORMAT = 1
 METHODS = ("auto", "pca", "umap")
-PCA_FIT_ROWS = 200_000  # the covariance is estimated on an even sample; every row is projected
+PCA_FIT_ROWS = 100_000  # the axes are estimated on an even sample (200 MB at 512-d); every row is projected
 
 
 @dataclass
@@ -56,19 +56,33 @@ def _umap() -> Any:
     return umap
 
 
+def _offsets(chunks: Any) -> Any:
+    start = 0
+    for ids, v in chunks:
+        yield start, (ids, v)
+        start += len(ids)
+
+
+def pca_axes(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, the first two principal axes (dim, 2)) of ``sample``; signs fixed so reruns agree."""
+    mean = sample.mean(axis=0, dtype=np.float64)
+    second = np.zeros((sample.shape[1], sample.shape[1]))
+    for start in range(0, len(sample), 20_000):  # in blocks: no float64 copy of the whole sample
+        block = sample[start : start + 20_000].astype(np.float64)
+        second += block.T @ block
+    cov = second / len(sample) - np.outer(mean, mean) if len(sample) > 1 else np.eye(sample.shape[1])
+    _, vecs = np.linalg.eigh(np.atleast_2d(cov))
+    axes = vecs[:, ::-1][:, :2].copy()
+    axes *= np.where(axes[np.abs(axes).argmax(axis=0), [0, 1]] < 0, -1, 1)
+    return mean, axes
+
+
 def pca_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
-    """The first two principal components (float64 (n, 2)); signs fixed so reruns agree."""
+    """``vectors`` on the first two principal components of an even sample of them, (n, 2)."""
     rng = np.random.default_rng(seed)
     sample = vectors if len(vectors) <= PCA_FIT_ROWS else vectors[np.sort(rng.choice(len(vectors), PCA_FIT_ROWS, replace=False))]
-    mean = sample.mean(axis=0, dtype=np.float64)
-    cov = np.cov((sample - mean).T.astype(np.float64)) if len(sample) > 1 else np.eye(vectors.shape[1])
-    _, vecs = np.linalg.eigh(np.atleast_2d(cov))
-    axes = vecs[:, ::-1][:, :2]
-    axes *= np.where(axes[np.abs(axes).argmax(axis=0), [0, 1]] < 0, -1, 1)
-    out = np.zeros((len(vectors), 2))
-    for start in range(0, len(vectors), 100_000):
-        out[start : start + 100_000] = (vectors[start : start + 100_000] - mean) @ axes
-    return out
+    mean, axes = pca_axes(sample)
+    return np.asarray((vectors - mean) @ axes)
 
 
 def quantise(points: np.ndarray) -> np.ndarray:
@@ -85,17 +99,25 @@ def build_map(coll: Collection, space: str | None = None, *, method: str = "auto
 
     started = time.perf_counter()
     sp = coll.space(space)
-    ids, vectors = coll.vectors(sp.name)
-    if not ids:
+    if not sp.live:
         raise QueryError(f"Space {sp.name!r} has no vectors to map; index the collection first.")
     umap = _umap() if method in ("auto", "umap") else None
     if method == "umap" and umap is None:
         raise ConfigError("The UMAP map needs umap-learn: pip install 'vitrina[map]' (or use --method pca).")
-    if umap is not None and len(ids) >= 16:
+    if umap is not None and sp.live >= 16:
+        ids, vectors = coll.vectors(sp.name)
         points = umap.UMAP(n_components=2, metric="cosine", random_state=seed, low_memory=True).fit_transform(vectors)
         used = "umap"
-    else:
-        points, used = pca_2d(vectors, seed), "pca"
+    else:  # streamed: fitted on an even sample, every row projected chunk by chunk
+        step = max(1, sp.live // PCA_FIT_ROWS)
+        sample = np.concatenate([v[(-start) % step :: step] for start, (_, v) in _offsets(coll.iter_vectors(sp.name))])
+        mean, axes = pca_axes(sample)
+        del sample
+        ids, parts = [], []
+        for chunk_ids, v in coll.iter_vectors(sp.name):
+            ids += chunk_ids
+            parts.append((v - mean) @ axes)
+        points, used = np.concatenate(parts), "pca"
     sp_now = coll.space(sp.name)
     matrix = coll._store.vector_file(sp_now).matrix(sp_now.rows)
     stamp = {"format": FORMAT, "space": sp.name, "generation": sp_now.generation, "rows": sp_now.rows, "live": sp_now.live,
