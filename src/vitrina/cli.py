@@ -282,7 +282,8 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
 @click.option("--include-self", is_flag=True, help="When querying by an indexed item, keep it in the hits.")
 @click.option("--space", help="Which embedding space to search (default: the first).")
 @click.option("--batch", "batch_file", type=click.File("r"), help="Run one query per line of this file (- for stdin); prints JSON lines.")
-@click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON, with the query, the space and the model fingerprint.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the hits as CSV, each row with the query, the space and the model fingerprint.")
 @click.option("--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann).")
 @click.option("--index", "index_target", help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.")
 @click.option("-k", "--keywords", default="", help="Words ranked by BM25 over title, caption, subjects, notes and context text (OCR); alone, or fused with TERMS/--image.")
@@ -291,7 +292,7 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
 @click.option("--include-hidden", is_flag=True, help="Also show items hidden by `vitrina prune --hide`.")
 def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alpha: float | None, where: tuple[str, ...], min_score: float | None,
            limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool, exact: bool = False, index_target: str | None = None,
-           keywords: str = "", keyword_weight: float | None = None, fusion: str = "weighted", include_hidden: bool = False) -> None:  # fmt: skip
+           keywords: str = "", keyword_weight: float | None = None, fusion: str = "weighted", include_hidden: bool = False, as_csv: bool = False) -> None:  # fmt: skip
     """Search COLLECTION by text TERMS, by --image, by --keywords, or a mix.
 
     \b
@@ -320,8 +321,14 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
                 click.echo(json.dumps({"query": line, "hits": hits.to_list()}, ensure_ascii=False))
             return
         hits = coll.search(list(terms), list(images), where=where, space=space, **common)
-        if as_json:
-            click.echo(json.dumps({"collection": coll.name, "considered": hits.total_considered, "hits": hits.to_list()}, ensure_ascii=False, indent=2))
+        if as_json or as_csv:
+            from .citable import hits_csv, provenance
+
+            about = provenance(coll, space, {"terms": list(terms), "images": list(images), "where": list(where), **common})
+            if as_csv:
+                click.echo(hits_csv(hits, about), nl=False)
+                return
+            click.echo(json.dumps({**about, "considered": hits.total_considered, "hits": hits.to_list()}, ensure_ascii=False, indent=2))
             return
         if not hits:
             _stderr().print("No hits." + (" Try a lower --min-score." if min_score is not None else ""))
@@ -1075,6 +1082,76 @@ def enrich(collection: str, source: str, limit: int | None, as_json: bool, quiet
         sys.exit(75)
     if report.failed:
         sys.exit(3)
+
+# -- explore: duplicates, map ---------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("collection")
+@click.option("--threshold", type=float, default=0.95, show_default=True, help="Cosine at or above which two items are the same image.")
+@click.option("-k", "--k", "k", type=int, default=10, show_default=True, help="Neighbours looked at per item.")
+@click.option("--space", help="Embedding space (default: the first).")
+@click.option("--exact", is_flag=True, help="Ignore the approximate index (slower on large collections).")
+@click.option("--no-tag", is_flag=True, help="Do not store the groups as the duplicate_of tag.")
+@click.option("--json", "as_json", is_flag=True, help="Groups with members, scores, pairs, the model fingerprint and the parameters.")
+@click.option("--csv", "as_csv", is_flag=True, help="One row per member: group, item, best match, score, parameters.")
+@click.option("-q", "--quiet", is_flag=True)
+def duplicates(collection: str, threshold: float, k: int, space: str | None, exact: bool, no_tag: bool, as_json: bool, as_csv: bool, quiet: bool) -> None:
+    """Find groups of near-identical images (the same scan twice, rescaled, recompressed, cropped).
+
+    \b
+    vitrina duplicates maps --threshold 0.95 --csv > duplicates.csv
+    vitrina search maps --where duplicate_of=ITEM_ID "..."    # the groups are stored as a tag
+
+    Uses the approximate index when fresh (vitrina index-ann), exact blocks otherwise. A group is a
+    connected component of the pairs at or above the threshold; its weakest pair is reported."""
+    from .collection import open_collection
+    from .duplicates import find_duplicates
+
+    if as_json and as_csv:
+        raise click.UsageError("Choose one of --json and --csv.")
+    err = _stderr()
+    with _errors():
+        coll = open_collection(collection, index="exact" if exact else "auto")
+        with _rows_progress(err, quiet or as_json or as_csv, "neighbours") as progress:
+            result = find_duplicates(coll, space=space, threshold=threshold, k=k, tag=not no_tag, progress=progress)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return
+    if as_csv:
+        click.echo(result.to_csv(), nl=False)
+        return
+    out = _stdout()
+    for g in result.groups:
+        out.print(f"[bold]{_escape(g.id)}[/] ({len(g.members)} items, weakest pair {g.min_score:.3f})")
+        for m in g.members:
+            match, score = g.best[m]
+            out.print(f"  {_escape(m)}  {score:.3f} ~ {_escape(match)}")
+    err.print(f"{len(result.groups)} groups, {sum(len(g.members) for g in result.groups)} items, of {result.items} scanned "
+              f"in {result.seconds:.1f} s ({result.index} index, threshold {threshold}, k {k}).")
+
+
+@cli.command("map", context_settings=CONTEXT)
+@click.argument("collection")
+@click.option("--space", help="Embedding space (default: the first).")
+@click.option("--method", type=click.Choice(["auto", "pca", "umap"]), default="auto", show_default=True,
+              help="umap needs pip install 'vitrina[map]'; auto = umap when installed, else pca.")
+@click.option("--json", "as_json", is_flag=True)
+def map_cmd(collection: str, space: str | None, method: str, as_json: bool) -> None:
+    """Compute the 2-D map of a space for the page's Map view (stored beside the vectors).
+
+    \b
+    vitrina map maps && vitrina serve maps     # the page gains a "Map" view"""
+    from .collection import open_collection
+    from .layout import build_map, map_path
+
+    with _errors():
+        coll = open_collection(collection)
+        stamp = build_map(coll, space, method=method)
+    if as_json:
+        click.echo(json.dumps(stamp, indent=2))
+        return
+    _stderr().print(f"Mapped {stamp['points']} items of space {stamp['space']!r} by {stamp['method']} in {stamp['seconds']:.1f} s → {map_path(coll, stamp['space'])}")
 
 
 def main() -> None:

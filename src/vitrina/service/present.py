@@ -50,6 +50,7 @@ class HitOut(BaseModel):
     item: str = Field(description="URL of the item's JSON record")
     metadata: dict[str, Any]
     snippet: list[SnippetPart] | None = Field(None, description="keyword searches: the best-matching passage of the item's text, in parts")
+    iiif: dict[str, Any] | None = Field(None, description="manifest, canvas and region (xywh, or null) when the item is a canvas of a IIIF manifest")
 
 
 class SearchOut(BaseModel):
@@ -105,11 +106,13 @@ def media_urls(item_id: str, image: str) -> tuple[str, str]:
 
 
 def hits_out(collection: str, hits: Hits, params: SearchParams) -> SearchOut:
+    from ..iiif_out import target_of
+
     out = []
     for hit in hits:
         thumb, preview = media_urls(hit.id, hit.image)
         out.append(HitOut(rank=hit.rank, id=hit.id, score=round(hit.score, 6), title=str(hit.metadata.get("title") or hit.id),
-                          thumbnail=thumb, preview=preview, item=item_url(hit.id), metadata=hit.metadata,
+                          thumbnail=thumb, preview=preview, item=item_url(hit.id), metadata=hit.metadata, iiif=target_of(hit.metadata, hit.image),
                           snippet=[SnippetPart(text=t, match=m) for t, m in hit.snippet] or None))  # fmt: skip
     return SearchOut(collection=collection, considered=hits.total_considered, offset=params.offset, limit=params.limit, upload=params.upload, hits=out)
 

@@ -111,8 +111,14 @@ def _item_page(request: Request, item_id: str, back: str) -> HTMLResponse:
     metadata = item.metadata
     _, preview = media_urls(item_id, item.image)
     back = back if back.startswith("/?") or back == "/" else "/"  # never an open redirect
+    from ..duplicates import duplicates_of
+    from ..iiif_out import target_of, viewer_url
+
+    target = target_of(metadata, item.image)
     return templates.TemplateResponse(request, "item.html", {"collection": service.name, "id": item_id, "metadata": metadata, "context": item.context,
-                                                              "preview": preview, "back": back, "similar": "/?" + urlencode([("like", item_id)])})  # fmt: skip
+                                                              "preview": preview, "back": back, "similar": "/?" + urlencode([("like", item_id)]),
+                                                              "duplicates": duplicates_of(service.collection(), item_id),
+                                                              "iiif": target, "viewer": viewer_url(target) if target else None})  # fmt: skip
 
 
 @router.get("/item", response_class=HTMLResponse)

@@ -1,0 +1,114 @@
+"""Exploring the whole collection: the map (data and page), an item's duplicates, IIIF out.
+
+Kept apart from ``api`` and ``web`` so that the search page and these views change independently.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from ..errors import QueryError
+from .api import MAX_ID, service_of
+from .core import SearchParams
+from .errors import ServiceError
+from .present import errors, templates
+
+router = APIRouter()
+MAX_MANIFEST_HITS = 100
+
+
+@router.get("/api/map", response_class=Response, responses={**errors(404, 409), 200: {"content": {"application/octet-stream": {}}}}, tags=["explore"])
+def map_data_route(request: Request, space: Annotated[str | None, Query(max_length=100)] = None) -> Response:
+    """The 2-D map of a space (built by `vitrina map`): a 4096-byte header (magic line, then the
+    JSON stamp), then uint16 x,y per point, then the item ids, newline-separated."""
+    coll = service_of(request).collection()
+    try:
+        data, stamp = _load_map(coll, space)
+    except QueryError as e:
+        code = 409 if "stale" in str(e) else 404
+        raise ServiceError(code, "map_stale" if code == 409 else "no_map", str(e)) from None
+    etag = f'"{stamp["checksum"]}-{int(stamp["built_at"])}"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(data, media_type="application/octet-stream", headers={"ETag": etag, "Cache-Control": "no-cache"})
+
+
+@router.get("/api/map/colours", responses=errors(404, 409, 422), tags=["explore"])
+def map_colours_route(request: Request, key: Annotated[str, Query(min_length=1, max_length=200)], space: Annotated[str | None, Query(max_length=100)] = None) -> dict[str, Any]:
+    """Each map point's value of a metadata key or tag, as a code into the 10 most common values
+    (10 = another value, -1 = none), in the order of the map's ids."""
+    from ..layout import map_colours, read_map
+
+    coll = service_of(request).collection()
+    try:
+        _load_map(coll, space)
+    except QueryError as e:
+        raise ServiceError(409 if "stale" in str(e) else 404, "no_map", str(e)) from None
+    from ..layout import map_path
+
+    # One pass over every item per key: cached per map file and collection version (a few keys).
+    path = map_path(coll, coll.space(space).name)
+    st = path.stat()
+    cache_key = (str(path), st.st_mtime_ns, id(coll._store), coll._store.data_version(), key)  # data_version is per connection
+    if cache_key not in _COLOURS:
+        while len(_COLOURS) >= 8:
+            _COLOURS.pop(next(iter(_COLOURS)))
+        _COLOURS[cache_key] = map_colours(coll, key, read_map(path).ids)
+    return _COLOURS[cache_key]
+
+
+_COLOURS: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def _load_map(coll: Any, space: str | None) -> tuple[bytes, dict[str, Any]]:
+    from ..layout import load_map
+
+    return load_map(coll, space)
+
+
+@router.get("/api/duplicates", responses=errors(404, 422), tags=["explore"])
+def duplicates_route(request: Request, id: Annotated[str, Query(min_length=1, max_length=MAX_ID)]) -> dict[str, Any]:  # noqa: A002
+    """The other members of the item's near-duplicate group (from the last `vitrina duplicates`)."""
+    from ..duplicates import TAG, duplicates_of
+
+    coll = service_of(request).collection()
+    if id not in coll:
+        raise ServiceError(404, "item_not_found", f"No item {id!r} in this collection.")
+    group = coll.item(id).tags.get(TAG)
+    return {"id": id, "group": group["value"] if group else None, "duplicates": duplicates_of(coll, id)}
+
+
+@router.get("/api/iiif/search", responses=errors(400, 404, 422, 503), tags=["iiif"])
+def iiif_search_route(
+    request: Request,
+    q: Annotated[str, Query(min_length=1, max_length=1000, description="What the images show")],
+    manifest: Annotated[str, Query(min_length=8, max_length=2000, description="Search within the canvases of this manifest")],
+    limit: Annotated[int, Query(ge=1, le=MAX_MANIFEST_HITS)] = 20,
+) -> Response:
+    """Hits within one IIIF manifest as a Content Search 2.0-style AnnotationPage: one
+    `highlighting` annotation per hit, targeting `canvas#xywh=…` `partOf` the manifest."""
+    from ..iiif_out import annotation_page, target_of
+
+    if not manifest.lower().startswith(("http://", "https://")):
+        raise ServiceError(422, "invalid_parameter", "manifest must be the http(s) URL of a IIIF manifest in this collection.")
+    service = service_of(request)
+    hits = service.search(SearchParams(q=[q], where=[f"manifest={manifest}"], limit=limit))
+    page_id = str(request.url.replace(query=urlencode({"q": q, "manifest": manifest, "limit": limit})))
+    found: list[dict[str, Any]] = [{"id": h.id, "score": h.score, "title": str(h.metadata.get("title") or h.id), "target": target_of(h.metadata, h.image)} for h in hits]
+    # Filters match case-insensitively; a IIIF client needs this manifest's canvases only.
+    found = [h for h in found if h["target"] and h["target"]["manifest"] == manifest]
+    import json
+
+    return Response(json.dumps(annotation_page(page_id, found)), media_type='application/ld+json;profile="http://iiif.io/api/search/2/context.json"')
+
+
+@router.get("/map", response_class=HTMLResponse, include_in_schema=False)
+def map_page_route(request: Request) -> HTMLResponse:
+    service = service_of(request)
+    q = request.query_params.get("q", "")[:1000]
+    keys = [k for k, entry in service.collection().facets().items() if "values" in entry]  # few distinct values: colourable
+    return templates.TemplateResponse(request, "map.html", {"collection": service.name, "q": q, "colour": request.query_params.get("colour", "")[:200], "keys": keys})
