@@ -53,6 +53,24 @@ def cli() -> None:
     is a name there, or a path."""
 
 
+def _index_on_ray(coll: Any, src: str | None, address: str, *, max_decode_mb: int | None, quiet: bool, as_json: bool, **options: Any) -> None:
+    """`index --ray`: ingest here (the single writer), embed on the cluster, merge shards here."""
+    try:
+        from .ray_runner import index_on_ray
+    except ImportError as e:
+        raise click.UsageError(f"--ray needs Ray: pip install 'vitrina[ray]' ({e})") from e
+    if src is not None:
+        coll.ingest(src, limit=options.pop("limit"))
+    options.pop("limit", None)
+    err = _stderr()
+    with _progress(err, quiet) as (_, on_embed):
+        report = index_on_ray(coll, address=address, progress=on_embed, max_decode_bytes=max_decode_mb << 20 if max_decode_mb else None, **options)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        err.print(f"{report.embedded} embedded, {report.failed} failed on {report.actors} Ray workers in {report.seconds:.1f} s ({report.parts} shards)")
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("source")
 @click.option("-c", "--collection", help="Collection name or path (default: the folder's name).")
@@ -68,11 +86,15 @@ def cli() -> None:
 @click.option("--max-pixels", type=click.IntRange(1), help="Refuse images with more pixels than this (default 200M; 1G for JPEG).")
 @click.option("--max-decode-mb", type=click.IntRange(1), help="Refuse images whose decoding needs more memory than this (default 512, or $VITRINA_MAX_DECODE_MB).")
 @click.option("--limit", type=click.IntRange(1), help="Take at most this many items from a remote SOURCE (loc.gov, IIIF).")
+@click.option("--ray", "ray_address", metavar="auto|local|ADDRESS", help="Embed on a Ray cluster (the `ray` extra): auto = the running one, local = start one here. See docs/distributed.md.")
+@click.option("--workers-per-gpu", default=1, show_default=True, type=click.IntRange(1, 64), help="With --ray: embedder actors per GPU.")
+@click.option("--shard-dir", type=click.Path(file_okay=False), help="With --ray: where workers write shards; a folder every node can reach (default: the collection's shards/).")
+@click.option("--part-size", default=256, show_default=True, type=click.IntRange(1, 100_000), help="With --ray: items per shard.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def index(source: str, collection: str | None, model: str | None, space: str | None, batch_size: int, workers: int, device: str | None,
           threads: int | None, retry_failed: bool, reembed: bool, compact: bool, max_pixels: int | None, max_decode_mb: int | None, limit: int | None,
-          as_json: bool, quiet: bool) -> None:  # fmt: skip
+          ray_address: str | None, workers_per_gpu: int, shard_dir: str | None, part_size: int, as_json: bool, quiet: bool) -> None:  # fmt: skip
     """Index SOURCE (a folder, urls:, iiif:, locgov: or alto:) into a collection, or bring an existing COLLECTION up to date.
 
     \b
@@ -108,6 +130,10 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
                     raise click.BadParameter(f"{source!r} is neither a folder nor an existing collection.", param_hint="SOURCE")
         coll = open_collection(collection, create=True)
         err = _stderr()
+        if ray_address:
+            _index_on_ray(coll, src, ray_address, model=model, space=space, device=device, retry_failed=retry_failed, limit=limit, max_pixels=max_pixels,
+                          max_decode_mb=max_decode_mb, workers_per_gpu=workers_per_gpu, shard_dir=shard_dir, part_size=part_size, quiet=quiet, as_json=as_json)  # fmt: skip
+            return
         with _progress(err, quiet) as (on_scan, on_embed):
             report = coll.index(src, model=model, space=space, batch_size=batch_size, workers=workers, device=device, threads=threads,
                                 retry_failed=retry_failed, reembed=reembed, compact=compact, max_pixels=max_pixels, progress=on_embed, on_scan=on_scan, limit=limit,
