@@ -177,3 +177,18 @@ def test_recall_is_measured_on_the_items_own_captions_when_the_model_loads(tmp_p
         other.import_vectors(ids[:300], vectors[:300], fingerprint=ModelFingerprint(spec="hf:test/random", revision="r1", dim=16, preprocessing="none"), space="v")
     report = other.build_ann(caption_queries=50, threads=1)
     assert "captions" not in report.recall and "did not load" in caplog.text
+
+
+def test_a_large_batch_is_scored_in_slices_with_the_same_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vitrina.index.exact as exact
+
+    coll, ids, unit = _collection(tmp_path / "c", 500)
+    index = open_collection(coll.path, index="exact").index_for()
+    queries = unit[:7] + 0.1 * unit[7:14]
+    exclude = [{ids[i]} for i in range(7)]
+    whole = index.search(queries, exclude=exclude, limit=5, offset=1, filters=[])
+    monkeypatch.setattr(exact, "SCORE_BYTES", 4 * 500 * 3)  # 3 queries a slice: slices of 3, 3, 1
+    sliced = index.search(queries, exclude=exclude, limit=5, offset=1)
+    assert [m.ids for m in sliced] == [m.ids for m in whole]
+    assert np.allclose([m.scores for m in sliced], [m.scores for m in whole], atol=1e-6)  # BLAS rounds by batch shape
+    assert all(ids[i] not in m.ids for i, m in enumerate(sliced)) and len(sliced) == 7

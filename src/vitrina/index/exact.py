@@ -17,6 +17,8 @@ from ..filters import Filter
 from ..store import Space, Store
 from . import Matches, top_k
 
+SCORE_BYTES = 256 * 1024 * 1024  # most memory one batch of query scores may take
+
 
 class ExactIndex:
     kind = "exact"
@@ -95,6 +97,18 @@ class ExactIndex:
         elif sp.live < sp.rows:
             allowed = rid_of_row >= 0
         considered = sp.live if allowed is None else int(allowed.sum())
+        # A batch is scored a slice of queries at a time: (queries x rows) float32 scores for 200
+        # queries over 10M rows would be 8 GB.
+        per = max(1, SCORE_BYTES // (4 * max(len(vectors), 1)))
+        out: list[Matches] = []
+        for start in range(0, len(queries), per):
+            part = queries[start : start + per]
+            excluded = list(exclude[start : start + per]) if exclude else []
+            out += self._rank(part, vectors, rid_of_row, allowed, considered, excluded, limit, offset, min_score)
+        return out
+
+    def _rank(self, queries: np.ndarray, vectors: np.ndarray, rid_of_row: np.ndarray, allowed: np.ndarray | None, considered: int,
+              exclude: Sequence[Collection[str]], limit: int, offset: int, min_score: float | None) -> list[Matches]:  # fmt: skip
         if len(queries) == 1:  # a matrix-vector product: the fastest path for one query
             scores = (vectors @ queries[0])[None, :]
         else:
