@@ -15,8 +15,6 @@ plus the ids (about 6 MB for 300k items), drawn on a canvas.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ConfigError, QueryError
-from .files import fsync_dir
+from .files import write_atomic
 
 if TYPE_CHECKING:
     from .collection import Collection
@@ -131,19 +129,7 @@ def _write(path: Path, stamp: dict[str, Any], xy: np.ndarray, ids: list[str]) ->
     header = MAGIC + json.dumps(stamp).encode()
     if len(header) > HEADER_SIZE - 1:
         raise ValueError("map stamp too long")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.ljust(HEADER_SIZE - 1) + b"\n")
-            f.write(np.ascontiguousarray(xy, "<u2").tobytes())
-            f.write("\n".join(ids).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    write_atomic(path, header.ljust(HEADER_SIZE - 1) + b"\n" + np.ascontiguousarray(xy, "<u2").tobytes() + "\n".join(ids).encode())
 
 
 def read_map(path: Path) -> MapData:
