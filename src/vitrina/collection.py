@@ -288,14 +288,7 @@ class Collection:
         Without ``model``, the collection's own model is used (or the default for a new one).
         Dead rows (of re-embedded or removed items) are reclaimed when they pass a quarter of the
         vector file, or always with ``compact``."""
-        spaces = {s.name: s for s in self._store.spaces()}
-        if model is None and space in spaces:
-            model = spaces[space].fingerprint.spec
-        elif model is None and spaces and space is None:
-            first = next(iter(spaces.values()))
-            model, space = first.fingerprint.spec, first.name
-        spec = resolve_model(model)
-        space = space or space_name_for(spec)
+        spec, space = self.model_and_space(model, space)
         ingested = None
         if source is not None:
             ingested = self.ingest(source, limit=limit, fetcher=fetcher, on_page=on_scan)
@@ -307,7 +300,7 @@ class Collection:
                     report.interrupted, report.message = True, ingested.message
                     return report
             embedder = self._embedder if self._embedder is not None and self._embedder.fingerprint.spec == spec else get_embedder(spec, device=device, threads=threads)
-            if reembed and space in spaces:
+            if reembed and space in {s.name for s in store.spaces()}:
                 store.drop_space(space)
             store.ensure_space(space, embedder.fingerprint)
             try:
@@ -320,6 +313,18 @@ class Collection:
         self._store.close_vector_files()
         self._indexes.clear()
         return report
+
+    def model_and_space(self, model: str | None, space: str | None) -> tuple[str, str]:
+        """The model spec and space an indexing run writes: the given ones, else the space's own
+        model, else the collection's first space, else the default model and its space name."""
+        spaces = {s.name: s for s in self._store.spaces()}
+        if model is None and space in spaces:
+            model = spaces[space].fingerprint.spec
+        elif model is None and spaces and space is None:
+            first = next(iter(spaces.values()))
+            model, space = first.fingerprint.spec, first.name
+        spec = resolve_model(model)
+        return spec, space or space_name_for(spec)
 
     def build_ann(self, space: str | None = None, *, structure: str | None = None, codes: str | None = None, rebuild: bool = False,
                   threads: int | None = None, queries: np.ndarray | None = None, caption_queries: int = 0,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .collection import Collection
-from .embedding import Embedder, get_embedder, resolve_model, space_name_for
+from .embedding import Embedder, get_embedder
 from .shards import embed_rows, merge_shards, new_shard_name, write_shard
 
 ProgressCallback = Callable[[int, int], None]
@@ -100,14 +100,7 @@ def index_on_ray(
     from ray.util import ActorPool
 
     started = time.perf_counter()
-    spaces = {s.name: s for s in collection.spaces()}
-    if model is None and space in spaces:
-        model = spaces[space].fingerprint.spec
-    elif model is None and spaces and space is None:
-        first = next(iter(spaces.values()))
-        model, space = first.fingerprint.spec, first.name
-    spec = resolve_model(model)
-    space = space or space_name_for(spec)
+    spec, space = collection.model_and_space(model, space)
     directory = Path(shard_dir) if shard_dir else collection.path / "shards"
     directory.mkdir(parents=True, exist_ok=True)
     report = RayReport(collection=collection.name, space=space, model=spec, address=address)
