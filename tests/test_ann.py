@@ -179,16 +179,21 @@ def test_recall_is_measured_on_the_items_own_captions_when_the_model_loads(tmp_p
     assert "captions" not in report.recall and "did not load" in caplog.text
 
 
-def test_a_large_batch_is_scored_in_slices_with_the_same_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_large_batch_is_scored_in_blocks_of_rows_with_the_same_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import vitrina.index.exact as exact
+    from vitrina.filters import parse_filters
 
     coll, ids, unit = _collection(tmp_path / "c", 500)
     index = open_collection(coll.path, index="exact").index_for()
     queries = unit[:7] + 0.1 * unit[7:14]
     exclude = [{ids[i]} for i in range(7)]
-    whole = index.search(queries, exclude=exclude, limit=5, offset=1, filters=[])
-    monkeypatch.setattr(exact, "SCORE_BYTES", 4 * 500 * 3)  # 3 queries a slice: slices of 3, 3, 1
-    sliced = index.search(queries, exclude=exclude, limit=5, offset=1)
-    assert [m.ids for m in sliced] == [m.ids for m in whole]
-    assert np.allclose([m.scores for m in sliced], [m.scores for m in whole], atol=1e-6)  # BLAS rounds by batch shape
-    assert all(ids[i] not in m.ids for i, m in enumerate(sliced)) and len(sliced) == 7
+    odd = list(parse_filters(["n>=101"]))
+    whole = [index.search(queries, exclude=exclude, limit=5, offset=1), index.search(queries[:1], limit=8, filters=odd)]
+    # 7 queries x 60 rows of scores a block: 9 blocks, the best so far kept across them (one pass over the vectors)
+    monkeypatch.setattr(exact, "SCORE_BYTES", 4 * 7 * 60)
+    blocked = [index.search(queries, exclude=exclude, limit=5, offset=1), index.search(queries[:1], limit=8, filters=odd)]
+    for a, b in zip(blocked, whole, strict=True):
+        assert [m.ids for m in a] == [m.ids for m in b]
+        assert np.allclose([m.scores for m in a], [m.scores for m in b], atol=1e-6)  # BLAS rounds by batch shape
+    assert all(ids[i] not in m.ids for i, m in enumerate(blocked[0])) and len(blocked[0]) == 7
+    assert all(int(i[3:]) >= 101 for i in blocked[1][0].ids) and len(blocked[1][0].ids) == 8

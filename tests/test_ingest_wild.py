@@ -299,6 +299,19 @@ def test_url_list_rows_that_are_not_images_are_flagged(server: HeritageServer, t
         read_image(f"{s.url}/login.jpg", fetcher=fetcher(tmp_path))
 
 
+def test_a_plain_list_of_urls_is_read_and_a_csv_without_a_url_column_is_refused(tmp_path: Path) -> None:
+    plain = tmp_path / "urls.txt"
+    plain.write_text("https://example.org/a.jpg\n\nhttps://example.org/b.jpg\nhttps://example.org/c.mp4\n")  # no header
+    report = open_collection("plain", create=True).ingest(f"urls:{plain}")
+    assert (report.found, report.skipped) == (2, {"video": 1}), report.to_dict()
+    wrong = tmp_path / "list.csv"
+    wrong.write_text("identifier,link\n1,https://example.org/a.jpg\n")
+    from vitrina.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"list\.csv has no URL column \(its columns: identifier, link\).*url, file_url"):
+        open_collection("wrong", create=True).ingest(f"urls:{wrong}")
+
+
 # -- The National Library of Norway's flow ----------------------------------------------------------
 
 

@@ -76,8 +76,10 @@ def _index_on_ray(coll: Any, src: str | None, address: str, *, max_decode_mb: in
 @click.option("-c", "--collection", help="Collection name or path (default: the folder's name).")
 @click.option("-m", "--model", help="Embedding model: hf:ORG/NAME, hf:/local/dir or mini. Default: the collection's model, else hf:openai/clip-vit-base-patch32 (downloaded on first use).")
 @click.option("--space", help="Name of the embedding space (default: from the model name). Several models can live side by side.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Threads decoding images.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), help="Images per model call (default: 32 on a CPU, 256 on a GPU).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Images decoded at once (default: 2 on a CPU; with a GPU, one per core but one).")
+@click.option("--decode", type=click.Choice(["auto", "threads", "processes"]), default="auto", show_default=True,
+              help="Decode in threads or in processes (which keep Pillow off the model's GIL); auto: processes when a GPU runs the model.")
 @click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available).")
 @click.option("--threads", type=click.IntRange(1, 256), help="PyTorch CPU threads.")
 @click.option("--retry-failed", is_flag=True, help="Try again the images that failed before.")
@@ -92,7 +94,7 @@ def _index_on_ray(coll: Any, src: str | None, address: str, *, max_decode_mb: in
 @click.option("--part-size", default=256, show_default=True, type=click.IntRange(1, 100_000), help="With --ray: items per shard.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def index(source: str, collection: str | None, model: str | None, space: str | None, batch_size: int, workers: int, device: str | None,
+def index(source: str, collection: str | None, model: str | None, space: str | None, batch_size: int | None, workers: int | None, decode: str, device: str | None,
           threads: int | None, retry_failed: bool, reembed: bool, compact: bool, max_pixels: int | None, max_decode_mb: int | None, limit: int | None,
           ray_address: str | None, workers_per_gpu: int, shard_dir: str | None, part_size: int, as_json: bool, quiet: bool) -> None:  # fmt: skip
     """Index SOURCE (a folder, urls:, iiif:, locgov: or alto:) into a collection, or bring an existing COLLECTION up to date.
@@ -135,7 +137,7 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
                           max_decode_mb=max_decode_mb, workers_per_gpu=workers_per_gpu, shard_dir=shard_dir, part_size=part_size, quiet=quiet, as_json=as_json)  # fmt: skip
             return
         with _progress(err, quiet) as (on_scan, on_embed):
-            report = coll.index(src, model=model, space=space, batch_size=batch_size, workers=workers, device=device, threads=threads,
+            report = coll.index(src, model=model, space=space, batch_size=batch_size, workers=workers, decode=decode, device=device, threads=threads,
                                 retry_failed=retry_failed, reembed=reembed, compact=compact, max_pixels=max_pixels, progress=on_embed, on_scan=on_scan, limit=limit,
                                 max_decode_bytes=max_decode_mb << 20 if max_decode_mb else None)  # fmt: skip
         if as_json:
@@ -223,6 +225,11 @@ def _print_report(console: Any, report: Any, target: str) -> None:
         f"{d['embedded']} embedded{rate}, {d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['moved']} moved, {d['unchanged']} unchanged, "
         f"{d['removed']} removed, {d['failed']} failed in {d['seconds']:.1f} s"
     )
+    settings, timings = d.get("settings") or {}, d.get("timings") or {}
+    if d["embedded"] and settings:  # where the time went, to tune --workers / --decode / --batch-size
+        crashed = f", {d['decoder_crashes']} decoding processes died and were restarted" if d.get("decoder_crashes") else ""
+        console.print(f"[dim]{settings['device']}, batches of {settings['batch_size']}, {settings['workers']} decoding {settings['decode']}: "
+                      f"decode {timings.get('decode', 0):.1f} s (all workers), model {timings.get('model', 0):.1f} s, write {timings.get('write', 0):.1f} s{crashed}[/]")  # fmt: skip
     if d["failed"]:
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(d["failed_by_reason"].items()))
         console.print(f"[yellow]Failed by reason[/]: {reasons}")

@@ -268,8 +268,9 @@ class Collection:
         *,
         model: str | None = None,
         space: str | None = None,
-        batch_size: int = 32,
-        workers: int = 2,
+        batch_size: int | None = None,
+        workers: int | None = None,
+        decode: str = "auto",
         device: str | None = None,
         threads: int | None = None,
         retry_failed: bool = False,
@@ -286,6 +287,8 @@ class Collection:
         see ``vitrina.sources``) and embed every item that lacks a current vector.
 
         Without ``model``, the collection's own model is used (or the default for a new one).
+        ``batch_size``, ``workers`` (decoders) and ``decode`` ("threads", "processes" or "auto")
+        default to what suits ``device``; see ``vitrina.reader``.
         Dead rows (of re-embedded or removed items) are reclaimed when they pass a quarter of the
         vector file, or always with ``compact``."""
         spec, space = self.model_and_space(model, space)
@@ -304,7 +307,7 @@ class Collection:
                 store.drop_space(space)
             store.ensure_space(space, embedder.fingerprint)
             try:
-                embed_pending(store, embedder, space, report, batch_size=batch_size, workers=workers, retry_failed=retry_failed,
+                embed_pending(store, embedder, space, report, batch_size=batch_size, workers=workers, decode=decode, retry_failed=retry_failed,
                               max_pixels=max_pixels, max_decode_bytes=max_decode_bytes, progress=progress, fetcher=http)  # fmt: skip
             except KeyboardInterrupt:
                 report.interrupted = True

@@ -88,6 +88,9 @@ class SourceError(VitrinaError):
         super().__init__(message)
         self.reason = reason
 
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.reason, str(self)))
+
 
 class Blocked(VitrinaError):
     """A host answered 429 and must not be asked again for ``retry_after`` seconds."""
@@ -103,3 +106,6 @@ class ImageError(VitrinaError):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+    def __reduce__(self) -> tuple:  # crosses back from decoding processes intact
+        return (type(self), (self.reason, str(self)))

@@ -37,6 +37,7 @@ REASONS = {
     "decode_timeout": "decoding took longer than the time budget (junk data in the file)",
     "bad_dimensions": "zero size or an extreme aspect ratio",
     "embed_error": "the model failed on this image",
+    "decoder_crashed": "a decoding process died while this image was in flight (out of memory?): retried by the next run",
     "fetch_failed": "the image could not be downloaded (server error, timeout): retry later",
     "url_rejected": "the URL is not an http(s) URL of a public host",
     "forbidden": "the server refuses access (401, 403, 451): often restricted material",
@@ -491,7 +492,36 @@ class _Gate:
             self._cond.notify_all()
 
 
-_GATE = _Gate()
+class _SharedGate(_Gate):
+    """``_Gate`` across decoding processes (``indexer`` with ``decode="processes"``): the bytes in
+    use live in shared memory, so N processes hold ``MAX_DECODE_BYTES`` together, not N times it."""
+
+    def __init__(self, in_use: Any, cond: Any) -> None:
+        self._shared, self._cond = in_use, cond
+        self.high_water = 0
+
+    @property  # type: ignore[override]
+    def in_use(self) -> int:
+        return int(self._shared.value)
+
+    @in_use.setter
+    def in_use(self, value: int) -> None:
+        self._shared.value = value
+
+
+def shared_decode_budget(context: Any) -> tuple[Any, Any]:
+    """The shared state for ``use_shared_decode_budget``, made in the parent from ``context``
+    (a multiprocessing context) and handed to each decoding process when it starts."""
+    return context.Value("q", 0, lock=False), context.Condition()
+
+
+def use_shared_decode_budget(in_use: Any, cond: Any) -> None:
+    """In a decoding process: count decoded bytes against the budget shared by all of them."""
+    global _GATE
+    _GATE = _SharedGate(in_use, cond)
+
+
+_GATE: _Gate = _Gate()
 _held = threading.local()
 
 
@@ -591,6 +621,13 @@ def _local_path(ref: str) -> str:
 
 
 def _read_remote(url: str, fetcher: object, min_side: int | None, limits: dict[str, Any]) -> Image.Image:
+    return decode_fetched(*fetch_image(url, fetcher, min_side), min_side=min_side, **limits)
+
+
+def fetch_image(url: str, fetcher: object, min_side: int | None) -> tuple[bytes, str, tuple[int, int, int, int] | None]:
+    """The network half of reading a remote image: (bytes, the URL they came from, a crop box to
+    apply after decoding or None). A IIIF Image API URL is asked for at the size the model needs,
+    within the server's info.json limits. ``decode_fetched`` is the other half (any process)."""
     from .iiif import ImageService, not_image_kind, split_image_url
 
     other = not_image_kind(url)
@@ -610,9 +647,13 @@ def _read_remote(url: str, fetcher: object, min_side: int | None, limits: dict[s
             url = f"{base}/{region}/!{2 * (min_side or 1024)},{2 * (min_side or 1024)}/0/default.jpg"
         except (KeyError, TypeError, ValueError):
             url = f"{base}/{region}/!{2 * (min_side or 1024)},{2 * (min_side or 1024)}/0/default.jpg"
-    data = fetcher.get_bytes(url)  # type: ignore[attr-defined]
+    return fetcher.get_bytes(url), url, crop  # type: ignore[attr-defined]
+
+
+def decode_fetched(data: bytes, url: str, crop: tuple[int, int, int, int] | None, *, min_side: int | None = None,
+                   max_pixels: int | None = None, max_decode_bytes: int | None = None) -> Image.Image:  # fmt: skip
     try:
-        image = load_image(data, min_side=min_side, **limits)
+        image = load_image(data, min_side=min_side, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
     except ImageError as e:  # the details name the URL, not "<18 bytes>"
         raise ImageError(e.reason, f"{url}: {str(e).removeprefix(f'<{len(data)} bytes>: ')}") from None
     return image.crop(crop) if crop else image

@@ -1,10 +1,11 @@
 """Indexing: bring a collection's vectors up to date with its items.
 
-Decoding and preprocessing run in a small thread pool (Pillow and numpy release the GIL), the
-model runs on the calling thread, and each batch is committed on its own, so an interrupted run
-loses at most the batch in flight and the next run carries on from there. An image that cannot
-be used is recorded with its reason and skipped; a batch the model fails on is split until the
-culprit is found.
+Three stages overlap: the reader (``vitrina.reader``: fetching in threads, decoding in threads or
+processes) keeps about two batches ahead of the model; the model runs on its own thread; the
+calling thread commits each batch to the store while the model works on the next. Each batch is
+committed on its own, so an interrupted run loses at most the batches in flight and the next run
+carries on from there. An image that cannot be used is recorded with its reason and skipped; a
+batch the model fails on is split until the culprit is found.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .embedding import Embedder
-from .errors import ImageError
-from .http import Blocked
-from .images import hold_decoded, read_image
+from .embedding import Embedder, PreparedEmbedder
+from .reader import Reader, choose_decode, default_batch_size, default_workers
 from .store import Store
 
 ProgressCallback = Callable[[int, int], None]  # (items processed, items to process)
@@ -40,6 +39,8 @@ class IndexReport:
     timings: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "model": 0.0, "write": 0.0})
     interrupted: bool = False
     message: str = ""  # why the run stopped early, if it did
+    settings: dict[str, Any] = field(default_factory=dict)  # device, batch_size, workers, decode as chosen
+    decoder_crashes: int = 0  # decoding processes that died (and were restarted)
 
     def count(self, key: str) -> int:
         """new / changed / updated / moved / unchanged / removed items of the ingested source (0 without one)."""
@@ -53,6 +54,7 @@ class IndexReport:
             "failures": [{"id": i, "reason": r, "detail": d} for i, r, d in self.failures],
             "seconds": round(self.seconds, 3), "images_per_second": round(self.embedded / self.seconds, 2) if self.seconds else None,
             "timings": {k: round(v, 3) for k, v in self.timings.items()}, "interrupted": self.interrupted, "message": self.message,
+            "settings": self.settings, "decoder_crashes": self.decoder_crashes,
         }  # fmt: skip
 
 
@@ -62,8 +64,9 @@ def embed_pending(
     space: str,
     report: IndexReport,
     *,
-    batch_size: int = 32,
-    workers: int = 2,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    decode: str = "auto",
     retry_failed: bool = False,
     max_pixels: int | None = None,
     max_decode_bytes: int | None = None,
@@ -71,33 +74,51 @@ def embed_pending(
     fetcher: Any = None,
 ) -> IndexReport:
     """Embed every item of ``store`` that has no current vector in ``space``. Remote images go
-    through ``fetcher``; if a host bans us (429 from loc.gov), the run stops cleanly, resumable."""
+    through ``fetcher``; if a host bans us (429 from loc.gov), the run stops cleanly, resumable.
+    ``batch_size`` / ``workers`` default to what suits the embedder's device; ``decode`` is
+    "threads", "processes" or "auto" (see ``vitrina.reader``)."""
     todo = store.pending(space, retry_failed=retry_failed)
     total = len(todo)
+    batch_size = batch_size or default_batch_size(embedder)
+    workers = workers or default_workers(embedder)
+    mode = choose_decode(decode, embedder, total, workers, batch_size)
+    report.settings = {"device": str(getattr(embedder, "device", "cpu")), "batch_size": batch_size, "workers": workers, "decode": mode}
     done = 0
     if progress:
         progress(0, total)
     started = time.perf_counter()
+    embed = _embed_prepared if isinstance(embedder, PreparedEmbedder) else _embed_robustly
 
-    def prepare(row: Any) -> tuple[np.ndarray | None, tuple[str, str] | None, float]:
+    def model_step(items: list[tuple[str, str]], pixels: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[str, str, str]], float]:
         t0 = time.perf_counter()
-        try:
-            # The image's memory stays reserved until it is preprocessed, so concurrent decodes
-            # in the pool stay within images.MAX_DECODE_BYTES together.
-            with hold_decoded():
-                image = read_image(row["image"], fetcher=fetcher, min_side=embedder.min_side, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
-                pixels = embedder.preprocess(image)
-                del image
-            return pixels, None, time.perf_counter() - t0
-        except Blocked as e:
-            return None, ("blocked", str(e)), time.perf_counter() - t0
-        except ImageError as e:
-            return None, (e.reason, str(e)), time.perf_counter() - t0
-        except Exception as e:  # a decoder bug must cost one item, not the run
-            return None, ("unreadable_image", f"{row['image']}: {type(e).__name__}: {e}"), time.perf_counter() - t0
+        vectors, failures = embed(embedder, items, pixels)
+        return vectors, failures, time.perf_counter() - t0
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="vitrina-decode") as pool:
-        for batch in _prefetched(pool, prepare, todo, batch_size):
+    def commit(items: list[tuple[str, str]], failures: list[tuple[str, str, str]], future: Future[Any], size: int) -> None:
+        nonlocal done
+        vectors, embed_failures, seconds = future.result()
+        report.timings["model"] += seconds
+        failures = failures + embed_failures
+        failed_ids = {f[0] for f in embed_failures}
+        kept = [it for it in items if it[0] not in failed_ids]
+        t0 = time.perf_counter()
+        store.add_vectors(space, kept, vectors, failures)
+        report.timings["write"] += time.perf_counter() - t0
+        report.embedded += len(kept)
+        for item_id, reason, detail in failures:
+            report.failed[reason] += 1
+            if len(report.failures) < 100:
+                report.failures.append((item_id, reason, detail))
+        done += size
+        report.seconds = time.perf_counter() - started
+        if progress:
+            progress(done, total)
+
+    limits = {"max_pixels": max_pixels, "max_decode_bytes": max_decode_bytes}
+    with Reader(embedder, mode=mode, workers=workers, fetcher=fetcher, **limits) as reader, \
+         ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrina-model") as model:  # fmt: skip
+        in_flight: tuple[Any, ...] | None = None  # the batch the model is embedding while the last one is committed
+        for batch in _prefetched(reader.pool, reader.read, todo, batch_size):
             ok_items: list[tuple[str, str]] = []
             ok_pixels: list[np.ndarray] = []
             failures: list[tuple[str, str, str]] = []
@@ -111,28 +132,16 @@ def embed_pending(
                 else:
                     ok_items.append((row["id"], row["fingerprint"]))
                     ok_pixels.append(pixels)  # type: ignore[arg-type]
-            t0 = time.perf_counter()
-            vectors, embed_failures = _embed_robustly(embedder, ok_items, ok_pixels)
-            report.timings["model"] += time.perf_counter() - t0
-            failures += embed_failures
-            failed_ids = {f[0] for f in embed_failures}
-            kept = [it for it in ok_items if it[0] not in failed_ids]
-            t0 = time.perf_counter()
-            store.add_vectors(space, kept, vectors, failures)
-            report.timings["write"] += time.perf_counter() - t0
-            report.embedded += len(kept)
-            for item_id, reason, detail in failures:
-                report.failed[reason] += 1
-                if len(report.failures) < 100:
-                    report.failures.append((item_id, reason, detail))
-            done += len(batch)
-            report.seconds = time.perf_counter() - started
-            if progress:
-                progress(done, total)
+            future = model.submit(model_step, ok_items, ok_pixels)
+            if in_flight:
+                commit(*in_flight)
+            in_flight = (ok_items, failures, future, len(batch))
             if blocked:
                 report.interrupted, report.message = True, blocked
-                pool.shutdown(wait=True, cancel_futures=True)
                 break
+        if in_flight:
+            commit(*in_flight)
+    report.decoder_crashes = reader.crashes
     report.seconds = time.perf_counter() - started
     return report
 
@@ -150,13 +159,19 @@ def _prefetched(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], rows: Sequen
         yield [(row, future.result()) for row, future in batch]
 
 
-def _embed_robustly(embedder: Embedder, items: list[tuple[str, str]], pixels: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
-    """Embed a batch; if the model fails, bisect to find and drop the items it fails on."""
+def _embed_prepared(embedder: Embedder, items: list[tuple[str, str]], pixels: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
+    return _embed_robustly(embedder, items, pixels, prepared=True)
+
+
+def _embed_robustly(embedder: Embedder, items: list[tuple[str, str]], pixels: list[np.ndarray], *, prepared: bool = False) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
+    """Embed a batch (float32 model input, or uint8 pixels when ``prepared``); if the model
+    fails, bisect to find and drop the items it fails on."""
     dim = embedder.fingerprint.dim
     if not items:
         return np.zeros((0, dim), np.float32), []
     try:
-        vectors = embedder.embed_pixels(np.stack(pixels))
+        batch = np.stack(pixels)
+        vectors = embedder.embed_prepared(batch) if prepared else embedder.embed_pixels(batch)  # type: ignore[attr-defined]
         if not np.isfinite(vectors).all():
             raise ValueError("the model produced NaN or infinite values")
         return vectors, []
@@ -164,6 +179,6 @@ def _embed_robustly(embedder: Embedder, items: list[tuple[str, str]], pixels: li
         if len(items) == 1:
             return np.zeros((0, dim), np.float32), [(items[0][0], "embed_error", f"{type(e).__name__}: {e}")]
     mid = len(items) // 2
-    left, lf = _embed_robustly(embedder, items[:mid], pixels[:mid])
-    right, rf = _embed_robustly(embedder, items[mid:], pixels[mid:])
+    left, lf = _embed_robustly(embedder, items[:mid], pixels[:mid], prepared=prepared)
+    right, rf = _embed_robustly(embedder, items[mid:], pixels[mid:], prepared=prepared)
     return np.concatenate([left, right]), lf + rf

@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 
 from .collection import Collection
-from .embedding import Embedder, space_name_for
-from .errors import ImageError, QueryError
-from .http import Blocked
-from .images import hold_decoded, read_image
+from .embedding import Embedder, PreparedEmbedder, space_name_for
+from .errors import QueryError
 from .indexer import _embed_robustly
+from .reader import Reader
 from .records import ModelFingerprint
 from .store import _fault_point
 
@@ -189,20 +188,17 @@ def embed_rows(
     pixels: list[np.ndarray] = []
     failures: list[tuple[str, str, str]] = []
     blocked = 0
-    for row in rows:
-        try:
-            with hold_decoded():
-                image = read_image(row["image"], fetcher=fetcher, min_side=embedder.min_side, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
-                pixels.append(embedder.preprocess(image))
-                del image
-            items.append((row["id"], row["fingerprint"]))
-        except Blocked:
-            blocked += 1
-        except ImageError as e:
-            failures.append((row["id"], e.reason, str(e)))
-        except Exception as e:  # a decoder bug must cost one item, not the shard
-            failures.append((row["id"], "unreadable_image", f"{row['image']}: {type(e).__name__}: {e}"))
-    vectors, embed_failures = _embed_robustly(embedder, items, pixels)
+    with Reader(embedder, mode="threads", workers=1, fetcher=fetcher, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes) as reader:
+        for row in rows:
+            prepared, failure, _ = reader.read(row)
+            if failure and failure[0] == "blocked":
+                blocked += 1
+            elif failure:
+                failures.append((row["id"], failure[0], failure[1]))
+            else:
+                items.append((row["id"], row["fingerprint"]))
+                pixels.append(prepared)  # type: ignore[arg-type]
+    vectors, embed_failures = _embed_robustly(embedder, items, pixels, prepared=isinstance(embedder, PreparedEmbedder))
     bad = {f[0] for f in embed_failures}
     return [it for it in items if it[0] not in bad], vectors, failures + embed_failures, blocked
 

@@ -488,8 +488,8 @@ class Store:
 
     def pending(self, space: str, *, retry_failed: bool = False) -> list[sqlite3.Row]:
         """Items with no vector in ``space`` for their current fingerprint, in a stable order."""
-        # Network failures are transient: retried by every run; other failures only when asked.
-        failed = "" if retry_failed else "AND (i.status != 'failed' OR i.reason = 'fetch_failed')"
+        # Network failures and decoder crashes are transient: retried by every run; others only when asked.
+        failed = "" if retry_failed else "AND (i.status != 'failed' OR i.reason IN ('fetch_failed', 'decoder_crashed'))"
         return self.db.execute(
             f"""SELECT i.id, i.image, i.fingerprint FROM items i
                 LEFT JOIN vectors v ON v.item_id = i.id AND v.space = ?
@@ -997,3 +997,15 @@ def _fault_point(name: str) -> None:
         _FAULTS[name] = _FAULTS.get(name, 0) + 1
         if _FAULTS[name] >= int(nth or 1):
             os._exit(137)
+
+
+def _fault_once(name: str) -> None:
+    """Crash-test hook for many processes: VITRINA_FAULT=NAME:/path/arm kills the process that
+    reaches point NAME while the file ``arm`` exists, deleting it first, so exactly one dies."""
+    point, _, arm = os.environ.get("VITRINA_FAULT", "").partition(":")
+    if point == name and arm:
+        try:
+            os.unlink(arm)
+        except FileNotFoundError:
+            return
+        os._exit(137)

@@ -6,8 +6,10 @@ A backend is chosen by a short spec string:
     hf:/path/to/a/saved/model           the same, from a local directory
     mini                                the offline model whose weights ship in registry packages
 
-Every backend implements ``Embedder``; the indexer calls ``preprocess`` in worker threads and
-``embed_pixels`` on the model thread, so decoding never waits for the model or vice versa.
+Every backend implements ``Embedder``. The indexer decodes in worker threads or processes and
+embeds on a model thread, so decoding never waits for the model or vice versa. A backend with a
+picklable ``prep`` (a ``Preprocess``) and ``embed_prepared`` is fed uint8 pixels, normalised on
+its device; any other gets ``preprocess``'s float32 arrays and ``embed_pixels``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from ..records import ModelFingerprint
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from .preprocess import Preprocess
 
 DEFAULT_MODEL = "hf:openai/clip-vit-base-patch32"
 BACKENDS = {"hf": "a transformers checkpoint: hf:ORG/NAME or hf:/local/dir", "mini": "the offline model (pip install 'vitrina[mini]')"}
@@ -41,6 +45,22 @@ class Embedder(Protocol):
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Texts -> (n, dim) float32 unit vectors; ModalityError for image-only models."""
+
+
+@runtime_checkable
+class PreparedEmbedder(Embedder, Protocol):
+    """An embedder that takes uint8 pixels: ``prep.prepare`` (resize, crop) runs where the image
+    is decoded, in any process; normalisation runs on the model's device in ``embed_prepared``."""
+
+    prep: Preprocess
+    device: str
+
+    def embed_prepared(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, H, W, 3) uint8 -> (n, dim) float32 unit vectors."""
+
+
+def device_of(embedder: Embedder) -> str:
+    return str(getattr(embedder, "device", "cpu"))
 
 
 def embed_images(embedder: Embedder, images: list[Image.Image]) -> np.ndarray:

@@ -60,7 +60,7 @@ class HFEmbedder:
         dtype = torch.float16 if self.device == "cuda" else torch.float32
         try:
             self.model = AutoModel.from_pretrained(name, revision=revision, dtype=dtype, local_files_only=offline).to(self.device).eval()
-            self.preprocess = Preprocess.from_processor_config(_processor_config(name, revision, offline))
+            self.prep = self.preprocess = Preprocess.from_processor_config(_processor_config(name, revision, offline))
             self.tokenizer = None
             if self.kind != "vit":
                 from transformers import AutoTokenizer
@@ -85,14 +85,19 @@ class HFEmbedder:
         return int(self.embed_pixels(probe).shape[1])
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, self.dtype)
-            if self.kind == "vit":
-                out = self.model(pixel_values=x).last_hidden_state[:, 0]  # the CLS token
-            else:
-                out = _features(self.model.get_image_features(pixel_values=x))
-            return normalise_rows(out.float().cpu().numpy())
+        with self._torch.inference_mode():
+            return self._embed(self._torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, self.dtype))
+
+    def embed_prepared(self, pixels: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self._embed(self.prep.normalise_on(self._torch, pixels, self.device, self.dtype))
+
+    def _embed(self, x: Any) -> np.ndarray:
+        if self.kind == "vit":
+            out = self.model(pixel_values=x).last_hidden_state[:, 0]  # the CLS token
+        else:
+            out = _features(self.model.get_image_features(pixel_values=x))
+        return normalise_rows(out.float().cpu().numpy())
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         if self.tokenizer is None:

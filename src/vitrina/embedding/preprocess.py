@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -78,6 +79,13 @@ class Preprocess:
         return f"resize {how} {_RESAMPLE_NAMES.get(self.resample, self.resample)}{crop}, scale {self.rescale:.6g}, mean {mean}, std {std}"
 
     def __call__(self, image: Image.Image) -> np.ndarray:
+        """RGB image -> the float32 CHW array the model takes (``normalise(prepare(image))``)."""
+        return self.normalise(self.prepare(image))
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Resize and crop: RGB image -> uint8 HWC pixels of the model's input size. This is the
+        part that needs the image; it is a quarter of the bytes of the float input, so it is what
+        decoding processes hand back and what crosses to a GPU (``normalise_on``)."""
         if image.mode != "RGB":
             image = image.convert("RGB")
         if self.shortest_edge:
@@ -89,10 +97,30 @@ class Preprocess:
             size = (self.width, self.height)
         if image.size != size:
             image = image.resize(size, resample=self.resample)
-        arr = np.asarray(image, dtype=np.float32)
+        arr = np.asarray(image, dtype=np.uint8)
         if self.crop:
             h, w = arr.shape[:2]
             top, left = (h - self.height) // 2, (w - self.width) // 2
             arr = arr[max(top, 0) : max(top, 0) + self.height, max(left, 0) : max(left, 0) + self.width]
-        arr = np.asarray((arr * np.float32(self.rescale) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32), np.float32)
-        return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
+        return np.ascontiguousarray(arr)
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 HWC (or NHWC) -> float32 CHW (NCHW): rescale, subtract the mean, divide by the std."""
+        x = pixels.astype(np.float32)
+        x = np.asarray((x * np.float32(self.rescale) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32), np.float32)
+        axes = (2, 0, 1) if x.ndim == 3 else (0, 3, 1, 2)
+        return np.ascontiguousarray(x.transpose(axes), dtype=np.float32)
+
+    def normalise_on(self, torch: Any, pixels: np.ndarray, device: str, dtype: Any) -> Any:
+        """``normalise`` for a batch (uint8 NHWC), done by torch on ``device``: the uint8 pixels
+        cross (from pinned memory, without blocking the host, on CUDA) and are widened there.
+        The same float32 operations in the same order as ``normalise``, then cast to ``dtype``."""
+        x = torch.from_numpy(np.ascontiguousarray(pixels))
+        if str(device).startswith("cuda"):
+            x = x.pin_memory().to(device, non_blocking=True)
+        elif str(device) != "cpu":
+            x = x.to(device)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device)
+        x = (x.to(torch.float32) * float(np.float32(self.rescale)) - mean) / std
+        return x.permute(0, 3, 1, 2).to(dtype).contiguous()

@@ -1,4 +1,4 @@
-"""A CSV or JSONL list of image URLs with metadata columns.
+"""A CSV or JSONL list of image URLs with metadata columns, or a plain list of URLs, one a line.
 
 The URL column is the first of: url, file_url, image_url, image. The id is the `id` column, else
 `p1_item_id` + `segment_num` (the LoC maps paper's `merged_files.csv`), else a hash of the URL,
@@ -72,7 +72,17 @@ class UrlListSource:
                             yield row
         else:
             with self.path.open(encoding="utf-8-sig", newline="") as f:
-                yield from csv.DictReader(f)
+                first = f.readline()
+                f.seek(0)
+                if first.strip().lower().startswith(("http://", "https://")):  # a plain list, one URL a line, no header
+                    yield from ({"url": line.strip()} for line in f if line.strip())
+                    return
+                reader = csv.DictReader(f)
+                columns = [c for c in reader.fieldnames or [] if c]
+                if not any(c in URL_COLUMNS for c in columns):
+                    raise ConfigError(f"{self.path} has no URL column (its columns: {', '.join(columns) or 'none'}); "
+                                      f"name the column of image URLs one of {', '.join(URL_COLUMNS)}, or give one URL a line without a header.")  # fmt: skip
+                yield from reader
 
     def pages(self, cursor: str | None = None) -> Iterator[tuple[list[Item], str | None]]:
         items = []

@@ -98,10 +98,14 @@ class MiniTowers:
         model = AutoModel.from_pretrained(self.text_path).eval().to(self.device)
         return tokenizer, model
 
-    def image_features(self, pixels: np.ndarray) -> np.ndarray:
+    def image_features(self, pixels: np.ndarray, *, prepared: bool = False) -> np.ndarray:
+        """Features of float32 NCHW model input, or of uint8 NHWC pixels when ``prepared``."""
         torch = self._torch
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+            if prepared:
+                x = self.preprocess.normalise_on(torch, pixels, self.device, torch.float32)
+            else:
+                x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
             if self.device == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
             feats = self.image_model.extract_features(x).mean((2, 3))
@@ -134,6 +138,7 @@ class MiniEmbedder:
         self.heads = load_heads()
         card = json.loads(CARD.read_text()) if CARD.exists() else {}
         self.min_side = PREPROCESS.min_side
+        self.prep, self.device = PREPROCESS, self.towers.device
         self.fingerprint = ModelFingerprint(
             spec="mini",
             revision="heads-sha256:" + sha256(HEADS)[:16],
@@ -146,7 +151,12 @@ class MiniEmbedder:
         return PREPROCESS(image)
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        feats = self.towers.image_features(pixels)
+        return self._head(self.towers.image_features(pixels))
+
+    def embed_prepared(self, pixels: np.ndarray) -> np.ndarray:
+        return self._head(self.towers.image_features(pixels, prepared=True))
+
+    def _head(self, feats: np.ndarray) -> np.ndarray:
         return normalise_rows(feats @ self.heads["image.weight"].T + self.heads["image.bias"])
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
