@@ -154,10 +154,13 @@ class _Worker:
     """A Ray actor: loads the model once, turns parts into shards. Never opens the store. Its one
     ``Fetcher`` (the driver's settings) asks the job's ``HostBudget`` before each request."""
 
-    def __init__(self, spec: str, device: str | None, factory: Callable[[], Embedder] | None, http: dict[str, Any], budget: Any):
+    def __init__(self, spec: str, device: str | None, factory: Callable[[], Embedder] | None, http: dict[str, Any], budget: str):
+        import ray
+
         self.embedder = factory() if factory else get_embedder(spec, device=device)
         # A slot is held at most one request deadline (plus slack); a dead worker's lapses then.
-        self.gates = SharedGates(budget, lease=float(http.get("deadline", 120.0)) + 10.0)
+        # The budget is found by name: a handle among the arguments would keep a restarted actor from starting.
+        self.gates = SharedGates(ray.get_actor(budget), lease=float(http.get("deadline", 120.0)) + 10.0)
         self.fetcher = Fetcher(**http, gates=self.gates)
 
     def embed(self, rows: list[dict[str, str]], directory: str, name: str, limits: dict[str, Any]) -> dict[str, Any]:
@@ -250,13 +253,13 @@ def index_on_ray(
     else:
         count = actors or max(1, int(resources.get("CPU", 1)))
         options = {"num_cpus": 1}
+    job = new_shard_name("ray")
     # The budget lives as long as this driver (an actor it owns); restarted empty if its node dies.
-    budget = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(HostBudget).remote()
+    budget: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(HostBudget).options(name=f"{job}-budget").remote()
     # A dead actor is restarted and its call retried, so a lost worker costs one part's time.
     remote = ray.remote(**options, max_restarts=-1, max_task_retries=-1)(_Worker)
-    idle: list[Any] = [remote.remote(spec, device, embedder_factory, http, budget) for _ in range(count)]
+    idle: list[Any] = [remote.remote(spec, device, embedder_factory, http, f"{job}-budget") for _ in range(count)]
     report.actors = count
-    job = new_shard_name("ray")
     queue = deque(enumerate(rows[i : i + part_size] for i in range(0, len(rows), part_size)))
     report.parts = len(queue)
     limits = {"max_pixels": max_pixels, "max_decode_bytes": max_decode_bytes}
@@ -264,14 +267,16 @@ def index_on_ray(
     if progress:
         progress(0, len(rows))
     in_flight: dict[Any, tuple[Any, int]] = {}  # result ref -> (actor, rows in the part)
+
+    def send() -> None:
+        while idle and queue and not report.interrupted:
+            n, part = queue.popleft()
+            actor = idle.pop()
+            in_flight[actor.embed.remote(part, str(directory), f"{job}-{n:05d}", limits)] = (actor, len(part))
+
     try:
-        while queue or in_flight:
-            while idle and queue and not report.interrupted:
-                n, part = queue.popleft()
-                actor = idle.pop()
-                in_flight[actor.embed.remote(part, str(directory), f"{job}-{n:05d}", limits)] = (actor, len(part))
-            if not in_flight:
-                break
+        send()
+        while in_flight:
             [ref], _ = ray.wait(list(in_flight), num_returns=1)
             actor, size = in_flight.pop(ref)
             idle.append(actor)
@@ -279,6 +284,7 @@ def index_on_ray(
             if result["blocked"] and not report.interrupted:
                 # A host banned us (or the network is down): send no more parts, finish those in flight.
                 report.interrupted, report.message = True, result["message"] or f"{result['blocked']} items could not be fetched; run again later."
+            send()  # before merging, so workers do not wait for the driver
             t0 = time.perf_counter()
             merged = merge_shards(collection, directory, space=space)
             report.timings["merge"] += time.perf_counter() - t0
@@ -289,5 +295,6 @@ def index_on_ray(
     finally:
         for actor in idle:
             actor.close.remote()
+        ray.kill(budget)
     report.seconds = time.perf_counter() - started
     return report
