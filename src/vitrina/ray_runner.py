@@ -159,7 +159,8 @@ class _Worker:
 
         self.embedder = factory() if factory else get_embedder(spec, device=device)
         # A slot is held at most one request deadline (plus slack); a dead worker's lapses then.
-        # The budget is found by name: a handle among the arguments would keep a restarted actor from starting.
+        # The budget is found by name: a handle among the arguments puts them in the object store, and
+        # Ray warns that such an actor may fail to restart (ray-project/ray#53727).
         self.gates = SharedGates(ray.get_actor(budget), lease=float(http.get("deadline", 120.0)) + 10.0)
         self.fetcher = Fetcher(**http, gates=self.gates)
 
