@@ -59,16 +59,34 @@ def _index_on_ray(coll: Any, src: str | None, address: str, *, max_decode_mb: in
         from .ray_runner import index_on_ray
     except ImportError as e:
         raise click.UsageError(f"--ray needs Ray: pip install 'vitrina[ray]' ({e})") from e
+    from .http import Fetcher
+
+    # The workers fetch with this fetcher's settings, host rates set by the source included (loc.gov).
+    http = Fetcher(cache_dir=coll.path / "cache" / "http")
     if src is not None:
-        coll.ingest(src, limit=options.pop("limit"))
+        ingested = coll.ingest(src, limit=options.pop("limit"), fetcher=http)
     options.pop("limit", None)
     err = _stderr()
+    if src is not None and ingested.interrupted:  # as a local run: nothing is embedded after a ban
+        err.print(f"[yellow]Interrupted.[/] {_escape(ingested.message)} Run the same command again to carry on where it stopped.")
+        sys.exit(75)
     with _progress(err, quiet) as (_, on_embed):
-        report = index_on_ray(coll, address=address, progress=on_embed, max_decode_bytes=max_decode_mb << 20 if max_decode_mb else None, **options)
+        report = index_on_ray(coll, address=address, progress=on_embed, max_decode_bytes=max_decode_mb << 20 if max_decode_mb else None, fetcher=http, **options)
+    d = report.to_dict()
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(json.dumps(d, ensure_ascii=False, indent=2))
     else:
         err.print(f"{report.embedded} embedded, {report.failed} failed on {report.actors} Ray workers in {report.seconds:.1f} s ({report.parts} shards)")
+        if report.failed:
+            err.print(f"[yellow]Failed by reason[/]: {', '.join(f'{r}: {n}' for r, n in sorted(d['failed_by_reason'].items()))}")
+            for f in d["failures"][:10]:
+                err.print(f"  [dim]{f['reason']}[/] {_escape(f['detail'])}", markup=True, highlight=False)
+        if report.interrupted:
+            err.print(f"[yellow]Interrupted.[/] {_escape(report.message)} Run the same command again to carry on where it stopped.")
+    if report.interrupted:
+        sys.exit(75)
+    if report.failed:
+        sys.exit(3)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -92,11 +110,12 @@ def _index_on_ray(coll: Any, src: str | None, address: str, *, max_decode_mb: in
 @click.option("--workers-per-gpu", default=1, show_default=True, type=click.IntRange(1, 64), help="With --ray: embedder actors per GPU.")
 @click.option("--shard-dir", type=click.Path(file_okay=False), help="With --ray: where workers write shards; a folder every node can reach (default: the collection's shards/).")
 @click.option("--part-size", default=256, show_default=True, type=click.IntRange(1, 100_000), help="With --ray: items per shard.")
+@click.option("--http-cache", type=click.Path(file_okay=False), help="With --ray: a download cache folder every node can reach (default: the collection's with --ray local, else none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def index(source: str, collection: str | None, model: str | None, space: str | None, batch_size: int | None, workers: int | None, decode: str, device: str | None,
           threads: int | None, retry_failed: bool, reembed: bool, compact: bool, max_pixels: int | None, max_decode_mb: int | None, limit: int | None,
-          ray_address: str | None, workers_per_gpu: int, shard_dir: str | None, part_size: int, as_json: bool, quiet: bool) -> None:  # fmt: skip
+          ray_address: str | None, workers_per_gpu: int, shard_dir: str | None, part_size: int, http_cache: str | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
     """Index SOURCE (a folder, urls:, iiif:, locgov: or alto:) into a collection, or bring an existing COLLECTION up to date.
 
     \b
@@ -134,7 +153,7 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
         err = _stderr()
         if ray_address:
             _index_on_ray(coll, src, ray_address, model=model, space=space, device=device, retry_failed=retry_failed, limit=limit, max_pixels=max_pixels,
-                          max_decode_mb=max_decode_mb, workers_per_gpu=workers_per_gpu, shard_dir=shard_dir, part_size=part_size, quiet=quiet, as_json=as_json)  # fmt: skip
+                          max_decode_mb=max_decode_mb, workers_per_gpu=workers_per_gpu, shard_dir=shard_dir, part_size=part_size, http_cache=http_cache, quiet=quiet, as_json=as_json)  # fmt: skip
             return
         with _progress(err, quiet) as (on_scan, on_embed):
             report = coll.index(src, model=model, space=space, batch_size=batch_size, workers=workers, decode=decode, device=device, threads=threads,

@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -267,6 +267,56 @@ class _HostGate:
             self.next_at = max(self.next_at, time.monotonic() + seconds)
 
 
+class Gates(Protocol):
+    """Where a ``Fetcher`` asks before each request to a host: this process's own per-host gates
+    (``HostGates``, the default) or a budget shared by many processes (``vitrina.ray_runner``)."""
+
+    def enter(self, host: str, interval: float, concurrency: int) -> object:
+        """Block until a request to ``host`` may start; returns a ticket for ``exit``. Raises
+        ``Blocked`` while the host is blocked."""
+        ...
+
+    def exit(self, host: str, ticket: object) -> None: ...
+
+    def slow_down(self, host: str, seconds: float) -> None:
+        """Start no request to ``host`` for ``seconds`` (Retry-After, backoff)."""
+        ...
+
+    def block(self, host: str, seconds: float) -> None:
+        """``host`` banned us (429 from a stop_on_429 host): ask it nothing for ``seconds``."""
+        ...
+
+
+class HostGates:
+    """One process's per-host gates, created on first use with the interval then asked for."""
+
+    def __init__(self) -> None:
+        self._gates: dict[str, _HostGate] = {}
+        self._lock = threading.Lock()
+        self._blocked: dict[str, float] = {}
+
+    def enter(self, host: str, interval: float, concurrency: int) -> object:
+        if self._blocked.get(host, 0) > time.monotonic():
+            raise Blocked(host, self._blocked[host] - time.monotonic())
+        with self._lock:
+            if host not in self._gates:
+                self._gates[host] = _HostGate(interval, concurrency)
+            gate = self._gates[host]
+        gate.__enter__()
+        return gate
+
+    def exit(self, host: str, ticket: object) -> None:
+        cast(_HostGate, ticket).__exit__()
+
+    def slow_down(self, host: str, seconds: float) -> None:
+        gate = self._gates.get(host)
+        if gate is not None:  # a host is slowed down only after a request to it, so its gate exists
+            gate.slow_down(seconds)
+
+    def block(self, host: str, seconds: float) -> None:
+        self._blocked[host] = time.monotonic() + seconds
+
+
 class Fetcher:
     """GET with limits, politeness, retries and an optional disk cache. Thread-safe."""
 
@@ -285,6 +335,7 @@ class Fetcher:
         allow_private: bool | None = None,
         stop_on_429: tuple[str, ...] = STOP_ON_429,
         backoff: float = 0.5,
+        gates: Gates | None = None,
     ):
         if allow_private is None:
             allow_private = os.environ.get("VITRINA_ALLOW_PRIVATE_URLS") == "1"
@@ -292,9 +343,7 @@ class Fetcher:
         self.deadline = deadline  # seconds for one request, redirects included (waiting for the host gate excluded)
         self.allow_private, self.stop_on_429, self.backoff = allow_private, stop_on_429, backoff
         self.rate, self.host_rates, self.concurrency = requests_per_second, host_rates or {}, concurrency_per_host
-        self._gates: dict[str, _HostGate] = {}
-        self._gates_lock = threading.Lock()
-        self._blocked: dict[str, float] = {}
+        self.gates: Gates = gates or HostGates()
         self.resolver = _Resolver()  # DNS answers for this fetcher's life (one run)
         self.requests = 0  # network requests made (cache hits excluded), for reports and tests
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
@@ -308,12 +357,26 @@ class Fetcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _gate(self, host: str) -> _HostGate:
-        with self._gates_lock:
-            if host not in self._gates:
-                rate = next((r for suffix, r in self.host_rates.items() if host == suffix or host.endswith("." + suffix)), self.rate)
-                self._gates[host] = _HostGate(1.0 / rate if rate > 0 else 0.0, self.concurrency)
-            return self._gates[host]
+    def settings(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this fetcher elsewhere (a Ray worker), host
+        rates and stop_on_429 hosts added by the sources included; not its gates."""
+        return {"cache_dir": self.cache_dir, "requests_per_second": self.rate, "host_rates": dict(self.host_rates),
+                "concurrency_per_host": self.concurrency, "max_bytes": self.max_bytes, "timeout": self.timeout, "deadline": self.deadline,
+                "retries": self.retries, "max_wait": self.max_wait, "allow_private": self.allow_private, "stop_on_429": tuple(self.stop_on_429),
+                "backoff": self.backoff}  # fmt: skip
+
+    def interval(self, host: str) -> float:
+        """Seconds between two request starts to ``host``."""
+        rate = next((r for suffix, r in self.host_rates.items() if host == suffix or host.endswith("." + suffix)), self.rate)
+        return 1.0 / rate if rate > 0 else 0.0
+
+    @contextmanager
+    def _gate(self, host: str) -> Iterator[None]:
+        ticket = self.gates.enter(host, self.interval(host), self.concurrency)
+        try:
+            yield
+        finally:
+            self.gates.exit(host, ticket)
 
     def _cache_path(self, url: str) -> Path | None:
         if self.cache_dir is None:
@@ -331,7 +394,10 @@ class Fetcher:
     def get_bytes(self, url: str, *, accept: str = "image/*", use_cache: bool = True) -> bytes:
         cache = self._cache_path(url) if use_cache else None
         if cache is not None and cache.exists():
-            return cache.read_bytes()
+            try:
+                return cache.read_bytes()
+            except FileNotFoundError:
+                pass  # evicted meanwhile by another process sharing the cache
         data = self._get(url, accept)
         if cache is not None and self.cache_dir is not None:
             cache_put(self.cache_dir, cache, data)  # capped; a failure is logged once, the run goes on
@@ -349,7 +415,7 @@ class Fetcher:
                 wait = r.wait if r.wait is not None else random.uniform(0, self.backoff * 2**attempt)  # full jitter
                 if wait > self.max_wait:
                     raise ImageError("fetch_failed", f"{url}: {r.why}; the server asked to wait {wait:.0f} s. Run again later.") from None
-                self._gate(r.host).slow_down(wait)
+                self.gates.slow_down(r.host, wait)
                 time.sleep(wait)
 
     def content_type(self, url: str) -> str:
@@ -364,8 +430,6 @@ class Fetcher:
         for _ in range(MAX_REDIRECTS + 1):
             parsed = _check_url(url, self.allow_private, self.resolver)
             host = parsed.host
-            if self._blocked.get(host, 0) > time.monotonic():
-                raise Blocked(host, self._blocked[host] - time.monotonic())
             try:
                 # The deadline starts once the first hop has passed the host gate (politeness waits do not count).
                 with (
@@ -388,7 +452,7 @@ class Fetcher:
                         wait = _retry_after(response.headers.get("retry-after"))
                         if any(host == h or host.endswith("." + h) for h in self.stop_on_429):
                             ban = wait if wait is not None else 3600.0
-                            self._blocked[host] = time.monotonic() + ban
+                            self.gates.block(host, ban)
                             raise Blocked(host, ban)
                         raise _Retry(host, "HTTP 429 Too Many Requests", wait)
                     if status in (500, 502, 503, 504):

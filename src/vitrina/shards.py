@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,8 @@ class MergeReport:
     stale: int = 0  # items changed or removed since their shard was written: left pending
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)  # unreadable shards, left on disk
+    failed_by_reason: Counter[str] = field(default_factory=Counter)
+    failure_samples: list[tuple[str, str, str]] = field(default_factory=list)  # (id, reason, detail), first 100
 
     def to_dict(self) -> dict[str, Any]:
         return {"shards": self.shards, "skipped": self.skipped, "vectors": self.vectors, "failures": self.failures,
@@ -165,6 +168,8 @@ def merge_shards(collection: Collection, directory: Path | str, *, space: str | 
         report.shards += 1
         report.vectors += len(ids)
         report.failures += len(failures)
+        report.failed_by_reason.update(f[1] for f in failures)
+        report.failure_samples += failures[: 100 - len(report.failure_samples)]
     report.seconds = time.perf_counter() - started
     return report
 
