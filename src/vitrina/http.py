@@ -56,6 +56,9 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _6TO4 = ipaddress.ip_network("2002::/16")
 # Hosts that ban a client for up to an hour when it exceeds their limits: stop at the first 429.
 STOP_ON_429 = ("loc.gov", "www.loc.gov", "tile.loc.gov")
+# Hosts with published rate limits, requests per second: the loc.gov API allows about 20 a minute
+# for collections (1/s here) and its image server bans faster clients for an hour.
+HOST_RATES = {"www.loc.gov": 1.0, "loc.gov": 1.0, "tile.loc.gov": 0.5}
 
 
 _local = threading.local()  # .deadline: time.monotonic() by which this thread's request must end
@@ -342,7 +345,8 @@ class Fetcher:
         self.cache_dir, self.max_bytes, self.timeout, self.retries, self.max_wait = cache_dir, max_bytes, timeout, retries, max_wait
         self.deadline = deadline  # seconds for one request, redirects included (waiting for the host gate excluded)
         self.allow_private, self.stop_on_429, self.backoff = allow_private, stop_on_429, backoff
-        self.rate, self.host_rates, self.concurrency = requests_per_second, host_rates or {}, concurrency_per_host
+        self.rate, self.concurrency = requests_per_second, concurrency_per_host
+        self.host_rates = {**HOST_RATES, **(host_rates or {})}  # loc.gov's pace for every run, resumed ones too
         self.gates: Gates = gates or HostGates()
         self.resolver = _Resolver()  # DNS answers for this fetcher's life (one run)
         self.requests = 0  # network requests made (cache hits excluded), for reports and tests

@@ -18,7 +18,6 @@ ends interrupted with the items of the unfinished parts still pending.
 from __future__ import annotations
 
 import itertools
-import os
 import random
 import time
 from collections import Counter, deque
@@ -32,6 +31,7 @@ from .embedding import Embedder, get_embedder
 from .errors import Blocked
 from .http import Fetcher, Offline
 from .shards import MergeReport, embed_rows, merge_shards, new_shard_name, write_shard
+from .store import _fault_once
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -179,18 +179,6 @@ class _Worker:
 
     def close(self) -> None:
         self.fetcher.close()
-
-
-def _fault_once(name: str) -> None:
-    """Crash-test hook: VITRINA_FAULT=ray_embed:/path/arm kills this worker process when the file
-    ``arm`` exists, deleting it first, so exactly one worker dies however many processes check."""
-    point, _, arm = os.environ.get("VITRINA_FAULT", "").partition(":")
-    if point == name and arm:
-        try:
-            os.unlink(arm)
-        except FileNotFoundError:
-            return
-        os._exit(137)
 
 
 def index_on_ray(

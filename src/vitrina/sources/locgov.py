@@ -30,11 +30,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .. import iiif
 from ..captions import add_caption
 from ..errors import ConfigError, SourceError
+from ..http import HOST_RATES as LOC_RATES
 from ..http import Blocked, Fetcher
 from ..records import Item
 from . import with_years
 
-LOC_RATES = {"www.loc.gov": 1.0, "loc.gov": 1.0, "tile.loc.gov": 0.5}
 MAX_DEPTH = 100_000
 KEEP = ("title", "date", "subject", "location", "contributor", "original_format", "online_format", "partof", "description", "notes",
         "rights", "rights_information", "access_restricted", "language", "call_number", "url")  # fmt: skip
