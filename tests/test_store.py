@@ -111,3 +111,24 @@ def test_a_folder_that_is_not_a_collection_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreCorrupt, match="not a vitrina collection"):
         Store(tmp_path / "x")
     assert json.loads(json.dumps(Store(tmp_path / "y", create=True).schema_version())) == SCHEMA_VERSION
+
+
+def test_gathered_rows_are_the_stored_rows_by_reads_or_through_the_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vitrina.vectors as vectors_module
+    from vitrina import Item, ModelFingerprint
+
+    coll = open_collection(tmp_path / "g", create=True)
+    ids = [f"i{n}" for n in range(3000)]
+    data = np.random.default_rng(3).standard_normal((3000, 24)).astype(np.float32)
+    with coll.writer():
+        coll.add_items(Item(id=i, image=f"/x/{i}.jpg", fingerprint="1", source="s") for i in ids)
+        coll.import_vectors(ids, data, fingerprint=ModelFingerprint(spec="t", revision="1", dim=24, preprocessing="none"), space="v")
+    store = coll._store
+    vf = store.vector_file(store.space("v"))
+    stored = vf.matrix(3000)
+    rows = np.sort(np.random.default_rng(4).choice(3000, 300, replace=False))
+    for reads in (4096, 10):  # concurrent preads; the map (more rows than the read limit)
+        monkeypatch.setattr(vectors_module, "GATHER_READS", reads)
+        for some in (rows, rows[:3], rows[-1:], np.array([], np.int64)):
+            got = vf.gather(some)
+            assert got.shape == (len(some), 24) and np.array_equal(got, np.asarray(stored[some]))

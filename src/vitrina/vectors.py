@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,8 @@ HEADER_SIZE = 4096
 FORMAT = 1
 DTYPE = np.dtype("<f4")
 MIN_CAPACITY = 1024
+GATHER_READS = 4096  # rows: fewer are read with concurrent preads, more through the map
+GATHER_THREADS = 16
 
 
 class VectorFile:
@@ -36,6 +40,7 @@ class VectorFile:
         self.writable = writable
         self.row_bytes = dim * DTYPE.itemsize
         self._fd: int | None = None
+        self._rfd: int | None = None  # read-only, for gather
         self._map: np.memmap | None = None
         self._mapped_capacity = 0
         self.generation = ""  # the space generation it was opened for (see Store.vector_file)
@@ -88,6 +93,31 @@ class VectorFile:
             self._mapped_capacity = capacity
         return self._map[:rows]
 
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """A copy of the given rows (committed ones). A few rows scattered over a file larger than
+        memory are read with concurrent ``pread``s: through the map, each is a page fault waited
+        for in turn (100 random rows of a 20 GB file: ~250 ms through the map, ~10 ms so)."""
+        rows = np.asarray(rows, np.int64)
+        if len(rows) > GATHER_READS or len(rows) < 8:
+            return np.array(self.matrix(int(rows.max()) + 1 if len(rows) else 0)[rows], DTYPE)
+        out = np.empty((len(rows), self.dim), DTYPE)
+        fd = self._read_fd()
+
+        def read(i: int) -> None:
+            offset = HEADER_SIZE + int(rows[i]) * self.row_bytes
+            data = os.pread(fd, self.row_bytes, offset)
+            if len(data) != self.row_bytes:
+                raise StoreCorrupt(f"{self.path} ends before row {int(rows[i])}")
+            out[i] = np.frombuffer(data, DTYPE)
+
+        list(_gather_pool().map(read, range(len(rows))))
+        return out
+
+    def _read_fd(self) -> int:
+        if self._rfd is None:
+            self._rfd = os.open(self.path, os.O_RDONLY)
+        return self._rfd
+
     def write_rows(self, start: int, vectors: np.ndarray) -> None:
         """Write ``vectors`` at row ``start`` and make them durable (before any commit refers to them)."""
         assert self.writable, "vector file opened read-only"
@@ -118,8 +148,23 @@ class VectorFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._rfd is not None:
+            os.close(self._rfd)
+            self._rfd = None
         self._map = None
         self._mapped_capacity = 0
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _gather_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=GATHER_THREADS, thread_name_prefix="vitrina-gather")
+        return _pool
 
 
 def _inode(path: Path) -> tuple[int, int] | None:

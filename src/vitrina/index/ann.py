@@ -234,7 +234,8 @@ def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, quer
     queries = np.ascontiguousarray(np.atleast_2d(np.asarray(queries, np.float32)))
     sp, rid_of_row = exact._current()
     store = exact.store
-    vectors = store.vector_file(sp).matrix(sp.rows)
+    vector_file = store.vector_file(sp)
+    vectors = vector_file.matrix(sp.rows)
     allowed: np.ndarray | None = None
     if filters:
         allowed = store.filter_mask(filters)[rid_of_row]
@@ -285,7 +286,7 @@ def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, quer
             rows, scores = pool, pool_scores[col].copy()
         else:
             rows = np.unique(cand)
-            scores = np.asarray(vectors[rows]) @ queries[col]
+            scores = vector_file.gather(rows) @ queries[col]  # a few scattered rows: concurrent reads
         if allowed is not None:
             scores[~allowed[rows]] = -np.inf
         if len(excluded_rows[col]):
