@@ -118,13 +118,14 @@ def test_killing_a_build_leaves_the_collection_searchable(tmp_path: Path, point:
 def test_cli_index_ann_info_and_exact_search(tmp_path: Path) -> None:
     coll, ids, unit = _collection(tmp_path / "c", 800)
     runner = CliRunner()
-    out = runner.invoke(cli, ["index-ann", str(coll.path), "--json"])
+    out = runner.invoke(cli, ["index-ann", str(coll.path), "--nlist", "24", "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["rows"] == 800
     out = runner.invoke(cli, ["info", str(coll.path)])
     assert out.exit_code == 0 and "ann:ivf-sq8 (fresh" in out.output and "recall@10" in out.output
     info = json.loads(runner.invoke(cli, ["info", str(coll.path), "--json"]).output)
     assert info["spaces"][0]["ann"]["recall_at_10"]["image"] > 0.5
+    assert info["spaces"][0]["ann"]["params"]["nlist"] == 24
     assert open_collection(coll.path, index="exact").index_for().kind == "exact"
 
 

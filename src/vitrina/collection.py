@@ -329,8 +329,8 @@ class Collection:
         spec = resolve_model(model)
         return spec, space or space_name_for(spec)
 
-    def build_ann(self, space: str | None = None, *, structure: str | None = None, codes: str | None = None, rebuild: bool = False,
-                  threads: int | None = None, queries: np.ndarray | None = None, caption_queries: int = 0,
+    def build_ann(self, space: str | None = None, *, structure: str | None = None, codes: str | None = None, nlist: int | None = None,
+                  rebuild: bool = False, threads: int | None = None, queries: np.ndarray | None = None, caption_queries: int = 0,
                   progress: ProgressCallback | None = None) -> Any:  # fmt: skip
         """Build (or bring up to date) the approximate index of a space: a derived file beside
         its vectors (see ``vitrina.index.ann``). Searches use it once it is written; a kill
@@ -340,9 +340,9 @@ class Collection:
         from .index.ann import AnnParams, build_ann
 
         params = None
-        if structure or codes:
+        if structure or codes or nlist:
             defaults = AnnParams()
-            params = AnnParams(structure=structure or defaults.structure, codes=codes or defaults.codes)
+            params = AnnParams(structure=structure or defaults.structure, codes=codes or defaults.codes, nlist=nlist or 0)
         sp = self.space(space)
         label = "given"
         if queries is None and caption_queries > 0 and "text" in sp.fingerprint.modalities:
