@@ -73,6 +73,18 @@ def test_ray_equals_a_single_process_run_even_when_a_worker_dies(cluster: Path, 
     assert_same_vectors(coll, single)
 
 
+def test_actors_decoding_in_processes_give_the_same_vectors(cluster: Path, tmp_path: Path, tiny_clip: str) -> None:
+    folder = folder_with_a_broken_image(tmp_path / "scans", 6)
+    single = open_collection("single-p", create=True)
+    single.index(str(folder), model=tiny_clip)
+    coll = open_collection("onray-p", create=True)
+    coll.ingest(str(folder))
+    report = index_on_ray(coll, model=tiny_clip, part_size=4, decoders=1)  # one actor: a core for it, one for its decoder
+    assert (report.actors, report.decoders) == (1, 1)
+    assert report.embedded == 6 and report.failed == 1 and dict(report.failed_by_reason) == {"truncated": 1}
+    assert_same_vectors(coll, single)
+
+
 def test_a_killed_driver_resumes_without_loss_or_duplicates(cluster: Path, tmp_path: Path, tiny_clip: str) -> None:
     folder = folder_with_a_broken_image(tmp_path / "scans", 8)
     address = ray.get_runtime_context().gcs_address

@@ -95,7 +95,7 @@ def _index_on_ray(coll: Any, src: str | None, address: str, *, max_decode_mb: in
 @click.option("-m", "--model", help="Embedding model: hf:ORG/NAME, hf:/local/dir or mini. Default: the collection's model, else hf:openai/clip-vit-base-patch32 (downloaded on first use).")
 @click.option("--space", help="Name of the embedding space (default: from the model name). Several models can live side by side.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), help="Images per model call (default: 32 on a CPU, 256 on a GPU).")
-@click.option("--workers", type=click.IntRange(1, 64), help="Images decoded at once (default: 2 on a CPU; with a GPU, one per core but one).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Images decoded at once (default: 2 on a CPU; with a GPU, one per core but one). With --ray: decoding processes per actor (default: the cores a GPU actor can spare).")
 @click.option("--decode", type=click.Choice(["auto", "threads", "processes"]), default="auto", show_default=True,
               help="Decode in threads or in processes (which keep Pillow off the model's GIL); auto: processes when a GPU runs the model.")
 @click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available).")
@@ -153,7 +153,8 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
         err = _stderr()
         if ray_address:
             _index_on_ray(coll, src, ray_address, model=model, space=space, device=device, retry_failed=retry_failed, limit=limit, max_pixels=max_pixels,
-                          max_decode_mb=max_decode_mb, workers_per_gpu=workers_per_gpu, shard_dir=shard_dir, part_size=part_size, http_cache=http_cache, quiet=quiet, as_json=as_json)  # fmt: skip
+                          max_decode_mb=max_decode_mb, workers_per_gpu=workers_per_gpu, shard_dir=shard_dir, part_size=part_size, http_cache=http_cache, quiet=quiet, as_json=as_json,
+                          decoders=workers)  # fmt: skip
             return
         with _progress(err, quiet) as (on_scan, on_embed):
             report = coll.index(src, model=model, space=space, batch_size=batch_size, workers=workers, decode=decode, device=device, threads=threads,

@@ -30,6 +30,7 @@ from .collection import Collection
 from .embedding import Embedder, get_embedder
 from .errors import Blocked
 from .http import Fetcher, Offline
+from .reader import Reader
 from .shards import MergeReport, embed_rows, merge_shards, new_shard_name, write_shard
 from .store import _fault_once
 
@@ -43,6 +44,7 @@ class RayReport:
     model: str
     address: str
     actors: int = 0
+    decoders: int = 0  # decoding processes per actor
     parts: int = 0
     pending: int = 0
     embedded: int = 0
@@ -154,7 +156,8 @@ class _Worker:
     """A Ray actor: loads the model once, turns parts into shards. Never opens the store. Its one
     ``Fetcher`` (the driver's settings) asks the job's ``HostBudget`` before each request."""
 
-    def __init__(self, spec: str, device: str | None, factory: Callable[[], Embedder] | None, http: dict[str, Any], budget: str):
+    def __init__(self, spec: str, device: str | None, factory: Callable[[], Embedder] | None, http: dict[str, Any], budget: str,
+                 decoders: int = 0, limits: dict[str, Any] | None = None):  # fmt: skip
         import ray
 
         self.embedder = factory() if factory else get_embedder(spec, device=device)
@@ -163,6 +166,8 @@ class _Worker:
         # Ray warns that such an actor may fail to restart (ray-project/ray#53727).
         self.gates = SharedGates(ray.get_actor(budget), lease=float(http.get("deadline", 120.0)) + 10.0)
         self.fetcher = Fetcher(**http, gates=self.gates)
+        # With decoders, a pool of decoding processes lives as long as the actor (a GPU waits on decoding otherwise).
+        self.reader = Reader(self.embedder, mode="processes", workers=decoders, fetcher=self.fetcher, **(limits or {})) if decoders else None
 
     def embed(self, rows: list[dict[str, str]], directory: str, name: str, limits: dict[str, Any]) -> dict[str, Any]:
         """Returns the shard's path, the items left pending because a host refused us (or the
@@ -171,13 +176,15 @@ class _Worker:
         if (final / "done").exists():  # a retry of a part whose first try got as far as its shard
             return {"shard": str(final), "blocked": 0, "message": ""}
         _fault_once("ray_embed")
-        items, vectors, failures, blocked = embed_rows(self.embedder, rows, fetcher=self.fetcher, **limits)
+        items, vectors, failures, blocked = embed_rows(self.embedder, rows, fetcher=self.fetcher, reader=self.reader, **limits)
         shard = write_shard(directory, name, items, vectors, self.embedder.fingerprint, failures)
         offline = self.fetcher.resolver.offline
         why = Offline(*offline) if offline else self.gates.blocked
         return {"shard": str(shard), "blocked": blocked, "message": str(why or "") if blocked else ""}
 
     def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
         self.fetcher.close()
 
 
@@ -199,6 +206,7 @@ def index_on_ray(
     embedder_factory: Callable[[], Embedder] | None = None,
     fetcher: Fetcher | None = None,
     http_cache: Path | str | None = None,
+    decoders: int | None = None,
 ) -> RayReport:
     """Embed ``collection``'s pending items on the Ray cluster at ``address`` ("auto": the running
     one; "local": start one on this machine). ``shard_dir`` must be reachable by every node
@@ -236,22 +244,29 @@ def index_on_ray(
     report.timings["ray_init"] = time.perf_counter() - t0
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
+    cpus = int(resources.get("CPU", 1))
+    # Decoding processes per actor (0: the actor decodes in one thread). Each actor reserves a core
+    # for itself and one per decoder, so every actor asked for can be placed.
     if gpus and device != "cpu":
         count = actors or gpus * workers_per_gpu
-        options: dict[str, Any] = {"num_gpus": 1 / workers_per_gpu, "num_cpus": 1}
+        spare = max(0, cpus // count - 1)
+        decoders = spare if decoders is None else min(decoders, spare)  # a GPU waits on decoding otherwise
+        options: dict[str, Any] = {"num_gpus": 1 / workers_per_gpu, "num_cpus": 1 + decoders}
     else:
-        count = actors or max(1, int(resources.get("CPU", 1)))
-        options = {"num_cpus": 1}
+        decoders = decoders or 0  # CPU actors: one per core already suits a CPU model
+        count = actors or max(1, cpus // (1 + decoders))
+        options = {"num_cpus": 1 + decoders}
+    report.decoders = decoders
     job = new_shard_name("ray")
     # The budget lives as long as this driver (an actor it owns); restarted empty if its node dies.
     budget: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(HostBudget).options(name=f"{job}-budget").remote()
     # A dead actor is restarted and its call retried, so a lost worker costs one part's time.
     remote = ray.remote(**options, max_restarts=-1, max_task_retries=-1)(_Worker)
-    idle: list[Any] = [remote.remote(spec, device, embedder_factory, http, f"{job}-budget") for _ in range(count)]
+    limits = {"max_pixels": max_pixels, "max_decode_bytes": max_decode_bytes}
+    idle: list[Any] = [remote.remote(spec, device, embedder_factory, http, f"{job}-budget", decoders, limits) for _ in range(count)]
     report.actors = count
     queue = deque(enumerate(rows[i : i + part_size] for i in range(0, len(rows), part_size)))
     report.parts = len(queue)
-    limits = {"max_pixels": max_pixels, "max_decode_bytes": max_decode_bytes}
     done = 0
     if progress:
         progress(0, len(rows))

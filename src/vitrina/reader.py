@@ -80,7 +80,8 @@ class Reader:
         self.preprocess = self.prep.prepare if self.prep is not None else embedder.preprocess
         self.fetcher = fetcher
         self.limits = {"max_pixels": max_pixels, "max_decode_bytes": max_decode_bytes}
-        self.decoders = _Decoders(workers) if mode == "processes" else None
+        # Processes need a picklable recipe (``prep``); other embedders decode in threads.
+        self.decoders = _Decoders(workers) if mode == "processes" and self.prep is not None else None
         # With processes, extra threads keep them busy while some threads wait on the network.
         threads = 2 * workers if self.decoders else workers
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="vitrina-read")

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,17 +186,20 @@ def embed_rows(
     max_pixels: int | None = None,
     max_decode_bytes: int | None = None,
     fetcher: Any = None,
+    reader: Reader | None = None,
 ) -> tuple[list[tuple[str, str]], np.ndarray, list[tuple[str, str, str]], int]:
-    """Decode and embed ``rows`` ({"id", "image", "fingerprint"}) in this process: the worker side
-    of the pipeline. Returns (items, vectors, failures, blocked): an item whose host refused us is
-    neither stored nor failed, so it stays pending."""
+    """Decode and embed ``rows`` ({"id", "image", "fingerprint"}): the worker side of the
+    pipeline, with ``reader`` (a worker's long-lived one, e.g. decoding in processes) or one
+    thread of this process. Returns (items, vectors, failures, blocked): an item whose host
+    refused us is neither stored nor failed, so it stays pending."""
     items: list[tuple[str, str]] = []
     pixels: list[np.ndarray] = []
     failures: list[tuple[str, str, str]] = []
     blocked = 0
-    with Reader(embedder, mode="threads", workers=1, fetcher=fetcher, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes) as reader:
-        for row in rows:
-            prepared, failure, _ = reader.read(row)
+    with ExitStack() as stack:
+        if reader is None:
+            reader = stack.enter_context(Reader(embedder, mode="threads", workers=1, fetcher=fetcher, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes))
+        for row, (prepared, failure, _) in zip(rows, reader.pool.map(reader.read, rows), strict=True):
             if failure and failure[0] == "blocked":
                 blocked += 1
             elif failure:
