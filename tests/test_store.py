@@ -132,3 +132,26 @@ def test_gathered_rows_are_the_stored_rows_by_reads_or_through_the_map(tmp_path:
         for some in (rows, rows[:3], rows[-1:], np.array([], np.int64)):
             got = vf.gather(some)
             assert got.shape == (len(some), 24) and np.array_equal(got, np.asarray(stored[some]))
+
+
+def test_a_cached_filter_mask_is_never_stale(tmp_path: Path) -> None:
+    from vitrina import Item
+    from vitrina.filters import parse_filters
+
+    coll = open_collection(tmp_path / "m", create=True)
+    coll.add_items([Item(id=f"i{n}", image=f"/x/{n}.jpg", fingerprint="1", source="s", metadata={"n": n}) for n in range(10)])
+    reader, late = coll._store, list(parse_filters(["n>=5"]))
+    first = reader.filter_mask(late)
+    assert reader.filter_mask(late) is first and not first.flags.writeable  # kept, and nobody can change it
+    passing = lambda store, mask: sorted(store.ids_of_rids(np.flatnonzero(mask[:-1]).tolist()).values())  # noqa: E731
+    assert passing(reader, first) == ["i5", "i6", "i7", "i8", "i9"]
+    coll.add_items([Item(id="i10", image="/x/10.jpg", fingerprint="1", source="s", metadata={"n": 10}),
+                    Item(id="i6", image="/x/6.jpg", fingerprint="1", source="s", metadata={"n": 1})])  # another connection commits  # fmt: skip
+    assert passing(reader, reader.filter_mask(late)) == ["i10", "i5", "i7", "i8", "i9"]
+    writer = Store(coll.path, writer=True)  # this connection's own writes
+    before = writer.filter_mask(late)
+    assert passing(writer, before) == ["i10", "i5", "i7", "i8", "i9"]
+    with writer.transaction():
+        writer.db.execute("DELETE FROM items WHERE id = 'i7'")
+    after = writer.filter_mask(late)
+    assert after is not before and int(after.sum()) == 4 and passing(writer, after) == ["i10", "i5", "i8", "i9"]
