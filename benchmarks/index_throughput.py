@@ -56,20 +56,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from transformers import CLIPConfig, CLIPModel
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from gpu_pipeline import clip_b32
 
     from vitrina import get_embedder, load_image, open_collection
 
-    model_dir = args.dir / "clip-vit-b32-random"
-    if not (model_dir / "config.json").exists():
-        torch.manual_seed(0)
-        CLIPModel(CLIPConfig()).save_pretrained(model_dir)  # CLIPConfig() defaults are ViT-B/32
-        CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(model_dir)
-        from tokenizers import Tokenizer, models
-        from transformers import PreTrainedTokenizerFast
-
-        PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0, "<pad>": 1}, unk_token="<unk>")), unk_token="<unk>", pad_token="<pad>").save_pretrained(model_dir)
+    model_dir = clip_b32(args.dir / "clip-vit-b32-random")
     scans = make_scans(args.dir / f"scans-{args.side}", args.images, args.side)
     embedder = get_embedder(f"hf:{model_dir}", device=args.device, threads=args.threads)
 

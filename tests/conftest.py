@@ -46,16 +46,19 @@ def build_tiny_clip(path: Path) -> Path:
     return path
 
 
-def build_tiny_siglip(path: Path) -> Path:
+def build_tiny_siglip(path: Path, *, tokenizer=None, vocab_size: int = 0, text_length: int = 16, special_ids: dict | None = None, seed: int = 1) -> Path:  # type: ignore[no-untyped-def]
+    """A tiny random SigLIP; by default with the small English word tokenizer, or with
+    ``tokenizer`` (its ``vocab_size``, ``text_length`` positions and ``special_ids``)."""
     import torch
     from transformers import SiglipConfig, SiglipModel
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
-    torch.manual_seed(1)
-    tokenizer, vocab_size = _tokenizer(16)
+    if tokenizer is None:
+        tokenizer, vocab_size = _tokenizer(text_length)
+    torch.manual_seed(seed)
     config = SiglipConfig(
         text_config={"vocab_size": vocab_size, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                     "max_position_embeddings": 16, "projection_size": 32},
+                     "max_position_embeddings": text_length, "projection_size": 32, **(special_ids or {})},
         vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 32, "patch_size": 4},
     )  # fmt: skip
     SiglipModel(config).save_pretrained(path)

@@ -184,3 +184,13 @@ def test_refused_urls_cost_no_client_and_fetches_share_one(server: str, monkeypa
     assert Fetcher(allow_private=True, requests_per_second=0).get_bytes(f"{server}/page.jpg") == IMAGE
     assert len(contexts) == 1
     http._transport.close()  # type: ignore[union-attr]
+
+
+def test_every_fetcher_paces_loc_gov_and_a_mirror_is_treated_alike() -> None:
+    from vitrina.http import Fetcher
+
+    with Fetcher(requests_per_second=0, host_rates={"example.org": 4.0}) as f:  # a resumed run: no loc.gov source read
+        assert f.interval("tile.loc.gov") == 2.0 and f.interval("www.loc.gov") == 1.0 and f.interval("loc.gov") == 1.0
+        assert f.interval("example.org") == 0.25 and f.interval("127.0.0.1") == 0.0
+        f.like_loc_gov("127.0.0.1")
+        assert f.interval("127.0.0.1") == 1.0 and "127.0.0.1" in f.stop_on_429

@@ -136,12 +136,11 @@ def build_tiny_multilingual_siglip(path: Path) -> Path:
     """A tiny SigLIP shaped like google/siglip-base-patch16-256-multilingual: a byte-level
     subword tokenizer (any script, no unknown tokens, case kept, as Gemma's) instead of a small
     English word list, 64 text positions; random weights, saved and loaded like a hub checkpoint."""
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast, SiglipConfig, SiglipModel
-    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+    from transformers import PreTrainedTokenizerFast
 
-    torch.manual_seed(3)
+    from tests.conftest import build_tiny_siglip
+
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -149,15 +148,8 @@ def build_tiny_multilingual_siglip(path: Path) -> Path:
     tok.train_from_iterator(MULTILINGUAL * 3, trainer)
     tok.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", tok.token_to_id("<eos>"))])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", model_max_length=64)
-    config = SiglipConfig(
-        text_config={"vocab_size": tok.get_vocab_size(), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                     "max_position_embeddings": 64, "projection_size": 32, "bos_token_id": 1, "eos_token_id": 1, "pad_token_id": 0},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 32, "patch_size": 4},
-    )  # fmt: skip
-    SiglipModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
+    return build_tiny_siglip(path, tokenizer=tokenizer, vocab_size=tok.get_vocab_size(), text_length=64, seed=3,
+                             special_ids={"bos_token_id": 1, "eos_token_id": 1, "pad_token_id": 0})  # fmt: skip
 
 
 def test_a_multilingual_siglip_loads_through_hf_and_fuses_with_words(tmp_path: Path) -> None:

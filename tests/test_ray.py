@@ -55,12 +55,17 @@ def assert_same_vectors(a_coll, b_coll) -> None:  # type: ignore[no-untyped-def]
     assert np.min(np.sum(a * b[order], axis=1)) >= 0.9999
 
 
-def test_ray_equals_a_single_process_run_even_when_a_worker_dies(cluster: Path, tmp_path: Path, tiny_clip: str) -> None:
-    folder = folder_with_a_broken_image(tmp_path / "scans", 9)
-    single = open_collection("single", create=True)
-    single.index(str(folder), model=tiny_clip)
-    coll = open_collection("onray", create=True)
+def local_run_and_ingested(folder: Path, name: str, model: str):  # type: ignore[no-untyped-def]
+    """(``folder`` indexed in this process, ``folder`` only ingested: for the Ray run to compare)."""
+    single = open_collection(f"{name}-single", create=True)
+    single.index(str(folder), model=model)
+    coll = open_collection(name, create=True)
     coll.ingest(str(folder))
+    return single, coll
+
+
+def test_ray_equals_a_single_process_run_even_when_a_worker_dies(cluster: Path, tmp_path: Path, tiny_clip: str) -> None:
+    single, coll = local_run_and_ingested(folder_with_a_broken_image(tmp_path / "scans", 9), "onray", tiny_clip)
     cluster.touch()  # one worker process is killed in the middle of the job
     report = index_on_ray(coll, model=tiny_clip, part_size=2)
     assert not cluster.exists()  # a worker did die
@@ -74,11 +79,7 @@ def test_ray_equals_a_single_process_run_even_when_a_worker_dies(cluster: Path, 
 
 
 def test_actors_decoding_in_processes_give_the_same_vectors(cluster: Path, tmp_path: Path, tiny_clip: str) -> None:
-    folder = folder_with_a_broken_image(tmp_path / "scans", 6)
-    single = open_collection("single-p", create=True)
-    single.index(str(folder), model=tiny_clip)
-    coll = open_collection("onray-p", create=True)
-    coll.ingest(str(folder))
+    single, coll = local_run_and_ingested(folder_with_a_broken_image(tmp_path / "scans", 6), "onray-p", tiny_clip)
     report = index_on_ray(coll, model=tiny_clip, part_size=4, decoders=1)  # one actor: a core for it, one for its decoder
     assert (report.actors, report.decoders) == (1, 1)
     assert report.embedded == 6 and report.failed == 1 and dict(report.failed_by_reason) == {"truncated": 1}

@@ -29,7 +29,6 @@ from .captions import build_caption
 from .errors import ConfigError, ImageError
 from .http import Blocked, Fetcher
 from .records import Item
-from .sources.locgov import LOC_RATES
 
 if TYPE_CHECKING:
     from .collection import Collection
@@ -110,17 +109,12 @@ def enrich(coll: Collection, source: str = "locgov", *, fetcher: Fetcher | None 
         todo = todo[:limit]
     own = fetcher is None
     http = fetcher or Fetcher(cache_dir=coll.path / "cache" / "http")
-    for name, rate in LOC_RATES.items():
-        http.host_rates.setdefault(name, rate)
     pending: list[Item] = []
     try:
         with coll.writer():
             for n, item in enumerate(_items(coll, todo, batch), start=1):
                 url = record_url(str(item.metadata["resource_url"]), item.metadata["segment_num"])
-                host = urlsplit(url).hostname or ""
-                http.host_rates.setdefault(host, LOC_RATES["www.loc.gov"])  # a local mirror gets loc.gov's pace too
-                if host not in http.stop_on_429:
-                    http.stop_on_429 = (*http.stop_on_429, host)
+                http.like_loc_gov(urlsplit(url).hostname or "")  # a local mirror gets loc.gov's pace too
                 try:
                     found = record_metadata(http.get_json(url))
                 except Blocked as e:

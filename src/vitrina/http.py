@@ -361,6 +361,13 @@ class Fetcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def like_loc_gov(self, host: str) -> None:
+        """Treat ``host`` (a mirror of the loc.gov API) as loc.gov: its pace unless one is set,
+        and no retry after a 429 (the API bans)."""
+        self.host_rates.setdefault(host, HOST_RATES["www.loc.gov"])
+        if host not in self.stop_on_429:
+            self.stop_on_429 = (*self.stop_on_429, host)
+
     def settings(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this fetcher elsewhere (a Ray worker), host
         rates and stop_on_429 hosts added by the sources included; not its gates."""
@@ -370,8 +377,10 @@ class Fetcher:
                 "backoff": self.backoff}  # fmt: skip
 
     def interval(self, host: str) -> float:
-        """Seconds between two request starts to ``host``."""
-        rate = next((r for suffix, r in self.host_rates.items() if host == suffix or host.endswith("." + suffix)), self.rate)
+        """Seconds between two request starts to ``host``: the rate of the most specific matching
+        host in ``host_rates`` (tile.loc.gov's own, not loc.gov's), else the default."""
+        matches = [suffix for suffix in self.host_rates if host == suffix or host.endswith("." + suffix)]
+        rate = self.host_rates[max(matches, key=len)] if matches else self.rate
         return 1.0 / rate if rate > 0 else 0.0
 
     @contextmanager

@@ -470,43 +470,36 @@ def _timeout(name: str, reader: _Deadline) -> ImageError:
 
 
 class _Gate:
-    """The bytes reserved by decodes in flight in this process, all threads together. A decode
-    waits while the others hold ``MAX_DECODE_BYTES``, but never when nothing else is reserved (one
-    image within its own budget always gets through) nor when its thread already holds a
-    reservation (two nested waits could deadlock)."""
+    """The bytes reserved by decodes in flight, all threads together: in this process, or in every
+    decoding process when the counter and condition are shared (``use_shared_decode_budget``). A
+    decode waits while the others hold ``MAX_DECODE_BYTES``, but never when nothing else is
+    reserved (one image within its own budget always gets through) nor when its thread already
+    holds a reservation (two nested waits could deadlock)."""
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.in_use = self.high_water = 0
+    def __init__(self, counter: Any = None, cond: Any = None) -> None:
+        self._counter = counter if counter is not None else _Counter()  # anything with an int .value
+        self._cond = cond if cond is not None else threading.Condition()
+        self.high_water = 0
+
+    @property
+    def in_use(self) -> int:
+        return int(self._counter.value)
 
     def acquire(self, nbytes: int, mine: int) -> None:
         with self._cond:
             while self.in_use and not mine and self.in_use + nbytes > MAX_DECODE_BYTES:
                 self._cond.wait()
-            self.in_use += nbytes
+            self._counter.value += nbytes
             self.high_water = max(self.high_water, self.in_use)
 
     def release(self, nbytes: int) -> None:
         with self._cond:
-            self.in_use -= nbytes
+            self._counter.value -= nbytes
             self._cond.notify_all()
 
 
-class _SharedGate(_Gate):
-    """``_Gate`` across decoding processes (``indexer`` with ``decode="processes"``): the bytes in
-    use live in shared memory, so N processes hold ``MAX_DECODE_BYTES`` together, not N times it."""
-
-    def __init__(self, in_use: Any, cond: Any) -> None:
-        self._shared, self._cond = in_use, cond
-        self.high_water = 0
-
-    @property  # type: ignore[override]
-    def in_use(self) -> int:
-        return int(self._shared.value)
-
-    @in_use.setter
-    def in_use(self, value: int) -> None:
-        self._shared.value = value
+class _Counter:
+    value = 0
 
 
 def shared_decode_budget(context: Any) -> tuple[Any, Any]:
@@ -518,10 +511,10 @@ def shared_decode_budget(context: Any) -> tuple[Any, Any]:
 def use_shared_decode_budget(in_use: Any, cond: Any) -> None:
     """In a decoding process: count decoded bytes against the budget shared by all of them."""
     global _GATE
-    _GATE = _SharedGate(in_use, cond)
+    _GATE = _Gate(in_use, cond)
 
 
-_GATE: _Gate = _Gate()
+_GATE = _Gate()
 _held = threading.local()
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .embedding import Embedder, PreparedEmbedder
+from .embedding import Embedder, PreparedEmbedder, device_of
 from .reader import Reader, choose_decode, default_batch_size, default_workers
 from .store import Store
 
@@ -82,7 +82,7 @@ def embed_pending(
     batch_size = batch_size or default_batch_size(embedder)
     workers = workers or default_workers(embedder)
     mode = choose_decode(decode, embedder, total, workers, batch_size)
-    report.settings = {"device": str(getattr(embedder, "device", "cpu")), "batch_size": batch_size, "workers": workers, "decode": mode}
+    report.settings = {"device": device_of(embedder), "batch_size": batch_size, "workers": workers}
     done = 0
     if progress:
         progress(0, total)
@@ -117,6 +117,7 @@ def embed_pending(
     limits = {"max_pixels": max_pixels, "max_decode_bytes": max_decode_bytes}
     with Reader(embedder, mode=mode, workers=workers, fetcher=fetcher, **limits) as reader, \
          ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrina-model") as model:  # fmt: skip
+        report.settings["decode"] = reader.mode  # threads when the embedder has no picklable recipe
         in_flight: tuple[Any, ...] | None = None  # the batch the model is embedding while the last one is committed
         for batch in _prefetched(reader.pool, reader.read, todo, batch_size):
             ok_items: list[tuple[str, str]] = []

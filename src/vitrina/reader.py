@@ -61,27 +61,28 @@ def choose_decode(mode: str, embedder: Embedder, pending: int, workers: int, bat
     every core, and processes only add copies: docs/benchmarks.md)."""
     if mode not in DECODE_MODES:
         raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, not {mode!r}")
-    if mode == "processes" and not isinstance(embedder, PreparedEmbedder):
-        return "threads"  # a backend without a picklable preprocessing recipe decodes in threads
     if mode != "auto":
         return mode
     big = pending >= 4 * batch_size and workers > 1
-    return "processes" if big and isinstance(embedder, PreparedEmbedder) and device_of(embedder) != "cpu" else "threads"
+    return "processes" if big and device_of(embedder) != "cpu" else "threads"
 
 
 class Reader:
     """``read(row)`` -> (pixels or None, (reason, detail) or None, decode seconds), thread-safe.
-    ``row`` has "image" (the stored reference). Use as a context manager; ``pool`` runs reads."""
+    ``row`` has "image" (the stored reference). Use as a context manager; ``pool`` runs reads.
+    Without ``fetcher``, remote images go through one of its own, closed with it."""
 
     def __init__(self, embedder: Embedder, *, mode: str = "threads", workers: int = 2, fetcher: Any = None,
                  max_pixels: int | None = None, max_decode_bytes: int | None = None):  # fmt: skip
         self.min_side = embedder.min_side
         self.prep = embedder.prep if isinstance(embedder, PreparedEmbedder) else None
         self.preprocess = self.prep.prepare if self.prep is not None else embedder.preprocess
-        self.fetcher = fetcher
+        self.fetcher, self._lock = fetcher, threading.Lock()
+        self._own_fetcher: Any = None
         self.limits = {"max_pixels": max_pixels, "max_decode_bytes": max_decode_bytes}
         # Processes need a picklable recipe (``prep``); other embedders decode in threads.
         self.decoders = _Decoders(workers) if mode == "processes" and self.prep is not None else None
+        self.mode = "processes" if self.decoders else "threads"
         # With processes, extra threads keep them busy while some threads wait on the network.
         threads = 2 * workers if self.decoders else workers
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="vitrina-read")
@@ -96,6 +97,18 @@ class Reader:
         self.pool.shutdown(wait=wait, cancel_futures=True)
         if self.decoders:
             self.decoders.close(wait=wait)
+        if self._own_fetcher is not None:
+            self._own_fetcher.close()
+
+    def _fetcher_for(self, ref: str) -> Any:
+        if not ref.startswith(("http://", "https://")):
+            return None
+        with self._lock:
+            if self.fetcher is None:
+                from .http import Fetcher
+
+                self.fetcher = self._own_fetcher = Fetcher()
+        return self.fetcher
 
     @property
     def crashes(self) -> int:
@@ -105,15 +118,16 @@ class Reader:
         t0 = time.perf_counter()
         ref = row["image"]
         try:
+            fetcher = self._fetcher_for(ref)
             if self.decoders is not None:
-                if ref.startswith(("http://", "https://")):
-                    data, url, crop = fetch_image(ref, self.fetcher or _default_fetcher(), self.min_side)
+                if fetcher is not None:
+                    data, url, crop = fetch_image(ref, fetcher, self.min_side)
                     return self._in_process(_decode_fetched, data, url, crop)
                 return self._in_process(_decode_file, ref)
             # The image's memory stays reserved until it is resized, so concurrent decodes stay
             # within images.MAX_DECODE_BYTES together.
             with hold_decoded():
-                image = read_image(ref, fetcher=self.fetcher, min_side=self.min_side, **self.limits)
+                image = read_image(ref, fetcher=fetcher, min_side=self.min_side, **self.limits)
                 pixels = self.preprocess(image)
                 del image
             return pixels, None, time.perf_counter() - t0
@@ -128,12 +142,6 @@ class Reader:
         assert self.decoders is not None
         pixels, seconds = self.decoders.run(fn, *args, self.prep, self.min_side, self.limits)
         return pixels, None, seconds
-
-
-def _default_fetcher() -> Any:
-    from .http import Fetcher
-
-    return Fetcher()
 
 
 class _Decoders:

@@ -172,11 +172,14 @@ def nearby_text(page: Page, box: Box, limit: int = 600) -> str:
     return " ".join([box.caption, *near, rest]).strip()[:limit]
 
 
-def clip_box(box: Box, sx: float, sy: float, width: int, height: int) -> tuple[int, int, int, int] | None:
-    """The box in image pixels, intersected with the image (not shifted onto it); None if outside."""
-    x0, y0 = max(0, round(box.x * sx)), max(0, round(box.y * sy))
-    x1, y1 = min(width, round((box.x + box.w) * sx)), min(height, round((box.y + box.h) * sy))
-    return (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
+def picture_boxes(page: Page, sx: float, sy: float, width: int, height: int, min_size: int) -> Iterator[tuple[Box, tuple[int, int, int, int]]]:
+    """The page's pictures with their boxes in image pixels (ALTO units scaled by ``sx``, ``sy``),
+    intersected with the image (not shifted onto it); boxes outside it or under ``min_size`` are left out."""
+    for box in page.pictures:
+        x0, y0 = max(0, round(box.x * sx)), max(0, round(box.y * sy))
+        x1, y1 = min(width, round((box.x + box.w) * sx)), min(height, round((box.y + box.h) * sy))
+        if min(x1 - x0, y1 - y0) >= max(min_size, 1):
+            yield box, (x0, y0, x1 - x0, y1 - y0)
 
 
 class AltoSource:
@@ -239,11 +242,7 @@ class AltoSource:
             sx = sy = per_unit
         rel = os.path.relpath(path, self.root if self.root.is_dir() else self.root.parent)
         items = []
-        for box in page.pictures:
-            clipped = clip_box(box, sx, sy, img_w, img_h)
-            if clipped is None or min(clipped[2:]) < self.min_size:
-                continue
-            x, y, w, h = clipped
+        for box, (x, y, w, h) in picture_boxes(page, sx, sy, img_w, img_h, self.min_size):
             if service is not None:
                 ref = f"{image}/{x},{y},{w},{h}/{'max' if service.version == 3 else 'full'}/0/default.jpg"
             else:

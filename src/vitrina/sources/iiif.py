@@ -32,7 +32,7 @@ from ..http import Blocked, Fetcher
 from ..iiif import ImageService
 from ..records import Item
 from . import with_years
-from .alto import clip_box, nearby_text, parse_alto
+from .alto import nearby_text, parse_alto, picture_boxes
 
 
 class IIIFSource:
@@ -183,11 +183,7 @@ class IIIFSource:
             raise SourceError("bad_xml", f"{url}: the ALTO <Page> has no WIDTH/HEIGHT to scale its coordinates to the canvas")
         sx, sy = width / page.width, height / page.height
         items = []
-        for box in page.pictures:
-            clipped = clip_box(box, sx, sy, width, height)
-            if clipped is None or min(clipped[2:]) < self.min_size:
-                continue
-            x, y, w, h = clipped
+        for box, (x, y, w, h) in picture_boxes(page, sx, sy, width, height, self.min_size):
             image = f"{record['service']}/{x},{y},{w},{h}/full/0/default.jpg"
             block = box.id or f"{x},{y},{w},{h}"
             md = {**metadata, "title": f"{metadata.get('title', '')} — {block}".strip(" —"), "alto": url, "block": box.id, "block_type": box.kind,

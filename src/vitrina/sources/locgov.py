@@ -30,7 +30,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .. import iiif
 from ..captions import add_caption
 from ..errors import ConfigError, SourceError
-from ..http import HOST_RATES as LOC_RATES
 from ..http import Blocked, Fetcher
 from ..records import Item
 from . import with_years
@@ -116,11 +115,7 @@ class LocGovSource:
         self.problems: list[str] = []
         self.spec = f"locgov:{url}"
         self.fetcher, self.limit = fetcher, limit
-        host = urlsplit(self.first).hostname or ""
-        for name, rate in {**LOC_RATES, host: LOC_RATES["www.loc.gov"]}.items():
-            fetcher.host_rates.setdefault(name, rate)
-        if host not in fetcher.stop_on_429:
-            fetcher.stop_on_429 = (*fetcher.stop_on_429, host)  # the API bans: never retry a 429
+        fetcher.like_loc_gov(urlsplit(self.first).hostname or "")  # loc.gov itself is paced by every Fetcher
         self.results_total: int | None = None
 
     def _skip(self, reason: str, problem: str | None = None) -> None:
