@@ -58,7 +58,16 @@ def build(path: Path, rows: int, dim: int, nlist: int, threads: int) -> dict:
             v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
             ids = [f"loc-{i:08d}" for i in range(s, s + m)]
             with coll.writer():
-                coll.add_items(Item(id=ids[k], image=f"{s + k}.jpg", fingerprint="1", source="bench", metadata={"date": str(1500 + (s + k) % 500)}) for k in range(m))
+                coll.add_items(
+                    Item(
+                        id=ids[k],
+                        image=f"{s + k}.jpg",
+                        fingerprint="1",
+                        source="bench",
+                        metadata={"date": str(1500 + (s + k) % 500)},
+                    )
+                    for k in range(m)
+                )
                 coll.import_vectors(ids, v, fingerprint=fp, space="bench")
             print(f"stored {s + m:,} / {rows:,} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
         out["store_build_s"] = time.perf_counter() - t0
@@ -66,7 +75,14 @@ def build(path: Path, rows: int, dim: int, nlist: int, threads: int) -> dict:
     if not ann_path(store, "bench").exists():
         report = build_ann(store, "bench", AnnParams(nlist=nlist), threads=threads, sample=100,
                            progress=lambda d, t: print(f"index {d:,} / {t:,}", file=sys.stderr, flush=True))  # fmt: skip
-        out.update({"ann_build_s": report.seconds, "ann_bytes": report.bytes, "ann_kind": report.kind, "recall_measured_at_build": report.recall})
+        out.update(
+            {
+                "ann_build_s": report.seconds,
+                "ann_bytes": report.bytes,
+                "ann_kind": report.kind,
+                "recall_measured_at_build": report.recall,
+            }
+        )
     out["vector_file_bytes"] = sum(f.stat().st_size for f in (path / "spaces").glob("*.f32"))
     out["sqlite_bytes"] = (path / "collection.sqlite").stat().st_size
     return out
@@ -133,7 +149,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--nlist", type=int, default=4096, help="IVF lists (the default 4*sqrt(rows) takes hours of k-means on 2 cores)")
+    ap.add_argument(
+        "--nlist", type=int, default=4096, help="IVF lists (the default 4*sqrt(rows) takes hours of k-means on 2 cores)"
+    )
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2, help="threads for the build and while measuring")
     ap.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "vitrina-bench")
@@ -144,14 +162,33 @@ def main() -> None:
         print(json.dumps(measure(path, args.repeats)))
         return
     built = build(path, args.rows, args.dim, args.nlist, args.threads)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    cmd = [sys.executable, __file__, "--rows", str(args.rows), "--dim", str(args.dim), "--repeats", str(args.repeats), "--dir", str(args.dir), "--measure-only"]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "OPENBLAS_NUM_THREADS": str(args.threads),
+        "MKL_NUM_THREADS": str(args.threads),
+    }
+    cmd = [
+        sys.executable,
+        __file__,
+        "--rows",
+        str(args.rows),
+        "--dim",
+        str(args.dim),
+        "--repeats",
+        str(args.repeats),
+        "--dir",
+        str(args.dir),
+        "--measure-only",
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     result = {**built, **json.loads(out.stdout.strip().splitlines()[-1])}
     result.update({"threads": args.threads, "nlist": args.nlist, "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
                    "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")})  # fmt: skip
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "results" / f"ann-{args.rows}x{args.dim}-stream-t{args.threads}.json").write_text(json.dumps(result, indent=2))
+    (ROOT / "benchmarks" / "results" / f"ann-{args.rows}x{args.dim}-stream-t{args.threads}.json").write_text(
+        json.dumps(result, indent=2)
+    )
     print(json.dumps(result, indent=2))
 
 

@@ -42,7 +42,12 @@ def build(path: Path, rows: int, dim: int) -> dict:
         coll = open_collection(path, create=True)
         ids = [f"loc-{i:07d}" for i in range(rows)]
         with coll.writer():
-            coll.add_items(Item(id=ids[i], image=f"{i}.jpg", fingerprint="1", source="bench", metadata={"date": str(1500 + i % 500)}) for i in range(rows))
+            coll.add_items(
+                Item(
+                    id=ids[i], image=f"{i}.jpg", fingerprint="1", source="bench", metadata={"date": str(1500 + i % 500)}
+                )
+                for i in range(rows)
+            )
             coll.import_vectors(ids, vectors, fingerprint=fp, space="bench")
         out["store_build_s"] = time.perf_counter() - t0
     from vitrina import open_collection
@@ -50,7 +55,14 @@ def build(path: Path, rows: int, dim: int) -> dict:
     coll = open_collection(path)
     if not (path / "spaces" / "bench.ann").exists():
         report = coll.build_ann()
-        out.update({"ann_build_s": report.seconds, "ann_bytes": report.bytes, "ann_kind": report.kind, "recall_measured_at_build": report.recall})
+        out.update(
+            {
+                "ann_build_s": report.seconds,
+                "ann_bytes": report.bytes,
+                "ann_kind": report.kind,
+                "recall_measured_at_build": report.recall,
+            }
+        )
     return out
 
 
@@ -149,7 +161,9 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1, help="threads while measuring (BLAS and faiss)")
-    ap.add_argument("--hnsw-baseline", action="store_true", help="also build a default faiss HNSW32,Flat (slow to build)")
+    ap.add_argument(
+        "--hnsw-baseline", action="store_true", help="also build a default faiss HNSW32,Flat (slow to build)"
+    )
     ap.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "vitrina-bench")
     ap.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -158,13 +172,41 @@ def main() -> None:
         print(json.dumps(measure(path, args.repeats, args.hnsw_baseline)))
         return
     built = build(path, args.rows, args.dim)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    cmd = [sys.executable, __file__, "--rows", str(args.rows), "--dim", str(args.dim), "--repeats", str(args.repeats), "--dir", str(args.dir), "--measure-only"]
-    out = subprocess.run(cmd + (["--hnsw-baseline"] if args.hnsw_baseline else []), env=env, capture_output=True, text=True, check=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "OPENBLAS_NUM_THREADS": str(args.threads),
+        "MKL_NUM_THREADS": str(args.threads),
+    }
+    cmd = [
+        sys.executable,
+        __file__,
+        "--rows",
+        str(args.rows),
+        "--dim",
+        str(args.dim),
+        "--repeats",
+        str(args.repeats),
+        "--dir",
+        str(args.dir),
+        "--measure-only",
+    ]
+    out = subprocess.run(
+        cmd + (["--hnsw-baseline"] if args.hnsw_baseline else []), env=env, capture_output=True, text=True, check=True
+    )
     result = {**built, **json.loads(out.stdout.strip().splitlines()[-1])}
-    result.update({"threads": args.threads, "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores", "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")})
+    result.update(
+        {
+            "threads": args.threads,
+            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
+            "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+    )
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "results" / f"ann-{args.rows}x{args.dim}-t{args.threads}.json").write_text(json.dumps(result, indent=2))
+    (ROOT / "benchmarks" / "results" / f"ann-{args.rows}x{args.dim}-t{args.threads}.json").write_text(
+        json.dumps(result, indent=2)
+    )
     print(json.dumps(result, indent=2))
 
 

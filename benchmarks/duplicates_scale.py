@@ -93,11 +93,18 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.95)
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--dir", type=Path, default=None)
-    ap.add_argument("--query-sample", type=int, default=0,
-                    help="time the neighbour search for only this many items (ANN) and 1/10 of them (exact) at full size, and extrapolate")
+    ap.add_argument(
+        "--query-sample",
+        type=int,
+        default=0,
+        help="time the neighbour search for only this many items (ANN) and 1/10 of them (exact) at full size, and extrapolate",
+    )
     a = ap.parse_args()
     base = a.dir or Path(tempfile.mkdtemp(prefix="vitrina-dups-"))
-    out: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "args": {k: str(v) for k, v in vars(a).items()}}
+    out: dict = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "args": {k: str(v) for k, v in vars(a).items()},
+    }
 
     from vitrina import open_collection
 
@@ -114,7 +121,9 @@ def main() -> None:
         out["exact_extrapolated_search_s"] = round(out["sampled"]["exact_ms_per_item"] * a.rows / 1000)
         out["ann_total_extrapolated_s"] = round(out["ann_build_s"] + out["ann_extrapolated_search_s"])
         print(json.dumps(out, indent=2))
-        (ROOT / "benchmarks" / "results" / f"duplicates_scale_{a.rows}_sampled.json").write_text(json.dumps(out, indent=2))
+        (ROOT / "benchmarks" / "results" / f"duplicates_scale_{a.rows}_sampled.json").write_text(
+            json.dumps(out, indent=2)
+        )
         return
     out["ann"] = run(base / "big", planted, "auto", a.threshold, a.k)
     print(json.dumps(out), flush=True)
@@ -123,7 +132,9 @@ def main() -> None:
         out["exact_small"] = run(base / "small", small, "exact", a.threshold, a.k)
         open_collection(base / "small").build_ann()
         out["ann_small"] = run(base / "small", small, "auto", a.threshold, a.k)
-        out["exact_extrapolated_to_rows_s"] = round(out["exact_small"]["seconds_search"] * (a.rows / a.exact_rows) ** 2, 0)
+        out["exact_extrapolated_to_rows_s"] = round(
+            out["exact_small"]["seconds_search"] * (a.rows / a.exact_rows) ** 2, 0
+        )
     out["ann_total_s"] = round(out["ann_build_s"] + out["ann"]["seconds_with_tagging"], 1)
     res = ROOT / "benchmarks" / "results" / f"duplicates_scale_{a.rows}.json"
     res.write_text(json.dumps(out, indent=2))

@@ -44,7 +44,12 @@ def build(path: Path, rows: int, dim: int) -> float:
         items_seconds = time.perf_counter() - t0
         for start in range(0, rows, 50_000):
             n = min(50_000, rows - start)
-            coll.import_vectors([f"it-{i:07d}" for i in range(start, start + n)], rng.standard_normal((n, dim)).astype(np.float32), fingerprint=fp, space="bench")
+            coll.import_vectors(
+                [f"it-{i:07d}" for i in range(start, start + n)],
+                rng.standard_normal((n, dim)).astype(np.float32),
+                fingerprint=fp,
+                space="bench",
+            )
     return items_seconds
 
 
@@ -84,12 +89,16 @@ def main() -> None:
     }
     out = {name: timed(fn, args.repeats) for name, fn in runs.items()}
     base = out["CLIP only (baseline)"][0]
-    print(f"\n{args.rows} items × {args.dim} dims, {platform.processor() or platform.machine()}, Python {platform.python_version()}; items + FTS written in {items_seconds:.1f} s")
+    print(
+        f"\n{args.rows} items × {args.dim} dims, {platform.processor() or platform.machine()}, Python {platform.python_version()}; items + FTS written in {items_seconds:.1f} s"
+    )
     print("| query | p50 | p95 | ratio to CLIP only |\n|---|---|---|---|")
     for name, (p50, p95) in out.items():
         print(f"| {name} | {p50:.1f} ms | {p95:.1f} ms | {p50 / base:.2f}× |")
     (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "fusion_latency.json").write_text(json.dumps({"rows": args.rows, "dim": args.dim, "ms": out, "items_seconds": items_seconds}, indent=2))
+    (ROOT / "benchmarks" / "results" / "fusion_latency.json").write_text(
+        json.dumps({"rows": args.rows, "dim": args.dim, "ms": out, "items_seconds": items_seconds}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ def main() -> None:
     a, b = embed_images(cpu, decoded), embed_images(gpu, decoded)
     cos = (a * b).sum(1)
     t_a, t_b = cpu.embed_texts(["a map", "sea monster"]), gpu.embed_texts(["a map", "sea monster"])
-    print(f"image cosine cpu-fp32 vs cuda-fp16: min {cos.min():.5f} mean {cos.mean():.5f}; text: {(t_a * t_b).sum(1).min():.5f}")
+    print(
+        f"image cosine cpu-fp32 vs cuda-fp16: min {cos.min():.5f} mean {cos.mean():.5f}; text: {(t_a * t_b).sum(1).min():.5f}"
+    )
     assert cos.min() > 0.999 and (t_a * t_b).sum(1).min() > 0.999
     assert gpu.fingerprint.revision == cpu.fingerprint.revision and gpu.fingerprint.dim == cpu.fingerprint.dim
     coll = open_collection(tmp / "coll", create=True)
@@ -62,12 +64,19 @@ def finetune_check() -> None:
     make_images(tmp / "imgs", 32)
     coll = open_collection(tmp / "coll", create=True)
     coll.index(str(tmp / "imgs"), model=f"hf:{model}", device="cuda")
-    pairs = [{"id": p.name, "caption": f"a map {n % 5}", "split": "train"} for n, p in enumerate(sorted((tmp / "imgs").iterdir()))]
-    report = finetune(coll, pairs, tmp / "ft", config=FinetuneConfig(epochs=2, batch_size=8, lr=1e-3, val_percent=0), device="cuda")
+    pairs = [
+        {"id": p.name, "caption": f"a map {n % 5}", "split": "train"}
+        for n, p in enumerate(sorted((tmp / "imgs").iterdir()))
+    ]
+    report = finetune(
+        coll, pairs, tmp / "ft", config=FinetuneConfig(epochs=2, batch_size=8, lr=1e-3, val_percent=0), device="cuda"
+    )
     losses = [h["train_loss"] for h in report.history]
     assert losses[-1] < losses[0], losses
     coll.index(model=f"hf:{tmp / 'ft'}", space="ft", device="cuda")
-    scores = {s.name: eval_pairs(coll, [(p["id"], p["caption"]) for p in pairs], space=s.name)["mrr"] for s in coll.spaces()}
+    scores = {
+        s.name: eval_pairs(coll, [(p["id"], p["caption"]) for p in pairs], space=s.name)["mrr"] for s in coll.spaces()
+    }
     print("finetune on CUDA OK:", json.dumps({"losses": losses, "mrr_by_space": scores}))
 
 

@@ -47,7 +47,9 @@ def clip_b32(model_dir: Path) -> Path:
 
     torch.manual_seed(0)
     CLIPModel(CLIPConfig()).save_pretrained(model_dir)
-    CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(model_dir)
+    CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(
+        model_dir
+    )
     tokenizer = Tokenizer(models.WordLevel({"<unk>": 0, "<pad>": 1}, unk_token="<unk>"))
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>").save_pretrained(model_dir)
     return model_dir
@@ -66,14 +68,20 @@ def _make_one(args: tuple[str, int, int, int]) -> None:
     w, h = page.size
     size = (int(side * w / max(w, h)), int(side * h / max(w, h)))
     base = np.asarray(page.resize(size, Image.Resampling.BILINEAR), np.int16)
-    grain = rng.integers(-6, 7, (size[1] // 8 + 1, size[0] // 8 + 1, 1), dtype=np.int16).repeat(8, 0).repeat(8, 1)[: size[1], : size[0]]
+    grain = (
+        rng.integers(-6, 7, (size[1] // 8 + 1, size[0] // 8 + 1, 1), dtype=np.int16)
+        .repeat(8, 0)
+        .repeat(8, 1)[: size[1], : size[0]]
+    )
     pixels = np.clip(base + rng.integers(-12, 12, (1, 1, 3)) + grain, 0, 255).astype(np.uint8)
     Image.fromarray(pixels).save(path, quality=quality)
 
 
 def make_inputs(folder: Path, n: int, side: int, quality: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    todo = [(str(folder / f"p{i:05d}.jpg"), side, i, quality) for i in range(n) if not (folder / f"p{i:05d}.jpg").exists()]
+    todo = [
+        (str(folder / f"p{i:05d}.jpg"), side, i, quality) for i in range(n) if not (folder / f"p{i:05d}.jpg").exists()
+    ]
     with ProcessPoolExecutor(max(1, (os.cpu_count() or 2))) as pool:
         list(pool.map(_make_one, todo, chunksize=16))
     return folder
@@ -94,7 +102,10 @@ def model_alone(spec: str, device: str, batch_size: int, seconds: float) -> dict
     batch = np.random.default_rng(0).integers(0, 256, (batch_size, prep.height, prep.width, 3), dtype=np.uint8)
     floats = prep.normalise(batch)
     out = {}
-    for name, run in (("uint8_on_device", lambda: embedder.embed_prepared(batch)), ("float32_from_host", lambda: embedder.embed_pixels(floats))):  # type: ignore[attr-defined]
+    for name, run in (
+        ("uint8_on_device", lambda: embedder.embed_prepared(batch)),
+        ("float32_from_host", lambda: embedder.embed_pixels(floats)),
+    ):  # type: ignore[attr-defined]
         run()
         _sync(device)
         n, t0 = 0, time.perf_counter()
@@ -171,7 +182,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, help="decoders (default: the indexer's for the device)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--model-seconds", type=float, default=8.0)
-    ap.add_argument("--baseline-src", type=Path, help="an older checkout's src/ to compare Collection.index against (threads, float32)")
+    ap.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="an older checkout's src/ to compare Collection.index against (threads, float32)",
+    )
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "vitrina-pipeline")
     args = ap.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -188,7 +203,12 @@ def main() -> None:
     workers = args.workers or default_workers(embedder)
     kinds = {"iiif_640px": (make_inputs(args.dir / "small", args.small, 640, 85), args.small),
              "scan_10.7MP": (make_inputs(args.dir / "large", args.large, 4000, 90), args.large)}  # fmt: skip
-    result: dict = {"device": args.device, "batch_size": batch_size, "workers": workers, "inputs_ready_s": round(time.perf_counter() - started, 1)}
+    result: dict = {
+        "device": args.device,
+        "batch_size": batch_size,
+        "workers": workers,
+        "inputs_ready_s": round(time.perf_counter() - started, 1),
+    }
     result.update(model_alone(model, args.device, batch_size, args.model_seconds))
     scratch = Path(tempfile.mkdtemp(dir=args.dir))
     for kind, (folder, n) in kinds.items():
@@ -197,11 +217,20 @@ def main() -> None:
         part = decode_alone(model, args.device, folder, workers)
         runs: dict[str, list[dict]] = {}
         configs = {
-            "processes": (ROOT / "src", {"device": args.device, "batch_size": batch_size, "workers": workers, "decode": "processes"}),
-            "threads": (ROOT / "src", {"device": args.device, "batch_size": batch_size, "workers": workers, "decode": "threads"}),
+            "processes": (
+                ROOT / "src",
+                {"device": args.device, "batch_size": batch_size, "workers": workers, "decode": "processes"},
+            ),
+            "threads": (
+                ROOT / "src",
+                {"device": args.device, "batch_size": batch_size, "workers": workers, "decode": "threads"},
+            ),
         }
         if args.baseline_src:
-            configs["baseline"] = (args.baseline_src, {"device": args.device, "batch_size": batch_size, "workers": workers})
+            configs["baseline"] = (
+                args.baseline_src,
+                {"device": args.device, "batch_size": batch_size, "workers": workers},
+            )
         for _ in range(args.repeats):
             for name, (src, kw) in configs.items():
                 runs.setdefault(name, []).append(end_to_end(src, folder, model, kw, scratch))
@@ -210,8 +239,12 @@ def main() -> None:
             part[f"index_{name}_images_per_s"] = best["images_per_second"]
             part[f"index_{name}_timings_s"] = best["timings"]
         if "baseline" in runs:
-            part["ratio_processes_vs_baseline"] = round(part["index_processes_images_per_s"] / part["index_baseline_images_per_s"], 3)
-            part["ratio_threads_vs_baseline"] = round(part["index_threads_images_per_s"] / part["index_baseline_images_per_s"], 3)
+            part["ratio_processes_vs_baseline"] = round(
+                part["index_processes_images_per_s"] / part["index_baseline_images_per_s"], 3
+            )
+            part["ratio_threads_vs_baseline"] = round(
+                part["index_threads_images_per_s"] / part["index_baseline_images_per_s"], 3
+            )
         from PIL import Image
 
         with Image.open(next(folder.glob("*.jpg"))) as im:

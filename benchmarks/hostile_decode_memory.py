@@ -166,8 +166,15 @@ def probe(files: list[Path], src: Path) -> None:
         "print(hwm() - before, round(time.perf_counter() - t, 2), out[:200])\n"
     )
     for path in files:
-        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(src)})
-        delta, seconds, outcome = proc.stdout.split(" ", 2) if proc.returncode == 0 else ("?", "?", proc.stderr.strip()[-200:])
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(src)},
+        )
+        delta, seconds, outcome = (
+            proc.stdout.split(" ", 2) if proc.returncode == 0 else ("?", "?", proc.stderr.strip()[-200:])
+        )
         print(f"{path.name:36s} {path.stat().st_size:>10d} B  +{delta} MB  {seconds} s  {outcome.strip()}", flush=True)
 
 
@@ -186,7 +193,9 @@ def main() -> None:
         return
     # Build in a child: making a 14000x14000 WebP takes gigabytes, which would count in the
     # peak of every child this process starts afterwards.
-    subprocess.run([sys.executable, __file__, "--build-only", "--dir", str(args.dir), "--junk-mb", str(args.junk_mb)], check=True)
+    subprocess.run(
+        [sys.executable, __file__, "--build-only", "--dir", str(args.dir), "--junk-mb", str(args.junk_mb)], check=True
+    )
     files = sorted(args.dir.iterdir())
     src = args.src.resolve()
     if args.probe:
@@ -206,7 +215,9 @@ def main() -> None:
     print(f"{len(files)} files: {report.get('embedded')} embedded, {report.get('failed')} failed")
     for path in files:
         print(f"  {path.name:36s} {path.stat().st_size:>10d} B  {failures.get(path.name, 'ok')}")
-    print(f"peak RSS of `vitrina index --workers {args.workers}`: {peak_mb} MB ({seconds:.1f} s; this process: {own_mb} MB)")
+    print(
+        f"peak RSS of `vitrina index --workers {args.workers}`: {peak_mb} MB ({seconds:.1f} s; this process: {own_mb} MB)"
+    )
     if "error" in report:
         print(report["error"])
     results = ROOT / "benchmarks" / "results"

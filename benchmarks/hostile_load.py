@@ -93,7 +93,9 @@ def run(base: str, drip: str, seconds: float, pid: int, hostile: bool) -> dict:
     plan = [("normal", normal, 0.0)] * 2 + [("healthz", lambda c, rng: c.get("/healthz"), 0.5)]
     if hostile:
         plan += [("drip", lambda c, rng: c.get("/api/search", params={"image_url": drip}), 0.0)] * 6
-        plan += [("bomb", lambda c, rng: c.post("/api/search", files={"image": ("bomb.png", bomb, "image/png")}), 0.0)] * 2
+        plan += [
+            ("bomb", lambda c, rng: c.post("/api/search", files={"image": ("bomb.png", bomb, "image/png")}), 0.0)
+        ] * 2
         plan += [("terms", lambda c, rng: c.get("/api/search", params=[("q", w) for w in rng.choice(WORDS, 40)]), 0.0)]
     threads = [threading.Thread(target=loop, args=p, daemon=True) for p in plan]
     for t in threads:

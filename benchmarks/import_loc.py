@@ -59,7 +59,14 @@ def generate(d: Path, rows: int, dim: int, with_csv: bool) -> None:
             w = csv.writer(f)  # file_url has a comma ("2000,"): quoted
             w.writerow(["p1_item_id", "file_url", "resource_url", "segment_num"])
             for n in range(rows):
-                w.writerow([f"http://www.loc.gov/item/{n // 3:08d}/", url(n), f"https://www.loc.gov/resource/g3700.ct{n // 3:07d}/", n % 3])
+                w.writerow(
+                    [
+                        f"http://www.loc.gov/item/{n // 3:08d}/",
+                        url(n),
+                        f"https://www.loc.gov/resource/g3700.ct{n // 3:07d}/",
+                        n % 3,
+                    ]
+                )
 
 
 def do_import(d: Path, chunk: int, with_csv: bool) -> dict:
@@ -67,7 +74,11 @@ def do_import(d: Path, chunk: int, with_csv: bool) -> dict:
     from vitrina.importers import import_vectors, open_reader
 
     started = time.perf_counter()
-    reader = open_reader("loc-beto", [str(d / "beto.pt"), str(d / "beto_idx.pt")], csv_path=str(d / "p1_map_file_list.csv") if with_csv else None)
+    reader = open_reader(
+        "loc-beto",
+        [str(d / "beto.pt"), str(d / "beto_idx.pt")],
+        csv_path=str(d / "p1_map_file_list.csv") if with_csv else None,
+    )
     opened = time.perf_counter() - started
     coll = open_collection(d / "locmaps", create=True)
     report = import_vectors(coll, reader, model=MODEL, chunk=chunk, load_model=False)
@@ -89,7 +100,12 @@ def do_search(d: Path, rows: int, with_csv: bool) -> dict:
     query = np.random.default_rng(1).standard_normal(coll.space().fingerprint.dim).astype(np.float32)
     coll.search_vectors(query, limit=10)
     second_s = time.perf_counter() - t
-    out = {"first_search_s": round(first_s, 3), "second_search_s": round(second_s, 3), "first_hit": first[0].id, "considered": first.total_considered}
+    out = {
+        "first_search_s": round(first_s, 3),
+        "second_search_s": round(second_s, 3),
+        "first_hit": first[0].id,
+        "considered": first.total_considered,
+    }
     if with_csv:
         t = time.perf_counter()
         hits = coll.search_vectors(query, where=["segment_num=2"], limit=10)[0]
@@ -117,8 +133,26 @@ def main() -> None:
         return
 
     def child(phase: str) -> dict:
-        cmd = [sys.executable, __file__, "--phase", phase, "--dir", str(d), "--rows", str(args.rows), "--dim", str(args.dim), "--chunk", str(args.chunk)]
-        done = subprocess.run(cmd + (["--csv"] if args.csv else []), capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        cmd = [
+            sys.executable,
+            __file__,
+            "--phase",
+            phase,
+            "--dir",
+            str(d),
+            "--rows",
+            str(args.rows),
+            "--dim",
+            str(args.dim),
+            "--chunk",
+            str(args.chunk),
+        ]
+        done = subprocess.run(
+            cmd + (["--csv"] if args.csv else []),
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         if done.returncode:
             sys.exit(f"{phase} failed:\n{done.stderr}")
         return json.loads(done.stdout.strip().splitlines()[-1])

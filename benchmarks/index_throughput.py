@@ -94,7 +94,14 @@ def main() -> None:
     home = Path(tempfile.mkdtemp())
     coll = open_collection(home / "bench", create=True)
     t0 = time.perf_counter()
-    report = coll.index(str(scans[0].parent), model=f"hf:{model_dir}", device=args.device, threads=args.threads, batch_size=args.batch_size, workers=args.workers)
+    report = coll.index(
+        str(scans[0].parent),
+        model=f"hf:{model_dir}",
+        device=args.device,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
     wall = time.perf_counter() - t0
     from PIL import Image
 

@@ -56,7 +56,11 @@ def start_server(path: Path, *extra: str, threads: int = 1) -> tuple[subprocess.
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
-    server = subprocess.Popen([sys.executable, "-m", "vitrina", "serve", str(path), "--host", "127.0.0.1", "--port", str(port), *extra], env=env, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vitrina", "serve", str(path), "--host", "127.0.0.1", "--port", str(port), *extra],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(900):
         try:

@@ -41,7 +41,9 @@ def main() -> None:
     core.Service.start = lambda self: None  # type: ignore[method-assign]  # the map needs no model (synthetic vectors have none)
     for base in _serve(str(path)):
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox", "--disable-gpu"])
+            browser = p.chromium.launch(
+                executable_path=shutil.which("chromium"), args=["--no-sandbox", "--disable-gpu"]
+            )
             page = browser.new_context(bypass_csp=True, viewport={"width": 1200, "height": 900}).new_page()
             t = time.perf_counter()
             page.goto(base + "/map")

@@ -55,7 +55,9 @@ def _release_1_filter_ms(path: Path, where: list[str]) -> tuple[float, int]:
 
     def match(value, op, operand):  # type: ignore[no-untyped-def]  # ordering ops only, as used here
         got = number.search(str(value)) if value is not None else None
-        return int(bool(got) and {"<": float(got.group()) < float(operand), ">=": float(got.group()) >= float(operand)}[op])
+        return int(
+            bool(got) and {"<": float(got.group()) < float(operand), ">=": float(got.group()) >= float(operand)}[op]
+        )
 
     db = sqlite3.connect(path / "collection.sqlite")
     db.create_function("vitrina_match", 3, match, deterministic=True)
@@ -65,7 +67,10 @@ def _release_1_filter_ms(path: Path, where: list[str]) -> tuple[float, int]:
         clauses.append("vitrina_match(json_extract(i.metadata, ?), ?, ?)")
         params += [f'$."{key}"', op, operand]
     t0 = time.perf_counter()
-    rows = db.execute(f"SELECT v.row FROM vectors v JOIN items i ON i.id = v.item_id WHERE v.space = 'bench' AND {' AND '.join(clauses)}", params).fetchall()
+    rows = db.execute(
+        f"SELECT v.row FROM vectors v JOIN items i ON i.id = v.item_id WHERE v.space = 'bench' AND {' AND '.join(clauses)}",
+        params,
+    ).fetchall()
     elapsed = (time.perf_counter() - t0) * 1000
     db.close()
     return elapsed, len(rows)
@@ -156,13 +161,27 @@ def main() -> None:
         print(json.dumps(measure(path, args.repeats)))
         return
     build(path, args.rows, args.dim)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "OPENBLAS_NUM_THREADS": str(args.threads),
+        "MKL_NUM_THREADS": str(args.threads),
+    }
     out = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--dim", str(args.dim), "--repeats", str(args.repeats), "--dir", str(args.dir), "--measure-only"],
                          env=env, capture_output=True, text=True, check=True)  # fmt: skip
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    result.update({"threads": args.threads, "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores", "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")})
+    result.update(
+        {
+            "threads": args.threads,
+            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
+            "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+    )
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "results" / f"search-{args.rows}x{args.dim}-t{args.threads}.json").write_text(json.dumps(result, indent=2))
+    (ROOT / "benchmarks" / "results" / f"search-{args.rows}x{args.dim}-t{args.threads}.json").write_text(
+        json.dumps(result, indent=2)
+    )
     print(json.dumps(result, indent=2))
 
 

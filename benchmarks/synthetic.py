@@ -29,7 +29,9 @@ class CloudModel:
 
     def _latent(self, rng: np.random.Generator, n: int) -> np.ndarray:
         c = self.centres[rng.integers(0, len(self.centres), n)]
-        return c + 0.8 * rng.standard_normal((n, self.centres.shape[1])).astype(np.float32) / np.sqrt(self.centres.shape[1])
+        return c + 0.8 * rng.standard_normal((n, self.centres.shape[1])).astype(np.float32) / np.sqrt(
+            self.centres.shape[1]
+        )
 
     def images(self, n: int, seed: int = 1, chunk: int = 200_000) -> np.ndarray:
         """(n, dim) unit image-like vectors, generated in chunks (10M fit without a float64 copy)."""

@@ -64,7 +64,9 @@ def main() -> None:
     nlist = int(4 * np.sqrt(args.rows))
     t0 = time.perf_counter()
     ivf = faiss.index_factory(args.dim, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
-    ivf.train(vectors[np.random.default_rng(0).choice(args.rows, min(args.rows, max(100_000, 40 * nlist)), replace=False)])
+    ivf.train(
+        vectors[np.random.default_rng(0).choice(args.rows, min(args.rows, max(100_000, 40 * nlist)), replace=False)]
+    )
     ivf.add(vectors)
     out["faiss_ivf_sq8_build_s"] = time.perf_counter() - t0
     faiss.omp_set_num_threads(1)
@@ -80,14 +82,22 @@ def main() -> None:
         out[f"usearch_i8_m{conn}_build_s"] = time.perf_counter() - t0
         for ef in (64, 128, 256):
             index.expansion_search = ef
-            p50, found = timed(lambda q, n, index=index: np.asarray(index.search(q, n, threads=1).keys, np.int64), texts, vectors, k, want)
+            p50, found = timed(
+                lambda q, n, index=index: np.asarray(index.search(q, n, threads=1).keys, np.int64),
+                texts,
+                vectors,
+                k,
+                want,
+            )
             out[f"usearch_i8_m{conn}_ef{ef}"] = {"p50_ms": p50, "recall_at_10": recall(found, truth)}
         out[f"usearch_i8_m{conn}_bytes"] = index.memory_usage
 
     out.update({"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores", "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
                 "faiss": faiss.__version__, "usearch": __import__("usearch").__version__})  # fmt: skip
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "results" / f"usearch-vs-faiss-{args.rows}x{args.dim}.json").write_text(json.dumps(out, indent=2))
+    (ROOT / "benchmarks" / "results" / f"usearch-vs-faiss-{args.rows}x{args.dim}.json").write_text(
+        json.dumps(out, indent=2)
+    )
     print(json.dumps(out, indent=2))
 
 

@@ -80,7 +80,16 @@ def collect(png: Path) -> list[dict]:
         folders = [words(p) for p in rel.parts[:-1] if p != "unsorted"]
         title = words(path.stem) or words(rel.parts[-2])
         caption = f"clip art of {title}" + (", " + ", ".join(reversed([f for f in folders if f])) if folders else "")
-        records.append({"path": str(path), "id": rel.as_posix(), "category": rel.parts[0], "title": title, "caption": caption, "group": f"{rel.parts[0]}/{title}"})
+        records.append(
+            {
+                "path": str(path),
+                "id": rel.as_posix(),
+                "category": rel.parts[0],
+                "title": title,
+                "caption": caption,
+                "group": f"{rel.parts[0]}/{title}",
+            }
+        )
     by_group: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_group[r["group"]].append(r)
@@ -107,18 +116,24 @@ def embed_images(towers: MiniTowers, paths: list[str], batch: int = 64) -> np.nd
 
 
 def cached_features(towers: MiniTowers, records: list[dict], cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    key = hashlib.sha1(("|".join(r["id"] for r in records) + IMAGE_TOWER_SHA256 + TEXT_TOWER_SHA256).encode()).hexdigest()[:16]
+    key = hashlib.sha1(
+        ("|".join(r["id"] for r in records) + IMAGE_TOWER_SHA256 + TEXT_TOWER_SHA256).encode()
+    ).hexdigest()[:16]
     path = cache / f"features-{key}.npz"
     if path.exists():
         data = np.load(path)
         return data["image"], data["text"]
     image = embed_images(towers, [r["path"] for r in records])
-    text = np.concatenate([towers.text_features([r["caption"] for r in records[i : i + 256]]) for i in range(0, len(records), 256)])
+    text = np.concatenate(
+        [towers.text_features([r["caption"] for r in records[i : i + 256]]) for i in range(0, len(records), 256)]
+    )
     np.savez(path, image=image, text=text)
     return image, text
 
 
-def train(img: np.ndarray, txt: np.ndarray, *, dim: int, epochs: int, batch: int, lr: float, wd: float, seed: int) -> dict[str, np.ndarray]:
+def train(
+    img: np.ndarray, txt: np.ndarray, *, dim: int, epochs: int, batch: int, lr: float, wd: float, seed: int
+) -> dict[str, np.ndarray]:
     import torch
 
     torch.manual_seed(seed)
@@ -140,7 +155,9 @@ def train(img: np.ndarray, txt: np.ndarray, *, dim: int, epochs: int, batch: int
             b = torch.nn.functional.normalize(text_head(x_txt[idx]), dim=1)
             logits = log_scale.exp().clamp(max=100) * a @ b.T
             target = torch.arange(len(idx))
-            loss = (torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+            loss = (
+                torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target)
+            ) / 2
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -160,7 +177,9 @@ def project(feats: np.ndarray, heads: dict[str, np.ndarray], side: str) -> np.nd
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-def metrics(img: np.ndarray, txt: np.ndarray, categories: list[str], prompts: np.ndarray, prompt_names: list[str]) -> dict[str, float]:
+def metrics(
+    img: np.ndarray, txt: np.ndarray, categories: list[str], prompts: np.ndarray, prompt_names: list[str]
+) -> dict[str, float]:
     """Held-out metrics; the same function runs in tests/test_mini.py (via vitrina.embedding.mini.evaluate)."""
     from vitrina.embedding.mini.evaluate import held_out_metrics
 
@@ -179,7 +198,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dry-run", action="store_true", help="Train and print metrics, write nothing.")
-    ap.add_argument("--manifest-only", action="store_true", help="Only (re)write the list of training drawings (training.json.gz).")
+    ap.add_argument(
+        "--manifest-only", action="store_true", help="Only (re)write the list of training drawings (training.json.gz)."
+    )
     args = ap.parse_args()
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -193,23 +214,47 @@ def main() -> None:
         return
     train_recs = [r for r in records if not r["held_out"]]
     test_recs = [r for r in records if r["held_out"]]
-    print(f"{len(records)} drawings after dedup and series cap: {len(train_recs)} train, {len(test_recs)} held out", file=sys.stderr)
+    print(
+        f"{len(records)} drawings after dedup and series cap: {len(train_recs)} train, {len(test_recs)} held out",
+        file=sys.stderr,
+    )
 
     towers = MiniTowers(threads=args.threads)
     img, txt = cached_features(towers, records, args.cache)
     train_idx = [i for i, r in enumerate(records) if not r["held_out"]]
     test_idx = [i for i, r in enumerate(records) if r["held_out"]]
-    heads = train(img[train_idx], txt[train_idx], dim=args.dim, epochs=args.epochs, batch=args.batch, lr=args.lr, wd=args.weight_decay, seed=args.seed)
+    heads = train(
+        img[train_idx],
+        txt[train_idx],
+        dim=args.dim,
+        epochs=args.epochs,
+        batch=args.batch,
+        lr=args.lr,
+        wd=args.weight_decay,
+        seed=args.seed,
+    )
 
     names = sorted({r["category"] for r in records})
     prompt_feats = towers.text_features(category_prompts(names))
     cats = [records[i]["category"] for i in test_idx]
-    held = metrics(project(img[test_idx], heads, "image"), project(txt[test_idx], heads, "text"), cats, project(prompt_feats, heads, "text"), names)
+    held = metrics(
+        project(img[test_idx], heads, "image"),
+        project(txt[test_idx], heads, "text"),
+        cats,
+        project(prompt_feats, heads, "text"),
+        names,
+    )
     # Baseline: the same towers with random (untrained) heads of the same shape.
     rng = np.random.default_rng(args.seed)
     rand = {"image.weight": rng.standard_normal(heads["image.weight"].shape).astype(np.float32), "image.bias": np.zeros(args.dim, np.float32),
             "text.weight": rng.standard_normal(heads["text.weight"].shape).astype(np.float32), "text.bias": np.zeros(args.dim, np.float32)}  # fmt: skip
-    baseline = metrics(project(img[test_idx], rand, "image"), project(txt[test_idx], rand, "text"), cats, project(prompt_feats, rand, "text"), names)
+    baseline = metrics(
+        project(img[test_idx], rand, "image"),
+        project(txt[test_idx], rand, "text"),
+        cats,
+        project(prompt_feats, rand, "text"),
+        names,
+    )
     print(json.dumps({"held_out": held, "random_heads_baseline": baseline}, indent=2))
     if args.dry_run:
         return
@@ -239,7 +284,13 @@ def main() -> None:
     (DEMO_DIR / "captions.jsonl").write_text("".join(json.dumps(d) + "\n" for d in demo))
     demo_img = embed_images(towers, [str(DEMO_DIR / d["id"]) for d in demo])
     demo_txt = towers.text_features([d["caption"] for d in demo])
-    demo_metrics = metrics(project(demo_img, heads, "image"), project(demo_txt, heads, "text"), [d["category"] for d in demo], project(prompt_feats, heads, "text"), names)
+    demo_metrics = metrics(
+        project(demo_img, heads, "image"),
+        project(demo_txt, heads, "text"),
+        [d["category"] for d in demo],
+        project(prompt_feats, heads, "text"),
+        names,
+    )
 
     deb = sorted(args.cache.glob(f"{PACKAGE}_*.deb"))
     card = {
@@ -261,7 +312,10 @@ def main() -> None:
     }  # fmt: skip
     CARD.write_text(json.dumps(card, indent=2) + "\n")
     write_training_manifest(train_recs)
-    print(f"wrote {HEADS} ({HEADS.stat().st_size / 1e6:.2f} MB), {CARD}, and {len(demo)} demo images in {DEMO_DIR}", file=sys.stderr)
+    print(
+        f"wrote {HEADS} ({HEADS.stat().st_size / 1e6:.2f} MB), {CARD}, and {len(demo)} demo images in {DEMO_DIR}",
+        file=sys.stderr,
+    )
 
 
 def write_training_manifest(train_recs: list[dict]) -> None:
@@ -274,7 +328,12 @@ def write_training_manifest(train_recs: list[dict]) -> None:
 
     rows = sorted(train_recs, key=lambda r: r["id"])
     signatures = [image_signature(load_image(r["path"])).hex() for r in rows]
-    data = {"package": PACKAGE, "how": "vitrina.evaluate.image_signature", "ids": [r["id"] for r in rows], "signature": signatures}
+    data = {
+        "package": PACKAGE,
+        "how": "vitrina.evaluate.image_signature",
+        "ids": [r["id"] for r in rows],
+        "signature": signatures,
+    }
     TRAINING.write_bytes(gzip.compress(json.dumps(data).encode(), mtime=0))
     print(f"wrote {TRAINING} ({len(rows)} training drawings)", file=sys.stderr)
 

@@ -13,5 +13,6 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 . .venv/bin/activate
 ruff check src tests scripts benchmarks
+ruff format --check src tests scripts benchmarks
 mypy
 python -m pytest "$@"

@@ -24,7 +24,14 @@ def _tokenizer(max_length: int):  # type: ignore[no-untyped-def]
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", model_max_length=max_length), len(vocab)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=max_length,
+    ), len(vocab)
 
 
 def build_tiny_clip(path: Path) -> Path:
@@ -46,7 +53,15 @@ def build_tiny_clip(path: Path) -> Path:
     return path
 
 
-def build_tiny_siglip(path: Path, *, tokenizer=None, vocab_size: int = 0, text_length: int = 16, special_ids: dict | None = None, seed: int = 1) -> Path:  # type: ignore[no-untyped-def]
+def build_tiny_siglip(
+    path: Path,
+    *,
+    tokenizer=None,
+    vocab_size: int = 0,
+    text_length: int = 16,
+    special_ids: dict | None = None,
+    seed: int = 1,
+) -> Path:  # type: ignore[no-untyped-def]
     """A tiny random SigLIP; by default with the small English word tokenizer, or with
     ``tokenizer`` (its ``vocab_size``, ``text_length`` positions and ``special_ids``)."""
     import torch
@@ -73,7 +88,16 @@ def build_tiny_vit(path: Path) -> Path:
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
     torch.manual_seed(2)
-    ViTModel(ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=4)).save_pretrained(path)
+    ViTModel(
+        ViTConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=4,
+        )
+    ).save_pretrained(path)
     ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
     return path
 

@@ -30,5 +30,12 @@ class FakeEmbedder:
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
-        out = np.stack([np.random.default_rng(int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")).standard_normal(self.fingerprint.dim) for t in texts])
+        out = np.stack(
+            [
+                np.random.default_rng(
+                    int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
+                ).standard_normal(self.fingerprint.dim)
+                for t in texts
+            ]
+        )
         return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)

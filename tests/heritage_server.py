@@ -102,7 +102,14 @@ class HeritageServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def send(self, status: int, body: bytes, content_type: str = "application/json", headers: dict[str, str] | None = None, length: int | None = None) -> None:
+            def send(
+                self,
+                status: int,
+                body: bytes,
+                content_type: str = "application/json",
+                headers: dict[str, str] | None = None,
+                length: int | None = None,
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body) if length is None else length))

@@ -30,7 +30,12 @@ def _collection(path: Path, n: int, seed: int = 0, start: int = 0):  # type: ign
     ids = [f"it-{i:05d}" for i in range(start, start + n)]
     vectors = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
     with coll.writer():
-        coll.add_items([Item(id=i, image=f"/x/{i}.jpg", fingerprint="1", source="s", metadata={"n": k + start}) for k, i in enumerate(ids)])
+        coll.add_items(
+            [
+                Item(id=i, image=f"/x/{i}.jpg", fingerprint="1", source="s", metadata={"n": k + start})
+                for k, i in enumerate(ids)
+            ]
+        )
         coll.import_vectors(ids, vectors, fingerprint=FP, space="v")
     return coll, ids, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
@@ -42,13 +47,19 @@ def _exact_ids(coll, q, **kw):  # type: ignore[no-untyped-def]
 def test_fresh_index_is_used_new_rows_are_scanned_exactly_and_added_incrementally(tmp_path: Path) -> None:
     coll, ids, unit = _collection(tmp_path / "c", 2000)
     report = coll.build_ann(threads=1)
-    assert report.rebuilt and report.rows == 2000 and report.recall["image"] >= 0.9 and report.recall["text-like"] >= 0.8
+    assert (
+        report.rebuilt and report.rows == 2000 and report.recall["image"] >= 0.9 and report.recall["text-like"] >= 0.8
+    )
     index = coll.index_for()
     assert index.kind == "ann:ivf-sq8"
     hits = coll.search_vectors(unit[5], limit=10)[0]
     assert hits[0].id == ids[5] and hits[0].score == pytest.approx(1.0, abs=1e-5)  # exact re-ranking: the exact cosine
     info = coll.info()["spaces"][0]
-    assert info["index"] == "ann:ivf-sq8" and info["ann"]["status"] == "fresh" and info["ann"]["recall_at_10"]["text-like"] >= 0.8
+    assert (
+        info["index"] == "ann:ivf-sq8"
+        and info["ann"]["status"] == "fresh"
+        and info["ann"]["recall_at_10"]["text-like"] >= 0.8
+    )
 
     _, new_ids, new_unit = _collection(tmp_path / "c", 300, seed=1, start=2000)  # appended after the build
     hits = coll.search_vectors(new_unit[7], limit=3)[0]
@@ -71,7 +82,9 @@ def test_filters_and_dead_rows_hold_with_the_index(tmp_path: Path) -> None:
     assert got.considered == 3000 and got.ids[0] in {ids[20], ids[120]}
     for where, selective in ((["n<1500"], 0.0), (["n<40"], 0.0), (["n<1500"], 0.9)):
         params = AnnParams(**{**SMALL.__dict__, "selective": selective})
-        got = AnnIndex(Store(coll.path), "v", params).search(q[None], filters=[__import__("vitrina").Filter.parse(w) for w in where], limit=10)[0]
+        got = AnnIndex(Store(coll.path), "v", params).search(
+            q[None], filters=[__import__("vitrina").Filter.parse(w) for w in where], limit=10
+        )[0]
         want = _exact_ids(coll, q, where=where, limit=10)
         limit = int(where[0][2:])
         assert got.considered == limit and all(int(i[3:]) < limit for i in got.ids)
@@ -104,7 +117,9 @@ def test_killing_a_build_leaves_the_collection_searchable(tmp_path: Path, point:
     _collection(tmp_path / "c", 120_000 - 1200 if point.startswith("ann_after_chunk") else 10, seed=3, start=1200)
     before = ann_path(Store(coll.path), "v").read_bytes()
     env = {**os.environ, "VITRINA_FAULT": point, "PYTHONPATH": os.pathsep.join(sys.path)}
-    code = f"from vitrina import open_collection; open_collection({str(coll.path)!r}).build_ann(rebuild=True, threads=1)"
+    code = (
+        f"from vitrina import open_collection; open_collection({str(coll.path)!r}).build_ann(rebuild=True, threads=1)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 137, proc.stderr
     assert ann_path(Store(coll.path), "v").read_bytes() == before  # the old index, untouched
@@ -137,18 +152,36 @@ def test_qdrant_sync_is_incremental_resumable_and_searchable(tmp_path: Path) -> 
     target = f"qdrant:{tmp_path / 'q'}#maps"
     env = {**os.environ, "VITRINA_FAULT": "qdrant_after_batch:1", "PYTHONPATH": os.pathsep.join(sys.path)}
     code = f"from vitrina.index.qdrant import sync; from vitrina.store import Store; from pathlib import Path; sync(Store(Path({str(coll.path)!r})), 'v', {target!r}, batch=100)"
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120).returncode == 137  # killed after one batch
+    assert (
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120).returncode == 137
+    )  # killed after one batch
     first = sync(Store(coll.path), "v", target)
     assert (first.new, first.unchanged, first.points) == (200, 100, 300)
     with coll.writer():
-        coll.add_items([Item(id=ids[0], image=f"/x/{ids[0]}.jpg", fingerprint="1", source="s", metadata={"n": 9999})])  # metadata changed
+        coll.add_items(
+            [Item(id=ids[0], image=f"/x/{ids[0]}.jpg", fingerprint="1", source="s", metadata={"n": 9999})]
+        )  # metadata changed
         coll.import_vectors(ids[1:3], unit[10:12], fingerprint=FP, space="v")  # re-embedded
     _collection(tmp_path / "c", 5, seed=4, start=300)  # new
     with coll.writer() as w:
         w._writing.remove_missing("s", (set(ids) - {ids[3], ids[4]}) | {f"it-{i:05d}" for i in range(300, 305)})  # type: ignore[union-attr]  # removed: ids[3:5]
     again = sync(Store(coll.path), "v", target)
     assert (again.new, again.changed, again.removed, again.points) == (5, 3, 2, 303)
-    out = CliRunner().invoke(cli, ["search", str(coll.path), "--image", ids[10], "--where", "n>=9999", "--index", target, "--include-self", "--json"])
+    out = CliRunner().invoke(
+        cli,
+        [
+            "search",
+            str(coll.path),
+            "--image",
+            ids[10],
+            "--where",
+            "n>=9999",
+            "--index",
+            target,
+            "--include-self",
+            "--json",
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert [h["id"] for h in json.loads(out.output)["hits"]] == [ids[0]]
     # `vitrina serve --index` answers from the same copy (an item query needs no model).
@@ -160,12 +193,19 @@ def test_qdrant_sync_is_incremental_resumable_and_searchable(tmp_path: Path) -> 
     assert [h.id for h in hits] == [ids[0]]
 
 
-def test_recall_is_measured_on_the_items_own_captions_when_the_model_loads(tmp_path: Path, fake_embedder, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_recall_is_measured_on_the_items_own_captions_when_the_model_loads(
+    tmp_path: Path, fake_embedder, caplog
+) -> None:  # type: ignore[no-untyped-def]
     coll = open_collection(tmp_path / "c", create=True)
     ids = [f"it-{i:04d}" for i in range(600)]
     vectors = np.random.default_rng(0).standard_normal((600, 16)).astype(np.float32)
     with coll.writer():
-        coll.add_items([Item(id=i, image=f"/x/{i}.jpg", fingerprint="1", source="s", metadata={"title": f"map number {k}"}) for k, i in enumerate(ids)])
+        coll.add_items(
+            [
+                Item(id=i, image=f"/x/{i}.jpg", fingerprint="1", source="s", metadata={"title": f"map number {k}"})
+                for k, i in enumerate(ids)
+            ]
+        )
         coll.import_vectors(ids, vectors, fingerprint=fake_embedder.fingerprint, space="v")
     coll.use_embedder(fake_embedder)
     report = coll.build_ann(caption_queries=50, threads=1)
@@ -174,13 +214,25 @@ def test_recall_is_measured_on_the_items_own_captions_when_the_model_loads(tmp_p
     # Without a model (here: a spec that cannot load offline) the build still completes, with a notice.
     other = open_collection(tmp_path / "d", create=True)
     with other.writer():
-        other.add_items([Item(id=i, image=f"/x/{i}.jpg", fingerprint="1", source="s", metadata={"title": "a map"}) for i in ids[:300]])
-        other.import_vectors(ids[:300], vectors[:300], fingerprint=ModelFingerprint(spec="hf:test/random", revision="r1", dim=16, preprocessing="none"), space="v")
+        other.add_items(
+            [
+                Item(id=i, image=f"/x/{i}.jpg", fingerprint="1", source="s", metadata={"title": "a map"})
+                for i in ids[:300]
+            ]
+        )
+        other.import_vectors(
+            ids[:300],
+            vectors[:300],
+            fingerprint=ModelFingerprint(spec="hf:test/random", revision="r1", dim=16, preprocessing="none"),
+            space="v",
+        )
     report = other.build_ann(caption_queries=50, threads=1)
     assert "captions" not in report.recall and "did not load" in caplog.text
 
 
-def test_a_large_batch_is_scored_in_blocks_of_rows_with_the_same_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_large_batch_is_scored_in_blocks_of_rows_with_the_same_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import vitrina.index.exact as exact
     from vitrina.filters import parse_filters
 
@@ -192,7 +244,10 @@ def test_a_large_batch_is_scored_in_blocks_of_rows_with_the_same_answers(tmp_pat
     whole = [index.search(queries, exclude=exclude, limit=5, offset=1), index.search(queries[:1], limit=8, filters=odd)]
     # 7 queries x 60 rows of scores a block: 9 blocks, the best so far kept across them (one pass over the vectors)
     monkeypatch.setattr(exact, "SCORE_BYTES", 4 * 7 * 60)
-    blocked = [index.search(queries, exclude=exclude, limit=5, offset=1), index.search(queries[:1], limit=8, filters=odd)]
+    blocked = [
+        index.search(queries, exclude=exclude, limit=5, offset=1),
+        index.search(queries[:1], limit=8, filters=odd),
+    ]
     for a, b in zip(blocked, whole, strict=True):
         assert [m.ids for m in a] == [m.ids for m in b]
         assert np.allclose([m.scores for m in a], [m.scores for m in b], atol=1e-6)  # BLAS rounds by batch shape

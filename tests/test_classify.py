@@ -30,7 +30,9 @@ def pages(tmp_path: Path, fake_embedder):  # type: ignore[no-untyped-def]
         base = rng.integers(0, 255, (32, 32, 3)).astype(int) if kind == "printed" else np.full((32, 32, 3), 240)
         if kind == "stained":
             base[4:28, 4:28] = 30
-        Image.fromarray(np.clip(base + rng.integers(-8, 8, base.shape), 0, 255).astype(np.uint8)).save(folder / f"p{n:02d}.png")
+        Image.fromarray(np.clip(base + rng.integers(-8, 8, base.shape), 0, 255).astype(np.uint8)).save(
+            folder / f"p{n:02d}.png"
+        )
         kinds[f"p{n:02d}.png"] = kind
     coll = open_collection(tmp_path / "pages-coll", create=True, embedder=fake_embedder)
     coll.index(str(folder), model=FAKE_SPEC)
@@ -48,7 +50,11 @@ def test_repeated_rows_are_counted_once_and_reported(pages, tmp_path: Path) -> N
     once = train_probe(coll, _labels(tmp_path / "once.csv", rows), name="once")
     # Each row three times, one id labelled both ways: the repeats would otherwise sit on both
     # sides of every fold.
-    twice = train_probe(coll, _labels(tmp_path / "rep.csv", rows * 3 + [(rows[0][0], "printed" if rows[0][1] == "blank" else "blank")]), name="rep")
+    twice = train_probe(
+        coll,
+        _labels(tmp_path / "rep.csv", rows * 3 + [(rows[0][0], "printed" if rows[0][1] == "blank" else "blank")]),
+        name="rep",
+    )
     assert twice.duplicates == 60 and twice.conflicting == [rows[0][0]] and twice.trained_on == 29
     assert any("repeated" in w for w in twice.warnings) and any("two different labels" in w for w in twice.warnings)
     assert once.duplicates == 0 and once.trained_on == 30 and not once.warnings
@@ -56,7 +62,9 @@ def test_repeated_rows_are_counted_once_and_reported(pages, tmp_path: Path) -> N
 
 def test_a_class_with_one_item_refuses_the_probe_and_saves_nothing(pages, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     coll, kinds = pages
-    rows = [(i, k) for i, k in kinds.items() if k != "stained"][:20] + [next((i, k) for i, k in kinds.items() if k == "stained")]
+    rows = [(i, k) for i, k in kinds.items() if k != "stained"][:20] + [
+        next((i, k) for i, k in kinds.items() if k == "stained")
+    ]
     with pytest.raises(QueryError, match="'stained' has a single labelled item"):
         train_probe(coll, _labels(tmp_path / "one.csv", rows), name="lonely")
     assert not probe_path(coll, "lonely").exists() and "lonely" not in (coll.item(rows[0][0]).tags or {})
@@ -67,7 +75,10 @@ def test_a_rare_class_keeps_the_folds_and_curves_choose_the_threshold(pages, tmp
     rows = list(kinds.items())  # 6 stained, 27 blank, 27 printed
     report = train_probe(coll, _labels(tmp_path / "all.csv", rows), name="kind", folds=5)
     assert report.folds == 5 and report.f1_macro_cv is not None and report.f1_macro_cv > 0.8, report.to_dict()
-    assert report.f1_chance == pytest.approx(1 / 3, abs=1e-3) and report.f1_macro_cv_ci95[0] <= report.f1_macro_cv <= report.f1_macro_cv_ci95[1]
+    assert (
+        report.f1_chance == pytest.approx(1 / 3, abs=1e-3)
+        and report.f1_macro_cv_ci95[0] <= report.f1_macro_cv <= report.f1_macro_cv_ci95[1]
+    )
     stained = report.per_class["stained"]
     assert stained["items"] == 6 and 0 <= stained["average_precision"] <= 1 and stained["curve"][-1]["recall"] == 1.0
     assert all(0 <= p["precision"] <= 1 for p in stained["curve"])
@@ -76,31 +87,66 @@ def test_a_rare_class_keeps_the_folds_and_curves_choose_the_threshold(pages, tmp
     binary = [(i, "printed" if k == "printed" else "other") for i, k in rows]
     report = train_probe(coll, _labels(tmp_path / "bin.csv", binary), name="printed", C=0.5)
     saved = json.loads(probe_path(coll, "printed").read_text())
-    assert report.threshold is not None and saved["threshold"] == report.threshold == report.per_class["printed"]["threshold"] and saved["C"] == 0.5
+    assert (
+        report.threshold is not None
+        and saved["threshold"] == report.threshold == report.per_class["printed"]["threshold"]
+        and saved["C"] == 0.5
+    )
     ids, matrix = coll.vectors()
     p1 = 1 / (1 + np.exp(-(matrix @ np.asarray(saved["coef"]).T + np.asarray(saved["intercept"]))[:, 0]))
     for n, item_id in enumerate(ids):
-        assert coll.item(item_id).tags["printed"]["value"] == (saved["classes"][1] if p1[n] >= saved["threshold"] else saved["classes"][0])
+        assert coll.item(item_id).tags["printed"]["value"] == (
+            saved["classes"][1] if p1[n] >= saved["threshold"] else saved["classes"][0]
+        )
 
 
 def test_classify_cli_trains_with_C_and_reports_f1_intervals_and_drops(pages, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     coll, kinds = pages
-    labels = _labels(tmp_path / "l.csv", [(i, k) for i, k in kinds.items() if k != "stained"][:30] * 2 + [("no-such.png", "blank")])
+    labels = _labels(
+        tmp_path / "l.csv", [(i, k) for i, k in kinds.items() if k != "stained"][:30] * 2 + [("no-such.png", "blank")]
+    )
     runs = {}
     for C in ("0.001", "100"):
-        run = CliRunner().invoke(cli, ["classify", str(coll.path), "--train", str(labels), "--name", f"k{C.replace('.', '')}", "--C", C, "--json"])
+        run = CliRunner().invoke(
+            cli,
+            [
+                "classify",
+                str(coll.path),
+                "--train",
+                str(labels),
+                "--name",
+                f"k{C.replace('.', '')}",
+                "--C",
+                C,
+                "--json",
+            ],
+        )
         assert run.exit_code == 0, run.output
         runs[C] = json.loads(run.stdout)
     assert runs["100"]["C"] == 100 and runs["100"]["duplicates"] == 30 and runs["100"]["skipped"] == ["no-such.png"]
     import hashlib
 
     assert runs["100"]["labels_sha256"] == "sha256:" + hashlib.sha256(labels.read_bytes()).hexdigest()
-    coef = {C: np.abs(np.asarray(json.loads(probe_path(coll, f"k{C.replace('.', '')}").read_text())["coef"])).sum() for C in runs}
+    coef = {
+        C: np.abs(np.asarray(json.loads(probe_path(coll, f"k{C.replace('.', '')}").read_text())["coef"])).sum()
+        for C in runs
+    }
     assert coef["0.001"] < coef["100"] / 10, coef  # regularisation shrinks the probe
     text = CliRunner().invoke(cli, ["classify", str(coll.path), "--train", str(labels), "--name", "shown"])
-    assert text.exit_code == 0 and "95% CI" in text.output and "chance" in text.output and "threshold" in text.output, text.output
+    assert text.exit_code == 0 and "95% CI" in text.output and "chance" in text.output and "threshold" in text.output, (
+        text.output
+    )
     assert "30 repeated rows" in text.output and "no vector" in text.output
-    lonely = _labels(tmp_path / "lonely.csv", [("p00.png", "printed"), ("p01.png", "blank"), ("p02.png", "printed"), ("p09.png", "stained"), ("p03.png", "blank")])
+    lonely = _labels(
+        tmp_path / "lonely.csv",
+        [
+            ("p00.png", "printed"),
+            ("p01.png", "blank"),
+            ("p02.png", "printed"),
+            ("p09.png", "stained"),
+            ("p03.png", "blank"),
+        ],
+    )
     refused = CliRunner().invoke(cli, ["classify", str(coll.path), "--train", str(lonely), "--name", "lonely"])
     assert refused.exit_code != 0 and "single labelled item" in refused.output and "Traceback" not in refused.output
 
@@ -113,7 +159,11 @@ def test_calibration_reports_rows_it_drops_and_refuses_a_single_class(mini_colle
     labels = _labels(tmp_path / "cal.csv", rows + others + rows[:5] + [("no/such.png", "food")])
     report = zero_shot(mini_collection, categories, name="cal", calibrate=labels)
     c = report.calibration
-    assert c is not None and c["labelled"] == len(rows) and c["dropped"] == {"duplicates": 5, "conflicting": 0, "not_a_label": len(others), "no_vector": 1}, c
+    assert (
+        c is not None
+        and c["labelled"] == len(rows)
+        and c["dropped"] == {"duplicates": 5, "conflicting": 0, "not_a_label": len(others), "no_vector": 1}
+    ), c
     assert any(f"{len(others)} of" in w and "'animals'" in w for w in report.warnings)
     one_class = _labels(tmp_path / "one.csv", [(i, "food") for i in ids if i.startswith("food/")][:8] + others)
     with pytest.raises(QueryError, match="at least two of the labels"):

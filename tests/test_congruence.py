@@ -32,7 +32,18 @@ def _ann(structure: str, codes: str) -> Callable[[Collection], SearchIndex]:
     def make(coll: Collection) -> SearchIndex:
         from vitrina.index.ann import AnnIndex, AnnParams, build_ann
 
-        params = AnnParams(structure=structure, codes=codes, nlist=16, nprobe=4, m=8, ef_search=16, oversample=2, min_candidates=10, exact_below=0, selective=0.0)
+        params = AnnParams(
+            structure=structure,
+            codes=codes,
+            nlist=16,
+            nprobe=4,
+            m=8,
+            ef_search=16,
+            oversample=2,
+            min_candidates=10,
+            exact_below=0,
+            selective=0.0,
+        )
         path = coll.path / f"test-{structure}-{codes}.ann"
         if not path.exists():
             build_ann(coll._store, "random", params, path=path)
@@ -65,9 +76,52 @@ INDEXES: dict[str, Callable[[Collection], SearchIndex]] = {
 }
 RECALL = {"ann-ivf-sq8": 0.9, "ann-hnsw-fp16": 0.9}  # measured bounds for the approximate ones
 
-DATES = ["1650", "1700-05-01", "[1754?]", "1799", "1800", "ca. 1820", None, "1910", 1755, 1800.5, "15. September 1859", "1750-1760", "", "undated", "-50", "2e3"]
-PLACES = ["Boston", "boston", "BOSTON", "London", "Paris", "Oslo", "Bergen", "Trondheim", "Ålesund", "ÅLESUND", None, ["Boston", "Paris"], ["Oslo", ["Bergen"]], []]
-SUBJECTS = [["maps", "sea monsters"], ["maps"], [], ["charts"], "maps", None, ["Maps", ["nested", ["deeper"]]], ["sea monsters"], [None, "maps"], [1, 2, 3]]
+DATES = [
+    "1650",
+    "1700-05-01",
+    "[1754?]",
+    "1799",
+    "1800",
+    "ca. 1820",
+    None,
+    "1910",
+    1755,
+    1800.5,
+    "15. September 1859",
+    "1750-1760",
+    "",
+    "undated",
+    "-50",
+    "2e3",
+]
+PLACES = [
+    "Boston",
+    "boston",
+    "BOSTON",
+    "London",
+    "Paris",
+    "Oslo",
+    "Bergen",
+    "Trondheim",
+    "Ålesund",
+    "ÅLESUND",
+    None,
+    ["Boston", "Paris"],
+    ["Oslo", ["Bergen"]],
+    [],
+]
+SUBJECTS = [
+    ["maps", "sea monsters"],
+    ["maps"],
+    [],
+    ["charts"],
+    "maps",
+    None,
+    ["Maps", ["nested", ["deeper"]]],
+    ["sea monsters"],
+    [None, "maps"],
+    [1, 2, 3],
+]
 
 
 def _metadata(rng: random.Random, i: int) -> dict:
@@ -85,7 +139,24 @@ def _metadata(rng: random.Random, i: int) -> dict:
     return md
 
 
-WORDS = ["hval", "Hvalfangst", "Bergen", "bergensk", "Ålesund", "alesund", "storm", "skip", "kart", "kyst", "fyr", "Trondheim", "whale", "ship", "<b>", "1850"]
+WORDS = [
+    "hval",
+    "Hvalfangst",
+    "Bergen",
+    "bergensk",
+    "Ålesund",
+    "alesund",
+    "storm",
+    "skip",
+    "kart",
+    "kyst",
+    "fyr",
+    "Trondheim",
+    "whale",
+    "ship",
+    "<b>",
+    "1850",
+]
 
 
 def _context(rng: random.Random, i: int) -> str:
@@ -109,7 +180,9 @@ def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
         again = list(range(0, N, 10))
         vectors[again] = np.random.default_rng(2).standard_normal((len(again), DIM))
         coll.import_vectors([items[i].id for i in again], vectors[again], fingerprint=FP, space="random")
-        coll.set_tags("place", "test", [(items[i].id, rng.choice(["Trondheim", "boston"]), 0.9) for i in range(0, N, 7)])
+        coll.set_tags(
+            "place", "test", [(items[i].id, rng.choice(["Trondheim", "boston"]), 0.9) for i in range(0, N, 7)]
+        )
         coll.set_tags("kind", "test", [(items[i].id, rng.choice(["map", "blank"]), 0.5) for i in range(0, N, 2)])
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     stored = {it.id: it for it in coll.items([it.id for it in items]).values()}
@@ -118,7 +191,9 @@ def world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
 
 
 def _random_filter(rng: random.Random) -> Filter:
-    key = rng.choice(["date", "date", "place", "place", "subjects", "sheets", "coloured", "title", "kind", "nokey", "id", "source"])
+    key = rng.choice(
+        ["date", "date", "place", "place", "subjects", "sheets", "coloured", "title", "kind", "nokey", "id", "source"]
+    )
     op = rng.choice(["=", "!=", "<", "<=", ">", ">=", "~"])
     operands = {
         "date": ["1700", "1754", "1800", "1820", "1800.5", "ca", "1859", "", "-50", "2000", "[", "undated"],
@@ -135,12 +210,16 @@ def _random_filter(rng: random.Random) -> Filter:
     return Filter(key, op, rng.choice(operands))
 
 
-def _reference(world, query: np.ndarray, filters: list[Filter], exclude: set[str], limit: int, offset: int, min_score: float | None):  # type: ignore[no-untyped-def]
+def _reference(
+    world, query: np.ndarray, filters: list[Filter], exclude: set[str], limit: int, offset: int, min_score: float | None
+):  # type: ignore[no-untyped-def]
     coll, ids, unit, stored, tags = world
     keep = []
     for n, i in enumerate(ids):
         it = stored[i]
-        if all(matches(item_values(i, it.source, it.image, it.context, it.metadata, tags[i], f.key), f) for f in filters):
+        if all(
+            matches(item_values(i, it.source, it.image, it.context, it.metadata, tags[i], f.key), f) for f in filters
+        ):
             keep.append(n)
     considered = len(keep)
     scores = unit[keep] @ query
@@ -207,7 +286,9 @@ def test_collection_search_speaks_the_same_language(world) -> None:  # type: ign
     coll, ids, unit, _, _ = world
     q = unit[42]
     hits = coll.search_vectors(q, where=["date>=1700", "place!=paris"], limit=7)[0]
-    want, considered = _reference(world, q, [Filter.parse("date>=1700"), Filter.parse("place!=paris")], set(), 7, 0, None)
+    want, considered = _reference(
+        world, q, [Filter.parse("date>=1700"), Filter.parse("place!=paris")], set(), 7, 0, None
+    )
     assert [h.id for h in hits] == [i for i, _ in want] and hits.total_considered == considered
     assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
     by_item = coll.search(image="item-0042", limit=3)  # the item's stored vector, the item itself left out
@@ -238,10 +319,16 @@ def test_queries_run_with_a_numpy_embedder(tmp_path: Path, fake_embedder) -> Non
     coll.add_items([Item(id=canvas, image=str(tmp_path / "imgs" / "img0003.jpg"), fingerprint="1", source="test")])
     coll.index()
     by_id = coll.search(image=canvas, limit=7)
-    assert canvas not in [h.id for h in by_id] and by_id[0].id == "img0003.jpg" and by_id[0].score == pytest.approx(1, abs=1e-5)
+    assert (
+        canvas not in [h.id for h in by_id]
+        and by_id[0].id == "img0003.jpg"
+        and by_id[0].score == pytest.approx(1, abs=1e-5)
+    )
 
 
-def _reference_fusion(clip: list[tuple[str, float]], words: list[tuple[str, float]], w: float, method: str) -> list[tuple[str, float]]:
+def _reference_fusion(
+    clip: list[tuple[str, float]], words: list[tuple[str, float]], w: float, method: str
+) -> list[tuple[str, float]]:
     """The fusions as the docs state them (index/keyword.py), written again here."""
     fused: dict[str, float] = {}
     if method == "rrf":
@@ -273,14 +360,25 @@ def test_keyword_and_fused_search_agree_with_the_reference(world, kind: str) -> 
     nonempty = 0
     for trial in range(150):
         filters = [_random_filter(rng) for _ in range(rng.choice([0, 0, 1, 1, 2]))]
-        words = " ".join(rng.choice(WORDS + ["berg*", "hval*", "ÅLESUND", "nothing"]) for _ in range(rng.choice([1, 1, 2, 3])))
+        words = " ".join(
+            rng.choice(WORDS + ["berg*", "hval*", "ÅLESUND", "nothing"]) for _ in range(rng.choice([1, 1, 2, 3]))
+        )
         limit, offset = rng.choice([1, 5, 10, 50, 400]), rng.choice([0, 0, 3, 40])
         method, w = rng.choice(["rrf", "weighted"]), rng.choice([None, 0.3, 0.5, 0.8, 1.0])
         start = rng.randrange(N)
         keyword_only = rng.random() < 0.3
         terms = () if keyword_only else (Term(ids[start], 1.0, "image"),)
         min_score = rng.choice([None, None, 0.2, 0.5]) if not keyword_only else rng.choice([None, 1.0])
-        query = Query(terms=terms, filters=tuple(filters), keywords=words, keyword_weight=w, fusion=method, limit=limit, offset=offset, min_score=min_score)
+        query = Query(
+            terms=terms,
+            filters=tuple(filters),
+            keywords=words,
+            keyword_weight=w,
+            fusion=method,
+            limit=limit,
+            offset=offset,
+            min_score=min_score,
+        )
         got = coll.run([query], space="random")[0]
         context = f"trial {trial}: {words!r} {method} w={w} filters {[str(f) for f in filters]}, limit {limit}, offset {offset}, min_score {min_score}"
 

@@ -59,7 +59,12 @@ def peak_mb(*paths: Path) -> list[tuple[int, str]]:
         "print(hwm() - before, out)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    runs = [subprocess.Popen([sys.executable, "-c", code, str(p)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for p in paths]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(p)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for p in paths
+    ]
     results = []
     for run in runs:
         out, err = run.communicate(timeout=60)
@@ -82,7 +87,12 @@ def test_progressive_jpeg_claiming_a_huge_size_is_refused_from_the_header(tmp_pa
     started = time.process_time()
     error = reason_of(tmp_path / "prog.jpg", min_side=448)
     assert error.reason == "over_budget"
-    assert "prog.jpg" in str(error) and "20000x20000" in str(error) and "progressive" in str(error) and "--max-decode-mb" in str(error)
+    assert (
+        "prog.jpg" in str(error)
+        and "20000x20000" in str(error)
+        and "progressive" in str(error)
+        and "--max-decode-mb" in str(error)
+    )
     assert time.process_time() - started < 1
     # A baseline JPEG of that size is decoded at 1/8 per side, within the budget.
     (tmp_path / "baseline.jpg").write_bytes(jpeg_claiming(20000, 20000))
@@ -183,7 +193,9 @@ def test_concurrent_decodes_share_one_memory_budget(tmp_path: Path, monkeypatch:
     assert load_image(tmp_path / "a.png", max_decode_bytes=64 << 20).size == (1500, 1000)
 
 
-def test_indexer_decode_workers_stay_within_the_shared_budget(tmp_path: Path, tiny_clip: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_indexer_decode_workers_stay_within_the_shared_budget(
+    tmp_path: Path, tiny_clip: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from vitrina import open_collection
 
     folder = tmp_path / "scans"
@@ -198,7 +210,9 @@ def test_indexer_decode_workers_stay_within_the_shared_budget(tmp_path: Path, ti
     assert images._GATE.in_use == 0
 
 
-def test_service_refuses_an_upload_over_the_budget_with_413(scans: Path, tiny_clip: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_service_refuses_an_upload_over_the_budget_with_413(
+    scans: Path, tiny_clip: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fastapi.testclient import TestClient
 
     from vitrina import open_collection

@@ -26,7 +26,9 @@ def processor_pixels(model_dir: str, image: Image.Image) -> np.ndarray:
 
 @pytest.mark.parametrize("fixture", ["tiny_clip", "tiny_siglip", "tiny_vit"])
 @pytest.mark.parametrize("size", [(1456, 2184), (300, 97), (33, 33)])
-def test_preprocessing_matches_the_checkpoint_processor(fixture: str, size: tuple[int, int], request: pytest.FixtureRequest) -> None:
+def test_preprocessing_matches_the_checkpoint_processor(
+    fixture: str, size: tuple[int, int], request: pytest.FixtureRequest
+) -> None:
     model_dir = request.getfixturevalue(fixture)
     image = load_image(DATA / "book-page-poulpes.jpg").resize(size)
     ours = Preprocess.from_file(Path(model_dir.removeprefix("hf:")) / "preprocessor_config.json")(image)
@@ -51,7 +53,9 @@ def test_vectors_are_unit_float32_and_fingerprinted(fixture: str, request: pytes
     spec = request.getfixturevalue(fixture)
     embedder = get_embedder(spec)
     texts = embedder.embed_texts(["a map with sea monsters", "a red ship", ""])
-    images = embed_images(embedder, [load_image(DATA / "manuscript-page.jpg"), load_image(DATA / "book-page-poulpes.jpg")])
+    images = embed_images(
+        embedder, [load_image(DATA / "manuscript-page.jpg"), load_image(DATA / "book-page-poulpes.jpg")]
+    )
     for vectors in (texts, images):
         assert vectors.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -91,7 +95,9 @@ def test_model_dir_changes_change_the_fingerprint(tiny_clip: str, tmp_path: Path
     assert get_embedder(f"hf:{copy}").fingerprint.revision != get_embedder(tiny_clip).fingerprint.revision
 
 
-def test_a_checkpoint_saved_with_processor_config_json_loads_and_embeds_the_same(tiny_clip: str, tmp_path: Path) -> None:
+def test_a_checkpoint_saved_with_processor_config_json_loads_and_embeds_the_same(
+    tiny_clip: str, tmp_path: Path
+) -> None:
     """transformers 5's CLIPProcessor.save_pretrained writes processor_config.json, with the image
     processor settings under "image_processor", and no preprocessor_config.json."""
     import shutil
@@ -104,17 +110,25 @@ def test_a_checkpoint_saved_with_processor_config_json_loads_and_embeds_the_same
     (saved / "preprocessor_config.json").unlink()
     CLIPProcessor.from_pretrained(original).save_pretrained(saved)
     if (saved / "preprocessor_config.json").exists():  # an older transformers: write what newer ones do
-        nested = {"image_processor": json.loads((saved / "preprocessor_config.json").read_text()), "processor_class": "CLIPProcessor"}
+        nested = {
+            "image_processor": json.loads((saved / "preprocessor_config.json").read_text()),
+            "processor_class": "CLIPProcessor",
+        }
         (saved / "processor_config.json").write_text(json.dumps(nested))
         (saved / "preprocessor_config.json").unlink()
     assert "image_processor" in json.loads((saved / "processor_config.json").read_text())
     assert not (saved / "preprocessor_config.json").exists()
 
     ours, theirs = get_embedder(f"hf:{saved}"), get_embedder(tiny_clip)
-    assert ours.fingerprint.preprocessing == theirs.fingerprint.preprocessing and ours.fingerprint.dim == theirs.fingerprint.dim
+    assert (
+        ours.fingerprint.preprocessing == theirs.fingerprint.preprocessing
+        and ours.fingerprint.dim == theirs.fingerprint.dim
+    )
     images = [load_image(DATA / "manuscript-page.jpg"), load_image(DATA / "book-page-poulpes.jpg").resize((300, 97))]
     np.testing.assert_allclose(embed_images(ours, images), embed_images(theirs, images), atol=1e-6)
     np.testing.assert_allclose(ours.embed_texts(["a red ship"]), theirs.embed_texts(["a red ship"]), atol=1e-6)
     # The torch-free preprocessing reads either file, and still matches the checkpoint's own processor.
-    assert Preprocess.from_file(saved / "processor_config.json") == Preprocess.from_file(original / "preprocessor_config.json")
+    assert Preprocess.from_file(saved / "processor_config.json") == Preprocess.from_file(
+        original / "preprocessor_config.json"
+    )
     np.testing.assert_allclose(ours.preprocess(images[1]), processor_pixels(f"hf:{saved}", images[1]), atol=1e-4)

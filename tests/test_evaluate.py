@@ -31,7 +31,9 @@ from vitrina.evaluate import (
     svg_chart,
 )
 
-DEMO_PAIRS = [(json.loads(line)["id"], json.loads(line)["caption"]) for line in (DEMO / "captions.jsonl").read_text().splitlines()]
+DEMO_PAIRS = [
+    (json.loads(line)["id"], json.loads(line)["caption"]) for line in (DEMO / "captions.jsonl").read_text().splitlines()
+]
 
 
 def test_metrics_equal_hand_computed_values() -> None:
@@ -67,12 +69,19 @@ def test_ties_count_against_the_target() -> None:
 
 def test_exact_image_uses_hard_copies_beside_a_random_weights_baseline(mini_collection, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = eval_exact_image(mini_collection, sample=12, seed=1, candidates=40)
-    assert result["queries"] == 12 and result["candidates"] == 40 and result["chance"]["top1"] == pytest.approx(1 / 40, abs=1e-4)
+    assert (
+        result["queries"] == 12
+        and result["candidates"] == 40
+        and result["chance"]["top1"] == pytest.approx(1 / 40, abs=1e-4)
+    )
     names = ("crop", "rotate", "colour", "print_through", "combined")
     baseline = result["random_weights"]
     assert set(baseline) == set(names)
     for name in names:
-        assert 0 <= result[name]["top1"] <= result[name]["top10"] <= 1 and result[name]["ci95"]["recall@1"][0] <= result[name]["top1"]
+        assert (
+            0 <= result[name]["top1"] <= result[name]["top10"] <= 1
+            and result[name]["ci95"]["recall@1"][0] <= result[name]["top1"]
+        )
     # Measured (seed 1): top-1 crop 92 %, rotate 100 %, colour 100 %, print-through 75 %, combined 25 %,
     # and the random heads score the same: on exact copies the ImageNet tower does the work, not
     # the trained heads; the report shows that beside every figure. The combined copy is hard.
@@ -96,8 +105,15 @@ def test_curator_queries(mini_collection) -> None:  # type: ignore[no-untyped-de
     result = eval_queries(mini_collection, [("a car", {i: 1 for i in cars}), ("a telephone", {i: 2 for i in phones})])
     assert result["queries"] == 2 and result["ndcg@10"] > 0.3, result
     # Judged ids that are not in the collection are counted, not silently scored as misses.
-    mixed = eval_queries(mini_collection, [("a car", {**{i: 1 for i in cars}, "no/such/item": 1}), ("a unicorn", {"no/such/unicorn": 1})])
-    assert mixed["unknown_ids"] == 2 and mixed["skipped_queries"] == ["a unicorn"] and mixed["queries"] == 1 and mixed["per_query"][0]["relevant"] == len(cars)
+    mixed = eval_queries(
+        mini_collection, [("a car", {**{i: 1 for i in cars}, "no/such/item": 1}), ("a unicorn", {"no/such/unicorn": 1})]
+    )
+    assert (
+        mixed["unknown_ids"] == 2
+        and mixed["skipped_queries"] == ["a unicorn"]
+        and mixed["queries"] == 1
+        and mixed["per_query"][0]["relevant"] == len(cars)
+    )
     assert mixed["ndcg@10"] == result["per_query"][0]["ndcg@10"] and len(mixed["warnings"]) == 2
     from vitrina.errors import QueryError
 
@@ -144,14 +160,18 @@ def test_zero_shot_scores_can_be_calibrated(mini_collection, tmp_path: Path) -> 
     report = zero_shot(mini_collection, categories, name="category", calibrate=labels)
     c = report.calibration
     # measured 2026-11-22: temperature 17, NLL 2.11 -> 0.76 (docs/evaluation.md)
-    assert c is not None and c["labelled"] == len(rows[::2]) and c["temperature"] < 50 and c["nll"] < c["nll_at_100"] - 0.5, c
+    assert (
+        c is not None and c["labelled"] == len(rows[::2]) and c["temperature"] < 50 and c["nll"] < c["nll_at_100"] - 0.5
+    ), c
     # The stored scores are the softmax at the fitted temperature, recomputed here independently.
     ids, matrix = mini_collection.vectors()
     classes = class_vectors(mini_collection, categories)
     for item_id, _ in rows[1::10]:
         expected = _softmax(c["temperature"] * (matrix[ids.index(item_id)][None, :] @ classes.T))[0]
         tag = mini_collection.item(item_id).tags["category"]
-        assert tag["value"] == categories[int(expected.argmax())] and tag["score"] == pytest.approx(float(expected.max()), abs=1e-3)
+        assert tag["value"] == categories[int(expected.argmax())] and tag["score"] == pytest.approx(
+            float(expected.max()), abs=1e-3
+        )
 
 
 def test_probe_learns_separable_labels_and_not_shuffled_ones(tmp_path: Path, tiny_clip: str) -> None:
@@ -161,7 +181,11 @@ def test_probe_learns_separable_labels_and_not_shuffled_ones(tmp_path: Path, tin
     rows = []
     for n in range(40):
         kind = "blank" if n % 2 else "printed"
-        base = np.full((48, 64, 3), 245, np.uint8) if kind == "blank" else rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        base = (
+            np.full((48, 64, 3), 245, np.uint8)
+            if kind == "blank"
+            else rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        )
         noise = rng.integers(-6, 6, base.shape)
         Image.fromarray(np.clip(base.astype(int) + noise, 0, 255).astype(np.uint8)).save(folder / f"p{n:02d}.png")
         rows.append((f"p{n:02d}.png", kind))
@@ -187,7 +211,11 @@ def test_probe_learns_separable_labels_and_not_shuffled_ones(tmp_path: Path, tin
 
 
 def test_reports_and_cli(mini_collection, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    results = {"text_to_image": {"mini": eval_pairs(mini_collection, DEMO_PAIRS[:60])}, "exact_image": {"mini": eval_exact_image(mini_collection, sample=5, candidates=20, baseline=False)}, "queries": {}}
+    results = {
+        "text_to_image": {"mini": eval_pairs(mini_collection, DEMO_PAIRS[:60])},
+        "exact_image": {"mini": eval_exact_image(mini_collection, sample=5, candidates=20, baseline=False)},
+        "queries": {},
+    }
     md = markdown(results)
     assert "| mini | mini |" in md and "recall@10" in md
     svg = ElementTree.fromstring(svg_chart(results))
@@ -197,18 +225,44 @@ def test_reports_and_cli(mini_collection, tmp_path: Path) -> None:  # type: igno
     run = subprocess.run([sys.executable, "-m", "vitrina", "eval", str(mini_collection.path), "--pairs", str(pairs), "--report", str(tmp_path / "report" / "q")],
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert (tmp_path / "report" / "q.svg").exists() and json.loads((tmp_path / "report" / "q.json").read_text())["text_to_image"]["mini"]["queries"] == 40
+    assert (tmp_path / "report" / "q.svg").exists() and json.loads((tmp_path / "report" / "q.json").read_text())[
+        "text_to_image"
+    ]["mini"]["queries"] == 40
     assert "recall@1" in run.stdout
 
 
 def test_captions_split_by_group_keeps_near_duplicates_together_and_never_moves() -> None:
     from vitrina import Item
 
-    towns = ["Bergen", "Oslo", "Trondheim", "Tromsø", "Bodø", "Stavanger", "Ålesund", "Hamar", "Molde", "Narvik", "Drammen", "Skien", "Larvik", "Halden", "Moss"]
+    towns = [
+        "Bergen",
+        "Oslo",
+        "Trondheim",
+        "Tromsø",
+        "Bodø",
+        "Stavanger",
+        "Ålesund",
+        "Hamar",
+        "Molde",
+        "Narvik",
+        "Drammen",
+        "Skien",
+        "Larvik",
+        "Halden",
+        "Moss",
+    ]
     # Three sheets of each town's map, and a series of prints with unrelated titles.
     items = [Item(id=f"{town}-{sheet}", image="x", source="t", metadata={"title": f"Map of {town}, sheet {sheet}", "date": "1850", "original_format": ["map"]})
              for town in towns for sheet in (1, 2, 3)]  # fmt: skip
-    items += [Item(id=f"print-{n}", image="x", source="t", metadata={"title": f"Harbour view {word}", "series": "Harbours of Norway"}) for n, word in enumerate(["north", "south", "east", "west"])]
+    items += [
+        Item(
+            id=f"print-{n}",
+            image="x",
+            source="t",
+            metadata={"title": f"Harbour view {word}", "series": "Harbours of Norway"},
+        )
+        for n, word in enumerate(["north", "south", "east", "west"])
+    ]
     open_collection("caps", create=True).add_items(items)
     first = captions(open_collection("caps"), held_out_percent=30)
     assert len(first) == len(items) and first[0]["caption"] == "Map of Bergen, sheet 1 from 1850."
@@ -254,14 +308,21 @@ def _eval_cli(*args: str) -> dict:  # type: ignore[type-arg]
 
 def test_eval_scores_held_out_pairs_by_default_and_says_which(mini_collection, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"id": i, "caption": c, "split": "held_out" if n % 4 == 0 else "train"}) + "\n" for n, (i, c) in enumerate(DEMO_PAIRS[:80])))
+    pairs.write_text(
+        "".join(
+            json.dumps({"id": i, "caption": c, "split": "held_out" if n % 4 == 0 else "train"}) + "\n"
+            for n, (i, c) in enumerate(DEMO_PAIRS[:80])
+        )
+    )
     held = _eval_cli(str(mini_collection.path), "--pairs", str(pairs))
     r = held["text_to_image"]["mini"]
     assert r["split"] == "held_out" and r["queries"] == 20, {k: v for k, v in r.items() if k != "per_query"}
     assert {q["id"] for q in r["per_query"]} == {i for n, (i, _) in enumerate(DEMO_PAIRS[:80]) if n % 4 == 0}
     assert held["provenance"]["files"]["pairs"]["sha256"].startswith("sha256:") and held["provenance"]["seed"] == 0
     everything = _eval_cli(str(mini_collection.path), "--pairs", str(pairs), "--split", "all")
-    assert everything["text_to_image"]["mini"]["queries"] == 80 and any("not held-out" in w for w in everything["warnings"])
+    assert everything["text_to_image"]["mini"]["queries"] == 80 and any(
+        "not held-out" in w for w in everything["warnings"]
+    )
 
 
 def test_eval_warns_when_items_are_a_models_training_data(mini_collection, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -288,27 +349,45 @@ def _cli(*args: str) -> str:
     return run.stdout
 
 
-def test_compare_cli_ranks_models_with_a_paired_test_and_random_baselines(tmp_path: Path, tiny_clip: str, tiny_siglip: str, tiny_vit: str) -> None:
+def test_compare_cli_ranks_models_with_a_paired_test_and_random_baselines(
+    tmp_path: Path, tiny_clip: str, tiny_siglip: str, tiny_vit: str
+) -> None:
     from tests.conftest import make_images
 
     make_images(tmp_path / "imgs", 16, seed=3)
     open_collection("cmp", create=True).index(str(tmp_path / "imgs"), model=tiny_clip)
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"id": f"img{n:04d}.{'jpg' if n % 2 else 'png'}", "caption": f"a red map {n}", "split": "held_out"}) + "\n" for n in range(16)))
+    pairs.write_text(
+        "".join(
+            json.dumps(
+                {"id": f"img{n:04d}.{'jpg' if n % 2 else 'png'}", "caption": f"a red map {n}", "split": "held_out"}
+            )
+            + "\n"
+            for n in range(16)
+        )
+    )
     out = json.loads(_cli("compare", "cmp", "--models", f"{tiny_siglip},{tiny_vit}", "--space", "tiny-clip0", "--pairs", str(pairs), "--exact-image",
                           "--sample", "4", "--candidates", "8", "--json", "-q"))  # fmt: skip
     spaces = set(out["exact_image"])
     assert len(spaces) == 3 and len(out["text_to_image"]) == 2, out.keys()  # the ViT space: image evaluation only
     assert out["image_only_spaces"] and any("image-only" in w for w in out["warnings"])
     for r in out["exact_image"].values():
-        assert r["candidates"] == 8 and r["random_weights"] and set(r["random_weights"]) == {"crop", "rotate", "colour", "print_through", "combined"}
+        assert (
+            r["candidates"] == 8
+            and r["random_weights"]
+            and set(r["random_weights"]) == {"crop", "rotate", "colour", "print_through", "combined"}
+        )
     test = out["paired"][0]
     assert test["queries"] == 16 and 0 < test["p_value"] <= 1 and test["a"] == "tiny-clip0"
     assert out["provenance"]["models"]["tiny-clip0"]["spec"] == tiny_clip
 
 
 def test_classify_cli_tags_items_and_reports(mini_collection) -> None:  # type: ignore[no-untyped-def]
-    out = json.loads(_cli("classify", str(mini_collection.path), "--zero-shot", "map", "car", "fruit", "--name", "cli_kind", "--json"))
+    out = json.loads(
+        _cli(
+            "classify", str(mini_collection.path), "--zero-shot", "map", "car", "fruit", "--name", "cli_kind", "--json"
+        )
+    )
     assert out["tagged"] == len(DEMO_PAIRS) and sum(out["counts"].values()) == len(DEMO_PAIRS)
     tagged = [mini_collection.item(i).tags["cli_kind"]["value"] for i, _ in DEMO_PAIRS[:20]]
     assert set(tagged) <= {"map", "car", "fruit"} and len(tagged) == 20
@@ -317,9 +396,20 @@ def test_classify_cli_tags_items_and_reports(mini_collection) -> None:  # type: 
 def test_captions_cli_prints_the_split_it_was_asked_for() -> None:
     from vitrina import Item
 
-    open_collection("capcli", create=True).add_items([Item(id=f"i{n}", image="x", source="t", metadata={"title": f"Plan of {town}", "date": "1850"}) for n, town in enumerate(["Bergen", "Oslo", "Trondheim", "Tromsø", "Bodø", "Stavanger", "Ålesund", "Hamar", "Molde", "Narvik"] * 2)])
+    open_collection("capcli", create=True).add_items(
+        [
+            Item(id=f"i{n}", image="x", source="t", metadata={"title": f"Plan of {town}", "date": "1850"})
+            for n, town in enumerate(
+                ["Bergen", "Oslo", "Trondheim", "Tromsø", "Bodø", "Stavanger", "Ålesund", "Hamar", "Molde", "Narvik"]
+                * 2
+            )
+        ]
+    )
     everything = [json.loads(line) for line in _cli("captions", "capcli").splitlines()]
-    held = [json.loads(line) for line in _cli("captions", "capcli", "--split", "held_out", "--held-out-percent", "50").splitlines()]
+    held = [
+        json.loads(line)
+        for line in _cli("captions", "capcli", "--split", "held_out", "--held-out-percent", "50").splitlines()
+    ]
     assert len(everything) == 20 and held and all(r["split"] == "held_out" for r in held) and len(held) < 20
     assert everything[0]["caption"].startswith("Plan of Bergen from 1850")
 
@@ -336,21 +426,33 @@ def test_eval_writes_per_item_results_a_breakdown_and_a_safe_contact_sheet(tmp_p
     ids, _ = coll.vectors()
     pairs = tmp_path / "pairs.jsonl"
     hostile = '<script>alert(1)</script> map "x" & <img src=x onerror=alert(2)>'
-    pairs.write_text("".join(json.dumps({"id": i, "caption": f"{hostile} {n}", "split": "held_out"}) + "\n" for n, i in enumerate(ids)))
+    pairs.write_text(
+        "".join(
+            json.dumps({"id": i, "caption": f"{hostile} {n}", "split": "held_out"}) + "\n" for n, i in enumerate(ids)
+        )
+    )
     sheet = tmp_path / "out" / "sheet.html"
     out = _eval_cli("sheet", "--pairs", str(pairs), "--by", "folder", "--contact-sheet", str(sheet))
     r = out["text_to_image"][next(iter(out["text_to_image"]))]
     ranks = {q["id"]: q["rank"] for q in r["per_query"]}
-    assert [x["best_rank"] for x in r["per_item"]] == sorted(ranks.values(), reverse=True) and r["never_found"] == sum(v >= 10 for v in ranks.values())
+    assert [x["best_rank"] for x in r["per_item"]] == sorted(ranks.values(), reverse=True) and r["never_found"] == sum(
+        v >= 10 for v in ranks.values()
+    )
     assert all(len(q["top"]) == 5 and (q["rank"] >= 5 or q["id"] in q["top"]) for q in r["per_query"])
     by = r["by"]
     assert set(by) == {"north", "south"} and by["north"]["queries"] == 6
     north = [ranks[i] for i in ids if i.startswith("north/")]
     assert by["north"]["mrr"] == pytest.approx(float(np.mean([1 / (x + 1) for x in north])), abs=1e-4)
     html = sheet.read_text()
-    assert "<script" not in html and "onerror=alert" not in html.replace("onerror=alert(2)&gt;", "") and "&lt;script&gt;" in html
+    assert (
+        "<script" not in html
+        and "onerror=alert" not in html.replace("onerror=alert(2)&gt;", "")
+        and "&lt;script&gt;" in html
+    )
     assert "default-src 'none'" in html and len(re.findall(r'<img src="data:image/jpeg;base64,', html)) >= 6
-    assert html.count("<tr class=") >= 1 and not re.search(r'(src|href)="(?!data:)', html)  # nothing loads from elsewhere
+    assert html.count("<tr class=") >= 1 and not re.search(
+        r'(src|href)="(?!data:)', html
+    )  # nothing loads from elsewhere
 
 
 def test_eval_shows_progress_unless_quiet(mini_collection, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -362,8 +464,12 @@ def test_eval_shows_progress_unless_quiet(mini_collection, tmp_path: Path) -> No
     pairs.write_text("".join(json.dumps({"id": i, "caption": c}) + "\n" for i, c in DEMO_PAIRS[:30]))
     queries = tmp_path / "q.csv"
     queries.write_text("query,id\na car," + DEMO_PAIRS[0][0] + "\n")
-    loud = CliRunner().invoke(cli, ["eval", str(mini_collection.path), "--pairs", str(pairs), "--queries", str(queries)])
-    assert loud.exit_code == 0 and "mini: text→image: 30/30" in loud.stderr and "mini: judged queries: 1/1" in loud.stderr, loud.stderr
+    loud = CliRunner().invoke(
+        cli, ["eval", str(mini_collection.path), "--pairs", str(pairs), "--queries", str(queries)]
+    )
+    assert (
+        loud.exit_code == 0 and "mini: text→image: 30/30" in loud.stderr and "mini: judged queries: 1/1" in loud.stderr
+    ), loud.stderr
     quiet = CliRunner().invoke(cli, ["eval", str(mini_collection.path), "--pairs", str(pairs), "-q"])
     assert quiet.exit_code == 0 and "30/30" not in quiet.stderr
 

@@ -38,7 +38,9 @@ def _flat(path: Path) -> Image.Image:
 COPIES = {  # how a second scan of the same page differs
     "rescaled": lambda im: im.resize((max(8, im.width // 2), max(8, im.height // 2)), Image.Resampling.LANCZOS),
     "recompressed": None,  # JPEG at quality 25
-    "cropped": lambda im: im.crop((im.width * 6 // 100, im.height * 6 // 100, im.width * 94 // 100, im.height * 94 // 100)),
+    "cropped": lambda im: im.crop(
+        (im.width * 6 // 100, im.height * 6 // 100, im.width * 94 // 100, im.height * 94 // 100)
+    ),
     "rotated": lambda im: im.rotate(4, expand=True, fillcolor="white"),
     "rotated90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
 }
@@ -96,7 +98,12 @@ def _vector_collection(tmp_path: Path, vectors: np.ndarray) -> Any:
     ids = [f"i{i:03d}" for i in range(len(vectors))]
     fp = ModelFingerprint(spec="test:v", revision="1", dim=vectors.shape[1], preprocessing="none")
     with coll.writer():
-        coll.add_items(Item(id=i, image=f"{i}.jpg", fingerprint="1", source="t", metadata={"kind": "even" if n % 2 == 0 else "odd"}) for n, i in enumerate(ids))
+        coll.add_items(
+            Item(
+                id=i, image=f"{i}.jpg", fingerprint="1", source="t", metadata={"kind": "even" if n % 2 == 0 else "odd"}
+            )
+            for n, i in enumerate(ids)
+        )
         coll.import_vectors(ids, vectors, fingerprint=fp, space="v")
     return coll
 
@@ -121,9 +128,16 @@ def test_groups_are_connected_components_and_exports_carry_what_reproduces_them(
     assert groups["i000"]["min_score"] >= 0.97 and len(groups["i000"]["pairs"]) >= 2
     assert out["model_fingerprint"]["spec"] == "test:v" and out["threshold"] == 0.97 and out["k"] == 10
     assert "connected components" in out["rule"]
-    rows = list(csv.DictReader(io.StringIO(CliRunner().invoke(cli, ["duplicates", str(coll.path), "--threshold", "0.97", "--csv"]).output)))
+    rows = list(
+        csv.DictReader(
+            io.StringIO(CliRunner().invoke(cli, ["duplicates", str(coll.path), "--threshold", "0.97", "--csv"]).output)
+        )
+    )
     assert {r["item_id"] for r in rows} == {"i000", "i001", "i002", "i010", "i011"}
-    assert all(r["group"] in groups and float(r["score"]) >= 0.97 and json.loads(r["model_fingerprint"])["dim"] == 32 for r in rows)
+    assert all(
+        r["group"] in groups and float(r["score"]) >= 0.97 and json.loads(r["model_fingerprint"])["dim"] == 32
+        for r in rows
+    )
     # A later run replaces the tag: nothing left from the earlier groups.
     CliRunner().invoke(cli, ["duplicates", str(coll.path), "--threshold", "0.9999", "-q"])
     coll = open_collection(coll.path)
@@ -134,7 +148,10 @@ def test_groups_are_connected_components_and_exports_carry_what_reproduces_them(
 
 def test_group_pairs_unions_chains() -> None:
     groups = group_pairs({("a", "b"): 0.99, ("b", "c"): 0.96, ("x", "y"): 0.98})
-    assert [(g.id, g.members, round(g.min_score, 2)) for g in groups] == [("a", ["a", "b", "c"], 0.96), ("x", ["x", "y"], 0.98)]
+    assert [(g.id, g.members, round(g.min_score, 2)) for g in groups] == [
+        ("a", ["a", "b", "c"], 0.96),
+        ("x", ["x", "y"], 0.98),
+    ]
     assert groups[0].best["b"] == ("a", 0.99)
 
 
@@ -154,7 +171,11 @@ def test_map_is_a_stamped_artifact_that_goes_stale(tmp_path: Path) -> None:
     assert json.loads(run.output)["method"] == "pca"
     data, stamp = load_map(coll)
     m = read_map(coll.path / "spaces" / "v.map")
-    assert m.ids == [f"i{i:03d}" for i in range(40)] and m.xy.shape == (40, 2) and len(data) == 4096 + 4 * 40 + len("\n".join(m.ids))
+    assert (
+        m.ids == [f"i{i:03d}" for i in range(40)]
+        and m.xy.shape == (40, 2)
+        and len(data) == 4096 + 4 * 40 + len("\n".join(m.ids))
+    )
     # The two clusters land apart: every point nearer its own cluster's centre on the map.
     xy = m.xy.astype(float)
     a, b = xy[:20].mean(0), xy[20:].mean(0)
@@ -206,15 +227,24 @@ def test_service_serves_the_map_duplicates_and_iiif(explore_name: str) -> None:
         assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
         path = open_collection(explore_name).path / "spaces"
         stored = read_map(next(path.glob("*.map")))
-        assert r.content == next(path.glob("*.map")).read_bytes() and len(stored.ids) == len(open_collection(explore_name))
+        assert r.content == next(path.glob("*.map")).read_bytes() and len(stored.ids) == len(
+            open_collection(explore_name)
+        )
         assert client.get("/api/map", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
 
         colours = client.get("/api/map/colours", params={"key": "manifest"}).json()
         assert colours["values"] == [M1, M2] and len(colours["codes"]) == len(stored.ids)
-        assert [colours["codes"][stored.ids.index(i)] for i in ("canvas-1", "canvas-3", "manuscript-page.jpg")] == [0, 1, -1]
+        assert [colours["codes"][stored.ids.index(i)] for i in ("canvas-1", "canvas-3", "manuscript-page.jpg")] == [
+            0,
+            1,
+            -1,
+        ]
 
         dups = client.get("/api/duplicates", params={"id": "canvas-1"}).json()
-        assert dups["group"] == "canvas-1" and {d["id"] for d in dups["duplicates"]} == {"canvas-2", "manuscript-page.jpg"}
+        assert dups["group"] == "canvas-1" and {d["id"] for d in dups["duplicates"]} == {
+            "canvas-2",
+            "manuscript-page.jpg",
+        }
         assert client.get("/api/duplicates", params={"id": "nope"}).status_code == 404
 
         hits = client.get("/api/search", params={"q": "page", "limit": 50}).json()["hits"]
@@ -245,7 +275,9 @@ def test_content_state_round_trips() -> None:
 
     from vitrina.iiif_out import content_state, encode_content_state, target_of, viewer_url
 
-    target = target_of({"manifest": M1, "canvas": M1 + "/c1"}, "https://img.example.org/iiif/abc/5,6,70,80/max/0/default.jpg")
+    target = target_of(
+        {"manifest": M1, "canvas": M1 + "/c1"}, "https://img.example.org/iiif/abc/5,6,70,80/max/0/default.jpg"
+    )
     assert target == {"manifest": M1, "canvas": M1 + "/c1", "xywh": "5,6,70,80"}
     encoded = encode_content_state(content_state(target))
     decoded = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
@@ -271,9 +303,17 @@ def test_the_map_view_in_a_browser(explore_name: str, explore_server: str, brows
     page.goto(base + "/map?q=page")
     page.wait_for_function("document.getElementById('map').dataset.hits !== undefined")
     total = len(open_collection(explore_name))
-    assert page.get_attribute("#map", "data-points") == str(total) and int(page.get_attribute("#map", "data-hits") or 0) > 0
+    assert (
+        page.get_attribute("#map", "data-points") == str(total)
+        and int(page.get_attribute("#map", "data-hits") or 0) > 0
+    )
     # Something is drawn: the canvas is not blank.
-    assert page.evaluate("(() => { const c = document.getElementById('map'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; })()") > 50
+    assert (
+        page.evaluate(
+            "(() => { const c = document.getElementById('map'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; })()"
+        )
+        > 50
+    )
     ids = open_collection(explore_name).vectors()[0]
     where = {i: page.evaluate("id => window.vitrinaMap.screenOf(id)", i) for i in ids}
 
@@ -316,4 +356,6 @@ def test_search_exports_say_what_reproduces_them(tmp_path: Path) -> None:
     assert out["query"]["images"] == ["i003"] and out["query"]["where"] == ["kind=odd"] and out["query"]["limit"] == 3
     rows = list(csv.DictReader(io.StringIO(CliRunner().invoke(cli, [*args, "--csv"]).output)))
     assert [r["id"] for r in rows] == [h["id"] for h in out["hits"]] and len(rows) == 3
-    assert all(json.loads(r["query"])["images"] == ["i003"] and json.loads(r["model_fingerprint"])["dim"] == 16 for r in rows)
+    assert all(
+        json.loads(r["query"])["images"] == ["i003"] and json.loads(r["model_fingerprint"])["dim"] == 16 for r in rows
+    )

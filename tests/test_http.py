@@ -60,7 +60,9 @@ class Hostile(BaseHTTPRequestHandler):
     stop = threading.Event()  # set at teardown: every drip and stall ends
     REDIRECTS = {"/to-data": "data:image/png;base64,AAAA", "/to-mailto": "mailto:curator@example.org", "/to-file": "file:///etc/passwd",
                  "/to-javascript": "javascript:alert(1)", "/to-bad": "http://[::1"}  # fmt: skip
-    BODY = b"\xff" * 40  # 8 s of dripping: long enough to outlast every deadline below, short enough not to hang a failing test
+    BODY = (
+        b"\xff" * 40
+    )  # 8 s of dripping: long enough to outlast every deadline below, short enough not to hang a failing test
 
     def do_GET(self) -> None:  # noqa: N802
         Hostile.requests.append(self.path)
@@ -143,7 +145,9 @@ def test_a_drip_or_a_stall_is_cut_at_the_deadline(hostile: str) -> None:
     for path in ("/drip", "/drip-headers", "/stall"):
         start = time.monotonic()
         with pytest.raises(ImageError) as info:
-            fetch_bytes(f"{hostile}{path}", allow_private=True, timeout=1.0)  # a per-read timeout alone never fires on a drip
+            fetch_bytes(
+                f"{hostile}{path}", allow_private=True, timeout=1.0
+            )  # a per-read timeout alone never fires on a drip
         took = time.monotonic() - start
         assert info.value.reason == "fetch_failed" and 0.9 < took < 3.5, (path, took)  # the drip would take 8 s
         assert f"{hostile}{path}" in str(info.value) and "1 s deadline" in str(info.value)
@@ -158,7 +162,10 @@ def test_a_drip_or_a_stall_is_cut_at_the_deadline(hostile: str) -> None:
 
 def test_redirects_away_from_http_are_refused_like_any_other_url(hostile: str) -> None:
     for path in Hostile.REDIRECTS:
-        for get in (lambda url: fetch_bytes(url, allow_private=True), Fetcher(allow_private=True, requests_per_second=0, retries=2).get_bytes):
+        for get in (
+            lambda url: fetch_bytes(url, allow_private=True),
+            Fetcher(allow_private=True, requests_per_second=0, retries=2).get_bytes,
+        ):
             with pytest.raises(ImageError) as info:
                 get(f"{hostile}{path}")
             assert info.value.reason == "url_rejected", path

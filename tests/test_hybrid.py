@@ -80,8 +80,15 @@ def _tagged(tmp_path: Path):  # type: ignore[no-untyped-def]
              for i in range(20)]  # fmt: skip
     with coll.writer():
         coll.add_items(items)
-        coll.import_vectors([it.id for it in items], np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32), fingerprint=FP, space="r")
-        coll.set_tags("kind", "probe:test", [(it.id, "blank" if i % 4 == 0 else "picture", 0.9) for i, it in enumerate(items)])
+        coll.import_vectors(
+            [it.id for it in items],
+            np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32),
+            fingerprint=FP,
+            space="r",
+        )
+        coll.set_tags(
+            "kind", "probe:test", [(it.id, "blank" if i % 4 == 0 else "picture", 0.9) for i, it in enumerate(items)]
+        )
     return coll, items
 
 
@@ -98,7 +105,11 @@ def test_prune_hides_reversibly_and_deletes_for_good(tmp_path: Path) -> None:
     assert not blank & {h.id for h in coll.search(keywords="bergen", limit=50)}
     assert blank <= {h.id for h in coll.search(keywords="bergen", limit=50, include_hidden=True)}
     assert blank == {h.id for h in coll.search(keywords="bergen", where=["hidden=true"], limit=50, include_hidden=True)}
-    assert json.loads(runner.invoke(cli, ["info", c, "--json"]).output)["pruned"] == {"hidden": 5, "deleted": 0, "bytes_saved": 0}
+    assert json.loads(runner.invoke(cli, ["info", c, "--json"]).output)["pruned"] == {
+        "hidden": 5,
+        "deleted": 0,
+        "bytes_saved": 0,
+    }
     assert "5 hidden" in runner.invoke(cli, ["info", c]).output
     out = runner.invoke(cli, ["prune", c, "--unhide", "--json"])
     assert json.loads(out.output)["changed"] == 5
@@ -120,8 +131,14 @@ def test_cli_keyword_and_fused_search(tmp_path: Path) -> None:
     out = runner.invoke(cli, ["search", str(coll.path), "--keywords", "whale", "-n", "3", "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
-    assert len(data["hits"]) == 3 and data["hits"][0]["snippet"] == [{"text": "a ", "match": False}, {"text": "whale", "match": True}]
-    out = runner.invoke(cli, ["search", str(coll.path), "--image", "p01", "--keywords", "whale", "--fusion", "rrf", "-n", "20", "--json"])
+    assert len(data["hits"]) == 3 and data["hits"][0]["snippet"] == [
+        {"text": "a ", "match": False},
+        {"text": "whale", "match": True},
+    ]
+    out = runner.invoke(
+        cli,
+        ["search", str(coll.path), "--image", "p01", "--keywords", "whale", "--fusion", "rrf", "-n", "20", "--json"],
+    )
     hits = json.loads(out.output)["hits"]
     assert hits and max(h["score"] for h in hits) <= 1.0 and "p01" not in {h["id"] for h in hits}
     out = runner.invoke(cli, ["search", str(coll.path), "--keywords", "bergen", "-n", "2"])
@@ -144,9 +161,13 @@ def build_tiny_multilingual_siglip(path: Path) -> Path:
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(MULTILINGUAL * 3, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", tok.token_to_id("<eos>"))])
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A <eos>", special_tokens=[("<eos>", tok.token_to_id("<eos>"))]
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", model_max_length=64)
     return build_tiny_siglip(path, tokenizer=tokenizer, vocab_size=tok.get_vocab_size(), text_length=64, seed=3,
                              special_ids={"bos_token_id": 1, "eos_token_id": 1, "pad_token_id": 0})  # fmt: skip
@@ -161,14 +182,31 @@ def test_a_multilingual_siglip_loads_through_hf_and_fuses_with_words(tmp_path: P
     embedder = get_embedder(spec)
     assert embedder.fingerprint.dim == 32 and embedder.text_length == 64  # type: ignore[attr-defined]
     vectors = embedder.embed_texts(MULTILINGUAL)
-    assert np.isfinite(vectors).all() and len({v.tobytes() for v in vectors.round(5)}) == len(MULTILINGUAL)  # every script its own tokens
-    assert embedder.tokenizer.decode(embedder.tokenizer("hval ved Ålesund 鯨")["input_ids"], skip_special_tokens=True) == "hval ved Ålesund 鯨"  # type: ignore[attr-defined]
+    assert np.isfinite(vectors).all() and len({v.tobytes() for v in vectors.round(5)}) == len(
+        MULTILINGUAL
+    )  # every script its own tokens
+    assert (
+        embedder.tokenizer.decode(embedder.tokenizer("hval ved Ålesund 鯨")["input_ids"], skip_special_tokens=True)
+        == "hval ved Ålesund 鯨"
+    )  # type: ignore[attr-defined]
     make_images(tmp_path / "imgs", 6)
     coll = open_collection(tmp_path / "c", create=True)
     assert coll.index(str(tmp_path / "imgs"), model=spec).embedded == 6
     page = coll.item("img0003.jpg")
-    coll.add_items([Item(id=page.id, image=page.image, fingerprint=page.fingerprint, source=page.source, context="Hvalfangst ved Ålesund, 1850")])
-    assert coll.search("hval ved Ålesund", keywords="hval*", keyword_weight=0.8, limit=1)[0].id == "img0003.jpg"  # random weights: the words decide
+    coll.add_items(
+        [
+            Item(
+                id=page.id,
+                image=page.image,
+                fingerprint=page.fingerprint,
+                source=page.source,
+                context="Hvalfangst ved Ålesund, 1850",
+            )
+        ]
+    )
+    assert (
+        coll.search("hval ved Ålesund", keywords="hval*", keyword_weight=0.8, limit=1)[0].id == "img0003.jpg"
+    )  # random weights: the words decide
     assert coll.search(keywords="ålesund 1850", limit=6)[0].id == "img0003.jpg"
 
 
@@ -176,13 +214,19 @@ def test_eval_cli_shows_the_three_modes_side_by_side(words, tmp_path: Path, monk
     import vitrina.collection
 
     coll, judged = words
-    monkeypatch.setattr(vitrina.collection, "get_embedder", lambda spec: coll.embedder_for())  # the test world's query embedder
+    monkeypatch.setattr(
+        vitrina.collection, "get_embedder", lambda spec: coll.embedder_for()
+    )  # the test world's query embedder
     queries = tmp_path / "judged.csv"
-    queries.write_text("query,id,relevance\n" + "".join(f"{q},{i},1\n" for q, rel in judged for i in rel), encoding="utf-8")
+    queries.write_text(
+        "query,id,relevance\n" + "".join(f"{q},{i},1\n" for q, rel in judged for i in rel), encoding="utf-8"
+    )
     out = CliRunner().invoke(cli, ["eval", str(coll.path), "--queries", str(queries), "--modes", "--json", "-q"])
     assert out.exit_code == 0, out.output
     modes = json.loads(out.output)["modes"]["words"]
     assert modes["fused"]["ndcg@10"] > max(modes["clip"]["ndcg@10"], modes["keyword"]["ndcg@10"])
-    assert modes["clip"]["ndcg@10"] == json.loads(out.output)["queries"]["words"]["ndcg@10"]  # the same CLIP run as plain --queries
+    assert (
+        modes["clip"]["ndcg@10"] == json.loads(out.output)["queries"]["words"]["ndcg@10"]
+    )  # the same CLIP run as plain --queries
     text = CliRunner().invoke(cli, ["eval", str(coll.path), "--queries", str(queries), "--modes", "-q"]).output
     assert "| fused |" in text and "| keyword |" in text

@@ -13,7 +13,7 @@ import pytest
 from tests.test_web import _serve, browser, hit_ids, new_page  # noqa: F401  (browser: a fixture)
 from vitrina import Item, open_collection
 
-HOSTILE = "Kart over kysten <img src=x onerror=\"window.pwned=1\"> med hval ved Ålesund <script>window.pwned=2</script> &amp; fyr"
+HOSTILE = 'Kart over kysten <img src=x onerror="window.pwned=1"> med hval ved Ålesund <script>window.pwned=2</script> &amp; fyr'
 
 
 @pytest.fixture
@@ -21,7 +21,18 @@ def words_server(scans: Path, tiny_clip: str) -> Iterator[str]:
     coll = open_collection("words", create=True)
     coll.index(str(scans), model=tiny_clip)
     page = coll.item("manuscript-page.jpg")
-    coll.add_items([Item(id=page.id, image=page.image, fingerprint=page.fingerprint, source=page.source, metadata={"title": "Side 12"}, context=HOSTILE)])
+    coll.add_items(
+        [
+            Item(
+                id=page.id,
+                image=page.image,
+                fingerprint=page.fingerprint,
+                source=page.source,
+                metadata={"title": "Side 12"},
+                context=HOSTILE,
+            )
+        ]
+    )
     yield from _serve("words")
 
 
@@ -41,12 +52,17 @@ def test_keywords_on_the_page_show_marked_snippets_and_never_markup(words_server
     # Words and a description together: the fused ranking still puts the named page first.
     page.fill("#q", "old map")
     page.press("#q", "Enter")
-    page.wait_for_function("location.search.includes('q=old+map') && document.querySelectorAll('#results .hit').length > 1")
+    page.wait_for_function(
+        "location.search.includes('q=old+map') && document.querySelectorAll('#results .hit').length > 1"
+    )
     assert hit_ids(page)[0] == "manuscript-page.jpg"
     # The address is shareable: rendered by the server with the same snippet.
     other = new_page(browser)
     other.goto(page.url)
-    assert other.eval_on_selector_all(snippet + " mark", "els => els.length") == 2 and other.evaluate("window.pwned") is None
+    assert (
+        other.eval_on_selector_all(snippet + " mark", "els => els.length") == 2
+        and other.evaluate("window.pwned") is None
+    )
     assert errors == []
 
     with urllib.request.urlopen(words_server + "/api/search?keywords=hval&limit=3") as r:

@@ -30,7 +30,9 @@ CLIP = "hf:openai/clip-vit-base-patch32"  # not on this machine: declared, not l
 
 
 def loc_url(n: int) -> str:
-    return f"https://tile.loc.gov/image-services/iiif/service:gmd:gmd370:g3701:g3701s:ct{n:06d}/full/2000,/0/default.jpg"
+    return (
+        f"https://tile.loc.gov/image-services/iiif/service:gmd:gmd370:g3701:g3701s:ct{n:06d}/full/2000,/0/default.jpg"
+    )
 
 
 def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -38,7 +40,9 @@ def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def loc_files(folder: Path, vectors: np.ndarray, urls: list[str] | None = None, with_csv: bool = True) -> tuple[Path, Path, Path]:
+def loc_files(
+    folder: Path, vectors: np.ndarray, urls: list[str] | None = None, with_csv: bool = True
+) -> tuple[Path, Path, Path]:
     """The paper's trio exactly as its scripts write them: torch.save of a float tensor and of a list of URLs."""
     import torch
 
@@ -50,7 +54,14 @@ def loc_files(folder: Path, vectors: np.ndarray, urls: list[str] | None = None, 
         w = csv.writer(f)
         w.writerow(["p1_item_id", "file_url", "resource_url", "segment_num"])
         for n in range(len(vectors)) if with_csv else ():
-            w.writerow([f"http://www.loc.gov/item/{2000000 + n}/", loc_url(n).replace("2000,", "pct:25"), f"https://www.loc.gov/resource/g3701s.ct{n:06d}/", n % 2])
+            w.writerow(
+                [
+                    f"http://www.loc.gov/item/{2000000 + n}/",
+                    loc_url(n).replace("2000,", "pct:25"),
+                    f"https://www.loc.gov/resource/g3701s.ct{n:06d}/",
+                    n % 2,
+                ]
+            )
     return folder / "beto.pt", folder / "beto_idx.pt", folder / "p1_map_file_list.csv"
 
 
@@ -59,15 +70,36 @@ def test_loc_trio_with_csv_join_imports_under_a_declared_model(tmp_path: Path) -
     beto, idx, table = loc_files(tmp_path / "loc", vectors)
     coll = open_collection("locmaps", create=True)
     seen = []
-    report = import_vectors(coll, open_reader("loc-beto", [str(beto), str(idx)], csv_path=str(table)), model=CLIP, chunk=4, progress=lambda d, t: seen.append((d, t)))
+    report = import_vectors(
+        coll,
+        open_reader("loc-beto", [str(beto), str(idx)], csv_path=str(table)),
+        model=CLIP,
+        chunk=4,
+        progress=lambda d, t: seen.append((d, t)),
+    )
     assert (report.imported, report.bad, report.verified, report.rows) == (10, 0, False, 10)
     assert seen == [(4, 10), (8, 10), (10, 10)]
     space = coll.space()
-    assert space.name == "clip-vit-base-patch32" and space.live == 10 and space.fingerprint.provisional and space.fingerprint.dim == 512
+    assert (
+        space.name == "clip-vit-base-patch32"
+        and space.live == 10
+        and space.fingerprint.provisional
+        and space.fingerprint.dim == 512
+    )
     item = coll.item("service:gmd:gmd370:g3701:g3701s:ct000003")
-    assert item.image == "https://tile.loc.gov/image-services/iiif/service:gmd:gmd370:g3701:g3701s:ct000003/full/full/0/default.jpg"
-    assert item.metadata["resource_url"] == "https://www.loc.gov/resource/g3701s.ct000003/" and item.metadata["segment_num"] == 1
-    assert item.metadata["p1_item_id"] == "http://www.loc.gov/item/2000003/" and item.metadata["file_url"] == loc_url(3) and item.status == "ok"
+    assert (
+        item.image
+        == "https://tile.loc.gov/image-services/iiif/service:gmd:gmd370:g3701:g3701s:ct000003/full/full/0/default.jpg"
+    )
+    assert (
+        item.metadata["resource_url"] == "https://www.loc.gov/resource/g3701s.ct000003/"
+        and item.metadata["segment_num"] == 1
+    )
+    assert (
+        item.metadata["p1_item_id"] == "http://www.loc.gov/item/2000003/"
+        and item.metadata["file_url"] == loc_url(3)
+        and item.status == "ok"
+    )
     ids, stored = coll.vectors()
     assert np.allclose(stored[ids.index(item.id)], vectors[3] / 3.0, atol=1e-6)
     # Searching by an item's stored vector needs no model; a text query needs the declared one.
@@ -79,7 +111,9 @@ def test_loc_trio_with_csv_join_imports_under_a_declared_model(tmp_path: Path) -
     # Re-running the finished import is a no-op; --restart upserts every row again, exactly once each.
     again = import_vectors(coll, open_reader("loc-beto", [str(beto), str(idx)], csv_path=str(table)), model=CLIP)
     assert again.already_done and again.imported == 0
-    redo = import_vectors(coll, open_reader("loc-beto", [str(beto), str(idx)], csv_path=str(table)), model=CLIP, restart=True)
+    redo = import_vectors(
+        coll, open_reader("loc-beto", [str(beto), str(idx)], csv_path=str(table)), model=CLIP, restart=True
+    )
     assert redo.imported == 10 and coll.space().live == 10 and len(coll) == 10
     assert loc_iiif_id(loc_url(5)) == "service:gmd:gmd370:g3701:g3701s:ct000005"
 
@@ -96,7 +130,11 @@ def test_declared_model_is_checked_at_import_or_pinned_at_the_first_query(tmp_pa
     # Loaded at import, a model whose dimension disagrees is refused before anything is stored.
     wrong, wrong_idx, _ = loc_files(tmp_path / "b", unit_rows(6, 512))
     with pytest.raises(ConfigError, match="512 dimensions but .* makes 24"):
-        import_vectors(open_collection("wrong", create=True), open_reader("loc-beto", [str(wrong), str(wrong_idx)]), model=tiny_clip)
+        import_vectors(
+            open_collection("wrong", create=True),
+            open_reader("loc-beto", [str(wrong), str(wrong_idx)]),
+            model=tiny_clip,
+        )
     # Not loaded at import: the first query finds out, and says which model made what.
     late = open_collection("late", create=True)
     import_vectors(late, open_reader("loc-beto", [str(wrong), str(wrong_idx)]), model=tiny_clip, load_model=False)
@@ -184,11 +222,17 @@ def test_clip_retrieval_parquet_and_npy_layouts(tmp_path: Path) -> None:
     report = import_vectors(coll, open_reader("clip-retrieval", [str(folder)]), model="hf:example/clip-64", chunk=5)
     assert (report.imported, report.bad) == (12, 0)
     item = coll.item("000000009")
-    assert item.image == "https://example.org/img/9.jpg" and item.metadata["caption"] == "a map of harbour 9" and item.metadata["width"] == 2
+    assert (
+        item.image == "https://example.org/img/9.jpg"
+        and item.metadata["caption"] == "a map of harbour 9"
+        and item.metadata["width"] == 2
+    )
     hit = coll.search_vectors(vectors[9], limit=1)[0][0]
     assert hit.id == "000000009" and hit.score == pytest.approx(1.0, abs=2e-3)  # float16 on disk
     bad = clip_retrieval_folder(tmp_path / "cr-bad", [vectors[:7], vectors[7:]])
-    pq.write_table(pq.read_table(bad / "metadata" / "metadata_1.parquet").slice(0, 4), bad / "metadata" / "metadata_1.parquet")
+    pq.write_table(
+        pq.read_table(bad / "metadata" / "metadata_1.parquet").slice(0, 4), bad / "metadata" / "metadata_1.parquet"
+    )
     with pytest.raises(SourceError, match="img_emb_1.npy has 5 vectors but metadata_1.parquet has 4 rows"):
         open_reader("clip-retrieval", [str(bad)])
 
@@ -198,20 +242,40 @@ def test_clip_retrieval_parquet_and_npy_layouts(tmp_path: Path) -> None:
     path = tmp_path / "hf.parquet"
     pq.write_table(pa.table({"id": [f"r{i}" for i in range(6)], "embedding": lists, "title": [f"Plate {i}" for i in range(6)],
                              "image": [b"\x89PNG"] * 6, "url": [f"https://example.org/{i}.jpg" for i in range(6)]}), path)  # fmt: skip
-    got = import_vectors(coll, open_reader("parquet", [str(path)], id_column="id"), model="hf:example/clip-64", space="hf", chunk=4)
-    assert got.imported == 4 and {b["row"]: b["reason"] for b in got.bad_rows} == {1: "no vector", 4: "10 dimensions, expected 64"}
+    got = import_vectors(
+        coll, open_reader("parquet", [str(path)], id_column="id"), model="hf:example/clip-64", space="hf", chunk=4
+    )
+    assert got.imported == 4 and {b["row"]: b["reason"] for b in got.bad_rows} == {
+        1: "no vector",
+        4: "10 dimensions, expected 64",
+    }
     assert coll.item("r5").metadata == {"title": "Plate 5"} and coll.item("r5").image == "https://example.org/5.jpg"
     fixed = tmp_path / "fixed.parquet"
-    pq.write_table(pa.table({"key": ["f0", "f1"], "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors[:2].ravel()), 64)}), fixed)
+    pq.write_table(
+        pa.table({"key": ["f0", "f1"], "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors[:2].ravel()), 64)}),
+        fixed,
+    )
     assert ParquetReader(fixed).dim == 64
-    assert import_vectors(coll, open_reader("parquet", [str(fixed)]), model="hf:example/clip-64", space="hf").imported == 2
+    assert (
+        import_vectors(coll, open_reader("parquet", [str(fixed)]), model="hf:example/clip-64", space="hf").imported == 2
+    )
     with pytest.raises(ConfigError, match="no column 'nope'"):
         open_reader("parquet", [str(path)], id_column="nope")
 
     # Plain npy + an ids file; an object array is never unpickled; a length mismatch is refused.
     np.save(tmp_path / "v.npy", vectors[:3])
-    (tmp_path / "ids.csv").write_text("id,url,title\na,https://example.org/a.jpg,A\nb,https://example.org/b.jpg,B\nc,,C\n")
-    assert import_vectors(coll, open_reader("npy", [str(tmp_path / "v.npy"), str(tmp_path / "ids.csv")]), model="hf:example/clip-64", space="npy").imported == 3
+    (tmp_path / "ids.csv").write_text(
+        "id,url,title\na,https://example.org/a.jpg,A\nb,https://example.org/b.jpg,B\nc,,C\n"
+    )
+    assert (
+        import_vectors(
+            coll,
+            open_reader("npy", [str(tmp_path / "v.npy"), str(tmp_path / "ids.csv")]),
+            model="hf:example/clip-64",
+            space="npy",
+        ).imported
+        == 3
+    )
     assert coll.item("b").metadata == {"title": "B"} and coll.item("b").image == "https://example.org/b.jpg"
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(SourceError, match="will not unpickle"):
@@ -228,12 +292,18 @@ def test_export_then_import_gives_the_same_search_results(tmp_path: Path, tiny_c
     queries = [("map with a ship", None), (None, str(images[3]))]
 
     def results(c):  # type: ignore[no-untyped-def]
-        return [[(h.id, round(h.score, 5)) for h in c.search(text or (), image or (), limit=5)] for text, image in queries]
+        return [
+            [(h.id, round(h.score, 5)) for h in c.search(text or (), image or (), limit=5)] for text, image in queries
+        ]
 
     before = results(coll)
     export_space(coll, tmp_path / "out.parquet", format="parquet")
     export_space(coll, tmp_path / "cr", format="clip-retrieval", shard_rows=4)
-    assert sorted(p.name for p in (tmp_path / "cr" / "img_emb").iterdir()) == ["img_emb_0.npy", "img_emb_1.npy", "img_emb_2.npy"]
+    assert sorted(p.name for p in (tmp_path / "cr" / "img_emb").iterdir()) == [
+        "img_emb_0.npy",
+        "img_emb_1.npy",
+        "img_emb_2.npy",
+    ]
     info = json.loads(pq.read_schema(tmp_path / "out.parquet").metadata[b"vitrina"])
     assert info["fingerprint"]["spec"] == tiny_clip and info["rows"] == 10
     for kind, path in (("parquet", tmp_path / "out.parquet"), ("clip-retrieval", tmp_path / "cr")):
@@ -249,7 +319,26 @@ def test_export_then_import_gives_the_same_search_results(tmp_path: Path, tiny_c
 def test_a_killed_import_resumes_exactly_once(tmp_path: Path) -> None:
     vectors = unit_rows(20, 32, seed=5)
     beto, idx, table = loc_files(tmp_path / "loc", vectors)
-    base = [sys.executable, "-m", "vitrina", "import", "loc-beto", str(beto), str(idx), "--csv", str(table), "-c", "killed", "-m", CLIP, "--no-load-model", "--chunk", "3", "-q", "--json"]
+    base = [
+        sys.executable,
+        "-m",
+        "vitrina",
+        "import",
+        "loc-beto",
+        str(beto),
+        str(idx),
+        "--csv",
+        str(table),
+        "-c",
+        "killed",
+        "-m",
+        CLIP,
+        "--no-load-model",
+        "--chunk",
+        "3",
+        "-q",
+        "--json",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
     for fault in ("after_vector_write:2", "after_commit:2"):  # killed before one chunk's commit, then just after one
         assert subprocess.run(base, env={**env, "VITRINA_FAULT": fault}, capture_output=True).returncode == 137
@@ -270,17 +359,27 @@ def test_imported_items_can_be_reembedded_with_another_model(tmp_path: Path, tin
     np.save(tmp_path / "v.npy", unit_rows(4, 24))
     (tmp_path / "ids.txt").write_text("".join(f"{p}\n" for p in paths))
     coll = open_collection("mixed", create=True)
-    assert import_vectors(coll, open_reader("npy", [str(tmp_path / "v.npy"), str(tmp_path / "ids.txt")]), model=tiny_clip).imported == 4
+    assert (
+        import_vectors(
+            coll, open_reader("npy", [str(tmp_path / "v.npy"), str(tmp_path / "ids.txt")]), model=tiny_clip
+        ).imported
+        == 4
+    )
     report = coll.index(model=tiny_siglip, space="siglip")
     assert report.embedded == 4 and not report.failed
-    assert {s.name: s.live for s in coll.spaces()} == {"tiny-clip0": 4, "siglip": 4} or sorted(s.live for s in coll.spaces()) == [4, 4]
+    assert {s.name: s.live for s in coll.spaces()} == {"tiny-clip0": 4, "siglip": 4} or sorted(
+        s.live for s in coll.spaces()
+    ) == [4, 4]
     assert coll.search(image=str(paths[2]), space="siglip", limit=1)[0].id == str(paths[2])
 
 
-def test_enrichment_from_loc_gov_records_stops_at_429_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_enrichment_from_loc_gov_records_stops_at_429_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VITRINA_ALLOW_PRIVATE_URLS", "1")
     with HeritageServer() as server:
         for n in range(3):
+
             def record(query: dict, n: int = n) -> dict:
                 sp = int(query["sp"][0])
                 assert query["fo"] == ["json"]
@@ -299,12 +398,17 @@ def test_enrichment_from_loc_gov_records_stops_at_429_and_resumes(tmp_path: Path
 
         first = server.docs["/resource/g3701s.ct000000/"]({"sp": ["1"], "fo": ["json"]})
         server.faults["/resource/g3701s.ct000001/"] = [(429, {"Retry-After": "3600"}, b"Too many requests")]
-        server.faults["/resource/g3701s.ct000000/"] = [(200, {"Content-Type": "application/json"}, json.dumps(first).encode())]
+        server.faults["/resource/g3701s.ct000000/"] = [
+            (200, {"Content-Type": "application/json"}, json.dumps(first).encode())
+        ]
         fetch = Fetcher(cache_dir=tmp_path / "cache", allow_private=True, requests_per_second=0)
         report = enrich(coll, "locgov", fetcher=fetch)
         assert report.interrupted and "429" in report.message and report.enriched == 1 and report.requests == 2
         fetch.close()
-        assert server.requests("/resource/") == ["/resource/g3701s.ct000000/?fo=json&sp=1", "/resource/g3701s.ct000001/?fo=json&sp=2"]
+        assert server.requests("/resource/") == [
+            "/resource/g3701s.ct000000/?fo=json&sp=1",
+            "/resource/g3701s.ct000001/?fo=json&sp=2",
+        ]
         with Fetcher(cache_dir=tmp_path / "cache", allow_private=True, requests_per_second=0) as fetch:
             again = enrich(coll, "locgov", fetcher=fetch)
         assert (again.enriched, again.already, again.interrupted, again.requests) == (2, 1, False, 2)
@@ -312,7 +416,11 @@ def test_enrichment_from_loc_gov_records_stops_at_429_and_resumes(tmp_path: Path
         assert times[1] - times[0] >= 0.95  # loc.gov's pace: one request per second
     item = coll.item("service:gmd:gmd370:g3701:g3701s:ct000002")
     assert item.metadata["caption"] == "Map of Boston harbor 2 from 1772, in Massachusetts. Scale 1:12,000."
-    assert item.metadata["subject"] == ["Boston Harbor (Mass.)--Maps"] and item.metadata["enriched"] == "locgov" and item.status == "ok"
+    assert (
+        item.metadata["subject"] == ["Boston Harbor (Mass.)--Maps"]
+        and item.metadata["enriched"] == "locgov"
+        and item.status == "ok"
+    )
     assert coll.space().live == 3 and coll.space().rows == 3  # metadata changed, vectors kept
     # A later re-import keeps what enrichment added.
     import_vectors(coll, open_reader("loc-beto", [str(beto), str(idx)], csv_path=str(table)), model=CLIP, restart=True)
@@ -324,11 +432,38 @@ def test_cli_import_export_and_exit_codes(tmp_path: Path) -> None:
     vectors[3] = np.nan
     beto, idx, table = loc_files(tmp_path / "loc", vectors)
     runner = CliRunner()
-    out = runner.invoke(cli, ["import", "loc-beto", str(beto), str(idx), "--csv", str(table), "-c", "cli", "-m", CLIP, "-q", "--bad-rows", str(tmp_path / "bad.jsonl")])
+    out = runner.invoke(
+        cli,
+        [
+            "import",
+            "loc-beto",
+            str(beto),
+            str(idx),
+            "--csv",
+            str(table),
+            "-c",
+            "cli",
+            "-m",
+            CLIP,
+            "-q",
+            "--bad-rows",
+            str(tmp_path / "bad.jsonl"),
+        ],
+    )
     assert out.exit_code == 3, out.output
-    assert "4 vectors imported of 5 rows, 1 refused" in out.output and "row 3" in out.output and "Model not loaded here" in out.output
-    assert json.loads((tmp_path / "bad.jsonl").read_text()) == {"row": 3, "id": "service:gmd:gmd370:g3701:g3701s:ct000003", "reason": "not finite (NaN or infinity)"}
-    again = runner.invoke(cli, ["import", "loc-beto", str(beto), str(idx), "--csv", str(table), "-c", "cli", "-m", CLIP, "--json"])
+    assert (
+        "4 vectors imported of 5 rows, 1 refused" in out.output
+        and "row 3" in out.output
+        and "Model not loaded here" in out.output
+    )
+    assert json.loads((tmp_path / "bad.jsonl").read_text()) == {
+        "row": 3,
+        "id": "service:gmd:gmd370:g3701:g3701s:ct000003",
+        "reason": "not finite (NaN or infinity)",
+    }
+    again = runner.invoke(
+        cli, ["import", "loc-beto", str(beto), str(idx), "--csv", str(table), "-c", "cli", "-m", CLIP, "--json"]
+    )
     assert again.exit_code == 3 and json.loads(again.stdout)["already_done"]
     exported = runner.invoke(cli, ["export", "cli", "--format", "clip-retrieval", str(tmp_path / "out"), "--json"])
     assert exported.exit_code == 0, exported.output
@@ -340,4 +475,8 @@ def test_cli_import_export_and_exit_codes(tmp_path: Path) -> None:
     plain = runner.invoke(cli, ["import", "loc-beto", str(beto), str(idx), "-c", "nocsv", "-m", CLIP, "-q"])
     assert plain.exit_code == 3
     nothing = runner.invoke(cli, ["enrich", "nocsv", "locgov", "--json"])  # no resource_url: nothing to ask loc.gov
-    assert nothing.exit_code == 0 and json.loads(nothing.stdout)["without_resource"] == 4 and json.loads(nothing.stdout)["requests"] == 0
+    assert (
+        nothing.exit_code == 0
+        and json.loads(nothing.stdout)["without_resource"] == 4
+        and json.loads(nothing.stdout)["requests"] == 0
+    )

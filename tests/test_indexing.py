@@ -26,7 +26,13 @@ from vitrina.store import Store, resolve_collection
 
 
 def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "vitrina", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-m", "vitrina", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=240,
+    )
     if check and result.returncode not in (0, 3):
         raise AssertionError(f"vitrina {' '.join(args)} exited {result.returncode}\n{result.stderr}")
     return result
@@ -92,10 +98,14 @@ def test_bad_files_are_recorded_and_the_run_goes_on(tmp_path: Path, tiny_clip: s
     assert report["embedded"] == 7
     assert report["failed_by_reason"] == {"truncated": 1, "unreadable_image": 1, "too_large": 1}
     coll = open_collection("messy")
-    assert coll.search(image=str(folder / "ünïcødé café 地図.png"), limit=1, include_self=True)[0].score == pytest.approx(1, abs=1e-4)
+    assert coll.search(image=str(folder / "ünïcødé café 地図.png"), limit=1, include_self=True)[
+        0
+    ].score == pytest.approx(1, abs=1e-4)
     latin1 = [h for h in coll.search("map", limit=20) if "latin1" in h.id]
     assert len(latin1) == 1 and latin1[0].id.startswith("fsbytes:")
-    assert "[red]markup.png" in cli("search", "messy", "--image", str(folder / "img0003.jpg"), "-n", "3").stdout  # shown, not parsed
+    assert (
+        "[red]markup.png" in cli("search", "messy", "--image", str(folder / "img0003.jpg"), "-n", "3").stdout
+    )  # shown, not parsed
     info = json.loads(cli("info", "messy", "--json").stdout)
     assert info["failed_by_reason"] == report["failed_by_reason"]
     # Failed files are not retried on every run, only when asked.
@@ -115,7 +125,9 @@ def test_a_killed_run_resumes_with_every_file_indexed_exactly_once(tmp_path: Pat
     # ... and SIGKILL at random moments.
     rng = random.Random(1234)
     for _ in range(4):
-        proc = subprocess.Popen([sys.executable, "-m", "vitrina", *base], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vitrina", *base], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(rng.uniform(0.5, 3.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -149,7 +161,9 @@ def test_a_second_writer_is_refused_with_the_holder_named(scans: Path, tiny_clip
 def test_cli_index_search_info(scans: Path, tiny_clip: str) -> None:
     out = cli("index", str(scans), "--collection", "clitest", "--model", tiny_clip)
     assert "14 embedded" in out.stderr and "Embedding" in out.stderr
-    found = json.loads(cli("search", "clitest", "--image", str(scans / "manuscript-page.jpg"), "-n", "3", "--json").stdout)
+    found = json.loads(
+        cli("search", "clitest", "--image", str(scans / "manuscript-page.jpg"), "-n", "3", "--json").stdout
+    )
     assert found["hits"][0]["id"] == "manuscript-page.jpg" and len(found["hits"]) == 3
     weighted = json.loads(cli("search", "clitest", "sea monster", "2:ship", "-0.5:colour", "--json").stdout)
     assert len(weighted["hits"]) == 10
@@ -157,7 +171,12 @@ def test_cli_index_search_info(scans: Path, tiny_clip: str) -> None:
     assert table.count("generated/") == 4
     batch = cli("search", "clitest", "--batch", "-", "-n", "2", check=False)
     assert batch.returncode == 0 and batch.stdout == ""
-    lines = subprocess.run([sys.executable, "-m", "vitrina", "search", "clitest", "--batch", "-", "-n", "2"], input="a ship\nold map\n", capture_output=True, text=True).stdout.splitlines()
+    lines = subprocess.run(
+        [sys.executable, "-m", "vitrina", "search", "clitest", "--batch", "-", "-n", "2"],
+        input="a ship\nold map\n",
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
     assert [json.loads(line)["query"] for line in lines] == ["a ship", "old map"]
     info = cli("info", "clitest", "--check").stdout
     assert "14 vectors" in info and "check: ok" in info
@@ -167,7 +186,9 @@ def test_cli_index_search_info(scans: Path, tiny_clip: str) -> None:
     assert missing.returncode == 1 and "No collection" in missing.stderr and "Traceback" not in missing.stderr
 
 
-def test_a_collection_addressed_by_path_is_indexed_and_suggested_by_path(tmp_path: Path, tiny_clip: str, vitrina_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_collection_addressed_by_path_is_indexed_and_suggested_by_path(
+    tmp_path: Path, tiny_clip: str, vitrina_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     images = tmp_path / "images"
     make_images(images, 3)
     work = tmp_path / "work dir"  # a space: a suggested command must quote the path
@@ -216,7 +237,11 @@ def test_symlink_loops_are_reported_in_the_summaries(tmp_path: Path, tiny_clip: 
     (folder / "a" / "up").symlink_to("..", target_is_directory=True)  # back to the folder above
     (folder / "self").symlink_to("self")  # a link to itself: never resolves
     (folder / "alias").symlink_to("a", target_is_directory=True)  # the same folder again: no loop
-    expected = ["symlink loop: self -> self", "symlink loop: a/up -> ..", "folder reached twice, skipped: alias -> a (walked as a)"]
+    expected = [
+        "symlink loop: self -> self",
+        "symlink loop: a/up -> ..",
+        "folder reached twice, skipped: alias -> a (walked as a)",
+    ]
 
     result = invoke("index", str(folder), "--collection", "loops", "--model", tiny_clip, "-q", "--json")
     assert result.exit_code == 0, result.stderr
@@ -242,7 +267,9 @@ def test_a_corrupt_replacement_takes_the_old_vector_with_it(tmp_path: Path, tiny
     assert coll.item("img0002.png").status == "failed"
     with pytest.raises(QueryError):  # no stored vector answers for it any more...
         coll.search(image="img0002.png")
-    assert "img0002.png" not in {h.id for h in coll.search(image="img0000.png", limit=50, include_self=True)}  # ...nor in others' hits
+    assert "img0002.png" not in {
+        h.id for h in coll.search(image="img0000.png", limit=50, include_self=True)
+    }  # ...nor in others' hits
     info = coll.info(check=True)
     assert info["by_status"] == {"ok": 5, "failed": 1} and info["spaces"][0]["vectors"] == 5 and info["problems"] == []
     # --check sees a failed item with a vector and a zeroed vector.
@@ -332,9 +359,13 @@ def test_dead_rows_are_compacted_and_searches_see_the_same_answers(tmp_path: Pat
     assert Collection(resolve_collection("compact")).compact() == 100
     after = reader.search_vectors(queries)
     assert [[h.id for h in hits] for hits in after] == [[h.id for h in hits] for hits in before]
-    assert [h.score for hits in after for h in hits] == pytest.approx([h.score for hits in before for h in hits], abs=1e-6)  # BLAS order
+    assert [h.score for hits in after for h in hits] == pytest.approx(
+        [h.score for hits in before for h in hits], abs=1e-6
+    )  # BLAS order
     again = reader.search(image="i0007", limit=5)
-    assert [h.id for h in again] == [h.id for h in item_query] and [h.score for h in again] == pytest.approx([h.score for h in item_query], abs=1e-6)
+    assert [h.id for h in again] == [h.id for h in item_query] and [h.score for h in again] == pytest.approx(
+        [h.score for h in item_query], abs=1e-6
+    )
     fresh_ids, fresh = open_collection("compact").vectors()
     reader_ids, mapped = reader.vectors()
     assert reader_ids == fresh_ids and np.array_equal(mapped, fresh)
@@ -356,7 +387,12 @@ def test_a_kill_at_any_step_of_a_compaction_leaves_a_consistent_collection(tmp_p
         dead = reader.info()["spaces"][0]["dead_rows"]
         assert dead > 0
         code = "from vitrina import open_collection; open_collection('killed').compact()"
-        assert subprocess.run([sys.executable, "-c", code], env={**os.environ, "VITRINA_FAULT": point}, timeout=120).returncode == 137
+        assert (
+            subprocess.run(
+                [sys.executable, "-c", code], env={**os.environ, "VITRINA_FAULT": point}, timeout=120
+            ).returncode
+            == 137
+        )
         assert len(list(spaces.glob("*.f32"))) == 2  # the new file beside the old: a stray, one or the other
         for c in (reader, open_collection("killed")):
             assert [[h.id for h in hits] for hits in c.search_vectors(queries)] == _expected(latest, ids, queries)
@@ -373,8 +409,13 @@ def test_a_kill_at_any_step_of_a_compaction_leaves_a_consistent_collection(tmp_p
 def small_disk(tmp_path: Path) -> Any:
     disk = tmp_path / "disk"
     disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("needs root to mount a small tmpfs (test_a_full_disk_while_growing_vectors covers ENOSPC without one)")
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode
+    ):
+        pytest.skip(
+            "needs root to mount a small tmpfs (test_a_full_disk_while_growing_vectors covers ENOSPC without one)"
+        )
     yield disk
     subprocess.run(["umount", "-l", str(disk)], check=False)
 
@@ -386,7 +427,9 @@ def _fill(disk: Path, leave: int) -> Path:
     return filler
 
 
-def test_a_full_disk_is_one_clear_error_and_a_rerun_recovers(small_disk: Path, tmp_path: Path, tiny_clip: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_is_one_clear_error_and_a_rerun_recovers(
+    small_disk: Path, tmp_path: Path, tiny_clip: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "imgs"
     make_images(folder, 40)
     monkeypatch.setenv("VITRINA_HOME", str(small_disk / "home"))
@@ -395,7 +438,11 @@ def test_a_full_disk_is_one_clear_error_and_a_rerun_recovers(small_disk: Path, t
         filler = _fill(small_disk, leave)
         with pytest.raises(DiskFull, match="run the same command again") as raised:
             open_collection("full", create=True).index(str(folder), model=tiny_clip, batch_size=4)
-        assert where in str(raised.value) and f"on {small_disk}" in str(raised.value) and "Free at least" in str(raised.value)
+        assert (
+            where in str(raised.value)
+            and f"on {small_disk}" in str(raised.value)
+            and "Free at least" in str(raised.value)
+        )
         filler.unlink()
     filler = _fill(small_disk, 0)
     result = cli("index", str(folder), "--collection", "full", "--model", tiny_clip, "-q", check=False)
@@ -416,7 +463,9 @@ def test_a_full_disk_while_growing_vectors(scans: Path, tiny_clip: str, monkeypa
     assert open_collection("enospc").index(str(scans), model=tiny_clip).embedded == 14
 
 
-def test_the_download_cache_is_capped_and_says_when_it_cannot_write(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_download_cache_is_capped_and_says_when_it_cannot_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from vitrina.diskcache import FileCache
 
     cache = FileCache(tmp_path / "http", max_bytes=1000)

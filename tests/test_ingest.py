@@ -56,9 +56,13 @@ def test_real_world_manifests_parse(tmp_path: Path) -> None:
     assert counts["stanford.json"] == 1 and counts["loc-sanborn-map.json"] == 2 and counts["nlw.json"] == 219
     assert counts["iiif-v3.json"] == 2 and counts["princeton-chto.json"] == 22 and counts["nls.json"] == 40
     loc = manifest_images(json.loads((FIXTURES / "iiif/v2/loc-sanborn-map.json").read_text()), "loc")
-    assert loc[0]["image"].startswith("https://tile.loc.gov/image-services/iiif/service:gmd:") and loc[0]["image"].endswith("/full/full/0/default.jpg")
+    assert loc[0]["image"].startswith("https://tile.loc.gov/image-services/iiif/service:gmd:") and loc[0][
+        "image"
+    ].endswith("/full/full/0/default.jpg")
     v3 = manifest_images(json.loads((FIXTURES / "iiif/v3/iiif-v3.json").read_text()), "nu")
-    assert v3[0]["service"].startswith("https://iiif.dc.library.northwestern.edu/iiif/3/") and v3[0]["metadata"]["title"].startswith("Translation of a letter")
+    assert v3[0]["service"].startswith("https://iiif.dc.library.northwestern.edu/iiif/3/") and v3[0]["metadata"][
+        "title"
+    ].startswith("Translation of a letter")
     collection = json.loads((FIXTURES / "iiif/v3/collection-with-subcollections.json").read_text())
     assert children(collection) and all(c.get("id") or c.get("@id") for c in children(collection))
     paged = json.loads((FIXTURES / "iiif/v2/bsb-collection-paged.json").read_text())
@@ -79,19 +83,44 @@ def test_image_urls_honour_info_json_limits() -> None:
     assert w * w * 4000 / 6000 <= 60_000
     small = ImageService(base="https://x/iiif/a", version=2, level=2, width=300, height=200)
     assert small.url_for("full", 448)[0] == "https://x/iiif/a/full/300,/0/default.jpg"  # never upscaled
-    static = ImageService(base="https://x/iiif/a", version=3, level=0, width=6000, height=4000, sizes=((750, 500), (1500, 1000), (3000, 2000)))
+    static = ImageService(
+        base="https://x/iiif/a",
+        version=3,
+        level=0,
+        width=6000,
+        height=4000,
+        sizes=((750, 500), (1500, 1000), (3000, 2000)),
+    )
     assert static.url_for("full", 448) == ("https://x/iiif/a/full/750,500/0/default.jpg", None)
     url, crop = static.url_for("600,400,1200,800", 448)
-    assert url == "https://x/iiif/a/full/max/0/default.jpg" and crop == (600, 400, 1200, 800)  # level 0 cannot crop: we do
+    assert url == "https://x/iiif/a/full/max/0/default.jpg" and crop == (
+        600,
+        400,
+        1200,
+        800,
+    )  # level 0 cannot crop: we do
     url, crop = static.url_for("600,400,2400,1600", 448)
-    assert url == "https://x/iiif/a/full/3000,2000/0/default.jpg" and crop == (300, 200, 1200, 800)  # smallest listed size that suffices
+    assert url == "https://x/iiif/a/full/3000,2000/0/default.jpg" and crop == (
+        300,
+        200,
+        1200,
+        800,
+    )  # smallest listed size that suffices
 
 
-def test_iiif_collection_over_http_is_ingested_and_indexed_at_the_right_size(server: HeritageServer, tmp_path: Path, tiny_clip: str) -> None:
+def test_iiif_collection_over_http_is_ingested_and_indexed_at_the_right_size(
+    server: HeritageServer, tmp_path: Path, tiny_clip: str
+) -> None:
     s = server
     svc_a = s.add_image("a", picture(1, (3000, 2000)), level=2, version=2)
     svc_b = s.add_image("b", picture(2, (2000, 3000)), level=1, version=3, maxWidth=50)
-    svc_c = s.add_image("c", picture(3, (1200, 800)), level=0, version=3, sizes=[{"width": 150, "height": 100}, {"width": 300, "height": 200}])
+    svc_c = s.add_image(
+        "c",
+        picture(3, (1200, 800)),
+        level=0,
+        version=3,
+        sizes=[{"width": 150, "height": 100}, {"width": 300, "height": 200}],
+    )
     s.docs["/m/v2.json"] = {"@context": "http://iiif.io/api/presentation/2/context.json", "@id": f"{s.url}/m/v2.json", "@type": "sc:Manifest",
         "label": "Atlas maritime", "metadata": [{"label": "Date", "value": "1754"}], "license": "https://creativecommons.org/publicdomain/mark/1.0/",
         "sequences": [{"canvases": [
@@ -116,7 +145,11 @@ def test_iiif_collection_over_http_is_ingested_and_indexed_at_the_right_size(ser
     assert any("broken.json" in p for p in report.problems)  # reported and skipped, not fatal
     assert s.requests("/col/sub.json") == ["/col/sub.json"]  # a duplicate sub-collection is fetched once
     item = coll.item(f"{s.url}/c/1")
-    assert item.metadata["date"] == "1754" and item.metadata["title"] == "Atlas maritime — Plate 1" and item.metadata["manifest"] == f"{s.url}/m/v2.json"
+    assert (
+        item.metadata["date"] == "1754"
+        and item.metadata["title"] == "Atlas maritime — Plate 1"
+        and item.metadata["manifest"] == f"{s.url}/m/v2.json"
+    )
     assert coll.item(f"{s.url}/c/2").context == "Two engraved views."
 
     f = fetcher(tmp_path)
@@ -157,8 +190,13 @@ def test_url_list_survives_misbehaving_servers(server: HeritageServer, tmp_path:
     Image.new("1", (30000, 30000)).save(bomb, "PNG")  # ~100 KB on the wire, 900 megapixels
     s.faults["/bomb.png"] = [(200, {"Content-Type": "image/png"}, bomb.getvalue())]
     rows = [{"id": f"p{n}", "url": good(n), "title": f"Plate {n}", "date": str(1800 + n)} for n in range(5)]
-    rows += [{"id": "gone", "url": f"{s.url}/missing.jpg"}, {"id": "login", "url": f"{s.url}/login.jpg"}, {"id": "nourl", "url": "ftp://x"},
-             {"id": "slow", "url": f"{s.url}/slow.jpg"}, {"id": "bomb", "url": f"{s.url}/bomb.png"}]
+    rows += [
+        {"id": "gone", "url": f"{s.url}/missing.jpg"},
+        {"id": "login", "url": f"{s.url}/login.jpg"},
+        {"id": "nourl", "url": "ftp://x"},
+        {"id": "slow", "url": f"{s.url}/slow.jpg"},
+        {"id": "bomb", "url": f"{s.url}/bomb.png"},
+    ]
     listing = tmp_path / "list.jsonl"
     listing.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
     coll = open_collection("urls", create=True)
@@ -194,9 +232,21 @@ def loc_api(server: HeritageServer, pages: int = 3, per_page: int = 3) -> None:
                     "image_url": [f"//{server.url.removeprefix('http://')}/iiif/loc{n}/full/pct:12.5/0/default.jpg#h=50&w=62",
                                   f"{server.url}/iiif/loc{n}/full/pct:25/0/default.jpg#h=100&w=125"]}
                    for n in range((sp - 1) * per_page, sp * per_page)]  # fmt: skip
-        results.append({"id": "http://www.loc.gov/collections/maps/", "original_format": ["collection"], "title": "not an item"})
+        results.append(
+            {"id": "http://www.loc.gov/collections/maps/", "original_format": ["collection"], "title": "not an item"}
+        )
         nxt = f"{server.url}/maps/?q=harbour&fo=json&c=100&at=results,pagination&sp={sp + 1}" if sp < pages else None
-        return {"results": results, "pagination": {"current": sp, "total": pages, "next": nxt, "of": pages * per_page, "from": (sp - 1) * per_page + 1, "to": sp * per_page}}
+        return {
+            "results": results,
+            "pagination": {
+                "current": sp,
+                "total": pages,
+                "next": nxt,
+                "of": pages * per_page,
+                "from": (sp - 1) * per_page + 1,
+                "to": sp * per_page,
+            },
+        }
 
     server.docs["/maps/"] = page
 
@@ -206,7 +256,10 @@ def test_locgov_harvest_stops_at_the_first_429_and_resumes(server: HeritageServe
     coll = open_collection("loc", create=True)
     page1 = server.docs["/maps/"]({"sp": ["1"], "fo": ["json"], "at": ["results,pagination"]})
     # Page 1 answers normally, page 2 with a 429 ban: the harvest must stop there, not retry.
-    server.faults["/maps/"] = [(200, {}, json.dumps(page1).encode()), (429, {"Retry-After": "3600"}, b"Too many requests")]
+    server.faults["/maps/"] = [
+        (200, {}, json.dumps(page1).encode()),
+        (429, {"Retry-After": "3600"}, b"Too many requests"),
+    ]
     report = coll.ingest(f"locgov:{server.url}/maps/?q=harbour", fetcher=fetcher(tmp_path))
     assert report.interrupted and "429" in report.message and report.found == 3
     api_calls = server.requests("/maps/")
@@ -220,12 +273,17 @@ def test_locgov_harvest_stops_at_the_first_429_and_resumes(server: HeritageServe
     assert times[1] - times[0] >= 0.95  # at most one API request per second
     item = coll.item("loc:map0004")
     md = item.metadata
-    assert md["link"] == "https://www.loc.gov/item/map0004/" and md["manifest"] == "https://www.loc.gov/item/map0004/manifest.json"
+    assert (
+        md["link"] == "https://www.loc.gov/item/map0004/"
+        and md["manifest"] == "https://www.loc.gov/item/map0004/manifest.json"
+    )
     assert md["caption"] == "Map of harbour 4 from 1704, in Boston, Massachusetts. Scale 1:12,000."
     assert item.image == f"{server.url}/iiif/loc4/full/full/0/default.jpg"  # the service, not the 25% derivative
 
 
-def test_alto_illustrations_are_cropped_locally_and_through_iiif(server: HeritageServer, tmp_path: Path, tiny_clip: str) -> None:
+def test_alto_illustrations_are_cropped_locally_and_through_iiif(
+    server: HeritageServer, tmp_path: Path, tiny_clip: str
+) -> None:
     pages = tmp_path / "pages"
     pages.mkdir()
     shutil.copy(FIXTURES / "alto" / "sbb-alto-v3-illustration.xml", pages / "page1.xml")
@@ -236,9 +294,16 @@ def test_alto_illustrations_are_cropped_locally_and_through_iiif(server: Heritag
     page.paste(art, (452, 122))
     page.save(pages / "page1.jpg", quality=95)
     # A namespace-less ALTO v1 page in mm10 units, no image beside it, and a billion-laughs file.
-    v1 = (FIXTURES / "alto" / "sbb-alto-v3-illustration.xml").read_text().replace(' xmlns="http://www.loc.gov/standards/alto/ns-v3#"', "").replace(">pixel<", ">mm10<")
+    v1 = (
+        (FIXTURES / "alto" / "sbb-alto-v3-illustration.xml")
+        .read_text()
+        .replace(' xmlns="http://www.loc.gov/standards/alto/ns-v3#"', "")
+        .replace(">pixel<", ">mm10<")
+    )
     (pages / "noimage.xml").write_text(v1)
-    (pages / "bomb.xml").write_text('<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><alto>&b;</alto>')
+    (pages / "bomb.xml").write_text(
+        '<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><alto>&b;</alto>'
+    )
     coll = open_collection("illustrations", create=True)
     report = coll.ingest(f"alto:{pages}")
     assert report.found == 1  # two overlapping Illustration blocks merged into one
@@ -265,8 +330,9 @@ def test_captions_follow_the_loc_recipe() -> None:
     assert build_caption({"title": "[Map of Boston harbor]: with soundings", "original_format": ["map"], "date": "1775-03",
                           "location": ["boston", "massachusetts"], "notes": ["Scale 1:12,000.", "Call number G3764 1775", "Hand colored.", "Geography and Map Division"]}) == (
         "Map of Boston harbor from 1775, in Massachusetts. Scale 1:12,000. Hand colored.")  # fmt: skip
-    assert build_caption({"title": "Bird's eye view of Albany", "original_format": ["map"], "date": "1879", "location": ["new york"]}) == (
-        "A map of bird's eye view of Albany from 1879, in New York.")
+    assert build_caption(
+        {"title": "Bird's eye view of Albany", "original_format": ["map"], "date": "1879", "location": ["new york"]}
+    ) == ("A map of bird's eye view of Albany from 1879, in New York.")
     assert build_caption({}) == ""
 
 
@@ -278,7 +344,20 @@ def test_a_killed_remote_index_resumes_exactly_once(server: HeritageServer, tmp_
     listing = tmp_path / "list.csv"
     listing.write_text("id,url\n" + "".join(f"{r['id']},{r['url']}\n" for r in rows))
     env = {**os.environ, "VITRINA_ALLOW_PRIVATE_URLS": "1"}
-    base = [sys.executable, "-m", "vitrina", "index", f"urls:{listing}", "--collection", "killed", "--model", tiny_clip, "--batch-size", "4", "-q"]
+    base = [
+        sys.executable,
+        "-m",
+        "vitrina",
+        "index",
+        f"urls:{listing}",
+        "--collection",
+        "killed",
+        "--model",
+        tiny_clip,
+        "--batch-size",
+        "4",
+        "-q",
+    ]
     for fault in ("after_vector_write:2", "before_commit:3"):
         assert subprocess.run(base, env={**env, "VITRINA_FAULT": fault}, capture_output=True).returncode == 137
     done = subprocess.run([*base, "--json"], env=env, capture_output=True, text=True)
@@ -312,7 +391,12 @@ def test_cli_ingest_reports_and_exit_codes(tmp_path: Path) -> None:
     corrected = json.loads(run("ingest", f"iiif:{manifest}", "--collection", "register", "--json").stdout)
     assert (corrected["updated"], corrected["changed"], corrected["unchanged"]) == (219, 0, 0)
     first_canvas = doc["sequences"][0]["canvases"][0]["@id"]
-    assert open_collection("register").item(first_canvas).metadata["title"].startswith("Cardiganshire Constabulary register (corrected)")
+    assert (
+        open_collection("register")
+        .item(first_canvas)
+        .metadata["title"]
+        .startswith("Cardiganshire Constabulary register (corrected)")
+    )
     broken = run("ingest", f"iiif:{FIXTURES / 'iiif/v2/problem-invalid.json'}", "--collection", "register")
     assert broken.returncode == 1 and "not a readable JSON file" in broken.stderr
     wrong = run("ingest", "locgov:https://example.org/maps/", "--collection", "register")

@@ -71,7 +71,12 @@ def test_a_single_unreadable_document_exits_non_zero(tmp_path: Path) -> None:
     bad = tmp_path / "latin1.json"
     bad.write_bytes('{"label": "Carte g\xe9n\xe9rale"}'.encode("latin-1"))
     for doc in (bad, FIXTURES / "iiif/v2/problem-invalid.json"):
-        run = subprocess.run([sys.executable, "-m", "vitrina", "ingest", f"iiif:{doc}", "--collection", "bad"], capture_output=True, text=True, timeout=120)
+        run = subprocess.run(
+            [sys.executable, "-m", "vitrina", "ingest", f"iiif:{doc}", "--collection", "bad"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert run.returncode == 1 and doc.name in run.stderr and "IIIF manifest" in run.stderr, run.stderr
 
 
@@ -108,7 +113,11 @@ def test_audio_video_and_pdf_canvases_are_skipped_or_use_their_poster(server: He
     report = coll.ingest(f"iiif:{s.url}/m/av.json", fetcher=fetcher(tmp_path))
     assert report.skipped == {"3d": 1, "audio": 1, "pdf": 1, "video": 1}, report.to_dict()
     images = {i.id.rsplit("/", 1)[-1]: i.image for i in coll.iter_items()}
-    assert images == {"1": f"{poster}/full/max/0/default.jpg", "6": f"{page}/full/max/0/default.jpg", "7": f"{thumb}/full/max/0/default.jpg"}
+    assert images == {
+        "1": f"{poster}/full/max/0/default.jpg",
+        "6": f"{page}/full/max/0/default.jpg",
+        "7": f"{thumb}/full/max/0/default.jpg",
+    }
     assert not any("auth" in i.image or ".mp4" in i.image for i in coll.iter_items())
 
 
@@ -135,7 +144,11 @@ def test_image_api_1_1_gets_native_quality_and_sizes_are_exact() -> None:
 
 
 def test_one_language_is_chosen() -> None:
-    label = [{"@value": "Map of Norway", "@language": "en-GB"}, {"@value": "Kart over Norge", "@language": "no"}, {"@value": "ノルウェーの地図", "@language": "ja"}]
+    label = [
+        {"@value": "Map of Norway", "@language": "en-GB"},
+        {"@value": "Kart over Norge", "@language": "no"},
+        {"@value": "ノルウェーの地図", "@language": "ja"},
+    ]
     assert text(label) == "Map of Norway"
     assert text(label, "no") == "Kart over Norge"
     assert text(label, "de") == "Map of Norway"  # none in German, none without a language: the first
@@ -145,7 +158,9 @@ def test_one_language_is_chosen() -> None:
     manifest = {"@context": V2, "@id": "m", "@type": "sc:Manifest", "label": label,
                 "metadata": [{"label": [{"@value": "Date", "@language": "en"}, {"@value": "Dato", "@language": "no"}], "value": "1859"}],
                 "sequences": [{"canvases": [v2_canvas("http://x", 1, "http://x/iiif/a")]}]}  # fmt: skip
-    assert manifest_images(manifest, "m", lang="nb-NO")[0]["metadata"]["title"].startswith("Map of Norway")  # nb is not no: the first
+    assert manifest_images(manifest, "m", lang="nb-NO")[0]["metadata"]["title"].startswith(
+        "Map of Norway"
+    )  # nb is not no: the first
     assert manifest_images(manifest, "m", lang="no")[0]["metadata"]["title"] == "Kart over Norge — p. 1"
     assert manifest_images(manifest, "m")[0]["metadata"]["date"] == "1859"
 
@@ -153,14 +168,19 @@ def test_one_language_is_chosen() -> None:
 # -- 6. loc.gov ---------------------------------------------------------------------------------------
 
 
-def test_locgov_keeps_map_collections_every_sheet_and_results_without_image_urls(server: HeritageServer, tmp_path: Path) -> None:
+def test_locgov_keeps_map_collections_every_sheet_and_results_without_image_urls(
+    server: HeritageServer, tmp_path: Path
+) -> None:
     s = server
     for n in range(4):
         s.add_image(f"sheet{n}", picture(50 + n, (500, 400)))
     host = s.url.removeprefix("http://")
 
     def derivative(name: str) -> list[str]:
-        return [f"//{host}/iiif/{name}/full/pct:6.25/0/default.jpg#h=25&w=31", f"//{host}/iiif/{name}/full/pct:25/0/default.jpg#h=100&w=125"]
+        return [
+            f"//{host}/iiif/{name}/full/pct:6.25/0/default.jpg#h=25&w=31",
+            f"//{host}/iiif/{name}/full/pct:25/0/default.jpg#h=100&w=125",
+        ]
 
     results = [
         # A real multi-sheet map: original_format ["map", "collection"], 3 files in its resources.
@@ -192,7 +212,10 @@ def test_locgov_keeps_map_collections_every_sheet_and_results_without_image_urls
     assert sheet.metadata["title"] == "Sanborn fire insurance maps of Bergen"
     assert coll.item("loc:2001620000").image == f"{s.url}/iiif/sheet3/full/full/0/default.jpg"
     # An item URL is a source too.
-    s.docs["/item/2001620000/"] = {"item": {"title": "Map of Christiania", "date": "1860", "original_format": ["map"]}, "resources": [{"files": 1}]}
+    s.docs["/item/2001620000/"] = {
+        "item": {"title": "Map of Christiania", "date": "1860", "original_format": ["map"]},
+        "resources": [{"files": 1}],
+    }
     one = open_collection("loc-one", create=True)
     got = one.ingest(f"locgov:{s.url}/item/2001620000/", fetcher=fetcher(tmp_path))
     assert got.found == 1 and one.item("loc:2001620000").metadata["title"] == "Map of Christiania", got.to_dict()
@@ -201,7 +224,9 @@ def test_locgov_keeps_map_collections_every_sheet_and_results_without_image_urls
 # -- 7. offline is not forbidden --------------------------------------------------------------------
 
 
-def test_offline_stops_once_and_dns_failures_are_transient(server: HeritageServer, tmp_path: Path, tiny_clip: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_stops_once_and_dns_failures_are_transient(
+    server: HeritageServer, tmp_path: Path, tiny_clip: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = server
     s.add_image("ok", picture(9, (300, 200)))
     real = socket.getaddrinfo
@@ -218,7 +243,10 @@ def test_offline_stops_once_and_dns_failures_are_transient(server: HeritageServe
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
     monkeypatch.setattr("vitrina.http._no_route", lambda: False)  # this machine is online; only the names fail
     listing = tmp_path / "offline.csv"
-    listing.write_text("id,url\n" + "".join(f"m{n},https://maps{n % 2}.example.org/iiif/m{n}/full/full/0/default.jpg\n" for n in range(6)))
+    listing.write_text(
+        "id,url\n"
+        + "".join(f"m{n},https://maps{n % 2}.example.org/iiif/m{n}/full/full/0/default.jpg\n" for n in range(6))
+    )
     coll = open_collection("offline", create=True)
     report = coll.index(f"urls:{listing}", model=tiny_clip, fetcher=fetcher(tmp_path), workers=1)
     assert report.interrupted and report.message.startswith("Offline:") and not report.failed, report.to_dict()
@@ -226,7 +254,11 @@ def test_offline_stops_once_and_dns_failures_are_transient(server: HeritageServe
     assert coll.info()["by_status"] == {"pending": 6}
 
     # A name that does not exist is a transient failure, looked up once, retried by the next run.
-    listing.write_text("id,url\n" + "".join(f"g{n},http://gone.invalid/g{n}.jpg\n" for n in range(2)) + f"ok,{s.url}/iiif/ok/full/full/0/default.jpg\n")
+    listing.write_text(
+        "id,url\n"
+        + "".join(f"g{n},http://gone.invalid/g{n}.jpg\n" for n in range(2))
+        + f"ok,{s.url}/iiif/ok/full/full/0/default.jpg\n"
+    )
     asked.clear()
     gone = open_collection("gone", create=True)
     first = gone.index(f"urls:{listing}", model=tiny_clip, fetcher=fetcher(tmp_path), workers=1)
@@ -265,7 +297,10 @@ def test_alto_merges_contained_blocks_clips_boxes_and_puts_the_figure_caption_fi
     from vitrina.sources.alto import AltoSource, nearby_text
 
     page = parse_alto("page.xml", ALTO.encode())
-    assert [b.id for b in page.pictures] == ["cb_fig", "ill_edge"]  # ill_main and ill_inside lie wholly inside; the rule is a rule
+    assert [b.id for b in page.pictures] == [
+        "cb_fig",
+        "ill_edge",
+    ]  # ill_main and ill_inside lie wholly inside; the rule is a rule
     assert nearby_text(page, page.pictures[0]).startswith("Fig. 3. Bergen havn.")
     folder = tmp_path / "alto"
     folder.mkdir()
@@ -289,7 +324,9 @@ def test_url_list_rows_that_are_not_images_are_flagged(server: HeritageServer, t
     coll = open_collection("list", create=True)
     report = coll.ingest(f"urls:{listing}", check_type=True, fetcher=fetcher(tmp_path))
     assert report.found == 1 and report.skipped == {"pdf": 2}, report.to_dict()
-    assert any("report.pdf is not an image" in p for p in report.problems) and any("/reports/sheet is not an image" in p for p in report.problems)
+    assert any("report.pdf is not an image" in p for p in report.problems) and any(
+        "/reports/sheet is not an image" in p for p in report.problems
+    )
     # An image URL answering with an HTML page fails naming the URL, not "<39 bytes>".
     from vitrina.errors import ImageError
     from vitrina.images import read_image
@@ -308,14 +345,18 @@ def test_a_plain_list_of_urls_is_read_and_a_csv_without_a_url_column_is_refused(
     wrong.write_text("identifier,link\n1,https://example.org/a.jpg\n")
     from vitrina.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"list\.csv has no URL column \(its columns: identifier, link\).*url, file_url"):
+    with pytest.raises(
+        ConfigError, match=r"list\.csv has no URL column \(its columns: identifier, link\).*url, file_url"
+    ):
         open_collection("wrong", create=True).ingest(f"urls:{wrong}")
 
 
 # -- The National Library of Norway's flow ----------------------------------------------------------
 
 
-def test_nb_no_manifest_alto_and_region_crops_end_to_end(server: HeritageServer, tmp_path: Path, tiny_clip: str) -> None:
+def test_nb_no_manifest_alto_and_region_crops_end_to_end(
+    server: HeritageServer, tmp_path: Path, tiny_clip: str
+) -> None:
     s = server
     urn = "URN:NBN:no-nb_digibok_2014020308011"
     art = picture(21, (800, 600))
@@ -338,15 +379,23 @@ def test_nb_no_manifest_alto_and_region_crops_end_to_end(server: HeritageServer,
     report = auto.ingest(manifest, alto="auto", fetcher=fetcher(tmp_path))
     assert report.found == 2 and report.skipped == {"page without ALTO": 1}, report.to_dict()
     fig = auto.item(f"{s.url}/canvas/1#cb_fig")
-    assert fig.image == f"{s.url}/iiif/{urn}_0001/200,300,1600,1400/full/0/default.jpg"  # ALTO x canvas / ALTO page size
+    assert (
+        fig.image == f"{s.url}/iiif/{urn}_0001/200,300,1600,1400/full/0/default.jpg"
+    )  # ALTO x canvas / ALTO page size
     assert fig.context.startswith("Fig. 3. Bergen havn.") and fig.metadata["title"].startswith("Bergen i billeder")
 
-    s.docs[f"/catalog/v1/metadata/abc123/altos/{urn}_0002"] = b"<html>busy</html>"  # one bad ALTO page costs that page, not the book
-    broken = open_collection("nb-broken", create=True).ingest(manifest, alto=f"{s.url}/catalog/v1/metadata/abc123/altos/{urn}_{{page:04d}}", fetcher=fetcher(tmp_path / "b"))
+    s.docs[f"/catalog/v1/metadata/abc123/altos/{urn}_0002"] = (
+        b"<html>busy</html>"  # one bad ALTO page costs that page, not the book
+    )
+    broken = open_collection("nb-broken", create=True).ingest(
+        manifest, alto=f"{s.url}/catalog/v1/metadata/abc123/altos/{urn}_{{page:04d}}", fetcher=fetcher(tmp_path / "b")
+    )
     assert broken.found == 2 and broken.skipped == {"unreadable ALTO": 1}, broken.to_dict()
     s.docs[f"/catalog/v1/metadata/abc123/altos/{urn}_0002"] = ALTO.encode()
     coll = open_collection("nb", create=True)
-    got = coll.ingest(manifest, alto=f"{s.url}/catalog/v1/metadata/abc123/altos/{urn}_{{page:04d}}", fetcher=fetcher(tmp_path))
+    got = coll.ingest(
+        manifest, alto=f"{s.url}/catalog/v1/metadata/abc123/altos/{urn}_{{page:04d}}", fetcher=fetcher(tmp_path)
+    )
     assert got.found == 4 and not got.skipped, got.to_dict()
     index = coll.index(model=tiny_clip, fetcher=fetcher(tmp_path))
     assert index.embedded == 4 and not index.failed, index.to_dict()
@@ -364,12 +413,24 @@ def test_nb_no_manifest_alto_and_region_crops_end_to_end(server: HeritageServer,
 def test_free_text_dates_get_a_year_and_filters_compare_the_year(tmp_path: Path) -> None:
     from vitrina.filters import Filter, matches, normal_values
 
-    dates = {"a": "15. September 1859", "b": "ca. 1820", "c": "[1754?]", "d": "1750-1760", "e": "15.09.1859", "f": "March 3, 1701"}
+    dates = {
+        "a": "15. September 1859",
+        "b": "ca. 1820",
+        "c": "[1754?]",
+        "d": "1750-1760",
+        "e": "15.09.1859",
+        "f": "March 3, 1701",
+    }
     listing = tmp_path / "dated.csv"
-    listing.write_text("id,url,date\n" + "".join(f'{k},https://img.example.org/{k}.jpg,"{v}"\n' for k, v in dates.items()))
+    listing.write_text(
+        "id,url,date\n" + "".join(f'{k},https://img.example.org/{k}.jpg,"{v}"\n' for k, v in dates.items())
+    )
     coll = open_collection("dated", create=True)
     coll.ingest(f"urls:{listing}")
-    got = {k: (coll.item(k).metadata["date"], coll.item(k).metadata["year"], coll.item(k).metadata.get("year_end")) for k in dates}
+    got = {
+        k: (coll.item(k).metadata["date"], coll.item(k).metadata["year"], coll.item(k).metadata.get("year_end"))
+        for k in dates
+    }
     assert got == {"a": ("15. September 1859", 1859, None), "b": ("ca. 1820", 1820, None), "c": ("[1754?]", 1754, None),
                    "d": ("1750-1760", 1750, 1760), "e": ("15.09.1859", 1859, None), "f": ("March 3, 1701", 1701, None)}  # fmt: skip
     after_1800 = {k for k, v in dates.items() if matches(normal_values(v), Filter.parse("date>=1800"))}

@@ -28,7 +28,10 @@ def test_tower_files_are_the_expected_ones_and_load_strictly() -> None:
     towers = MiniTowers()
     assert sum(p.numel() for p in towers.image_model.parameters()) > 3_000_000  # load_state_dict(strict=True) passed
     card = json.loads(CARD.read_text())
-    assert card["towers"]["image"]["file_sha256"] == IMAGE_TOWER_SHA256 and card["towers"]["text"]["file_sha256"] == TEXT_TOWER_SHA256
+    assert (
+        card["towers"]["image"]["file_sha256"] == IMAGE_TOWER_SHA256
+        and card["towers"]["text"]["file_sha256"] == TEXT_TOWER_SHA256
+    )
 
 
 def test_shipped_heads_reproduce_the_recorded_metrics() -> None:
@@ -46,12 +49,20 @@ def test_shipped_heads_reproduce_the_recorded_metrics() -> None:
             v = f @ heads[f"{side}.weight"].T + heads[f"{side}.bias"]
             return v / np.linalg.norm(v, axis=1, keepdims=True)
 
-        return held_out_metrics(project(features, "image"), project(text_features, "text"), [c["category"] for c in CAPTIONS], project(prompt_features, "text"), names)
+        return held_out_metrics(
+            project(features, "image"),
+            project(text_features, "text"),
+            [c["category"] for c in CAPTIONS],
+            project(prompt_features, "text"),
+            names,
+        )
 
     got = metrics(embedder.heads)
     first = features[0] @ embedder.heads["image.weight"].T + embedder.heads["image.bias"]
     shipped = embed_images(embedder, [load_image(DEMO / CAPTIONS[0]["id"], min_side=embedder.min_side)])[0]
-    np.testing.assert_allclose(shipped, first / np.linalg.norm(first), atol=1e-4)  # the projection above is the embedder's
+    np.testing.assert_allclose(
+        shipped, first / np.linalg.norm(first), atol=1e-4
+    )  # the projection above is the embedder's
     expected = card["metrics_demo_subset"]
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=0.01), key
@@ -69,7 +80,9 @@ def test_shipped_heads_reproduce_the_recorded_metrics() -> None:
     [("a car", "transportation/"), ("a telephone", "office/telephone/"), ("a house", "buildings/"), ("fruit", "food/fruit/"),
      ("a map", "geography/"), ("flag", "signs_and_symbols/flags/"), ("an arrow", "shapes/")],
 )  # fmt: skip
-def test_text_queries_the_captions_cover_find_the_right_drawings(mini_collection: Collection, query: str, folder: str) -> None:
+def test_text_queries_the_captions_cover_find_the_right_drawings(
+    mini_collection: Collection, query: str, folder: str
+) -> None:
     hits = mini_collection.search(query, limit=3)  # measured: the first hit is right for each
     assert any(h.id.startswith(folder) for h in hits), [h.id for h in hits]
 
@@ -83,7 +96,11 @@ def test_a_transformed_copy_finds_its_original(mini_collection: Collection, tmp_
         image.rotate(10, expand=True, fillcolor=(255, 255, 255)).save(tmp_path / "rotated.png")
         image.resize((max(1, image.width // 2), max(1, image.height // 2))).save(tmp_path / "rescaled.png")
         image.save(tmp_path / "recompressed.jpg", quality=30)
-        for kind, name in (("rotated", "rotated.png"), ("rescaled", "rescaled.png"), ("recompressed", "recompressed.jpg")):
+        for kind, name in (
+            ("rotated", "rotated.png"),
+            ("rescaled", "rescaled.png"),
+            ("recompressed", "recompressed.jpg"),
+        ):
             top10 = [h.id for h in mini_collection.search(image=str(tmp_path / name), limit=10)]
             found[kind] += item_id in top10
     # measured on this sample: rotated 39/40, rescaled 40/40, recompressed 40/40

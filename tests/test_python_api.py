@@ -12,7 +12,9 @@ def test_public_names_resolve() -> None:
     assert vitrina.__all__ == sorted(set(vitrina.__all__), key=vitrina.__all__.index)  # no duplicates
     for name in vitrina.__all__:
         assert getattr(vitrina, name) is not None, name
-    assert issubclass(vitrina.StoreLocked, vitrina.VitrinaError) and issubclass(vitrina.ModelUnavailable, vitrina.ModelError)
+    assert issubclass(vitrina.StoreLocked, vitrina.VitrinaError) and issubclass(
+        vitrina.ModelUnavailable, vitrina.ModelError
+    )
 
 
 def test_importing_vitrina_does_not_load_torch_or_the_web_stack() -> None:

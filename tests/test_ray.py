@@ -35,7 +35,11 @@ SRC = str(ROOT / "src")
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     arm = tmp_path_factory.mktemp("ray-fault") / "arm"  # exists = the next worker to embed dies
-    env = {"PYTHONPATH": os.pathsep.join([SRC, str(ROOT)]), "HF_HUB_OFFLINE": "1", "VITRINA_FAULT": f"ray_embed:{arm}"}  # ROOT: tests.fakes
+    env = {
+        "PYTHONPATH": os.pathsep.join([SRC, str(ROOT)]),
+        "HF_HUB_OFFLINE": "1",
+        "VITRINA_FAULT": f"ray_embed:{arm}",
+    }  # ROOT: tests.fakes
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     yield arm
     ray.shutdown()
@@ -80,7 +84,9 @@ def test_ray_equals_a_single_process_run_even_when_a_worker_dies(cluster: Path, 
 
 def test_actors_decoding_in_processes_give_the_same_vectors(cluster: Path, tmp_path: Path, tiny_clip: str) -> None:
     single, coll = local_run_and_ingested(folder_with_a_broken_image(tmp_path / "scans", 6), "onray-p", tiny_clip)
-    report = index_on_ray(coll, model=tiny_clip, part_size=4, decoders=1)  # one actor: a core for it, one for its decoder
+    report = index_on_ray(
+        coll, model=tiny_clip, part_size=4, decoders=1
+    )  # one actor: a core for it, one for its decoder
     assert (report.actors, report.decoders) == (1, 1)
     assert report.embedded == 6 and report.failed == 1 and dict(report.failed_by_reason) == {"truncated": 1}
     assert_same_vectors(coll, single)
@@ -89,7 +95,23 @@ def test_actors_decoding_in_processes_give_the_same_vectors(cluster: Path, tmp_p
 def test_a_killed_driver_resumes_without_loss_or_duplicates(cluster: Path, tmp_path: Path, tiny_clip: str) -> None:
     folder = folder_with_a_broken_image(tmp_path / "scans", 8)
     address = ray.get_runtime_context().gcs_address
-    base = [sys.executable, "-m", "vitrina", "index", str(folder), "-c", "driven", "-m", tiny_clip, "--ray", address, "--part-size", "2", "-q", "--json"]
+    base = [
+        sys.executable,
+        "-m",
+        "vitrina",
+        "index",
+        str(folder),
+        "-c",
+        "driven",
+        "-m",
+        tiny_clip,
+        "--ray",
+        address,
+        "--part-size",
+        "2",
+        "-q",
+        "--json",
+    ]
     env = {**os.environ, "PYTHONPATH": SRC}
     killed = subprocess.run(base, env={**env, "VITRINA_FAULT": "after_shard_merge:2"}, capture_output=True, text=True)
     assert killed.returncode == 137, killed.stderr
@@ -144,7 +166,9 @@ class ImageHost:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def listing(self, path: Path) -> str:
-        path.write_text("id,url\n" + "".join(f"{name.rsplit('/', 1)[-1]},{self.url}{name}\n" for name in sorted(self.bodies)))
+        path.write_text(
+            "id,url\n" + "".join(f"{name.rsplit('/', 1)[-1]},{self.url}{name}\n" for name in sorted(self.bodies))
+        )
         return f"urls:{path}"
 
     def close(self) -> None:
@@ -161,7 +185,9 @@ def image_host(tmp_path: Path) -> Iterator[ImageHost]:
 
 def polite(**kw: object) -> Fetcher:
     """10 requests a second and one at a time to 127.0.0.1, which bans (stops at the first 429)."""
-    return Fetcher(allow_private=True, host_rates={"127.0.0.1": 10.0}, concurrency_per_host=1, stop_on_429=("127.0.0.1",), **kw)  # type: ignore[arg-type]
+    return Fetcher(
+        allow_private=True, host_rates={"127.0.0.1": 10.0}, concurrency_per_host=1, stop_on_429=("127.0.0.1",), **kw
+    )  # type: ignore[arg-type]
 
 
 def test_workers_share_one_per_host_budget(cluster: Path, image_host: ImageHost, tmp_path: Path) -> None:
@@ -172,7 +198,14 @@ def test_workers_share_one_per_host_budget(cluster: Path, image_host: ImageHost,
     coll = open_collection("remote-ray", create=True)
     coll.ingest(source)
     seen: list[tuple[int, int]] = []
-    report = index_on_ray(coll, model=FAKE_SPEC, embedder_factory=FakeEmbedder, part_size=3, fetcher=polite(), progress=lambda done, total: seen.append((done, total)))
+    report = index_on_ray(
+        coll,
+        model=FAKE_SPEC,
+        embedder_factory=FakeEmbedder,
+        part_size=3,
+        fetcher=polite(),
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert report.actors == 2 and report.embedded == 12 and report.failed == 0 and not report.interrupted
     assert seen == [(0, 12), (3, 12), (6, 12), (9, 12), (12, 12)]  # exact counts, one step per part
     log = sorted(image_host.log)
@@ -195,7 +228,9 @@ def test_a_ban_met_by_one_worker_stops_every_worker(cluster: Path, image_host: I
     assert report.interrupted and "127.0.0.1 answered 429" in report.message, report.to_dict()
     assert len(image_host.log) == 1  # the other worker never asked the banned host
     assert report.parts == 4 and report.embedded == 0 and report.failed == 0
-    assert len(coll._store.pending(report.space)) == 12 and coll._store.failures() == []  # all pending: the next run resumes
+    assert (
+        len(coll._store.pending(report.space)) == 12 and coll._store.failures() == []
+    )  # all pending: the next run resumes
 
 
 def test_a_host_budget_reclaims_the_slot_of_a_dead_worker_and_keeps_bans() -> None:

@@ -29,10 +29,14 @@ def test_no_input_makes_the_server_fail(api_schema) -> None:  # type: ignore[no-
             continue  # starts background work; covered by test_service.py
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+        @settings(
+            max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+        )
         def check(case) -> None:  # type: ignore[no-untyped-def]
             response = case.call()
-            assert response.status_code < 500, f"{case.method} {case.formatted_path} {case.query} -> {response.status_code}: {response.text[:300]}"
+            assert response.status_code < 500, (
+                f"{case.method} {case.formatted_path} {case.query} -> {response.status_code}: {response.text[:300]}"
+            )
             if response.status_code >= 400 and "application/json" in str(response.headers.get("content-type")):
                 body = response.json()
                 assert set(body) == {"error"} and {"code", "message", "request_id"} <= set(body["error"])

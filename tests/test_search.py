@@ -56,9 +56,13 @@ def test_alpha_ends_reproduce_text_only_and_image_only(coll: Collection, scans: 
     assert ids(at_one) == ids(image_only)
     np.testing.assert_allclose([h.score for h in at_zero], [h.score for h in text_only], atol=1e-5)
     # alpha = 0.5 mixes the two unit vectors equally, so its ranking is that of text score + image score.
-    middle = coll.search("old map with sea monsters", image=str(scans / "generated/img0005.jpg"), alpha=0.5, limit=n, include_self=True)
+    middle = coll.search(
+        "old map with sea monsters", image=str(scans / "generated/img0005.jpg"), alpha=0.5, limit=n, include_self=True
+    )
     text_score = {h.id: h.score for h in text_only}
-    image_score = {h.id: h.score for h in coll.search(image=str(scans / "generated/img0005.jpg"), limit=n, include_self=True)}
+    image_score = {
+        h.id: h.score for h in coll.search(image=str(scans / "generated/img0005.jpg"), limit=n, include_self=True)
+    }
     summed = sorted(text_score, key=lambda i: -(text_score[i] + image_score[i]))
     assert ids(middle) == summed
 
@@ -72,7 +76,11 @@ def test_negative_terms_push_matching_items_down(coll: Collection) -> None:
     assert rank_after > rank_before
     assert pushed[rank_after].score < base[0].score
     # Weighted text terms: "2:x" counts twice as much as "x".
-    assert parse_term("2:ship").weight == 2.0 and parse_term("-0.5:colour").weight == -0.5 and parse_term("-colour").weight == -1.0
+    assert (
+        parse_term("2:ship").weight == 2.0
+        and parse_term("-0.5:colour").weight == -0.5
+        and parse_term("-colour").weight == -1.0
+    )
     assert parse_term("C:/maps/a.jpg", "image").value == "C:/maps/a.jpg"
 
 
@@ -100,6 +108,7 @@ def test_filters_on_metadata(tmp_path: Path, tiny_clip: str) -> None:
     ]  # fmt: skip
     coll.add_items(items)
     coll.index(model=tiny_clip)
+
     def found(*where: str) -> set[str]:
         return set(ids(coll.search("map", where=list(where), limit=100)))
 
@@ -116,7 +125,9 @@ def test_filters_on_metadata(tmp_path: Path, tiny_clip: str) -> None:
         coll.search("map", where=["date between 1 and 2"])
     # Filter results are cached, but never stale: a new matching item shows up at once.
     extra = make_images(tmp_path / "extra", 1, seed=9)[0]
-    coll.add_items([Item(id="m8", image=str(extra), fingerprint="1", source="test", metadata={"date": "1750", "place": "Boston"})])
+    coll.add_items(
+        [Item(id="m8", image=str(extra), fingerprint="1", source="test", metadata={"date": "1750", "place": "Boston"})]
+    )
     coll.index()
     assert found("date>=1700", "date<1800") == {"m1", "m2", "m3", "m8"}
 
@@ -131,9 +142,17 @@ def test_min_score_offset_limit_and_batches(coll: Collection) -> None:
     cut = scores[6]
     above = coll.search("sea monster", min_score=cut, limit=100)
     assert ids(above) == ids(everything)[:7]
-    queries = [Query.build("sea monster", limit=4), Query.build("a red ship", limit=4), Query.build(image="manuscript-page.jpg", limit=4)]
+    queries = [
+        Query.build("sea monster", limit=4),
+        Query.build("a red ship", limit=4),
+        Query.build(image="manuscript-page.jpg", limit=4),
+    ]
     batch = coll.run(queries)
-    assert [ids(h) for h in batch] == [ids(coll.search("sea monster", limit=4)), ids(coll.search("a red ship", limit=4)), ids(coll.search(image="manuscript-page.jpg", limit=4))]
+    assert [ids(h) for h in batch] == [
+        ids(coll.search("sea monster", limit=4)),
+        ids(coll.search("a red ship", limit=4)),
+        ids(coll.search(image="manuscript-page.jpg", limit=4)),
+    ]
 
 
 def test_search_by_raw_vectors(coll: Collection) -> None:
@@ -143,7 +162,11 @@ def test_search_by_raw_vectors(coll: Collection) -> None:
     results = coll.search_vectors(stored * 5.0, limit=2)  # any length: normalised first
     expected = all_ids[:3]
     assert [r[0].id for r in results] == expected and all(r[0].score == pytest.approx(1, abs=1e-5) for r in results)
-    for bad in (np.zeros(space.fingerprint.dim), np.ones(space.fingerprint.dim + 1), np.full(space.fingerprint.dim, np.nan)):
+    for bad in (
+        np.zeros(space.fingerprint.dim),
+        np.ones(space.fingerprint.dim + 1),
+        np.full(space.fingerprint.dim, np.nan),
+    ):
         with pytest.raises(QueryError, match="dimensions"):
             coll.search_vectors(bad)
 

@@ -27,7 +27,17 @@ def coll_name(scans: Path, tiny_clip: str) -> str:
     coll.index(str(scans), model=tiny_clip)
     for i, date in enumerate(["1690", "1750", "1820"]):  # a few dated items for filters and facets
         path = next((scans / "generated").glob(f"img000{i}.*"))
-        coll.add_items([Item(id=f"dated/{i}", image=str(path), fingerprint="1", source="extra", metadata={"title": f"Dated {i}", "date": date, "place": "Boston" if i else "Oslo"})])
+        coll.add_items(
+            [
+                Item(
+                    id=f"dated/{i}",
+                    image=str(path),
+                    fingerprint="1",
+                    source="extra",
+                    metadata={"title": f"Dated {i}", "date": date, "place": "Boston" if i else "Oslo"},
+                )
+            ]
+        )
     coll.index()
     return "svc"
 
@@ -59,7 +69,9 @@ def test_text_item_and_weighted_searches(client: TestClient) -> None:
     assert body["hits"][0]["thumbnail"].startswith("/api/thumbnails?id=")
     by_item = client.get("/api/search", params={"item": "manuscript-page.jpg", "limit": 3}).json()
     assert "manuscript-page.jpg" not in [h["id"] for h in by_item["hits"]]
-    pushed = client.get("/api/search", params=[("q", "old map"), ("item", f"-1:{body['hits'][0]['id']}"), ("limit", 17)]).json()
+    pushed = client.get(
+        "/api/search", params=[("q", "old map"), ("item", f"-1:{body['hits'][0]['id']}"), ("limit", 17)]
+    ).json()
     assert [h["id"] for h in pushed["hits"]][:1] != [body["hits"][0]["id"]]
     page2 = client.get("/api/search", params={"q": "old map", "limit": 2, "offset": 2}).json()
     assert [h["id"] for h in page2["hits"]] == [h["id"] for h in body["hits"][2:4]]
@@ -114,11 +126,22 @@ def test_errors_share_one_shape(client: TestClient) -> None:
 
 
 def test_upload_limits_and_sniffing(coll_name: str, scans: Path, tmp_path: Path) -> None:
-    with TestClient(create_app(coll_name, max_upload_bytes=200_000, max_upload_pixels=1_000_000), raise_server_exceptions=False) as client:
-        limits = client.app.state.service.collection().limits  # one set of limits, on the Collection, for uploads and URLs
-        assert (limits.max_bytes, limits.max_pixels, limits.allow_private, limits.timeout) == (200_000, 1_000_000, False, 10.0)
+    with TestClient(
+        create_app(coll_name, max_upload_bytes=200_000, max_upload_pixels=1_000_000), raise_server_exceptions=False
+    ) as client:
+        limits = (
+            client.app.state.service.collection().limits
+        )  # one set of limits, on the Collection, for uploads and URLs
+        assert (limits.max_bytes, limits.max_pixels, limits.allow_private, limits.timeout) == (
+            200_000,
+            1_000_000,
+            False,
+            10.0,
+        )
         big = jpeg_bytes(scans / "book-page-poulpes.jpg")  # 296 KB
-        assert_error(client.post("/api/uploads", files={"image": ("big.jpg", big, "image/jpeg")}), 413, "payload_too_large")
+        assert_error(
+            client.post("/api/uploads", files={"image": ("big.jpg", big, "image/jpeg")}), 413, "payload_too_large"
+        )
 
         def chunks():  # a well-formed multipart body, chunked, with no Content-Length
             yield b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
@@ -128,16 +151,31 @@ def test_upload_limits_and_sniffing(coll_name: str, scans: Path, tmp_path: Path)
 
         r = client.post("/api/uploads", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
         assert_error(r, 413, "payload_too_large")
-        assert_error(client.post("/api/uploads", files={"image": ("x.jpg", b"<html>not an image</html>", "image/jpeg")}), 415, "unsupported_media_type")
+        assert_error(
+            client.post("/api/uploads", files={"image": ("x.jpg", b"<html>not an image</html>", "image/jpeg")}),
+            415,
+            "unsupported_media_type",
+        )
         svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>'
-        assert_error(client.post("/api/uploads", files={"image": ("x.svg", svg, "image/svg+xml")}), 415, "unsupported_media_type")
+        assert_error(
+            client.post("/api/uploads", files={"image": ("x.svg", svg, "image/svg+xml")}), 415, "unsupported_media_type"
+        )
         buf = io.BytesIO()
         Image.new("L", (2000, 2000)).save(buf, "PNG")  # 4 MP, tiny file, over the pixel limit
-        assert_error(client.post("/api/uploads", files={"image": ("bomb.png", buf.getvalue(), "image/png")}), 413, "payload_too_large")
+        assert_error(
+            client.post("/api/uploads", files={"image": ("bomb.png", buf.getvalue(), "image/png")}),
+            413,
+            "payload_too_large",
+        )
 
 
 def test_image_urls_cannot_reach_private_addresses(client: TestClient, server: str) -> None:  # noqa: F811
-    for url in (f"{server}/page.jpg", "http://169.254.169.254/latest/", "file:///etc/passwd", f"http://[::ffff:127.0.0.1]:{server.rsplit(':', 1)[1]}/page.jpg"):
+    for url in (
+        f"{server}/page.jpg",
+        "http://169.254.169.254/latest/",
+        "file:///etc/passwd",
+        f"http://[::ffff:127.0.0.1]:{server.rsplit(':', 1)[1]}/page.jpg",
+    ):
         r = client.get("/api/search", params={"image_url": url})
         assert_error(r, 400, "image_url_rejected")
         assert "127.0.0.1" not in r.json()["error"]["message"]  # no address echoed
@@ -171,7 +209,9 @@ def test_cors_is_off_unless_configured(client: TestClient, coll_name: str) -> No
     with TestClient(create_app(coll_name, cors_origins=["https://library.example"])) as c:
         ok = c.get("/api/info", headers={"Origin": "https://library.example"})
         assert ok.headers["access-control-allow-origin"] == "https://library.example"
-        assert "access-control-allow-origin" not in c.get("/api/info", headers={"Origin": "https://evil.example"}).headers
+        assert (
+            "access-control-allow-origin" not in c.get("/api/info", headers={"Origin": "https://evil.example"}).headers
+        )
 
 
 def test_a_saturated_model_answers_503_not_a_pile_up(coll_name: str) -> None:
@@ -188,7 +228,10 @@ def test_a_saturated_model_answers_503_not_a_pile_up(coll_name: str) -> None:
 
         inner.embed_texts = slow
         results: list[int] = []
-        threads = [threading.Thread(target=lambda: results.append(client.get("/api/search", params={"q": "map"}).status_code)) for _ in range(4)]
+        threads = [
+            threading.Thread(target=lambda: results.append(client.get("/api/search", params={"q": "map"}).status_code))
+            for _ in range(4)
+        ]
         for t in threads:
             t.start()
         time.sleep(1.0)
@@ -215,14 +258,19 @@ def test_remote_iiif_images_get_iiif_sized_thumbnails() -> None:
     from vitrina.service.present import iiif_sized
 
     full = "https://tile.loc.gov/image-services/iiif/service:gmd:gmd3:g3200:ct000001/full/pct:100/0/default.jpg"
-    assert iiif_sized(full, 256) == "https://tile.loc.gov/image-services/iiif/service:gmd:gmd3:g3200:ct000001/full/!256,256/0/default.jpg"
+    assert (
+        iiif_sized(full, 256)
+        == "https://tile.loc.gov/image-services/iiif/service:gmd:gmd3:g3200:ct000001/full/!256,256/0/default.jpg"
+    )
     region = "https://iiif.example.org/iiif/3/page1/120,80,600,400/max/0/default.jpg"
     assert iiif_sized(region, 1024) == "https://iiif.example.org/iiif/3/page1/120,80,600,400/!1024,1024/0/default.jpg"
     assert iiif_sized("https://example.org/images/map.jpg", 256) is None
 
 
 def test_a_slow_image_url_fails_within_the_deadline_and_odd_redirects_are_400(coll_name: str, hostile: str) -> None:  # noqa: F811
-    with TestClient(create_app(coll_name, allow_private_urls=True, image_url_timeout=1.0), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(coll_name, allow_private_urls=True, image_url_timeout=1.0), raise_server_exceptions=False
+    ) as client:
         for path in ("/drip", "/drip-headers", "/stall"):
             start = time.monotonic()
             r = client.get("/api/search", params={"image_url": f"{hostile}{path}"})
@@ -236,7 +284,14 @@ def test_image_url_fetches_are_bounded_and_health_still_answers(coll_name: str, 
     app = create_app(coll_name, allow_private_urls=True, image_url_timeout=8.0, max_url_fetches=2)
     with TestClient(app, raise_server_exceptions=False) as client:
         stalled: list[int] = []
-        threads = [threading.Thread(target=lambda: stalled.append(client.get("/api/search", params={"image_url": f"{hostile}/stall"}).status_code)) for _ in range(2)]
+        threads = [
+            threading.Thread(
+                target=lambda: stalled.append(
+                    client.get("/api/search", params={"image_url": f"{hostile}/stall"}).status_code
+                )
+            )
+            for _ in range(2)
+        ]
         for t in threads:
             t.start()
         for _ in range(100):
@@ -247,20 +302,27 @@ def test_image_url_fetches_are_bounded_and_health_still_answers(coll_name: str, 
         assert_error(r, 503, "overloaded")
         assert r.headers["retry-after"] == "1" and Hostile.requests.count("/stall") == 2  # refused without fetching
         start = time.monotonic()
-        assert client.get("/healthz").status_code == 200 and client.get("/api/search", params={"q": "map"}).status_code == 200
+        assert (
+            client.get("/healthz").status_code == 200
+            and client.get("/api/search", params={"q": "map"}).status_code == 200
+        )
         assert time.monotonic() - start < 5.0  # not behind the stalled fetches
         Hostile.stop.set()  # the stalled hosts hang up
         for t in threads:
             t.join(10)
         assert stalled == [422, 422]
-        assert client.get("/api/search", params={"image_url": f"{server}/page.jpg"}).status_code == 200  # the slots came back
+        assert (
+            client.get("/api/search", params={"image_url": f"{server}/page.jpg"}).status_code == 200
+        )  # the slots came back
 
 
 def test_shutdown_is_not_held_by_a_slow_image_url(coll_name: str, hostile: str) -> None:  # noqa: F811
     import httpx
     import uvicorn
 
-    live = uvicorn.Server(uvicorn.Config(create_app(coll_name, allow_private_urls=True, image_url_timeout=1.5), log_level="warning"))
+    live = uvicorn.Server(
+        uvicorn.Config(create_app(coll_name, allow_private_urls=True, image_url_timeout=1.5), log_level="warning")
+    )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     thread = threading.Thread(target=live.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -271,7 +333,9 @@ def test_shutdown_is_not_held_by_a_slow_image_url(coll_name: str, hostile: str) 
         time.sleep(0.05)
     answers: list[int] = []
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/search"
-    asking = threading.Thread(target=lambda: answers.append(httpx.get(url, params={"image_url": f"{hostile}/drip"}, timeout=30).status_code))
+    asking = threading.Thread(
+        target=lambda: answers.append(httpx.get(url, params={"image_url": f"{hostile}/drip"}, timeout=30).status_code)
+    )
     asking.start()
     for _ in range(200):
         if "/drip" in Hostile.requests:
@@ -280,7 +344,9 @@ def test_shutdown_is_not_held_by_a_slow_image_url(coll_name: str, hostile: str) 
     start = time.monotonic()
     live.should_exit = True  # what uvicorn's SIGTERM handler does
     thread.join(10)
-    assert not thread.is_alive() and time.monotonic() - start < 5.0  # the 1.5 s fetch deadline, plus a little (the drip lasts 8 s)
+    assert (
+        not thread.is_alive() and time.monotonic() - start < 5.0
+    )  # the 1.5 s fetch deadline, plus a little (the drip lasts 8 s)
     asking.join(5)
     assert answers == [422]  # the request in flight still got its answer
     sock.close()
@@ -292,7 +358,9 @@ def test_a_500_tells_the_client_the_connection_closes(coll_name: str, monkeypatc
         monkeypatch.setattr(app.state.service, "search", lambda *a, **k: 1 / 0)
         r = client.get("/api/search", params={"q": "map"})
         assert_error(r, 500, "internal")
-        assert r.headers["connection"] == "close"  # uvicorn drops the connection after it: a keep-alive client must know
+        assert (
+            r.headers["connection"] == "close"
+        )  # uvicorn drops the connection after it: a keep-alive client must know
 
 
 def test_the_openapi_schema_is_the_contract(coll_name: str) -> None:
@@ -304,12 +372,17 @@ def test_the_openapi_schema_is_the_contract(coll_name: str) -> None:
     config, schema = app.state.service.config, app.openapi()
     paths = schema["paths"]
     get_params = {p["name"]: p["schema"] for p in paths["/api/search"]["get"]["parameters"]}
-    form_ref = paths["/api/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    form_ref = paths["/api/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit(
+        "/", 1
+    )[-1]
     form = schema["components"]["schemas"][form_ref]["properties"]
     for fields in (get_params, form):
         assert fields["limit"]["maximum"] == config.max_limit and fields["limit"]["minimum"] == 1
         assert fields["offset"]["maximum"] == MAX_OFFSET
-        assert fields["q"]["maxItems"] == fields["item"]["maxItems"] == MAX_TERMS and fields["where"]["maxItems"] == MAX_FILTERS
+        assert (
+            fields["q"]["maxItems"] == fields["item"]["maxItems"] == MAX_TERMS
+            and fields["where"]["maxItems"] == MAX_FILTERS
+        )
         assert fields["q"]["items"]["maxLength"] == config.max_text_chars
         assert "upload" in fields  # the POST form takes an earlier upload too
     assert "409" in paths["/api/index"]["post"]["responses"] and "307" in paths["/api/thumbnails"]["get"]["responses"]
@@ -317,12 +390,18 @@ def test_the_openapi_schema_is_the_contract(coll_name: str) -> None:
     from vitrina import Collection
 
     library = set(dir(Collection)) | set(vitrina.__all__)
-    assert not [r.endpoint.__name__ for r in app.routes if getattr(r, "endpoint", None) and r.endpoint.__name__ in library]
+    assert not [
+        r.endpoint.__name__ for r in app.routes if getattr(r, "endpoint", None) and r.endpoint.__name__ in library
+    ]
     with TestClient(app, raise_server_exceptions=False) as client:  # and the server enforces exactly that
         assert client.get("/api/search", params={"q": "map", "limit": config.max_limit}).status_code == 200
-        assert_error(client.get("/api/search", params={"q": "map", "limit": config.max_limit + 1}), 422, "invalid_parameter")
+        assert_error(
+            client.get("/api/search", params={"q": "map", "limit": config.max_limit + 1}), 422, "invalid_parameter"
+        )
         assert_error(client.get("/api/search", params={"q": "m" * 301}), 400, "invalid_query")
-        assert_error(client.post("/api/search", data={"q": "map", "limit": str(config.max_limit + 1)}), 422, "invalid_parameter")
+        assert_error(
+            client.post("/api/search", data={"q": "map", "limit": str(config.max_limit + 1)}), 422, "invalid_parameter"
+        )
 
 
 def test_route_modules_do_not_import_create_app() -> None:
@@ -358,14 +437,31 @@ def redirector() -> Iterator[str]:
     httpd.server_close()
 
 
-HOSTILE_LOCATIONS = ["data:image/png;base64,AAAA", "mailto:someone@example.org", "http://[::1", "http://exa mple.org/x.jpg", "http://\udcff.example/", "//"]
+HOSTILE_LOCATIONS = [
+    "data:image/png;base64,AAAA",
+    "mailto:someone@example.org",
+    "http://[::1",
+    "http://exa mple.org/x.jpg",
+    "http://\udcff.example/",
+    "//",
+]
 
 
 def test_no_input_gives_a_500(coll_name: str, redirector: str) -> None:
     from vitrina import Item
 
     with open_collection(coll_name).writer() as coll:  # a value that looks like deeply nested JSON
-        coll.add_items([Item(id="deep", image="missing.jpg", fingerprint="1", source="extra", metadata={"deep": "[" * 5000, "date": "[" * 5000})])
+        coll.add_items(
+            [
+                Item(
+                    id="deep",
+                    image="missing.jpg",
+                    fingerprint="1",
+                    source="extra",
+                    metadata={"deep": "[" * 5000, "date": "[" * 5000},
+                )
+            ]
+        )
     with TestClient(create_app(coll_name, allow_private_urls=True), raise_server_exceptions=False) as client:
         for where in ("deep=x", "deep>3", "date>=1700", "deep~[[["):
             r = client.get("/api/search", params={"q": "map", "where": where})
@@ -376,7 +472,9 @@ def test_no_input_gives_a_500(coll_name: str, redirector: str) -> None:
             assert_error(r, r.status_code, "image_url_rejected", "image_url_fetch_failed")
 
 
-def test_a_bug_answers_500_in_the_envelope_and_closes_the_connection(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bug_answers_500_in_the_envelope_and_closes_the_connection(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
 
@@ -389,12 +487,18 @@ def test_a_bug_answers_500_in_the_envelope_and_closes_the_connection(client: Tes
     assert page.headers["connection"] == "close"
 
 
-def test_terms_items_and_filters_are_capped_with_a_400_naming_the_limit(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_terms_items_and_filters_are_capped_with_a_400_naming_the_limit(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     embedded: list[str] = []
     inner = client.app.state.service.embedder.inner
     original = inner.embed_texts
     monkeypatch.setattr(inner, "embed_texts", lambda texts: embedded.extend(texts) or original(texts))
-    for params in ([("q", f"map {n}") for n in range(33)], [("item", "manuscript-page.jpg")] * 33, [("q", "map")] * 20 + [("item", "manuscript-page.jpg")] * 13):
+    for params in (
+        [("q", f"map {n}") for n in range(33)],
+        [("item", "manuscript-page.jpg")] * 33,
+        [("q", "map")] * 20 + [("item", "manuscript-page.jpg")] * 13,
+    ):
         r = client.get("/api/search", params=params)
         assert_error(r, 400, "too_many_terms")
         assert "at most 32" in r.json()["error"]["message"]
@@ -449,9 +553,20 @@ def test_odd_item_ids_have_working_links_and_links_are_only_http(coll_name: str)
 
     scans = Path(open_collection(coll_name).items(["manuscript-page.jpg"])["manuscript-page.jpg"].image).parent
     odd = ["a/../b", "./dot", "..", "line\nbreak", "q?x=1&y#z", "100% sure+plus"]
-    metadata = {"title": "odd", "url": "javascript:alert(1)", "link": "data:text/html,<b>x</b>", "catalogue": "https://library.example/rec/1", "manifest": " JAVASCRIPT:x"}
+    metadata = {
+        "title": "odd",
+        "url": "javascript:alert(1)",
+        "link": "data:text/html,<b>x</b>",
+        "catalogue": "https://library.example/rec/1",
+        "manifest": " JAVASCRIPT:x",
+    }
     with open_collection(coll_name).writer() as coll:
-        coll.add_items([Item(id=i, image=str(scans / "manuscript-page.jpg"), fingerprint="1", source="extra", metadata=metadata) for i in odd])
+        coll.add_items(
+            [
+                Item(id=i, image=str(scans / "manuscript-page.jpg"), fingerprint="1", source="extra", metadata=metadata)
+                for i in odd
+            ]
+        )
     open_collection(coll_name).index()
     with TestClient(create_app(coll_name), raise_server_exceptions=False) as client:
         hits = {h["id"]: h for h in client.get("/api/search", params={"q": "odd", "limit": 50}).json()["hits"]}
@@ -467,7 +582,10 @@ def test_odd_item_ids_have_working_links_and_links_are_only_http(coll_name: str)
         for href in re.findall(r'<a class="thumb" href="([^"]+)"', page):
             item_page = client.get(html.unescape(href))
             assert item_page.status_code == 200
-            assert all(link.startswith(("/", "#", "https://")) for link in re.findall(r'<a [^>]*href="([^"]*)"', item_page.text))
+            assert all(
+                link.startswith(("/", "#", "https://"))
+                for link in re.findall(r'<a [^>]*href="([^"]*)"', item_page.text)
+            )
 
 
 def test_http_details(client: TestClient, coll_name: str, scans: Path) -> None:
@@ -479,8 +597,15 @@ def test_http_details(client: TestClient, coll_name: str, scans: Path) -> None:
         assert head.status_code == 200 and head.content == b"", path
     assert_error(client.delete("/api/info"), 405, "method_not_allowed")
     assert "GET" in client.delete("/api/info").headers["allow"]
-    with TestClient(create_app(coll_name, cors_origins=["https://library.example"], max_upload_bytes=100_000), raise_server_exceptions=False) as c:
-        big = c.post("/api/uploads", files={"image": ("p.jpg", b"x" * 300_000, "image/jpeg")}, headers={"Origin": "https://library.example"})
+    with TestClient(
+        create_app(coll_name, cors_origins=["https://library.example"], max_upload_bytes=100_000),
+        raise_server_exceptions=False,
+    ) as c:
+        big = c.post(
+            "/api/uploads",
+            files={"image": ("p.jpg", b"x" * 300_000, "image/jpeg")},
+            headers={"Origin": "https://library.example"},
+        )
         assert_error(big, 413, "payload_too_large")
         assert big.headers["access-control-allow-origin"] == "https://library.example"  # a browser can read the 413
         assert "bytes" not in big.json()["error"]["message"]

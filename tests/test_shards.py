@@ -47,7 +47,9 @@ def test_shards_merge_exactly_once_when_the_merge_is_killed(tmp_path: Path) -> N
     coll = open_collection("sharded")
     sp = coll.space()
     assert sp.live == 12 and sp.rows == 12  # every vector exactly once, no dead rows
-    assert [f["id"] if isinstance(f, dict) else f[0] for f in coll._store.failures()] == [r["id"] for r in rows if r["image"].endswith("broken.jpg")]
+    assert [f["id"] if isinstance(f, dict) else f[0] for f in coll._store.failures()] == [
+        r["id"] for r in rows if r["image"].endswith("broken.jpg")
+    ]
     assert coll._store.pending(space) == []
     assert coll.info(check=True)["problems"] == []
     assert merge_shards(coll, shards).shards == 0  # nothing left to do

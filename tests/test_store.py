@@ -113,7 +113,9 @@ def test_a_folder_that_is_not_a_collection_is_refused(tmp_path: Path) -> None:
     assert json.loads(json.dumps(Store(tmp_path / "y", create=True).schema_version())) == SCHEMA_VERSION
 
 
-def test_gathered_rows_are_the_stored_rows_by_reads_or_through_the_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gathered_rows_are_the_stored_rows_by_reads_or_through_the_map(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import vitrina.vectors as vectors_module
     from vitrina import Item, ModelFingerprint
 
@@ -122,7 +124,9 @@ def test_gathered_rows_are_the_stored_rows_by_reads_or_through_the_map(tmp_path:
     data = np.random.default_rng(3).standard_normal((3000, 24)).astype(np.float32)
     with coll.writer():
         coll.add_items(Item(id=i, image=f"/x/{i}.jpg", fingerprint="1", source="s") for i in ids)
-        coll.import_vectors(ids, data, fingerprint=ModelFingerprint(spec="t", revision="1", dim=24, preprocessing="none"), space="v")
+        coll.import_vectors(
+            ids, data, fingerprint=ModelFingerprint(spec="t", revision="1", dim=24, preprocessing="none"), space="v"
+        )
     store = coll._store
     vf = store.vector_file(store.space("v"))
     stored = vf.matrix(3000)
@@ -139,7 +143,9 @@ def test_a_cached_filter_mask_is_never_stale(tmp_path: Path) -> None:
     from vitrina.filters import parse_filters
 
     coll = open_collection(tmp_path / "m", create=True)
-    coll.add_items([Item(id=f"i{n}", image=f"/x/{n}.jpg", fingerprint="1", source="s", metadata={"n": n}) for n in range(10)])
+    coll.add_items(
+        [Item(id=f"i{n}", image=f"/x/{n}.jpg", fingerprint="1", source="s", metadata={"n": n}) for n in range(10)]
+    )
     reader, late = coll._store, list(parse_filters(["n>=5"]))
     first = reader.filter_mask(late)
     assert reader.filter_mask(late) is first and not first.flags.writeable  # kept, and nobody can change it

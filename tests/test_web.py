@@ -53,7 +53,9 @@ def odd_server(scans: Path, tiny_clip: str) -> Iterator[str]:
     coll.index(str(scans), model=tiny_clip)
     image = str(scans / "manuscript-page.jpg")
     titles = {"long": "harbour " * 2250, "spoof": "abc\u202egnp.exe"}
-    coll.add_items([Item(id=i, image=image, fingerprint="1", source="extra", metadata={"title": t}) for i, t in titles.items()])
+    coll.add_items(
+        [Item(id=i, image=image, fingerprint="1", source="extra", metadata={"title": t}) for i, t in titles.items()]
+    )
     coll.index()
     yield from _serve("odd")
 
@@ -69,7 +71,15 @@ def browser():  # type: ignore[no-untyped-def]
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield browser
         browser.close()
@@ -103,14 +113,20 @@ def test_search_upload_slider_and_refine_in_a_browser(live_server: str, browser,
     # Upload an image: it becomes part of the query.
     page.set_input_files("#image-file", str(scans / "book-page-poulpes.jpg"))
     page.wait_for_function("location.search.includes('upload=')")
-    page.wait_for_function(f"JSON.stringify([...document.querySelectorAll('#results .hit')].map(e => e.dataset.id)) !== {text_hits!r}".replace("'", '"'))
+    page.wait_for_function(
+        f"JSON.stringify([...document.querySelectorAll('#results .hit')].map(e => e.dataset.id)) !== {text_hits!r}".replace(
+            "'", '"'
+        )
+    )
     mixed = hit_ids(page)
 
     # Move the slider all the way to "image only" with the keyboard: the uploaded page comes first.
     page.focus("#alpha")
     page.keyboard.press("End")
     page.wait_for_function("location.search.includes('alpha=1')")
-    page.wait_for_function("document.querySelector('#results .hit') && document.querySelector('#results .hit').dataset.id === 'book-page-poulpes.jpg'")
+    page.wait_for_function(
+        "document.querySelector('#results .hit') && document.querySelector('#results .hit').dataset.id === 'book-page-poulpes.jpg'"
+    )
     assert page.inner_text("#results .hit .score").startswith(("1.000", "0.999"))
     assert hit_ids(page) != mixed
     page.screenshot(path=str(ARTIFACTS / "web-image-query.png"))
@@ -149,7 +165,11 @@ def test_the_page_works_under_its_content_security_policy(live_server: str, brow
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     response = page.goto(live_server + "/")
     policy = response.headers["content-security-policy"]
-    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and response.headers["x-frame-options"] == "DENY"
+    assert (
+        "script-src 'self'" in policy
+        and "frame-ancestors 'none'" in policy
+        and response.headers["x-frame-options"] == "DENY"
+    )
     page.fill("#q", "old map")
     page.press("#q", "Enter")
     page.wait_for_selector("#results .hit")
@@ -164,13 +184,22 @@ def test_the_page_works_under_its_content_security_policy(live_server: str, brow
 def test_back_restores_every_field_from_the_address(live_server: str, browser) -> None:  # type: ignore[no-untyped-def]
     page = new_page(browser)
     page.goto(live_server + "/?q=old+map&from=1700&to=1900&min_score=-0.5&where=title~map&alpha=0.3")
-    page.evaluate("() => { for (const id of ['from', 'to', 'min_score', 'where']) document.getElementById(id).value = ''; document.getElementById('q').value = 'ship'; }")
+    page.evaluate(
+        "() => { for (const id of ['from', 'to', 'min_score', 'where']) document.getElementById(id).value = ''; document.getElementById('q').value = 'ship'; }"
+    )
     page.press("#q", "Enter")
     page.wait_for_function("location.search.includes('q=ship')")
     page.go_back()
     page.wait_for_function("location.search.includes('q=old')")
     fields = {i: page.input_value(f"#{i}") for i in ("q", "from", "to", "min_score", "where", "alpha")}
-    assert fields == {"q": "old map", "from": "1700", "to": "1900", "min_score": "-0.5", "where": "title~map", "alpha": "0.3"}
+    assert fields == {
+        "q": "old map",
+        "from": "1700",
+        "to": "1900",
+        "min_score": "-0.5",
+        "where": "title~map",
+        "alpha": "0.3",
+    }
     page.go_forward()
     page.wait_for_function("location.search.includes('q=ship')")
     assert [page.input_value(f"#{i}") for i in ("from", "to", "min_score", "where")] == ["", "", "", ""]

@@ -20,7 +20,20 @@ from vitrina import Item, ModelFingerprint, open_collection
 from vitrina.collection import Collection
 
 DIM = 32
-TOPICS = ["whale", "ship", "lighthouse", "church", "bridge", "horse", "mountain", "harbour", "fish", "portrait", "tree", "windmill"]
+TOPICS = [
+    "whale",
+    "ship",
+    "lighthouse",
+    "church",
+    "bridge",
+    "horse",
+    "mountain",
+    "harbour",
+    "fish",
+    "portrait",
+    "tree",
+    "windmill",
+]
 FILLER = "the of and plate page printed engraved volume chapter figure drawn after nature from".split()
 FP = ModelFingerprint(spec="hf:test/words", revision="words-1", dim=DIM, preprocessing="none")
 
@@ -40,7 +53,9 @@ class WordsEmbedder:
             if t.strip().lower() in self.concepts:
                 out.append(self.concepts[t.strip().lower()])
             else:
-                v = np.random.default_rng(int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")).standard_normal(DIM)
+                v = np.random.default_rng(
+                    int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
+                ).standard_normal(DIM)
                 out.append(v / np.linalg.norm(v))
         return np.stack(out).astype(np.float32)
 
@@ -88,10 +103,21 @@ def build(path: Path, seed: int = 0, *, background: int = 200) -> tuple[Collecti
                 if kind in "ABC":
                     judged[t][item_id] = 1.0
     for b in range(background):
-        items.append(Item(id=f"bg-{b}", image=f"/scans/bg-{b}.jpg", fingerprint="1", source="words", metadata={"title": f"Plate {len(items)}"}, context=text()))
+        items.append(
+            Item(
+                id=f"bg-{b}",
+                image=f"/scans/bg-{b}.jpg",
+                fingerprint="1",
+                source="words",
+                metadata={"title": f"Plate {len(items)}"},
+                context=text(),
+            )
+        )
         vectors.append(unit(rng.standard_normal(DIM)))
     coll = open_collection(path, create=True, embedder=WordsEmbedder(concepts))
     with coll.writer():
         coll.add_items(items)
-        coll.import_vectors([it.id for it in items], np.stack(vectors).astype(np.float32), fingerprint=FP, space="words")
+        coll.import_vectors(
+            [it.id for it in items], np.stack(vectors).astype(np.float32), fingerprint=FP, space="words"
+        )
     return coll, list(judged.items())

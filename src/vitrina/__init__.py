@@ -1,8 +1,8 @@
 """vitrina: search digitised heritage image collections by what they show.
 
-    >>> from vitrina import open_collection
-    >>> maps = open_collection("maps")
-    >>> maps.search("maps with sea monsters", where=["date<1800"], limit=5)
+>>> from vitrina import open_collection
+>>> maps = open_collection("maps")
+>>> maps.search("maps with sea monsters", where=["date<1800"], limit=5)
 """
 
 from ._version import __version__

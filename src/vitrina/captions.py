@@ -50,11 +50,20 @@ def build_caption(metadata: dict[str, Any]) -> str:
     words = set(re.findall(r"[a-z]+", title.lower()))
     head = title
     says_kind = words & set(_KIND_WORDS.get(fmt, (fmt,)))
-    if fmt and fmt not in ("collection", "web page") and not says_kind and not title.lower().startswith(("a ", "an ", "the ")):
+    if (
+        fmt
+        and fmt not in ("collection", "web page")
+        and not says_kind
+        and not title.lower().startswith(("a ", "an ", "the "))
+    ):
         # The title keeps its case ("A map of New York", "A map of Boston harbor"), except a common
         # word that only starts it ("A map of bird's eye view of Albany").
         first, _, rest = title.partition(" ")
-        lead = first.lower() + (" " + rest if rest else "") if first.lower() in _COMMON_LEADS and not rest[:1].isupper() else title
+        lead = (
+            first.lower() + (" " + rest if rest else "")
+            if first.lower() in _COMMON_LEADS and not rest[:1].isupper()
+            else title
+        )
         head = f"{'An' if fmt[0] in 'aeiou' else 'A'} {fmt} of {lead}"
     date = next(iter(_values(metadata.get("date"))), "").strip()
     year = re.match(r"^\d{3,4}", date)
@@ -68,7 +77,9 @@ def build_caption(metadata: dict[str, Any]) -> str:
     if places:
         head += ", in " + ", ".join(places[:4])
     notes = [n.strip().rstrip(".") for n in _values(metadata.get("notes") or metadata.get("note"))]
-    keep = [n for n in notes if n and "division" not in n.lower() and ("scale" in n.lower() or not re.search(r"\d", n))][:2]
+    keep = [
+        n for n in notes if n and "division" not in n.lower() and ("scale" in n.lower() or not re.search(r"\d", n))
+    ][:2]
     return ". ".join([head, *keep]) + "."
 
 
@@ -80,7 +91,9 @@ def add_caption(metadata: dict[str, Any]) -> dict[str, Any]:
     return {**metadata, "caption": caption} if caption else metadata
 
 
-_NUMBERING = re.compile(r"\b(sheet|sheets|plate|plates|no|nr|vol|volume|part|page|pl|p|pt|blad|bl|sect|section|index)\b|\d+|[^\w\s]|_")
+_NUMBERING = re.compile(
+    r"\b(sheet|sheets|plate|plates|no|nr|vol|volume|part|page|pl|p|pt|blad|bl|sect|section|index)\b|\d+|[^\w\s]|_"
+)
 
 
 def title_stem(metadata: dict[str, Any]) -> str:

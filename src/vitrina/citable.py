@@ -23,7 +23,22 @@ def hits_csv(hits: Hits, about: dict[str, Any]) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["rank", "id", "score", "title", "query", "collection", "space", "index", "model_fingerprint"])
-    query, fp = json.dumps(about["query"], ensure_ascii=False, sort_keys=True), json.dumps(about["model_fingerprint"], sort_keys=True)
+    query, fp = (
+        json.dumps(about["query"], ensure_ascii=False, sort_keys=True),
+        json.dumps(about["model_fingerprint"], sort_keys=True),
+    )
     for h in hits:
-        w.writerow([h.rank, h.id, f"{h.score:.6f}", str(h.metadata.get("title", "")), query, about["collection"], about["space"], about["index"], fp])
+        w.writerow(
+            [
+                h.rank,
+                h.id,
+                f"{h.score:.6f}",
+                str(h.metadata.get("title", "")),
+                query,
+                about["collection"],
+                about["space"],
+                about["index"],
+                fp,
+            ]
+        )
     return out.getvalue()

@@ -29,7 +29,16 @@ from .errors import ConfigError, ModalityError, QueryError
 from .files import write_atomic
 from .records import ModelFingerprint
 
-TEMPLATES = ("{}", "a {}.", "a picture of a {}.", "a drawing of a {}.", "a photograph of a {}.", "a scan of a {}.", "an illustration of a {}.", "an old print of a {}.")
+TEMPLATES = (
+    "{}",
+    "a {}.",
+    "a picture of a {}.",
+    "a drawing of a {}.",
+    "a photograph of a {}.",
+    "a scan of a {}.",
+    "an illustration of a {}.",
+    "an old print of a {}.",
+)
 BATCH = 50_000
 
 
@@ -73,10 +82,14 @@ def _vectors(coll: Collection, space: str | None) -> tuple[Any, list[str], np.nd
     return sp, ids, matrix
 
 
-def class_vectors(coll: Collection, labels: list[str], templates: tuple[str, ...] = TEMPLATES, space: str | None = None) -> np.ndarray:
+def class_vectors(
+    coll: Collection, labels: list[str], templates: tuple[str, ...] = TEMPLATES, space: str | None = None
+) -> np.ndarray:
     sp = coll.space(space)
     if "text" not in sp.fingerprint.modalities:
-        raise ModalityError(f"Space {sp.name!r} ({sp.fingerprint.spec}) is image-only: zero-shot classification needs a text tower. Train a probe instead (--train).")
+        raise ModalityError(
+            f"Space {sp.name!r} ({sp.fingerprint.spec}) is image-only: zero-shot classification needs a text tower. Train a probe instead (--train)."
+        )
     embedder = coll.embedder_for(sp)
     out = []
     for label in labels:
@@ -117,13 +130,20 @@ def zero_shot(coll: Collection, labels: list[str], *, name: str = "zero_shot", t
         other_label = [(i, label) for i, label in rows if label not in labels]
         no_vector = [i for i, label in rows if label in labels and i not in position]
         known = [(position[i], labels.index(label)) for i, label in rows if i in position and label in labels]
-        dropped = {"duplicates": duplicates, "conflicting": len(conflicting), "not_a_label": len(other_label), "no_vector": len(no_vector)}
+        dropped = {
+            "duplicates": duplicates,
+            "conflicting": len(conflicting),
+            "not_a_label": len(other_label),
+            "no_vector": len(no_vector),
+        }
         if other_label:
             unknown = sorted({label for _, label in other_label})
             warnings.append(f"{calibrate}: {len(other_label)} of {len(rows)} rows have a label that is not one of the zero-shot labels "
                             f"({', '.join(map(repr, unknown[:5]))}); they were left out.")  # fmt: skip
         if duplicates or conflicting or no_vector:
-            warnings.append(f"{calibrate}: left out {duplicates} repeated rows, {len(conflicting)} ids labelled twice differently, {len(no_vector)} ids without a vector.")
+            warnings.append(
+                f"{calibrate}: left out {duplicates} repeated rows, {len(conflicting)} ids labelled twice differently, {len(no_vector)} ids without a vector."
+            )
         present = sorted({labels[t] for _, t in known})
         if len(known) < 2 or len(present) < 2:
             raise QueryError(f"{calibrate}: calibration needs labelled items of at least two of the labels; {len(known)} usable rows cover "
@@ -192,7 +212,16 @@ def _curve(truth: np.ndarray, score: np.ndarray, points: int = 20) -> dict[str, 
             "curve": [{"threshold": round(float(thresholds[k]), 4), "precision": round(float(precision[k]), 4), "recall": round(float(recall[k]), 4)} for k in keep]}  # fmt: skip
 
 
-def train_probe(coll: Collection, labels_csv: Path, *, name: str, space: str | None = None, folds: int = 5, C: float = 1.0, seed: int = 0) -> ClassifyReport:
+def train_probe(
+    coll: Collection,
+    labels_csv: Path,
+    *,
+    name: str,
+    space: str | None = None,
+    folds: int = 5,
+    C: float = 1.0,
+    seed: int = 0,
+) -> ClassifyReport:
     """Fit, cross-validate, save and apply a logistic-regression probe.
 
     Cross-validation pools the out-of-fold predictions of ``folds`` stratified folds and scores
@@ -214,7 +243,9 @@ def train_probe(coll: Collection, labels_csv: Path, *, name: str, space: str | N
     skipped = [i for i, _ in pairs if i not in rows]
     labels = sorted({label for _, label in known})
     if len(labels) < 2:
-        raise QueryError(f"{labels_csv}: need labelled items of at least two classes that have vectors in space {sp.name!r}.")
+        raise QueryError(
+            f"{labels_csv}: need labelled items of at least two classes that have vectors in space {sp.name!r}."
+        )
     x = np.asarray(matrix[[rows[i] for i, _ in known]])
     y = np.asarray([label for _, label in known])
     counts = {label: int((y == label).sum()) for label in labels}
@@ -229,7 +260,9 @@ def train_probe(coll: Collection, labels_csv: Path, *, name: str, space: str | N
     import warnings as _warnings
 
     with _warnings.catch_warnings():
-        _warnings.filterwarnings("ignore", message="The least populated class")  # chosen: a rare class sits in fewer folds
+        _warnings.filterwarnings(
+            "ignore", message="The least populated class"
+        )  # chosen: a rare class sits in fewer folds
         for train_idx, test_idx in splitter.split(x, y):
             fold_model = LogisticRegression(C=C, max_iter=2000, class_weight="balanced").fit(x[train_idx], y[train_idx])
             columns = [labels.index(str(c)) for c in fold_model.classes_]
@@ -254,17 +287,31 @@ def train_probe(coll: Collection, labels_csv: Path, *, name: str, space: str | N
     report = apply_probe(coll, name)
     report.f1_macro_cv, report.folds, report.trained_on, report.skipped = f1, folds, len(known), skipped
     report.f1_macro_cv_ci95 = [round(float(np.percentile(boot, 2.5)), 4), round(float(np.percentile(boot, 97.5)), 4)]
-    report.f1_chance, report.C, report.per_class, report.duplicates, report.conflicting = round(1 / len(labels), 4), C, per_class, duplicates, conflicting
+    report.f1_chance, report.C, report.per_class, report.duplicates, report.conflicting = (
+        round(1 / len(labels), 4),
+        C,
+        per_class,
+        duplicates,
+        conflicting,
+    )
     report.labels_sha256 = probe["labels_sha256"]
     if duplicates:
-        report.warnings.append(f"{labels_csv}: {duplicates} repeated rows counted once (repeats inflate a cross-validated F1).")
+        report.warnings.append(
+            f"{labels_csv}: {duplicates} repeated rows counted once (repeats inflate a cross-validated F1)."
+        )
     if conflicting:
-        report.warnings.append(f"{labels_csv}: {len(conflicting)} ids have two different labels and were left out (e.g. {conflicting[0]}).")
+        report.warnings.append(
+            f"{labels_csv}: {len(conflicting)} ids have two different labels and were left out (e.g. {conflicting[0]})."
+        )
     if skipped:
-        report.warnings.append(f"{labels_csv}: {len(skipped)} labelled ids have no vector in space {sp.name!r} (e.g. {skipped[0]}).")
+        report.warnings.append(
+            f"{labels_csv}: {len(skipped)} labelled ids have no vector in space {sp.name!r} (e.g. {skipped[0]})."
+        )
     rare = [label for label, n in counts.items() if n < folds]
     if rare:
-        report.warnings.append(f"Classes with fewer items than {folds} folds sit in fewer test folds: {', '.join(rare)}; their figures are rough.")
+        report.warnings.append(
+            f"Classes with fewer items than {folds} folds sit in fewer test folds: {', '.join(rare)}; their figures are rough."
+        )
     report.seconds = time.perf_counter() - started
     return report
 
@@ -289,13 +336,21 @@ def apply_probe(coll: Collection, name: str) -> ClassifyReport:
     """Tag every item with a saved probe (after re-indexing, say). Refuses another model's space."""
     path = probe_path(coll, name)
     if not path.exists():
-        raise ConfigError(f"No classifier {name!r} in collection {coll.name!r}; train it with --train LABELS.csv --name {name}.")
+        raise ConfigError(
+            f"No classifier {name!r} in collection {coll.name!r}; train it with --train LABELS.csv --name {name}."
+        )
     probe = json.loads(path.read_text())
     sp = coll.space(probe["space"])
     trained = ModelFingerprint.from_json(json.dumps(probe["fingerprint"]))
     if not trained.compatible(sp.fingerprint):
-        raise QueryError(f"Classifier {name!r} was trained on {trained.describe()}; space {sp.name!r} is now {sp.fingerprint.describe()}. Train it again.")
-    coef, intercept, classes = np.asarray(probe["coef"], np.float32), np.asarray(probe["intercept"], np.float32), probe["classes"]
+        raise QueryError(
+            f"Classifier {name!r} was trained on {trained.describe()}; space {sp.name!r} is now {sp.fingerprint.describe()}. Train it again."
+        )
+    coef, intercept, classes = (
+        np.asarray(probe["coef"], np.float32),
+        np.asarray(probe["intercept"], np.float32),
+        probe["classes"],
+    )
     ids, matrix = coll.vectors(sp.name)
     tags = []
     for start in range(0, len(ids), BATCH):

@@ -53,7 +53,9 @@ def cli() -> None:
     is a name there, or a path."""
 
 
-def _index_on_ray(coll: Any, src: str | None, address: str, *, max_decode_mb: int | None, quiet: bool, as_json: bool, **options: Any) -> None:
+def _index_on_ray(
+    coll: Any, src: str | None, address: str, *, max_decode_mb: int | None, quiet: bool, as_json: bool, **options: Any
+) -> None:
     """`index --ray`: ingest here (the single writer), embed on the cluster, merge shards here."""
     try:
         from .ray_runner import index_on_ray
@@ -68,21 +70,36 @@ def _index_on_ray(coll: Any, src: str | None, address: str, *, max_decode_mb: in
     options.pop("limit", None)
     err = _stderr()
     if src is not None and ingested.interrupted:  # as a local run: nothing is embedded after a ban
-        err.print(f"[yellow]Interrupted.[/] {_escape(ingested.message)} Run the same command again to carry on where it stopped.")
+        err.print(
+            f"[yellow]Interrupted.[/] {_escape(ingested.message)} Run the same command again to carry on where it stopped."
+        )
         sys.exit(75)
     with _progress(err, quiet) as (_, on_embed):
-        report = index_on_ray(coll, address=address, progress=on_embed, max_decode_bytes=max_decode_mb << 20 if max_decode_mb else None, fetcher=http, **options)
+        report = index_on_ray(
+            coll,
+            address=address,
+            progress=on_embed,
+            max_decode_bytes=max_decode_mb << 20 if max_decode_mb else None,
+            fetcher=http,
+            **options,
+        )
     d = report.to_dict()
     if as_json:
         click.echo(json.dumps(d, ensure_ascii=False, indent=2))
     else:
-        err.print(f"{report.embedded} embedded, {report.failed} failed on {report.actors} Ray workers in {report.seconds:.1f} s ({report.parts} shards)")
+        err.print(
+            f"{report.embedded} embedded, {report.failed} failed on {report.actors} Ray workers in {report.seconds:.1f} s ({report.parts} shards)"
+        )
         if report.failed:
-            err.print(f"[yellow]Failed by reason[/]: {', '.join(f'{r}: {n}' for r, n in sorted(d['failed_by_reason'].items()))}")
+            err.print(
+                f"[yellow]Failed by reason[/]: {', '.join(f'{r}: {n}' for r, n in sorted(d['failed_by_reason'].items()))}"
+            )
             for f in d["failures"][:10]:
                 err.print(f"  [dim]{f['reason']}[/] {_escape(f['detail'])}", markup=True, highlight=False)
         if report.interrupted:
-            err.print(f"[yellow]Interrupted.[/] {_escape(report.message)} Run the same command again to carry on where it stopped.")
+            err.print(
+                f"[yellow]Interrupted.[/] {_escape(report.message)} Run the same command again to carry on where it stopped."
+            )
     if report.interrupted:
         sys.exit(75)
     if report.failed:
@@ -92,25 +109,75 @@ def _index_on_ray(coll: Any, src: str | None, address: str, *, max_decode_mb: in
 @cli.command(context_settings=CONTEXT)
 @click.argument("source")
 @click.option("-c", "--collection", help="Collection name or path (default: the folder's name).")
-@click.option("-m", "--model", help="Embedding model: hf:ORG/NAME, hf:/local/dir or mini. Default: the collection's model, else hf:openai/clip-vit-base-patch32 (downloaded on first use).")
-@click.option("--space", help="Name of the embedding space (default: from the model name). Several models can live side by side.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), help="Images per model call (default: 32 on a CPU, 256 on a GPU).")
-@click.option("--workers", type=click.IntRange(1, 64), help="Images decoded at once (default: 2 on a CPU; with a GPU, one per core but one). With --ray: decoding processes per actor (default: the cores a GPU actor can spare).")
-@click.option("--decode", type=click.Choice(["auto", "threads", "processes"]), default="auto", show_default=True,
-              help="Decode in threads or in processes (which keep Pillow off the model's GIL); auto: processes when a GPU runs the model.")
+@click.option(
+    "-m",
+    "--model",
+    help="Embedding model: hf:ORG/NAME, hf:/local/dir or mini. Default: the collection's model, else hf:openai/clip-vit-base-patch32 (downloaded on first use).",
+)
+@click.option(
+    "--space", help="Name of the embedding space (default: from the model name). Several models can live side by side."
+)
+@click.option(
+    "--batch-size", type=click.IntRange(1, 4096), help="Images per model call (default: 32 on a CPU, 256 on a GPU)."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Images decoded at once (default: 2 on a CPU; with a GPU, one per core but one). With --ray: decoding processes per actor (default: the cores a GPU actor can spare).",
+)
+@click.option(
+    "--decode",
+    type=click.Choice(["auto", "threads", "processes"]),
+    default="auto",
+    show_default=True,
+    help="Decode in threads or in processes (which keep Pillow off the model's GIL); auto: processes when a GPU runs the model.",
+)
 @click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available).")
 @click.option("--threads", type=click.IntRange(1, 256), help="PyTorch CPU threads.")
 @click.option("--retry-failed", is_flag=True, help="Try again the images that failed before.")
 @click.option("--reembed", is_flag=True, help="Drop this space's vectors and embed everything again.")
-@click.option("--compact", is_flag=True, help="Reclaim the rows of re-embedded and removed items now (done anyway once they pass a quarter of the file).")
-@click.option("--max-pixels", type=click.IntRange(1), help="Refuse images with more pixels than this (default 200M; 1G for JPEG).")
-@click.option("--max-decode-mb", type=click.IntRange(1), help="Refuse images whose decoding needs more memory than this (default 512, or $VITRINA_MAX_DECODE_MB).")
-@click.option("--limit", type=click.IntRange(1), help="Take at most this many items from a remote SOURCE (loc.gov, IIIF).")
-@click.option("--ray", "ray_address", metavar="auto|local|ADDRESS", help="Embed on a Ray cluster (the `ray` extra): auto = the running one, local = start one here. See docs/distributed.md.")
-@click.option("--workers-per-gpu", default=1, show_default=True, type=click.IntRange(1, 64), help="With --ray: embedder actors per GPU.")
-@click.option("--shard-dir", type=click.Path(file_okay=False), help="With --ray: where workers write shards; a folder every node can reach (default: the collection's shards/).")
-@click.option("--part-size", default=256, show_default=True, type=click.IntRange(1, 100_000), help="With --ray: items per shard.")
-@click.option("--http-cache", type=click.Path(file_okay=False), help="With --ray: a download cache folder every node can reach (default: the collection's with --ray local, else none).")
+@click.option(
+    "--compact",
+    is_flag=True,
+    help="Reclaim the rows of re-embedded and removed items now (done anyway once they pass a quarter of the file).",
+)
+@click.option(
+    "--max-pixels", type=click.IntRange(1), help="Refuse images with more pixels than this (default 200M; 1G for JPEG)."
+)
+@click.option(
+    "--max-decode-mb",
+    type=click.IntRange(1),
+    help="Refuse images whose decoding needs more memory than this (default 512, or $VITRINA_MAX_DECODE_MB).",
+)
+@click.option(
+    "--limit", type=click.IntRange(1), help="Take at most this many items from a remote SOURCE (loc.gov, IIIF)."
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="auto|local|ADDRESS",
+    help="Embed on a Ray cluster (the `ray` extra): auto = the running one, local = start one here. See docs/distributed.md.",
+)
+@click.option(
+    "--workers-per-gpu",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="With --ray: embedder actors per GPU.",
+)
+@click.option(
+    "--shard-dir",
+    type=click.Path(file_okay=False),
+    help="With --ray: where workers write shards; a folder every node can reach (default: the collection's shards/).",
+)
+@click.option(
+    "--part-size", default=256, show_default=True, type=click.IntRange(1, 100_000), help="With --ray: items per shard."
+)
+@click.option(
+    "--http-cache",
+    type=click.Path(file_okay=False),
+    help="With --ray: a download cache folder every node can reach (default: the collection's with --ray local, else none).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def index(source: str, collection: str | None, model: str | None, space: str | None, batch_size: int | None, workers: int | None, decode: str, device: str | None,
@@ -148,7 +215,9 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
             else:
                 collection, src = source, None  # `vitrina index maps`: no new source
                 if not (resolve_collection(collection) / "collection.sqlite").exists():
-                    raise click.BadParameter(f"{source!r} is neither a folder nor an existing collection.", param_hint="SOURCE")
+                    raise click.BadParameter(
+                        f"{source!r} is neither a folder nor an existing collection.", param_hint="SOURCE"
+                    )
         coll = open_collection(collection, create=True)
         err = _stderr()
         if ray_address:
@@ -190,7 +259,16 @@ def _progress(console: Any, quiet: bool):  # type: ignore[no-untyped-def]
             speed = task.finished_speed or task.speed
             return super().render(task) if speed is None else __import__("rich.text").text.Text(f"{speed:,.1f} img/s")
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), Rate(""), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        Rate(""),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=console, transient=False) as progress:
         state: dict[str, Any] = {}
 
@@ -247,7 +325,9 @@ def _print_report(console: Any, report: Any, target: str) -> None:
     )
     settings, timings = d.get("settings") or {}, d.get("timings") or {}
     if d["embedded"] and settings:  # where the time went, to tune --workers / --decode / --batch-size
-        crashed = f", {d['decoder_crashes']} decoding processes died and were restarted" if d.get("decoder_crashes") else ""
+        crashed = (
+            f", {d['decoder_crashes']} decoding processes died and were restarted" if d.get("decoder_crashes") else ""
+        )
         console.print(f"[dim]{settings['device']}, batches of {settings['batch_size']}, {settings['workers']} decoding {settings['decode']}: "
                       f"decode {timings.get('decode', 0):.1f} s (all workers), model {timings.get('model', 0):.1f} s, write {timings.get('write', 0):.1f} s{crashed}[/]")  # fmt: skip
     if d["failed"]:
@@ -270,13 +350,31 @@ def _print_report(console: Any, report: Any, target: str) -> None:
 @click.argument("source")
 @click.option("-c", "--collection", required=True, help="Collection name or path (created if new).")
 @click.option("--limit", type=click.IntRange(1), help="Stop after this many items (loc.gov, IIIF).")
-@click.option("--images", help="alto: where the page images are: iiif:SERVICE-URL-TEMPLATE with {stem} (default: files beside the ALTO).")
-@click.option("--min-size", default=64, show_default=True, type=click.IntRange(1), help="alto: smallest illustration side in pixels.")
-@click.option("--lang", default="en", show_default=True, help="IIIF: the language of titles and metadata given in several (en matches en-GB).")
+@click.option(
+    "--images",
+    help="alto: where the page images are: iiif:SERVICE-URL-TEMPLATE with {stem} (default: files beside the ALTO).",
+)
+@click.option(
+    "--min-size",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1),
+    help="alto: smallest illustration side in pixels.",
+)
+@click.option(
+    "--lang",
+    default="en",
+    show_default=True,
+    help="IIIF: the language of titles and metadata given in several (en matches en-GB).",
+)
 @click.option("--alto", help="IIIF: cut illustrations out of each page's ALTO: 'auto' (the canvas's seeAlso/rendering links) or a URL template "
               "with {page}, {page:04d}, {canvas}, {canvas_name}, {manifest}, {manifest_name}.")  # fmt: skip
-@click.option("--check-type", is_flag=True, help="urls: ask each URL's content type (HEAD) and flag those that are not images.")
-@click.option("--restart", is_flag=True, help="Harvest from the first page instead of resuming after the last stored one.")
+@click.option(
+    "--check-type", is_flag=True, help="urls: ask each URL's content type (HEAD) and flag those that are not images."
+)
+@click.option(
+    "--restart", is_flag=True, help="Harvest from the first page instead of resuming after the last stored one."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)
 def ingest(source: str, collection: str, limit: int | None, images: str | None, min_size: int, lang: str, alto: str | None, check_type: bool,
@@ -300,7 +398,9 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
         coll = open_collection(collection, create=True)
         with _progress(err, quiet) as (on_page, _):
             options: dict[str, Any] = {"lang": lang, "alto": alto, "check_type": check_type or None}
-            report = coll.ingest(source, limit=limit, images=images, min_size=min_size, restart=restart, on_page=on_page, **options)
+            report = coll.ingest(
+                source, limit=limit, images=images, min_size=min_size, restart=restart, on_page=on_page, **options
+            )
     d = report.to_dict()
     if as_json:
         click.echo(json.dumps(d, ensure_ascii=False, indent=2))
@@ -326,22 +426,75 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
 @cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
 @click.argument("collection")
 @click.argument("terms", nargs=-1, type=click.UNPROCESSED)
-@click.option("-i", "--image", "images", multiple=True, help="Query image: a file, an http(s) URL, or an indexed item's id. Repeatable; 'W:PATH' weights it.")
-@click.option("-a", "--alpha", type=click.FloatRange(0, 1), help="Text/image mix: 0 = text only, 1 = image only (LoC paper's alpha).")
-@click.option("-w", "--where", multiple=True, help="Metadata filter, e.g. 'date>=1700', 'place=Boston', 'title~harbour'. Repeatable (all must hold).")
+@click.option(
+    "-i",
+    "--image",
+    "images",
+    multiple=True,
+    help="Query image: a file, an http(s) URL, or an indexed item's id. Repeatable; 'W:PATH' weights it.",
+)
+@click.option(
+    "-a",
+    "--alpha",
+    type=click.FloatRange(0, 1),
+    help="Text/image mix: 0 = text only, 1 = image only (LoC paper's alpha).",
+)
+@click.option(
+    "-w",
+    "--where",
+    multiple=True,
+    help="Metadata filter, e.g. 'date>=1700', 'place=Boston', 'title~harbour'. Repeatable (all must hold).",
+)
 @click.option("--min-score", type=float, help="Leave out hits scoring below this.")
 @click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--offset", default=0, type=click.IntRange(0), help="Skip this many hits (paging).")
 @click.option("--include-self", is_flag=True, help="When querying by an indexed item, keep it in the hits.")
 @click.option("--space", help="Which embedding space to search (default: the first).")
-@click.option("--batch", "batch_file", type=click.File("r"), help="Run one query per line of this file (- for stdin); prints JSON lines.")
-@click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON, with the query, the space and the model fingerprint.")
-@click.option("--csv", "as_csv", is_flag=True, help="Print the hits as CSV, each row with the query, the space and the model fingerprint.")
-@click.option("--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann).")
-@click.option("--index", "index_target", help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.")
-@click.option("-k", "--keywords", default="", help="Words ranked by BM25 over title, caption, subjects, notes and context text (OCR); alone, or fused with TERMS/--image.")
-@click.option("--text-weight", "keyword_weight", type=click.FloatRange(0, 1), help="The keyword side's share in the fusion (default 0.4 with --keywords; without them, TERMS are reused as keywords). Not --alpha.")
-@click.option("--fusion", type=click.Choice(["rrf", "weighted"]), default="weighted", show_default=True, help="How CLIP and keyword rankings are fused.")
+@click.option(
+    "--batch",
+    "batch_file",
+    type=click.File("r"),
+    help="Run one query per line of this file (- for stdin); prints JSON lines.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the hits as JSON, with the query, the space and the model fingerprint.",
+)
+@click.option(
+    "--csv",
+    "as_csv",
+    is_flag=True,
+    help="Print the hits as CSV, each row with the query, the space and the model fingerprint.",
+)
+@click.option(
+    "--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann)."
+)
+@click.option(
+    "--index",
+    "index_target",
+    help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.",
+)
+@click.option(
+    "-k",
+    "--keywords",
+    default="",
+    help="Words ranked by BM25 over title, caption, subjects, notes and context text (OCR); alone, or fused with TERMS/--image.",
+)
+@click.option(
+    "--text-weight",
+    "keyword_weight",
+    type=click.FloatRange(0, 1),
+    help="The keyword side's share in the fusion (default 0.4 with --keywords; without them, TERMS are reused as keywords). Not --alpha.",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(["rrf", "weighted"]),
+    default="weighted",
+    show_default=True,
+    help="How CLIP and keyword rankings are fused.",
+)
 @click.option("--include-hidden", is_flag=True, help="Also show items hidden by `vitrina prune --hide`.")
 def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alpha: float | None, where: tuple[str, ...], min_score: float | None,
            limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool, exact: bool = False, index_target: str | None = None,
@@ -377,11 +530,17 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
         if as_json or as_csv:
             from .citable import hits_csv, provenance
 
-            about = provenance(coll, space, {"terms": list(terms), "images": list(images), "where": list(where), **common})
+            about = provenance(
+                coll, space, {"terms": list(terms), "images": list(images), "where": list(where), **common}
+            )
             if as_csv:
                 click.echo(hits_csv(hits, about), nl=False)
                 return
-            click.echo(json.dumps({**about, "considered": hits.total_considered, "hits": hits.to_list()}, ensure_ascii=False, indent=2))
+            click.echo(
+                json.dumps(
+                    {**about, "considered": hits.total_considered, "hits": hits.to_list()}, ensure_ascii=False, indent=2
+                )
+            )
             return
         if not hits:
             _stderr().print("No hits." + (" Try a lower --min-score." if min_score is not None else ""))
@@ -390,11 +549,18 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
         from rich.text import Text
 
         table = Table(box=None, pad_edge=False)
-        columns = (("#", "right"), ("score", "right"), ("id", "left"), ("title", "left")) + ((("matched", "left"),) if keywords or keyword_weight else ())
+        columns = (("#", "right"), ("score", "right"), ("id", "left"), ("title", "left")) + (
+            (("matched", "left"),) if keywords or keyword_weight else ()
+        )
         for name, justify in columns:
             table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
         for hit in hits:
-            row: list[str | Text] = [str(hit.rank), f"{hit.score:.3f}", Text(hit.id), Text(str(hit.metadata.get("title", "")))]
+            row: list[str | Text] = [
+                str(hit.rank),
+                f"{hit.score:.3f}",
+                Text(hit.id),
+                Text(str(hit.metadata.get("title", ""))),
+            ]
             if len(columns) > 4:
                 snippet = Text()
                 for part, matched in hit.snippet:
@@ -406,7 +572,11 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("collection")
-@click.option("--check", is_flag=True, help="Also check the files for consistency (SQLite integrity, vector file lengths, no failed item with a vector, no zero or non-finite vector).")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Also check the files for consistency (SQLite integrity, vector file lengths, no failed item with a vector, no zero or non-finite vector).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def info(collection: str, check: bool, as_json: bool) -> None:
     """Describe COLLECTION: items, failures by reason, embedding spaces, size on disk."""
@@ -423,7 +593,9 @@ def info(collection: str, check: bool, as_json: bool) -> None:
     out.print(f"items: {data['items']} ({status or 'none'})")
     for s in data["spaces"]:
         dead = f", {s['dead_rows']} superseded rows" if s["dead_rows"] else ""
-        out.print(f"space [bold]{_escape(s['name'])}[/]: {s['vectors']} vectors, {_escape(s['model'])} ({s['dim']} dims{dead})")
+        out.print(
+            f"space [bold]{_escape(s['name'])}[/]: {s['vectors']} vectors, {_escape(s['model'])} ({s['dim']} dims{dead})"
+        )
         out.print(f"  index: {_describe_index(s)}", highlight=False)
     if data["failed_by_reason"]:
         out.print("failed: " + ", ".join(f"{r}: {n}" for r, n in sorted(data["failed_by_reason"].items())))
@@ -431,7 +603,9 @@ def info(collection: str, check: bool, as_json: bool) -> None:
             out.print(f"  [dim]{f['reason']}[/] {_escape(f['detail'])}", highlight=False)
     pruned = data.get("pruned") or {}
     if pruned.get("hidden") or pruned.get("deleted"):
-        out.print(f"pruned: {pruned['hidden']} hidden (vitrina prune --unhide), {pruned['deleted']} deleted, {pruned['bytes_saved'] / 1e6:.1f} MB saved")
+        out.print(
+            f"pruned: {pruned['hidden']} hidden (vitrina prune --unhide), {pruned['deleted']} deleted, {pruned['bytes_saved'] / 1e6:.1f} MB saved"
+        )
     if check:
         out.print("check: " + ("ok" if not data["problems"] else "; ".join(data["problems"])))
         if data["problems"]:
@@ -440,10 +614,24 @@ def info(collection: str, check: bool, as_json: bool) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("collection")
-@click.option("-w", "--where", multiple=True, help="Which items, e.g. 'kind=blank' (a classifier tag). Repeatable (all must hold).")
-@click.option("--hide", "action", flag_value="hide", default=True, help="Hide them from results (the default; reversible).")
-@click.option("--unhide", "action", flag_value="unhide", help="Show hidden items again (those matching --where, or all).")
-@click.option("--delete", "action", flag_value="delete", help="Delete them and their vectors for good (a later ingest skips them).")
+@click.option(
+    "-w",
+    "--where",
+    multiple=True,
+    help="Which items, e.g. 'kind=blank' (a classifier tag). Repeatable (all must hold).",
+)
+@click.option(
+    "--hide", "action", flag_value="hide", default=True, help="Hide them from results (the default; reversible)."
+)
+@click.option(
+    "--unhide", "action", flag_value="unhide", help="Show hidden items again (those matching --where, or all)."
+)
+@click.option(
+    "--delete",
+    "action",
+    flag_value="delete",
+    help="Delete them and their vectors for good (a later ingest skips them).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def prune(collection: str, where: tuple[str, ...], action: str, as_json: bool) -> None:
     """Take what is not an illustration out of COLLECTION's results.
@@ -480,13 +668,32 @@ def _describe_index(s: dict[str, Any]) -> str:
 @cli.command("index-ann", context_settings=CONTEXT)
 @click.argument("collection")
 @click.option("--space", help="Embedding space (default: the first).")
-@click.option("--structure", type=click.Choice(["ivf", "hnsw"]), help="IVF (default: fast to build, steady recall for text queries) or HNSW.")
-@click.option("--codes", type=click.Choice(["sq8", "fp16", "flat"]), help="Vector codes in the index: int8 (default), float16 or float32; hits are re-ranked from float32 anyway.")
-@click.option("--nlist", type=click.IntRange(16, 1 << 20), help="IVF lists (default 4·√rows). Fewer build faster: past ~5M rows on a few cores, 4096 takes minutes where the default takes hours.")
-@click.option("--rebuild", is_flag=True, help="Build from scratch instead of adding the rows appended since the last build.")
+@click.option(
+    "--structure",
+    type=click.Choice(["ivf", "hnsw"]),
+    help="IVF (default: fast to build, steady recall for text queries) or HNSW.",
+)
+@click.option(
+    "--codes",
+    type=click.Choice(["sq8", "fp16", "flat"]),
+    help="Vector codes in the index: int8 (default), float16 or float32; hits are re-ranked from float32 anyway.",
+)
+@click.option(
+    "--nlist",
+    type=click.IntRange(16, 1 << 20),
+    help="IVF lists (default 4·√rows). Fewer build faster: past ~5M rows on a few cores, 4096 takes minutes where the default takes hours.",
+)
+@click.option(
+    "--rebuild", is_flag=True, help="Build from scratch instead of adding the rows appended since the last build."
+)
 @click.option("--threads", type=click.IntRange(1, 256), help="Build threads (default: all cores).")
-@click.option("--caption-queries", default=200, show_default=True, type=click.IntRange(0, 10000),
-              help="Also measure recall on this many items' captions (or titles) embedded as text queries (loads the model; 0: skip).")
+@click.option(
+    "--caption-queries",
+    default=200,
+    show_default=True,
+    type=click.IntRange(0, 10000),
+    help="Also measure recall on this many items' captions (or titles) embedded as text queries (loads the model; 0: skip).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def index_ann(collection: str, space: str | None, structure: str | None, codes: str | None, nlist: int | None, rebuild: bool, threads: int | None,
               caption_queries: int, as_json: bool) -> None:  # fmt: skip
@@ -513,10 +720,14 @@ def index_ann(collection: str, space: str | None, structure: str | None, codes: 
 @click.argument("collection")
 @click.argument("target")
 @click.option("--space", help="Embedding space (default: the first).")
-@click.option("--shards", type=click.IntRange(1), help="Shards when creating the Qdrant collection (a cluster: about 2 per node).")
+@click.option(
+    "--shards", type=click.IntRange(1), help="Shards when creating the Qdrant collection (a cluster: about 2 per node)."
+)
 @click.option("--replicas", type=click.IntRange(1), help="Replication factor when creating the Qdrant collection.")
 @click.option("--json", "as_json", is_flag=True)
-def sync_cmd(collection: str, target: str, space: str | None, shards: int | None, replicas: int | None, as_json: bool) -> None:
+def sync_cmd(
+    collection: str, target: str, space: str | None, shards: int | None, replicas: int | None, as_json: bool
+) -> None:
     """Copy COLLECTION's vectors and metadata to Qdrant TARGET, incrementally (needs pip install 'vitrina[qdrant]').
 
     \b
@@ -538,15 +749,36 @@ def sync_cmd(collection: str, target: str, space: str | None, shards: int | None
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("collection")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 to serve a network).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 to serve a network)."
+)
 @click.option("-p", "--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--token", envvar="VITRINA_TOKEN", help="Allow write endpoints for requests bearing this token (or VITRINA_TOKEN).")
-@click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser calls from this origin (repeatable). Off by default.")
+@click.option(
+    "--token", envvar="VITRINA_TOKEN", help="Allow write endpoints for requests bearing this token (or VITRINA_TOKEN)."
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="Allow browser calls from this origin (repeatable). Off by default.",
+)
 @click.option("--max-upload-mb", default=10, show_default=True, type=click.IntRange(1, 500))
-@click.option("--allow-private-urls", is_flag=True, help="Let image-URL queries reach private and loopback addresses (trusted networks only).")
-@click.option("--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann).")
-@click.option("--index", "index_target", help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.")
-@click.option("--get", "get_path", help="Answer one GET request for this path in-process, print it and exit (smoke tests).")
+@click.option(
+    "--allow-private-urls",
+    is_flag=True,
+    help="Let image-URL queries reach private and loopback addresses (trusted networks only).",
+)
+@click.option(
+    "--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann)."
+)
+@click.option(
+    "--index",
+    "index_target",
+    help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.",
+)
+@click.option(
+    "--get", "get_path", help="Answer one GET request for this path in-process, print it and exit (smoke tests)."
+)
 def serve(collection: str, host: str, port: int, token: str | None, cors_origins: tuple[str, ...], max_upload_mb: int, allow_private_urls: bool, get_path: str | None,
           exact: bool = False, index_target: str | None = None) -> None:  # fmt: skip
     """Serve COLLECTION: a JSON API (OpenAPI docs at /docs) and a web page at /.
@@ -555,7 +787,9 @@ def serve(collection: str, host: str, port: int, token: str | None, cors_origins
     try:
         from .service import ServiceConfig, create_app
     except ImportError as e:
-        raise click.ClickException(f"The server needs extra packages: pip install 'vitrina[server]' ({e.name} is missing)") from e
+        raise click.ClickException(
+            f"The server needs extra packages: pip install 'vitrina[server]' ({e.name} is missing)"
+        ) from e
     with _errors():
         config = ServiceConfig(collection=collection, token=token, cors_origins=cors_origins, max_upload_bytes=max_upload_mb * 1024 * 1024, allow_private_urls=allow_private_urls,
                                index="exact" if exact else index_target or "auto")  # fmt: skip
@@ -576,14 +810,38 @@ def serve(collection: str, host: str, port: int, token: str | None, cors_origins
 @cli.command(context_settings=CONTEXT)
 @click.argument("collection")
 @click.argument("labels", nargs=-1)
-@click.option("--zero-shot", "zero", is_flag=True, help="Classify by the LABELS given as arguments, through the text tower.")
-@click.option("--train", "train_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Train a logistic-regression probe from a CSV id,label.")
+@click.option(
+    "--zero-shot", "zero", is_flag=True, help="Classify by the LABELS given as arguments, through the text tower."
+)
+@click.option(
+    "--train",
+    "train_csv",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Train a logistic-regression probe from a CSV id,label.",
+)
 @click.option("--apply", "apply_name", help="Apply a saved probe again (after re-indexing).")
 @click.option("--name", help="Tag name, usable in --where (default: zero_shot, or required with --train).")
 @click.option("--space", help="Embedding space (default: the first).")
-@click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20), help="--train: cross-validation folds (a rarer class sits in fewer of them).")
-@click.option("--C", "C", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="--train: inverse regularisation strength (smaller: simpler probe).")
-@click.option("--calibrate", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Zero-shot: a CSV id,label of a few items to fit the temperature on (calibrated scores).")
+@click.option(
+    "--folds",
+    default=5,
+    show_default=True,
+    type=click.IntRange(2, 20),
+    help="--train: cross-validation folds (a rarer class sits in fewer of them).",
+)
+@click.option(
+    "--C",
+    "C",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="--train: inverse regularisation strength (smaller: simpler probe).",
+)
+@click.option(
+    "--calibrate",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Zero-shot: a CSV id,label of a few items to fit the temperature on (calibrated scores).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Path | None, apply_name: str | None, name: str | None, space: str | None,
              folds: int, C: float, calibrate: Path | None, as_json: bool) -> None:  # fmt: skip
@@ -622,32 +880,80 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
             out.print(f"  {_escape(label)}: {c['items']} items, F1 {c['f1']:.3f}, average precision {c['average_precision']:.3f}; "
                       f"best F1 {c['best_f1']:.3f} at threshold {c['threshold']:.3f} (precision {c['precision_at_threshold']:.3f}, recall {c['recall_at_threshold']:.3f})")  # fmt: skip
         if d["threshold"] is not None:
-            out.print(f"Tagged as {_escape(d['labels'][1])} at probability ≥ {d['threshold']:.3f} (the cross-validated best F1); curves in --json")
+            out.print(
+                f"Tagged as {_escape(d['labels'][1])} at probability ≥ {d['threshold']:.3f} (the cross-validated best F1); curves in --json"
+            )
     if d["calibration"]:
         c = d["calibration"]
-        out.print(f"Calibrated on {c['labelled']} labelled items: temperature {c['temperature']} (NLL {c['nll']:.3f}, was {c['nll_at_100']:.3f} at 100)")
-    out.print(f"Tagged {d['tagged']} items as [bold]{_escape(d['name'])}[/]: " + ", ".join(f"{_escape(k)} {v}" for k, v in sorted(d["counts"].items(), key=lambda kv: -kv[1])))
+        out.print(
+            f"Calibrated on {c['labelled']} labelled items: temperature {c['temperature']} (NLL {c['nll']:.3f}, was {c['nll_at_100']:.3f} at 100)"
+        )
+    out.print(
+        f"Tagged {d['tagged']} items as [bold]{_escape(d['name'])}[/]: "
+        + ", ".join(f"{_escape(k)} {v}" for k, v in sorted(d["counts"].items(), key=lambda kv: -kv[1]))
+    )
     for w in d["warnings"]:
         _stderr().print(f"[yellow]Warning:[/] {_escape(w)}")
-    out.print(f"Filter with: vitrina search {_escape(collection)} \"...\" --where \"{_escape(d['name'])}={_escape(d['labels'][0])}\"")
+    out.print(
+        f'Filter with: vitrina search {_escape(collection)} "..." --where "{_escape(d["name"])}={_escape(d["labels"][0])}"'
+    )
 
 
 @cli.command("eval", context_settings=CONTEXT)
 @click.argument("collection")
-@click.option("--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Caption pairs (JSONL id,caption,split as `vitrina captions` writes, or CSV): text→image recall@k, MRR.")
-@click.option("--split", type=click.Choice(["held_out", "train", "all"]), default="held_out", show_default=True,
-              help="Which pairs to evaluate: held_out (never trained on), train, or all. A file without a split is evaluated whole, and the report says so.")
-@click.option("--exact-image", is_flag=True, help="Hard perturbed copies (crop of part, rotation, colour, print-through, all at once) as queries: top-1 / top-10, beside the same model with random weights.")
-@click.option("--sample", default=200, show_default=True, type=click.IntRange(1), help="Items to perturb for --exact-image.")
-@click.option("--candidates", default=1000, show_default=True, type=click.IntRange(2), help="--exact-image: rank among this many items (the sample plus others).")
+@click.option(
+    "--pairs",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Caption pairs (JSONL id,caption,split as `vitrina captions` writes, or CSV): text→image recall@k, MRR.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["held_out", "train", "all"]),
+    default="held_out",
+    show_default=True,
+    help="Which pairs to evaluate: held_out (never trained on), train, or all. A file without a split is evaluated whole, and the report says so.",
+)
+@click.option(
+    "--exact-image",
+    is_flag=True,
+    help="Hard perturbed copies (crop of part, rotation, colour, print-through, all at once) as queries: top-1 / top-10, beside the same model with random weights.",
+)
+@click.option(
+    "--sample", default=200, show_default=True, type=click.IntRange(1), help="Items to perturb for --exact-image."
+)
+@click.option(
+    "--candidates",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(2),
+    help="--exact-image: rank among this many items (the sample plus others).",
+)
 @click.option("--no-baseline", is_flag=True, help="--exact-image: skip the random-weights baseline.")
-@click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV query,id[,relevance]: nDCG@10, P@10.")
-@click.option("--modes", is_flag=True, help="With --queries: also run them CLIP only, keywords only and fused, side by side.")
-@click.option("--by", "by_key", help="Also break text→image results down by this metadata key or tag (date, place, folder, a classifier's name).")
+@click.option(
+    "--queries",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV query,id[,relevance]: nDCG@10, P@10.",
+)
+@click.option(
+    "--modes", is_flag=True, help="With --queries: also run them CLIP only, keywords only and fused, side by side."
+)
+@click.option(
+    "--by",
+    "by_key",
+    help="Also break text→image results down by this metadata key or tag (date, place, folder, a classifier's name).",
+)
 @click.option("--space", "spaces", multiple=True, help="Space(s) to evaluate (default: all).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed for samples, perturbations and bootstrap intervals.")
-@click.option("--report", type=click.Path(path_type=Path), help="Write REPORT.md, REPORT.json and REPORT.svg (a chart).")
-@click.option("--contact-sheet", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML page of text→image hits and misses with thumbnails.")
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Seed for samples, perturbations and bootstrap intervals."
+)
+@click.option(
+    "--report", type=click.Path(path_type=Path), help="Write REPORT.md, REPORT.json and REPORT.svg (a chart)."
+)
+@click.option(
+    "--contact-sheet",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write an HTML page of text→image hits and misses with thumbnails.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def evaluate_cmd(collection: str, pairs: Path | None, split: str, exact_image: bool, sample: int, candidates: int, no_baseline: bool, queries: Path | None,
@@ -668,7 +974,9 @@ def evaluate_cmd(collection: str, pairs: Path | None, split: str, exact_image: b
         raise click.UsageError("--contact-sheet shows text→image hits and misses: give --pairs as well.")
     with _errors():
         coll = open_collection(collection)
-        options = _EvalOptions(pairs, split, exact_image, sample, candidates, not no_baseline, queries, by_key, seed, quiet)
+        options = _EvalOptions(
+            pairs, split, exact_image, sample, candidates, not no_baseline, queries, by_key, seed, quiet
+        )
         results = _evaluate(coll, list(spaces) or [s.name for s in coll.spaces()], options)
         if modes and queries:
             from .evaluate import read_queries
@@ -687,7 +995,14 @@ def evaluate_cmd(collection: str, pairs: Path | None, split: str, exact_image: b
 class _EvalOptions:
     def __init__(self, pairs: Path | None, split: str, exact_image: bool, sample: int, candidates: int, baseline: bool, queries: Path | None,
                  by_key: str | None, seed: int, quiet: bool) -> None:  # fmt: skip
-        self.pairs, self.split, self.exact_image, self.sample, self.candidates, self.baseline = pairs, split, exact_image, sample, candidates, baseline
+        self.pairs, self.split, self.exact_image, self.sample, self.candidates, self.baseline = (
+            pairs,
+            split,
+            exact_image,
+            sample,
+            candidates,
+            baseline,
+        )
         self.queries, self.by_key, self.seed, self.quiet = queries, by_key, seed, quiet
 
 
@@ -711,7 +1026,9 @@ def _evaluate(coll: Any, spaces: list[str], o: _EvalOptions) -> dict[str, Any]:
     text_spaces = [s for s in spaces if "text" in coll.space(s).fingerprint.modalities]
     for space in spaces:
         if pair_list is not None and space in text_spaces:
-            r = ev.eval_pairs(coll, pair_list, space=space, split=split_used, seed=o.seed, progress=progress(f"{space}: text→image"))
+            r = ev.eval_pairs(
+                coll, pair_list, space=space, split=split_used, seed=o.seed, progress=progress(f"{space}: text→image")
+            )
             if o.by_key:
                 r["by"], r["by_key"] = ev.breakdown(coll, r["per_query"], o.by_key), o.by_key
             results["text_to_image"][space] = r
@@ -719,7 +1036,9 @@ def _evaluate(coll: Any, spaces: list[str], o: _EvalOptions) -> dict[str, Any]:
             results["exact_image"][space] = ev.eval_exact_image(coll, sample=o.sample, space=space, seed=o.seed, candidates=o.candidates, baseline=o.baseline,
                                                                 progress=progress(f"{space}: exact image"))  # fmt: skip
         if judged is not None and space in text_spaces:
-            results["queries"][space] = ev.eval_queries(coll, judged, space=space, progress=progress(f"{space}: judged queries"))
+            results["queries"][space] = ev.eval_queries(
+                coll, judged, space=space, progress=progress(f"{space}: judged queries")
+            )
     skipped = [s for s in spaces if s not in text_spaces]
     if skipped and (pair_list is not None or judged is not None):
         results["image_only_spaces"] = skipped
@@ -729,7 +1048,10 @@ def _evaluate(coll: Any, spaces: list[str], o: _EvalOptions) -> dict[str, Any]:
     warnings = [w for kind in ("text_to_image", "exact_image", "queries") for space, r in results[kind].items()
                 for w in ([f"{space}: {r['training_overlap']['warning']}"] if r.get("training_overlap", {}).get("warning") else []) + [f"{space}: {x}" for x in r.get("warnings", [])]]  # fmt: skip
     if split_used and not split_used.startswith("held_out"):
-        warnings.insert(0, f"Evaluated on {split_used} pairs, not held-out ones: a model fine-tuned on these pairs will look better than it is.")
+        warnings.insert(
+            0,
+            f"Evaluated on {split_used} pairs, not held-out ones: a model fine-tuned on these pairs will look better than it is.",
+        )
     for space in skipped:
         warnings.append(f"{space}: image-only model, text evaluations skipped.")
     results["warnings"] = warnings
@@ -767,7 +1089,10 @@ def _print_eval(results: dict[str, Any], report: Path | None, as_json: bool) -> 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("collection")
-@click.option("--models", help="Comma-separated model specs to embed COLLECTION with first, e.g. mini,hf:openai/clip-vit-base-patch32,hf:google/siglip-base-patch16-224")
+@click.option(
+    "--models",
+    help="Comma-separated model specs to embed COLLECTION with first, e.g. mini,hf:openai/clip-vit-base-patch32,hf:google/siglip-base-patch16-224",
+)
 @click.option("--space", "spaces", multiple=True, help="Compare these existing spaces (with --models: as well).")
 @click.option("--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--split", type=click.Choice(["held_out", "train", "all"]), default="held_out", show_default=True)
@@ -780,7 +1105,11 @@ def _print_eval(results: dict[str, Any], report: Path | None, as_json: bool) -> 
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", help="cpu, cuda, mps (default: the best available).")
 @click.option("--report", type=click.Path(path_type=Path))
-@click.option("--contact-sheet", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML page of text→image hits and misses with thumbnails.")
+@click.option(
+    "--contact-sheet",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write an HTML page of text→image hits and misses with thumbnails.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)
 def compare(collection: str, models: str | None, spaces: tuple[str, ...], pairs: Path | None, split: str, exact_image: bool, sample: int, candidates: int,
@@ -805,7 +1134,9 @@ def compare(collection: str, models: str | None, spaces: tuple[str, ...], pairs:
             _stderr().print(f"{_escape(spec)}: {r.embedded} embedded, space {_escape(r.space)}")
             names.append(r.space)
         names = list(dict.fromkeys(names))
-        options = _EvalOptions(pairs, split, exact_image, sample, candidates, not no_baseline, queries, by_key, seed, quiet)
+        options = _EvalOptions(
+            pairs, split, exact_image, sample, candidates, not no_baseline, queries, by_key, seed, quiet
+        )
         coll = open_collection(collection)
         results = _evaluate(coll, names, options)
         _write_contact_sheet(coll, results, contact_sheet)
@@ -832,18 +1163,56 @@ def captions(collection: str, split: str, held_out_percent: int) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("collection")
-@click.option("--pairs", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSONL id,caption[,split] (vitrina captions); held_out pairs are never trained on.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the fine-tuned model (then --model hf:OUT).")
+@click.option(
+    "--pairs",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSONL id,caption[,split] (vitrina captions); held_out pairs are never trained on.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the fine-tuned model (then --model hf:OUT).",
+)
 @click.option("-m", "--model", help="Base checkpoint (default: the collection's model; must be hf: CLIP or SigLIP).")
 @click.option("--epochs", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2))
 @click.option("--lr", default=1e-5, show_default=True, type=float)
-@click.option("--warmup", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Share of steps with a linear warm-up.")
-@click.option("--freeze", type=click.Choice(["none", "vision", "text", "towers"]), default="none", show_default=True, help="Keep these layers fixed.")
-@click.option("--patience", default=2, show_default=True, type=click.IntRange(1), help="Stop after this many epochs without a better validation MRR.")
-@click.option("--val-candidates", default=500, show_default=True, type=click.IntRange(2), help="Validation captions rank this many validation images (recall@k, MRR).")
+@click.option(
+    "--warmup",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of steps with a linear warm-up.",
+)
+@click.option(
+    "--freeze",
+    type=click.Choice(["none", "vision", "text", "towers"]),
+    default="none",
+    show_default=True,
+    help="Keep these layers fixed.",
+)
+@click.option(
+    "--patience",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Stop after this many epochs without a better validation MRR.",
+)
+@click.option(
+    "--val-candidates",
+    default=500,
+    show_default=True,
+    type=click.IntRange(2),
+    help="Validation captions rank this many validation images (recall@k, MRR).",
+)
 @click.option("--device", help="cpu, cuda, mps (default: cuda if present).")
-@click.option("--restart", is_flag=True, help="Start a new run in OUT, discarding its checkpoints (a resume must use the same settings).")
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Start a new run in OUT, discarding its checkpoints (a resume must use the same settings).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs: int, batch_size: int, lr: float, warmup: float, freeze: str,
              patience: int, val_candidates: int, device: str | None, restart: bool, as_json: bool) -> None:  # fmt: skip
@@ -862,20 +1231,46 @@ def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs:
     err = _stderr()
     with _errors():
         coll = open_collection(collection)
-        config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, freeze=freeze, patience=patience, val_candidates=val_candidates)
+        config = FinetuneConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            warmup=warmup,
+            freeze=freeze,
+            patience=patience,
+            val_candidates=val_candidates,
+        )
         with _progress(err, as_json) as (_, on_step):
-            report = run(coll, read_pairs_with_split(pairs), out, model=model, config=config, device=device, resume=not restart, progress=on_step)
+            report = run(
+                coll,
+                read_pairs_with_split(pairs),
+                out,
+                model=model,
+                config=config,
+                device=device,
+                resume=not restart,
+                progress=on_step,
+            )
     d = report.to_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
     resumed = f" (resumed after epoch {d['resumed_from']})" if d["resumed_from"] else ""
-    err.print(f"Fine-tuned {_escape(d['base'])} on {d['train_pairs']} pairs ({d['val_pairs']} validation, {d['held_out_excluded']} held out){resumed}")
+    err.print(
+        f"Fine-tuned {_escape(d['base'])} on {d['train_pairs']} pairs ({d['val_pairs']} validation, {d['held_out_excluded']} held out){resumed}"
+    )
     for h in d["history"]:
         err.print(f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f}"
                   + (f", validation recall@1 {h['val_recall@1']:.1%}, recall@10 {h['val_recall@10']:.1%}, MRR {h['val_mrr']:.3f}" if "val_mrr" in h else ""))  # fmt: skip
-    how = f"validation MRR among {d['val_candidates']} images" if d["selected_by"] == "val_mrr" else "training loss (no validation pairs)"
-    err.print(f"Best epoch {d['best_epoch']} (by {how}) saved to {_escape(d['out'])}" + (" (stopped early)" if d["stopped_early"] else ""))
+    how = (
+        f"validation MRR among {d['val_candidates']} images"
+        if d["selected_by"] == "val_mrr"
+        else "training loss (no validation pairs)"
+    )
+    err.print(
+        f"Best epoch {d['best_epoch']} (by {how}) saved to {_escape(d['out'])}"
+        + (" (stopped early)" if d["stopped_early"] else "")
+    )
     err.print(f"Next: vitrina index {_escape(collection)} --model hf:{_escape(d['out'])} --space finetuned")
 
 
@@ -899,8 +1294,15 @@ def collections(as_json: bool) -> None:
 @cli.command(context_settings=CONTEXT)
 @click.option("-c", "--collection", default="demo", show_default=True, help="Collection to build.")
 @click.option("--json", "as_json", is_flag=True, help="Print the example results as JSON.")
-@click.option("--serve", "serve_port", type=click.IntRange(0, 65535), is_flag=False, flag_value=8000, default=None,
-              help="Then serve the web page on 127.0.0.1 (port 8000, or the one given).")
+@click.option(
+    "--serve",
+    "serve_port",
+    type=click.IntRange(0, 65535),
+    is_flag=False,
+    flag_value=8000,
+    default=None,
+    help="Then serve the web page on 127.0.0.1 (port 8000, or the one given).",
+)
 @click.pass_context
 def demo(ctx: click.Context, collection: str, as_json: bool, serve_port: int | None) -> None:
     """Build a demo collection from images shipped with vitrina, offline, and search it.
@@ -927,10 +1329,11 @@ def demo(ctx: click.Context, collection: str, as_json: bool, serve_port: int | N
     for query, hits in results.items():
         shown = ", ".join(f"{h.id} ({h.score:.2f})" for h in hits)
         out.print(f"[bold]vitrina search {_escape(coll.name)} {_escape(query)}[/] → {_escape(shown)}")
-    out.print(f"\nTry your own: vitrina search {coll.name} \"a bicycle\"   ·   vitrina info {coll.name}")
+    out.print(f'\nTry your own: vitrina search {coll.name} "a bicycle"   ·   vitrina info {coll.name}')
     out.print("Index your own folder offline: vitrina index ./scans --collection mine --model mini")
     if serve_port is not None:
         ctx.invoke(serve, collection=collection, port=serve_port)
+
 
 # -- bring your embeddings: import, export, enrich ----------------------------------------------
 
@@ -978,6 +1381,7 @@ def _run_import(kind: str, paths: list[str], collection: str, model: str | None,
         coll = open_collection(collection, create=True)
         sink = bad_rows.open("a", encoding="utf-8") if bad_rows else None
         try:
+
             def record(row: int, item_id: str, reason: str) -> None:
                 if sink:
                     sink.write(json.dumps({"row": row, "id": item_id, "reason": reason}) + "\n")
@@ -993,7 +1397,9 @@ def _run_import(kind: str, paths: list[str], collection: str, model: str | None,
     if as_json:
         click.echo(json.dumps(d, ensure_ascii=False, indent=2))
     elif d["already_done"]:
-        err.print(f"[bold]{_escape(d['collection'])}[/]: this import was already completed (space {_escape(d['space'])}); --restart imports it again.")
+        err.print(
+            f"[bold]{_escape(d['collection'])}[/]: this import was already completed (space {_escape(d['space'])}); --restart imports it again."
+        )
     else:
         resumed = f", resumed at row {d['resumed_at']:,}" if d["resumed_at"] else ""
         err.print(f"[bold]{_escape(d['collection'])}[/] / space [bold]{_escape(d['space'])}[/] ({_escape(d['model'])}): {d['imported']:,} vectors imported "
@@ -1005,7 +1411,7 @@ def _run_import(kind: str, paths: list[str], collection: str, model: str | None,
         if not d["verified"]:
             err.print(f"[yellow]Model not loaded here:[/] {_escape(d['model'])} is recorded as declared; the first query loads it, checks "
                       "its dimension and pins its revision.")  # fmt: skip
-        err.print(f"Next: vitrina search {_escape(collection)} \"...\"")
+        err.print(f'Next: vitrina search {_escape(collection)} "..."')
     if report.bad:
         sys.exit(3)
 
@@ -1024,7 +1430,15 @@ def _rows_progress(console: Any, quiet: bool, label: str):  # type: ignore[no-un
         TimeRemainingColumn,
     )
 
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console) as bar:
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
@@ -1036,7 +1450,12 @@ def _rows_progress(console: Any, quiet: bool, label: str):  # type: ignore[no-un
 @import_group.command("loc-beto", context_settings=CONTEXT)
 @click.argument("beto", type=click.Path(exists=True, dir_okay=False))
 @click.argument("beto_idx", type=click.Path(exists=True, dir_okay=False))
-@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False), help="p1_map_file_list.csv: item ids, resource URLs and segments (for `vitrina enrich`).")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="p1_map_file_list.csv: item ids, resource URLs and segments (for `vitrina enrich`).",
+)
 @_import_options
 def import_loc_beto(beto: str, beto_idx: str, csv_path: str | None, **kw: Any) -> None:
     """The LoC maps paper's BETO tensor [N, 512] and BETO_IDX list of N image URLs (torch.save;
@@ -1054,18 +1473,30 @@ def import_clip_retrieval(folder: str, **kw: Any) -> None:
 
 @import_group.command("parquet", context_settings=CONTEXT)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--vector-column", help="The list / fixed-size-list column of floats (default: the only one, or one named vector/embedding).")
+@click.option(
+    "--vector-column",
+    help="The list / fixed-size-list column of floats (default: the only one, or one named vector/embedding).",
+)
 @click.option("--id-column", help="The id column (default: id, key or item_id; else the image URL).")
-@click.option("--image-column", help="The image URL / path column (default: image, url, image_url, file_url, image_path).")
+@click.option(
+    "--image-column", help="The image URL / path column (default: image, url, image_url, file_url, image_path)."
+)
 @_import_options
-def import_parquet(file: str, vector_column: str | None, id_column: str | None, image_column: str | None, **kw: Any) -> None:
+def import_parquet(
+    file: str, vector_column: str | None, id_column: str | None, image_column: str | None, **kw: Any
+) -> None:
     """A parquet FILE with a vector column; the other columns become metadata."""
     _run_import("parquet", [file], vector_column=vector_column, id_column=id_column, image_column=image_column, **kw)
 
 
 @import_group.command("npy", context_settings=CONTEXT)
 @click.argument("vectors", type=click.Path(exists=True, dir_okay=False))
-@click.option("--ids", required=True, type=click.Path(exists=True, dir_okay=False), help="One id per row: .txt lines, or .csv / .jsonl / .parquet with id, image and metadata columns.")
+@click.option(
+    "--ids",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="One id per row: .txt lines, or .csv / .jsonl / .parquet with id, image and metadata columns.",
+)
 @click.option("--id-column", help="The id column of a table ids file.")
 @click.option("--image-column", help="The image URL / path column of a table ids file.")
 @_import_options
@@ -1077,12 +1508,18 @@ def import_npy(vectors: str, ids: str, id_column: str | None, image_column: str 
 @cli.command(context_settings=CONTEXT)
 @click.argument("collection")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("-f", "--format", "fmt", type=click.Choice(["clip-retrieval", "parquet"]), default="parquet", show_default=True)
+@click.option(
+    "-f", "--format", "fmt", type=click.Choice(["clip-retrieval", "parquet"]), default="parquet", show_default=True
+)
 @click.option("--space", help="Which embedding space (default: the first).")
-@click.option("--shard-rows", default=1_000_000, show_default=True, type=click.IntRange(1), help="clip-retrieval: rows per shard.")
+@click.option(
+    "--shard-rows", default=1_000_000, show_default=True, type=click.IntRange(1), help="clip-retrieval: rows per shard."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)
-def export(collection: str, out: Path, fmt: str, space: str | None, shard_rows: int, as_json: bool, quiet: bool) -> None:
+def export(
+    collection: str, out: Path, fmt: str, space: str | None, shard_rows: int, as_json: bool, quiet: bool
+) -> None:
     """Write COLLECTION's vectors with ids, image URLs, metadata and the model fingerprint to OUT.
 
     \b
@@ -1100,7 +1537,9 @@ def export(collection: str, out: Path, fmt: str, space: str | None, shard_rows: 
     if as_json:
         click.echo(json.dumps(d, ensure_ascii=False, indent=2))
     else:
-        err.print(f"Wrote {d['rows']:,} vectors of space {_escape(d['space'])} ({_escape(d['fingerprint']['spec'])}) to {_escape(d['out'])} ({fmt})")
+        err.print(
+            f"Wrote {d['rows']:,} vectors of space {_escape(d['space'])} ({_escape(d['fingerprint']['spec'])}) to {_escape(d['out'])} ({fmt})"
+        )
 
 
 @cli.command(context_settings=CONTEXT)
@@ -1138,20 +1577,42 @@ def enrich(collection: str, source: str, limit: int | None, as_json: bool, quiet
     if report.failed:
         sys.exit(3)
 
+
 # -- explore: duplicates, map ---------------------------------------------------------------------
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("collection")
-@click.option("--threshold", type=float, default=0.95, show_default=True, help="Cosine at or above which two items are the same image.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.95,
+    show_default=True,
+    help="Cosine at or above which two items are the same image.",
+)
 @click.option("-k", "--k", "k", type=int, default=10, show_default=True, help="Neighbours looked at per item.")
 @click.option("--space", help="Embedding space (default: the first).")
 @click.option("--exact", is_flag=True, help="Ignore the approximate index (slower on large collections).")
 @click.option("--no-tag", is_flag=True, help="Do not store the groups as the duplicate_of tag.")
-@click.option("--json", "as_json", is_flag=True, help="Groups with members, scores, pairs, the model fingerprint and the parameters.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Groups with members, scores, pairs, the model fingerprint and the parameters.",
+)
 @click.option("--csv", "as_csv", is_flag=True, help="One row per member: group, item, best match, score, parameters.")
 @click.option("-q", "--quiet", is_flag=True)
-def duplicates(collection: str, threshold: float, k: int, space: str | None, exact: bool, no_tag: bool, as_json: bool, as_csv: bool, quiet: bool) -> None:
+def duplicates(
+    collection: str,
+    threshold: float,
+    k: int,
+    space: str | None,
+    exact: bool,
+    no_tag: bool,
+    as_json: bool,
+    as_csv: bool,
+    quiet: bool,
+) -> None:
     """Find groups of near-identical images (the same scan twice, rescaled, recompressed, cropped).
 
     \b
@@ -1182,15 +1643,22 @@ def duplicates(collection: str, threshold: float, k: int, space: str | None, exa
         for m in g.members:
             match, score = g.best[m]
             out.print(f"  {_escape(m)}  {score:.3f} ~ {_escape(match)}")
-    err.print(f"{len(result.groups)} groups, {sum(len(g.members) for g in result.groups)} items, of {result.items} scanned "
-              f"in {result.seconds:.1f} s ({result.index} index, threshold {threshold}, k {k}).")
+    err.print(
+        f"{len(result.groups)} groups, {sum(len(g.members) for g in result.groups)} items, of {result.items} scanned "
+        f"in {result.seconds:.1f} s ({result.index} index, threshold {threshold}, k {k})."
+    )
 
 
 @cli.command("map", context_settings=CONTEXT)
 @click.argument("collection")
 @click.option("--space", help="Embedding space (default: the first).")
-@click.option("--method", type=click.Choice(["auto", "pca", "umap"]), default="auto", show_default=True,
-              help="umap needs pip install 'vitrina[map]'; auto = umap when installed, else pca.")
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "pca", "umap"]),
+    default="auto",
+    show_default=True,
+    help="umap needs pip install 'vitrina[map]'; auto = umap when installed, else pca.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def map_cmd(collection: str, space: str | None, method: str, as_json: bool) -> None:
     """Compute the 2-D map of a space for the page's Map view (stored beside the vectors).
@@ -1206,7 +1674,9 @@ def map_cmd(collection: str, space: str | None, method: str, as_json: bool) -> N
     if as_json:
         click.echo(json.dumps(stamp, indent=2))
         return
-    _stderr().print(f"Mapped {stamp['points']} items of space {stamp['space']!r} by {stamp['method']} in {stamp['seconds']:.1f} s → {map_path(coll, stamp['space'])}")
+    _stderr().print(
+        f"Mapped {stamp['points']} items of space {stamp['space']!r} by {stamp['method']} in {stamp['seconds']:.1f} s → {map_path(coll, stamp['space'])}"
+    )
 
 
 def main() -> None:

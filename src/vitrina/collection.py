@@ -47,17 +47,32 @@ class ImageLimits:
 
 
 def open_collection(
-    name_or_path: str | os.PathLike[str], *, create: bool = False, home: Path | None = None, embedder: Embedder | None = None, limits: ImageLimits | None = None,
+    name_or_path: str | os.PathLike[str],
+    *,
+    create: bool = False,
+    home: Path | None = None,
+    embedder: Embedder | None = None,
+    limits: ImageLimits | None = None,
     index: str = "auto",
 ) -> Collection:
     """Open a collection by name (under $VITRINA_HOME) or path. ``embedder`` overrides the model
     recorded in the collection (it must produce the same space). ``index``: ``auto`` (the
     approximate index where one is built and fresh, else exact) or ``exact``."""
-    return Collection(resolve_collection(name_or_path, home), create=create, embedder=embedder, limits=limits, index=index)
+    return Collection(
+        resolve_collection(name_or_path, home), create=create, embedder=embedder, limits=limits, index=index
+    )
 
 
 class Collection:
-    def __init__(self, path: Path, *, create: bool = False, embedder: Embedder | None = None, limits: ImageLimits | None = None, index: str = "auto"):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        create: bool = False,
+        embedder: Embedder | None = None,
+        limits: ImageLimits | None = None,
+        index: str = "auto",
+    ):
         self.path = path
         self.index_kind = index
         self.name = path.name
@@ -149,7 +164,9 @@ class Collection:
             known = store.fingerprints_of(list(ids))
             missing = [i for i in ids if i not in known]
             if missing and on_bad == "raise":
-                raise QueryError(f"{len(missing)} ids are not items of collection {self.name!r} (first: {missing[0]!r}); add_items first.")
+                raise QueryError(
+                    f"{len(missing)} ids are not items of collection {self.name!r} (first: {missing[0]!r}); add_items first."
+                )
             meta = dict([checkpoint]) if checkpoint else None
             if not len(ids) and meta:
                 store.add_vectors(name, [], np.zeros((0, fingerprint.dim), np.float32), meta=meta)
@@ -160,12 +177,18 @@ class Collection:
                     norms = np.linalg.norm(chunk, axis=1)
                 bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-12))
                 if len(bad) and on_bad == "raise":
-                    raise QueryError(f"Vector {start + int(bad[0])} (id {ids[start + int(bad[0])]!r}) is not finite or is zero; nothing after row {start} was stored.")
+                    raise QueryError(
+                        f"Vector {start + int(bad[0])} (id {ids[start + int(bad[0])]!r}) is not finite or is zero; nothing after row {start} was stored."
+                    )
                 keep = np.ones(len(chunk), bool)
                 keep[bad] = False
                 if callable(on_bad):
                     for b in bad:
-                        on_bad(start + int(b), chunk_ids[int(b)], "zero vector" if np.isfinite(norms[b]) else "not finite (NaN or infinity)")
+                        on_bad(
+                            start + int(b),
+                            chunk_ids[int(b)],
+                            "zero vector" if np.isfinite(norms[b]) else "not finite (NaN or infinity)",
+                        )
                     for n, i in enumerate(chunk_ids):
                         if keep[n] and i not in known:
                             keep[n] = False
@@ -302,7 +325,11 @@ class Collection:
                 if ingested.interrupted:
                     report.interrupted, report.message = True, ingested.message
                     return report
-            embedder = self._embedder if self._embedder is not None and self._embedder.fingerprint.spec == spec else get_embedder(spec, device=device, threads=threads)
+            embedder = (
+                self._embedder
+                if self._embedder is not None and self._embedder.fingerprint.spec == spec
+                else get_embedder(spec, device=device, threads=threads)
+            )
             if reembed and space in {s.name for s in store.spaces()}:
                 store.drop_space(space)
             store.ensure_space(space, embedder.fingerprint)
@@ -342,7 +369,9 @@ class Collection:
         params = None
         if structure or codes or nlist:
             defaults = AnnParams()
-            params = AnnParams(structure=structure or defaults.structure, codes=codes or defaults.codes, nlist=nlist or 0)
+            params = AnnParams(
+                structure=structure or defaults.structure, codes=codes or defaults.codes, nlist=nlist or 0
+            )
         sp = self.space(space)
         label = "given"
         if queries is None and caption_queries > 0 and "text" in sp.fingerprint.modalities:
@@ -355,7 +384,16 @@ class Collection:
             if embedder is not None:
                 queries = np.concatenate([embedder.embed_texts(texts[i : i + 64]) for i in range(0, len(texts), 64)])
                 label = "captions"
-        return build_ann(self._store, sp.name, params, rebuild=rebuild, threads=threads, queries=queries, queries_label=label, progress=progress)
+        return build_ann(
+            self._store,
+            sp.name,
+            params,
+            rebuild=rebuild,
+            threads=threads,
+            queries=queries,
+            queries_label=label,
+            progress=progress,
+        )
 
     def _caption_sample(self, n: int) -> list[str]:
         """Up to ``n`` distinct captions (else titles) of indexed items, spread over the collection
@@ -416,7 +454,9 @@ class Collection:
         if with_vectors:
             sp = self.space(space)
             built = [self._query_vector(queries[n], sp) for n in with_vectors]
-            ranked = self._rank(sp, np.stack([b[0] for b in built]), [queries[n] for n in with_vectors], [b[1] for b in built])
+            ranked = self._rank(
+                sp, np.stack([b[0] for b in built]), [queries[n] for n in with_vectors], [b[1] for b in built]
+            )
             for n, hits in zip(with_vectors, ranked):
                 results[n] = hits
         return [r for r in results if r is not None]
@@ -440,12 +480,27 @@ class Collection:
                 for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
         return Hits(hits, total_considered=m.considered, query=q)
 
-    def search_vectors(self, vectors: np.ndarray, *, where: Sequence[str | Filter] = (), min_score: float | None = None, limit: int = 10, offset: int = 0, space: str | None = None) -> list[Hits]:
+    def search_vectors(
+        self,
+        vectors: np.ndarray,
+        *,
+        where: Sequence[str | Filter] = (),
+        min_score: float | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        space: str | None = None,
+    ) -> list[Hits]:
         """Search with ready-made query vectors, shape (n, dim) or (dim,): one ``Hits`` per row."""
         sp = self.space(space)
         matrix = np.atleast_2d(np.asarray(vectors, np.float32))
-        if matrix.shape[1] != sp.fingerprint.dim or not np.isfinite(matrix).all() or not np.linalg.norm(matrix, axis=1).all():
-            raise QueryError(f"Query vectors must be finite, non-zero and have {sp.fingerprint.dim} dimensions (space {sp.name!r}); got shape {matrix.shape}.")
+        if (
+            matrix.shape[1] != sp.fingerprint.dim
+            or not np.isfinite(matrix).all()
+            or not np.linalg.norm(matrix, axis=1).all()
+        ):
+            raise QueryError(
+                f"Query vectors must be finite, non-zero and have {sp.fingerprint.dim} dimensions (space {sp.name!r}); got shape {matrix.shape}."
+            )
         matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
         query = Query.build("<vector>", where=where, min_score=min_score, limit=limit, offset=offset)
         return self._rank(sp, matrix, [query] * len(matrix), [set() for _ in matrix])
@@ -469,7 +524,14 @@ class Collection:
                 for n, fused_hits in self._fused(sp, index, qmat, queries, excluded, members, filters):
                     results[n] = fused_hits
                 continue
-            found = index.search(qmat[members], filters=filters, exclude=[excluded[n] for n in members], limit=limit, offset=offset, min_score=min_score)
+            found = index.search(
+                qmat[members],
+                filters=filters,
+                exclude=[excluded[n] for n in members],
+                limit=limit,
+                offset=offset,
+                min_score=min_score,
+            )
             items = self._store.get_items(sorted({i for m in found for i in m.ids}))
             for n, m in zip(members, found):
                 hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=offset + k)
@@ -503,7 +565,9 @@ class Collection:
             elif term.kind == "vector":
                 vec = np.asarray(term.data, np.float32)
                 if vec.shape != (sp.fingerprint.dim,):
-                    raise QueryError(f"Vector term {term.value!r} has shape {vec.shape}; space {sp.name!r} needs ({sp.fingerprint.dim},).")
+                    raise QueryError(
+                        f"Vector term {term.value!r} has shape {vec.shape}; space {sp.name!r} needs ({sp.fingerprint.dim},)."
+                    )
                 vectors.append(vec)
             else:
                 vec, item_id = self._image_term(term.value, sp)
@@ -523,7 +587,9 @@ class Collection:
             return stored[value], value
         if value.startswith(("http://", "https://")):
             return self.image_vector(value, space=sp.name), None
-        raise QueryError(f"Image {value!r} is not a file, an http(s) URL, or the id of an item in collection {self.name!r}.")
+        raise QueryError(
+            f"Image {value!r} is not a file, an http(s) URL, or the id of an item in collection {self.name!r}."
+        )
 
     def image_vector(self, image: str | bytes, *, space: str | None = None) -> np.ndarray:
         """Embed a query image — a file path, an http(s) URL or the bytes of an upload — within
@@ -535,12 +601,16 @@ class Collection:
             if len(image) > limits.max_bytes:
                 from .errors import ImageError
 
-                raise ImageError("too_large", f"The image is {len(image)} bytes; at most {limits.max_bytes} are accepted.")
+                raise ImageError(
+                    "too_large", f"The image is {len(image)} bytes; at most {limits.max_bytes} are accepted."
+                )
             source = image
         elif image.startswith(("http://", "https://")):
             from .http import fetch_bytes
 
-            source = fetch_bytes(image, max_bytes=limits.max_bytes, timeout=limits.timeout, allow_private=limits.allow_private)
+            source = fetch_bytes(
+                image, max_bytes=limits.max_bytes, timeout=limits.timeout, allow_private=limits.allow_private
+            )
         else:
             source = os.path.expanduser(image)
         embedder = self.embedder_for(sp)
@@ -555,7 +625,9 @@ class Collection:
         ``open_collection`` is used for every space, and refused where it does not fit."""
         if not isinstance(sp, Space):
             sp = self.space(sp)
-        if self._embedder is not None and (self._explicit_embedder or self._embedder.fingerprint.compatible(sp.fingerprint)):
+        if self._embedder is not None and (
+            self._explicit_embedder or self._embedder.fingerprint.compatible(sp.fingerprint)
+        ):
             embedder = self._embedder
         else:
             embedder = get_embedder(sp.fingerprint.spec)
@@ -593,7 +665,9 @@ class Collection:
             raise QueryError(f"Unknown prune action {action!r}; use hide, unhide or delete.")
         filters = parse_filters(where)
         if not filters and action != "unhide":
-            raise QueryError("Pruning needs at least one --where filter (e.g. --where 'kind=blank'); it never prunes a whole collection.")
+            raise QueryError(
+                "Pruning needs at least one --where filter (e.g. --where 'kind=blank'); it never prunes a whole collection."
+            )
         if action == "unhide":
             filters = (*filters, Filter(self._store.HIDDEN, "=", "true"))
         rids = np.flatnonzero(self._store.filter_mask(filters)[:-1])
@@ -684,12 +758,23 @@ class Collection:
             "failed_by_reason": reasons,
             "failures": [{"id": f["id"], "reason": f["reason"], "detail": f["detail"]} for f in failures[:20]],
             "spaces": [
-                {"name": s.name, "model": s.fingerprint.spec, "revision": s.fingerprint.revision, "dim": s.fingerprint.dim,
-                 "vectors": s.live, "dead_rows": s.rows - s.live, "preprocessing": s.fingerprint.preprocessing, **self._index_info(s.name)}
+                {
+                    "name": s.name,
+                    "model": s.fingerprint.spec,
+                    "revision": s.fingerprint.revision,
+                    "dim": s.fingerprint.dim,
+                    "vectors": s.live,
+                    "dead_rows": s.rows - s.live,
+                    "preprocessing": s.fingerprint.preprocessing,
+                    **self._index_info(s.name),
+                }
                 for s in self._store.spaces()
             ],  # fmt: skip
-            "pruned": {"hidden": self._store.hidden_count(), "deleted": self._store.pruned_count(),
-                       "bytes_saved": int(self._store.get_meta("pruned_bytes_saved") or 0)},
+            "pruned": {
+                "hidden": self._store.hidden_count(),
+                "deleted": self._store.pruned_count(),
+                "bytes_saved": int(self._store.get_meta("pruned_bytes_saved") or 0),
+            },
             "schema_version": self._store.schema_version(),
             "disk_bytes": size,
         }
@@ -717,6 +802,7 @@ class _writer:
     def __exit__(self, *exc: Any) -> None:
         self.store.close()
         self.disk.__exit__(*exc)  # raises DiskFull in place of a full disk's raw error
+
 
 @dataclass
 class IngestReport:

@@ -25,7 +25,9 @@ class FileCache:
         self._lock = threading.Lock()
 
     def _scan(self) -> None:
-        found = sorted(((p.stat().st_mtime, p, p.stat().st_size) for p in self.root.rglob("*") if p.is_file()), key=lambda t: t[0])
+        found = sorted(
+            ((p.stat().st_mtime, p, p.stat().st_size) for p in self.root.rglob("*") if p.is_file()), key=lambda t: t[0]
+        )
         self._files = {p: size for _, p, size in found}
         self._total = sum(self._files.values())
         if self.max_bytes is None:
@@ -49,7 +51,9 @@ class FileCache:
                 write_atomic(path, data, durable=False)
             except OSError as e:
                 self.broken = f"{type(e).__name__}: {e}"
-                log.warning("The download cache %s cannot be written (%s); carrying on without it.", self.root, self.broken)
+                log.warning(
+                    "The download cache %s cannot be written (%s); carrying on without it.", self.root, self.broken
+                )
                 return
             self._total += len(data) - self._files.pop(path, 0)
             self._files[path] = len(data)

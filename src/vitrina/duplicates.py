@@ -47,7 +47,9 @@ class DuplicateGroup:
             "id": self.id,
             "size": len(self.members),
             "min_score": round(self.min_score, 6),
-            "members": [{"id": m, "best_match": self.best[m][0], "score": round(self.best[m][1], 6)} for m in self.members],
+            "members": [
+                {"id": m, "best_match": self.best[m][0], "score": round(self.best[m][1], 6)} for m in self.members
+            ],
             "pairs": [[a, b, round(s, 6)] for a, b, s in self.pairs],
         }
 
@@ -77,11 +79,37 @@ class Duplicates:
         """One row per member: group, item, its best match and score, and what produced them."""
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
-        w.writerow(["group", "item_id", "best_match", "score", "group_size", "threshold", "k", "space", "index", "model_fingerprint"])
+        w.writerow(
+            [
+                "group",
+                "item_id",
+                "best_match",
+                "score",
+                "group_size",
+                "threshold",
+                "k",
+                "space",
+                "index",
+                "model_fingerprint",
+            ]
+        )
         for g in self.groups:
             for m in g.members:
                 match, score = g.best[m]
-                w.writerow([g.id, m, match, f"{score:.6f}", len(g.members), self.threshold, self.k, self.space, self.index, self.fingerprint])
+                w.writerow(
+                    [
+                        g.id,
+                        m,
+                        match,
+                        f"{score:.6f}",
+                        len(g.members),
+                        self.threshold,
+                        self.k,
+                        self.space,
+                        self.index,
+                        self.fingerprint,
+                    ]
+                )
         return out.getvalue()
 
     def pairs(self) -> set[tuple[str, str]]:
@@ -159,11 +187,17 @@ def find_duplicates(coll: Collection, *, space: str | None = None, threshold: fl
         raise QueryError(f"--k must be between 1 and 1000; got {k}.")
     started = time.perf_counter()
     sp = coll.space(space)
-    pairs, kind, scanned = neighbour_pairs(coll, space=sp.name, threshold=threshold, k=k, batch=batch, progress=progress)
+    pairs, kind, scanned = neighbour_pairs(
+        coll, space=sp.name, threshold=threshold, k=k, batch=batch, progress=progress
+    )
     groups = group_pairs(pairs)
-    result = Duplicates(coll.name, sp.name, sp.fingerprint.to_json(), threshold, k, kind, scanned, time.perf_counter() - started, groups)
+    result = Duplicates(
+        coll.name, sp.name, sp.fingerprint.to_json(), threshold, k, kind, scanned, time.perf_counter() - started, groups
+    )
     if tag:
-        classifier = json.dumps({"by": "vitrina duplicates", "space": sp.name, "threshold": threshold, "k": k}, sort_keys=True)
+        classifier = json.dumps(
+            {"by": "vitrina duplicates", "space": sp.name, "threshold": threshold, "k": k}, sort_keys=True
+        )
         coll.set_tags(TAG, classifier, [(m, g.id, g.best[m][1]) for g in groups for m in g.members])
     return result
 
@@ -185,4 +219,9 @@ def planted_scores(found: set[tuple[str, str]], planted: Sequence[tuple[str, str
     """Precision and recall of ``found`` pairs against ``planted`` ones (order within a pair ignored)."""
     want = {(a, b) if a < b else (b, a) for a, b in planted}
     hit = len(found & want)
-    return {"precision": hit / len(found) if found else 1.0, "recall": hit / len(want) if want else 1.0, "found": len(found), "planted": len(want)}
+    return {
+        "precision": hit / len(found) if found else 1.0,
+        "recall": hit / len(want) if want else 1.0,
+        "found": len(found),
+        "planted": len(want),
+    }

@@ -96,7 +96,9 @@ class Blocked(VitrinaError):
     """A host answered 429 and must not be asked again for ``retry_after`` seconds."""
 
     def __init__(self, host: str, retry_after: float):
-        super().__init__(f"{host} answered 429 Too Many Requests: stopped to avoid a ban. Run the same command again after {retry_after / 60:.0f} minutes; it resumes where it stopped.")
+        super().__init__(
+            f"{host} answered 429 Too Many Requests: stopped to avoid a ban. Run the same command again after {retry_after / 60:.0f} minutes; it resumes where it stopped."
+        )
         self.host, self.retry_after = host, retry_after
 
 

@@ -116,7 +116,9 @@ def select_split(rows: Sequence[dict[str, Any]], split: str = "held_out") -> tup
         return [(r["id"], r["caption"]) for r in rows], "all (train and held-out)"
     chosen = [(r["id"], r["caption"]) for r in rows if (r.get("split") or "train") == split]
     if not chosen:
-        raise QueryError(f"The pairs file has no {split!r} pairs; write them with `vitrina captions`, or evaluate --split all (and say so).")
+        raise QueryError(
+            f"The pairs file has no {split!r} pairs; write them with `vitrina captions`, or evaluate --split all (and say so)."
+        )
     return chosen, split
 
 
@@ -132,7 +134,9 @@ def chance(candidates: int, ks: Sequence[int] = KS) -> dict[str, float]:
     return out
 
 
-def bootstrap_ci(ranks: Sequence[int], ks: Sequence[int] = KS, *, samples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
+def bootstrap_ci(
+    ranks: Sequence[int], ks: Sequence[int] = KS, *, samples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, list[float]]:
     """Percentile bootstrap intervals (queries resampled with replacement) for recall@k and MRR."""
     r = np.asarray(ranks)
     if not len(r):
@@ -142,10 +146,14 @@ def bootstrap_ci(ranks: Sequence[int], ks: Sequence[int] = KS, *, samples: int =
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     stats = {f"recall@{k}": (drawn < k).mean(1) for k in ks}
     stats["mrr"] = (1.0 / (drawn + 1)).mean(1)
-    return {key: [round(float(np.percentile(v, lo)), 4), round(float(np.percentile(v, hi)), 4)] for key, v in stats.items()}
+    return {
+        key: [round(float(np.percentile(v, lo)), 4), round(float(np.percentile(v, hi)), 4)] for key, v in stats.items()
+    }
 
 
-def paired_test(ranks_a: Sequence[int], ranks_b: Sequence[int], *, samples: int = 10000, seed: int = 0) -> dict[str, Any]:
+def paired_test(
+    ranks_a: Sequence[int], ranks_b: Sequence[int], *, samples: int = 10000, seed: int = 0
+) -> dict[str, Any]:
     """A paired comparison of two models on the same queries: the mean difference in reciprocal
     rank (b - a), its bootstrap 95 % interval and a two-sided sign-flip permutation p-value."""
     a, b = 1.0 / (np.asarray(ranks_a) + 1), 1.0 / (np.asarray(ranks_b) + 1)
@@ -176,7 +184,9 @@ def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str
     position = {i: n for n, i in enumerate(ids)}
     usable = [(i, c) for i, c in pairs if i in position]
     if not usable:
-        raise QueryError("None of the pairs' ids has a vector in this space; check the ids (vitrina captions writes them).")
+        raise QueryError(
+            "None of the pairs' ids has a vector in this space; check the ids (vitrina captions writes them)."
+        )
     embedder = coll.embedder_for(sp)
     ranks: list[int] = []
     tops: list[list[str]] = []
@@ -213,7 +223,10 @@ def per_item(per_query: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     best: dict[str, list[int]] = {}
     for q in per_query:
         best.setdefault(q["id"], []).append(q["rank"])
-    return [{"id": i, "queries": len(r), "best_rank": min(r)} for i, r in sorted(best.items(), key=lambda kv: (-min(kv[1]), kv[0]))]
+    return [
+        {"id": i, "queries": len(r), "best_rank": min(r)}
+        for i, r in sorted(best.items(), key=lambda kv: (-min(kv[1]), kv[0]))
+    ]
 
 
 # -- a model's own training data ----------------------------------------------------------------
@@ -240,7 +253,9 @@ def _tail(path: str) -> str:
 SAME_PICTURE = 10  # signatures this close: the same picture resized or recompressed, or a near-identical drawing
 
 
-def training_overlap(coll: Collection, sp: Any, ids: Sequence[str], *, sample: int = 500, seed: int = 0, fetcher: Any = None) -> dict[str, Any] | None:
+def training_overlap(
+    coll: Collection, sp: Any, ids: Sequence[str], *, sample: int = 500, seed: int = 0, fetcher: Any = None
+) -> dict[str, Any] | None:
     """Which of ``ids`` the space's model was trained on, where that is known: the ``mini``
     model's training drawings (by file path and by image hash; a sample of ``sample`` items is
     read), or the training pairs a `vitrina finetune` model recorded. None where nothing is known."""
@@ -279,7 +294,13 @@ def training_overlap(coll: Collection, sp: Any, ids: Sequence[str], *, sample: i
     else:
         return None
     share = len(found) / len(checked) if checked else 0.0
-    out: dict[str, Any] = {"trained_on": what, "checked": len(checked), "overlapping": len(found), "share": round(share, 4), "examples": found[:5]}
+    out: dict[str, Any] = {
+        "trained_on": what,
+        "checked": len(checked),
+        "overlapping": len(found),
+        "share": round(share, 4),
+        "examples": found[:5],
+    }
     if found:
         out["warning"] = (f"{len(found)} of {len(checked)} evaluated items ({share:.0%}) are in {what}: figures on them measure memory, "
                           "not search; evaluate on items the model never saw.")  # fmt: skip
@@ -304,7 +325,9 @@ def _perturbations(rng: random.Random) -> dict[str, Callable[[Image.Image, Image
 
     def rotate(im: Image.Image, _: Image.Image) -> Image.Image:
         fill = tuple(rng.randint(60, 200) for _ in range(3))
-        return im.rotate(rng.choice([-1, 1]) * rng.uniform(12, 25), expand=True, fillcolor=fill, resample=Image.Resampling.BILINEAR)
+        return im.rotate(
+            rng.choice([-1, 1]) * rng.uniform(12, 25), expand=True, fillcolor=fill, resample=Image.Resampling.BILINEAR
+        )
 
     def colour(im: Image.Image, _: Image.Image) -> Image.Image:
         im = ImageEnhance.Color(im).enhance(rng.uniform(0.0, 0.4))
@@ -351,7 +374,10 @@ def random_weights_embedder(embedder: Any, seed: int = 0) -> Any | None:
     if hasattr(embedder, "heads") and hasattr(embedder, "towers"):  # mini
         rng = np.random.default_rng(seed)
         twin = copy.copy(embedder)
-        twin.heads = {k: (rng.standard_normal(v.shape).astype(np.float32) if k.endswith("weight") else np.zeros_like(v)) for k, v in embedder.heads.items()}
+        twin.heads = {
+            k: (rng.standard_normal(v.shape).astype(np.float32) if k.endswith("weight") else np.zeros_like(v))
+            for k, v in embedder.heads.items()
+        }
         return twin
     if hasattr(embedder, "model") and hasattr(embedder.model, "config"):  # hf
         import torch
@@ -423,9 +449,15 @@ def eval_exact_image(coll: Collection, *, sample: int = 200, seed: int = 0, spac
         return {name: [int(x) for x in r[col::per]] for col, name in enumerate(perturb)}
 
     ranks = measure(embedder, matrix[pool])
-    out: dict[str, Any] = {"per_item": [{"id": ids[n], **{name: r[j] for name, r in ranks.items()}} for j, n in enumerate(readable)]}
+    out: dict[str, Any] = {
+        "per_item": [{"id": ids[n], **{name: r[j] for name, r in ranks.items()}} for j, n in enumerate(readable)]
+    }
     for name, r in ranks.items():
-        out[name] = {"top1": round(recall_at_k(r, 1), 4), "top10": round(recall_at_k(r, 10), 4), "ci95": bootstrap_ci(r, (1, 10), seed=seed)}
+        out[name] = {
+            "top1": round(recall_at_k(r, 1), 4),
+            "top10": round(recall_at_k(r, 10), 4),
+            "ci95": bootstrap_ci(r, (1, 10), seed=seed),
+        }
     out.update({"queries": len(readable), "unreadable": len(chosen) - len(readable), "candidates": len(pool), "items": len(ids), "space": sp.name,
                 "model": sp.fingerprint.spec, "seed": seed, "chance": {"top1": round(1 / len(pool), 4), "top10": round(min(1.0, 10 / len(pool)), 4)}})  # fmt: skip
     twin = random_weights_embedder(embedder, seed) if baseline and readable else None
@@ -435,7 +467,10 @@ def eval_exact_image(coll: Collection, *, sample: int = 200, seed: int = 0, spac
         ok = [k for k, im in enumerate(pool_images) if im is not None]
         cand[ok] = embed(twin, [pool_images[k] for k in ok], "pool")  # type: ignore[misc]
         base = measure(twin, cand)
-        out["random_weights"] = {name: {"top1": round(recall_at_k(r, 1), 4), "top10": round(recall_at_k(r, 10), 4)} for name, r in base.items()}
+        out["random_weights"] = {
+            name: {"top1": round(recall_at_k(r, 1), 4), "top10": round(recall_at_k(r, 10), 4)}
+            for name, r in base.items()
+        }
     elif baseline:
         out["random_weights"] = None
     return out
@@ -483,14 +518,20 @@ def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]
     if unknown:
         warnings.append(f"{len(unknown)} judged ids are not in the collection (e.g. {unknown[0]}); they were left out.")
     if skipped:
-        warnings.append(f"{len(skipped)} queries have no judged item in the collection and were skipped (e.g. {skipped[0]!r}).")
+        warnings.append(
+            f"{len(skipped)} queries have no judged item in the collection and were skipped (e.g. {skipped[0]!r})."
+        )
     if not per_query:
-        raise QueryError("None of the judged queries has a relevant item in this collection; check the ids in the queries file.")
+        raise QueryError(
+            "None of the judged queries has a relevant item in this collection; check the ids in the queries file."
+        )
     out["warnings"] = warnings
     return out
 
 
-def breakdown(coll: Collection, per_query: Sequence[dict[str, Any]], key: str, ks: Sequence[int] = KS) -> dict[str, dict[str, Any]]:
+def breakdown(
+    coll: Collection, per_query: Sequence[dict[str, Any]], key: str, ks: Sequence[int] = KS
+) -> dict[str, dict[str, Any]]:
     """Text→image figures per value of a metadata key or tag of the target item (the first value
     of a list; ``folder`` is the id's folder). Values with fewer than 5 queries are pooled as "other"."""
     items = coll.items(sorted({q["id"] for q in per_query}))
@@ -526,7 +567,13 @@ def paired_comparisons(by_space: dict[str, dict[str, Any]], *, seed: int = 0) ->
         ranks = {(q["id"], q["caption"]): q["rank"] for q in by_space[other]["per_query"]}
         common = [key for key in first if key in ranks]
         if common:
-            out.append({"a": names[0], "b": other, **paired_test([first[c] for c in common], [ranks[c] for c in common], seed=seed)})
+            out.append(
+                {
+                    "a": names[0],
+                    "b": other,
+                    **paired_test([first[c] for c in common], [ranks[c] for c in common], seed=seed),
+                }
+            )
     return out
 
 
@@ -593,7 +640,9 @@ def markdown(results: dict[str, Any]) -> str:
         first = next(iter(by_space.values()))
         if kind == "exact_image":
             names = [p for p in first if isinstance(first[p], dict) and "top1" in first[p] and p not in ("chance",)]
-            lines.append("| space | model | perturbation | top1 [95% CI] | top10 [95% CI] | random weights top1 / top10 | chance top1 / top10 | queries | candidates |")
+            lines.append(
+                "| space | model | perturbation | top1 [95% CI] | top10 [95% CI] | random weights top1 / top10 | chance top1 / top10 | queries | candidates |"
+            )
             lines.append("|---" * 9 + "|")
             for space, r in by_space.items():
                 for p in names:
@@ -604,29 +653,56 @@ def markdown(results: dict[str, Any]) -> str:
                                  f"{r['chance']['top1']:.1%} / {r['chance']['top10']:.1%} | {r['queries']} | {r['candidates']} |")  # fmt: skip
         elif kind == "text_to_image":
             keys = [k for k, v in first.items() if isinstance(v, float)]
-            lines.append("| space | model | split | " + " | ".join(f"{k} [95% CI]" for k in keys) + " | queries | skipped | chance " + " / ".join(keys) + " |")
+            lines.append(
+                "| space | model | split | "
+                + " | ".join(f"{k} [95% CI]" for k in keys)
+                + " | queries | skipped | chance "
+                + " / ".join(keys)
+                + " |"
+            )
             lines.append("|---" * (len(keys) + 6) + "|")
             for space, r in by_space.items():
                 ci = r.get("ci95", {})
-                cells = [_pct(r[k], ci.get(k)) if k != "mrr" else f"{r[k]:.3f}" + (f" [{ci['mrr'][0]:.3f}–{ci['mrr'][1]:.3f}]" if "mrr" in ci else "") for k in keys]
-                chance_cells = " / ".join(f"{r['chance'][k]:.1%}" if k != "mrr" else f"{r['chance'][k]:.3f}" for k in keys if k in r.get("chance", {}))
-                lines.append(f"| {space} | {r['model']} | {r.get('split', '')} | " + " | ".join(cells) + f" | {r['queries']} | {r.get('skipped', 0)} | {chance_cells} |")
+                cells = [
+                    _pct(r[k], ci.get(k))
+                    if k != "mrr"
+                    else f"{r[k]:.3f}" + (f" [{ci['mrr'][0]:.3f}–{ci['mrr'][1]:.3f}]" if "mrr" in ci else "")
+                    for k in keys
+                ]
+                chance_cells = " / ".join(
+                    f"{r['chance'][k]:.1%}" if k != "mrr" else f"{r['chance'][k]:.3f}"
+                    for k in keys
+                    if k in r.get("chance", {})
+                )
+                lines.append(
+                    f"| {space} | {r['model']} | {r.get('split', '')} | "
+                    + " | ".join(cells)
+                    + f" | {r['queries']} | {r.get('skipped', 0)} | {chance_cells} |"
+                )
             for space, r in by_space.items():
                 worst = [x["id"] for x in r.get("per_item", []) if x["best_rank"] >= 10][:3]
                 if worst:
-                    lines.append(f"\n{space}: {r['never_found']} of {len(r['per_item'])} items never in the top 10 (e.g. {', '.join(worst)}).")
+                    lines.append(
+                        f"\n{space}: {r['never_found']} of {len(r['per_item'])} items never in the top 10 (e.g. {', '.join(worst)})."
+                    )
             for space, r in by_space.items():
                 if r.get("by"):
                     lines.append(f"\n{space}, by {r.get('by_key', 'value')}:\n")
                     lines.append("| value | recall@1 | recall@10 | mrr | queries |\n|---|---|---|---|---|")
                     for value, v in r["by"].items():
-                        lines.append(f"| {value} | {v['recall@1']:.1%} | {v['recall@10']:.1%} | {v['mrr']:.3f} | {v['queries']} |")
+                        lines.append(
+                            f"| {value} | {v['recall@1']:.1%} | {v['recall@10']:.1%} | {v['mrr']:.3f} | {v['queries']} |"
+                        )
         else:
             keys = [k for k, v in first.items() if isinstance(v, float)]
             lines.append("| space | model | " + " | ".join(keys) + " | queries | skipped |")
             lines.append("|---" * (len(keys) + 4) + "|")
             for space, r in by_space.items():
-                lines.append(f"| {space} | {r['model']} | " + " | ".join(f"{r[k]:.1%}" for k in keys) + f" | {r['queries']} | {len(r.get('skipped_queries', []))} |")
+                lines.append(
+                    f"| {space} | {r['model']} | "
+                    + " | ".join(f"{r[k]:.1%}" for k in keys)
+                    + f" | {r['queries']} | {len(r.get('skipped_queries', []))} |"
+                )
         lines.append("")
     for test in results.get("paired", []):
         verdict = "significant" if test["significant"] else "not significant"
@@ -644,7 +720,9 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def contact_sheet(coll: Collection, results: dict[str, Any], *, misses: int = 20, hits: int = 8, fetcher: Any = None) -> str:
+def contact_sheet(
+    coll: Collection, results: dict[str, Any], *, misses: int = 20, hits: int = 8, fetcher: Any = None
+) -> str:
     """An HTML page of text→image hits and misses per space: the caption, its target and what was
     found first, as small embedded thumbnails (no requests leave the page). Every string from the
     collection is escaped; ids are shown, never linked."""
@@ -678,9 +756,15 @@ def contact_sheet(coll: Collection, results: dict[str, Any], *, misses: int = 20
     for space, r in (results.get("text_to_image") or {}).items():
         queries = sorted(r.get("per_query", []), key=lambda q: -q["rank"])
         # The worst-ranked queries first (a miss: not in the top 10), then some found first.
-        chosen = [("miss" if q["rank"] >= 10 else "near", q) for q in queries if q["rank"] > 0][:misses] + [("hit", q) for q in reversed(queries) if q["rank"] == 0][:hits]
-        parts.append(f"<h2>{html.escape(space)} ({html.escape(str(r.get('model', '')))}), split {html.escape(str(r.get('split', '')))}</h2>")
-        parts.append(f"<p>{r.get('never_found', 0)} of {len(r.get('per_item', []))} items are never in the top 10; recall@10 {r.get('recall@10', 0):.1%}.</p>")
+        chosen = [("miss" if q["rank"] >= 10 else "near", q) for q in queries if q["rank"] > 0][:misses] + [
+            ("hit", q) for q in reversed(queries) if q["rank"] == 0
+        ][:hits]
+        parts.append(
+            f"<h2>{html.escape(space)} ({html.escape(str(r.get('model', '')))}), split {html.escape(str(r.get('split', '')))}</h2>"
+        )
+        parts.append(
+            f"<p>{r.get('never_found', 0)} of {len(r.get('per_item', []))} items are never in the top 10; recall@10 {r.get('recall@10', 0):.1%}.</p>"
+        )
         parts.append("<table><tr><th>caption</th><th>rank</th><th>target</th><th>found first</th></tr>")
         for kind, q in chosen:
             found = "".join(thumb(i) for i in q.get("top", [])[:TOP])
@@ -718,11 +802,15 @@ def svg_chart(results: dict[str, dict[str, Any]], title: str = "vitrina evaluati
             if value is None:
                 continue
             w = max(1.0, width * value)
-            out.append(f'<rect x="{left}" y="{y + s * 18}" width="{w:.1f}" height="{bar_h}" fill="{colours[s % len(colours)]}"/>')
+            out.append(
+                f'<rect x="{left}" y="{y + s * 18}" width="{w:.1f}" height="{bar_h}" fill="{colours[s % len(colours)]}"/>'
+            )
             out.append(f'<text x="{left + w + 4:.1f}" y="{y + s * 18 + 12}">{value:.1%}</text>')
         y += row_h
     for s, space in enumerate(spaces):
-        out.append(f'<rect x="10" y="{y + 6 + s * 22}" width="14" height="14" fill="{colours[s % len(colours)]}"/><text x="30" y="{y + 18 + s * 22}">{_esc(space)}</text>')
+        out.append(
+            f'<rect x="10" y="{y + 6 + s * 22}" width="14" height="14" fill="{colours[s % len(colours)]}"/><text x="30" y="{y + 18 + s * 22}">{_esc(space)}</text>'
+        )
     out.append("</svg>")
     return "\n".join(out)
 

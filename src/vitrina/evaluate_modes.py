@@ -39,7 +39,9 @@ def eval_modes(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]],
     kept = [(q, {i: g for i, g in rel.items() if i in present}) for q, rel in judged]
     kept = [(q, rel) for q, rel in kept if any(g > 0 for g in rel.values())]
     if not kept:
-        raise QueryError("None of the judged queries has a relevant item in this collection; check the ids in the queries file.")
+        raise QueryError(
+            "None of the judged queries has a relevant item in this collection; check the ids in the queries file."
+        )
     runs: list[tuple[str, str, float | None, str]] = [(m, m, keyword_weight, fusion) for m in MODES]
     runs += [(f"{f}@{w:g}", "fused", w, f) for f, w in weights]
     out: dict[str, Any] = {}
@@ -48,7 +50,13 @@ def eval_modes(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]],
         per_query = []
         for (text, relevant), hits in zip(kept, coll.run(queries, space=space)):
             ranked = [h.id for h in hits]
-            per_query.append({"query": text, f"ndcg@{k}": round(ndcg_at_k(ranked, relevant, k), 4), f"p@{k}": round(precision_at_k(ranked, relevant, k), 4)})
+            per_query.append(
+                {
+                    "query": text,
+                    f"ndcg@{k}": round(ndcg_at_k(ranked, relevant, k), 4),
+                    f"p@{k}": round(precision_at_k(ranked, relevant, k), 4),
+                }
+            )
         out[name] = {
             f"ndcg@{k}": round(float(np.mean([p[f"ndcg@{k}"] for p in per_query])), 4),
             f"p@{k}": round(float(np.mean([p[f"p@{k}"] for p in per_query])), 4),
@@ -65,4 +73,8 @@ def markdown(results: dict[str, Any], k: int = 10) -> str:
     for name, r in results.items():
         if isinstance(r, dict) and f"ndcg@{k}" in r:
             lines.append(f"| {name} | {r[f'ndcg@{k}']:.3f} | {r[f'p@{k}']:.3f} |")
-    return "\n".join(lines) + f"\n\n{results.get('queries', 0)} judged queries" + (f", {results['skipped']} skipped" if results.get("skipped") else "")
+    return (
+        "\n".join(lines)
+        + f"\n\n{results.get('queries', 0)} judged queries"
+        + (f", {results['skipped']} skipped" if results.get("skipped") else "")
+    )

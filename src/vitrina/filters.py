@@ -45,7 +45,10 @@ _OPERAND_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _MONTH = (r"(?:jan|feb|f[eé]v|m[aä]r|apr|avr|ma[iy]|juni?|juil|jul|aug|ao[uû]|sep|o[ck]t|nov|de[csz]|d[eé]c|gen|giu|lug|ago|set|ott|dic|"
           r"ene|abr|mei|maj|okt|dez)[a-zäéû]*\.?")  # fmt: skip
 # A day-month-year date, whose first number is the day, not the year.
-_DAY_FIRST = re.compile(rf"^\D*\d{{1,2}}(?:\.|st|nd|rd|th|er)?\s*(?:[./-]\s*\d{{1,2}}\s*[./-]|[\s,.-]*{_MONTH}[\s,.-]*)\s*(\d{{3,4}})(?!\d)", re.I)
+_DAY_FIRST = re.compile(
+    rf"^\D*\d{{1,2}}(?:\.|st|nd|rd|th|er)?\s*(?:[./-]\s*\d{{1,2}}\s*[./-]|[\s,.-]*{_MONTH}[\s,.-]*)\s*(\d{{3,4}})(?!\d)",
+    re.I,
+)
 _MONTH_FIRST = re.compile(rf"^\W*{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(\d{{3,4}})(?!\d)", re.I)
 _YEAR = re.compile(r"(?<![\d.])(1\d{3}|20\d{2}|[5-9]\d{2})(?![\d])")
 _CENTURY = re.compile(r"(?<!\d)(1\d|20)(?:--|uu|xx|\?\?)")
@@ -96,13 +99,17 @@ class Filter:
         if self.op not in OPS:
             raise QueryError(f"Unknown filter operator {self.op!r}; use one of {' '.join(OPS)}.")
         if not self.key or len(self.key) > 200 or len(self.value) > MAX_OPERAND:
-            raise QueryError(f"Filter {self.key[:40]!r}{self.op}...: keys are 1-200 characters and values at most {MAX_OPERAND}.")
+            raise QueryError(
+                f"Filter {self.key[:40]!r}{self.op}...: keys are 1-200 characters and values at most {MAX_OPERAND}."
+            )
 
     @classmethod
     def parse(cls, text: str) -> Filter:
         match = _FILTER.match(text)
         if not match:
-            raise QueryError(f"Cannot read filter {text[:100]!r}: write KEY OP VALUE, e.g. 'date>=1700', 'place=Boston', 'title~harbour'.")
+            raise QueryError(
+                f"Cannot read filter {text[:100]!r}: write KEY OP VALUE, e.g. 'date>=1700', 'place=Boston', 'title~harbour'."
+            )
         return cls(*match.groups())
 
     def __str__(self) -> str:
@@ -120,7 +127,9 @@ class Filter:
 
 def parse_filters(where: Any) -> tuple[Filter, ...]:
     """Strings or ``Filter`` objects -> filters, refusing more than ``MAX_FILTERS``."""
-    filters = tuple(f if isinstance(f, Filter) else Filter.parse(f) for f in where if isinstance(f, Filter) or str(f).strip())
+    filters = tuple(
+        f if isinstance(f, Filter) else Filter.parse(f) for f in where if isinstance(f, Filter) or str(f).strip()
+    )
     if len(filters) > MAX_FILTERS:
         raise QueryError(f"{len(filters)} filters in one query; at most {MAX_FILTERS} are allowed.")
     return filters
@@ -193,7 +202,9 @@ def matches(values: list[NormalValue], f: Filter) -> bool:
     return not hit if f.op == "!=" else hit
 
 
-def item_values(item_id: str, source: str, image: str, context: str, metadata: dict[str, Any], tags: dict[str, str], key: str) -> list[NormalValue]:
+def item_values(
+    item_id: str, source: str, image: str, context: str, metadata: dict[str, Any], tags: dict[str, str], key: str
+) -> list[NormalValue]:
     """The normal values an item has for ``key``: a column, else a tag, else metadata."""
     if key in COLUMNS:
         return normal_values({"id": item_id, "source": source, "image": image, "context": context}[key])

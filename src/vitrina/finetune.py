@@ -82,7 +82,11 @@ def _split(pairs: list[dict[str, Any]], val_percent: int) -> tuple[list[dict[str
     held = [p for p in pairs if p.get("split") == "held_out"]
     usable = [p for p in pairs if p.get("split") != "held_out"]
     # By group where the pairs file has one (vitrina captions writes it): sheets of one map stay on one side.
-    val = [p for p in usable if int(hashlib.md5(("val:" + (p.get("group") or p["id"])).encode()).hexdigest(), 16) % 100 < val_percent]
+    val = [
+        p
+        for p in usable
+        if int(hashlib.md5(("val:" + (p.get("group") or p["id"])).encode()).hexdigest(), 16) % 100 < val_percent
+    ]
     train = [p for p in usable if p not in val]
     return train, val, len(held)
 
@@ -93,18 +97,42 @@ def read_pairs_with_split(path: Path) -> list[dict[str, Any]]:
         if line.strip():
             row = json.loads(line)
             if row.get("id") and row.get("caption"):
-                rows.append({"id": str(row["id"]), "caption": str(row["caption"]), "split": row.get("split", "train"), "group": row.get("group")})
+                rows.append(
+                    {
+                        "id": str(row["id"]),
+                        "caption": str(row["caption"]),
+                        "split": row.get("split", "train"),
+                        "group": row.get("group"),
+                    }
+                )
     return rows
 
 
 # Settings that shape the run's weights or the meaning of its history: a resume must keep them.
-RUN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup", "freeze", "val_percent", "val_candidates", "seed", "max_steps_per_epoch")
+RUN_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup",
+    "freeze",
+    "val_percent",
+    "val_candidates",
+    "seed",
+    "max_steps_per_epoch",
+)
 
 
-def run_settings(base: str, config: FinetuneConfig, train: list[dict[str, Any]], val: list[dict[str, Any]]) -> dict[str, Any]:
+def run_settings(
+    base: str, config: FinetuneConfig, train: list[dict[str, Any]], val: list[dict[str, Any]]
+) -> dict[str, Any]:
     """What a checkpoint must have been trained with to be resumed: the base, the settings, and a
     hash of the training and validation pairs."""
-    digest = hashlib.sha256(json.dumps([[p["id"], p["caption"]] for p in train] + [["val"]] + [[p["id"], p["caption"]] for p in val]).encode()).hexdigest()
+    digest = hashlib.sha256(
+        json.dumps(
+            [[p["id"], p["caption"]] for p in train] + [["val"]] + [[p["id"], p["caption"]] for p in val]
+        ).encode()
+    ).hexdigest()
     return {"base": base, **{k: getattr(config, k) for k in RUN_KEYS}, "pairs_sha256": digest[:16]}
 
 
@@ -112,7 +140,9 @@ def _check_resume(saved: dict[str, Any] | None, now: dict[str, Any], folder: Pat
     """Refuse to continue a run under other settings: a new batch size changes what its history
     measured, a new learning rate would be silently replaced by the saved schedule."""
     if saved is None:
-        raise ConfigError(f"The checkpoint in {folder} does not record its settings (an older vitrina); start a new run with --restart, or use another --out.")
+        raise ConfigError(
+            f"The checkpoint in {folder} does not record its settings (an older vitrina); start a new run with --restart, or use another --out."
+        )
     differ = [f"{k}: {saved.get(k)!r} then, {now[k]!r} now" for k in now if saved.get(k) != now[k]]
     if differ:
         raise ConfigError(f"{folder} holds a run with other settings ({'; '.join(differ)}). Resume it with the same settings, "
@@ -138,7 +168,9 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
     train = [p for p in train if p["id"] in items]
     val = [p for p in val if p["id"] in items]
     if len(train) < 2:
-        raise QueryError("Fewer than two training pairs whose ids are in the collection; check the pairs file (vitrina captions writes one).")
+        raise QueryError(
+            "Fewer than two training pairs whose ids are in the collection; check the pairs file (vitrina captions writes one)."
+        )
     report = FinetuneReport(base=base, out=str(out), train_pairs=len(train), val_pairs=len(val), held_out_excluded=held)
     started = time.perf_counter()
 
@@ -156,7 +188,9 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
         net = AutoModel.from_pretrained(str(latest / "model") if latest else name).to(dev)
         tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as e:
-        raise ModelError(f"Could not load {base} to fine-tune: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
+        raise ModelError(
+            f"Could not load {base} to fine-tune: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        ) from e
     if net.config.model_type not in ("clip", "siglip"):
         raise ModelError(f"{base} is a {net.config.model_type!r} model; fine-tuning supports CLIP and SigLIP.")
     preprocess = Preprocess.from_processor_config(_processor_config(name, None))
@@ -168,7 +202,14 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     total = steps_per_epoch * config.epochs
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup * total), max(1, total))
-    state: dict[str, Any] = {"epoch": 0, "best_score": None, "best_epoch": 0, "history": [], "bad_epochs": 0, "settings": settings}
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "best_score": None,
+        "best_epoch": 0,
+        "history": [],
+        "bad_epochs": 0,
+        "settings": settings,
+    }
     if latest:
         optimizer.load_state_dict(torch.load(latest / "optimizer.pt", weights_only=True, map_location=dev))
         scheduler.load_state_dict(torch.load(latest / "scheduler.pt", weights_only=True))
@@ -178,10 +219,16 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
     pool = ThreadPoolExecutor(2)
 
     def batch_tensors(batch: list[dict[str, Any]]) -> dict[str, Any]:
-        images = list(pool.map(lambda p: preprocess(read_image(items[p["id"]].image, min_side=preprocess.min_side)), batch))
+        images = list(
+            pool.map(lambda p: preprocess(read_image(items[p["id"]].image, min_side=preprocess.min_side)), batch)
+        )
         text = tokenizer([p["caption"] for p in batch], padding="max_length" if net.config.model_type == "siglip" else True, truncation=True,
                          max_length=min(64 if net.config.model_type == "siglip" else 77, tokenizer.model_max_length or 77), return_tensors="pt")  # fmt: skip
-        out_t = {"pixel_values": torch.from_numpy(np.stack(images)).to(dev), "input_ids": text["input_ids"].to(dev), "return_loss": True}
+        out_t = {
+            "pixel_values": torch.from_numpy(np.stack(images)).to(dev),
+            "input_ids": text["input_ids"].to(dev),
+            "return_loss": True,
+        }
         if net.config.model_type == "clip":
             out_t["attention_mask"] = text["attention_mask"].to(dev)
         return out_t
@@ -203,13 +250,21 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
             for i in range(0, len(val_set), 32):
                 t = batch_tensors(val_set[i : i + 32])
                 images.append(_features(net.get_image_features(pixel_values=t["pixel_values"])))
-                text_args = {"input_ids": t["input_ids"], **({"attention_mask": t["attention_mask"]} if "attention_mask" in t else {})}
+                text_args = {
+                    "input_ids": t["input_ids"],
+                    **({"attention_mask": t["attention_mask"]} if "attention_mask" in t else {}),
+                }
                 texts.append(_features(net.get_text_features(**text_args)))
         net.train()
         im = torch.nn.functional.normalize(torch.cat(images).float(), dim=-1).cpu().numpy()
         tx = torch.nn.functional.normalize(torch.cat(texts).float(), dim=-1).cpu().numpy()
         ranks = [int(r) for r in rank_of(im @ tx.T, np.arange(len(val_set)))]
-        return {"val_recall@1": recall_at_k(ranks, 1), "val_recall@5": recall_at_k(ranks, 5), "val_recall@10": recall_at_k(ranks, 10), "val_mrr": mrr(ranks)}
+        return {
+            "val_recall@1": recall_at_k(ranks, 1),
+            "val_recall@5": recall_at_k(ranks, 5),
+            "val_recall@10": recall_at_k(ranks, 10),
+            "val_mrr": mrr(ranks),
+        }
 
     net.train()
     try:
@@ -238,7 +293,19 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
             score = v["val_mrr"] if v is not None else -entry["train_loss"]
             if state["best_score"] is None or score > state["best_score"]:
                 state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch + 1, 0
-                _save_model(net, name, out, {"collection": str(coll.path), "settings": settings, "epoch": epoch + 1, "validation": v, "train_ids": sorted({p["id"] for p in train}), "val_ids": sorted({p["id"] for p in val})})
+                _save_model(
+                    net,
+                    name,
+                    out,
+                    {
+                        "collection": str(coll.path),
+                        "settings": settings,
+                        "epoch": epoch + 1,
+                        "validation": v,
+                        "train_ids": sorted({p["id"] for p in train}),
+                        "val_ids": sorted({p["id"] for p in val}),
+                    },
+                )
             else:
                 state["bad_epochs"] += 1
             _checkpoint(net, optimizer, scheduler, state, checkpoints, torch)
@@ -248,14 +315,21 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
                 break
     finally:
         pool.shutdown()
-    report.epochs_run, report.best_epoch, report.best_score, report.history = state["epoch"], state["best_epoch"], state["best_score"], state["history"]
+    report.epochs_run, report.best_epoch, report.best_score, report.history = (
+        state["epoch"],
+        state["best_epoch"],
+        state["best_score"],
+        state["history"],
+    )
     report.selected_by = "val_mrr" if report.val_candidates else "train_loss"
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _freeze(net: Any, how: str) -> None:
-    towers = {"vision": ["vision_model"], "text": ["text_model"], "towers": ["vision_model", "text_model"], "none": []}[how]
+    towers = {"vision": ["vision_model"], "text": ["text_model"], "towers": ["vision_model", "text_model"], "none": []}[
+        how
+    ]
     for tower in towers:
         for p in getattr(net, tower).parameters():
             p.requires_grad = False
@@ -287,7 +361,9 @@ def _save_model(net: Any, base: str, out: Path, record: dict[str, Any] | None = 
 
     _processor_config(str(tmp), None)  # a model that could not prepare images is never swapped in
     # What it was trained on: `vitrina eval` warns when evaluated items are among these.
-    (tmp / "vitrina-finetune.json").write_text(json.dumps({"base": f"hf:{base}", "saved": time.strftime("%Y-%m-%d %H:%M:%S"), **(record or {})}))
+    (tmp / "vitrina-finetune.json").write_text(
+        json.dumps({"base": f"hf:{base}", "saved": time.strftime("%Y-%m-%d %H:%M:%S"), **(record or {})})
+    )
     out.mkdir(parents=True, exist_ok=True)
     for f in tmp.iterdir():
         os.replace(f, out / f.name)

@@ -98,16 +98,29 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self.inner.close()
 
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self.inner.start_tls(ssl_context, server_hostname, _capped(timeout, httpcore.ConnectTimeout)))
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self.inner.start_tls(ssl_context, server_hostname, _capped(timeout, httpcore.ConnectTimeout))
+        )
 
     def get_extra_info(self, info: str) -> Any:
         return self.inner.get_extra_info(info)  # server_addr: the post-connect address check
 
 
 class _DeadlineBackend(httpcore.SyncBackend):
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options: Any = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(super().connect_tcp(host, port, _capped(timeout, httpcore.ConnectTimeout), local_address, socket_options))
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            super().connect_tcp(host, port, _capped(timeout, httpcore.ConnectTimeout), local_address, socket_options)
+        )
 
 
 _transport: httpx.HTTPTransport | None = None
@@ -126,7 +139,11 @@ def _send(url: httpx.URL, accept: str, timeout: httpx.Timeout, method: str = "GE
             _transport = httpx.HTTPTransport()
             _transport._pool._network_backend = _DeadlineBackend()  # httpx does not expose the backend
     headers = {"User-Agent": USER_AGENT, "Accept": accept, "Accept-Encoding": "identity"}
-    return closing(_transport.handle_request(httpx.Request(method, url, headers=headers, extensions={"timeout": timeout.as_dict()})))
+    return closing(
+        _transport.handle_request(
+            httpx.Request(method, url, headers=headers, extensions={"timeout": timeout.as_dict()})
+        )
+    )
 
 
 def is_public_address(address: str) -> bool:
@@ -153,7 +170,10 @@ class Offline(Blocked):
     """No network (the resolver does not answer, or there is no route): the run stops, its items stay pending."""
 
     def __init__(self, host: str, why: str):
-        VitrinaError.__init__(self, f"Offline: {host} cannot be reached ({why}). Nothing was marked as failed; run the same command again when online, it resumes.")
+        VitrinaError.__init__(
+            self,
+            f"Offline: {host} cannot be reached ({why}). Nothing was marked as failed; run the same command again when online, it resumes.",
+        )
         self.host, self.retry_after = host, 0.0
 
 
@@ -193,7 +213,10 @@ class _Resolver:
         if isinstance(hit, list):
             return hit
         if hit is not None:
-            raise _Unresolved("fetch_failed", f"{hit[0]} could not be resolved ({hit[1]}); run again later (network failures are retried).")
+            raise _Unresolved(
+                "fetch_failed",
+                f"{hit[0]} could not be resolved ({hit[1]}); run again later (network failures are retried).",
+            )
         try:
             self.lookups += 1
             addresses = [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
@@ -205,7 +228,9 @@ class _Resolver:
                 if e.errno in _OFFLINE_DNS or (not self.resolved_any and len(self.failed_hosts) >= 3) or _no_route():
                     self.offline = (host, why)
                     raise Offline(host, why) from None
-            raise _Unresolved("fetch_failed", f"{host} could not be resolved ({why}); run again later (network failures are retried).") from None
+            raise _Unresolved(
+                "fetch_failed", f"{host} could not be resolved ({why}); run again later (network failures are retried)."
+            ) from None
         with self.lock:
             self.resolved_any = True
             self.cache[(host, port)] = addresses
@@ -342,7 +367,13 @@ class Fetcher:
     ):
         if allow_private is None:
             allow_private = os.environ.get("VITRINA_ALLOW_PRIVATE_URLS") == "1"
-        self.cache_dir, self.max_bytes, self.timeout, self.retries, self.max_wait = cache_dir, max_bytes, timeout, retries, max_wait
+        self.cache_dir, self.max_bytes, self.timeout, self.retries, self.max_wait = (
+            cache_dir,
+            max_bytes,
+            timeout,
+            retries,
+            max_wait,
+        )
         self.deadline = deadline  # seconds for one request, redirects included (waiting for the host gate excluded)
         self.allow_private, self.stop_on_429, self.backoff = allow_private, stop_on_429, backoff
         self.rate, self.concurrency = requests_per_second, concurrency_per_host
@@ -402,7 +433,9 @@ class Fetcher:
         try:
             return json.loads(data)
         except (ValueError, RecursionError) as e:
-            raise ImageError("bad_json", f"{url} did not return valid JSON ({type(e).__name__}); it may be an error page.") from e
+            raise ImageError(
+                "bad_json", f"{url} did not return valid JSON ({type(e).__name__}); it may be an error page."
+            ) from e
 
     def get_bytes(self, url: str, *, accept: str = "image/*", use_cache: bool = True) -> bytes:
         cache = self._cache_path(url) if use_cache else None
@@ -424,10 +457,15 @@ class Fetcher:
             except _Retry as r:
                 attempt += 1
                 if attempt > self.retries:
-                    raise ImageError("fetch_failed", f"{url}: {r.why}, still after {self.retries} retries; run again later (the next run retries it).") from None
+                    raise ImageError(
+                        "fetch_failed",
+                        f"{url}: {r.why}, still after {self.retries} retries; run again later (the next run retries it).",
+                    ) from None
                 wait = r.wait if r.wait is not None else random.uniform(0, self.backoff * 2**attempt)  # full jitter
                 if wait > self.max_wait:
-                    raise ImageError("fetch_failed", f"{url}: {r.why}; the server asked to wait {wait:.0f} s. Run again later.") from None
+                    raise ImageError(
+                        "fetch_failed", f"{url}: {r.why}; the server asked to wait {wait:.0f} s. Run again later."
+                    ) from None
                 self.gates.slow_down(r.host, wait)
                 time.sleep(wait)
 
@@ -480,7 +518,9 @@ class Fetcher:
                         return response.headers.get("content-type", "").encode("latin-1")
                     declared = response.headers.get("content-length")
                     if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                        raise ImageError("too_large", f"{url} is {int(declared)} bytes, over the {self.max_bytes} byte limit.")
+                        raise ImageError(
+                            "too_large", f"{url} is {int(declared)} bytes, over the {self.max_bytes} byte limit."
+                        )
                     body = bytearray()
                     for chunk in response.iter_raw():
                         body += chunk
@@ -511,10 +551,19 @@ class _Retry(Exception):
         self.host, self.why, self.wait = host, why, wait
 
 
-def fetch_bytes(url: str, *, max_bytes: int = MAX_BYTES, timeout: float = 20.0, allow_private: bool | None = None) -> bytes:
+def fetch_bytes(
+    url: str, *, max_bytes: int = MAX_BYTES, timeout: float = 20.0, allow_private: bool | None = None
+) -> bytes:
     """One GET of a user-supplied URL (a query image): guarded, capped, no retries, no cache, and
     done within ``timeout`` seconds in all, redirects included."""
-    with Fetcher(max_bytes=max_bytes, timeout=timeout, deadline=timeout, retries=0, allow_private=allow_private, requests_per_second=0) as fetcher:
+    with Fetcher(
+        max_bytes=max_bytes,
+        timeout=timeout,
+        deadline=timeout,
+        retries=0,
+        allow_private=allow_private,
+        requests_per_second=0,
+    ) as fetcher:
         try:
             return fetcher.get_bytes(url)
         except (Offline, _Unresolved):  # the same refusal as a private address: no oracle of which names resolve
@@ -535,4 +584,3 @@ def _peer_address(response: httpx.Response) -> str | None:
         return None
     addr = stream.get_extra_info("server_addr")
     return str(addr[0]) if addr else None
-

@@ -14,7 +14,15 @@ from typing import Any
 
 # Bodies and files that are not still images: stored as items they would be downloaded whole at
 # index time and then fail.
-NOT_IMAGE_TYPES = {"sound": "audio", "audio": "audio", "video": "video", "model": "3d", "physicalobject": "3d", "text": "text", "dataset": "text"}
+NOT_IMAGE_TYPES = {
+    "sound": "audio",
+    "audio": "audio",
+    "video": "video",
+    "model": "3d",
+    "physicalobject": "3d",
+    "text": "text",
+    "dataset": "text",
+}
 NOT_IMAGE_SUFFIXES = {".mp4": "video", ".m4v": "video", ".webm": "video", ".mov": "video", ".mpd": "video", ".m3u8": "video", ".ogv": "video",
                       ".mp3": "audio", ".m4a": "audio", ".wav": "audio", ".ogg": "audio", ".flac": "audio", ".glb": "3d", ".gltf": "3d",
                       ".obj": "3d", ".ply": "3d", ".stl": "3d", ".pdf": "pdf", ".epub": "text", ".txt": "text", ".xml": "text", ".zip": "archive"}  # fmt: skip
@@ -35,7 +43,9 @@ def not_image_kind(url: str = "", media_type: str = "", format_: str = "") -> st
     return NOT_IMAGE_SUFFIXES.get(path[dot:]) if dot > path.rfind("/") else None
 
 
-IMAGE_URL = re.compile(r"^(https?://.+?)/(full|square|pct:[\d.,]+|\d+,\d+,\d+,\d+)/([^/]+)/(!?\d+(?:\.\d+)?)/(default|color|gray|grey|bitonal|native)\.(jpg|jpeg|png|webp|gif|tif)(#.*)?$")
+IMAGE_URL = re.compile(
+    r"^(https?://.+?)/(full|square|pct:[\d.,]+|\d+,\d+,\d+,\d+)/([^/]+)/(!?\d+(?:\.\d+)?)/(default|color|gray|grey|bitonal|native)\.(jpg|jpeg|png|webp|gif|tif)(#.*)?$"
+)
 
 
 def split_image_url(url: str) -> tuple[str, str] | None:
@@ -69,7 +79,11 @@ class ImageService:
     def from_info(cls, info: dict[str, Any], base: str | None = None) -> ImageService:
         context = info.get("@context", "")
         contexts = context if isinstance(context, list) else [context]
-        v3 = info.get("type") == "ImageService3" or any("image/3" in str(c) for c in contexts) or str(info.get("profile", "")).startswith("level")
+        v3 = (
+            info.get("type") == "ImageService3"
+            or any("image/3" in str(c) for c in contexts)
+            or str(info.get("profile", "")).startswith("level")
+        )
         profile = info.get("profile")
         extras: dict[str, Any] = dict(info) if v3 else {}
         if isinstance(profile, list):
@@ -105,7 +119,12 @@ class ImageService:
             return (self.width - side) // 2, (self.height - side) // 2, side, side
         if region.startswith("pct:"):
             x, y, w, h = (float(v) for v in region[4:].split(","))
-            return round(x * self.width / 100), round(y * self.height / 100), round(w * self.width / 100), round(h * self.height / 100)
+            return (
+                round(x * self.width / 100),
+                round(y * self.height / 100),
+                round(w * self.width / 100),
+                round(h * self.height / 100),
+            )
         x, y, w, h = (int(v) for v in region.split(","))
         x, y = max(0, x), max(0, y)
         return x, y, max(1, min(w, self.width - x)), max(1, min(h, self.height - y))
@@ -117,13 +136,19 @@ class ImageService:
         x, y, w, h = self.region_box(region)
         if self.level == 0:
             full = [(self.width, self.height), *self.sizes]
-            fitting = sorted((s for s in full if min(s) * min(w, h) / min(self.width, self.height) >= min_side), key=lambda s: s[0])
+            fitting = sorted(
+                (s for s in full if min(s) * min(w, h) / min(self.width, self.height) >= min_side), key=lambda s: s[0]
+            )
             sw, sh = fitting[0] if fitting else max(full, key=lambda s: s[0])
             if (sw, sh) == (self.width, self.height):
                 size = "max" if self.version == 3 else "full"  # always available, even at level 0
             else:
                 size = f"{sw},{sh}" if self.version == 3 else f"{sw},"
-            crop = None if (x, y, w, h) == (0, 0, self.width, self.height) else (x * sw // self.width, y * sh // self.height, w * sw // self.width, h * sh // self.height)
+            crop = (
+                None
+                if (x, y, w, h) == (0, 0, self.width, self.height)
+                else (x * sw // self.width, y * sh // self.height, w * sw // self.width, h * sh // self.height)
+            )
             return f"{self.base}/full/{size}/0/{self.quality}.jpg", crop
         short = min(w, h)
         # Integer arithmetic: a float ceil asks for 449 px where 448 was meant (448/525*525 > 448).
@@ -248,7 +273,12 @@ def is_image_service(s: Any) -> bool:
     about = _profile_text(s).lower()
     if "auth" in about or "search" in about or "autocomplete" in about:
         return False
-    return kind(s).startswith("ImageService") or "/image/" in about or "image-api" in about or re.search(r"\blevel[012]\b", about) is not None
+    return (
+        kind(s).startswith("ImageService")
+        or "/image/" in about
+        or "image-api" in about
+        or re.search(r"\blevel[012]\b", about) is not None
+    )
 
 
 def needs_auth(s: dict[str, Any]) -> bool:
@@ -313,7 +343,12 @@ def _service_base(service: dict[str, Any]) -> tuple[str, int]:
     if base.endswith("/info.json"):
         base = base[: -len("/info.json")]
     about = _profile_text(service)
-    v = 3 if (kind(service) == "ImageService3" or str(service.get("profile", "")).startswith("level")) and kind(service) != "ImageService2" else 2
+    v = (
+        3
+        if (kind(service) == "ImageService3" or str(service.get("profile", "")).startswith("level"))
+        and kind(service) != "ImageService2"
+        else 2
+    )
     if kind(service) == "ImageService1" or "image/1" in about or "image-api/1" in about:
         v = 1
     return base, v
@@ -338,7 +373,9 @@ def _thumbnail(*holders: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def manifest_images(manifest: dict[str, Any], manifest_url: str, *, lang: str = "en", skipped: dict[str, int] | None = None) -> list[dict[str, Any]]:
+def manifest_images(
+    manifest: dict[str, Any], manifest_url: str, *, lang: str = "en", skipped: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
     """One record per canvas with an image: ids, image URL, service, labels and metadata.
 
     A canvas whose painted resource is not a still image (audio, video, 3D, PDF) uses the
@@ -359,7 +396,9 @@ def manifest_images(manifest: dict[str, Any], manifest_url: str, *, lang: str = 
     if rights:
         common["rights"] = text(rights, lang) if not isinstance(rights, list) else text(rights[0], lang)
     statement = manifest.get("requiredStatement")
-    attribution = text(statement.get("value"), lang) if isinstance(statement, dict) else text(manifest.get("attribution"), lang)
+    attribution = (
+        text(statement.get("value"), lang) if isinstance(statement, dict) else text(manifest.get("attribution"), lang)
+    )
     if attribution:
         common["attribution"] = attribution
     link = ident(manifest.get("homepage") or manifest.get("related"))
@@ -372,7 +411,11 @@ def manifest_images(manifest: dict[str, Any], manifest_url: str, *, lang: str = 
         resource = _painted(canvas, v)
         canvas_id = ident(canvas) or f"{common['manifest']}#canvas-{i + 1}"
         label = text(canvas.get("label"), lang)
-        other = not_image_kind(ident(resource), kind(resource), str(resource.get("format") or "")) if resource is not None else None
+        other = (
+            not_image_kind(ident(resource), kind(resource), str(resource.get("format") or ""))
+            if resource is not None
+            else None
+        )
         service = image_service(resource) if other is None else None
         image_url = ident(resource) if other is None and resource is not None else ""
         service_base, service_version = _service_base(service) if service else ("", 2)
@@ -381,7 +424,11 @@ def manifest_images(manifest: dict[str, Any], manifest_url: str, *, lang: str = 
         if other is not None or not image_url or (service is not None and needs_auth(service)):
             # The canvas's own poster / thumbnail (or the resource's); the manifest's only when
             # it has this one canvas (else every canvas would become the same picture).
-            holders = [canvas, *([resource] if resource is not None else []), *([manifest] if len(all_canvases) == 1 else [])]
+            holders = [
+                canvas,
+                *([resource] if resource is not None else []),
+                *([manifest] if len(all_canvases) == 1 else []),
+            ]
             thumb = _thumbnail(*holders)
             if thumb is not None:
                 image_url, service_base = thumb

@@ -51,12 +51,21 @@ def target_of(metadata: dict[str, Any], image: str = "") -> dict[str, Any] | Non
 
 def _canvas_ref(target: dict[str, Any]) -> dict[str, Any]:
     fragment = f"#xywh={target['xywh']}" if target.get("xywh") else ""
-    return {"id": target["canvas"] + fragment, "type": "Canvas", "partOf": [{"id": target["manifest"], "type": "Manifest"}]}
+    return {
+        "id": target["canvas"] + fragment,
+        "type": "Canvas",
+        "partOf": [{"id": target["manifest"], "type": "Manifest"}],
+    }
 
 
 def content_state(target: dict[str, Any]) -> dict[str, Any]:
     """A IIIF Content State 1.0 annotation: this canvas (region) of this manifest."""
-    return {"@context": PRESENTATION_CONTEXT, "type": "Annotation", "motivation": ["contentState"], "target": _canvas_ref(target)}
+    return {
+        "@context": PRESENTATION_CONTEXT,
+        "type": "Annotation",
+        "motivation": ["contentState"],
+        "target": _canvas_ref(target),
+    }
 
 
 def encode_content_state(state: dict[str, Any]) -> str:

@@ -111,12 +111,16 @@ def load_image(
             if webp_size:  # libwebp allocates its canvas when the file is opened: check and reserve before
                 _check_header(name, "WEBP", webp_size, max_pixels)
                 w, h = webp_size
-                reservations.enter_context(_reserve(_check_budget(name, "WEBP", webp_size, w * h * (4 + _WEBP_EXTRA + 6), budget)))
+                reservations.enter_context(
+                    _reserve(_check_budget(name, "WEBP", webp_size, w * h * (4 + _WEBP_EXTRA + 6), budget))
+                )
                 reader.restart()
             if head[:3] == b"\xff\xd8\xff":
                 reader.first_scan, junk = _jpeg_segments(fp)
                 if junk > _MAX_JPEG_JUNK:
-                    raise ImageError("unreadable_image", f"{name}: over {_MAX_JPEG_JUNK >> 20} MB of junk in the JPEG header")
+                    raise ImageError(
+                        "unreadable_image", f"{name}: over {_MAX_JPEG_JUNK >> 20} MB of junk in the JPEG header"
+                    )
             image = _open(reader, name)
             try:
                 return _decode(image, reader, name, min_side, max_pixels, budget, None if webp_size else reservations)
@@ -151,7 +155,9 @@ def _decode(image: Image.Image, reader: _Deadline, name: str, min_side: int | No
     """``reserve``: where to hold this decode's memory reservation (None: already reserved)."""
     fmt = image.format or "?"
     if fmt not in ALLOWED_FORMATS:
-        raise ImageError("unsupported_format", f"{name}: format {fmt} is not supported; convert it to JPEG, PNG or TIFF")
+        raise ImageError(
+            "unsupported_format", f"{name}: format {fmt} is not supported; convert it to JPEG, PNG or TIFF"
+        )
     full = width, height = image.size
     _check_header(name, fmt, full, max_pixels)
 
@@ -176,7 +182,9 @@ def _decode(image: Image.Image, reader: _Deadline, name: str, min_side: int | No
     orientation = _orientation(image) if exif_known else 1
     if reserve is not None:
         cost = _decode_cost(image, fmt, out, orientation, _file_size(reader.raw))
-        reserve.enter_context(_reserve(_check_budget(name, fmt, full, cost, budget, _jpeg_buffered(image, reader, full))))
+        reserve.enter_context(
+            _reserve(_check_budget(name, fmt, full, cost, budget, _jpeg_buffered(image, reader, full)))
+        )
         reader.restart()  # the time budget is for decoding, not for waiting on memory
 
     try:
@@ -214,7 +222,9 @@ def _check_header(name: str, fmt: str, size: tuple[int, int], max_pixels: int | 
             f"{cap / 1e6:.0f}; if the image is genuine, raise the limit (--max-pixels)",
         )
     if width < 1 or height < 1 or max(width, height) / min(width, height) > MAX_ASPECT:
-        raise ImageError("bad_dimensions", f"{name}: {width}x{height} has zero size or an aspect ratio over {MAX_ASPECT:g}")
+        raise ImageError(
+            "bad_dimensions", f"{name}: {width}x{height} has zero size or an aspect ratio over {MAX_ASPECT:g}"
+        )
 
 
 def _check_budget(name: str, fmt: str, size: tuple[int, int], cost: int, budget: int, buffered: int = 0) -> int:
@@ -327,7 +337,9 @@ def _check_strips(image: Image.Image, reader: _Deadline, name: str) -> None:
         offsets, counts = (v if isinstance(v, tuple) else (v,) for v in (offsets, counts))
         for i, (offset, count) in enumerate(zip(offsets, counts)):
             if not offset or not count or offset + count > size:
-                raise ImageError("truncated", f"{name}: strip {i + 1} of {len(offsets)} is missing; re-download or re-scan it")
+                raise ImageError(
+                    "truncated", f"{name}: strip {i + 1} of {len(offsets)} is missing; re-download or re-scan it"
+                )
 
 
 def _png_rows_missing(image: Image.Image, reader: _Deadline) -> bool:
@@ -340,9 +352,19 @@ def _png_rows_missing(image: Image.Image, reader: _Deadline) -> bool:
     fp = reader.raw
     fp.seek(8)
     ihdr = fp.read(25)[8:]
-    width, height, depth, colour, interlace = int.from_bytes(ihdr[:4], "big"), int.from_bytes(ihdr[4:8], "big"), ihdr[8], ihdr[9], ihdr[12]
+    width, height, depth, colour, interlace = (
+        int.from_bytes(ihdr[:4], "big"),
+        int.from_bytes(ihdr[4:8], "big"),
+        ihdr[8],
+        ihdr[9],
+        ihdr[12],
+    )
     bits = depth * {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 1)
-    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)] if interlace else [(0, 0, 1, 1)]
+    passes = (
+        [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+        if interlace
+        else [(0, 0, 1, 1)]
+    )
     expected = 0
     for x0, y0, dx, dy in passes:
         w, h = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
@@ -415,7 +437,9 @@ def _to_grey8(image: Image.Image, name: str) -> Image.Image:
         top = 0.0
         for _, band in bands():
             if not np.isfinite(band).all():
-                raise ImageError("unreadable_image", f"{name}: has NaN or infinite pixel values (a garbled float image)")
+                raise ImageError(
+                    "unreadable_image", f"{name}: has NaN or infinite pixel values (a garbled float image)"
+                )
             top = max(top, float(band.max(initial=0)))
         top = 1.0 if top <= 1.0 else top
     else:

@@ -93,7 +93,9 @@ class ImportReport:
 # -- the model an import declares ---------------------------------------------------------------
 
 
-def declare_model(spec: str | None, dim: int, *, from_file: ModelFingerprint | None = None, load: bool = True) -> ModelFingerprint:
+def declare_model(
+    spec: str | None, dim: int, *, from_file: ModelFingerprint | None = None, load: bool = True
+) -> ModelFingerprint:
     """The fingerprint to record for imported vectors of ``dim`` dimensions.
 
     The declared model is loaded when it can be (a cached hub model, a local directory, mini):
@@ -107,7 +109,9 @@ def declare_model(spec: str | None, dim: int, *, from_file: ModelFingerprint | N
 
     if spec is None:
         if from_file is None:
-            raise ConfigError("Say which model made these vectors: --model hf:ORG/NAME (e.g. hf:openai/clip-vit-base-patch32), so queries are embedded with it.")
+            raise ConfigError(
+                "Say which model made these vectors: --model hf:ORG/NAME (e.g. hf:openai/clip-vit-base-patch32), so queries are embedded with it."
+            )
         spec = from_file.spec
     spec = normalise_spec(spec)
     if from_file is not None and from_file.spec == spec and from_file.dim == dim:
@@ -119,7 +123,9 @@ def declare_model(spec: str | None, dim: int, *, from_file: ModelFingerprint | N
             fp = None
         if fp is not None:
             if fp.dim != dim:
-                raise ConfigError(f"The vectors have {dim} dimensions but {spec} makes {fp.dim}: they cannot have come from this model. Check --model.")
+                raise ConfigError(
+                    f"The vectors have {dim} dimensions but {spec} makes {fp.dim}: they cannot have come from this model. Check --model."
+                )
             return fp
     return ModelFingerprint(spec=spec, revision=PROVISIONAL, dim=dim, preprocessing=PROVISIONAL)
 
@@ -172,7 +178,10 @@ def _torch_load(path: Path, what: str) -> Any:
         raise SourceError("unsafe_pickle", f"{what} {path} holds Python objects other than tensors and lists, which vitrina will not unpickle "
                           f"(torch.load weights_only=True refused it: {first}). Re-save it as a plain tensor / list of strings.") from None  # fmt: skip
     except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise SourceError("bad_file", f"{what} {path} could not be read as a torch.save file: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+        raise SourceError(
+            "bad_file",
+            f"{what} {path} could not be read as a torch.save file: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}",
+        ) from None
 
 
 def loc_iiif_id(url: str) -> str | None:
@@ -189,7 +198,12 @@ class LocBetoReader(Reader):
 
     kind = "loc-beto"
 
-    def __init__(self, beto: str | os.PathLike[str], beto_idx: str | os.PathLike[str], csv_path: str | os.PathLike[str] | None = None):
+    def __init__(
+        self,
+        beto: str | os.PathLike[str],
+        beto_idx: str | os.PathLike[str],
+        csv_path: str | os.PathLike[str] | None = None,
+    ):
         import torch
 
         bp, ip = _require_file(beto, "beto"), _require_file(beto_idx, "beto_idx")
@@ -203,7 +217,9 @@ class LocBetoReader(Reader):
             raise SourceError("bad_vectors", f"beto {bp} must hold one float tensor [N, D]; it holds {shape}.")
         urls = _torch_load(ip, "beto_idx")
         if not isinstance(urls, (list, tuple)) or not all(isinstance(u, str) for u in urls):
-            raise SourceError("bad_ids", f"beto_idx {ip} must hold a list of image URL strings; it holds {type(urls).__name__}.")
+            raise SourceError(
+                "bad_ids", f"beto_idx {ip} must hold a list of image URL strings; it holds {type(urls).__name__}."
+            )
         if len(urls) != tensor.shape[0]:
             raise SourceError("length_mismatch", f"beto has {tensor.shape[0]:,} rows but beto_idx lists {len(urls):,} URLs: row i of one belongs to "
                               "row i of the other, so they cannot be paired. Use files saved together (the packing script skipped unreadable images).")  # fmt: skip
@@ -219,7 +235,10 @@ class LocBetoReader(Reader):
             reader = csv.reader(f)
             header = tuple(next(reader, ()))
             if "file_url" not in header:
-                raise SourceError("bad_csv", f"{path} has no file_url column (expected p1_item_id, file_url, resource_url, segment_num).")
+                raise SourceError(
+                    "bad_csv",
+                    f"{path} has no file_url column (expected p1_item_id, file_url, resource_url, segment_num).",
+                )
             col = header.index("file_url")
             self.csv_columns = header
             for row in reader:
@@ -250,7 +269,9 @@ class LocBetoReader(Reader):
         for a in range(start, self.total, size):
             b = min(self.total, a + size)
             block = self.tensor[a:b]
-            vectors = (block if block.dtype in (torch.float32, torch.float16, torch.float64) else block.float()).numpy()  # a view of the map
+            vectors = (
+                block if block.dtype in (torch.float32, torch.float16, torch.float64) else block.float()
+            ).numpy()  # a view of the map
             items, rows, bad = [], [], []
             for n in range(a, b):
                 url = self.urls[n]
@@ -266,14 +287,19 @@ def _load_npy(path: Path) -> np.ndarray:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as e:
-        raise SourceError("unsafe_pickle", f"{path} holds Python objects, which vitrina will not unpickle ({e}). Save a numeric array.") from None
+        raise SourceError(
+            "unsafe_pickle",
+            f"{path} holds Python objects, which vitrina will not unpickle ({e}). Save a numeric array.",
+        ) from None
     except OSError as e:
         raise SourceError("bad_file", f"{path} is not a readable .npy file: {e}") from None
     if not isinstance(array, np.ndarray):  # a zip: .npz, or a torch.save file
         getattr(array, "close", lambda: None)()
         raise SourceError("bad_file", f"{path} is not a .npy file (it is a zip archive: an .npz or a torch file?).")
     if array.ndim != 2 or array.dtype.kind != "f":
-        raise SourceError("bad_vectors", f"{path} must hold a float array [N, D]; it holds {array.dtype} {array.shape}.")
+        raise SourceError(
+            "bad_vectors", f"{path} must hold a float array [N, D]; it holds {array.dtype} {array.shape}."
+        )
     return array
 
 
@@ -294,16 +320,26 @@ def _scalar_metadata(row: dict[str, Any], skip: set[str]) -> dict[str, Any]:
                 continue
         if isinstance(value, (str, int, bool)) or (isinstance(value, float) and np.isfinite(value)):
             out[key] = value
-        elif isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value) and len(value) <= 100:
+        elif (
+            isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value) and len(value) <= 100
+        ):
             out[key] = value
         elif hasattr(value, "isoformat"):
             out[key] = value.isoformat()
     return out
 
 
-def _id_and_image(row: dict[str, Any], id_column: str | None, image_column: str | None, fallback: str) -> tuple[str, str]:
-    item_id = row.get(id_column) if id_column else next((row[c] for c in ID_COLUMNS if row.get(c) not in (None, "")), None)
-    image = row.get(image_column) if image_column else next((row[c] for c in IMAGE_COLUMNS if isinstance(row.get(c), str) and row[c]), None)
+def _id_and_image(
+    row: dict[str, Any], id_column: str | None, image_column: str | None, fallback: str
+) -> tuple[str, str]:
+    item_id = (
+        row.get(id_column) if id_column else next((row[c] for c in ID_COLUMNS if row.get(c) not in (None, "")), None)
+    )
+    image = (
+        row.get(image_column)
+        if image_column
+        else next((row[c] for c in IMAGE_COLUMNS if isinstance(row.get(c), str) and row[c]), None)
+    )
     image = str(image) if image not in (None, "") else ""
     if item_id in (None, ""):
         item_id = image or fallback
@@ -341,7 +377,9 @@ class ClipRetrievalReader(Reader):
         root = Path(folder).expanduser()
         emb, meta = root / "img_emb", root / "metadata"
         if not emb.is_dir():
-            raise ConfigError(f"{root} has no img_emb folder; clip-retrieval writes img_emb/*.npy and metadata/*.parquet.")
+            raise ConfigError(
+                f"{root} has no img_emb folder; clip-retrieval writes img_emb/*.npy and metadata/*.parquet."
+            )
         shards = {_shard_number(p): p for p in emb.glob("*.npy")}
         metas = {_shard_number(p): p for p in meta.glob("*.parquet")} if meta.is_dir() else {}
         if not shards:
@@ -360,7 +398,10 @@ class ClipRetrievalReader(Reader):
                                       "row order pairs them, so they cannot be paired. Nothing was imported.")  # fmt: skip
                 self.fingerprint = self.fingerprint or _parquet_fingerprint(pf.schema_arrow)
             elif metas:
-                raise SourceError("missing_metadata", f"{shards[k].name} has no metadata/{shards[k].stem.replace('img_emb', 'metadata')}.parquet.")
+                raise SourceError(
+                    "missing_metadata",
+                    f"{shards[k].name} has no metadata/{shards[k].stem.replace('img_emb', 'metadata')}.parquet.",
+                )
             self.shards.append((shards[k], pq_path, array, row))
             dims.add(array.shape[1])
             row += len(array)
@@ -387,9 +428,26 @@ class ClipRetrievalReader(Reader):
                     items = []
                     for r in range(skip, rows_in):
                         item_id, image = _id_and_image(records[r], None, None, f"{npy.stem}:{offset + r}")
-                        metadata = _scalar_metadata(records[r], {c for c in (*ID_COLUMNS, *IMAGE_COLUMNS) if records[r].get(c) in (item_id, image)})
-                        items.append(Item(id=item_id, image=image, metadata=metadata, fingerprint=image or item_id, source=self.source))
-                    yield Chunk(a + skip, a + rows_in, list(range(a + skip, a + rows_in)), items, array[offset + skip : offset + rows_in])
+                        metadata = _scalar_metadata(
+                            records[r],
+                            {c for c in (*ID_COLUMNS, *IMAGE_COLUMNS) if records[r].get(c) in (item_id, image)},
+                        )
+                        items.append(
+                            Item(
+                                id=item_id,
+                                image=image,
+                                metadata=metadata,
+                                fingerprint=image or item_id,
+                                source=self.source,
+                            )
+                        )
+                    yield Chunk(
+                        a + skip,
+                        a + rows_in,
+                        list(range(a + skip, a + rows_in)),
+                        items,
+                        array[offset + skip : offset + rows_in],
+                    )
                 offset += rows_in
 
 
@@ -404,7 +462,14 @@ class ParquetReader(Reader):
 
     kind = "parquet"
 
-    def __init__(self, path: str | os.PathLike[str], *, vector_column: str | None = None, id_column: str | None = None, image_column: str | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        vector_column: str | None = None,
+        id_column: str | None = None,
+        image_column: str | None = None,
+    ):
         pa = _pyarrow()
         self.path = _require_file(path, "Parquet file")
         self.files = [self.path]
@@ -414,16 +479,28 @@ class ParquetReader(Reader):
         except (pa.ArrowInvalid, OSError) as e:
             raise SourceError("bad_file", f"{self.path} is not a readable parquet file: {e}") from None
         schema = self.pf.schema_arrow
-        lists = [f.name for f in schema if pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_fixed_size_list(f.type)]
+        lists = [
+            f.name
+            for f in schema
+            if pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_fixed_size_list(f.type)
+        ]
         lists = [n for n in lists if pa.types.is_floating(schema.field(n).type.value_type)]
         if vector_column is None:
-            named = [n for n in lists if n in ("vector", "embedding", "embeddings", "emb", "image_embedding", "clip_embedding")]
+            named = [
+                n
+                for n in lists
+                if n in ("vector", "embedding", "embeddings", "emb", "image_embedding", "clip_embedding")
+            ]
             if len(named) == 1 or len(lists) == 1:
                 vector_column = (named or lists)[0]
             else:
-                raise ConfigError(f"Say which column holds the vectors: --vector-column (float list columns: {', '.join(lists) or 'none'}).")
+                raise ConfigError(
+                    f"Say which column holds the vectors: --vector-column (float list columns: {', '.join(lists) or 'none'})."
+                )
         if vector_column not in lists:
-            raise ConfigError(f"{self.path} has no float list column {vector_column!r} (float list columns: {', '.join(lists) or 'none'}).")
+            raise ConfigError(
+                f"{self.path} has no float list column {vector_column!r} (float list columns: {', '.join(lists) or 'none'})."
+            )
         for given, what in ((id_column, "--id-column"), (image_column, "--image-column")):
             if given is not None and given not in schema.names:
                 raise ConfigError(f"{self.path} has no column {given!r} ({what}); columns: {', '.join(schema.names)}.")
@@ -462,18 +539,36 @@ class ParquetReader(Reader):
             else:
                 lengths = col.value_lengths().fill_null(-1).to_numpy(zero_copy_only=False)
                 valid &= lengths == self.dim
-                vectors = np.asarray(col.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)).reshape(-1, self.dim)
+                vectors = np.asarray(col.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)).reshape(
+                    -1, self.dim
+                )
             rest = batch.drop_columns([self.vector_column]).to_pylist()
             items, rows, bad = [], [], []
             for r, record in enumerate(rest):
                 row = a + skip + r
                 item_id, image = _id_and_image(record, self.id_column, self.image_column, f"row{row}")
                 if not valid[r]:
-                    got = "no vector" if col[r].as_py() is None else f"{len(col[r].as_py())} dimensions, expected {self.dim}"
+                    got = (
+                        "no vector"
+                        if col[r].as_py() is None
+                        else f"{len(col[r].as_py())} dimensions, expected {self.dim}"
+                    )
                     bad.append((row, item_id, got))
                     continue
-                skip_cols = {self.id_column or "", self.image_column or ""} | ({c for c in ID_COLUMNS if record.get(c) == item_id}) | ({c for c in IMAGE_COLUMNS if record.get(c) == image and image})
-                items.append(Item(id=item_id, image=image, metadata=_scalar_metadata(record, skip_cols), fingerprint=image or item_id, source=self.source))
+                skip_cols = (
+                    {self.id_column or "", self.image_column or ""}
+                    | ({c for c in ID_COLUMNS if record.get(c) == item_id})
+                    | ({c for c in IMAGE_COLUMNS if record.get(c) == image and image})
+                )
+                items.append(
+                    Item(
+                        id=item_id,
+                        image=image,
+                        metadata=_scalar_metadata(record, skip_cols),
+                        fingerprint=image or item_id,
+                        source=self.source,
+                    )
+                )
                 rows.append(row)
             yield Chunk(a + skip, a + n, rows, items, vectors, bad)
             a += n
@@ -486,7 +581,14 @@ class NpyReader(Reader):
 
     kind = "npy"
 
-    def __init__(self, vectors: str | os.PathLike[str], ids: str | os.PathLike[str], *, id_column: str | None = None, image_column: str | None = None):
+    def __init__(
+        self,
+        vectors: str | os.PathLike[str],
+        ids: str | os.PathLike[str],
+        *,
+        id_column: str | None = None,
+        image_column: str | None = None,
+    ):
         vp, ip = _require_file(vectors, "Vectors file"), _require_file(ids, "Ids file")
         self.files = [vp, ip]
         self.source = f"import:npy:{vp.resolve()}"
@@ -507,8 +609,18 @@ class NpyReader(Reader):
                 item_id, image = _id_and_image(record, self.id_column, self.image_column, f"row{n}")
                 if not image and (item_id.startswith(("http://", "https://")) or os.path.isabs(item_id)):
                     image = item_id
-                skip = {self.id_column or "", self.image_column or ""} | {c for c in (*ID_COLUMNS, *IMAGE_COLUMNS) if record.get(c) in (item_id, image)}
-                items.append(Item(id=item_id, image=image, metadata=_scalar_metadata(record, skip), fingerprint=image or item_id, source=self.source))
+                skip = {self.id_column or "", self.image_column or ""} | {
+                    c for c in (*ID_COLUMNS, *IMAGE_COLUMNS) if record.get(c) in (item_id, image)
+                }
+                items.append(
+                    Item(
+                        id=item_id,
+                        image=image,
+                        metadata=_scalar_metadata(record, skip),
+                        fingerprint=image or item_id,
+                        source=self.source,
+                    )
+                )
             yield Chunk(a, b, list(range(a, b)), items, self.array[a:b])
 
 
@@ -545,7 +657,9 @@ def open_reader(kind: str, paths: Sequence[str], **options: Any) -> Reader:
     if kind == "clip-retrieval":
         return ClipRetrievalReader(paths[0])
     if kind == "parquet":
-        return ParquetReader(paths[0], **{k: options[k] for k in ("vector_column", "id_column", "image_column") if k in options})
+        return ParquetReader(
+            paths[0], **{k: options[k] for k in ("vector_column", "id_column", "image_column") if k in options}
+        )
     if kind == "npy":
         if len(paths) != 2:
             raise ConfigError("npy takes two files: VECTORS.npy and an ids file (--ids).")
@@ -611,15 +725,27 @@ def import_vectors(
             items = [part.items[n] for n in keep]
             existing = coll.items([i.id for i in items])
             if existing:  # keep what an earlier import or enrichment added; the source's values win
-                items = [Item(**{**asdict(i), "metadata": {**existing[i.id].metadata, **i.metadata}}) if i.id in existing else i for i in items]
+                items = [
+                    Item(**{**asdict(i), "metadata": {**existing[i.id].metadata, **i.metadata}})
+                    if i.id in existing
+                    else i
+                    for i in items
+                ]
             vectors = np.asarray(part.vectors[keep] if len(keep) != len(part.items) else part.vectors, np.float32)
             if vectors.shape[1:] != (fingerprint.dim,):
-                raise SourceError("bad_vectors", f"{reader.source}: rows {part.start}-{part.end} have {vectors.shape[1:]} dimensions, expected {fingerprint.dim}.")
+                raise SourceError(
+                    "bad_vectors",
+                    f"{reader.source}: rows {part.start}-{part.end} have {vectors.shape[1:]} dimensions, expected {fingerprint.dim}.",
+                )
             with np.errstate(over="ignore", invalid="ignore"):
                 norms = np.linalg.norm(vectors, axis=1)
             good = np.isfinite(norms) & (norms >= 1e-12)
             for n in np.flatnonzero(~good).tolist():
-                bad(part.rows[keep[n]], items[n].id, "zero vector" if np.isfinite(norms[n]) else "not finite (NaN or infinity)")
+                bad(
+                    part.rows[keep[n]],
+                    items[n].id,
+                    "zero vector" if np.isfinite(norms[n]) else "not finite (NaN or infinity)",
+                )
             ok = np.flatnonzero(good)
             ids = [items[n].id for n in ok]
             coll.add_items([items[n] for n in ok])
@@ -637,7 +763,6 @@ def import_vectors(
                 progress(part.end, reader.total)
     report.seconds = time.perf_counter() - started
     return report
-
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -671,7 +796,13 @@ def export_space(
         raise ConfigError(f"Unknown export format {format!r}; known: {', '.join(FORMATS)}.")
     sp = coll.space(space)
     dim, total = sp.fingerprint.dim, sp.live
-    info = {"fingerprint": json.loads(sp.fingerprint.to_json()), "space": sp.name, "collection": coll.name, "rows": total, "vitrina": __version__}
+    info = {
+        "fingerprint": json.loads(sp.fingerprint.to_json()),
+        "space": sp.name,
+        "collection": coll.name,
+        "rows": total,
+        "vitrina": __version__,
+    }
     meta = {META_KEY: json.dumps(info).encode()}
     target = Path(out).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -688,7 +819,9 @@ def export_space(
                    pa.array([str(r.metadata.get("caption", "")) if r else "" for r in rows], pa.string()),
                    pa.array([json.dumps(r.metadata if r else {}, ensure_ascii=False) for r in rows], pa.string())]  # fmt: skip
         if vectors is not None:
-            columns.append(pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vectors, np.float32).ravel()), dim))
+            columns.append(
+                pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vectors, np.float32).ravel()), dim)
+            )
         return pa.Table.from_arrays(columns, schema=schema)
 
     done = 0
@@ -716,7 +849,9 @@ def export_space(
             while pos < len(ids):
                 if array is None:
                     rows = min(shard_rows, total - done)
-                    array = np.lib.format.open_memmap(tmpdir / "img_emb" / f"img_emb_{shard}.npy", mode="w+", dtype=np.float32, shape=(rows, dim))
+                    array = np.lib.format.open_memmap(
+                        tmpdir / "img_emb" / f"img_emb_{shard}.npy", mode="w+", dtype=np.float32, shape=(rows, dim)
+                    )
                     writer = pa.parquet.ParquetWriter(tmpdir / "metadata" / f"metadata_{shard}.parquet", schema)
                 take = min(len(ids) - pos, len(array) - in_shard)
                 array[in_shard : in_shard + take] = vectors[pos : pos + take]
@@ -729,7 +864,10 @@ def export_space(
             if progress:
                 progress(done, total)
         if array is not None or writer is not None:
-            raise SourceError("changed", f"Space {sp.name!r} changed during the export ({done} of {total} rows read); run the export again.")
+            raise SourceError(
+                "changed",
+                f"Space {sp.name!r} changed during the export ({done} of {total} rows read); run the export again.",
+            )
         (tmpdir / "vitrina.json").write_text(json.dumps({**info, "shards": shard}, indent=2))
         if target.exists():
             target.rmdir()

@@ -89,12 +89,16 @@ def embed_pending(
     started = time.perf_counter()
     embed = _embed_prepared if isinstance(embedder, PreparedEmbedder) else _embed_robustly
 
-    def model_step(items: list[tuple[str, str]], pixels: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[str, str, str]], float]:
+    def model_step(
+        items: list[tuple[str, str]], pixels: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[tuple[str, str, str]], float]:
         t0 = time.perf_counter()
         vectors, failures = embed(embedder, items, pixels)
         return vectors, failures, time.perf_counter() - t0
 
-    def commit(items: list[tuple[str, str]], failures: list[tuple[str, str, str]], future: Future[Any], size: int) -> None:
+    def commit(
+        items: list[tuple[str, str]], failures: list[tuple[str, str, str]], future: Future[Any], size: int
+    ) -> None:
         nonlocal done
         vectors, embed_failures, seconds = future.result()
         report.timings["model"] += seconds
@@ -147,7 +151,9 @@ def embed_pending(
     return report
 
 
-def _prefetched(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], rows: Sequence[Any], batch_size: int) -> Iterator[list[tuple[Any, Any]]]:
+def _prefetched(
+    pool: ThreadPoolExecutor, fn: Callable[[Any], Any], rows: Sequence[Any], batch_size: int
+) -> Iterator[list[tuple[Any, Any]]]:
     """Batches of (row, fn(row)) in order, keeping about two batches decoding ahead of the model."""
     window: list[tuple[Any, Future[Any]]] = []
     position = 0
@@ -160,11 +166,15 @@ def _prefetched(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], rows: Sequen
         yield [(row, future.result()) for row, future in batch]
 
 
-def _embed_prepared(embedder: Embedder, items: list[tuple[str, str]], pixels: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
+def _embed_prepared(
+    embedder: Embedder, items: list[tuple[str, str]], pixels: list[np.ndarray]
+) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
     return _embed_robustly(embedder, items, pixels, prepared=True)
 
 
-def _embed_robustly(embedder: Embedder, items: list[tuple[str, str]], pixels: list[np.ndarray], *, prepared: bool = False) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
+def _embed_robustly(
+    embedder: Embedder, items: list[tuple[str, str]], pixels: list[np.ndarray], *, prepared: bool = False
+) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
     """Embed a batch (float32 model input, or uint8 pixels when ``prepared``); if the model
     fails, bisect to find and drop the items it fails on."""
     dim = embedder.fingerprint.dim

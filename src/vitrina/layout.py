@@ -78,7 +78,11 @@ def pca_axes(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def pca_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     """``vectors`` on the first two principal components of an even sample of them, (n, 2)."""
     rng = np.random.default_rng(seed)
-    sample = vectors if len(vectors) <= PCA_FIT_ROWS else vectors[np.sort(rng.choice(len(vectors), PCA_FIT_ROWS, replace=False))]
+    sample = (
+        vectors
+        if len(vectors) <= PCA_FIT_ROWS
+        else vectors[np.sort(rng.choice(len(vectors), PCA_FIT_ROWS, replace=False))]
+    )
     mean, axes = pca_axes(sample)
     return np.asarray((vectors - mean) @ axes)
 
@@ -129,7 +133,10 @@ def _write(path: Path, stamp: dict[str, Any], xy: np.ndarray, ids: list[str]) ->
     header = MAGIC + json.dumps(stamp).encode()
     if len(header) > HEADER_SIZE - 1:
         raise ValueError("map stamp too long")
-    write_atomic(path, header.ljust(HEADER_SIZE - 1) + b"\n" + np.ascontiguousarray(xy, "<u2").tobytes() + "\n".join(ids).encode())
+    write_atomic(
+        path,
+        header.ljust(HEADER_SIZE - 1) + b"\n" + np.ascontiguousarray(xy, "<u2").tobytes() + "\n".join(ids).encode(),
+    )
 
 
 def read_map(path: Path) -> MapData:
@@ -187,7 +194,9 @@ def map_colours(coll: Collection, key: str, ids: list[str], top: int = 10) -> di
         for i in chunk:
             item = found.get(i)
             raw = None if item is None else (item.tags[key]["value"] if key in item.tags else item.metadata.get(key))
-            values.append(None if raw in (None, "", []) else normal_value(raw[0] if isinstance(raw, list) else raw).shown[:80])
+            values.append(
+                None if raw in (None, "", []) else normal_value(raw[0] if isinstance(raw, list) else raw).shown[:80]
+            )
     common = [v for v, _ in Counter(v for v in values if v is not None).most_common(top)]
     code = {v: n for n, v in enumerate(common)}
     return {"key": key, "values": common, "codes": [-1 if v is None else code.get(v, top) for v in values]}

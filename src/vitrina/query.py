@@ -76,7 +76,9 @@ class Query:
         if not self.terms and not self.keywords.strip():
             raise QueryError("An empty query: give some text, --image, --keywords, or a mix.")
         if self.keyword_weight is not None and not 0.0 <= self.keyword_weight <= 1.0:
-            raise QueryError(f"The keyword weight must be between 0 (CLIP only) and 1 (keywords only), not {self.keyword_weight}.")
+            raise QueryError(
+                f"The keyword weight must be between 0 (CLIP only) and 1 (keywords only), not {self.keyword_weight}."
+            )
         if self.fusion not in ("rrf", "weighted"):
             raise QueryError(f"Unknown fusion {self.fusion!r}; use 'rrf' or 'weighted'.")
         if self.mode == "fused" and not self.keyword_text:

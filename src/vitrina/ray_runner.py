@@ -167,7 +167,11 @@ class _Worker:
         self.gates = SharedGates(ray.get_actor(budget), lease=float(http.get("deadline", 120.0)) + 10.0)
         self.fetcher = Fetcher(**http, gates=self.gates)
         # With decoders, a pool of decoding processes lives as long as the actor (a GPU waits on decoding otherwise).
-        self.reader = Reader(self.embedder, mode="processes", workers=decoders, fetcher=self.fetcher, **(limits or {})) if decoders else None
+        self.reader = (
+            Reader(self.embedder, mode="processes", workers=decoders, fetcher=self.fetcher, **(limits or {}))
+            if decoders
+            else None
+        )
 
     def embed(self, rows: list[dict[str, str]], directory: str, name: str, limits: dict[str, Any]) -> dict[str, Any]:
         """Returns the shard's path, the items left pending because a host refused us (or the
@@ -176,7 +180,9 @@ class _Worker:
         if (final / "done").exists():  # a retry of a part whose first try got as far as its shard
             return {"shard": str(final), "blocked": 0, "message": ""}
         _fault_once("ray_embed")
-        items, vectors, failures, blocked = embed_rows(self.embedder, rows, fetcher=self.fetcher, reader=self.reader, **limits)
+        items, vectors, failures, blocked = embed_rows(
+            self.embedder, rows, fetcher=self.fetcher, reader=self.reader, **limits
+        )
         shard = write_shard(directory, name, items, vectors, self.embedder.fingerprint, failures)
         offline = self.fetcher.resolver.offline
         why = Offline(*offline) if offline else self.gates.blocked
@@ -227,7 +233,10 @@ def index_on_ray(
     leftover = merge_shards(collection, directory, space=space)
     report.resumed_shards = leftover.shards
     report.add(leftover)
-    rows = [{"id": r["id"], "image": r["image"], "fingerprint": r["fingerprint"]} for r in collection._store.pending(space, retry_failed=retry_failed)]
+    rows = [
+        {"id": r["id"], "image": r["image"], "fingerprint": r["fingerprint"]}
+        for r in collection._store.pending(space, retry_failed=retry_failed)
+    ]
     report.pending = len(rows)
     if not rows:
         report.seconds = time.perf_counter() - started
@@ -259,11 +268,15 @@ def index_on_ray(
     report.decoders = decoders
     job = new_shard_name("ray")
     # The budget lives as long as this driver (an actor it owns); restarted empty if its node dies.
-    budget: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(HostBudget).options(name=f"{job}-budget").remote()
+    budget: Any = (
+        ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(HostBudget).options(name=f"{job}-budget").remote()
+    )
     # A dead actor is restarted and its call retried, so a lost worker costs one part's time.
     remote = ray.remote(**options, max_restarts=-1, max_task_retries=-1)(_Worker)
     limits = {"max_pixels": max_pixels, "max_decode_bytes": max_decode_bytes}
-    idle: list[Any] = [remote.remote(spec, device, embedder_factory, http, f"{job}-budget", decoders, limits) for _ in range(count)]
+    idle: list[Any] = [
+        remote.remote(spec, device, embedder_factory, http, f"{job}-budget", decoders, limits) for _ in range(count)
+    ]
     report.actors = count
     queue = deque(enumerate(rows[i : i + part_size] for i in range(0, len(rows), part_size)))
     report.parts = len(queue)
@@ -287,7 +300,10 @@ def index_on_ray(
             result = ray.get(ref)
             if result["blocked"] and not report.interrupted:
                 # A host banned us (or the network is down): send no more parts, finish those in flight.
-                report.interrupted, report.message = True, result["message"] or f"{result['blocked']} items could not be fetched; run again later."
+                report.interrupted, report.message = (
+                    True,
+                    result["message"] or f"{result['blocked']} items could not be fetched; run again later.",
+                )
             send()  # before merging, so workers do not wait for the driver
             t0 = time.perf_counter()
             merged = merge_shards(collection, directory, space=space)

@@ -157,7 +157,9 @@ class _Decoders:
     def _start(self) -> ProcessPoolExecutor:
         # spawn, not fork: forking a process whose other threads run torch can deadlock the child.
         context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(self.processes, mp_context=context, initializer=_decoder_started, initargs=shared_decode_budget(context))
+        return ProcessPoolExecutor(
+            self.processes, mp_context=context, initializer=_decoder_started, initargs=shared_decode_budget(context)
+        )
 
     def run(self, fn: Any, *args: Any) -> Any:
         for _ in range(CRASH_RETRIES):
@@ -174,7 +176,10 @@ class _Decoders:
                 if self._closed:
                     raise
                 time.sleep(0.01)
-        raise ImageError("decoder_crashed", f"a decoding process died {CRASH_RETRIES} times while this image was in flight (out of memory?); the next run retries it")
+        raise ImageError(
+            "decoder_crashed",
+            f"a decoding process died {CRASH_RETRIES} times while this image was in flight (out of memory?); the next run retries it",
+        )
 
     def close(self, *, wait: bool = True) -> None:
         with self._lock:
@@ -192,7 +197,9 @@ def _decode_file(ref: str, prep: Any, min_side: int | None, limits: dict[str, An
     return _decoded(ref, lambda: read_image(ref, min_side=min_side, **limits), prep)
 
 
-def _decode_fetched(data: bytes, url: str, crop: Any, prep: Any, min_side: int | None, limits: dict[str, Any]) -> tuple[np.ndarray, float]:
+def _decode_fetched(
+    data: bytes, url: str, crop: Any, prep: Any, min_side: int | None, limits: dict[str, Any]
+) -> tuple[np.ndarray, float]:
     return _decoded(url, lambda: decode_fetched(data, url, crop, min_side=min_side, **limits), prep)
 
 

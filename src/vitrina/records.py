@@ -78,7 +78,13 @@ class Hit:
     snippet: tuple[tuple[str, bool], ...] = ()  # keyword searches: the best passage, (text, matched word?) segments
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"rank": self.rank, "id": self.id, "score": round(self.score, 6), "image": self.image, "metadata": self.metadata}
+        out = {
+            "rank": self.rank,
+            "id": self.id,
+            "score": round(self.score, 6),
+            "image": self.image,
+            "metadata": self.metadata,
+        }
         if self.snippet:
             out["snippet"] = [{"text": t, "match": m} for t, m in self.snippet]
         return out

@@ -93,7 +93,9 @@ def write_shard(
     """Write one shard atomically: ``items`` are (id, item fingerprint) pairs, one per vector row."""
     matrix = np.ascontiguousarray(vectors, np.float32)
     if matrix.shape != (len(items), fingerprint.dim):
-        raise ValueError(f"shard {name}: expected {len(items)} vectors of {fingerprint.dim} dimensions, got {matrix.shape}")
+        raise ValueError(
+            f"shard {name}: expected {len(items)} vectors of {fingerprint.dim} dimensions, got {matrix.shape}"
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{name}{SUFFIX}"
@@ -121,8 +123,17 @@ def read_shard(path: Path) -> Shard:
     vectors = np.load(path / "vectors.npy", allow_pickle=False)
     fp = ModelFingerprint.from_json(json.dumps(meta["fingerprint"]))
     if vectors.shape != (len(meta["ids"]), fp.dim) or len(meta["item_fingerprints"]) != len(meta["ids"]):
-        raise QueryError(f"Shard {path}: {vectors.shape} vectors for {len(meta['ids'])} ids; the shard is damaged, delete it and index again.")
-    return Shard(path, list(meta["ids"]), list(meta["item_fingerprints"]), vectors, fp, [(str(a), str(b), str(c)) for a, b, c in meta["failures"]])
+        raise QueryError(
+            f"Shard {path}: {vectors.shape} vectors for {len(meta['ids'])} ids; the shard is damaged, delete it and index again."
+        )
+    return Shard(
+        path,
+        list(meta["ids"]),
+        list(meta["item_fingerprints"]),
+        vectors,
+        fp,
+        [(str(a), str(b), str(c)) for a, b, c in meta["failures"]],
+    )
 
 
 def finished_shards(directory: Path | str) -> list[Path]:
@@ -160,7 +171,12 @@ def merge_shards(collection: Collection, directory: Path | str, *, space: str | 
         if failures:  # idempotent (the item is marked failed again), so safe to redo after a kill
             with collection._write() as store:
                 store.ensure_space(space or _default_space(shard.fingerprint), shard.fingerprint)
-                store.add_vectors(space or _default_space(shard.fingerprint), [], np.zeros((0, shard.fingerprint.dim), np.float32), failures)
+                store.add_vectors(
+                    space or _default_space(shard.fingerprint),
+                    [],
+                    np.zeros((0, shard.fingerprint.dim), np.float32),
+                    failures,
+                )
         ids = [shard.ids[n] for n in keep]
         collection.import_vectors(ids, shard.vectors[keep], fingerprint=shard.fingerprint, space=space,
                                   batch=max(1, len(ids)), checkpoint=checkpoint)  # fmt: skip  # one transaction
@@ -198,7 +214,16 @@ def embed_rows(
     blocked = 0
     with ExitStack() as stack:
         if reader is None:
-            reader = stack.enter_context(Reader(embedder, mode="threads", workers=1, fetcher=fetcher, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes))
+            reader = stack.enter_context(
+                Reader(
+                    embedder,
+                    mode="threads",
+                    workers=1,
+                    fetcher=fetcher,
+                    max_pixels=max_pixels,
+                    max_decode_bytes=max_decode_bytes,
+                )
+            )
         for row, (prepared, failure, _) in zip(rows, reader.pool.map(reader.read, rows), strict=True):
             if failure and failure[0] == "blocked":
                 blocked += 1
@@ -212,7 +237,9 @@ def embed_rows(
     return [it for it in items if it[0] not in bad], vectors, failures + embed_failures, blocked
 
 
-def embed_to_shard(embedder: Embedder, rows: Sequence[dict[str, str]], directory: Path | str, *, prefix: str = "part", **limits: Any) -> Path:
+def embed_to_shard(
+    embedder: Embedder, rows: Sequence[dict[str, str]], directory: Path | str, *, prefix: str = "part", **limits: Any
+) -> Path:
     """Worker entry point: embed ``rows`` and write them as one shard."""
     items, vectors, failures, _ = embed_rows(embedder, rows, **limits)
     return write_shard(directory, new_shard_name(prefix), items, vectors, embedder.fingerprint, failures)

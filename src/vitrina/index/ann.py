@@ -132,7 +132,11 @@ class AnnIndex:
     @property
     def kind(self) -> str:  # type: ignore[override]
         loaded = self._load(self.store.space(self.space_name))
-        return "exact" if loaded is None else f"ann:{loaded.stamp['params']['structure']}-{loaded.stamp['params']['codes']}"
+        return (
+            "exact"
+            if loaded is None
+            else f"ann:{loaded.stamp['params']['structure']}-{loaded.stamp['params']['codes']}"
+        )
 
     @property
     def path(self) -> Path:
@@ -165,7 +169,11 @@ class AnnIndex:
                 self._loaded = _Loaded(stamp, index, key)
             except Exception as e:  # a damaged derived file: never fatal, search is exact
                 if self._missing_key != key:
-                    log.warning("Ignoring the approximate index %s (%s); searching exactly. Rebuild it with `vitrina index-ann`.", self.path, e)
+                    log.warning(
+                        "Ignoring the approximate index %s (%s); searching exactly. Rebuild it with `vitrina index-ann`.",
+                        self.path,
+                        e,
+                    )
                     self._missing_key = key
                 return None
         loaded = self._loaded
@@ -174,7 +182,11 @@ class AnnIndex:
             loaded.verified = (sp.generation, sp.rows)
             if loaded.problem and loaded.problem not in loaded.notes:
                 loaded.notes.add(loaded.problem)
-                log.warning("The approximate index of space %r is stale (%s); searching exactly. Rebuild it with `vitrina index-ann`.", sp.name, loaded.problem)
+                log.warning(
+                    "The approximate index of space %r is stale (%s); searching exactly. Rebuild it with `vitrina index-ann`.",
+                    sp.name,
+                    loaded.problem,
+                )
         return None if loaded.problem else loaded
 
     def _problem(self, loaded: _Loaded, sp: Space) -> str | None:
@@ -222,9 +234,13 @@ class AnnIndex:
         sp = self.store.space(self.space_name)
         loaded = self._load(sp)
         if loaded is None:
-            return self.exact.search(queries, filters=filters, exclude=exclude, limit=limit, offset=offset, min_score=min_score)
+            return self.exact.search(
+                queries, filters=filters, exclude=exclude, limit=limit, offset=offset, min_score=min_score
+            )
         params = self.overrides or AnnParams(**loaded.stamp["params"])
-        return _search(self.exact, loaded.index, loaded.stamp["rows"], params, queries, filters, exclude, limit, offset, min_score)
+        return _search(
+            self.exact, loaded.index, loaded.stamp["rows"], params, queries, filters, exclude, limit, offset, min_score
+        )
 
 
 def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, queries: np.ndarray, filters: Sequence[Filter],
@@ -251,7 +267,9 @@ def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, quer
     most_excluded = max((len(r) for r in excluded_rows), default=0)
     selective = considered <= max(params.exact_below, params.selective * sp.live)
     if (selective or need + most_excluded >= considered) and considered > sp.rows // 4:
-        return exact.search(queries, filters=filters, exclude=exclude, limit=limit, offset=offset, min_score=min_score)  # one product beats a gather
+        return exact.search(
+            queries, filters=filters, exclude=exclude, limit=limit, offset=offset, min_score=min_score
+        )  # one product beats a gather
     if selective or need + most_excluded >= considered:
         # Few items pass: rank them all exactly (the index would have to visit most of itself).
         everything = np.flatnonzero(allowed) if allowed is not None else np.arange(sp.rows)
@@ -269,7 +287,9 @@ def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, quer
             nprobe = min(params.lists(indexed), int(params.nprobe / max(fraction, 0.1)))
             search_params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
         else:
-            search_params = faiss.SearchParametersHNSW(sel=sel, efSearch=int(max(params.ef_search, k) / max(fraction, 0.1)))
+            search_params = faiss.SearchParametersHNSW(
+                sel=sel, efSearch=int(max(params.ef_search, k) / max(fraction, 0.1))
+            )
         _, found = index.search(queries, k, params=search_params)
         tail = np.arange(indexed, sp.rows)
         if allowed is not None:
@@ -391,10 +411,16 @@ def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebu
         except Exception:
             stamp, old = None, None
         if stamp is not None:
-            same = stamp.get("generation") == sp.generation and stamp["rows"] <= sp.rows and checksum(vectors, stamp["rows"]) == stamp.get("checksum")
+            same = (
+                stamp.get("generation") == sp.generation
+                and stamp["rows"] <= sp.rows
+                and checksum(vectors, stamp["rows"]) == stamp.get("checksum")
+            )
             wanted = params is None or AnnParams(**stamp["params"]).spec(stamp["rows"]) == params.spec(stamp["rows"])
             dead = (sp.rows - sp.live) / max(sp.rows, 1)
-            grow = params is None or params.structure != "ivf" or sp.rows <= 2 * stamp["rows"]  # IVF lists are trained once
+            grow = (
+                params is None or params.structure != "ivf" or sp.rows <= 2 * stamp["rows"]
+            )  # IVF lists are trained once
             if same and wanted and dead < 0.2 and grow:
                 params = params or AnnParams(**stamp["params"])
                 index, start = old, stamp["rows"]
@@ -417,9 +443,20 @@ def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebu
     stamp = {"format": FORMAT, "space": sp.name, "dim": sp.fingerprint.dim, "generation": sp.generation, "rows": sp.rows,
              "checksum": checksum(vectors, sp.rows), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "params": params.__dict__,
              "faiss": faiss.__version__}  # fmt: skip
-    stamp["recall"] = measure_recall(store, sp, index, params, sample=sample, queries=queries, queries_label=queries_label)
+    stamp["recall"] = measure_recall(
+        store, sp, index, params, sample=sample, queries=queries, queries_label=queries_label
+    )
     _write_ann(path, stamp, index)
-    return AnnReport(sp.name, params.kind, sp.rows, sp.rows - start, start == 0, time.perf_counter() - started, path.stat().st_size, stamp["recall"])
+    return AnnReport(
+        sp.name,
+        params.kind,
+        sp.rows,
+        sp.rows - start,
+        start == 0,
+        time.perf_counter() - started,
+        path.stat().st_size,
+        stamp["recall"],
+    )
 
 
 def _live_rows(store: Store, sp: Space) -> np.ndarray:
@@ -464,5 +501,7 @@ def measure_recall(store: Store, sp: Space, index: Any, params: AnnParams, *, sa
     for name, qs in sets.items():
         want = exact.search(qs, limit=k)
         got = _search(exact, index, index.ntotal, timing, qs, (), (), k, 0, None)
-        out[name] = round(float(np.mean([len(set(g.ids) & set(w.ids)) / max(len(w.ids), 1) for g, w in zip(got, want)])), 4)
+        out[name] = round(
+            float(np.mean([len(set(g.ids) & set(w.ids)) / max(len(w.ids), 1) for g, w in zip(got, want)])), 4
+        )
     return out

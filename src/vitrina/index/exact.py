@@ -133,11 +133,16 @@ class ExactIndex:
                 scores[:, ~allowed[start : start + step]] = -np.inf
             for col, banned_rows in enumerate(banned):
                 if banned_rows is not None:
-                    scores[col, banned_rows[(banned_rows >= start) & (banned_rows < start + len(block))] - start] = -np.inf
+                    scores[
+                        col, banned_rows[(banned_rows >= start) & (banned_rows < start + len(block))] - start
+                    ] = -np.inf
             top = top_k(scores, k)
             best_rows = np.concatenate([best_rows, top + start], axis=1)
             best_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, 1)], axis=1)
             if best_rows.shape[1] > k:
                 keep = top_k(best_scores, k)
-                best_rows, best_scores = np.take_along_axis(best_rows, keep, 1), np.take_along_axis(best_scores, keep, 1)
+                best_rows, best_scores = (
+                    np.take_along_axis(best_rows, keep, 1),
+                    np.take_along_axis(best_scores, keep, 1),
+                )
         return best_rows, best_scores

@@ -80,7 +80,8 @@ class KeywordIndex:
         gone = set(self.store.rids_of(list(exclude)).values()) if exclude else set()
         weights = ", ".join(map(str, BM25_WEIGHTS))
         cursor = self.store.db.execute(
-            f"SELECT rowid, -bm25(item_text, {weights}) AS s FROM item_text WHERE item_text MATCH ? ORDER BY s DESC, rowid", (match_expression(keywords),)
+            f"SELECT rowid, -bm25(item_text, {weights}) AS s FROM item_text WHERE item_text MATCH ? ORDER BY s DESC, rowid",
+            (match_expression(keywords),),
         )
         rids: list[int] = []
         scores: list[float] = []
@@ -129,7 +130,9 @@ def _segments(marked: str) -> list[tuple[str, bool]]:
     return out
 
 
-def _page(ids: list[str], scores: list[float], considered: int, limit: int, offset: int, min_score: float | None) -> Matches:
+def _page(
+    ids: list[str], scores: list[float], considered: int, limit: int, offset: int, min_score: float | None
+) -> Matches:
     out = Matches(considered=considered)
     for i, s in zip(ids[offset : offset + limit], scores[offset : offset + limit]):
         if min_score is None or s >= min_score:
@@ -161,7 +164,9 @@ def fuse(clip: Matches, keyword: Matches, weight: float, method: str = "weighted
     return [i for i, _ in order], [s for _, s in order]
 
 
-def fused_page(clip: Matches, keyword: Matches, weight: float, method: str, *, limit: int, offset: int, min_score: float | None) -> Matches:
+def fused_page(
+    clip: Matches, keyword: Matches, weight: float, method: str, *, limit: int, offset: int, min_score: float | None
+) -> Matches:
     """The fused ranking, paged; ``considered`` is the CLIP side's (the items passing the filters
     that have a vector in the space)."""
     ids, scores = fuse(clip, keyword, weight, method)

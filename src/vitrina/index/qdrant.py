@@ -72,7 +72,13 @@ def field(kind: str, key: str) -> str:
     return f"{kind}_{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}"
 
 
-def _payload(item_id: str, columns: dict[str, str], values: list[tuple[str, str, float | None, float | None]], row: int, generation: Any) -> dict[str, Any]:
+def _payload(
+    item_id: str,
+    columns: dict[str, str],
+    values: list[tuple[str, str, float | None, float | None]],
+    row: int,
+    generation: Any,
+) -> dict[str, Any]:
     per_key: dict[str, list[tuple[str, float | None, float | None]]] = {}
     for key, text, num, val in values:
         if key not in COLUMNS:
@@ -84,7 +90,9 @@ def _payload(item_id: str, columns: dict[str, str], values: list[tuple[str, str,
         payload[field("t", key)] = [t for t, _, _ in vals]
         payload[field("n", key)] = [n for _, n, _ in vals if n is not None]
         payload[field("v", key)] = [v for _, _, v in vals if v is not None]
-    digest = hashlib.blake2b(json.dumps([row, generation, payload], sort_keys=True).encode(), digest_size=12).hexdigest()
+    digest = hashlib.blake2b(
+        json.dumps([row, generation, payload], sort_keys=True).encode(), digest_size=12
+    ).hexdigest()
     payload["_d"] = digest
     return payload
 
@@ -104,7 +112,9 @@ class SyncReport:
         return asdict(self)
 
 
-def sync(store: Store, space: str, target: str, *, batch: int = 256, shards: int | None = None, replicas: int | None = None) -> SyncReport:
+def sync(
+    store: Store, space: str, target: str, *, batch: int = 256, shards: int | None = None, replicas: int | None = None
+) -> SyncReport:
     """Bring the Qdrant copy of ``space`` up to date (see the module docstring)."""
     qc = _qdrant()
     models = qc.models
@@ -120,7 +130,9 @@ def sync(store: Store, space: str, target: str, *, batch: int = 256, shards: int
         else:
             size = client.get_collection(name).config.params.vectors.size
             if size != sp.fingerprint.dim:
-                raise SyncError(f"Qdrant collection {name!r} holds {size}-dimensional vectors; space {sp.name!r} has {sp.fingerprint.dim}. Sync to another name.")
+                raise SyncError(
+                    f"Qdrant collection {name!r} holds {size}-dimensional vectors; space {sp.name!r} has {sp.fingerprint.dim}. Sync to another name."
+                )
         known: dict[int, str] = {}
         offset = None
         while True:
@@ -137,12 +149,20 @@ def sync(store: Store, space: str, target: str, *, batch: int = 256, shards: int
         while chunk := cursor.fetchmany(batch):
             rids = [r[0] for r in chunk]
             values: dict[int, list[tuple[str, str, float | None, float | None]]] = {}
-            for rid, key, text, num, val in store.db.execute(f"SELECT rid, key, text, num, val FROM item_values WHERE rid IN ({_in(len(rids))})", rids):
+            for rid, key, text, num, val in store.db.execute(
+                f"SELECT rid, key, text, num, val FROM item_values WHERE rid IN ({_in(len(rids))})", rids
+            ):
                 values.setdefault(rid, []).append((key, text, num, val))
             upserts = []
             for rid, row, item_id, source, image, context in chunk:
                 seen.add(rid)
-                payload = _payload(item_id, {"id": item_id, "source": source, "image": image, "context": context}, values.get(rid, []), row, sp.generation)
+                payload = _payload(
+                    item_id,
+                    {"id": item_id, "source": source, "image": image, "context": context},
+                    values.get(rid, []),
+                    row,
+                    sp.generation,
+                )
                 if known.get(rid) == payload["_d"]:
                     report.unchanged += 1
                     continue
@@ -150,7 +170,9 @@ def sync(store: Store, space: str, target: str, *, batch: int = 256, shards: int
                     report.changed += 1
                 else:
                     report.new += 1
-                upserts.append(models.PointStruct(id=rid, vector=np.asarray(vectors[row], np.float32).tolist(), payload=payload))
+                upserts.append(
+                    models.PointStruct(id=rid, vector=np.asarray(vectors[row], np.float32).tolist(), payload=payload)
+                )
             if upserts:
                 client.upsert(name, points=upserts, wait=True)
                 _fault_point("qdrant_after_batch")
@@ -160,7 +182,9 @@ def sync(store: Store, space: str, target: str, *, batch: int = 256, shards: int
         report.removed = len(gone)
         report.points = client.count(name, exact=True).count
         if report.points != sp.live:
-            raise SyncError(f"After the sync Qdrant collection {name!r} counts {report.points} points but space {sp.name!r} has {sp.live} vectors; run the sync again.")
+            raise SyncError(
+                f"After the sync Qdrant collection {name!r} counts {report.points} points but space {sp.name!r} has {sp.live} vectors; run the sync again."
+            )
     finally:
         client.close()
     return report
@@ -196,13 +220,21 @@ class QdrantIndex:
         for f in filters:
             operand = f.value.casefold()
             if f.op in ("=", "!="):
-                alternatives: list[Any] = [models.FieldCondition(key=field("t", f.key), match=models.MatchValue(value=operand))]
+                alternatives: list[Any] = [
+                    models.FieldCondition(key=field("t", f.key), match=models.MatchValue(value=operand))
+                ]
                 if f.operand_val is not None:
-                    alternatives.append(models.FieldCondition(key=field("v", f.key), range=models.Range(gte=f.operand_val, lte=f.operand_val)))
+                    alternatives.append(
+                        models.FieldCondition(
+                            key=field("v", f.key), range=models.Range(gte=f.operand_val, lte=f.operand_val)
+                        )
+                    )
                 (must if f.op == "=" else must_not).append(models.Filter(should=alternatives))
             elif f.op != "~" and f.operand_number is not None:
                 bound = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}[f.op]
-                must.append(models.FieldCondition(key=field("n", f.key), range=models.Range(**{bound: f.operand_number})))
+                must.append(
+                    models.FieldCondition(key=field("n", f.key), range=models.Range(**{bound: f.operand_number}))
+                )
             else:  # substring or text ordering: exact in the store's index, sent as ids
                 size = int(self.store.db.execute("SELECT coalesce(max(rid), 0) FROM items").fetchone()[0]) + 2
                 rids = self.store._matching_rids([f], size)
@@ -234,7 +266,9 @@ class QdrantIndex:
                 rows = [r for r in self.store.rows_of(sp.name, ids).values() if r < sp.rows]
                 rids = [int(rid_of_row[r]) for r in rows if rid_of_row[r] >= 0]
                 if rids:
-                    qfilter = models.Filter(must=[base] if base is not None else None, must_not=[models.HasIdCondition(has_id=rids)])
+                    qfilter = models.Filter(
+                        must=[base] if base is not None else None, must_not=[models.HasIdCondition(has_id=rids)]
+                    )
             found = self.client.query_points(self.name, query=q.tolist(), limit=limit, offset=offset, query_filter=qfilter,
                                              score_threshold=min_score, with_payload=["id"], with_vectors=False).points  # fmt: skip
             m = Matches(considered=considered)

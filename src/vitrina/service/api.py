@@ -4,7 +4,6 @@ The routes are built for one ``ServiceConfig`` (hence no ``from __future__ impor
 FastAPI must see the limits in the annotations) so that the OpenAPI schema states the limits the
 server enforces (``limit`` ≤ max_limit, at most MAX_TERMS terms and MAX_FILTERS filters ...)."""
 
-
 import asyncio
 import math
 import threading
@@ -54,7 +53,11 @@ def _form_only(request: Request) -> None:
     """POST bodies are form fields; a JSON body would otherwise be silently ignored."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("", "multipart/form-data", "application/x-www-form-urlencoded"):
-        raise ServiceError(415, "unsupported_media_type", "Send the fields as multipart/form-data (or a GET query string), not as JSON.")
+        raise ServiceError(
+            415,
+            "unsupported_media_type",
+            "Send the fields as multipart/form-data (or a GET query string), not as JSON.",
+        )
 
 
 def build_router(config: ServiceConfig) -> APIRouter:
@@ -64,7 +67,7 @@ def build_router(config: ServiceConfig) -> APIRouter:
     terms = {"maxItems": MAX_TERMS, "items": {"type": "string", "maxLength": config.max_text_chars}}
     items = {"maxItems": MAX_TERMS, "items": {"type": "string", "maxLength": MAX_ID}}
     filters = {"maxItems": MAX_FILTERS}
-    Q = "Text terms; '2:ship' weights a term, '-0.5:colour' pushes it down. At most %d terms in all (q, item, image)." % MAX_TERMS  # noqa: N806, UP031
+    Q = f"Text terms; '2:ship' weights a term, '-0.5:colour' pushes it down. At most {MAX_TERMS} terms in all (q, item, image)."  # noqa: N806
     I = "Ids of indexed items as image terms; '-1:ID' = less like this"  # noqa: E741, N806
     K = "Words ranked by BM25 over title, caption, subjects, notes and context text; alone, or fused with the other terms"  # noqa: N806
     TW = "The keyword side's share in the fusion (default 0.4 with keywords; without them, the q terms are reused as keywords)"  # noqa: N806
@@ -75,7 +78,9 @@ def build_router(config: ServiceConfig) -> APIRouter:
         request: Request,
         q: Annotated[list[str], Query(description=Q, json_schema_extra=terms)] = [],  # noqa: B006
         item: Annotated[list[str], Query(description=I, json_schema_extra=items)] = [],  # noqa: B006
-        image_url: Annotated[str | None, Query(max_length=2000, description="An http(s) image URL on a public host")] = None,
+        image_url: Annotated[
+            str | None, Query(max_length=2000, description="An http(s) image URL on a public host")
+        ] = None,
         upload: Annotated[str | None, Query(max_length=64, description="Token returned by POST /api/uploads")] = None,
         alpha: Annotated[float | None, Query(ge=0, le=1, description="0 = text only, 1 = image only")] = None,
         where: Annotated[list[str], Query(description=W, json_schema_extra=filters)] = [],  # noqa: B006
@@ -85,7 +90,9 @@ def build_router(config: ServiceConfig) -> APIRouter:
         space: Annotated[str | None, Query(max_length=100)] = None,
         keywords: Annotated[str, Query(max_length=config.max_text_chars, description=K)] = "",
         text_weight: Annotated[float | None, Query(ge=0, le=1, description=TW)] = None,
-        fusion: Annotated[Literal["weighted", "rrf"], Query(description="How CLIP and keyword rankings are fused")] = "weighted",
+        fusion: Annotated[
+            Literal["weighted", "rrf"], Query(description="How CLIP and keyword rankings are fused")
+        ] = "weighted",
     ) -> SearchOut:
         """Search by text, by an indexed item, by an image URL or a previous upload — or several at once."""
         service = service_of(request)
@@ -126,7 +133,11 @@ def build_router(config: ServiceConfig) -> APIRouter:
         return await _watched(request, work)
 
     @router.post("/api/uploads", response_model=UploadOut, responses=errors(400, 413, 415, 422, 503), tags=["search"])
-    def upload_image_route(request: Request, image: Annotated[UploadFile, File()], space: Annotated[str | None, Form(max_length=100)] = None) -> UploadOut:
+    def upload_image_route(
+        request: Request,
+        image: Annotated[UploadFile, File()],
+        space: Annotated[str | None, Form(max_length=100)] = None,
+    ) -> UploadOut:
         """Embed an image once and get a token to search with (?upload=TOKEN), e.g. in a shareable
         URL. Only its embedding is kept, for a while (a restart or many later uploads expire it);
         the image itself is never stored or served."""
@@ -148,12 +159,18 @@ def build_router(config: ServiceConfig) -> APIRouter:
         """An item's record: metadata, context text, image links (http(s) links only)."""
         return _item(request, id)
 
-    @router.get("/api/items/{item_id:path}", response_model=ItemOut, responses=errors(404, 422), tags=["items"], deprecated=True)
+    @router.get(
+        "/api/items/{item_id:path}", response_model=ItemOut, responses=errors(404, 422), tags=["items"], deprecated=True
+    )
     def get_item_by_path_route(request: Request, item_id: Annotated[str, PathParam(max_length=MAX_ID)]) -> ItemOut:
         """The same, with the id in the path (ids with '.', '..' or newlines cannot be reached: use ?id=)."""
         return _item(request, item_id)
 
-    thumb_responses = {**errors(404, 422), 200: {"content": {"image/jpeg": {}}}, 307: {"description": "a remote image: redirect to its own server"}}
+    thumb_responses = {
+        **errors(404, 422),
+        200: {"content": {"image/jpeg": {}}},
+        307: {"description": "a remote image: redirect to its own server"},
+    }
 
     def _thumbnail(request: Request, item_id: str, size: int) -> Response:
         found = service_of(request).thumbnail(item_id, size)
@@ -162,12 +179,26 @@ def build_router(config: ServiceConfig) -> APIRouter:
         return Response(found, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
     @router.get("/api/thumbnails", response_class=Response, responses=thumb_responses, tags=["items"])
-    def thumbnail_route(request: Request, id: Annotated[str, Query(min_length=1, max_length=MAX_ID)], size: Annotated[int, Query(ge=16, le=2048)] = 256) -> Response:  # noqa: A002
+    def thumbnail_route(
+        request: Request,
+        id: Annotated[str, Query(min_length=1, max_length=MAX_ID)],
+        size: Annotated[int, Query(ge=16, le=2048)] = 256,
+    ) -> Response:  # noqa: A002
         """A JPEG of the item's image, at most ``size`` pixels on its long side (cached)."""
         return _thumbnail(request, id, size)
 
-    @router.get("/api/thumbnails/{item_id:path}", response_class=Response, responses=thumb_responses, tags=["items"], deprecated=True)
-    def thumbnail_by_path_route(request: Request, item_id: Annotated[str, PathParam(max_length=MAX_ID)], size: Annotated[int, Query(ge=16, le=2048)] = 256) -> Response:
+    @router.get(
+        "/api/thumbnails/{item_id:path}",
+        response_class=Response,
+        responses=thumb_responses,
+        tags=["items"],
+        deprecated=True,
+    )
+    def thumbnail_by_path_route(
+        request: Request,
+        item_id: Annotated[str, PathParam(max_length=MAX_ID)],
+        size: Annotated[int, Query(ge=16, le=2048)] = 256,
+    ) -> Response:
         """The same, with the id in the path."""
         return _thumbnail(request, item_id, size)
 
@@ -196,7 +227,12 @@ def build_router(config: ServiceConfig) -> APIRouter:
             raise ServiceError(503, "index_unavailable", "Still loading the model.", {"Retry-After": "5"})
         return {"status": "ready", "collection": service.name}
 
-    @router.post("/api/index", status_code=202, responses={**errors(401, 403), 409: {"model": ErrorOut, "description": "a run is going on"}}, tags=["write"])
+    @router.post(
+        "/api/index",
+        status_code=202,
+        responses={**errors(401, 403), 409: {"model": ErrorOut, "description": "a run is going on"}},
+        tags=["write"],
+    )
     def start_index_route(request: Request) -> JSONResponse:
         """Embed every item that has no vector yet (needs the token). Runs in the background."""
         service = service_of(request)

@@ -31,7 +31,7 @@ def create_app(collection: str | Path | ServiceConfig, **options: Any) -> FastAP
     app = FastAPI(
         title=config.title or f"vitrina: {service.name}",
         version=__version__,
-        description="Search a digitised image collection by text, by image, or both. Errors are `{\"error\": {\"code\", \"message\", \"request_id\"}}`.",
+        description='Search a digitised image collection by text, by image, or both. Errors are `{"error": {"code", "message", "request_id"}}`.',
         lifespan=lifespan,
         docs_url=None,  # served by web.py from the package's own copy of Swagger UI / ReDoc (no CDN)
         redoc_url=None,
@@ -49,6 +49,12 @@ def create_app(collection: str | Path | ServiceConfig, **options: Any) -> FastAP
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_credentials=False, allow_methods=["GET", "POST"], allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_credentials=False,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+        )
     app.add_middleware(HeadAsGet)
     return app

@@ -51,7 +51,12 @@ class ServiceConfig:
 
     def image_limits(self) -> ImageLimits:
         """The one set of limits for every query image (upload or URL), set on the Collection."""
-        return ImageLimits(max_bytes=self.max_upload_bytes, max_pixels=self.max_upload_pixels, allow_private=self.allow_private_urls, timeout=self.image_url_timeout)
+        return ImageLimits(
+            max_bytes=self.max_upload_bytes,
+            max_pixels=self.max_upload_pixels,
+            allow_private=self.allow_private_urls,
+            timeout=self.image_url_timeout,
+        )
 
 
 # Set by a route while its client is connected; the model gate checks it before each model call,
@@ -161,7 +166,9 @@ class Service:
         self.ready = False
         self.index_state: dict[str, Any] = {"running": False}
         self.embedder: GatedEmbedder | None = None
-        first = open_collection(config.collection, limits=self.limits, index=config.index)  # fails early if it does not exist
+        first = open_collection(
+            config.collection, limits=self.limits, index=config.index
+        )  # fails early if it does not exist
         self.path = first.path
         self.name = first.name
         self._local.collection = first
@@ -183,7 +190,9 @@ class Service:
     def collection(self) -> Collection:
         coll = getattr(self._local, "collection", None)
         if coll is None:
-            coll = self._local.collection = Collection(self.path, embedder=self.embedder, limits=self.limits, index=self.config.index)
+            coll = self._local.collection = Collection(
+                self.path, embedder=self.embedder, limits=self.limits, index=self.config.index
+            )
         return coll
 
     def search(self, p: SearchParams, upload_bytes: bytes | None = None) -> Hits:
@@ -198,14 +207,22 @@ class Service:
         # Counted before anything is embedded or looked up: each term is a model call or a decode.
         count = len(texts) + len(items) + bool(p.image_url) + bool(p.upload or upload_bytes is not None)
         if count > MAX_TERMS:
-            raise ServiceError(400, "too_many_terms", f"{count} query terms (q, item, image); at most {MAX_TERMS} are allowed.")
+            raise ServiceError(
+                400, "too_many_terms", f"{count} query terms (q, item, image); at most {MAX_TERMS} are allowed."
+            )
         if len(wheres) > MAX_FILTERS:
-            raise ServiceError(400, "too_many_filters", f"{len(wheres)} filters (where); at most {MAX_FILTERS} are allowed.")
+            raise ServiceError(
+                400, "too_many_filters", f"{len(wheres)} filters (where); at most {MAX_FILTERS} are allowed."
+            )
         for text in texts:
             if len(text) > c.max_text_chars or "\x00" in text:
-                raise ServiceError(400, "invalid_query", f"A text term is longer than {c.max_text_chars} characters or has a NUL byte.")
+                raise ServiceError(
+                    400, "invalid_query", f"A text term is longer than {c.max_text_chars} characters or has a NUL byte."
+                )
         if len(p.keywords) > c.max_text_chars or "\x00" in p.keywords:
-            raise ServiceError(400, "invalid_query", f"The keywords are longer than {c.max_text_chars} characters or have a NUL byte.")
+            raise ServiceError(
+                400, "invalid_query", f"The keywords are longer than {c.max_text_chars} characters or have a NUL byte."
+            )
         filters = tuple(Filter.parse(w) for w in wheres)
         coll = self.collection()
         space = coll.space(p.space).name
@@ -219,17 +236,27 @@ class Service:
         if p.image_url:
             # Only http(s): anything else would be read by the library as a local file path.
             if not p.image_url.startswith(("http://", "https://")):
-                raise ServiceError(400, "image_url_rejected", "Image URL rejected: only http(s) URLs of public hosts can be fetched.")
+                raise ServiceError(
+                    400, "image_url_rejected", "Image URL rejected: only http(s) URLs of public hosts can be fetched."
+                )
             terms.append(Term(p.image_url, 1.0, "image"))
         if upload_bytes is not None:
             p.upload = self.add_upload(upload_bytes, space)
         if p.upload:
             vector = self.uploads.get(p.upload, space)
             if vector is None:
-                raise ServiceError(404, "upload_expired", "That uploaded image is no longer on the server (image links expire); upload it again.")
+                raise ServiceError(
+                    404,
+                    "upload_expired",
+                    "That uploaded image is no longer on the server (image links expire); upload it again.",
+                )
             terms.append(Term("upload", 1.0, "vector", vector))
         if not terms and not p.keywords.strip():
-            raise ServiceError(400, "invalid_query", "An empty query: give text (q), keywords, an image (upload, image_url) or an item.")
+            raise ServiceError(
+                400,
+                "invalid_query",
+                "An empty query: give text (q), keywords, an image (upload, image_url) or an item.",
+            )
         query = Query(terms=tuple(terms), alpha=p.alpha, filters=filters, min_score=p.min_score, limit=p.limit, offset=p.offset,
                       keywords=p.keywords, keyword_weight=p.text_weight, fusion=p.fusion)  # fmt: skip
         if not p.image_url:
@@ -275,11 +302,19 @@ class Service:
     def check_token(self, request: Request) -> None:
         expected = self.config.token
         if not expected:
-            raise ServiceError(403, "writes_disabled", "This server is read-only; start it with --token to allow writes.")
+            raise ServiceError(
+                403, "writes_disabled", "This server is read-only; start it with --token to allow writes."
+            )
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        given = request.headers.get("x-vitrina-token") or (credentials.strip() if scheme.lower() == "bearer" else "")  # the scheme is case-insensitive (RFC 9110)
+        given = request.headers.get("x-vitrina-token") or (
+            credentials.strip() if scheme.lower() == "bearer" else ""
+        )  # the scheme is case-insensitive (RFC 9110)
         if not given:
-            raise ServiceError(401, "unauthorized", "This endpoint needs the server's token (header X-Vitrina-Token or Authorization: Bearer).")
+            raise ServiceError(
+                401,
+                "unauthorized",
+                "This endpoint needs the server's token (header X-Vitrina-Token or Authorization: Bearer).",
+            )
         if not secrets.compare_digest(given.encode(), expected.encode()):
             raise ServiceError(403, "forbidden", "Wrong token.")
 

@@ -57,11 +57,19 @@ FETCH_FAILED = "The image URL could not be downloaded (no answer in time, an err
 
 def _image_error(reason: str, max_bytes: int, max_pixels: int) -> ServiceError:
     if reason == "url_rejected":
-        return ServiceError(400, "image_url_rejected", "Image URL rejected: only http(s) URLs of public hosts can be fetched.")
+        return ServiceError(
+            400, "image_url_rejected", "Image URL rejected: only http(s) URLs of public hosts can be fetched."
+        )
     if reason in ("too_large", "over_budget"):  # bytes, pixels, or the memory decoding would take
-        return ServiceError(413, "payload_too_large", f"The image is too large: at most {max_bytes / 2**20:.0f} MB and {max_pixels / 1e6:.0f} megapixels.")
+        return ServiceError(
+            413,
+            "payload_too_large",
+            f"The image is too large: at most {max_bytes / 2**20:.0f} MB and {max_pixels / 1e6:.0f} megapixels.",
+        )
     if reason in ("busy", "too_many_fetches", "overloaded"):  # a bound on concurrent URL fetches
-        return ServiceError(503, "overloaded", "Too many image URLs are being fetched; try again in a moment.", {"Retry-After": "1"})
+        return ServiceError(
+            503, "overloaded", "Too many image URLs are being fetched; try again in a moment.", {"Retry-After": "1"}
+        )
     if reason in ("fetch_failed", "not_found", "forbidden", "bad_json"):
         return ServiceError(422, "image_url_fetch_failed", FETCH_FAILED)
     return ServiceError(415, "unsupported_media_type", UNREADABLE)
@@ -74,7 +82,9 @@ def classify(exc: BaseException, request: Request | None = None) -> ServiceError
     if isinstance(exc, ServiceError):
         return exc
     config = getattr(getattr(getattr(request, "app", None), "state", None), "service", None)
-    max_bytes, max_pixels = (config.config.max_upload_bytes, config.config.max_upload_pixels) if config else (10 * 2**20, 50_000_000)
+    max_bytes, max_pixels = (
+        (config.config.max_upload_bytes, config.config.max_upload_pixels) if config else (10 * 2**20, 50_000_000)
+    )
     if isinstance(exc, ImageError):
         return _image_error(exc.reason, max_bytes, max_pixels)
     if isinstance(exc, (httpx.InvalidURL, httpx.HTTPError, UnicodeError)):  # e.g. a redirect to data: or mailto:
@@ -82,13 +92,22 @@ def classify(exc: BaseException, request: Request | None = None) -> ServiceError
     if isinstance(exc, (QueryError, ModalityError, SourceError)):
         return ServiceError(400, "invalid_query", str(exc))
     if isinstance(exc, NoSuchSpace):
-        return ServiceError(400, "invalid_space", "No embedding space of that name in this collection; see /api/info for its spaces.")
+        return ServiceError(
+            400, "invalid_space", "No embedding space of that name in this collection; see /api/info for its spaces."
+        )
     if isinstance(exc, SpaceMismatch):
-        return ServiceError(400, "invalid_space", "That space was built with another model than the one this server runs.")
+        return ServiceError(
+            400, "invalid_space", "That space was built with another model than the one this server runs."
+        )
     if isinstance(exc, (CollectionNotFound, NoEmbeddings)):
         return ServiceError(503, "index_unavailable", "The collection has no embeddings yet.", {"Retry-After": "30"})
     if isinstance(exc, (StoreError, ModelError, Blocked)):
-        return ServiceError(503, "unavailable", "The collection or the model is not available right now; try again later.", {"Retry-After": "30"})
+        return ServiceError(
+            503,
+            "unavailable",
+            "The collection or the model is not available right now; try again later.",
+            {"Retry-After": "30"},
+        )
     if isinstance(exc, VitrinaError):
         return ServiceError(400, "invalid_query", str(exc))
     return None
@@ -98,7 +117,9 @@ def request_id_of(request: Request) -> str:
     return getattr(request.state, "request_id", None) or uuid.uuid4().hex[:16]
 
 
-def error_response(request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
     from .present import wants_page
 
     request_id = request_id_of(request)
@@ -109,7 +130,9 @@ def error_response(request: Request, status: int, code: str, message: str, heade
         from .present import error_page
 
         return error_page(request, status, message, headers)
-    return JSONResponse({"error": {"code": code, "message": message, "request_id": request_id}}, status_code=status, headers=headers)
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "request_id": request_id}}, status_code=status, headers=headers
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -122,14 +145,24 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}" for e in exc.errors()[:5])
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}" for e in exc.errors()[:5]
+        )
         return error_response(request, 422, "invalid_parameter", problems or "Invalid request.")
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request", 415: "unsupported_media_type"}
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+            400: "bad_request",
+            415: "unsupported_media_type",
+        }
         message = {404: "Nothing here.", 405: "That method is not allowed here."}.get(exc.status_code, str(exc.detail))
-        return error_response(request, exc.status_code, codes.get(exc.status_code, "http_error"), message, dict(exc.headers or {}))
+        return error_response(
+            request, exc.status_code, codes.get(exc.status_code, "http_error"), message, dict(exc.headers or {})
+        )
 
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -21,7 +21,12 @@ router = APIRouter()
 MAX_MANIFEST_HITS = 100
 
 
-@router.get("/api/map", response_class=Response, responses={**errors(404, 409), 200: {"content": {"application/octet-stream": {}}}}, tags=["explore"])
+@router.get(
+    "/api/map",
+    response_class=Response,
+    responses={**errors(404, 409), 200: {"content": {"application/octet-stream": {}}}},
+    tags=["explore"],
+)
 def map_data_route(request: Request, space: Annotated[str | None, Query(max_length=100)] = None) -> Response:
     """The 2-D map of a space (built by `vitrina map`): a 4096-byte header (magic line, then the
     JSON stamp), then uint16 x,y per point, then the item ids, newline-separated."""
@@ -38,7 +43,11 @@ def map_data_route(request: Request, space: Annotated[str | None, Query(max_leng
 
 
 @router.get("/api/map/colours", responses=errors(404, 409, 422), tags=["explore"])
-def map_colours_route(request: Request, key: Annotated[str, Query(min_length=1, max_length=200)], space: Annotated[str | None, Query(max_length=100)] = None) -> dict[str, Any]:
+def map_colours_route(
+    request: Request,
+    key: Annotated[str, Query(min_length=1, max_length=200)],
+    space: Annotated[str | None, Query(max_length=100)] = None,
+) -> dict[str, Any]:
     """Each map point's value of a metadata key or tag, as a code into the 10 most common values
     (10 = another value, -1 = none), in the order of the map's ids."""
     from ..layout import map_colours, read_map
@@ -53,7 +62,13 @@ def map_colours_route(request: Request, key: Annotated[str, Query(min_length=1, 
     # One pass over every item per key: cached per map file and collection version (a few keys).
     path = map_path(coll, coll.space(space).name)
     st = path.stat()
-    cache_key = (str(path), st.st_mtime_ns, id(coll._store), coll._store.data_version(), key)  # data_version is per connection
+    cache_key = (
+        str(path),
+        st.st_mtime_ns,
+        id(coll._store),
+        coll._store.data_version(),
+        key,
+    )  # data_version is per connection
     if cache_key not in _COLOURS:
         while len(_COLOURS) >= 8:
             _COLOURS.pop(next(iter(_COLOURS)))
@@ -86,7 +101,9 @@ def duplicates_route(request: Request, id: Annotated[str, Query(min_length=1, ma
 def iiif_search_route(
     request: Request,
     q: Annotated[str, Query(min_length=1, max_length=1000, description="What the images show")],
-    manifest: Annotated[str, Query(min_length=8, max_length=2000, description="Search within the canvases of this manifest")],
+    manifest: Annotated[
+        str, Query(min_length=8, max_length=2000, description="Search within the canvases of this manifest")
+    ],
     limit: Annotated[int, Query(ge=1, le=MAX_MANIFEST_HITS)] = 20,
 ) -> Response:
     """Hits within one IIIF manifest as a Content Search 2.0-style AnnotationPage: one
@@ -94,21 +111,40 @@ def iiif_search_route(
     from ..iiif_out import annotation_page, target_of
 
     if not manifest.lower().startswith(("http://", "https://")):
-        raise ServiceError(422, "invalid_parameter", "manifest must be the http(s) URL of a IIIF manifest in this collection.")
+        raise ServiceError(
+            422, "invalid_parameter", "manifest must be the http(s) URL of a IIIF manifest in this collection."
+        )
     service = service_of(request)
     hits = service.search(SearchParams(q=[q], where=[f"manifest={manifest}"], limit=limit))
     page_id = str(request.url.replace(query=urlencode({"q": q, "manifest": manifest, "limit": limit})))
-    found: list[dict[str, Any]] = [{"id": h.id, "score": h.score, "title": str(h.metadata.get("title") or h.id), "target": target_of(h.metadata, h.image)} for h in hits]
+    found: list[dict[str, Any]] = [
+        {
+            "id": h.id,
+            "score": h.score,
+            "title": str(h.metadata.get("title") or h.id),
+            "target": target_of(h.metadata, h.image),
+        }
+        for h in hits
+    ]
     # Filters match case-insensitively; a IIIF client needs this manifest's canvases only.
     found = [h for h in found if h["target"] and h["target"]["manifest"] == manifest]
     import json
 
-    return Response(json.dumps(annotation_page(page_id, found)), media_type='application/ld+json;profile="http://iiif.io/api/search/2/context.json"')
+    return Response(
+        json.dumps(annotation_page(page_id, found)),
+        media_type='application/ld+json;profile="http://iiif.io/api/search/2/context.json"',
+    )
 
 
 @router.get("/map", response_class=HTMLResponse, include_in_schema=False)
 def map_page_route(request: Request) -> HTMLResponse:
     service = service_of(request)
     q = request.query_params.get("q", "")[:1000]
-    keys = [k for k, entry in service.collection().facets().items() if "values" in entry]  # few distinct values: colourable
-    return templates.TemplateResponse(request, "map.html", {"collection": service.name, "q": q, "colour": request.query_params.get("colour", "")[:200], "keys": keys})
+    keys = [
+        k for k, entry in service.collection().facets().items() if "values" in entry
+    ]  # few distinct values: colourable
+    return templates.TemplateResponse(
+        request,
+        "map.html",
+        {"collection": service.name, "q": q, "colour": request.query_params.get("colour", "")[:200], "keys": keys},
+    )

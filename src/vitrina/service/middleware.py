@@ -106,6 +106,11 @@ async def _send_413(send: Send, limit: int) -> None:
     request_id = uuid.uuid4().hex[:16]
     message = f"The request body is over {limit / 2**20:.0f} MB."
     body = json.dumps({"error": {"code": "payload_too_large", "message": message, "request_id": request_id}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close"), (b"x-request-id", request_id.encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        (b"x-request-id", request_id.encode()),
+    ]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -49,8 +49,12 @@ class HitOut(BaseModel):
     preview: str = Field(description="URL of a larger image")
     item: str = Field(description="URL of the item's JSON record")
     metadata: dict[str, Any]
-    snippet: list[SnippetPart] | None = Field(None, description="keyword searches: the best-matching passage of the item's text, in parts")
-    iiif: dict[str, Any] | None = Field(None, description="manifest, canvas and region (xywh, or null) when the item is a canvas of a IIIF manifest")
+    snippet: list[SnippetPart] | None = Field(
+        None, description="keyword searches: the best-matching passage of the item's text, in parts"
+    )
+    iiif: dict[str, Any] | None = Field(
+        None, description="manifest, canvas and region (xywh, or null) when the item is a canvas of a IIIF manifest"
+    )
 
 
 class SearchOut(BaseModel):
@@ -58,12 +62,16 @@ class SearchOut(BaseModel):
     considered: int = Field(description="items that passed the filters")
     offset: int
     limit: int
-    upload: str | None = Field(None, description="token of the uploaded image, reusable as ?upload= while the server runs (image links expire)")
+    upload: str | None = Field(
+        None, description="token of the uploaded image, reusable as ?upload= while the server runs (image links expire)"
+    )
     hits: list[HitOut]
 
 
 class UploadOut(BaseModel):
-    upload: str = Field(description="a random token; search with ?upload=TOKEN. It expires after a restart or many later uploads.")
+    upload: str = Field(
+        description="a random token; search with ?upload=TOKEN. It expires after a restart or many later uploads."
+    )
     space: str
 
 
@@ -114,13 +122,28 @@ def hits_out(collection: str, hits: Hits, params: SearchParams) -> SearchOut:
         out.append(HitOut(rank=hit.rank, id=hit.id, score=round(hit.score, 6), title=str(hit.metadata.get("title") or hit.id),
                           thumbnail=thumb, preview=preview, item=item_url(hit.id), metadata=hit.metadata, iiif=target_of(hit.metadata, hit.image),
                           snippet=[SnippetPart(text=t, match=m) for t, m in hit.snippet] or None))  # fmt: skip
-    return SearchOut(collection=collection, considered=hits.total_considered, offset=params.offset, limit=params.limit, upload=params.upload, hits=out)
+    return SearchOut(
+        collection=collection,
+        considered=hits.total_considered,
+        offset=params.offset,
+        limit=params.limit,
+        upload=params.upload,
+        hits=out,
+    )
 
 
 def item_out(item_id: str, item: Any) -> ItemOut:
     thumb, preview = media_urls(item_id, item.image)
     links = {k: item.metadata[k] for k in LINK_KEYS if is_web_link(item.metadata.get(k))}
-    return ItemOut(id=item_id, metadata=item.metadata, context=item.context, status=item.status, thumbnail=thumb, preview=preview, links=links)
+    return ItemOut(
+        id=item_id,
+        metadata=item.metadata,
+        context=item.context,
+        status=item.status,
+        thumbnail=thumb,
+        preview=preview,
+        links=links,
+    )
 
 
 def wants_page(request: Request) -> bool:
@@ -135,8 +158,15 @@ def error_page(request: Request, status: int, message: str, headers: dict[str, s
     """An error as a page (or, for the script's result fragments, as a fragment)."""
     name = "_error.html" if request.url.path.startswith("/fragments/") else "error.html"
     service = getattr(request.app.state, "service", None)
-    title = {404: "Not found", 413: "Too large", 503: "Busy or unavailable"}.get(status, "Something went wrong" if status >= 500 else "That did not work")
-    context = {"status": status, "title": title, "message": message, "collection": service.name if service else "vitrina"}
+    title = {404: "Not found", 413: "Too large", 503: "Busy or unavailable"}.get(
+        status, "Something went wrong" if status >= 500 else "That did not work"
+    )
+    context = {
+        "status": status,
+        "title": title,
+        "message": message,
+        "collection": service.name if service else "vitrina",
+    }
     return templates.TemplateResponse(request, name, context, status_code=status, headers=headers)
 
 

@@ -73,7 +73,13 @@ def _link(state: dict[str, Any], **changes: Any) -> str:
 def _results(request: Request, state: dict[str, Any]) -> dict[str, Any]:
     service = service_of(request)
     has_query = any(state[k] for k in ("q", "like", "unlike", "upload", "image_url", "kw"))
-    context: dict[str, Any] = {"state": state, "hits": [], "error": None, "has_query": has_query, "link": lambda **c: _link(state, **c)}
+    context: dict[str, Any] = {
+        "state": state,
+        "hits": [],
+        "error": None,
+        "has_query": has_query,
+        "link": lambda **c: _link(state, **c),
+    }
     if not has_query:
         return context
     params = _params(state)
@@ -95,7 +101,9 @@ def page_route(request: Request) -> HTMLResponse:
     service = service_of(request)
     state = _state(request)
     context = _results(request, state)
-    return templates.TemplateResponse(request, "index.html", {**context, "collection": service.name, "items": len(service.collection())})
+    return templates.TemplateResponse(
+        request, "index.html", {**context, "collection": service.name, "items": len(service.collection())}
+    )
 
 
 @router.get("/fragments/results", response_class=HTMLResponse)
@@ -122,12 +130,16 @@ def _item_page(request: Request, item_id: str, back: str) -> HTMLResponse:
 
 
 @router.get("/item", response_class=HTMLResponse)
-def item_page_route(request: Request, id: Annotated[str, Query(max_length=MAX_ID)], back: Annotated[str, Query(max_length=4000)] = "/") -> HTMLResponse:  # noqa: A002
+def item_page_route(
+    request: Request, id: Annotated[str, Query(max_length=MAX_ID)], back: Annotated[str, Query(max_length=4000)] = "/"
+) -> HTMLResponse:  # noqa: A002
     return _item_page(request, id, back)
 
 
 @router.get("/item/{item_id:path}", response_class=HTMLResponse)
-def item_page_by_path_route(request: Request, item_id: str, back: Annotated[str, Query(max_length=4000)] = "/") -> HTMLResponse:
+def item_page_by_path_route(
+    request: Request, item_id: str, back: Annotated[str, Query(max_length=4000)] = "/"
+) -> HTMLResponse:
     return _item_page(request, item_id, back)
 
 

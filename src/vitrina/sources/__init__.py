@@ -87,15 +87,23 @@ def open_source(spec: str, *, fetcher: Fetcher | None = None, **options: Any) ->
     if kind == "urls":
         from .urls import UrlListSource
 
-        return UrlListSource(target, **{k: v for k, v in options.items() if k in ("check_type",) and v is not None}, fetcher=fetcher)
+        return UrlListSource(
+            target, **{k: v for k, v in options.items() if k in ("check_type",) and v is not None}, fetcher=fetcher
+        )
     if kind == "iiif":
         from .iiif import IIIFSource
 
-        return IIIFSource(target, fetcher, **{k: v for k, v in options.items() if k in ("limit", "lang", "alto", "min_size") and v is not None})
+        return IIIFSource(
+            target,
+            fetcher,
+            **{k: v for k, v in options.items() if k in ("limit", "lang", "alto", "min_size") and v is not None},
+        )
     if kind == "locgov":
         from .locgov import LocGovSource
 
-        return LocGovSource(target, fetcher, **{k: v for k, v in options.items() if k in ("limit", "lang") and v is not None})
+        return LocGovSource(
+            target, fetcher, **{k: v for k, v in options.items() if k in ("limit", "lang") and v is not None}
+        )
     from .alto import AltoSource
 
     return AltoSource(target, fetcher, **{k: v for k, v in options.items() if k in ("images", "min_size")})

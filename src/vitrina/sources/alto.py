@@ -69,7 +69,14 @@ def _local(tag: str) -> str:
 
 def _box(el: Any, kind: str) -> Box | None:
     try:
-        return Box(el.get("ID") or "", kind, float(el.get("HPOS")), float(el.get("VPOS")), float(el.get("WIDTH")), float(el.get("HEIGHT")))
+        return Box(
+            el.get("ID") or "",
+            kind,
+            float(el.get("HPOS")),
+            float(el.get("VPOS")),
+            float(el.get("WIDTH")),
+            float(el.get("HEIGHT")),
+        )
     except (TypeError, ValueError):
         return None
 
@@ -80,7 +87,11 @@ def _words(block: Any) -> str:
         if _local(s.tag) == "String":
             if s.get("SUBS_TYPE") == "HypPart2":
                 continue
-            content = s.get("SUBS_CONTENT") if s.get("SUBS_TYPE") == "HypPart1" and s.get("SUBS_CONTENT") else s.get("CONTENT")
+            content = (
+                s.get("SUBS_CONTENT")
+                if s.get("SUBS_TYPE") == "HypPart1" and s.get("SUBS_CONTENT")
+                else s.get("CONTENT")
+            )
             try:
                 confident = float(s.get("WC") or 1) >= 0.3
             except ValueError:
@@ -172,7 +183,9 @@ def nearby_text(page: Page, box: Box, limit: int = 600) -> str:
     return " ".join([box.caption, *near, rest]).strip()[:limit]
 
 
-def picture_boxes(page: Page, sx: float, sy: float, width: int, height: int, min_size: int) -> Iterator[tuple[Box, tuple[int, int, int, int]]]:
+def picture_boxes(
+    page: Page, sx: float, sy: float, width: int, height: int, min_size: int
+) -> Iterator[tuple[Box, tuple[int, int, int, int]]]:
     """The page's pictures with their boxes in image pixels (ALTO units scaled by ``sx``, ``sy``),
     intersected with the image (not shifted onto it); boxes outside it or under ``min_size`` are left out."""
     for box in page.pictures:
@@ -190,7 +203,9 @@ class AltoSource:
         if not self.root.exists():
             raise ConfigError(f"{target} does not exist; alto: takes a folder of ALTO XML files or one file.")
         if images and not images.startswith("iiif:"):
-            raise ConfigError(f"--images {images!r}: give iiif:SERVICE-URL-TEMPLATE with {{stem}}, or leave it out to use image files beside the ALTO.")
+            raise ConfigError(
+                f"--images {images!r}: give iiif:SERVICE-URL-TEMPLATE with {{stem}}, or leave it out to use image files beside the ALTO."
+            )
         self.template = images[5:] if images else None
         self.fetcher, self.min_size = fetcher, min_size
         self.spec = f"alto:{self.root}" + (f"|{images}" if images else "")
@@ -218,7 +233,9 @@ class AltoSource:
             service = ImageService.from_info(self.fetcher.get_json(base + "/info.json"), base)
             return base, service.width, service.height, service
         candidates = [path.parent / page.file_name] if page.file_name else []
-        candidates += [path.with_suffix(s) for s in IMAGE_SUFFIXES] + [path.with_suffix(s.upper()) for s in IMAGE_SUFFIXES]
+        candidates += [path.with_suffix(s) for s in IMAGE_SUFFIXES] + [
+            path.with_suffix(s.upper()) for s in IMAGE_SUFFIXES
+        ]
         for candidate in candidates:
             if candidate.is_file():
                 from PIL import Image
@@ -228,7 +245,10 @@ class AltoSource:
                         return str(candidate), im.size[0], im.size[1], None
                 except OSError as e:
                     raise ImageError("unreadable_image", f"{candidate}: {e}") from e
-        raise ImageError("not_found", f"{path}: no page image beside it ({stem}.jpg, .png, .tif, ...); or give --images iiif:TEMPLATE")
+        raise ImageError(
+            "not_found",
+            f"{path}: no page image beside it ({stem}.jpg, .png, .tif, ...); or give --images iiif:TEMPLATE",
+        )
 
     def page_items(self, path: Path) -> list[Item]:
         page = parse_alto(path)

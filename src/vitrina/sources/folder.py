@@ -17,7 +17,22 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from ..records import Item
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".jp2", ".j2k", ".jpx", ".jpf"}
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".jp2",
+    ".j2k",
+    ".jpx",
+    ".jpf",
+}
 BYTES_PREFIX = "fsbytes:"
 
 
@@ -48,7 +63,11 @@ class FolderSource:
             yield Item(
                 id=rel_ref,
                 image=path_ref(path),
-                metadata={"title": stem.replace("_", " "), "filename": os.path.basename(rel_ref), "folder": os.path.dirname(rel_ref)},
+                metadata={
+                    "title": stem.replace("_", " "),
+                    "filename": os.path.basename(rel_ref),
+                    "folder": os.path.dirname(rel_ref),
+                },
                 fingerprint=f"{st.st_size}:{st.st_mtime_ns}",
                 source=self.spec,
             )
@@ -80,7 +99,10 @@ class FolderSource:
                 try:
                     if entry.is_dir(follow_symlinks=True):
                         subfolders.append(entry.path)
-                    elif entry.is_file(follow_symlinks=True) and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    elif (
+                        entry.is_file(follow_symlinks=True)
+                        and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
+                    ):
                         yield entry.path
                 except OSError as e:  # a link to itself, or links pointing at each other
                     if e.errno == errno.ELOOP:

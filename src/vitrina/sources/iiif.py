@@ -38,14 +38,22 @@ from .alto import nearby_text, parse_alto, picture_boxes
 class IIIFSource:
     def __init__(self, target: str, fetcher: Fetcher, *, limit: int | None = None, max_depth: int = 8, lang: str = "en",
                  alto: str | None = None, min_size: int = 64):  # fmt: skip
-        self.target, self.fetcher, self.limit, self.max_depth, self.lang = target, fetcher, limit, max_depth, lang or "en"
+        self.target, self.fetcher, self.limit, self.max_depth, self.lang = (
+            target,
+            fetcher,
+            limit,
+            max_depth,
+            lang or "en",
+        )
         self.alto, self.min_size = alto, min_size
         local = Path(target).expanduser()
         self.local = local.is_file()
         self.spec = f"iiif:{local.resolve() if self.local else target}" + (f"|alto={alto}" if alto else "")
         self.problems: list[str] = []  # (url, why) of documents that could not be read
         self.complete = True  # False once anything was skipped or limited
-        self.skip_counts: dict[str, int] = {}  # what was not ingested, by kind (video, audio, pdf, unreadable document, ...)
+        self.skip_counts: dict[
+            str, int
+        ] = {}  # what was not ingested, by kind (video, audio, pdf, unreadable document, ...)
 
     def _problem(self, ref: str, why: str, kind: str = "unreadable document") -> None:
         self.problems.append(f"{ref}: {why}")
@@ -84,7 +92,10 @@ class IIIFSource:
             except Exception as e:  # one odd document must not stop the walk (nor every re-run at the same place)
                 why = str(e) if isinstance(e, VitrinaError) else f"not readable as IIIF ({type(e).__name__}: {e})"
                 if ref == self.target and depth == 0:
-                    raise SourceError("bad_manifest", f"{ref}: {why.removeprefix(ref + ': ')}. Check that it is a IIIF manifest or collection (JSON, UTF-8).") from e
+                    raise SourceError(
+                        "bad_manifest",
+                        f"{ref}: {why.removeprefix(ref + ': ')}. Check that it is a IIIF manifest or collection (JSON, UTF-8).",
+                    ) from e
                 self._problem(ref, why.removeprefix(ref + ": "))
                 continue
             if items is None:
@@ -97,7 +108,9 @@ class IIIFSource:
     def _document(self, ref: str, depth: int, embedded: dict[str, Any] | None, queue: deque[tuple[str, int, dict[str, Any] | None]],
                   seen: set[str], count: int) -> list[Item] | None:  # fmt: skip
         """The items of one document (None for a collection, whose children are queued)."""
-        if embedded is not None and (embedded.get("sequences") or embedded.get("items") and iiif.kind(embedded) == "Manifest"):
+        if embedded is not None and (
+            embedded.get("sequences") or embedded.get("items") and iiif.kind(embedded) == "Manifest"
+        ):
             doc = embedded
         else:
             doc = self._load(ref)
@@ -121,11 +134,22 @@ class IIIFSource:
             if self.limit is not None and count + len(items) >= self.limit:
                 self.complete = False
                 break
-            metadata = add_caption(with_years({**r["metadata"], **({"iiif_service": r["service"]} if r["service"] else {})}))
+            metadata = add_caption(
+                with_years({**r["metadata"], **({"iiif_service": r["service"]} if r["service"] else {})})
+            )
             if self.alto:
                 items.extend(self._alto_items(doc, r, metadata))
             else:
-                items.append(Item(id=r["id"], image=r["image"], metadata=metadata, context=r["context"], fingerprint=r["image"], source=self.spec))
+                items.append(
+                    Item(
+                        id=r["id"],
+                        image=r["image"],
+                        metadata=metadata,
+                        context=r["context"],
+                        fingerprint=r["image"],
+                        source=self.spec,
+                    )
+                )
         return items
 
     # -- ALTO per canvas (the nb.no flow) ---------------------------------------------------------
@@ -139,7 +163,9 @@ class IIIFSource:
             try:
                 return self.alto.format(**fields)
             except (KeyError, IndexError, ValueError) as e:
-                raise ConfigError(f"--alto {self.alto!r}: {e!r} is not a template field; use {{page}}, {{page:04d}}, {{canvas}}, {{canvas_name}}, {{manifest}}, {{manifest_name}}.") from None
+                raise ConfigError(
+                    f"--alto {self.alto!r}: {e!r} is not a template field; use {{page}}, {{page:04d}}, {{canvas}}, {{canvas_name}}, {{manifest}}, {{manifest_name}}."
+                ) from None
         links = [x for key in ("seeAlso", "rendering") for x in iiif._as_list(canvas.get(key)) if _is_alto(x)]
         if links:
             return iiif.ident(links[0])
@@ -156,7 +182,11 @@ class IIIFSource:
             self.skip_counts["page without ALTO"] = self.skip_counts.get("page without ALTO", 0) + 1
             return []
         if not record["service"]:
-            self._problem(record["id"], "has ALTO but no Image API service to cut illustrations from", "page without image service")
+            self._problem(
+                record["id"],
+                "has ALTO but no Image API service to cut illustrations from",
+                "page without image service",
+            )
             return []
         try:
             page = parse_alto(url, self.fetcher.get_bytes(url, accept="application/xml, text/xml;q=0.9, */*;q=0.1"))
@@ -175,12 +205,17 @@ class IIIFSource:
             return []
         canvas, resource = record["canvas"], iiif._painted(record["canvas"], iiif.version(manifest)) or {}
         # Region requests are in image pixels: the painted image's size where given, else the canvas's.
-        width, height = _int(resource.get("width")) or _int(canvas.get("width")), _int(resource.get("height")) or _int(canvas.get("height"))
+        width, height = (
+            _int(resource.get("width")) or _int(canvas.get("width")),
+            _int(resource.get("height")) or _int(canvas.get("height")),
+        )
         if not (width and height):
             info = ImageService.from_info(self.fetcher.get_json(record["service"] + "/info.json"), record["service"])
             width, height = info.width, info.height
         if not (page.width and page.height):
-            raise SourceError("bad_xml", f"{url}: the ALTO <Page> has no WIDTH/HEIGHT to scale its coordinates to the canvas")
+            raise SourceError(
+                "bad_xml", f"{url}: the ALTO <Page> has no WIDTH/HEIGHT to scale its coordinates to the canvas"
+            )
         sx, sy = width / page.width, height / page.height
         items = []
         for box, (x, y, w, h) in picture_boxes(page, sx, sy, width, height, self.min_size):
@@ -189,7 +224,16 @@ class IIIFSource:
             md = {**metadata, "title": f"{metadata.get('title', '')} — {block}".strip(" —"), "alto": url, "block": box.id, "block_type": box.kind,
                   "box_alto": [box.x, box.y, box.w, box.h], "box_pixels": [x, y, w, h]}  # fmt: skip
             context = " ".join(t for t in (nearby_text(page, box), record["context"]) if t)[:1000]
-            items.append(Item(id=f"{record['id']}#{block}", image=image, metadata=md, context=context, fingerprint=image, source=self.spec))
+            items.append(
+                Item(
+                    id=f"{record['id']}#{block}",
+                    image=image,
+                    metadata=md,
+                    context=context,
+                    fingerprint=image,
+                    source=self.spec,
+                )
+            )
         return items
 
 

@@ -42,7 +42,9 @@ KEEP = ("title", "date", "subject", "location", "contributor", "original_format"
 def api_url(url: str, per_page: int = 100, *, any_host: bool = False) -> str:
     parts = urlsplit(url if "://" in url else "https://" + url)
     if not (parts.hostname or "").endswith("loc.gov") and not any_host:
-        raise ConfigError(f"{url} is not a loc.gov address; locgov: takes a search, format or collection URL on www.loc.gov.")
+        raise ConfigError(
+            f"{url} is not a loc.gov address; locgov: takes a search, format or collection URL on www.loc.gov."
+        )
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("fo", "c", "at")]
     query += [("fo", "json"), ("c", str(per_page)), ("at", "results,pagination")]
     return urlunsplit((parts.scheme or "https", parts.netloc, parts.path or "/", urlencode(query), ""))
@@ -137,7 +139,9 @@ class LocGovSource:
         try:
             doc = self.fetcher.get_json(manifest)
             skipped: dict[str, int] = {}
-            records = iiif.manifest_images(doc, manifest, lang=self.lang, skipped=skipped) if isinstance(doc, dict) else []
+            records = (
+                iiif.manifest_images(doc, manifest, lang=self.lang, skipped=skipped) if isinstance(doc, dict) else []
+            )
         except Blocked:
             raise
         except Exception as e:  # one odd manifest costs its item, not the harvest
@@ -186,7 +190,9 @@ class LocGovSource:
                 count += len(got)
             next_url = pagination.get("next")
             if next_url and int(pagination.get("to") or 0) >= MAX_DEPTH:
-                raise ConfigError(f"loc.gov does not page past {MAX_DEPTH:,} results; split the query with dates= or fa= facets and harvest each part.")
+                raise ConfigError(
+                    f"loc.gov does not page past {MAX_DEPTH:,} results; split the query with dates= or fa= facets and harvest each part."
+                )
             done = not next_url or (self.limit is not None and count >= self.limit)
             yield items, None if done else api_url(str(next_url), any_host=self.any_host)
             if done:
@@ -196,12 +202,15 @@ class LocGovSource:
     def _single(self, data: Any) -> list[Item]:
         """An item (or resource) page's JSON: its "item" record with the page's resources."""
         if not isinstance(data, dict) or not isinstance(data.get("item"), dict):
-            raise SourceError("bad_json", f"{self.first}: not a loc.gov item page (no \"item\" in its JSON)")
+            raise SourceError("bad_json", f'{self.first}: not a loc.gov item page (no "item" in its JSON)')
         record = dict(data["item"])
         page = self.first.split("?")[0]
         item_url = next((str(u) for u in (record.get("id"), record.get("url"), page) if u and "/item/" in str(u)), "")
         if not item_url:
-            raise SourceError("bad_json", f"{self.first}: its JSON names no /item/ URL; give the item's URL (locgov:https://www.loc.gov/item/ID/)")
+            raise SourceError(
+                "bad_json",
+                f"{self.first}: its JSON names no /item/ URL; give the item's URL (locgov:https://www.loc.gov/item/ID/)",
+            )
         record.update(id=item_url, url=record.get("url") or item_url)
         record.setdefault("image_url", data.get("image_url"))
         record["resources"] = data.get("resources") or record.get("resources")

@@ -36,7 +36,15 @@ TRAINING = HERE / "training.json.gz"  # the training drawings: package paths and
 # sha256 of the tower weight files as the pinned registry packages ship them.
 IMAGE_TOWER_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 TEXT_TOWER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-PREPROCESS = Preprocess(height=224, width=224, shortest_edge=224, crop=True, resample=Image.Resampling.BICUBIC, mean=(0.5,) * 3, std=(0.5,) * 3)
+PREPROCESS = Preprocess(
+    height=224,
+    width=224,
+    shortest_edge=224,
+    crop=True,
+    resample=Image.Resampling.BICUBIC,
+    mean=(0.5,) * 3,
+    std=(0.5,) * 3,
+)
 TEXT_MAX_TOKENS = 128
 INSTALL = "pip install 'vitrina[mini]'"
 
@@ -70,9 +78,14 @@ class MiniTowers:
         self.device = pick_device(torch, device)
         self.image_path, self.text_path = tower_paths()
         if verify:
-            for path, expected in ((self.image_path, IMAGE_TOWER_SHA256), (self.text_path / "model.safetensors", TEXT_TOWER_SHA256)):
+            for path, expected in (
+                (self.image_path, IMAGE_TOWER_SHA256),
+                (self.text_path / "model.safetensors", TEXT_TOWER_SHA256),
+            ):
                 if sha256(path) != expected:
-                    raise ModelError(f"{path} is not the tower file the mini model was trained on (sha256 differs); reinstall: {INSTALL}")
+                    raise ModelError(
+                        f"{path} is not the tower file the mini model was trained on (sha256 differs); reinstall: {INSTALL}"
+                    )
         self.preprocess = PREPROCESS
 
     @cached_property
@@ -114,7 +127,9 @@ class MiniTowers:
     def text_features(self, texts: list[str]) -> np.ndarray:
         torch = self._torch
         tokenizer, model = self.text_model
-        tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=TEXT_MAX_TOKENS, return_tensors="pt").to(self.device)
+        tokens = tokenizer(
+            list(texts), padding=True, truncation=True, max_length=TEXT_MAX_TOKENS, return_tensors="pt"
+        ).to(self.device)
         with torch.inference_mode():
             hidden = model(**tokens).last_hidden_state
             mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -126,7 +141,9 @@ def load_heads(path: Path = HEADS) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
     if not path.exists():
-        raise ModelError(f"The mini model's heads are missing ({path}); rebuild them with scripts/build_mini.py or reinstall vitrina.")
+        raise ModelError(
+            f"The mini model's heads are missing ({path}); rebuild them with scripts/build_mini.py or reinstall vitrina."
+        )
     return {k: v.astype(np.float32) for k, v in load_file(str(path)).items()}
 
 

@@ -11,7 +11,9 @@ def category_prompts(categories: list[str]) -> list[str]:
     return [CATEGORY_PROMPT.format(c.replace("_", " ")) for c in categories]
 
 
-def held_out_metrics(img: np.ndarray, txt: np.ndarray, categories: list[str], prompts: np.ndarray, prompt_names: list[str]) -> dict[str, float]:
+def held_out_metrics(
+    img: np.ndarray, txt: np.ndarray, categories: list[str], prompts: np.ndarray, prompt_names: list[str]
+) -> dict[str, float]:
     """img[i] and txt[i] are a pair (unit vectors). Returns text->image recall@1/5/10,
     zero-shot category balanced accuracy and image->image top-10 same-category precision."""
     sims = txt @ img.T
