@@ -1,49 +1,40 @@
 """``Collection``: the public face of one collection: index it, search it, describe it.
 
-It orchestrates: sources fill the store, the indexer embeds, a query becomes vectors here and
-is ranked by the space's search index (``vitrina.index``), and matches become ``Hit``s. Nothing
+Its methods are thin: sources fill the store (``vitrina.ingest``), the indexer embeds
+(``vitrina.indexer``), queries are answered by ``vitrina.search.Searcher`` (given the store, the
+index chooser ``index_for``, ``embedder_for`` and ``image_vector``), and pruning and approximate
+indexes are ``vitrina.upkeep``. The search options are declared in ``vitrina.options``. Nothing
 outside ``store`` and ``index`` knows about vector rows or SQL.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .embedding import Embedder, embed_images, get_embedder, resolve_model, space_name_for
+from . import ingest as _ingest
+from . import upkeep
+from .embedding import Embedder, get_embedder, resolve_model, space_name_for
 from .errors import QueryError, SpaceMismatch, StoreLocked
 from .filters import Filter
-from .http import Blocked, Fetcher
-from .images import hold_decoded, load_image
+from .http import Fetcher
 from .index import SearchIndex, open_index
 from .indexer import IndexReport, ProgressCallback, embed_pending
-from .query import Hits, Query, combine
-from .records import Hit, Item, ModelFingerprint
-from .sources import open_source, source_gone
+from .ingest import IngestReport
+from .ingest import collection_fetcher as _fetcher
+from .ingest import writing_store as _writer
+from .query import Hits, Query
+from .records import Item, ModelFingerprint
+from .search import ImageLimits, Searcher, query_image_vector
 from .store import Space, Store, disk_full_as_error, resolve_collection
 
-log = logging.getLogger("vitrina.index")
-
 __all__ = ["Collection", "ImageLimits", "IngestReport", "open_collection", "space_name_for"]
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """Limits on a query image (a file, URL or upload): the same on every path into a search."""
-
-    max_bytes: int = 50 * 1024 * 1024
-    max_pixels: int | None = None  # None: the decoder's own caps (images.MAX_PIXELS)
-    allow_private: bool | None = None  # URLs of private/loopback hosts; None: $VITRINA_ALLOW_PRIVATE_URLS
-    timeout: float = 10.0  # seconds for a whole URL download
 
 
 def open_collection(
@@ -84,6 +75,10 @@ class Collection:
         self._indexes: dict[str, SearchIndex] = {}
         self._writing: Store | None = None
         self._facets: tuple[int, dict[str, Any]] | None = None
+        # The search engine, given what it needs; lambdas so that it follows a replaced method.
+        self._search = Searcher(self._store, name=self.name, space=self.space, index_for=lambda name: self.index_for(name),
+                                embedder_for=lambda sp: self.embedder_for(sp),
+                                image_vector=lambda image, sp: self.image_vector(image, space=sp.name))  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} at {self.path}>"
@@ -153,52 +148,9 @@ class Collection:
         id, reason)`` is told about each bad row instead, which is skipped, and the rest are
         stored. ``checkpoint=(key, value)`` is written to the collection's state (see
         ``state``) in the transaction that commits the last batch: a resumable importer's cursor."""
-        if on_bad != "raise" and not callable(on_bad):
-            raise ValueError("on_bad is 'raise' or a callable(index, id, reason)")
-        matrix = np.asarray(vectors, np.float32)
-        if matrix.ndim != 2 or matrix.shape != (len(ids), fingerprint.dim):
-            raise QueryError(f"Expected {len(ids)} vectors of {fingerprint.dim} dimensions, got shape {matrix.shape}.")
-        name = space or space_name_for(fingerprint.spec)
         with self._write() as store:
-            store.ensure_space(name, fingerprint)
-            known = store.fingerprints_of(list(ids))
-            missing = [i for i in ids if i not in known]
-            if missing and on_bad == "raise":
-                raise QueryError(
-                    f"{len(missing)} ids are not items of collection {self.name!r} (first: {missing[0]!r}); add_items first."
-                )
-            meta = dict([checkpoint]) if checkpoint else None
-            if not len(ids) and meta:
-                store.add_vectors(name, [], np.zeros((0, fingerprint.dim), np.float32), meta=meta)
-            for start in range(0, len(ids), batch):
-                chunk = matrix[start : start + batch]
-                chunk_ids = ids[start : start + batch]
-                with np.errstate(over="ignore", invalid="ignore"):
-                    norms = np.linalg.norm(chunk, axis=1)
-                bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-12))
-                if len(bad) and on_bad == "raise":
-                    raise QueryError(
-                        f"Vector {start + int(bad[0])} (id {ids[start + int(bad[0])]!r}) is not finite or is zero; nothing after row {start} was stored."
-                    )
-                keep = np.ones(len(chunk), bool)
-                keep[bad] = False
-                if callable(on_bad):
-                    for b in bad:
-                        on_bad(
-                            start + int(b),
-                            chunk_ids[int(b)],
-                            "zero vector" if np.isfinite(norms[b]) else "not finite (NaN or infinity)",
-                        )
-                    for n, i in enumerate(chunk_ids):
-                        if keep[n] and i not in known:
-                            keep[n] = False
-                            on_bad(start + n, i, "not an item of the collection")
-                rows = np.flatnonzero(keep).tolist()
-                last = start + batch >= len(ids)
-                store.add_vectors(name, [(chunk_ids[r], known[chunk_ids[r]]) for r in rows], chunk[rows] / norms[rows, None],
-                                  meta=meta if last else None)  # fmt: skip
-            store.compact(name)  # only if dead rows have piled up
-            return store.space(name)
+            return _ingest.import_vectors(store, self.name, space or space_name_for(fingerprint.spec), ids, vectors, fingerprint=fingerprint,
+                                          batch=batch, on_bad=on_bad, checkpoint=checkpoint)  # fmt: skip
 
     def compact(self, space: str | None = None) -> int:
         """Rewrite the space's vector file without its dead rows (see ``Store.compact``); returns
@@ -250,40 +202,8 @@ class Collection:
         kill, a 429 ban) resumes after the last stored page; ``restart`` starts from the top.
         ``source_options`` go to the source: ``lang`` (IIIF, loc.gov), ``alto`` (IIIF: "auto" or
         an ALTO URL template), ``check_type`` (URL lists: ask each URL's content type)."""
-        with _writer(self.path) as store, _fetcher(self.path, fetcher) as http:
-            src = open_source(source, fetcher=http, limit=limit, images=images, min_size=min_size, **source_options)
-            report = IngestReport(collection=self.name, source=src.spec)
-            cursor_key = f"cursor:{src.spec}"
-            cursor = None if restart else store.get_meta(cursor_key)
-            report.resumed = cursor is not None
-            seen: set[str] = set()
-            moved_from: set[str] = set()
-            started = time.perf_counter()
-            try:
-                for items, next_cursor in src.pages(cursor):
-                    counts = store.sync_items(items, moved_from)
-                    for key in ("new", "changed", "updated", "moved", "unchanged"):
-                        setattr(report, key, getattr(report, key) + counts[key])
-                    report.found += len(items)
-                    report.pages += 1
-                    seen.update(item.id for item in items)
-                    store.set_meta(cursor_key, next_cursor)
-                    if on_page:
-                        on_page(report.found, 0)
-            except Blocked as e:
-                report.interrupted, report.message = True, str(e)
-            report.requests = http.requests
-            report.problems = list(getattr(src, "problems", []))[:50] + list(getattr(src, "skipped", []))[:50]
-            report.skipped = dict(sorted(getattr(src, "skip_counts", {}).items()))
-            if src.complete and not report.interrupted and not report.resumed:
-                report.removed = store.remove_missing(src.spec, seen)
-                # A source whose items this one took over and which is itself gone was moved here
-                # (`mv b1 b2`): what it held and this one does not list was deleted meanwhile.
-                for old in moved_from - {src.spec}:
-                    if source_gone(old):
-                        report.removed += store.remove_missing(old, seen)
-            report.seconds = time.perf_counter() - started
-        return report
+        return _ingest.ingest(self.path, source, limit=limit, images=images, min_size=min_size, restart=restart, fetcher=fetcher,
+                              on_page=on_page, **source_options)  # fmt: skip
 
     def index(
         self,
@@ -364,50 +284,8 @@ class Collection:
         meanwhile leaves the previous index, or exact search. ``caption_queries``: embed up to
         this many of the items' captions (or titles) with the space's model and measure recall on
         them too — real text queries, which sit across the modality gap from the images."""
-        from .index.ann import AnnParams, build_ann
-
-        params = None
-        if structure or codes or nlist:
-            defaults = AnnParams()
-            params = AnnParams(
-                structure=structure or defaults.structure, codes=codes or defaults.codes, nlist=nlist or 0
-            )
-        sp = self.space(space)
-        label = "given"
-        if queries is None and caption_queries > 0 and "text" in sp.fingerprint.modalities:
-            texts = self._caption_sample(caption_queries)
-            try:
-                embedder = self.embedder_for(sp) if texts else None
-            except Exception as e:  # a measurement extra: no model here (offline, no cache) must not stop the build
-                log.warning("recall on captions not measured: the model of space %s did not load (%s)", sp.name, e)
-                embedder = None
-            if embedder is not None:
-                queries = np.concatenate([embedder.embed_texts(texts[i : i + 64]) for i in range(0, len(texts), 64)])
-                label = "captions"
-        return build_ann(
-            self._store,
-            sp.name,
-            params,
-            rebuild=rebuild,
-            threads=threads,
-            queries=queries,
-            queries_label=label,
-            progress=progress,
-        )
-
-    def _caption_sample(self, n: int) -> list[str]:
-        """Up to ``n`` distinct captions (else titles) of indexed items, spread over the collection
-        by a hash of the id, so the sample is the same on every build."""
-        import zlib
-
-        picked: list[tuple[int, str]] = []
-        for item in self._store.iter_items(status="ok"):
-            text = item.metadata.get("caption") or item.metadata.get("title")
-            if isinstance(text, str) and text.strip():
-                picked.append((zlib.crc32(item.id.encode()), text.strip()[:300]))
-                if len(picked) > 4 * n:  # keep memory bounded on millions of items
-                    picked = sorted(picked)[:n]
-        return list(dict.fromkeys(t for _, t in sorted(picked)))[:n]
+        return upkeep.build_ann(self._store, self.space(space), self.embedder_for, structure=structure, codes=codes, nlist=nlist, rebuild=rebuild,
+                                threads=threads, queries=queries, caption_queries=caption_queries, progress=progress)  # fmt: skip
 
     # -- searching ----------------------------------------------------------------------------
 
@@ -437,48 +315,15 @@ class Collection:
         text; alone, or fused with the CLIP ranking (``keyword_weight`` is the keyword side's
         share, default 0.4 when keywords are given; a weight without keywords reuses the text
         terms as keywords; ``fusion`` "weighted" (the default) or "rrf", see ``vitrina.index.keyword``).
-        Items hidden by ``prune --hide`` are left out unless ``include_hidden``."""
+        Items hidden by ``prune --hide`` are left out unless ``include_hidden``. The options,
+        their bounds and their spellings elsewhere (CLI, HTTP) are declared in ``vitrina.options``."""
         query = Query.build(text, image, where=where, alpha=alpha, min_score=min_score, limit=limit, offset=offset, include_self=include_self,
                             keywords=keywords, keyword_weight=keyword_weight, fusion=fusion, include_hidden=include_hidden)  # fmt: skip
         return self.run([query], space=space)[0]
 
     def run(self, queries: Sequence[Query], *, space: str | None = None) -> list[Hits]:
         """Run several queries; those with the same filters and paging share one pass over the vectors."""
-        if not queries:
-            return []
-        results: list[Hits | None] = [None] * len(queries)
-        with_vectors = [n for n, q in enumerate(queries) if q.mode != "keyword"]
-        for n, q in enumerate(queries):
-            if q.mode == "keyword":
-                results[n] = self._keyword_only(q)
-        if with_vectors:
-            sp = self.space(space)
-            built = [self._query_vector(queries[n], sp) for n in with_vectors]
-            ranked = self._rank(
-                sp, np.stack([b[0] for b in built]), [queries[n] for n in with_vectors], [b[1] for b in built]
-            )
-            for n, hits in zip(with_vectors, ranked):
-                results[n] = hits
-        return [r for r in results if r is not None]
-
-    def _visible(self, q: Query) -> tuple[Filter, ...]:
-        """The query's filters, plus one leaving out hidden items (unless it asks for them)."""
-        if q.include_hidden or not self._store.hidden_count():
-            return q.filters
-        return (*q.filters, Filter(self._store.HIDDEN, "!=", "true"))
-
-    def _keyword_only(self, q: Query) -> Hits:
-        from .index.keyword import KeywordIndex
-
-        kw = KeywordIndex(self._store)
-        m = kw.search(q.keyword_text, filters=self._visible(q), limit=q.limit, offset=q.offset, min_score=q.min_score)
-        return self._hits(m, q, kw.snippets(q.keyword_text, m.ids))
-
-    def _hits(self, m: Any, q: Query, snippets: dict[str, list[tuple[str, bool]]]) -> Hits:
-        items = self._store.get_items(m.ids)
-        hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=q.offset + k, snippet=tuple(snippets.get(i, ())))
-                for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
-        return Hits(hits, total_considered=m.considered, query=q)
+        return self._search.run(queries, space=space)
 
     def search_vectors(
         self,
@@ -491,19 +336,9 @@ class Collection:
         space: str | None = None,
     ) -> list[Hits]:
         """Search with ready-made query vectors, shape (n, dim) or (dim,): one ``Hits`` per row."""
-        sp = self.space(space)
-        matrix = np.atleast_2d(np.asarray(vectors, np.float32))
-        if (
-            matrix.shape[1] != sp.fingerprint.dim
-            or not np.isfinite(matrix).all()
-            or not np.linalg.norm(matrix, axis=1).all()
-        ):
-            raise QueryError(
-                f"Query vectors must be finite, non-zero and have {sp.fingerprint.dim} dimensions (space {sp.name!r}); got shape {matrix.shape}."
-            )
-        matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-        query = Query.build("<vector>", where=where, min_score=min_score, limit=limit, offset=offset)
-        return self._rank(sp, matrix, [query] * len(matrix), [set() for _ in matrix])
+        return self._search.search_vectors(
+            vectors, where=where, min_score=min_score, limit=limit, offset=offset, space=space
+        )
 
     def index_for(self, space: str | None = None) -> SearchIndex:
         """The search index of a space (see ``vitrina.index``)."""
@@ -512,113 +347,11 @@ class Collection:
             self._indexes[name] = open_index(self._store, name, self.index_kind)
         return self._indexes[name]
 
-    def _rank(self, sp: Space, qmat: np.ndarray, queries: Sequence[Query], excluded: Sequence[set[str]]) -> list[Hits]:
-        index = self.index_for(sp.name)
-        groups: dict[tuple[Any, ...], list[int]] = {}
-        for n, q in enumerate(queries):  # one pass over the vectors per distinct filter and page
-            fused = q.mode == "fused"
-            groups.setdefault((self._visible(q), q.limit, q.offset, q.min_score, fused), []).append(n)
-        results: list[Hits | None] = [None] * len(queries)
-        for (filters, limit, offset, min_score, fused), members in groups.items():
-            if fused:  # the CLIP side's top DEPTH, through whichever index serves the space
-                for n, fused_hits in self._fused(sp, index, qmat, queries, excluded, members, filters):
-                    results[n] = fused_hits
-                continue
-            found = index.search(
-                qmat[members],
-                filters=filters,
-                exclude=[excluded[n] for n in members],
-                limit=limit,
-                offset=offset,
-                min_score=min_score,
-            )
-            items = self._store.get_items(sorted({i for m in found for i in m.ids}))
-            for n, m in zip(members, found):
-                hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=offset + k)
-                        for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
-                results[n] = Hits(hits, total_considered=m.considered, query=queries[n])
-        return [r for r in results if r is not None]
-
-    def _fused(self, sp: Space, index: SearchIndex, qmat: np.ndarray, queries: Sequence[Query], excluded: Sequence[set[str]], members: list[int],
-               filters: tuple[Filter, ...]) -> list[tuple[int, Hits]]:  # fmt: skip
-        """CLIP and keyword rankings of the same allowed items (passing the filters, with a vector
-        in the space, not excluded), fused, then paged (see ``vitrina.index.keyword``)."""
-        from .index.keyword import DEPTH, KeywordIndex, fused_page
-
-        kw = KeywordIndex(self._store)
-        clip = index.search(qmat[members], filters=filters, exclude=[excluded[n] for n in members], limit=DEPTH)
-        # Only items with a vector in the space take part (usually all: then no list is built).
-        with_vector = None if sp.live == self._store.item_count() else self._store.vector_rids(sp.name)[1]
-        out = []
-        for n, c in zip(members, clip):
-            q = queries[n]
-            words = kw.ranking(q.keyword_text, filters=filters, exclude=excluded[n], depth=DEPTH, only_rids=with_vector)
-            m = fused_page(c, words, q.weight, q.fusion, limit=q.limit, offset=q.offset, min_score=q.min_score)
-            out.append((n, self._hits(m, q, kw.snippets(q.keyword_text, m.ids))))
-        return out
-
-    def _query_vector(self, query: Query, sp: Space) -> tuple[np.ndarray, set[str]]:
-        vectors, excluded = [], set()
-        for term in query.terms:
-            if term.kind == "text":
-                vectors.append(self.embedder_for(sp).embed_texts([term.value])[0])
-            elif term.kind == "vector":
-                vec = np.asarray(term.data, np.float32)
-                if vec.shape != (sp.fingerprint.dim,):
-                    raise QueryError(
-                        f"Vector term {term.value!r} has shape {vec.shape}; space {sp.name!r} needs ({sp.fingerprint.dim},)."
-                    )
-                vectors.append(vec)
-            else:
-                vec, item_id = self._image_term(term.value, sp)
-                vectors.append(vec)
-                if item_id is not None and not query.include_self:
-                    excluded.add(item_id)
-        return combine(np.stack(vectors), query.terms, query.alpha), excluded
-
-    def _image_term(self, value: str, sp: Space) -> tuple[np.ndarray, str | None]:
-        """An image term: an http(s) URL, a file, or the id of an indexed item (its stored vector
-        is reused, and the item itself is left out of the hits)."""
-        # A file on disk, then an indexed item (ids are often URLs: IIIF canvases), then a URL to fetch.
-        if os.path.isfile(os.path.expanduser(value)):
-            return self.image_vector(value, space=sp.name), None
-        stored = self.index_for(sp.name).vectors([value])
-        if value in stored:
-            return stored[value], value
-        if value.startswith(("http://", "https://")):
-            return self.image_vector(value, space=sp.name), None
-        raise QueryError(
-            f"Image {value!r} is not a file, an http(s) URL, or the id of an item in collection {self.name!r}."
-        )
-
     def image_vector(self, image: str | bytes, *, space: str | None = None) -> np.ndarray:
         """Embed a query image — a file path, an http(s) URL or the bytes of an upload — within
         ``self.limits`` (bytes, pixels, private addresses, download time)."""
         sp = self.space(space)
-        limits = self.limits
-        source: str | bytes
-        if isinstance(image, bytes):
-            if len(image) > limits.max_bytes:
-                from .errors import ImageError
-
-                raise ImageError(
-                    "too_large", f"The image is {len(image)} bytes; at most {limits.max_bytes} are accepted."
-                )
-            source = image
-        elif image.startswith(("http://", "https://")):
-            from .http import fetch_bytes
-
-            source = fetch_bytes(
-                image, max_bytes=limits.max_bytes, timeout=limits.timeout, allow_private=limits.allow_private
-            )
-        else:
-            source = os.path.expanduser(image)
-        embedder = self.embedder_for(sp)
-        # Decoded exactly as the indexer decodes, so a file and its indexed copy score 1.0; the
-        # decoded image counts against the process's decode budget until it is embedded.
-        with hold_decoded():
-            decoded = load_image(source, min_side=embedder.min_side, max_pixels=limits.max_pixels)
-            return embed_images(embedder, [decoded])[0]
+        return query_image_vector(image, self.embedder_for(sp), self.limits)
 
     def embedder_for(self, sp: Space | str | None = None) -> Embedder:
         """The model that made space ``sp``, loaded once per process. An embedder given to
@@ -659,38 +392,9 @@ class Collection:
         """Hide the items passing ``where`` from results (``hide``, reversible with ``unhide``), or
         delete them with their vectors (``delete``: the vector files are compacted, and a later
         ingest does not bring them back). E.g. ``where=["kind=blank"]`` after ``classify --tag kind``."""
-        from .filters import parse_filters
-
-        if action not in ("hide", "unhide", "delete"):
-            raise QueryError(f"Unknown prune action {action!r}; use hide, unhide or delete.")
-        filters = parse_filters(where)
-        if not filters and action != "unhide":
-            raise QueryError(
-                "Pruning needs at least one --where filter (e.g. --where 'kind=blank'); it never prunes a whole collection."
-            )
-        if action == "unhide":
-            filters = (*filters, Filter(self._store.HIDDEN, "=", "true"))
-        rids = np.flatnonzero(self._store.filter_mask(filters)[:-1])
-        ids = sorted(self._store.ids_of_rids(rids.tolist()).values())
-        reason = " ".join(str(f) for f in filters)
-        out: dict[str, Any] = {"action": action, "matched": len(ids)}
-        with self._write() as store:
-            if action == "delete":
-                before = self._disk_bytes()
-                out["deleted"] = store.delete_items(ids, reason)
-                for sp in store.spaces():
-                    store.compact(sp.name, force=True)
-                saved = max(0, before - self._disk_bytes())
-                total = int(store.get_meta("pruned_bytes_saved") or 0) + saved
-                store.set_meta("pruned_bytes_saved", str(total))
-                out["bytes_saved"] = saved
-            else:
-                out["changed"] = store.set_hidden(ids, action == "hide", reason)
+        out = upkeep.prune(self._store, self.path, where, action, self._write)
         self._facets = None
         return out
-
-    def _disk_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
     # -- describing ---------------------------------------------------------------------------
 
@@ -781,65 +485,3 @@ class Collection:
         if check:
             out["problems"] = self._store.check()
         return out
-
-
-class _writer:
-    """The store opened for writing (holding the writer lock) for the length of a ``with``."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self) -> Store:
-        self.disk = disk_full_as_error(self.path, self.path.name)
-        self.disk.__enter__()
-        try:
-            self.store = Store(self.path, create=True, writer=True)
-        except BaseException as e:
-            self.disk.__exit__(type(e), e, e.__traceback__)
-            raise
-        return self.store
-
-    def __exit__(self, *exc: Any) -> None:
-        self.store.close()
-        self.disk.__exit__(*exc)  # raises DiskFull in place of a full disk's raw error
-
-
-@dataclass
-class IngestReport:
-    collection: str
-    source: str
-    found: int = 0
-    new: int = 0
-    changed: int = 0
-    updated: int = 0  # metadata or context text changed, image unchanged: no re-embedding
-    moved: int = 0  # same content, now listed by this source or at a new location: no re-embedding
-    unchanged: int = 0
-    removed: int = 0
-    pages: int = 0
-    requests: int = 0
-    resumed: bool = False
-    interrupted: bool = False
-    message: str = ""
-    problems: list[str] = field(default_factory=list)
-    skipped: dict[str, int] = field(default_factory=dict)  # what the source did not ingest, by kind or reason
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return {**asdict(self), "seconds": round(self.seconds, 3)}
-
-
-class _fetcher:
-    """The collection's HTTP client (cache in <collection>/cache/http), or the caller's."""
-
-    def __init__(self, path: Path, given: Fetcher | None):
-        self.path, self.given = path, given
-
-    def __enter__(self) -> Fetcher:
-        self.fetcher = self.given or Fetcher(cache_dir=self.path / "cache" / "http")
-        return self.fetcher
-
-    def __exit__(self, *exc: object) -> None:
-        if self.given is None:
-            self.fetcher.close()

@@ -23,19 +23,31 @@ from typing import Any
 
 import numpy as np
 
+from . import options
 from .errors import QueryError
 from .filters import MAX_FILTERS, Filter, parse_filters
+from .options import MAX_TERMS
 from .records import Hit
 
-MAX_TERMS = 32  # per query: each text term is a model call, each image term a decode
+__all__ = ["Filter", "Hits", "ItemNotFound", "MAX_FILTERS", "MAX_TERMS", "Query", "Term", "combine", "parse_term"]
 
-__all__ = ["Filter", "Hits", "MAX_FILTERS", "MAX_TERMS", "Query", "Term", "combine", "parse_term"]
+TERM_KINDS = ("text", "image", "item", "vector")
+
+
+class ItemNotFound(QueryError):
+    """An ``item`` term names no item with a vector in the space searched."""
+
+    def __init__(self, item_id: str, collection: str):
+        super().__init__(f"No item {item_id!r} in collection {collection!r}.")
+        self.item_id = item_id
 
 
 @dataclass(frozen=True)
 class Term:
-    """One part of a query: ``kind`` is 'text', 'image' (a path, URL or item id) or 'vector'
-    (a ready-made embedding in ``data``, e.g. of an uploaded image; ``value`` is its label)."""
+    """One part of a query: ``kind`` is 'text', 'image' (a path, URL or item id), 'item' (the
+    id of an indexed item only: its stored vector, ``ItemNotFound`` if it has none) or 'vector'
+    (a ready-made embedding in ``data``, e.g. of an uploaded image; ``value`` is its label).
+    Image and item terms naming an indexed item leave it out of the hits (see ``include_self``)."""
 
     value: str
     weight: float = 1.0
@@ -60,6 +72,8 @@ def parse_term(text: str, kind: str = "text") -> Term:
 
 @dataclass(frozen=True)
 class Query:
+    """One search; its fields and their bounds are declared in ``vitrina.options``."""
+
     terms: tuple[Term, ...] = ()
     alpha: float | None = None
     filters: tuple[Filter, ...] = ()
@@ -75,12 +89,10 @@ class Query:
     def __post_init__(self) -> None:
         if not self.terms and not self.keywords.strip():
             raise QueryError("An empty query: give some text, --image, --keywords, or a mix.")
-        if self.keyword_weight is not None and not 0.0 <= self.keyword_weight <= 1.0:
-            raise QueryError(
-                f"The keyword weight must be between 0 (CLIP only) and 1 (keywords only), not {self.keyword_weight}."
-            )
-        if self.fusion not in ("rrf", "weighted"):
-            raise QueryError(f"Unknown fusion {self.fusion!r}; use 'rrf' or 'weighted'.")
+        for declared in options.for_interface(options.QUERY):  # bounds and choices: one source of truth
+            problem = None if declared.multiple else declared.check(getattr(self, declared.query_field))
+            if problem:
+                raise QueryError(problem)
         if self.mode == "fused" and not self.keyword_text:
             raise QueryError("A keyword weight needs words: give --keywords, or text terms to reuse as keywords.")
         if len(self.keywords) > 2000:
@@ -89,11 +101,9 @@ class Query:
             raise QueryError(f"{len(self.terms)} terms in one query; at most {MAX_TERMS} are allowed.")
         if len(self.filters) > MAX_FILTERS:
             raise QueryError(f"{len(self.filters)} filters in one query; at most {MAX_FILTERS} are allowed.")
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise QueryError(f"alpha must be between 0 (text only) and 1 (image only), not {self.alpha}.")
-        if self.limit < 1 or self.offset < 0:
-            raise QueryError("limit must be at least 1 and offset at least 0.")
         for term in self.terms:
+            if term.kind not in TERM_KINDS:
+                raise QueryError(f"Unknown term kind {term.kind!r}; use one of {', '.join(TERM_KINDS)}.")
             if not term.value.strip():
                 raise QueryError("A query term is empty.")
             if not np.isfinite(term.weight):
@@ -126,19 +136,31 @@ class Query:
         text: Sequence[str] | str = (),
         image: Sequence[str] | str = (),
         *,
+        item: Sequence[str] | str = (),
+        vectors: Sequence[tuple[str, Any]] = (),
         where: Sequence[str | Filter] = (),
         **kwargs: Any,
     ) -> Query:
-        texts = [text] if isinstance(text, str) else list(text)
-        images = [image] if isinstance(image, str) else list(image)
-        terms = tuple(parse_term(t, "text") for t in texts) + tuple(parse_term(i, "image") for i in images)
+        """A query from its parts: ``text`` and ``image`` terms ("2:ship", "-1:a.jpg"), ``item``
+        ids of indexed items ("-1:ID" = less like this), ready-made ``vectors`` as (label,
+        vector) pairs (an uploaded image's embedding), ``where`` filters; the rest are fields."""
+
+        def listed(value: Sequence[str] | str) -> list[str]:
+            return [value] if isinstance(value, str) else list(value)
+
+        terms = (
+            *(parse_term(t, "text") for t in listed(text)),
+            *(parse_term(i, "item") for i in listed(item)),
+            *(parse_term(i, "image") for i in listed(image)),
+            *(Term(label, 1.0, "vector", vector) for label, vector in vectors),
+        )
         return cls(terms=terms, filters=parse_filters(where), **kwargs)
 
 
 def combine(vectors: np.ndarray, terms: Sequence[Term], alpha: float | None) -> np.ndarray:
     """The query vector: weighted sums as described in the module docstring."""
     weights = np.asarray([t.weight for t in terms], np.float32)[:, None]
-    kinds = ["image" if t.kind == "vector" else t.kind for t in terms]
+    kinds = ["text" if t.kind == "text" else "image" for t in terms]
     if alpha is None or len(set(kinds)) == 1:
         out = (weights * vectors).sum(0)
     else:
