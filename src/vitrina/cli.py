@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .errors import DiskFull, VitrinaError
+from .options import click_options as search_options
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -426,30 +427,7 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
 @cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
 @click.argument("collection")
 @click.argument("terms", nargs=-1, type=click.UNPROCESSED)
-@click.option(
-    "-i",
-    "--image",
-    "images",
-    multiple=True,
-    help="Query image: a file, an http(s) URL, or an indexed item's id. Repeatable; 'W:PATH' weights it.",
-)
-@click.option(
-    "-a",
-    "--alpha",
-    type=click.FloatRange(0, 1),
-    help="Text/image mix: 0 = text only, 1 = image only (LoC paper's alpha).",
-)
-@click.option(
-    "-w",
-    "--where",
-    multiple=True,
-    help="Metadata filter, e.g. 'date>=1700', 'place=Boston', 'title~harbour'. Repeatable (all must hold).",
-)
-@click.option("--min-score", type=float, help="Leave out hits scoring below this.")
-@click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(1, 10000))
-@click.option("--offset", default=0, type=click.IntRange(0), help="Skip this many hits (paging).")
-@click.option("--include-self", is_flag=True, help="When querying by an indexed item, keep it in the hits.")
-@click.option("--space", help="Which embedding space to search (default: the first).")
+@search_options()  # -i/--image, --alpha, --where, --limit, --keywords, --keyword-weight ...: vitrina.options
 @click.option(
     "--batch",
     "batch_file",
@@ -476,26 +454,6 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
     "index_target",
     help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.",
 )
-@click.option(
-    "-k",
-    "--keywords",
-    default="",
-    help="Words ranked by BM25 over title, caption, subjects, notes and context text (OCR); alone, or fused with TERMS/--image.",
-)
-@click.option(
-    "--text-weight",
-    "keyword_weight",
-    type=click.FloatRange(0, 1),
-    help="The keyword side's share in the fusion (default 0.4 with --keywords; without them, TERMS are reused as keywords). Not --alpha.",
-)
-@click.option(
-    "--fusion",
-    type=click.Choice(["rrf", "weighted"]),
-    default="weighted",
-    show_default=True,
-    help="How CLIP and keyword rankings are fused.",
-)
-@click.option("--include-hidden", is_flag=True, help="Also show items hidden by `vitrina prune --hide`.")
 def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alpha: float | None, where: tuple[str, ...], min_score: float | None,
            limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool, exact: bool = False, index_target: str | None = None,
            keywords: str = "", keyword_weight: float | None = None, fusion: str = "weighted", include_hidden: bool = False, as_csv: bool = False) -> None:  # fmt: skip
@@ -508,7 +466,7 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
     vitrina search maps "sea monster" "2:ship" "-0.5:colour"     # weights; negative pushes down
     vitrina search maps "harbour" --where "date>=1700" --where "date<1800" --min-score 0.2 --json
     vitrina search books --keywords "Bergen 1850"                # keyword ranking only (BM25)
-    vitrina search books "whale" --text-weight 0.3                # CLIP + the same words as keywords, fused
+    vitrina search books "whale" --keyword-weight 0.3             # CLIP + the same words as keywords, fused
     vitrina search books "a ship in a storm" --keywords "hval"    # CLIP for the picture, words for the OCR"""
     from .collection import open_collection
     from .query import Query

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -160,7 +159,7 @@ def click_options(*, exclude: tuple[str, ...] = ()) -> Callable[[F], F]:
                 value = kwargs.pop(key, None)
                 if value is not None:
                     old = next(d for d in o.deprecated if d.startswith("-"))
-                    print(f"Warning: {old} is deprecated; use {o.cli_flags[-1]}.", file=sys.stderr)
+                    click.echo(f"Warning: {old} is deprecated; use {o.cli_flags[-1]}.", err=True)
                     if kwargs.get(o.cli_dest) is None:
                         kwargs[o.cli_dest] = value
             return f(*args, **kwargs)

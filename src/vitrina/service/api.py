@@ -2,9 +2,12 @@
 
 The routes are built for one ``ServiceConfig`` (hence no ``from __future__ import annotations``:
 FastAPI must see the limits in the annotations) so that the OpenAPI schema states the limits the
-server enforces (``limit`` ≤ max_limit, at most MAX_TERMS terms and MAX_FILTERS filters ...)."""
+server enforces (``limit`` ≤ max_limit, at most MAX_TERMS terms and MAX_FILTERS filters ...).
+The search routes' parameters are generated from ``vitrina.options``: a search option declared
+there for ``get``/``post`` is a parameter here, with its type, bounds, default and help."""
 
 import asyncio
+import inspect
 import math
 import threading
 import time
@@ -16,9 +19,9 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..filters import MAX_FILTERS
-from ..query import MAX_TERMS
-from .core import MAX_OFFSET, SearchParams, Service, ServiceConfig, client_gone
+from .. import options
+from ..options import GET, HTTP, POST, Option
+from .core import SearchParams, Service, ServiceConfig, client_gone
 from .errors import ServiceError
 from .present import ErrorOut, ItemOut, SearchOut, UploadOut, errors, hits_out, item_out
 
@@ -60,77 +63,102 @@ def _form_only(request: Request) -> None:
         )
 
 
+def _search_parameter(o: Option, name: str, interface: str, config: ServiceConfig) -> inspect.Parameter:
+    """One search option as a FastAPI query parameter (GET) or form field (POST)."""
+    source: Any = Query if interface == GET else Form
+    if o.type is bytes:  # the uploaded image itself
+        annotation: Any = Annotated[UploadFile | None, File(description=o.help)]
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+    # Lengths are the transport's (and the server's) limits; bounds and choices are the option's.
+    lengths = {
+        "q": config.max_text_chars,
+        "keywords": config.max_text_chars,
+        "item": MAX_ID,
+        "image_url": 2000,
+        "upload": 64,
+        "space": 100,
+    }
+    kind: Any = Literal[o.choices] if o.choices else o.type  # type: ignore[valid-type]
+    kind = list[kind] if o.multiple else kind | None if o.optional else kind
+    kw: dict[str, Any] = {"description": o.help}
+    if name in o.deprecated:
+        kw.update(deprecated=True, description=f"Deprecated: the old name of {o.http_name}. {o.help}")
+    lo, hi = o.bounds_for(interface)
+    if o.name == "limit":
+        hi = config.max_limit
+    if lo is not None:
+        kw["ge"] = lo
+    if hi is not None:
+        kw["le"] = hi
+    if o.multiple:  # per-list caps go in the schema; the service enforces them (with a 400 that names the limit)
+        extra: dict[str, Any] = {"maxItems": o.max_items} if o.max_items else {}
+        if o.http_name in lengths:
+            extra["items"] = {"type": "string", "maxLength": lengths[o.http_name]}
+        kw["json_schema_extra"] = extra
+    elif o.http_name in lengths:
+        kw["max_length"] = lengths[o.http_name]
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=o.default_for(interface), annotation=Annotated[kind, source(**kw)]
+    )
+
+
+def search_signature(config: ServiceConfig, interface: str) -> inspect.Signature:
+    """The signature of a search route: the request, the response (for warning headers), then
+    every option declared for ``interface`` under its HTTP name and its deprecated names."""
+    fixed = [
+        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=t)
+        for n, t in (("request", Request), ("response", Response))
+    ]
+    fields = [_search_parameter(o, name, interface, config) for o in options.for_interface(interface)
+              for name in (o.http_name, *(d for d in o.deprecated if not d.startswith("-")))]  # fmt: skip
+    return inspect.Signature([*fixed, *fields], return_annotation=SearchOut)
+
+
+def search_params(fields: dict[str, Any], response: Response) -> SearchParams:
+    """The request's search options; an old name still works, and the answer says it is deprecated."""
+    fields = dict(fields)
+    for o in options.for_interface(GET):
+        for old in (d for d in o.deprecated if not d.startswith("-")):
+            value = fields.pop(old, None)
+            if value is not None:
+                response.headers["Deprecation"] = "true"
+                response.headers["Warning"] = f'299 - "{old} is deprecated; use {o.http_name}"'
+                if fields.get(o.http_name) is None:
+                    fields[o.http_name] = value
+        if o.type is float:
+            _finite(fields.get(o.http_name), o.http_name)
+    return SearchParams(**{o.http_name: fields[o.http_name] for o in options.OPTIONS if HTTP <= o.interfaces})
+
+
 def build_router(config: ServiceConfig) -> APIRouter:
     router = APIRouter()
     search_errors = errors(400, 404, 413, 415, 422, 503)
-    # Per-list caps go in the schema; the service enforces them (with a 400 that names the limit).
-    terms = {"maxItems": MAX_TERMS, "items": {"type": "string", "maxLength": config.max_text_chars}}
-    items = {"maxItems": MAX_TERMS, "items": {"type": "string", "maxLength": MAX_ID}}
-    filters = {"maxItems": MAX_FILTERS}
-    Q = f"Text terms; '2:ship' weights a term, '-0.5:colour' pushes it down. At most {MAX_TERMS} terms in all (q, item, image)."  # noqa: N806
-    I = "Ids of indexed items as image terms; '-1:ID' = less like this"  # noqa: E741, N806
-    K = "Words ranked by BM25 over title, caption, subjects, notes and context text; alone, or fused with the other terms"  # noqa: N806
-    TW = "The keyword side's share in the fusion (default 0.4 with keywords; without them, the q terms are reused as keywords)"  # noqa: N806
-    W = f"Filters like 'date>=1700', 'place=Boston', 'title~harbour'; at most {MAX_FILTERS}"  # noqa: N806
 
-    @router.get("/api/search", response_model=SearchOut, responses=search_errors, tags=["search"])
-    async def search_route(
-        request: Request,
-        q: Annotated[list[str], Query(description=Q, json_schema_extra=terms)] = [],  # noqa: B006
-        item: Annotated[list[str], Query(description=I, json_schema_extra=items)] = [],  # noqa: B006
-        image_url: Annotated[
-            str | None, Query(max_length=2000, description="An http(s) image URL on a public host")
-        ] = None,
-        upload: Annotated[str | None, Query(max_length=64, description="Token returned by POST /api/uploads")] = None,
-        alpha: Annotated[float | None, Query(ge=0, le=1, description="0 = text only, 1 = image only")] = None,
-        where: Annotated[list[str], Query(description=W, json_schema_extra=filters)] = [],  # noqa: B006
-        min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
-        limit: Annotated[int, Query(ge=1, le=config.max_limit)] = 24,
-        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-        space: Annotated[str | None, Query(max_length=100)] = None,
-        keywords: Annotated[str, Query(max_length=config.max_text_chars, description=K)] = "",
-        text_weight: Annotated[float | None, Query(ge=0, le=1, description=TW)] = None,
-        fusion: Annotated[
-            Literal["weighted", "rrf"], Query(description="How CLIP and keyword rankings are fused")
-        ] = "weighted",
-    ) -> SearchOut:
+    async def search_route(request: Request, response: Response, **fields: Any) -> SearchOut:
         """Search by text, by an indexed item, by an image URL or a previous upload — or several at once."""
         service = service_of(request)
-        params = SearchParams(q=q, item=item, image_url=image_url, upload=upload, alpha=_finite(alpha, "alpha"), where=where,
-                              min_score=_finite(min_score, "min_score"), limit=limit, offset=offset, space=space,
-                              keywords=keywords, text_weight=_finite(text_weight, "text_weight"), fusion=fusion)  # fmt: skip
+        params = search_params(fields, response)
         return await _watched(request, lambda: hits_out(service.name, service.search(params), params))
 
-    @router.post("/api/search", response_model=SearchOut, responses=search_errors, tags=["search"])
-    async def search_with_upload_route(
-        request: Request,
-        image: Annotated[UploadFile | None, File(description="A query image (JPEG, PNG, GIF, WebP, TIFF, BMP)")] = None,
-        q: Annotated[list[str], Form(description=Q, json_schema_extra=terms)] = [],  # noqa: B006
-        item: Annotated[list[str], Form(description=I, json_schema_extra=items)] = [],  # noqa: B006
-        image_url: Annotated[str | None, Form(max_length=2000)] = None,
-        upload: Annotated[str | None, Form(max_length=64, description="Token returned by POST /api/uploads")] = None,
-        alpha: Annotated[float | None, Form(ge=0, le=1)] = None,
-        where: Annotated[list[str], Form(description=W, json_schema_extra=filters)] = [],  # noqa: B006
-        min_score: Annotated[float | None, Form(ge=-1, le=1)] = None,
-        limit: Annotated[int, Form(ge=1, le=config.max_limit)] = 24,
-        offset: Annotated[int, Form(ge=0, le=MAX_OFFSET)] = 0,
-        space: Annotated[str | None, Form(max_length=100)] = None,
-        keywords: Annotated[str, Form(max_length=config.max_text_chars, description=K)] = "",
-        text_weight: Annotated[float | None, Form(ge=0, le=1, description=TW)] = None,
-        fusion: Annotated[Literal["weighted", "rrf"], Form()] = "weighted",
-    ) -> SearchOut:
+    async def search_with_upload_route(request: Request, response: Response, **fields: Any) -> SearchOut:
         """The same search with an uploaded image in the request (multipart/form-data)."""
         _form_only(request)
         service = service_of(request)
-        params = SearchParams(q=q, item=item, image_url=image_url, upload=upload, alpha=_finite(alpha, "alpha"), where=where,
-                              min_score=_finite(min_score, "min_score"), limit=limit, offset=offset, space=space,
-                              keywords=keywords, text_weight=_finite(text_weight, "text_weight"), fusion=fusion)  # fmt: skip
+        image = fields.pop(options.option("image_file").http_name)
+        params = search_params(fields, response)
 
         def work() -> SearchOut:
             data = _read_upload(service, image) if image is not None else None
             return hits_out(service.name, service.search(params, upload_bytes=data), params)
 
         return await _watched(request, work)
+
+    search_route.__signature__ = search_signature(config, GET)  # type: ignore[attr-defined]
+    search_with_upload_route.__signature__ = search_signature(config, POST)  # type: ignore[attr-defined]
+    router.get("/api/search", response_model=SearchOut, responses=search_errors, tags=["search"])(search_route)
+    router.post("/api/search", response_model=SearchOut, responses=search_errors, tags=["search"])(
+        search_with_upload_route
+    )
 
     @router.post("/api/uploads", response_model=UploadOut, responses=errors(400, 413, 415, 422, 503), tags=["search"])
     def upload_image_route(

@@ -1,6 +1,8 @@
 """What the routes share: the configuration, the search parameters, and ``Service`` (the
 collection, the gated model, uploaded-image embeddings). Routes build nothing of their own:
-queries are the library's ``Query``/``Term``, images go through ``Collection.image_vector``."""
+``Service.search`` checks the request against the server's limits and makes one library call
+(``Query.build``: item ids are ``item`` terms, an upload's embedding a ``vector`` term); images go
+through ``Collection.image_vector``."""
 
 from __future__ import annotations
 
@@ -22,13 +24,13 @@ from ..collection import Collection, ImageLimits, open_collection
 from ..embedding import Embedder, embed_images
 from ..errors import ImageError, ModalityError
 from ..files import write_atomic
-from ..filters import MAX_FILTERS, Filter
+from ..filters import MAX_FILTERS, parse_filters
 from ..images import hold_decoded, read_image
-from ..query import MAX_TERMS, Hits, Query, Term, parse_term
+from ..options import MAX_OFFSET, MAX_TERMS
+from ..query import Hits, ItemNotFound, Query
 from .errors import ClientGone, Overloaded, ServiceError
 
 URL_DEADLINE = 10.0  # seconds for a whole image-URL download (the docs promise 10 s)
-MAX_OFFSET = 10_000
 THUMB_SIZES = (128, 256, 512, 1024)
 
 
@@ -136,7 +138,8 @@ class Uploads:
 
 @dataclass
 class SearchParams:
-    """Everything a search request can say (GET query string or form fields)."""
+    """Everything a search request can say (GET query string or form fields): the options of
+    ``vitrina.options`` that apply over HTTP (tests/test_options.py keeps them in step)."""
 
     q: list[str] = field(default_factory=list)  # text terms, "2:ship", "-0.5:colour"
     item: list[str] = field(default_factory=list)  # indexed item ids as image terms, "-1:id" for less like this
@@ -149,7 +152,7 @@ class SearchParams:
     offset: int = 0
     space: str | None = None
     keywords: str = ""  # words ranked by BM25 over the item text, alone or fused with the rest
-    text_weight: float | None = None  # the keyword side's share in a fusion
+    keyword_weight: float | None = None  # the keyword side's share in a fusion (formerly text_weight)
     fusion: str = "weighted"
 
 
@@ -196,16 +199,51 @@ class Service:
         return coll
 
     def search(self, p: SearchParams, upload_bytes: bytes | None = None) -> Hits:
+        """The server's limits checked (before any model call or look-up), then one library call."""
+        texts = [t for t in p.q if t.strip()]
+        items = [i for i in p.item if i.strip()]
+        wheres = [w for w in p.where if w.strip()]
+        self._check(p, texts, items, wheres, upload_bytes is not None)
+        filters = parse_filters(wheres)  # a malformed filter is refused before the model runs
+        coll = self.collection()
+        space = coll.space(p.space).name
+        if upload_bytes is not None:
+            p.upload = self.add_upload(upload_bytes, space)
+        vectors = []
+        if p.upload:
+            vector = self.uploads.get(p.upload, space)
+            if vector is None:
+                raise ServiceError(
+                    404,
+                    "upload_expired",
+                    "That uploaded image is no longer on the server (image links expire); upload it again.",
+                )
+            vectors.append(("upload", vector))
+        query = Query.build(texts, [p.image_url] if p.image_url else [], item=items, vectors=vectors, where=filters, alpha=p.alpha,
+                            min_score=p.min_score, limit=p.limit, offset=p.offset, keywords=p.keywords, keyword_weight=p.keyword_weight,
+                            fusion=p.fusion)  # fmt: skip
+        try:
+            if not p.image_url:
+                return coll.run([query], space=space)[0]
+            # Refused at once when full: slow image hosts must not take every worker thread (and /healthz).
+            if not self.url_slots.acquire(blocking=False):
+                raise Overloaded("Too many image URLs are being fetched; try again in a moment.")
+            try:
+                return coll.run([query], space=space)[0]
+            finally:
+                self.url_slots.release()
+        except ItemNotFound as e:
+            raise ServiceError(404, "item_not_found", f"No item {e.item_id!r} in this collection.") from e
+
+    def _check(self, p: SearchParams, texts: list[str], items: list[str], wheres: list[str], uploaded: bool) -> None:
+        """The server's own limits, each with its HTTP status and error code."""
         c = self.config
         if not 1 <= p.limit <= c.max_limit:
             raise ServiceError(422, "invalid_parameter", f"limit must be between 1 and {c.max_limit}.")
         if not 0 <= p.offset <= MAX_OFFSET:
             raise ServiceError(422, "invalid_parameter", f"offset must be between 0 and {MAX_OFFSET}.")
-        texts = [t for t in p.q if t.strip()]
-        items = [i for i in p.item if i.strip()]
-        wheres = [w for w in p.where if w.strip()]
         # Counted before anything is embedded or looked up: each term is a model call or a decode.
-        count = len(texts) + len(items) + bool(p.image_url) + bool(p.upload or upload_bytes is not None)
+        count = len(texts) + len(items) + bool(p.image_url) + bool(p.upload or uploaded)
         if count > MAX_TERMS:
             raise ServiceError(
                 400, "too_many_terms", f"{count} query terms (q, item, image); at most {MAX_TERMS} are allowed."
@@ -223,51 +261,17 @@ class Service:
             raise ServiceError(
                 400, "invalid_query", f"The keywords are longer than {c.max_text_chars} characters or have a NUL byte."
             )
-        filters = tuple(Filter.parse(w) for w in wheres)
-        coll = self.collection()
-        space = coll.space(p.space).name
-        terms = [parse_term(t, "text") for t in texts]
-        item_terms = [parse_term(i, "image") for i in items]
-        known = coll.index_for(space).vectors([t.value for t in item_terms]) if item_terms else {}
-        missing = next((t.value for t in item_terms if t.value not in known), None)
-        if missing is not None:
-            raise ServiceError(404, "item_not_found", f"No item {missing!r} in this collection.")
-        terms += item_terms
-        if p.image_url:
-            # Only http(s): anything else would be read by the library as a local file path.
-            if not p.image_url.startswith(("http://", "https://")):
-                raise ServiceError(
-                    400, "image_url_rejected", "Image URL rejected: only http(s) URLs of public hosts can be fetched."
-                )
-            terms.append(Term(p.image_url, 1.0, "image"))
-        if upload_bytes is not None:
-            p.upload = self.add_upload(upload_bytes, space)
-        if p.upload:
-            vector = self.uploads.get(p.upload, space)
-            if vector is None:
-                raise ServiceError(
-                    404,
-                    "upload_expired",
-                    "That uploaded image is no longer on the server (image links expire); upload it again.",
-                )
-            terms.append(Term("upload", 1.0, "vector", vector))
-        if not terms and not p.keywords.strip():
+        # Only http(s): anything else would be read by the library as a local file path.
+        if p.image_url and not p.image_url.startswith(("http://", "https://")):
+            raise ServiceError(
+                400, "image_url_rejected", "Image URL rejected: only http(s) URLs of public hosts can be fetched."
+            )
+        if not (texts or items or p.image_url or p.upload or uploaded or p.keywords.strip()):
             raise ServiceError(
                 400,
                 "invalid_query",
                 "An empty query: give text (q), keywords, an image (upload, image_url) or an item.",
             )
-        query = Query(terms=tuple(terms), alpha=p.alpha, filters=filters, min_score=p.min_score, limit=p.limit, offset=p.offset,
-                      keywords=p.keywords, keyword_weight=p.text_weight, fusion=p.fusion)  # fmt: skip
-        if not p.image_url:
-            return coll.run([query], space=space)[0]
-        # Refused at once when full: slow image hosts must not take every worker thread (and /healthz).
-        if not self.url_slots.acquire(blocking=False):
-            raise Overloaded("Too many image URLs are being fetched; try again in a moment.")
-        try:
-            return coll.run([query], space=space)[0]
-        finally:
-            self.url_slots.release()
 
     def add_upload(self, data: bytes, space: str) -> str:
         return self.uploads.put(space, self.collection().image_vector(data, space=space))

@@ -34,7 +34,7 @@ def _params(state: dict[str, Any]) -> SearchParams:
     items = [f"1:{i}" for i in state["like"]] + [f"-1:{i}" for i in state["unlike"]]
     return SearchParams(q=[state["q"]] if state["q"].strip() else [], item=items, upload=state["upload"] or None, image_url=state["image_url"] or None,
                         alpha=state["alpha"], where=filters, min_score=state["min_score"], limit=PAGE, offset=state["offset"],
-                        keywords=state["kw"], text_weight=state["text_weight"])  # fmt: skip
+                        keywords=state["kw"], keyword_weight=state["keyword_weight"])  # fmt: skip
 
 
 def _state(request: Request) -> dict[str, Any]:
@@ -54,7 +54,9 @@ def _state(request: Request) -> dict[str, Any]:
         "alpha": number("alpha", 0, 1), "date_from": qp.get("from", "")[:12], "date_to": qp.get("to", "")[:12],
         "where": qp.get("where", "")[:2000], "min_score": number("min_score", -1, 1),
         "offset": int(number("offset", 0, 10_000) or 0),
-        "kw": qp.get("kw", "")[:1000], "text_weight": number("text_weight", 0, 1),
+        "kw": qp.get("kw", "")[:1000],
+        # text_weight: the old name, still read from addresses shared before the rename
+        "keyword_weight": number("keyword_weight", 0, 1) if "keyword_weight" in qp else number("text_weight", 0, 1),
     }  # fmt: skip
 
 
@@ -62,7 +64,7 @@ def _link(state: dict[str, Any], **changes: Any) -> str:
     merged = {**state, **changes}
     pairs: list[tuple[str, Any]] = []
     for key, name in (("q", "q"), ("upload", "upload"), ("image_url", "image_url"), ("alpha", "alpha"), ("date_from", "from"),
-                      ("date_to", "to"), ("where", "where"), ("min_score", "min_score"), ("offset", "offset"), ("kw", "kw"), ("text_weight", "text_weight")):  # fmt: skip
+                      ("date_to", "to"), ("where", "where"), ("min_score", "min_score"), ("offset", "offset"), ("kw", "kw"), ("keyword_weight", "keyword_weight")):  # fmt: skip
         value = merged.get(key)
         if value not in (None, "", 0):
             pairs.append((name, value))
