@@ -25,6 +25,7 @@ from ..files import write_atomic
 from ..filters import MAX_FILTERS, Filter
 from ..images import hold_decoded, read_image
 from ..query import MAX_TERMS, Hits, Query, Term, parse_term
+from ..store import CollectionPaths
 from .errors import ClientGone, Overloaded, ServiceError
 
 URL_DEADLINE = 10.0  # seconds for a whole image-URL download (the docs promise 10 s)
@@ -282,7 +283,7 @@ class Service:
             return item.image
         size = next((s for s in THUMB_SIZES if s >= size), THUMB_SIZES[-1])
         key = hashlib.sha1(f"{item_id}\0{item.fingerprint}\0{size}".encode()).hexdigest()
-        cache = self.path / "thumbs" / key[:2] / f"{key}.jpg"
+        cache = CollectionPaths(self.path).thumbs_dir / key[:2] / f"{key}.jpg"
         if cache.exists():
             return cache.read_bytes()
         with hold_decoded():  # the full-size image counts against the decode budget until shrunk
