@@ -325,7 +325,7 @@ def _sha256(path: Path) -> str:
 def probe_path(coll: Collection, name: str) -> Path:
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"Classifier name {name!r}: use letters, digits, '_' and '-'.")
-    return coll.path / "classifiers" / f"{name}.json"
+    return coll.paths.classifier(name)
 
 
 def _save_probe(coll: Collection, name: str, probe: dict[str, Any]) -> None:

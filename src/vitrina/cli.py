@@ -65,7 +65,7 @@ def _index_on_ray(
     from .http import Fetcher
 
     # The workers fetch with this fetcher's settings, host rates set by the source included (loc.gov).
-    http = Fetcher(cache_dir=coll.path / "cache" / "http")
+    http = Fetcher(cache_dir=coll.paths.http_cache)
     if src is not None:
         ingested = coll.ingest(src, limit=options.pop("limit"), fetcher=http)
     options.pop("limit", None)
@@ -195,7 +195,7 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
     Re-running is cheap: unchanged files are skipped, changed ones re-embedded, removed ones
     dropped. An interrupted run resumes where it stopped."""
     from .collection import open_collection
-    from .store import resolve_collection
+    from .store import CollectionPaths, resolve_collection
 
     with _errors():
         src: str | None = source
@@ -204,7 +204,7 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
         if collection is None and source.partition(":")[0] in SOURCES and source.partition(":")[0] != "folder":
             raise click.BadParameter("give --collection NAME for this source", param_hint="--collection")
         folder = Path(source).expanduser()
-        if not source.startswith("folder:") and (folder / "collection.sqlite").is_file():
+        if not source.startswith("folder:") and CollectionPaths(folder).is_collection():
             # `vitrina index ./maps`: SOURCE is a collection folder, not a folder of images.
             if collection is not None and resolve_collection(collection) != folder.resolve():
                 raise click.BadParameter(f"{source!r} is a collection, not a folder of images: to bring it up to date, run "
@@ -215,7 +215,7 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
                 collection = Path(source.removeprefix("folder:")).expanduser().resolve().name
             else:
                 collection, src = source, None  # `vitrina index maps`: no new source
-                if not (resolve_collection(collection) / "collection.sqlite").exists():
+                if not CollectionPaths(resolve_collection(collection)).is_collection():
                     raise click.BadParameter(
                         f"{source!r} is neither a folder nor an existing collection.", param_hint="SOURCE"
                     )
@@ -1236,10 +1236,10 @@ def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs:
 @click.option("--json", "as_json", is_flag=True)
 def collections(as_json: bool) -> None:
     """List the collections in $VITRINA_HOME."""
-    from .store import default_home
+    from .store import CollectionPaths, default_home
 
     home = default_home()
-    names = sorted(p.name for p in home.iterdir() if (p / "collection.sqlite").exists()) if home.is_dir() else []
+    names = sorted(p.name for p in home.iterdir() if CollectionPaths(p).is_collection()) if home.is_dir() else []
     if as_json:
         click.echo(json.dumps({"home": str(home), "collections": names}))
     else:

@@ -32,7 +32,7 @@ from .ingest import writing_store as _writer
 from .query import Hits, Query
 from .records import Item, ModelFingerprint
 from .search import ImageLimits, Searcher, query_image_vector
-from .store import Space, Store, disk_full_as_error, resolve_collection
+from .store import CollectionPaths, Space, SpaceView, Store, disk_full_as_error, resolve_collection
 
 __all__ = ["Collection", "ImageLimits", "IngestReport", "open_collection", "space_name_for"]
 
@@ -485,3 +485,45 @@ class Collection:
         if check:
             out["problems"] = self._store.check()
         return out
+
+    # --- public views for runners, caches and backends (store helper) ---
+
+    @property
+    def paths(self) -> CollectionPaths:
+        """The collection's folder layout (database, spaces, shards, caches): ask it, never join names."""
+        return CollectionPaths(self.path)
+
+    def data_stamp(self) -> tuple[int, int]:
+        """Changes whenever the collection's data changed (another connection committed), for
+        caches of what was read from it. Compare stamps of the same ``Collection`` only."""
+        return id(self._store), self._store.data_version()  # data_version is per connection
+
+    def pending(self, space: str, *, retry_failed: bool = False) -> list[dict[str, str]]:
+        """Items with no vector in ``space`` for their current fingerprint, in id order, as
+        {"id", "image", "fingerprint"} (what a worker needs to embed them)."""
+        return [
+            {"id": r["id"], "image": r["image"], "fingerprint": r["fingerprint"]}
+            for r in self._store.pending(space, retry_failed=retry_failed)
+        ]
+
+    def fingerprints(self, ids: Sequence[str]) -> dict[str, str]:
+        """Item fingerprints (file identity) by id, for the ids that exist."""
+        return self._store.fingerprints_of(list(ids))
+
+    def tagged_items(self, ids: Sequence[str]) -> dict[str, Item]:
+        """Items by id with their classifier tags (missing ids are left out)."""
+        return self._store.get_items(list(ids), tags=True)
+
+    def space_view(self, space: str | None = None) -> SpaceView:
+        """A read-only view of a space (default: the first): rows <-> ids, the mapped vectors, dead
+        rows, the rows filters allow. For backends and derived files such as the map."""
+        return self._store.space_view(self.space(space).name)
+
+    def record_failures(
+        self, space: str, fingerprint: ModelFingerprint, failures: Sequence[tuple[str, str, str]]
+    ) -> None:
+        """Mark items failed in ``space`` ((id, reason, detail)), creating the space if needed;
+        idempotent, so safe to redo after a kill."""
+        with self._write() as store:
+            store.ensure_space(space, fingerprint)
+            store.add_vectors(space, [], np.zeros((0, fingerprint.dim), np.float32), failures)

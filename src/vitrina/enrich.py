@@ -108,7 +108,7 @@ def enrich(coll: Collection, source: str = "locgov", *, fetcher: Fetcher | None 
     if limit is not None:
         todo = todo[:limit]
     own = fetcher is None
-    http = fetcher or Fetcher(cache_dir=coll.path / "cache" / "http")
+    http = fetcher or Fetcher(cache_dir=coll.paths.http_cache)
     pending: list[Item] = []
     try:
         with coll.writer():

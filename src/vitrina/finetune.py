@@ -36,8 +36,8 @@ from .collection import Collection
 from .embedding import parse_spec, require_torch
 from .embedding.preprocess import Preprocess
 from .errors import ConfigError, ModelError, QueryError
+from .faults import fault_point
 from .images import read_image
-from .store import _fault_point
 
 FREEZE = ("none", "vision", "text", "towers")  # towers: only the projections and the temperature train
 
@@ -309,7 +309,7 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
             else:
                 state["bad_epochs"] += 1
             _checkpoint(net, optimizer, scheduler, state, checkpoints, torch)
-            _fault_point("after_checkpoint")
+            fault_point("after_checkpoint")
             if state["bad_epochs"] >= config.patience:
                 report.stopped_early = True
                 break

@@ -17,7 +17,7 @@ from .http import Blocked, Fetcher
 from .indexer import ProgressCallback
 from .records import ModelFingerprint
 from .sources import open_source, source_gone
-from .store import Space, Store, disk_full_as_error
+from .store import CollectionPaths, Space, Store, disk_full_as_error
 
 __all__ = ["IngestReport", "collection_fetcher", "import_vectors", "ingest", "writing_store"]
 
@@ -74,7 +74,7 @@ class collection_fetcher:  # noqa: N801 (used as a function)
         self.path, self.given = path, given
 
     def __enter__(self) -> Fetcher:
-        self.fetcher = self.given or Fetcher(cache_dir=self.path / "cache" / "http")
+        self.fetcher = self.given or Fetcher(cache_dir=CollectionPaths(self.path).http_cache)
         return self.fetcher
 
     def __exit__(self, *exc: object) -> None:

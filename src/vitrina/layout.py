@@ -43,7 +43,7 @@ class MapData:
 
 
 def map_path(coll: Collection, space: str) -> Path:
-    return coll.path / "spaces" / f"{space}.map"
+    return coll.paths.map(space)
 
 
 def _umap() -> Any:
@@ -120,8 +120,9 @@ def build_map(coll: Collection, space: str | None = None, *, method: str = "auto
             ids += chunk_ids
             parts.append((v - mean) @ axes)
         points, used = np.concatenate(parts), "pca"
-    sp_now = coll.space(sp.name)
-    matrix = coll._store.vector_file(sp_now).matrix(sp_now.rows)
+    view = coll.space_view(sp.name)
+    sp_now = view.space()
+    matrix = view.vectors(sp_now)
     stamp = {"format": FORMAT, "space": sp.name, "generation": sp_now.generation, "rows": sp_now.rows, "live": sp_now.live,
              "checksum": checksum(matrix, sp_now.rows), "method": used, "points": len(ids), "built_at": time.time(),
              "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
@@ -159,7 +160,7 @@ def map_problem(coll: Collection, stamp: dict[str, Any]) -> str | None:
     sp = coll.space(stamp.get("space"))
     if stamp.get("generation") != sp.generation or stamp.get("rows") != sp.rows or stamp.get("live") != sp.live:
         return "the space changed since the map was built; run `vitrina map` again"
-    if checksum(coll._store.vector_file(sp).matrix(sp.rows), sp.rows) != stamp.get("checksum"):
+    if checksum(coll.space_view(sp.name).vectors(sp), sp.rows) != stamp.get("checksum"):
         return "the vectors differ from those the map was built from; run `vitrina map` again"
     return None
 
@@ -187,10 +188,9 @@ def map_colours(coll: Collection, key: str, ids: list[str], top: int = 10) -> di
     from .filters import normal_value
 
     values: list[str | None] = []
-    store = coll._store
     for start in range(0, len(ids), 5000):
         chunk = ids[start : start + 5000]
-        found = store.get_items(chunk, tags=True)
+        found = coll.tagged_items(chunk)
         for i in chunk:
             item = found.get(i)
             raw = None if item is None else (item.tags[key]["value"] if key in item.tags else item.metadata.get(key))

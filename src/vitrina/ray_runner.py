@@ -29,10 +29,10 @@ from typing import Any
 from .collection import Collection
 from .embedding import Embedder, get_embedder
 from .errors import Blocked
+from .faults import fault_once
 from .http import Fetcher, Offline
 from .reader import Reader
 from .shards import MergeReport, embed_rows, merge_shards, new_shard_name, write_shard
-from .store import _fault_once
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -179,7 +179,7 @@ class _Worker:
         final = Path(directory) / f"{name}.shard"
         if (final / "done").exists():  # a retry of a part whose first try got as far as its shard
             return {"shard": str(final), "blocked": 0, "message": ""}
-        _fault_once("ray_embed")
+        fault_once("ray_embed")
         items, vectors, failures, blocked = embed_rows(
             self.embedder, rows, fetcher=self.fetcher, reader=self.reader, **limits
         )
@@ -226,17 +226,14 @@ def index_on_ray(
 
     started = time.perf_counter()
     spec, space = collection.model_and_space(model, space)
-    directory = Path(shard_dir) if shard_dir else collection.path / "shards"
+    directory = Path(shard_dir) if shard_dir else collection.paths.shards_dir
     directory.mkdir(parents=True, exist_ok=True)
     report = RayReport(collection=collection.name, space=space, model=spec, address=address)
 
     leftover = merge_shards(collection, directory, space=space)
     report.resumed_shards = leftover.shards
     report.add(leftover)
-    rows = [
-        {"id": r["id"], "image": r["image"], "fingerprint": r["fingerprint"]}
-        for r in collection._store.pending(space, retry_failed=retry_failed)
-    ]
+    rows = collection.pending(space, retry_failed=retry_failed)
     report.pending = len(rows)
     if not rows:
         report.seconds = time.perf_counter() - started
@@ -244,7 +241,7 @@ def index_on_ray(
 
     http = (fetcher or Fetcher()).settings()
     if http_cache is None and address == "local":
-        http_cache = collection.path / "cache" / "http"
+        http_cache = collection.paths.http_cache
     http["cache_dir"] = Path(http_cache) if http_cache is not None else None
 
     t0 = time.perf_counter()

@@ -28,6 +28,7 @@ import numpy as np
 
 from .embedding import Embedder, PreparedEmbedder, device_of
 from .errors import ImageError
+from .faults import fault_once
 from .http import Blocked
 from .images import (
     decode_fetched,
@@ -37,7 +38,6 @@ from .images import (
     shared_decode_budget,
     use_shared_decode_budget,
 )
-from .store import _fault_once
 
 DECODE_MODES = ("auto", "threads", "processes")
 CRASH_RETRIES = 3
@@ -193,7 +193,7 @@ def _decoder_started(in_use: Any, cond: Any) -> None:
 
 
 def _decode_file(ref: str, prep: Any, min_side: int | None, limits: dict[str, Any]) -> tuple[np.ndarray, float]:
-    _fault_once("decode")
+    fault_once("decode")
     return _decoded(ref, lambda: read_image(ref, min_side=min_side, **limits), prep)
 
 

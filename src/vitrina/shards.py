@@ -28,10 +28,10 @@ import numpy as np
 from .collection import Collection
 from .embedding import Embedder, PreparedEmbedder, space_name_for
 from .errors import QueryError
+from .faults import fault_point
 from .indexer import _embed_robustly
 from .reader import Reader
 from .records import ModelFingerprint
-from .store import _fault_point
 
 SUFFIX = ".shard"
 MERGED_KEY = "shards.merged"  # JSON list of merged shard names still on disk (bounded: pruned as they go)
@@ -161,7 +161,7 @@ def merge_shards(collection: Collection, directory: Path | str, *, space: str | 
         except (OSError, ValueError, KeyError, TypeError, QueryError) as e:
             report.problems.append(f"{path}: {e}")
             continue
-        current = collection._store.fingerprints_of(shard.ids + [f[0] for f in shard.failures])
+        current = collection.fingerprints(shard.ids + [f[0] for f in shard.failures])
         keep = [n for n, (i, f) in enumerate(zip(shard.ids, shard.item_fingerprints)) if current.get(i) == f]
         failures = [f for f in shard.failures if f[0] in current]
         report.stale += len(shard.ids) - len(keep) + len(shard.failures) - len(failures)
@@ -169,18 +169,11 @@ def merge_shards(collection: Collection, directory: Path | str, *, space: str | 
         on_disk = {p.name for p in finished_shards(directory)}
         checkpoint = (MERGED_KEY, json.dumps(sorted((merged & on_disk) | {path.name})))
         if failures:  # idempotent (the item is marked failed again), so safe to redo after a kill
-            with collection._write() as store:
-                store.ensure_space(space or _default_space(shard.fingerprint), shard.fingerprint)
-                store.add_vectors(
-                    space or _default_space(shard.fingerprint),
-                    [],
-                    np.zeros((0, shard.fingerprint.dim), np.float32),
-                    failures,
-                )
+            collection.record_failures(space or _default_space(shard.fingerprint), shard.fingerprint, failures)
         ids = [shard.ids[n] for n in keep]
         collection.import_vectors(ids, shard.vectors[keep], fingerprint=shard.fingerprint, space=space,
                                   batch=max(1, len(ids)), checkpoint=checkpoint)  # fmt: skip  # one transaction
-        _fault_point("after_shard_merge")
+        fault_point("after_shard_merge")
         shutil.rmtree(path, ignore_errors=True)
         report.shards += 1
         report.vectors += len(ids)

@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..faults import fault_point
 from ..files import fsync_dir
 from ..filters import Filter
-from ..store import Space, Store, _fault_point
+from ..store import Space, Store
 from . import Matches, top_k
 from .exact import ExactIndex
 
@@ -94,7 +95,7 @@ def _faiss() -> Any:
 
 
 def ann_path(store: Store, space: str) -> Path:
-    return store.path / "spaces" / f"{space}.ann"
+    return store.paths.ann(space)
 
 
 def checksum(vectors: np.ndarray, rows: int) -> str:
@@ -197,7 +198,7 @@ class AnnIndex:
             return "the space was re-embedded since"
         if sp.rows < stamp["rows"]:
             return f"built from {stamp['rows']} rows, the space has {sp.rows}"
-        vectors = self.store.vector_file(sp).matrix(sp.rows)
+        vectors = self.exact.view.vectors(sp)
         if checksum(vectors, stamp["rows"]) != stamp.get("checksum"):
             return "the vectors differ from those it was built from"
         return None
@@ -248,20 +249,16 @@ def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, quer
     """Candidates from ``index`` (rows below ``indexed``) plus every row past it, re-ranked exactly."""
     faiss = _faiss()
     queries = np.ascontiguousarray(np.atleast_2d(np.asarray(queries, np.float32)))
-    sp, rid_of_row = exact._current()
-    store = exact.store
-    vector_file = store.vector_file(sp)
+    view = exact.view
+    sp, rid_of_row = view.current()
+    vector_file = view.file(sp)
     vectors = vector_file.matrix(sp.rows)
-    allowed: np.ndarray | None = None
-    if filters:
-        allowed = store.filter_mask(filters)[rid_of_row]
-    elif sp.live < sp.rows:
-        allowed = rid_of_row >= 0
+    allowed = view.allowed(filters, sp, rid_of_row)
     considered = sp.live if allowed is None else int(allowed.sum())
     excluded_rows: list[np.ndarray] = []
     for col in range(len(queries)):
         ids = list(exclude[col]) if col < len(exclude) else []
-        found = list(store.rows_of(sp.name, ids).values()) if ids else []
+        found = list(view.rows_of(ids).values()) if ids else []
         excluded_rows.append(np.asarray([r for r in found if r < sp.rows], np.int64))
     need = offset + limit
     most_excluded = max((len(r) for r in excluded_rows), default=0)
@@ -315,7 +312,7 @@ def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, quer
         ranked.append((rows[order], scores[order]))
         for r in rows[order]:
             picked[int(r)] = int(rid_of_row[r])
-    names = store.ids_of_rids([rid for rid in set(picked.values()) if rid >= 0])
+    names = view.ids_of_rids([rid for rid in set(picked.values()) if rid >= 0])
     for rows, scores in ranked:
         m = Matches(considered=considered)
         for r, score in zip(rows.tolist(), scores.tolist()):
@@ -361,9 +358,9 @@ def _write_ann(path: Path, stamp: dict[str, Any], index: Any) -> None:
             faiss.write_index(index, writer)
             del writer
             f.flush()
-            _fault_point("ann_before_fsync")
+            fault_point("ann_before_fsync")
             os.fsync(f.fileno())
-        _fault_point("ann_before_rename")
+        fault_point("ann_before_rename")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -401,8 +398,9 @@ def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebu
     path = path or ann_path(store, space)
     for stray in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed build
         stray.unlink(missing_ok=True)
-    sp = store.space(space)
-    vectors = store.vector_file(sp).matrix(sp.rows)
+    view = store.space_view(space)
+    sp = view.space()
+    vectors = view.vectors(sp)
     index = None
     start = 0
     if not rebuild and path.exists():
@@ -431,13 +429,13 @@ def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebu
             index.hnsw.efConstruction = params.ef_construction
         if not index.is_trained:
             rng = np.random.default_rng(0)
-            live = np.flatnonzero(_live_rows(store, sp))
+            live = np.flatnonzero(view.live_rows(sp))
             train = np.sort(rng.choice(live, min(len(live), max(100_000, 40 * params.lists(sp.rows))), replace=False))
             index.train(np.ascontiguousarray(vectors[train]))
     chunk = 50_000
     for s in range(start, sp.rows, chunk):
         index.add(np.ascontiguousarray(vectors[s : min(sp.rows, s + chunk)]))
-        _fault_point("ann_after_chunk")
+        fault_point("ann_after_chunk")
         if progress:
             progress(min(sp.rows, s + chunk) - start, sp.rows - start)
     stamp = {"format": FORMAT, "space": sp.name, "dim": sp.fingerprint.dim, "generation": sp.generation, "rows": sp.rows,
@@ -457,13 +455,6 @@ def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebu
         path.stat().st_size,
         stamp["recall"],
     )
-
-
-def _live_rows(store: Store, sp: Space) -> np.ndarray:
-    live = np.ones(sp.rows, bool)
-    if sp.live < sp.rows:
-        live[store.dead_rows(sp.name)] = False
-    return live
 
 
 def off_cloud(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -486,12 +477,12 @@ def measure_recall(store: Store, sp: Space, index: Any, params: AnnParams, *, sa
     """recall@k of the index (with its re-ranking) against exact search, on stored vectors
     ("image"), on off-cloud probes built from them ("text-like") and on ``queries`` ("given")."""
     exact = ExactIndex(store, sp.name)
-    live = np.flatnonzero(_live_rows(store, sp))
+    live = np.flatnonzero(exact.view.live_rows(sp))
     if len(live) == 0:
         return {}
     rng = np.random.default_rng(7)
     rows = np.sort(rng.choice(live, min(sample, len(live)), replace=False))
-    vectors = store.vector_file(sp).matrix(sp.rows)
+    vectors = exact.view.vectors(sp)
     stored = np.ascontiguousarray(vectors[rows], np.float32)
     sets = {"image": stored, "text-like": off_cloud(stored)}
     if queries is not None and len(queries):

@@ -1,9 +1,7 @@
 """Exact search over the embedded store: one matrix product over the memory-mapped vectors.
 
-Row bookkeeping lives here and nowhere else: which item (by its integer ``rid``) each vector row
-belongs to, -1 for a dead row (the item was re-embedded or removed). That map is loaded once and
-then extended as rows are appended, so a query costs the product and a top-k, plus an indexed
-SQL lookup per filter (see Store.filter_mask).
+Rows and items come from the space's ``SpaceView`` (store/views.py): which item each vector row
+belongs to, the mapped vectors, the rows the filters allow.
 """
 
 from __future__ import annotations
@@ -12,9 +10,8 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from ..errors import StoreCorrupt
 from ..filters import Filter
-from ..store import Space, Store
+from ..store import Store
 from . import Matches, top_k
 
 SCORE_BYTES = 256 * 1024 * 1024  # most memory one batch of query scores may take
@@ -26,58 +23,28 @@ class ExactIndex:
     def __init__(self, store: Store, space: str):
         self.store = store
         self.space_name = space
-        self._rid_of_row = np.zeros(0, np.int64)
-        self._state: tuple[str, int, int] | None = None  # (generation, rows, live) it was built for
-
-    def _current(self) -> tuple[Space, np.ndarray]:
-        """The space as committed now, and its row -> rid map (rebuilt or extended as needed)."""
-        sp = self.store.space(self.space_name)
-        state = (sp.generation, sp.rows, sp.live)
-        if state != self._state:
-            loaded = len(self._rid_of_row)
-            if self._state is None or sp.generation != self._state[0] or sp.rows < loaded:
-                loaded = 0
-            grown = np.full(sp.rows, -1, np.int64)
-            grown[:loaded] = self._rid_of_row[:loaded]
-            rows, rids = self.store.vector_rids(sp.name, loaded)
-            keep = rows < sp.rows  # rows past the committed count belong to an unfinished write
-            grown[rows[keep]] = rids[keep]
-            if sp.live < sp.rows:
-                grown[self.store.dead_rows(sp.name)] = -1
-            self._rid_of_row, self._state = grown, state
-        return sp, self._rid_of_row
-
-    def _snapshot(self) -> tuple[Space, np.ndarray, np.ndarray]:
-        """The space, its row -> rid map and its mapped vectors, all of one generation. A writer
-        may compact (switch files) between reading the space and opening its file: read again."""
-        for attempt in range(3):
-            sp, rid_of_row = self._current()
-            try:
-                return sp, rid_of_row, self.store.vector_file(sp).matrix(sp.rows)
-            except (StoreCorrupt, FileNotFoundError):
-                if attempt == 2 or self.store.space(self.space_name).generation == sp.generation:
-                    raise
-        raise AssertionError("unreachable")
+        self.view = store.space_view(space)  # rows <-> items, vectors, filter masks
 
     def _rows_of(self, rid_of_row: np.ndarray, ids: Sequence[str]) -> tuple[np.ndarray, dict[int, str]]:
         """Rows (of this snapshot's map, so never of another generation) holding these ids."""
-        names = {rid: i for i, rid in self.store.rids_of(list(ids)).items()}
+        names = {rid: i for i, rid in self.view.rids_of(list(ids)).items()}
         return np.flatnonzero(np.isin(rid_of_row, list(names))), names
 
     def count(self) -> int:
-        return self._current()[0].live
+        return self.view.current()[0].live
 
     def matrix(self) -> tuple[list[str], np.ndarray]:
         """(ids, vectors) of every live item, in row order; the vectors are a copy."""
-        sp, rid_of_row, vectors = self._snapshot()
+        snap = self.view.snapshot()
+        rid_of_row, vectors = snap.rid_of_row, snap.vectors
         rows = np.flatnonzero(rid_of_row >= 0)
-        names = self.store.ids_of_rids(rid_of_row[rows].tolist())
+        names = self.view.ids_of_rids(rid_of_row[rows].tolist())
         return [names[int(r)] for r in rid_of_row[rows]], np.asarray(vectors[rows], np.float32)
 
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        sp, rid_of_row, matrix = self._snapshot()
-        rows, names = self._rows_of(rid_of_row, ids)
-        return {names[int(rid_of_row[r])]: np.array(matrix[r]) for r in rows}
+        snap = self.view.snapshot()
+        rows, names = self._rows_of(snap.rid_of_row, ids)
+        return {names[int(snap.rid_of_row[r])]: np.array(snap.vectors[r]) for r in rows}
 
     def search(
         self,
@@ -90,17 +57,14 @@ class ExactIndex:
         min_score: float | None = None,
     ) -> list[Matches]:
         queries = np.atleast_2d(np.asarray(queries, np.float32))
-        sp, rid_of_row, vectors = self._snapshot()
-        allowed: np.ndarray | None = None  # rows that may appear; None = every row
-        if filters:
-            allowed = self.store.filter_mask(filters)[rid_of_row]  # a dead row (-1) hits the spare False slot
-        elif sp.live < sp.rows:
-            allowed = rid_of_row >= 0
+        snap = self.view.snapshot()
+        sp, rid_of_row, vectors = snap.space, snap.rid_of_row, snap.vectors
+        allowed = self.view.allowed(filters, sp, rid_of_row)  # rows that may appear; None = every row
         considered = sp.live if allowed is None else int(allowed.sum())
         rows, scores = self._best(queries, vectors, rid_of_row, allowed, exclude, offset + limit)
         rows, scores = rows[:, offset:], scores[:, offset:]
         picked = {int(r) for r in rows.ravel()}
-        names = self.store.ids_of_rids([int(rid_of_row[r]) for r in picked if rid_of_row[r] >= 0])
+        names = self.view.ids_of_rids([int(rid_of_row[r]) for r in picked if rid_of_row[r] >= 0])
         out = []
         for col in range(len(queries)):
             m = Matches(considered=considered)

@@ -1,4 +1,4 @@
-"""Keyword ranking: BM25 over the item text (SQLite FTS5, see store.MIGRATION_5), and the fusion
+"""Keyword ranking: BM25 over the item text (SQLite FTS5, see store/schema.py), and the fusion
 of a keyword ranking with a CLIP ranking.
 
 Words are matched after case and diacritic folding ("alesund" finds "Ålesund"); a word ending in
@@ -56,7 +56,7 @@ class KeywordIndex:
         is an item's), and how many items that is."""
         if not filters and only_rids is None:
             return None, self.store.item_count()
-        rids = only_rids if only_rids is not None else self._item_rids()
+        rids = only_rids if only_rids is not None else self.store.item_rids()
         size = int(rids.max(initial=0)) + 2
         exists = np.zeros(size, bool)
         exists[rids] = True
@@ -67,25 +67,15 @@ class KeywordIndex:
             exists[n:] = False
         return exists, int(exists.sum())
 
-    def _item_rids(self) -> np.ndarray:
-        from ..store import _ints
-
-        return _ints(self.store.db.execute("SELECT group_concat(rid) FROM items").fetchone()[0])
-
     def ranking(self, keywords: str, *, filters: Sequence[Filter] = (), exclude: Collection[str] = (), depth: int | None = None,
                 only_rids: np.ndarray | None = None) -> Matches:  # fmt: skip
         """Every allowed item matching ``keywords`` (at most ``depth``), best first, scored by
         BM25 (higher is better); ``considered`` counts the allowed items."""
         allowed, considered = self._allowed(filters, only_rids)
         gone = set(self.store.rids_of(list(exclude)).values()) if exclude else set()
-        weights = ", ".join(map(str, BM25_WEIGHTS))
-        cursor = self.store.db.execute(
-            f"SELECT rowid, -bm25(item_text, {weights}) AS s FROM item_text WHERE item_text MATCH ? ORDER BY s DESC, rowid",
-            (match_expression(keywords),),
-        )
         rids: list[int] = []
         scores: list[float] = []
-        while chunk := cursor.fetchmany(2000):
+        for chunk in self.store.keyword_ranking(match_expression(keywords), BM25_WEIGHTS):
             for rid, score in chunk:
                 if (allowed is None or (rid < len(allowed) and allowed[rid])) and rid not in gone:
                     rids.append(rid)
@@ -114,12 +104,8 @@ class KeywordIndex:
         if not rids:
             return {}
         by_rid = {r: i for i, r in rids.items()}
-        sql = (f"SELECT rowid, snippet(item_text, -1, char(2), char(3), '…', ?) FROM item_text "
-               f"WHERE item_text MATCH ? AND rowid IN ({','.join('?' * len(by_rid))})")  # fmt: skip
-        out = {}
-        for rid, text in self.store.db.execute(sql, (words, match_expression(keywords), *by_rid)):
-            out[by_rid[rid]] = _segments(text or "")
-        return out
+        found = self.store.keyword_snippets(match_expression(keywords), list(by_rid), words)
+        return {by_rid[rid]: _segments(text) for rid, text in found.items()}
 
 
 def _segments(marked: str) -> list[tuple[str, bool]]:

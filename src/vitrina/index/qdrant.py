@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, VitrinaError
+from ..faults import fault_point
 from ..filters import COLUMNS, Filter, normal_values
-from ..store import Store, _fault_point, _in
+from ..store import Store
 from . import Matches
 from .exact import ExactIndex
 
@@ -140,29 +141,15 @@ def sync(
             known.update({int(p.id): (p.payload or {}).get("_d", "") for p in points})
             if offset is None:
                 break
-        vectors = store.vector_file(sp).matrix(sp.rows)
+        view = store.space_view(sp.name)
+        vectors = view.vectors(sp)
         seen: set[int] = set()
-        cursor = store.db.execute(
-            "SELECT v.rid, v.row, i.id, i.source, i.image, i.context FROM vectors v JOIN items i ON i.rid = v.rid WHERE v.space = ? AND v.row < ? ORDER BY v.rid",
-            (sp.name, sp.rows),
-        )
-        while chunk := cursor.fetchmany(batch):
-            rids = [r[0] for r in chunk]
-            values: dict[int, list[tuple[str, str, float | None, float | None]]] = {}
-            for rid, key, text, num, val in store.db.execute(
-                f"SELECT rid, key, text, num, val FROM item_values WHERE rid IN ({_in(len(rids))})", rids
-            ):
-                values.setdefault(rid, []).append((key, text, num, val))
+        for chunk in view.points(sp, batch):
             upserts = []
-            for rid, row, item_id, source, image, context in chunk:
+            for point in chunk:
+                rid = point.rid
                 seen.add(rid)
-                payload = _payload(
-                    item_id,
-                    {"id": item_id, "source": source, "image": image, "context": context},
-                    values.get(rid, []),
-                    row,
-                    sp.generation,
-                )
+                payload = _payload(point.id, point.columns, point.values, point.row, sp.generation)
                 if known.get(rid) == payload["_d"]:
                     report.unchanged += 1
                     continue
@@ -171,11 +158,13 @@ def sync(
                 else:
                     report.new += 1
                 upserts.append(
-                    models.PointStruct(id=rid, vector=np.asarray(vectors[row], np.float32).tolist(), payload=payload)
+                    models.PointStruct(
+                        id=rid, vector=np.asarray(vectors[point.row], np.float32).tolist(), payload=payload
+                    )
                 )
             if upserts:
                 client.upsert(name, points=upserts, wait=True)
-                _fault_point("qdrant_after_batch")
+                fault_point("qdrant_after_batch")
         gone = sorted(set(known) - seen)
         for i in range(0, len(gone), 1000):
             client.delete(name, points_selector=models.PointIdsList(points=gone[i : i + 1000]), wait=True)
@@ -236,8 +225,7 @@ class QdrantIndex:
                     models.FieldCondition(key=field("n", f.key), range=models.Range(**{bound: f.operand_number}))
                 )
             else:  # substring or text ordering: exact in the store's index, sent as ids
-                size = int(self.store.db.execute("SELECT coalesce(max(rid), 0) FROM items").fetchone()[0]) + 2
-                rids = self.store._matching_rids([f], size)
+                rids = self.exact.view.matching_rids(f)
                 must.append(models.HasIdCondition(has_id=sorted({int(r) for r in rids})))
         if not must and not must_not:
             return None
@@ -255,7 +243,7 @@ class QdrantIndex:
     ) -> list[Matches]:
         models = _qdrant().models
         queries = np.atleast_2d(np.asarray(queries, np.float32))
-        sp, rid_of_row = self.exact._current()
+        sp, rid_of_row = self.exact.view.current()
         base = self.translate(filters)
         considered = self.client.count(self.name, count_filter=base, exact=True).count
         out = []
@@ -263,7 +251,7 @@ class QdrantIndex:
             ids = list(exclude[col]) if col < len(exclude) else []
             qfilter = base
             if ids:
-                rows = [r for r in self.store.rows_of(sp.name, ids).values() if r < sp.rows]
+                rows = [r for r in self.exact.view.rows_of(ids).values() if r < sp.rows]
                 rids = [int(rid_of_row[r]) for r in rows if rid_of_row[r] >= 0]
                 if rids:
                     qfilter = models.Filter(

@@ -28,6 +28,7 @@ from ..filters import MAX_FILTERS, parse_filters
 from ..images import hold_decoded, read_image
 from ..options import MAX_OFFSET, MAX_TERMS
 from ..query import Hits, ItemNotFound, Query
+from ..store import CollectionPaths
 from .errors import ClientGone, Overloaded, ServiceError
 
 URL_DEADLINE = 10.0  # seconds for a whole image-URL download (the docs promise 10 s)
@@ -286,7 +287,7 @@ class Service:
             return item.image
         size = next((s for s in THUMB_SIZES if s >= size), THUMB_SIZES[-1])
         key = hashlib.sha1(f"{item_id}\0{item.fingerprint}\0{size}".encode()).hexdigest()
-        cache = self.path / "thumbs" / key[:2] / f"{key}.jpg"
+        cache = CollectionPaths(self.path).thumbs_dir / key[:2] / f"{key}.jpg"
         if cache.exists():
             return cache.read_bytes()
         with hold_decoded():  # the full-size image counts against the decode budget until shrunk

@@ -62,13 +62,7 @@ def map_colours_route(
     # One pass over every item per key: cached per map file and collection version (a few keys).
     path = map_path(coll, coll.space(space).name)
     st = path.stat()
-    cache_key = (
-        str(path),
-        st.st_mtime_ns,
-        id(coll._store),
-        coll._store.data_version(),
-        key,
-    )  # data_version is per connection
+    cache_key = (str(path), st.st_mtime_ns, coll.data_stamp(), key)
     if cache_key not in _COLOURS:
         while len(_COLOURS) >= 8:
             _COLOURS.pop(next(iter(_COLOURS)))
