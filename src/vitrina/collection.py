@@ -782,6 +782,18 @@ class Collection:
             out["problems"] = self._store.check()
         return out
 
+    # --- runs driven by the CLI (cli helper) ---
+
+    def sync(
+        self, target: str, *, space: str | None = None, shards: int | None = None, replicas: int | None = None
+    ) -> Any:
+        """Copy ``space``'s vectors and metadata (default: the first space) to the Qdrant collection
+        ``target`` (``qdrant+http://HOST:PORT/NAME`` or ``qdrant:PATH#NAME``), incrementally;
+        ``shards`` and ``replicas`` apply when it is created. Returns a ``vitrina.index.qdrant.SyncReport``."""
+        from .index.qdrant import sync
+
+        return sync(self._store, self.space(space).name, target, shards=shards, replicas=replicas)
+
 
 class _writer:
     """The store opened for writing (holding the writer lock) for the length of a ``with``."""
