@@ -38,10 +38,6 @@ class EvalOptions:
     seed: int = 0
     modes: bool = False  # with queries: also CLIP only, keywords only and fused, side by side
 
-    @property
-    def measures_anything(self) -> bool:
-        return bool(self.pairs or self.exact_image or self.queries)
-
 
 def run_eval(
     coll: Collection,

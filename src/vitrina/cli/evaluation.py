@@ -86,18 +86,8 @@ def evaluate_cmd(collection: str, pairs: Path | None, split: str, exact_image: b
         raise click.UsageError("Give --pairs, --exact-image and/or --queries.")
     if contact_sheet and not pairs:
         raise click.UsageError(SHEET_NEEDS_PAIRS)
-    options = EvalOptions(
-        pairs,
-        split,
-        exact_image,
-        sample,
-        candidates,
-        not no_baseline,
-        queries,
-        by_key,
-        seed,
-        modes=bool(modes and queries),
-    )
+    options = EvalOptions(pairs=pairs, split=split, exact_image=exact_image, sample=sample, candidates=candidates, baseline=not no_baseline,
+                          queries=queries, by_key=by_key, seed=seed, modes=bool(modes and queries))  # fmt: skip
     with errors():
         coll = open_collection(collection)
         results = run_eval(coll, list(spaces) or None, options, progress=_progress(quiet), on_warning=_warn)
@@ -149,7 +139,8 @@ def compare(collection: str, models: str | None, spaces: tuple[str, ...], pairs:
         raise click.UsageError(SHEET_NEEDS_PAIRS)
     if not (pairs or exact_image or queries):
         exact_image = True  # needs no labels
-    options = EvalOptions(pairs, split, exact_image, sample, candidates, not no_baseline, queries, by_key, seed)
+    options = EvalOptions(pairs=pairs, split=split, exact_image=exact_image, sample=sample, candidates=candidates, baseline=not no_baseline,
+                          queries=queries, by_key=by_key, seed=seed)  # fmt: skip
 
     def indexed(spec: str, r: Any) -> None:
         stderr().print(f"{escape(spec)}: {r.embedded} embedded, space {escape(r.space)}")
