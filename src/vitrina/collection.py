@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from .query import Hits, Query
 from .records import Item, ModelFingerprint
 from .search import ImageLimits, Searcher, query_image_vector
 from .store import CollectionPaths, Space, SpaceView, Store, disk_full_as_error, resolve_collection
+
+if TYPE_CHECKING:
+    from .index.qdrant import SyncReport
 
 __all__ = ["Collection", "ImageLimits", "IngestReport", "open_collection", "space_name_for"]
 
@@ -485,6 +488,18 @@ class Collection:
         if check:
             out["problems"] = self._store.check()
         return out
+
+    # --- runs driven by the CLI (cli helper) ---
+
+    def sync(
+        self, target: str, *, space: str | None = None, shards: int | None = None, replicas: int | None = None
+    ) -> SyncReport:
+        """Copy ``space``'s vectors and metadata (default: the first space) to the Qdrant collection
+        ``target`` (``qdrant+http://HOST:PORT/NAME`` or ``qdrant:PATH#NAME``), incrementally;
+        ``shards`` and ``replicas`` apply when it is created. What was copied, as a ``SyncReport``."""
+        from .index.qdrant import sync
+
+        return sync(self._store, self.space(space).name, target, shards=shards, replicas=replicas)
 
     # --- public views for runners, caches and backends (store helper) ---
 

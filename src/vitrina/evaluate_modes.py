@@ -16,7 +16,7 @@ import numpy as np
 
 from .collection import Collection
 from .errors import QueryError
-from .evaluate import ndcg_at_k, precision_at_k
+from .evaluate.metrics import ndcg_at_k, precision_at_k
 from .query import Query
 
 MODES = ("clip", "keyword", "fused")

@@ -57,9 +57,17 @@ class RayReport:
     timings: dict[str, float] = field(default_factory=lambda: {"ray_init": 0.0, "merge": 0.0})
     interrupted: bool = False
     message: str = ""  # why the run stopped early, if it did
+    # The ingest run before embedding (``index_source_on_ray``), when there was one; a run whose
+    # ingest was cut short (a ban) embeds nothing. Not in ``to_dict``: the summary is the cluster's.
+    ingest: dict[str, Any] | None = None
+
+    @property
+    def ingest_interrupted(self) -> bool:
+        return bool(self.ingest and self.ingest["interrupted"])
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
+        d.pop("ingest")
         d["failed_by_reason"] = dict(self.failed_by_reason)
         d["failures"] = [{"id": i, "reason": r, "detail": t} for i, r, t in self.failures]
         d["images_per_second"] = round(self.embedded / self.seconds, 2) if self.seconds else None
@@ -315,3 +323,37 @@ def index_on_ray(
         ray.kill(budget)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def require_ray() -> None:
+    """Raises ImportError (naming the missing module) when the ``ray`` extra is not installed."""
+    import ray  # noqa: F401
+
+
+def index_source_on_ray(
+    collection: Collection,
+    source: str | None,
+    *,
+    address: str = "auto",
+    limit: int | None = None,
+    progress: ProgressCallback | None = None,
+    **options: Any,
+) -> RayReport:
+    """``vitrina index SOURCE --ray ADDRESS``: ingest ``source`` here (the single writer; None: no
+    new source), then embed the pending items on the cluster (``index_on_ray``, with ``options``).
+
+    The workers fetch with the settings of the fetcher the source was ingested with (host rates
+    set by the source included, such as loc.gov's). As in a local run, nothing is embedded after
+    an ingest that a host stopped: the report is then interrupted, with ``ingest`` saying why."""
+    http = Fetcher(cache_dir=collection.paths.http_cache)
+    try:
+        ingested = None if source is None else collection.ingest(source, limit=limit, fetcher=http)
+        if ingested is not None and ingested.interrupted:
+            report = RayReport(collection.name, options.get("space") or "", options.get("model") or "", address)
+            report.interrupted, report.message = True, ingested.message
+        else:
+            report = index_on_ray(collection, address=address, progress=progress, fetcher=http, **options)
+        report.ingest = None if ingested is None else ingested.to_dict()
+        return report
+    finally:
+        http.close()

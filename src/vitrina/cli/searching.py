@@ -1,0 +1,223 @@
+"""Asking a collection: search, serve, and the demo that builds one and searches it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from ..options import click_options as search_options
+from ._common import CONTEXT, errors, escape, print_report, progress_bars, stderr, stdout, target_of
+
+
+@click.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
+@click.argument("collection")
+@click.argument("terms", nargs=-1, type=click.UNPROCESSED)
+@search_options()  # -i/--image, --alpha, --where, --limit, --keywords, --keyword-weight ...: vitrina.options
+@click.option(
+    "--batch",
+    "batch_file",
+    type=click.File("r"),
+    help="Run one query per line of this file (- for stdin); prints JSON lines.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the hits as JSON, with the query, the space and the model fingerprint.",
+)
+@click.option(
+    "--csv",
+    "as_csv",
+    is_flag=True,
+    help="Print the hits as CSV, each row with the query, the space and the model fingerprint.",
+)
+@click.option(
+    "--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann)."
+)
+@click.option(
+    "--index",
+    "index_target",
+    help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.",
+)
+def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alpha: float | None, where: tuple[str, ...], min_score: float | None,
+           limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool, exact: bool = False, index_target: str | None = None,
+           keywords: str = "", keyword_weight: float | None = None, fusion: str = "weighted", include_hidden: bool = False, as_csv: bool = False) -> None:  # fmt: skip
+    """Search COLLECTION by text TERMS, by --image, by --keywords, or a mix.
+
+    \b
+    vitrina search maps "maps with sea monsters"
+    vitrina search maps --image ./some-map.jpg
+    vitrina search maps "more grayscale" --image ./a.jpg --alpha 0.7
+    vitrina search maps "sea monster" "2:ship" "-0.5:colour"     # weights; negative pushes down
+    vitrina search maps "harbour" --where "date>=1700" --where "date<1800" --min-score 0.2 --json
+    vitrina search books --keywords "Bergen 1850"                # keyword ranking only (BM25)
+    vitrina search books "whale" --keyword-weight 0.3             # CLIP + the same words as keywords, fused
+    vitrina search books "a ship in a storm" --keywords "hval"    # CLIP for the picture, words for the OCR"""
+    from ..collection import open_collection
+    from ..query import Query
+
+    unknown = [t for t in terms if t.startswith("--")]
+    if unknown:
+        raise click.UsageError(f"No such option: {unknown[0]}")
+    with errors():
+        coll = open_collection(collection, index="exact" if exact else index_target or "auto")
+        common: dict[str, Any] = {"alpha": alpha, "min_score": min_score, "limit": limit, "offset": offset, "include_self": include_self,
+                                  "keywords": keywords, "keyword_weight": keyword_weight, "fusion": fusion, "include_hidden": include_hidden}  # fmt: skip
+        if batch_file is not None:
+            lines = [line.strip() for line in batch_file if line.strip()]
+            queries = [Query.build(line.split("\t"), images, where=where, **common) for line in lines]
+            for line, hits in zip(lines, coll.run(queries, space=space)):
+                click.echo(json.dumps({"query": line, "hits": hits.to_list()}, ensure_ascii=False))
+            return
+        hits = coll.search(list(terms), list(images), where=where, space=space, **common)
+        if as_json or as_csv:
+            from ..citable import hits_csv, provenance
+
+            about = provenance(
+                coll, space, {"terms": list(terms), "images": list(images), "where": list(where), **common}
+            )
+            if as_csv:
+                click.echo(hits_csv(hits, about), nl=False)
+                return
+            click.echo(
+                json.dumps(
+                    {**about, "considered": hits.total_considered, "hits": hits.to_list()}, ensure_ascii=False, indent=2
+                )
+            )
+            return
+        if not hits:
+            stderr().print("No hits." + (" Try a lower --min-score." if min_score is not None else ""))
+            return
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(box=None, pad_edge=False)
+        columns = (("#", "right"), ("score", "right"), ("id", "left"), ("title", "left")) + (
+            (("matched", "left"),) if keywords or keyword_weight else ()
+        )
+        for name, justify in columns:
+            table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for hit in hits:
+            row: list[str | Text] = [
+                str(hit.rank),
+                f"{hit.score:.3f}",
+                Text(hit.id),
+                Text(str(hit.metadata.get("title", ""))),
+            ]
+            if len(columns) > 4:
+                snippet = Text()
+                for part, matched in hit.snippet:
+                    snippet.append(part, style="bold reverse" if matched else None)
+                row.append(snippet)
+            table.add_row(*row)
+        stdout().print(table)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("collection")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 to serve a network)."
+)
+@click.option("-p", "--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--token", envvar="VITRINA_TOKEN", help="Allow write endpoints for requests bearing this token (or VITRINA_TOKEN)."
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="Allow browser calls from this origin (repeatable). Off by default.",
+)
+@click.option("--max-upload-mb", default=10, show_default=True, type=click.IntRange(1, 500))
+@click.option(
+    "--allow-private-urls",
+    is_flag=True,
+    help="Let image-URL queries reach private and loopback addresses (trusted networks only).",
+)
+@click.option(
+    "--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann)."
+)
+@click.option(
+    "--index",
+    "index_target",
+    help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.",
+)
+@click.option(
+    "--get", "get_path", help="Answer one GET request for this path in-process, print it and exit (smoke tests)."
+)
+def serve(collection: str, host: str, port: int, token: str | None, cors_origins: tuple[str, ...], max_upload_mb: int, allow_private_urls: bool, get_path: str | None,
+          exact: bool = False, index_target: str | None = None) -> None:  # fmt: skip
+    """Serve COLLECTION: a JSON API (OpenAPI docs at /docs) and a web page at /.
+
+    Needs pip install 'vitrina[server]'. Read-only unless --token is given."""
+    try:
+        from ..service import ServiceConfig, create_app
+    except ImportError as e:
+        raise click.ClickException(
+            f"The server needs extra packages: pip install 'vitrina[server]' ({e.name} is missing)"
+        ) from e
+    with errors():
+        config = ServiceConfig(collection=collection, token=token, cors_origins=cors_origins, max_upload_bytes=max_upload_mb * 1024 * 1024, allow_private_urls=allow_private_urls,
+                               index="exact" if exact else index_target or "auto")  # fmt: skip
+        app = create_app(config)
+    if get_path is not None:
+        from fastapi.testclient import TestClient
+
+        with TestClient(app) as client:
+            response = client.get(get_path)
+        click.echo(response.text)
+        sys.exit(0 if response.status_code < 400 else 1)
+    import uvicorn
+
+    stderr().print(f"Serving {escape(collection)} at http://{host}:{port}/  (API docs: /docs; Ctrl-C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("-c", "--collection", default="demo", show_default=True, help="Collection to build.")
+@click.option("--json", "as_json", is_flag=True, help="Print the example results as JSON.")
+@click.option(
+    "--serve",
+    "serve_port",
+    type=click.IntRange(0, 65535),
+    is_flag=False,
+    flag_value=8000,
+    default=None,
+    help="Then serve the web page on 127.0.0.1 (port 8000, or the one given).",
+)
+@click.pass_context
+def demo(ctx: click.Context, collection: str, as_json: bool, serve_port: int | None) -> None:
+    """Build a demo collection from images shipped with vitrina, offline, and search it.
+
+    Uses the offline `mini` model (pip install 'vitrina[mini]'): no network, no downloads."""
+    from ..collection import open_collection
+    from ..demo import EXAMPLE_QUERIES, IMAGES
+
+    err = stderr()
+    with errors():
+        coll = open_collection(collection, create=True)
+        with progress_bars(err, False) as (on_scan, on_embed):
+            report = coll.index(str(IMAGES), model="mini", progress=on_embed, on_scan=on_scan)
+        if not as_json:
+            print_report(err, report, target_of(coll))
+        results = {" ".join(repr(t) for t in terms): coll.search(terms, limit=3) for terms in EXAMPLE_QUERIES}
+        car = results["'a car'"]
+        if car:
+            results[f"--image {car[0].id}"] = coll.search(image=car[0].id, limit=3)
+    if as_json:
+        click.echo(json.dumps({q: h.to_list() for q, h in results.items()}, ensure_ascii=False, indent=2))
+        return
+    out = stdout()
+    for query, hits in results.items():
+        shown = ", ".join(f"{h.id} ({h.score:.2f})" for h in hits)
+        out.print(f"[bold]vitrina search {escape(coll.name)} {escape(query)}[/] → {escape(shown)}")
+    out.print(f'\nTry your own: vitrina search {coll.name} "a bicycle"   ·   vitrina info {coll.name}')
+    out.print("Index your own folder offline: vitrina index ./scans --collection mine --model mini")
+    if serve_port is not None:
+        ctx.invoke(serve, collection=collection, port=serve_port)
+
+
+COMMANDS = (search, serve, demo)
