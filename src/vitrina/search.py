@@ -75,7 +75,7 @@ class Searcher:
         embedder_for: Callable[[Space], Embedder],
         image_vector: Callable[[str, Space], np.ndarray],
     ):
-        self._store = store
+        self.store = store
         self.name = name
         self._space = space
         self._index_for = index_for
@@ -130,19 +130,19 @@ class Searcher:
 
     def visible(self, q: Query) -> tuple[Filter, ...]:
         """The query's filters, plus one leaving out hidden items (unless it asks for them)."""
-        if q.include_hidden or not self._store.hidden_count():
+        if q.include_hidden or not self.store.hidden_count():
             return q.filters
-        return (*q.filters, Filter(self._store.HIDDEN, "!=", "true"))
+        return (*q.filters, Filter(self.store.HIDDEN, "!=", "true"))
 
     def _keyword_only(self, q: Query) -> Hits:
         from .index.keyword import KeywordIndex
 
-        kw = KeywordIndex(self._store)
+        kw = KeywordIndex(self.store)
         m = kw.search(q.keyword_text, filters=self.visible(q), limit=q.limit, offset=q.offset, min_score=q.min_score)
         return self._hits(m, q, kw.snippets(q.keyword_text, m.ids))
 
     def _hits(self, m: Any, q: Query, snippets: dict[str, list[tuple[str, bool]]]) -> Hits:
-        items = self._store.get_items(m.ids)
+        items = self.store.get_items(m.ids)
         hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=q.offset + k, snippet=tuple(snippets.get(i, ())))
                 for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
         return Hits(hits, total_considered=m.considered, query=q)
@@ -168,7 +168,7 @@ class Searcher:
                 offset=offset,
                 min_score=min_score,
             )
-            items = self._store.get_items(sorted({i for m in found for i in m.ids}))
+            items = self.store.get_items(sorted({i for m in found for i in m.ids}))
             for n, m in zip(members, found):
                 hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=offset + k)
                         for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
@@ -181,10 +181,10 @@ class Searcher:
         in the space, not excluded), fused, then paged (see ``vitrina.index.keyword``)."""
         from .index.keyword import DEPTH, KeywordIndex, fused_page
 
-        kw = KeywordIndex(self._store)
+        kw = KeywordIndex(self.store)
         clip = index.search(qmat[members], filters=filters, exclude=[excluded[n] for n in members], limit=DEPTH)
         # Only items with a vector in the space take part (usually all: then no list is built).
-        with_vector = None if sp.live == self._store.item_count() else self._store.vector_rids(sp.name)[1]
+        with_vector = None if sp.live == self.store.item_count() else self.store.vector_rids(sp.name)[1]
         out = []
         for n, c in zip(members, clip):
             q = queries[n]
