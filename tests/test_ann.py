@@ -111,6 +111,7 @@ def test_a_stale_index_is_ignored_with_a_notice(tmp_path: Path, caplog: pytest.L
 
 
 @pytest.mark.parametrize("point", ["ann_after_chunk:2", "ann_before_fsync", "ann_before_rename"])
+@pytest.mark.slow
 def test_killing_a_build_leaves_the_collection_searchable(tmp_path: Path, point: str) -> None:
     coll, ids, unit = _collection(tmp_path / "c", 1200)
     coll.build_ann(structure="hnsw", codes="flat")  # an older index: it must survive the killed build

@@ -210,6 +210,7 @@ def test_probe_learns_separable_labels_and_not_shuffled_ones(tmp_path: Path, tin
     assert chance.f1_macro_cv is not None and chance.f1_macro_cv < 0.75, chance.to_dict()
 
 
+@pytest.mark.slow
 def test_reports_and_cli(mini_collection, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     results = {
         "text_to_image": {"mini": eval_pairs(mini_collection, DEMO_PAIRS[:60])},

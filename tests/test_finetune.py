@@ -18,6 +18,8 @@ from tests.conftest import make_images
 from vitrina import get_embedder, open_collection
 from vitrina.finetune import FinetuneConfig, finetune
 
+pytestmark = pytest.mark.slow  # fine-tuning trains a model
+
 
 @pytest.fixture
 def captioned(tmp_path: Path, tiny_clip: str):  # type: ignore[no-untyped-def]

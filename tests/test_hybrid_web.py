@@ -13,6 +13,8 @@ import pytest
 from tests.test_web import _serve, browser, hit_ids, new_page  # noqa: F401  (browser: a fixture)
 from vitrina import Item, open_collection
 
+pytestmark = pytest.mark.slow  # a real browser (chromium) drives the page
+
 HOSTILE = 'Kart over kysten <img src=x onerror="window.pwned=1"> med hval ved Ålesund <script>window.pwned=2</script> &amp; fyr'
 
 

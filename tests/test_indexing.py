@@ -78,6 +78,7 @@ def test_reindexing_is_incremental(scans: Path, tiny_clip: str) -> None:
     assert info["spaces"][0]["vectors"] == 15 and info["spaces"][0]["dead_rows"] == 2 and info["problems"] == []
 
 
+@pytest.mark.slow
 def test_bad_files_are_recorded_and_the_run_goes_on(tmp_path: Path, tiny_clip: str) -> None:
     folder = tmp_path / "messy"
     make_images(folder, 4)
@@ -113,6 +114,7 @@ def test_bad_files_are_recorded_and_the_run_goes_on(tmp_path: Path, tiny_clip: s
     assert json.loads(cli("index", "messy", "--retry-failed", "--json").stdout)["failed"] == 3
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_with_every_file_indexed_exactly_once(tmp_path: Path, tiny_clip: str) -> None:
     folder = tmp_path / "many"
     make_images(folder, 60, seed=3)
@@ -158,6 +160,7 @@ def test_a_second_writer_is_refused_with_the_holder_named(scans: Path, tiny_clip
     assert open_collection("locked").index(str(scans)).count("unchanged") == 14
 
 
+@pytest.mark.slow
 def test_cli_index_search_info(scans: Path, tiny_clip: str) -> None:
     out = cli("index", str(scans), "--collection", "clitest", "--model", tiny_clip)
     assert "14 embedded" in out.stderr and "Embedding" in out.stderr

@@ -174,6 +174,7 @@ def _save(image: Image.Image, path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_url_list_survives_misbehaving_servers(server: HeritageServer, tmp_path: Path, tiny_clip: str) -> None:
     s = server
     for n in range(6):
@@ -336,6 +337,7 @@ def test_captions_follow_the_loc_recipe() -> None:
     assert build_caption({}) == ""
 
 
+@pytest.mark.slow
 def test_a_killed_remote_index_resumes_exactly_once(server: HeritageServer, tmp_path: Path, tiny_clip: str) -> None:
     rows = []
     for n in range(30):

@@ -34,6 +34,7 @@ def test_tower_files_are_the_expected_ones_and_load_strictly() -> None:
     )
 
 
+@pytest.mark.slow
 def test_shipped_heads_reproduce_the_recorded_metrics() -> None:
     """The CI-sized check of the build: towers + shipped heads on the shipped held-out subset."""
     card = json.loads(CARD.read_text())
@@ -87,6 +88,7 @@ def test_text_queries_the_captions_cover_find_the_right_drawings(
     assert any(h.id.startswith(folder) for h in hits), [h.id for h in hits]
 
 
+@pytest.mark.slow
 def test_a_transformed_copy_finds_its_original(mini_collection: Collection, tmp_path: Path) -> None:
     random.seed(0)
     sample = random.sample([c["id"] for c in CAPTIONS], 40)

@@ -57,6 +57,7 @@ def test_uint8_pixels_normalised_by_torch_equal_the_float32_path(tiny_clip: str,
         np.testing.assert_allclose(embedder.embed_prepared(prepared), embedder.embed_pixels(floats), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_decoding_in_processes_gives_the_vectors_of_threads(tmp_path: Path, tiny_clip: str) -> None:
     folder = folder_of_scans(tmp_path / "scans")
     threads = open_collection("threads", create=True)

@@ -28,6 +28,8 @@ from vitrina.http import Fetcher
 ray = pytest.importorskip("ray")
 from vitrina.ray_runner import HostBudget, index_on_ray  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a local Ray cluster starts (about 2 minutes)
+
 ROOT = Path(__file__).resolve().parent.parent
 SRC = str(ROOT / "src")
 

@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from vitrina import open_collection
 from vitrina.service import create_app
 
+pytestmark = pytest.mark.slow  # schemathesis generates requests against every route
+
 
 @pytest.fixture
 def api_schema(scans: Path, tiny_clip: str):  # type: ignore[no-untyped-def]

@@ -14,6 +14,8 @@ import pytest
 
 from vitrina import open_collection
 
+pytestmark = pytest.mark.slow  # a real browser (chromium) drives the page
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -182,7 +182,7 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
         shutil.rmtree(checkpoints)  # a new run: another run's checkpoints must not be mistaken for its own
     torch.manual_seed(config.seed)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    from .embedding.hf import _processor_config
+    from .embedding.hf import processor_config
 
     try:
         net = AutoModel.from_pretrained(str(latest / "model") if latest else name).to(dev)
@@ -193,7 +193,7 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
         ) from e
     if net.config.model_type not in ("clip", "siglip"):
         raise ModelError(f"{base} is a {net.config.model_type!r} model; fine-tuning supports CLIP and SigLIP.")
-    preprocess = Preprocess.from_processor_config(_processor_config(name, None))
+    preprocess = Preprocess.from_processor_config(processor_config(name, None))
     _freeze(net, config.freeze)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -241,7 +241,7 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
     def validate() -> dict[str, float] | None:
         if len(val_set) < 2:
             return None
-        from .embedding.hf import _features
+        from .embedding.hf import pooled_features
         from .evaluate import mrr, rank_of, recall_at_k
 
         net.eval()
@@ -249,12 +249,12 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
         with torch.inference_mode():
             for i in range(0, len(val_set), 32):
                 t = batch_tensors(val_set[i : i + 32])
-                images.append(_features(net.get_image_features(pixel_values=t["pixel_values"])))
+                images.append(pooled_features(net.get_image_features(pixel_values=t["pixel_values"])))
                 text_args = {
                     "input_ids": t["input_ids"],
                     **({"attention_mask": t["attention_mask"]} if "attention_mask" in t else {}),
                 }
-                texts.append(_features(net.get_text_features(**text_args)))
+                texts.append(pooled_features(net.get_text_features(**text_args)))
         net.train()
         im = torch.nn.functional.normalize(torch.cat(images).float(), dim=-1).cpu().numpy()
         tx = torch.nn.functional.normalize(torch.cat(texts).float(), dim=-1).cpu().numpy()
@@ -357,9 +357,9 @@ def _save_model(net: Any, base: str, out: Path, record: dict[str, Any] | None = 
     for src in sources:
         if not (tmp / src.name).exists():
             shutil.copy(src, tmp / src.name)
-    from .embedding.hf import _processor_config
+    from .embedding.hf import processor_config
 
-    _processor_config(str(tmp), None)  # a model that could not prepare images is never swapped in
+    processor_config(str(tmp), None)  # a model that could not prepare images is never swapped in
     # What it was trained on: `vitrina eval` warns when evaluated items are among these.
     (tmp / "vitrina-finetune.json").write_text(
         json.dumps({"base": f"hf:{base}", "saved": time.strftime("%Y-%m-%d %H:%M:%S"), **(record or {})})

@@ -137,7 +137,8 @@ def _send(url: httpx.URL, accept: str, timeout: httpx.Timeout, method: str = "GE
     with _transport_lock:
         if _transport is None:
             _transport = httpx.HTTPTransport()
-            _transport._pool._network_backend = _DeadlineBackend()  # httpx does not expose the backend
+            # Allowed private reach: httpx builds its httpcore pool itself and takes no network backend.
+            _transport._pool._network_backend = _DeadlineBackend()  # noqa: SLF001
     headers = {"User-Agent": USER_AGENT, "Accept": accept, "Accept-Encoding": "identity"}
     return closing(
         _transport.handle_request(

@@ -218,7 +218,7 @@ def _strip_html(s: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", s)).strip() if "<" in s or "&" in s else s.strip()
 
 
-def _as_list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
     """A IIIF "list" property, tolerating one object where a list belongs (a frequent mistake)."""
     if isinstance(value, list):
         return value
@@ -252,7 +252,7 @@ def children(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """Sub-collections and manifests referenced by a collection (v2 collections/manifests/members, v3 items)."""
     out: list[dict[str, Any]] = []
     for key in ("collections", "manifests", "members", "items"):
-        for entry in _as_list(doc.get(key)):
+        for entry in as_list(doc.get(key)):
             if isinstance(entry, dict) and kind(entry) in ("Collection", "Manifest") and ident(entry):
                 out.append(entry)
             elif isinstance(entry, str):
@@ -283,36 +283,36 @@ def is_image_service(s: Any) -> bool:
 
 def needs_auth(s: dict[str, Any]) -> bool:
     """Whether an image service declares an auth service (login/clickthrough/kiosk/external)."""
-    return any(isinstance(a, dict) and "auth" in _profile_text(a).lower() for a in _as_list(s.get("service")))
+    return any(isinstance(a, dict) and "auth" in _profile_text(a).lower() for a in as_list(s.get("service")))
 
 
 def image_service(resource: Any) -> dict[str, Any] | None:
     """The resource's Image API service (never an auth or search service)."""
     if not isinstance(resource, dict):
         return None
-    return next((s for s in _as_list(resource.get("service")) if is_image_service(s)), None)
+    return next((s for s in as_list(resource.get("service")) if is_image_service(s)), None)
 
 
-def _painted(canvas: dict[str, Any], v: int) -> dict[str, Any] | None:
+def painted(canvas: dict[str, Any], v: int) -> dict[str, Any] | None:
     """The resource painted on a canvas (first one; Choice -> its default / first item)."""
     if v == 2 or "images" in canvas:
-        for anno in _as_list(canvas.get("images")):
+        for anno in as_list(canvas.get("images")):
             resource = anno.get("resource") if isinstance(anno, dict) else None
             resource = resource[0] if isinstance(resource, list) and resource else resource
             if isinstance(resource, dict):
                 if kind(resource) in ("Choice", "oa:Choice"):
-                    resource = resource.get("default") or (_as_list(resource.get("item")) or [None])[0]
+                    resource = resource.get("default") or (as_list(resource.get("item")) or [None])[0]
                 elif kind(resource) == "SpecificResource":
                     resource = resource.get("full") or resource
                 if isinstance(resource, dict):
                     return resource
         return None
-    for page in _as_list(canvas.get("items")):
-        for anno in _as_list(page.get("items")) if isinstance(page, dict) else []:
+    for page in as_list(canvas.get("items")):
+        for anno in as_list(page.get("items")) if isinstance(page, dict) else []:
             body = anno.get("body") if isinstance(anno, dict) else None
             body = body[0] if isinstance(body, list) and body else body
             if isinstance(body, dict) and kind(body) == "Choice":
-                body = (_as_list(body.get("items")) or [None])[0]
+                body = (as_list(body.get("items")) or [None])[0]
             elif isinstance(body, dict) and kind(body) == "SpecificResource":
                 body = body.get("source") if isinstance(body.get("source"), dict) else body
             if isinstance(body, dict):
@@ -323,14 +323,14 @@ def _painted(canvas: dict[str, Any], v: int) -> dict[str, Any] | None:
 def canvases(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The canvases of a manifest; ``sequences`` or ``items`` given as one object are accepted."""
     if version(manifest) == 2 or "sequences" in manifest:
-        seqs = [s for s in _as_list(manifest.get("sequences")) if isinstance(s, dict)]
-        return [c for c in _as_list(seqs[0].get("canvases") if seqs else None) if isinstance(c, dict)]
-    return [c for c in _as_list(manifest.get("items")) if isinstance(c, dict)]
+        seqs = [s for s in as_list(manifest.get("sequences")) if isinstance(s, dict)]
+        return [c for c in as_list(seqs[0].get("canvases") if seqs else None) if isinstance(c, dict)]
+    return [c for c in as_list(manifest.get("items")) if isinstance(c, dict)]
 
 
 def metadata_pairs(obj: dict[str, Any], lang: str = "en") -> dict[str, str]:
     out: dict[str, str] = {}
-    for entry in _as_list(obj.get("metadata")):
+    for entry in as_list(obj.get("metadata")):
         if isinstance(entry, dict):
             label, value = text(entry.get("label"), lang), text(entry.get("value"), lang)
             if label and value and label not in out:
@@ -357,9 +357,9 @@ def _service_base(service: dict[str, Any]) -> tuple[str, int]:
 def _thumbnail(*holders: dict[str, Any]) -> tuple[str, str] | None:
     """(image URL, service base) of the first open thumbnail / poster image of these objects."""
     for holder in holders:
-        for thumb in _as_list(holder.get("thumbnail") or holder.get("posterCanvas") or holder.get("placeholderCanvas")):
+        for thumb in as_list(holder.get("thumbnail") or holder.get("posterCanvas") or holder.get("placeholderCanvas")):
             if isinstance(thumb, dict) and kind(thumb) == "Canvas":  # a v3 poster / placeholder canvas
-                thumb = _painted(thumb, 3)
+                thumb = painted(thumb, 3)
             if isinstance(thumb, str):
                 thumb = {"id": thumb}
             if not isinstance(thumb, dict) or not_image_kind(ident(thumb), kind(thumb), str(thumb.get("format") or "")):
@@ -408,7 +408,7 @@ def manifest_images(
     records = []
     all_canvases = canvases(manifest)
     for i, canvas in enumerate(all_canvases):
-        resource = _painted(canvas, v)
+        resource = painted(canvas, v)
         canvas_id = ident(canvas) or f"{common['manifest']}#canvas-{i + 1}"
         label = text(canvas.get("label"), lang)
         other = (

@@ -66,7 +66,7 @@ class HFEmbedder:
                 .to(self.device)
                 .eval()
             )
-            self.prep = self.preprocess = Preprocess.from_processor_config(_processor_config(name, revision, offline))
+            self.prep = self.preprocess = Preprocess.from_processor_config(processor_config(name, revision, offline))
             self.tokenizer = None
             if self.kind != "vit":
                 from transformers import AutoTokenizer
@@ -102,7 +102,7 @@ class HFEmbedder:
         if self.kind == "vit":
             out = self.model(pixel_values=x).last_hidden_state[:, 0]  # the CLS token
         else:
-            out = _features(self.model.get_image_features(pixel_values=x))
+            out = pooled_features(self.model.get_image_features(pixel_values=x))
         return normalise_rows(out.float().cpu().numpy())
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
@@ -120,11 +120,11 @@ class HFEmbedder:
         if self.kind == "siglip":
             tokens.pop("attention_mask", None)
         with torch.inference_mode():
-            out = _features(self.model.get_text_features(**tokens))
+            out = pooled_features(self.model.get_text_features(**tokens))
         return normalise_rows(out.float().cpu().numpy())
 
 
-def _features(out: Any) -> Any:
+def pooled_features(out: Any) -> Any:
     # transformers 5 returns a ModelOutput whose pooler_output is the projected embedding.
     return out if hasattr(out, "float") else out.pooler_output
 
@@ -152,7 +152,7 @@ def _hub_resolves() -> bool:
         return False
 
 
-def _processor_config(name: str, revision: str | None, offline: bool = False) -> dict:
+def processor_config(name: str, revision: str | None, offline: bool = False) -> dict:
     """The checkpoint's image processor settings. transformers 5's ``save_pretrained`` of a
     processor writes them under "image_processor" in processor_config.json and no
     preprocessor_config.json; older checkpoints (most of the hub) have preprocessor_config.json.

@@ -166,11 +166,11 @@ class IIIFSource:
                 raise ConfigError(
                     f"--alto {self.alto!r}: {e!r} is not a template field; use {{page}}, {{page:04d}}, {{canvas}}, {{canvas_name}}, {{manifest}}, {{manifest_name}}."
                 ) from None
-        links = [x for key in ("seeAlso", "rendering") for x in iiif._as_list(canvas.get(key)) if _is_alto(x)]
+        links = [x for key in ("seeAlso", "rendering") for x in iiif.as_list(canvas.get(key)) if _is_alto(x)]
         if links:
             return iiif.ident(links[0])
         # A manifest-level list with one ALTO per canvas, in canvas order.
-        book = [x for key in ("seeAlso", "rendering") for x in iiif._as_list(manifest.get(key)) if _is_alto(x)]
+        book = [x for key in ("seeAlso", "rendering") for x in iiif.as_list(manifest.get(key)) if _is_alto(x)]
         if len(book) == len(iiif.canvases(manifest)) and record["index"] <= len(book):
             return iiif.ident(book[record["index"] - 1])
         return None
@@ -203,7 +203,7 @@ class IIIFSource:
             return []
         if not page.pictures:
             return []
-        canvas, resource = record["canvas"], iiif._painted(record["canvas"], iiif.version(manifest)) or {}
+        canvas, resource = record["canvas"], iiif.painted(record["canvas"], iiif.version(manifest)) or {}
         # Region requests are in image pixels: the painted image's size where given, else the canvas's.
         width, height = (
             _int(resource.get("width")) or _int(canvas.get("width")),
