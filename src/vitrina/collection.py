@@ -20,19 +20,19 @@ import numpy as np
 
 from . import ingest as _ingest
 from . import upkeep
-from .embedding import Embedder, get_embedder, resolve_model, space_name_for
-from .errors import QueryError, SpaceMismatch, StoreLocked
+from .collection_view import CollectionView
+from .embedding import Embedder, get_embedder, space_name_for
+from .errors import SpaceMismatch, StoreLocked
 from .filters import Filter
 from .http import Fetcher
-from .index import SearchIndex, open_index
-from .indexer import IndexReport, ProgressCallback, embed_pending
+from .indexer import IndexReport, ProgressCallback, index_space
 from .ingest import IngestReport
 from .ingest import collection_fetcher as _fetcher
 from .ingest import writing_store as _writer
 from .query import Hits, Query
 from .records import Item, ModelFingerprint
 from .search import ImageLimits, Searcher, query_image_vector
-from .store import CollectionPaths, Space, SpaceView, Store, disk_full_as_error, resolve_collection
+from .store import Space, Store, disk_full_as_error, resolve_collection
 
 if TYPE_CHECKING:
     from .index.qdrant import SyncReport
@@ -57,7 +57,10 @@ def open_collection(
     )
 
 
-class Collection:
+class Collection(CollectionView):
+    """One collection: what ``CollectionView`` reads, plus writing (through one writer lock),
+    ingesting, indexing and searching. Open it with ``open_collection``."""
+
     def __init__(
         self,
         path: Path,
@@ -67,33 +70,15 @@ class Collection:
         limits: ImageLimits | None = None,
         index: str = "auto",
     ):
-        self.path = path
-        self.index_kind = index
-        self.name = path.name
+        super().__init__(path, create=create, index=index)
         self.limits = limits or ImageLimits()
-        with disk_full_as_error(path, self.name):  # creating (or upgrading) it writes
-            self._store = Store(path, create=create)
         self._embedder = embedder
         self._explicit_embedder = embedder is not None
-        self._indexes: dict[str, SearchIndex] = {}
         self._writing: Store | None = None
-        self._facets: tuple[int, dict[str, Any]] | None = None
         # The search engine, given what it needs; lambdas so that it follows a replaced method.
         self._search = Searcher(self._store, name=self.name, space=self.space, index_for=lambda name: self.index_for(name),
                                 embedder_for=lambda sp: self.embedder_for(sp),
                                 image_vector=lambda image, sp: self.image_vector(image, space=sp.name))  # fmt: skip
-
-    def __repr__(self) -> str:
-        return f"<Collection {self.name!r} at {self.path}>"
-
-    def close(self) -> None:
-        self._store.close()
-
-    def __enter__(self) -> Collection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def use_embedder(self, embedder: Embedder) -> None:
         """Answer every query with ``embedder`` (the service passes one whose model calls are gated)."""
@@ -162,19 +147,6 @@ class Collection:
         with self._write() as store:
             return store.compact(name, force=True)
 
-    def iter_vectors(self, space: str | None = None, *, chunk: int = 50_000) -> Iterator[tuple[list[str], np.ndarray]]:
-        """(ids, vectors) of every item embedded in ``space``, in row order, ``chunk`` rows at a
-        time (an export of millions never holds them all in memory)."""
-        sp = self.space(space)
-        ids, rows = self._store.live_vectors(sp.name)
-        matrix = self._store.vector_file(sp).matrix(sp.rows)
-        for start in range(0, len(ids), chunk):
-            yield ids[start : start + chunk], np.asarray(matrix[rows[start : start + chunk]], np.float32)
-
-    def state(self, key: str) -> str | None:
-        """A small persistent value of the collection (an importer's or enricher's cursor)."""
-        return self._store.get_meta(key)
-
     def set_state(self, key: str, value: str | None) -> None:
         with self._write() as store:
             store.set_meta(key, value)
@@ -238,46 +210,16 @@ class Collection:
         Dead rows (of re-embedded or removed items) are reclaimed when they pass a quarter of the
         vector file, or always with ``compact``."""
         spec, space = self.model_and_space(model, space)
-        ingested = None
-        if source is not None:
-            ingested = self.ingest(source, limit=limit, fetcher=fetcher, on_page=on_scan)
+        ingested = None if source is None else self.ingest(source, limit=limit, fetcher=fetcher, on_page=on_scan)
+        mine = self._embedder if self._embedder is not None and self._embedder.fingerprint.spec == spec else None
         with _writer(self.path) as store, _fetcher(self.path, fetcher) as http:
-            report = IndexReport(collection=self.name, space=space, model=spec)
-            if ingested is not None:
-                report.ingest = ingested.to_dict()
-                if ingested.interrupted:
-                    report.interrupted, report.message = True, ingested.message
-                    return report
-            embedder = (
-                self._embedder
-                if self._embedder is not None and self._embedder.fingerprint.spec == spec
-                else get_embedder(spec, device=device, threads=threads)
-            )
-            if reembed and space in {s.name for s in store.spaces()}:
-                store.drop_space(space)
-            store.ensure_space(space, embedder.fingerprint)
-            try:
-                embed_pending(store, embedder, space, report, batch_size=batch_size, workers=workers, decode=decode, retry_failed=retry_failed,
-                              max_pixels=max_pixels, max_decode_bytes=max_decode_bytes, progress=progress, fetcher=http)  # fmt: skip
-            except KeyboardInterrupt:
-                report.interrupted = True
-            if not report.interrupted:
-                store.compact(space, force=compact)
+            report = index_space(store, self.name, space, spec, ingested=ingested, embedder=mine, device=device,
+                                 threads=threads, reembed=reembed, compact=compact, batch_size=batch_size, workers=workers,
+                                 decode=decode, retry_failed=retry_failed, max_pixels=max_pixels,
+                                 max_decode_bytes=max_decode_bytes, progress=progress, fetcher=http)  # fmt: skip
         self._store.close_vector_files()
         self._indexes.clear()
         return report
-
-    def model_and_space(self, model: str | None, space: str | None) -> tuple[str, str]:
-        """The model spec and space an indexing run writes: the given ones, else the space's own
-        model, else the collection's first space, else the default model and its space name."""
-        spaces = {s.name: s for s in self._store.spaces()}
-        if model is None and space in spaces:
-            model = spaces[space].fingerprint.spec
-        elif model is None and spaces and space is None:
-            first = next(iter(spaces.values()))
-            model, space = first.fingerprint.spec, first.name
-        spec = resolve_model(model)
-        return spec, space or space_name_for(spec)
 
     def build_ann(self, space: str | None = None, *, structure: str | None = None, codes: str | None = None, nlist: int | None = None,
                   rebuild: bool = False, threads: int | None = None, queries: np.ndarray | None = None, caption_queries: int = 0,
@@ -343,13 +285,6 @@ class Collection:
             vectors, where=where, min_score=min_score, limit=limit, offset=offset, space=space
         )
 
-    def index_for(self, space: str | None = None) -> SearchIndex:
-        """The search index of a space (see ``vitrina.index``)."""
-        name = self.space(space).name
-        if name not in self._indexes:
-            self._indexes[name] = open_index(self._store, name, self.index_kind)
-        return self._indexes[name]
-
     def image_vector(self, image: str | bytes, *, space: str | None = None) -> np.ndarray:
         """Embed a query image — a file path, an http(s) URL or the bytes of an upload — within
         ``self.limits`` (bytes, pixels, private addresses, download time)."""
@@ -399,96 +334,6 @@ class Collection:
         self._facets = None
         return out
 
-    # -- describing ---------------------------------------------------------------------------
-
-    def spaces(self) -> list[Space]:
-        return self._store.spaces()
-
-    def space(self, name: str | None = None) -> Space:
-        """A space by name (default: the first); NoEmbeddings / NoSuchSpace when there is none."""
-        return self._store.space(name)
-
-    def fingerprint(self, space: str | None = None) -> ModelFingerprint:
-        return self.space(space).fingerprint
-
-    def vectors(self, space: str | None = None) -> tuple[list[str], np.ndarray]:
-        """(ids, vectors) of every item embedded in ``space``, the vectors as one float32 array."""
-        return self.index_for(space).matrix()
-
-    def _index_info(self, space: str) -> dict[str, Any]:
-        from .index.ann import AnnIndex
-
-        described = AnnIndex(self._store, space).describe()
-        return {"index": described["kind"], **({"ann": described["ann"]} if "ann" in described else {})}
-
-    def __len__(self) -> int:
-        return sum(self._store.count_items().values())
-
-    def __contains__(self, item_id: object) -> bool:
-        return isinstance(item_id, str) and bool(self._store.get_items([item_id]))
-
-    def item(self, item_id: str) -> Item:
-        """One item with its status and classifier tags; QueryError if there is none."""
-        found = self._store.get_items([item_id], tags=True).get(item_id)
-        if found is None:
-            raise QueryError(f"No item {item_id!r} in collection {self.name!r}.")
-        return found
-
-    def items(self, ids: Sequence[str]) -> dict[str, Item]:
-        """Items by id (missing ids are left out)."""
-        return self._store.get_items(list(ids))
-
-    def iter_items(self, *, status: str | None = None, exclude_status: str | None = None) -> Iterator[Item]:
-        """Every item in id order, streamed; ``status`` 'ok', 'failed' or 'pending' narrows it."""
-        return self._store.iter_items(status=status, exclude_status=exclude_status)
-
-    def facets(self) -> dict[str, Any]:
-        """Metadata keys (and tags) with their most common values and numeric ranges, for filter
-        menus; recomputed only when the collection changed."""
-        version = self._store.data_version()
-        if self._facets is None or self._facets[0] != version:
-            self._facets = (version, self._store.facets())
-        return self._facets[1]
-
-    def info(self, check: bool = False) -> dict[str, Any]:
-        by_status = self._store.count_items()
-        failures = self._store.failures()
-        reasons: dict[str, int] = {}
-        for f in failures:
-            reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
-        size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
-        out: dict[str, Any] = {
-            "name": self.name,
-            "path": str(self.path),
-            "items": sum(by_status.values()),
-            "by_status": by_status,
-            "failed_by_reason": reasons,
-            "failures": [{"id": f["id"], "reason": f["reason"], "detail": f["detail"]} for f in failures[:20]],
-            "spaces": [
-                {
-                    "name": s.name,
-                    "model": s.fingerprint.spec,
-                    "revision": s.fingerprint.revision,
-                    "dim": s.fingerprint.dim,
-                    "vectors": s.live,
-                    "dead_rows": s.rows - s.live,
-                    "preprocessing": s.fingerprint.preprocessing,
-                    **self._index_info(s.name),
-                }
-                for s in self._store.spaces()
-            ],  # fmt: skip
-            "pruned": {
-                "hidden": self._store.hidden_count(),
-                "deleted": self._store.pruned_count(),
-                "bytes_saved": int(self._store.get_meta("pruned_bytes_saved") or 0),
-            },
-            "schema_version": self._store.schema_version(),
-            "disk_bytes": size,
-        }
-        if check:
-            out["problems"] = self._store.check()
-        return out
-
     # --- runs driven by the CLI (cli helper) ---
 
     def sync(
@@ -500,39 +345,6 @@ class Collection:
         from .index.qdrant import sync
 
         return sync(self._store, self.space(space).name, target, shards=shards, replicas=replicas)
-
-    # --- public views for runners, caches and backends (store helper) ---
-
-    @property
-    def paths(self) -> CollectionPaths:
-        """The collection's folder layout (database, spaces, shards, caches): ask it, never join names."""
-        return CollectionPaths(self.path)
-
-    def data_stamp(self) -> tuple[int, int]:
-        """Changes whenever the collection's data changed (another connection committed), for
-        caches of what was read from it. Compare stamps of the same ``Collection`` only."""
-        return id(self._store), self._store.data_version()  # data_version is per connection
-
-    def pending(self, space: str, *, retry_failed: bool = False) -> list[dict[str, str]]:
-        """Items with no vector in ``space`` for their current fingerprint, in id order, as
-        {"id", "image", "fingerprint"} (what a worker needs to embed them)."""
-        return [
-            {"id": r["id"], "image": r["image"], "fingerprint": r["fingerprint"]}
-            for r in self._store.pending(space, retry_failed=retry_failed)
-        ]
-
-    def fingerprints(self, ids: Sequence[str]) -> dict[str, str]:
-        """Item fingerprints (file identity) by id, for the ids that exist."""
-        return self._store.fingerprints_of(list(ids))
-
-    def tagged_items(self, ids: Sequence[str]) -> dict[str, Item]:
-        """Items by id with their classifier tags (missing ids are left out)."""
-        return self._store.get_items(list(ids), tags=True)
-
-    def space_view(self, space: str | None = None) -> SpaceView:
-        """A read-only view of a space (default: the first): rows <-> ids, the mapped vectors, dead
-        rows, the rows filters allow. For backends and derived files such as the map."""
-        return self._store.space_view(self.space(space).name)
 
     def record_failures(
         self, space: str, fingerprint: ModelFingerprint, failures: Sequence[tuple[str, str, str]]

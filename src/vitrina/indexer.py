@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .embedding import Embedder, PreparedEmbedder, device_of
+from .embedding import Embedder, PreparedEmbedder, device_of, get_embedder
 from .reader import Reader, choose_decode, default_batch_size, default_workers
 from .store import Store
 
@@ -58,6 +58,44 @@ class IndexReport:
         }  # fmt: skip
 
 
+def index_space(
+    store: Store,
+    collection: str,
+    space: str,
+    spec: str,
+    *,
+    ingested: Any = None,
+    embedder: Embedder | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    reembed: bool = False,
+    compact: bool = False,
+    **options: Any,
+) -> IndexReport:
+    """One indexing run on a writable ``store``: embed every item of ``space`` that lacks a current
+    vector with ``embedder`` (else the model ``spec``, loaded here), then reclaim dead rows when
+    due (always with ``compact``). ``ingested``, the ``IngestReport`` of a source ingested just
+    before, goes into the report; an interrupted ingest stops the run before the model loads.
+    ``options`` go to ``embed_pending``. See ``Collection.index``."""
+    report = IndexReport(collection=collection, space=space, model=spec)
+    if ingested is not None:
+        report.ingest = ingested.to_dict()
+        if ingested.interrupted:
+            report.interrupted, report.message = True, ingested.message
+            return report
+    embedder = embedder or get_embedder(spec, device=device, threads=threads)
+    if reembed and space in {s.name for s in store.spaces()}:
+        store.drop_space(space)
+    store.ensure_space(space, embedder.fingerprint)
+    try:
+        embed_pending(store, embedder, space, report, **options)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    if not report.interrupted:
+        store.compact(space, force=compact)
+    return report
+
+
 def embed_pending(
     store: Store,
     embedder: Embedder,
@@ -87,7 +125,7 @@ def embed_pending(
     if progress:
         progress(0, total)
     started = time.perf_counter()
-    embed = _embed_prepared if isinstance(embedder, PreparedEmbedder) else _embed_robustly
+    embed = _embed_prepared if isinstance(embedder, PreparedEmbedder) else embed_robustly
 
     def model_step(
         items: list[tuple[str, str]], pixels: list[np.ndarray]
@@ -169,10 +207,10 @@ def _prefetched(
 def _embed_prepared(
     embedder: Embedder, items: list[tuple[str, str]], pixels: list[np.ndarray]
 ) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
-    return _embed_robustly(embedder, items, pixels, prepared=True)
+    return embed_robustly(embedder, items, pixels, prepared=True)
 
 
-def _embed_robustly(
+def embed_robustly(
     embedder: Embedder, items: list[tuple[str, str]], pixels: list[np.ndarray], *, prepared: bool = False
 ) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
     """Embed a batch (float32 model input, or uint8 pixels when ``prepared``); if the model
@@ -190,6 +228,6 @@ def _embed_robustly(
         if len(items) == 1:
             return np.zeros((0, dim), np.float32), [(items[0][0], "embed_error", f"{type(e).__name__}: {e}")]
     mid = len(items) // 2
-    left, lf = _embed_robustly(embedder, items[:mid], pixels[:mid], prepared=prepared)
-    right, rf = _embed_robustly(embedder, items[mid:], pixels[mid:], prepared=prepared)
+    left, lf = embed_robustly(embedder, items[:mid], pixels[:mid], prepared=prepared)
+    right, rf = embed_robustly(embedder, items[mid:], pixels[mid:], prepared=prepared)
     return np.concatenate([left, right]), lf + rf

@@ -29,7 +29,7 @@ from .collection import Collection
 from .embedding import Embedder, PreparedEmbedder, space_name_for
 from .errors import QueryError
 from .faults import fault_point
-from .indexer import _embed_robustly
+from .indexer import embed_robustly
 from .reader import Reader
 from .records import ModelFingerprint
 
@@ -225,7 +225,7 @@ def embed_rows(
             else:
                 items.append((row["id"], row["fingerprint"]))
                 pixels.append(prepared)  # type: ignore[arg-type]
-    vectors, embed_failures = _embed_robustly(embedder, items, pixels, prepared=isinstance(embedder, PreparedEmbedder))
+    vectors, embed_failures = embed_robustly(embedder, items, pixels, prepared=isinstance(embedder, PreparedEmbedder))
     bad = {f[0] for f in embed_failures}
     return [it for it in items if it[0] not in bad], vectors, failures + embed_failures, blocked
 
