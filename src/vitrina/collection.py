@@ -75,10 +75,13 @@ class Collection(CollectionView):
         self._embedder = embedder
         self._explicit_embedder = embedder is not None
         self._writing: Store | None = None
-        # The search engine, given what it needs; lambdas so that it follows a replaced method.
-        self._search = Searcher(self._store, name=self.name, space=self.space, index_for=lambda name: self.index_for(name),
-                                embedder_for=lambda sp: self.embedder_for(sp),
-                                image_vector=lambda image, sp: self.image_vector(image, space=sp.name))  # fmt: skip
+
+    def _searcher(self) -> Searcher:
+        # Made per call, not kept: a Searcher kept by the collection would form a reference cycle
+        # (its collaborators are the collection's methods), so a dropped collection would hold its
+        # SQLite connection, mapped files and a Qdrant folder lock until the cyclic GC ran.
+        return Searcher(self._store, name=self.name, space=self.space, index_for=self.index_for,
+                        embedder_for=self.embedder_for, image_vector=lambda image, sp: self.image_vector(image, space=sp.name))  # fmt: skip
 
     def use_embedder(self, embedder: Embedder) -> None:
         """Answer every query with ``embedder`` (the service passes one whose model calls are gated)."""
@@ -268,7 +271,7 @@ class Collection(CollectionView):
 
     def run(self, queries: Sequence[Query], *, space: str | None = None) -> list[Hits]:
         """Run several queries; those with the same filters and paging share one pass over the vectors."""
-        return self._search.run(queries, space=space)
+        return self._searcher().run(queries, space=space)
 
     def search_vectors(
         self,
@@ -281,7 +284,7 @@ class Collection(CollectionView):
         space: str | None = None,
     ) -> list[Hits]:
         """Search with ready-made query vectors, shape (n, dim) or (dim,): one ``Hits`` per row."""
-        return self._search.search_vectors(
+        return self._searcher().search_vectors(
             vectors, where=where, min_score=min_score, limit=limit, offset=offset, space=space
         )
 
