@@ -21,6 +21,7 @@ from .filters import Filter
 from .images import hold_decoded, load_image
 from .query import Hits, ItemNotFound, Query, combine
 from .records import Hit
+from .region_search import collapsing
 
 if TYPE_CHECKING:
     from .index import SearchIndex
@@ -149,7 +150,8 @@ class Searcher:
 
     def rank(self, sp: Space, qmat: np.ndarray, queries: Sequence[Query], excluded: Sequence[set[str]]) -> list[Hits]:
         """Hits of each query vector (a row of ``qmat``), leaving out its ``excluded`` ids."""
-        index = self._index_for(sp.name)
+        # Several rows per item where the space has regions: collapsed to items (region_search.py).
+        index = collapsing(self._index_for(sp.name), self.store, sp.name)
         groups: dict[tuple[Any, ...], list[int]] = {}
         for n, q in enumerate(queries):  # one pass over the vectors per distinct filter and page
             fused = q.mode == "fused"
@@ -170,7 +172,8 @@ class Searcher:
             )
             items = self.store.get_items(sorted({i for m in found for i in m.ids}))
             for n, m in zip(members, found):
-                hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=offset + k)
+                regions = getattr(m, "regions", {})
+                hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=offset + k, region=regions.get(i))
                         for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
                 results[n] = Hits(hits, total_considered=m.considered, query=queries[n])
         return [r for r in results if r is not None]
