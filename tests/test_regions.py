@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.fakes import FAKE_SPEC
 from vitrina import open_collection
 from vitrina.regions import RegionPolicy, grid_boxes, parse_detail
 from vitrina.store import SCHEMA_VERSION
-
-from tests.fakes import FAKE_SPEC
 
 
 def make_pages(folder: Path, n: int, size: tuple[int, int] = (300, 200), seed: int = 3) -> list[Path]:
@@ -99,3 +98,119 @@ def test_a_changed_image_is_cut_again_and_off_drops_regions(tmp_path: Path, fake
     )
     coll.index(regions="off")
     assert coll._store.region_count(space) == 0 and coll.search(image=str(detail), limit=1)[0].region is None
+
+
+# -- collapse: every index gives the reference answer ---------------------------------------------
+
+DIM, N = 16, 240
+
+
+@pytest.fixture(scope="module")
+def region_world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Items with random whole-image vectors; a third of them with 1-6 random region vectors."""
+    from vitrina import Item, ModelFingerprint
+    from vitrina.store import RegionBatch
+
+    fp = ModelFingerprint(spec="hf:test/random", revision="r1", dim=DIM, preprocessing="none")
+    coll = open_collection(tmp_path_factory.mktemp("regions") / "c", create=True)
+    rng = np.random.default_rng(7)
+    items = [Item(id=f"i{i:03d}", image=f"/x/{i}.jpg", fingerprint="1", source="s", metadata={"kind": "abc"[i % 3], "n": str(i)})
+             for i in range(N)]  # fmt: skip
+    whole = rng.standard_normal((N, DIM)).astype(np.float32)
+    whole /= np.linalg.norm(whole, axis=1, keepdims=True)
+    rows: dict[str, list[np.ndarray]] = {it.id: [whole[k]] for k, it in enumerate(items)}
+    boxes: dict[str, list[tuple[int, int, int, int]]] = {}
+    with coll.writer():
+        coll.add_items(items)
+        coll.import_vectors([it.id for it in items], whole, fingerprint=fp, space="random")
+    store = coll._store
+    with coll.writer() as w:
+        ws = w._store if hasattr(w, "_store") else store
+        for start in range(0, N, 60):  # a few batches, like an indexing run
+            owners, bx, vecs = [], [], []
+            for it in items[start : start + 60]:
+                if int(it.id[1:]) % 3 == 0:
+                    for r in range(int(rng.integers(1, 7))):
+                        v = rng.standard_normal(DIM).astype(np.float32)
+                        v /= np.linalg.norm(v)
+                        owners.append(it.id)
+                        bx.append((r, r, 10, 10))
+                        vecs.append(v)
+                        rows[it.id].append(v)
+                        boxes.setdefault(it.id, []).append((r, r, 10, 10))
+            batch = RegionBatch(items=[(it.id, "1") for it in items[start : start + 60]], owners=owners, boxes=bx,
+                                vectors=np.stack(vecs), cut="test")  # fmt: skip
+            ws.add_vectors("random", [], np.zeros((0, DIM), np.float32), regions=batch)
+    return coll, items, rows, boxes
+
+
+def _reference(rows, items, q, kinds, exclude, limit, offset, min_score):  # type: ignore[no-untyped-def]
+    scored = []
+    for it in items:
+        if kinds and it.metadata["kind"] not in kinds:
+            continue
+        scored.append((max(float(v @ q) for v in rows[it.id]), it.id))
+    considered = len(scored)  # as the index protocol counts: before exclusions
+    scored = [(s, i) for s, i in scored if i not in exclude]
+    scored.sort(reverse=True)
+    scored = [(s, i) for s, i in scored if min_score is None or s >= min_score]
+    return [i for _, i in scored[offset : offset + limit]], considered
+
+
+@pytest.mark.parametrize("kind", ["exact", "ann"])
+def test_collapse_agrees_with_the_reference(region_world, kind: str) -> None:  # type: ignore[no-untyped-def]
+    from vitrina.filters import Filter
+    from vitrina.index.ann import AnnIndex, AnnParams, build_ann
+    from vitrina.region_search import RegionIndex, collapsing
+
+    coll, items, rows, boxes = region_world
+    store = coll._store
+    if kind == "exact":
+        index = collapsing(coll.index_for("random"), store, "random")
+    else:
+        params = AnnParams(structure="hnsw", codes="fp16", m=8, ef_search=64, oversample=2, min_candidates=10,
+                           exact_below=0, selective=0.0)  # fmt: skip
+        path = coll.path / "regions-test.ann"
+        if not path.exists():
+            build_ann(store, "random", params, path=path)
+        index = collapsing(AnnIndex(store, "random", params, path=path), store, "random")  # type: ignore[arg-type]
+    assert isinstance(index, RegionIndex) and index.count() == N
+    assert len(index.matrix()[0]) == N and np.allclose(index.vectors(["i003"])["i003"], rows["i003"][0])
+    rng = np.random.default_rng(11)
+    agree = total = 0
+    for trial in range(40):
+        q = rng.standard_normal(DIM).astype(np.float32)
+        q /= np.linalg.norm(q)
+        kinds = [["a"], ["b", "c"], []][trial % 3]
+        filters = [Filter("kind", "=", kinds[0])] if len(kinds) == 1 else [Filter("kind", "!=", "a")] if kinds else []
+        exclude = {f"i{3 * trial:03d}"} if trial % 2 else set()
+        limit, offset = [(10, 0), (5, 5), (20, 3)][trial % 3]
+        min_score = 0.3 if trial % 5 == 0 else None
+        m = index.search(q[None], filters=filters, exclude=[exclude], limit=limit, offset=offset, min_score=min_score)[0]
+        want, considered = _reference(rows, items, q, kinds, exclude, limit, offset, min_score)
+        assert m.considered == considered and len(set(m.ids)) == len(m.ids)
+        if kind == "exact":
+            assert m.ids == want
+            for i, s in zip(m.ids, m.scores):
+                region = m.regions.get(i)  # type: ignore[attr-defined]
+                best_region = max((float(v @ q) for v in rows[i][1:]), default=-2.0)
+                assert (region is not None) == (best_region >= float(rows[i][0] @ q))
+                if region is not None:
+                    assert region.score == pytest.approx(s, abs=1e-5) and (region.x, region.y, region.w, region.h) in boxes[i]
+        agree += len(set(m.ids) & set(want))
+        total += len(want)
+    assert agree >= 0.9 * total
+
+
+def test_a_detail_of_an_indexed_item_finds_it_first(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    make_pages(tmp_path / "imgs", 6)
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC, regions="grid")
+    x, y, w, h = RegionPolicy("grid").boxes(300, 200)[7]
+    hits = coll.search(image=f"page04.png#xywh={x},{y},{w},{h}", limit=3)
+    assert hits[0].id == "page04.png" and hits[0].region is not None and (hits[0].region.x, hits[0].region.y) == (x, y)
+    assert hits[0].score == pytest.approx(1, abs=1e-5)
+    from vitrina import QueryError
+
+    with pytest.raises(QueryError, match="outside"):
+        coll.search(image="page02.png#xywh=900,900,10,10")

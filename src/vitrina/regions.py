@@ -75,7 +75,7 @@ class RegionPolicy:
             return []
         grids = [grid_boxes(width, height, s, self.overlap) for s in sorted(self.scales)]
         out: list[Box] = []
-        for n, grid in enumerate(grids):
+        for grid in grids:
             room = self.cap - len(out)
             if room <= 0:
                 break

@@ -22,6 +22,7 @@ from .images import hold_decoded, load_image
 from .query import Hits, ItemNotFound, Query, combine
 from .records import Hit
 from .region_search import collapsing
+from .regions import parse_detail
 
 if TYPE_CHECKING:
     from .index import SearchIndex
@@ -231,12 +232,20 @@ class Searcher:
     def _image_term(self, value: str, sp: Space) -> tuple[np.ndarray, str | None]:
         """An image term: an http(s) URL, a file, or the id of an indexed item (its stored vector
         is reused, and the item itself is left out of the hits)."""
-        # A file on disk, then an indexed item (ids are often URLs: IIIF canvases), then a URL to fetch.
+        # A file on disk, then an indexed item (ids are often URLs: IIIF canvases), then a detail
+        # of one (ITEM#xywh=x,y,w,h: its image cut to that box), then a URL to fetch.
         if os.path.isfile(os.path.expanduser(value)):
             return self._image_vector(value, sp), None
         stored = self._index_for(sp.name).vectors([value])
         if value in stored:
             return stored[value], value
+        detail = parse_detail(value)
+        if detail is not None and detail[0] in (found := self.store.get_items([detail[0]])):
+            from .region_indexer import detail_pixels
+
+            embedder = self._embedder_for(sp)
+            pixels = detail_pixels(found[detail[0]].image, detail[1], embedder)
+            return embedder.embed_pixels(pixels[None])[0], None
         if value.startswith(("http://", "https://")):
             return self._image_vector(value, sp), None
         raise QueryError(

@@ -37,8 +37,8 @@ from .disk import acquire_writer_lock, disk_full_as_error, free_bytes
 from .items import HIDDEN, Items
 from .masks import MASKS_KEPT, Masks, match_column
 from .paths import NAME_RE, CollectionPaths, default_home, resolve_collection
-from .schema import FTS_COLUMNS, MIGRATIONS, SCHEMA_VERSION, schema_version, upgrade
 from .regions import RegionBatch, RegionRow
+from .schema import FTS_COLUMNS, MIGRATIONS, SCHEMA_VERSION, schema_version, upgrade
 from .spaces import Space, Spaces
 from .sql import transaction
 from .text import Text
