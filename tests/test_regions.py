@@ -214,3 +214,34 @@ def test_a_detail_of_an_indexed_item_finds_it_first(tmp_path: Path, fake_embedde
 
     with pytest.raises(QueryError, match="outside"):
         coll.search(image="page02.png#xywh=900,900,10,10")
+
+
+def test_a_killed_region_run_resumes_with_every_region_embedded_once(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    make_pages(tmp_path / "imgs", 6)
+    path = tmp_path / "c"
+    coll = open_collection(path, create=True, embedder=fake_embedder)
+    coll.ingest(str(tmp_path / "imgs"))
+    coll.close()
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{root / 'src'}{os.pathsep}{root}"}
+    code = (
+        "from tests.fakes import FakeEmbedder, FAKE_SPEC; from vitrina import open_collection; "
+        f"open_collection({str(path)!r}, embedder=FakeEmbedder()).index(model=FAKE_SPEC, regions='grid', batch_size=8)"
+    )
+    for fault in ("after_vector_write:2", "before_commit:3", "after_commit:2"):
+        run = subprocess.run([sys.executable, "-c", code], env={**env, "VITRINA_FAULT": fault}, cwd=root, timeout=120)
+        assert run.returncode == 137
+    coll = open_collection(path, embedder=fake_embedder)
+    done = coll.index(model=FAKE_SPEC)  # the recorded policy: grid
+    per_page = len(RegionPolicy("grid").boxes(300, 200))
+    store = coll._store
+    sp = store.space()
+    assert done.embedded == 6 - 1 - 2 - 2 and coll.info(check=True)["problems"] == []
+    assert store.region_count(sp.name) == 6 * per_page and sp.rows == sp.live == 6 * (1 + per_page)
+    rids = list(store.rids_of([f"page{i:02d}.png" for i in range(6)]).values())
+    boxes = [r.box for r in store.regions_of(sp.name, rids)]
+    assert len(boxes) == 6 * per_page and all(boxes.count(b) == 6 for b in set(boxes))
