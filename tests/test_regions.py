@@ -186,7 +186,9 @@ def test_collapse_agrees_with_the_reference(region_world, kind: str) -> None:  #
         exclude = {f"i{3 * trial:03d}"} if trial % 2 else set()
         limit, offset = [(10, 0), (5, 5), (20, 3)][trial % 3]
         min_score = 0.3 if trial % 5 == 0 else None
-        m = index.search(q[None], filters=filters, exclude=[exclude], limit=limit, offset=offset, min_score=min_score)[0]
+        m = index.search(q[None], filters=filters, exclude=[exclude], limit=limit, offset=offset, min_score=min_score)[
+            0
+        ]
         want, considered = _reference(rows, items, q, kinds, exclude, limit, offset, min_score)
         assert m.considered == considered and len(set(m.ids)) == len(m.ids)
         if kind == "exact":
@@ -196,7 +198,10 @@ def test_collapse_agrees_with_the_reference(region_world, kind: str) -> None:  #
                 best_region = max((float(v @ q) for v in rows[i][1:]), default=-2.0)
                 assert (region is not None) == (best_region >= float(rows[i][0] @ q))
                 if region is not None:
-                    assert region.score == pytest.approx(s, abs=1e-5) and (region.x, region.y, region.w, region.h) in boxes[i]
+                    assert (
+                        region.score == pytest.approx(s, abs=1e-5)
+                        and (region.x, region.y, region.w, region.h) in boxes[i]
+                    )
         agree += len(set(m.ids) & set(want))
         total += len(want)
     assert agree >= 0.9 * total
@@ -245,3 +250,38 @@ def test_a_killed_region_run_resumes_with_every_region_embedded_once(tmp_path: P
     rids = list(store.rids_of([f"page{i:02d}.png" for i in range(6)]).values())
     boxes = [r.box for r in store.regions_of(sp.name, rids)]
     assert len(boxes) == 6 * per_page and all(boxes.count(b) == 6 for b in set(boxes))
+
+
+def test_the_api_gives_a_hit_its_region_and_an_image_of_it(tmp_path: Path, fake_embedder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from vitrina import embedding
+    from vitrina.service import create_app
+
+    monkeypatch.setitem(embedding._CACHE, (FAKE_SPEC, None, None), fake_embedder)  # the service loads "its model"
+
+    pages = make_pages(tmp_path / "imgs", 4)
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC, regions="grid")
+    coll.close()
+    x, y, w, h = RegionPolicy("grid").boxes(300, 200)[5]
+    with TestClient(create_app(tmp_path / "c"), raise_server_exceptions=False) as client:
+        # The item term reuses page02's whole vector: no model needed; page02 itself is left out.
+        body = client.get("/api/search", params={"item": "page02.png", "limit": 4}).json()
+        assert body["considered"] == 4 and len({h["id"] for h in body["hits"]}) == len(body["hits"]) == 3
+        with_region = [h for h in body["hits"] if h["region"]]
+        assert with_region, body
+        r = with_region[0]["region"]
+        assert r["target"].endswith(f"#xywh={r['x']},{r['y']},{r['w']},{r['h']}") and r["image"].startswith(
+            "/api/regions?"
+        )
+        got = client.get(r["image"])
+        assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
+        crop = client.get("/api/regions", params={"id": "page01.png", "xywh": f"{x},{y},{w},{h}", "size": 64})
+        from io import BytesIO
+
+        shown = np.asarray(Image.open(BytesIO(crop.content)).convert("RGB").resize((4, 4)), float)
+        want = np.asarray(Image.open(pages[1]).crop((x, y, x + w, y + h)).convert("RGB").resize((4, 4)), float)
+        assert np.abs(shown - want).mean() < 12  # the right part of the right image
+        assert client.get("/api/regions", params={"id": "page01.png", "xywh": "9000,9000,5,5"}).status_code == 400
+        assert client.get("/api/regions", params={"id": "nope", "xywh": "1,1,5,5"}).status_code == 404

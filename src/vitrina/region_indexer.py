@@ -151,22 +151,28 @@ def embed_pending_regions(store: Store, embedder: Embedder, space: str, report: 
     return report
 
 
-def detail_pixels(ref: str, box: Box, embedder: Embedder, max_pixels: int | None = None) -> np.ndarray:
-    """The model input of the part ``box`` (x, y, w, h in source pixels) of a local item image:
-    decoded only as large as the box needs (JPEG draft mode), then cut."""
+def detail_image(ref: str, box: Box, min_side: int, max_pixels: int | None = None) -> Image.Image:
+    """The part ``box`` (x, y, w, h in source pixels) of a local item image, its shorter side at
+    least ``min_side`` where the source allows: decoded only as large as that needs (JPEG draft)."""
     from .errors import QueryError
 
     path = _local(ref)
     if path is None:
-        raise QueryError(f"A detail (#xywh=) can be cut from items with a local image; {ref!r} is not one. Upload the crop instead.")
+        raise QueryError(
+            f"A detail (#xywh=) can be cut from items with a local image; {ref!r} is not one. Upload the crop instead."
+        )
     x, y, w, h = box
+    with Image.open(path) as header:
+        width, height = header.size
+    if w < 1 or h < 1 or x >= width or y >= height:
+        raise QueryError(f"The box {x},{y},{w},{h} lies outside the item's image ({width}x{height} pixels).")
+    need = int(min_side * min(width, height) / max(1, min(w, h)))
+    image = load_image(path, min_side=min(need, min(width, height)), max_pixels=max_pixels)
+    sx, sy = image.width / width, image.height / height
+    return image.crop((round(x * sx), round(y * sy), round(min(width, x + w) * sx), round(min(height, y + h) * sy)))
+
+
+def detail_pixels(ref: str, box: Box, embedder: Embedder, max_pixels: int | None = None) -> np.ndarray:
+    """The model input of the part ``box`` of a local item image (see ``detail_image``)."""
     with hold_decoded():
-        with Image.open(path) as header:
-            width, height = header.size
-        if w < 1 or h < 1 or x >= width or y >= height:
-            raise QueryError(f"The box {x},{y},{w},{h} lies outside the item's image ({width}x{height} pixels).")
-        need = int(embedder.min_side * min(width, height) / max(1, min(w, h)))
-        image = load_image(path, min_side=min(need, min(width, height)), max_pixels=max_pixels)
-        sx, sy = image.width / width, image.height / height
-        crop = image.crop((round(x * sx), round(y * sy), round(min(width, x + w) * sx), round(min(height, y + h) * sy)))
-        return embedder.preprocess(crop)
+        return embedder.preprocess(detail_image(ref, box, embedder.min_side, max_pixels))
