@@ -285,3 +285,6 @@ def test_the_api_gives_a_hit_its_region_and_an_image_of_it(tmp_path: Path, fake_
         assert np.abs(shown - want).mean() < 12  # the right part of the right image
         assert client.get("/api/regions", params={"id": "page01.png", "xywh": "9000,9000,5,5"}).status_code == 400
         assert client.get("/api/regions", params={"id": "nope", "xywh": "1,1,5,5"}).status_code == 404
+        # A detail of an item as the item term: that item comes first, at that region.
+        found = client.get("/api/search", params={"item": f"page01.png#xywh={x},{y},{w},{h}", "limit": 2}).json()
+        assert found["hits"][0]["id"] == "page01.png" and found["hits"][0]["region"]["x"] == x

@@ -206,6 +206,10 @@ class Searcher:
         # Item terms first, in one look-up: a missing item is refused before the model runs.
         ids = [t.value for t in query.terms if t.kind == "item"]
         stored = self._index_for(sp.name).vectors(ids) if ids else {}
+        for value in ids:  # ITEM#xywh=x,y,w,h: a detail of an item, cut from its image
+            detail = parse_detail(value)
+            if value not in stored and detail is not None and self.store.get_items([detail[0]]):
+                stored[value] = self._image_term(value, sp)[0]
         missing = next((i for i in ids if i not in stored), None)
         if missing is not None:
             raise ItemNotFound(missing, self.name)
