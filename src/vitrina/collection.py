@@ -203,6 +203,7 @@ class Collection(CollectionView):
         on_scan: ProgressCallback | None = None,
         limit: int | None = None,
         fetcher: Fetcher | None = None,
+        regions: str | None = None,
     ) -> IndexReport:
         """Add ``source``'s items (a folder, URL list, IIIF manifest, loc.gov search or ALTO pages;
         see ``vitrina.sources``) and embed every item that lacks a current vector.
@@ -211,7 +212,8 @@ class Collection(CollectionView):
         ``batch_size``, ``workers`` (decoders) and ``decode`` ("threads", "processes" or "auto")
         default to what suits ``device``; see ``vitrina.reader``.
         Dead rows (of re-embedded or removed items) are reclaimed when they pass a quarter of the
-        vector file, or always with ``compact``."""
+        vector file, or always with ``compact``. ``regions`` ("auto", "grid" or "off"; None:
+        as last time) also embeds boxes of large images, see ``vitrina.regions``."""
         spec, space = self.model_and_space(model, space)
         ingested = None if source is None else self.ingest(source, limit=limit, fetcher=fetcher, on_page=on_scan)
         mine = self._embedder if self._embedder is not None and self._embedder.fingerprint.spec == spec else None
@@ -219,7 +221,7 @@ class Collection(CollectionView):
             report = index_space(store, self.name, space, spec, ingested=ingested, embedder=mine, device=device,
                                  threads=threads, reembed=reembed, compact=compact, batch_size=batch_size, workers=workers,
                                  decode=decode, retry_failed=retry_failed, max_pixels=max_pixels,
-                                 max_decode_bytes=max_decode_bytes, progress=progress, fetcher=http)  # fmt: skip
+                                 max_decode_bytes=max_decode_bytes, progress=progress, fetcher=http, regions=regions)  # fmt: skip
         self._store.close_vector_files()
         self._indexes.clear()
         return report

@@ -142,6 +142,7 @@ class CollectionView:
                     "dead_rows": s.rows - s.live,
                     "preprocessing": s.fingerprint.preprocessing,
                     **self._index_info(s.name),
+                    **self._region_info(s),
                 }
                 for s in self._store.spaces()
             ],  # fmt: skip
@@ -156,6 +157,14 @@ class CollectionView:
         if check:
             out["problems"] = self._store.check()
         return out
+
+    def _region_info(self, s: Any) -> dict[str, Any]:
+        """Regions of a space (vitrina.regions): how many, on how many items, vectors per item."""
+        regions = self._store.region_count(s.name)
+        items = s.live - regions
+        policy = self._store.get_meta(f"regions:{s.name}") or "off"
+        return {"regions": regions, "items_with_regions": self._store.items_with_regions(s.name), "region_policy": policy,
+                "vectors_per_item": round(s.live / items, 2) if items else 0.0}  # fmt: skip
 
     def iter_vectors(self, space: str | None = None, *, chunk: int = 50_000) -> Iterator[tuple[list[str], np.ndarray]]:
         """(ids, vectors) of every item embedded in ``space``, in row order, ``chunk`` rows at a

@@ -41,6 +41,7 @@ class IndexReport:
     message: str = ""  # why the run stopped early, if it did
     settings: dict[str, Any] = field(default_factory=dict)  # device, batch_size, workers, decode as chosen
     decoder_crashes: int = 0  # decoding processes that died (and were restarted)
+    regions: int = 0  # region vectors embedded (vitrina.regions)
 
     def count(self, key: str) -> int:
         """new / changed / updated / moved / unchanged / removed items of the ingested source (0 without one)."""
@@ -54,7 +55,7 @@ class IndexReport:
             "failures": [{"id": i, "reason": r, "detail": d} for i, r, d in self.failures],
             "seconds": round(self.seconds, 3), "images_per_second": round(self.embedded / self.seconds, 2) if self.seconds else None,
             "timings": {k: round(v, 3) for k, v in self.timings.items()}, "interrupted": self.interrupted, "message": self.message,
-            "settings": self.settings, "decoder_crashes": self.decoder_crashes,
+            "settings": self.settings, "decoder_crashes": self.decoder_crashes, "regions": self.regions,
         }  # fmt: skip
 
 
@@ -70,13 +71,15 @@ def index_space(
     threads: int | None = None,
     reembed: bool = False,
     compact: bool = False,
+    regions: str | None = None,
     **options: Any,
 ) -> IndexReport:
     """One indexing run on a writable ``store``: embed every item of ``space`` that lacks a current
     vector with ``embedder`` (else the model ``spec``, loaded here), then reclaim dead rows when
     due (always with ``compact``). ``ingested``, the ``IngestReport`` of a source ingested just
     before, goes into the report; an interrupted ingest stops the run before the model loads.
-    ``options`` go to ``embed_pending``. See ``Collection.index``."""
+    ``options`` go to ``embed_pending``. ``regions`` ("off", "auto", "grid"; None: as the space
+    was last indexed) also embeds boxes of large images (``vitrina.regions``). See ``Collection.index``."""
     report = IndexReport(collection=collection, space=space, model=spec)
     if ingested is not None:
         report.ingest = ingested.to_dict()
@@ -87,8 +90,14 @@ def index_space(
     if reembed and space in {s.name for s in store.spaces()}:
         store.drop_space(space)
     store.ensure_space(space, embedder.fingerprint)
+    from .region_indexer import embed_pending_regions, region_policy
+
+    policy = region_policy(store, space, regions)
     try:
-        embed_pending(store, embedder, space, report, **options)
+        if policy.on:
+            embed_pending_regions(store, embedder, space, report, policy, **options)
+        else:
+            embed_pending(store, embedder, space, report, **options)
     except KeyboardInterrupt:
         report.interrupted = True
     if not report.interrupted:

@@ -67,6 +67,25 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Region:
+    """The part of an item that matched a query best (``vitrina.regions``): a box in the item's
+    source pixels and the score of that box's own vector."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float
+
+    def fragment(self) -> str:
+        """The W3C media fragment IIIF uses for a part of a canvas: ``xywh=x,y,w,h``."""
+        return f"xywh={self.x},{self.y},{self.w},{self.h}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"x": self.x, "y": self.y, "w": self.w, "h": self.h, "score": round(self.score, 6)}
+
+
+@dataclass(frozen=True)
 class Hit:
     """One search result."""
 
@@ -76,6 +95,7 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
     rank: int = 0
     snippet: tuple[tuple[str, bool], ...] = ()  # keyword searches: the best passage, (text, matched word?) segments
+    region: Region | None = None  # where on the item the match is, when a region of it ranked it
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -87,4 +107,6 @@ class Hit:
         }
         if self.snippet:
             out["snippet"] = [{"text": t, "match": m} for t, m in self.snippet]
+        if self.region is not None:
+            out["region"] = self.region.to_dict()
         return out

@@ -21,6 +21,8 @@ from .filters import Filter
 from .images import hold_decoded, load_image
 from .query import Hits, ItemNotFound, Query, combine
 from .records import Hit
+from .region_search import collapsing
+from .regions import parse_detail
 
 if TYPE_CHECKING:
     from .index import SearchIndex
@@ -149,7 +151,8 @@ class Searcher:
 
     def rank(self, sp: Space, qmat: np.ndarray, queries: Sequence[Query], excluded: Sequence[set[str]]) -> list[Hits]:
         """Hits of each query vector (a row of ``qmat``), leaving out its ``excluded`` ids."""
-        index = self._index_for(sp.name)
+        # Several rows per item where the space has regions: collapsed to items (region_search.py).
+        index = collapsing(self._index_for(sp.name), self.store, sp.name)
         groups: dict[tuple[Any, ...], list[int]] = {}
         for n, q in enumerate(queries):  # one pass over the vectors per distinct filter and page
             fused = q.mode == "fused"
@@ -170,7 +173,8 @@ class Searcher:
             )
             items = self.store.get_items(sorted({i for m in found for i in m.ids}))
             for n, m in zip(members, found):
-                hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=offset + k)
+                regions = getattr(m, "regions", {})
+                hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=offset + k, region=regions.get(i))
                         for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
                 results[n] = Hits(hits, total_considered=m.considered, query=queries[n])
         return [r for r in results if r is not None]
@@ -202,6 +206,10 @@ class Searcher:
         # Item terms first, in one look-up: a missing item is refused before the model runs.
         ids = [t.value for t in query.terms if t.kind == "item"]
         stored = self._index_for(sp.name).vectors(ids) if ids else {}
+        for value in ids:  # ITEM#xywh=x,y,w,h: a detail of an item, cut from its image
+            detail = parse_detail(value)
+            if value not in stored and detail is not None and self.store.get_items([detail[0]]):
+                stored[value] = self._image_term(value, sp)[0]
         missing = next((i for i in ids if i not in stored), None)
         if missing is not None:
             raise ItemNotFound(missing, self.name)
@@ -228,12 +236,20 @@ class Searcher:
     def _image_term(self, value: str, sp: Space) -> tuple[np.ndarray, str | None]:
         """An image term: an http(s) URL, a file, or the id of an indexed item (its stored vector
         is reused, and the item itself is left out of the hits)."""
-        # A file on disk, then an indexed item (ids are often URLs: IIIF canvases), then a URL to fetch.
+        # A file on disk, then an indexed item (ids are often URLs: IIIF canvases), then a detail
+        # of one (ITEM#xywh=x,y,w,h: its image cut to that box), then a URL to fetch.
         if os.path.isfile(os.path.expanduser(value)):
             return self._image_vector(value, sp), None
         stored = self._index_for(sp.name).vectors([value])
         if value in stored:
             return stored[value], value
+        detail = parse_detail(value)
+        if detail is not None and detail[0] in (found := self.store.get_items([detail[0]])):
+            from .region_indexer import detail_pixels
+
+            embedder = self._embedder_for(sp)
+            pixels = detail_pixels(found[detail[0]].image, detail[1], embedder)
+            return embedder.embed_pixels(pixels[None])[0], None
         if value.startswith(("http://", "https://")):
             return self._image_vector(value, sp), None
         raise QueryError(

@@ -54,6 +54,12 @@ from ._common import (
 @click.option("--retry-failed", is_flag=True, help="Try again the images that failed before.")
 @click.option("--reembed", is_flag=True, help="Drop this space's vectors and embed everything again.")
 @click.option(
+    "--regions",
+    type=click.Choice(["auto", "off", "grid"]),
+    help="Also embed parts of large images (auto: images whose shorter side has 896+ pixels; grid: every image; off: drop them). "
+    "Recorded for the space; default: as last time (off for a new one). See docs/regions.md.",
+)
+@click.option(
     "--compact",
     is_flag=True,
     help="Reclaim the rows of re-embedded and removed items now (done anyway once they pass a quarter of the file).",
@@ -99,7 +105,8 @@ from ._common import (
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def index(source: str, collection: str | None, model: str | None, space: str | None, batch_size: int | None, workers: int | None, decode: str, device: str | None,
           threads: int | None, retry_failed: bool, reembed: bool, compact: bool, max_pixels: int | None, max_decode_mb: int | None, limit: int | None,
-          ray_address: str | None, workers_per_gpu: int, shard_dir: str | None, part_size: int, http_cache: str | None, as_json: bool, quiet: bool) -> None:  # fmt: skip
+          ray_address: str | None, workers_per_gpu: int, shard_dir: str | None, part_size: int, http_cache: str | None, as_json: bool, quiet: bool,
+          regions: str | None = None) -> None:  # fmt: skip
     """Index SOURCE (a folder, urls:, iiif:, locgov: or alto:) into a collection, or bring an existing COLLECTION up to date.
 
     \b
@@ -107,6 +114,7 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
     vitrina index ./scans --collection maps --model mini   # the offline model
     vitrina index maps                                 # embed whatever is still pending
     vitrina index ./projects/maps                      # the same, for a collection given by its path
+    vitrina index maps --regions auto                  # also embed parts of large scans (details)
 
     Re-running is cheap: unchanged files are skipped, changed ones re-embedded, removed ones
     dropped. An interrupted run resumes where it stopped."""
@@ -128,7 +136,7 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
         with progress_bars(err, quiet) as (on_scan, on_embed):
             report = coll.index(target.source, model=model, space=space, batch_size=batch_size, workers=workers, decode=decode, device=device, threads=threads,
                                 retry_failed=retry_failed, reembed=reembed, compact=compact, max_pixels=max_pixels, progress=on_embed, on_scan=on_scan, limit=limit,
-                                max_decode_bytes=max_decode_mb << 20 if max_decode_mb else None)  # fmt: skip
+                                max_decode_bytes=max_decode_mb << 20 if max_decode_mb else None, regions=regions)  # fmt: skip
         if as_json:
             echo_json(index_dict(report))
         else:
@@ -278,6 +286,9 @@ def info(collection: str, check: bool, as_json: bool) -> None:
             f"space [bold]{escape(s['name'])}[/]: {s['vectors']} vectors, {escape(s['model'])} ({s['dim']} dims{dead})"
         )
         out.print(f"  index: {_describe_index(s)}", highlight=False)
+        if s.get("regions"):
+            out.print(f"  regions: {s['regions']} on {s['items_with_regions']} items ({s['region_policy']}), "
+                      f"{s['vectors_per_item']} vectors per item", highlight=False)  # fmt: skip
     if data["failed_by_reason"]:
         out.print("failed: " + ", ".join(f"{r}: {n}" for r, n in sorted(data["failed_by_reason"].items())))
         for f in data["failures"][:10]:

@@ -31,19 +31,25 @@ class ExactIndex:
         return np.flatnonzero(np.isin(rid_of_row, list(names))), names
 
     def count(self) -> int:
-        return self.view.current()[0].live
+        return self.view.current()[0].live - len(self.view.region_rows())
+
+    def _whole(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` less those holding regions (vitrina.regions): an item's vector is its whole image's."""
+        regions = self.view.region_rows()
+        return rows[~np.isin(rows, regions)] if len(regions) else rows
 
     def matrix(self) -> tuple[list[str], np.ndarray]:
         """(ids, vectors) of every live item, in row order; the vectors are a copy."""
         snap = self.view.snapshot()
         rid_of_row, vectors = snap.rid_of_row, snap.vectors
-        rows = np.flatnonzero(rid_of_row >= 0)
+        rows = self._whole(np.flatnonzero(rid_of_row >= 0))
         names = self.view.ids_of_rids(rid_of_row[rows].tolist())
         return [names[int(r)] for r in rid_of_row[rows]], np.asarray(vectors[rows], np.float32)
 
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         snap = self.view.snapshot()
         rows, names = self._rows_of(snap.rid_of_row, ids)
+        rows = self._whole(rows)
         return {names[int(snap.rid_of_row[r])]: np.array(snap.vectors[r]) for r in rows}
 
     def search(

@@ -215,6 +215,18 @@ def build_router(config: ServiceConfig) -> APIRouter:
         """A JPEG of the item's image, at most ``size`` pixels on its long side (cached)."""
         return _thumbnail(request, id, size)
 
+    @router.get("/api/regions", response_class=Response, responses=thumb_responses, tags=["items"])
+    def region_route(
+        request: Request,
+        id: Annotated[str, Query(min_length=1, max_length=MAX_ID)],  # noqa: A002
+        xywh: Annotated[str, Query(pattern=r"^\d{1,6},\d{1,6},\d{1,6},\d{1,6}$")],
+        size: Annotated[int, Query(ge=16, le=1024)] = 256,
+    ) -> Response:
+        """A JPEG of a part of the item's image (a hit's region), at most ``size`` pixels on its long side."""
+        from .regions_view import region_jpeg
+
+        return region_jpeg(service_of(request), id, xywh, size)
+
     @router.get(
         "/api/thumbnails/{item_id:path}",
         response_class=Response,

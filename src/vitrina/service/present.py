@@ -40,6 +40,18 @@ class SnippetPart(BaseModel):
     match: bool = Field(description="a word of the keywords (shown highlighted)")
 
 
+class RegionOut(BaseModel):
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float = Field(description="the score of this region's own vector")
+    target: str = Field(
+        description="the region as a W3C media fragment of the IIIF canvas (or of the item id): ...#xywh=x,y,w,h"
+    )
+    image: str = Field(description="URL of a small image of just this region (IIIF Image API, or this server)")
+
+
 class HitOut(BaseModel):
     rank: int
     id: str
@@ -54,6 +66,10 @@ class HitOut(BaseModel):
     )
     iiif: dict[str, Any] | None = Field(
         None, description="manifest, canvas and region (xywh, or null) when the item is a canvas of a IIIF manifest"
+    )
+    region: RegionOut | None = Field(
+        None,
+        description="where on the item the match is (x, y, w, h in the item's source pixels), when a region of it ranked it",
     )
 
 
@@ -113,15 +129,35 @@ def media_urls(item_id: str, image: str) -> tuple[str, str]:
     return f"{base}&size=256", f"{base}&size=1024"
 
 
+def region_out(item_id: str, image: str, iiif: dict[str, Any] | None, region: Any) -> RegionOut | None:
+    """A hit's region: its box, its IIIF target (canvas#xywh=) and a URL of an image of it."""
+    if region is None:
+        return None
+    from ..iiif import IMAGE_URL
+
+    xywh = f"{region.x},{region.y},{region.w},{region.h}"
+    target = f"{iiif['canvas'] if iiif else item_id}#xywh={xywh}"
+    m = IMAGE_URL.match(image) if image.startswith(("http://", "https://")) else None
+    if m:
+        url = f"{m.group(1)}/{xywh}/!256,256/0/default.jpg"
+    else:
+        url = f"/api/regions?{urlencode({'id': item_id, 'xywh': xywh, 'size': 256})}"
+    return RegionOut(
+        x=region.x, y=region.y, w=region.w, h=region.h, score=round(region.score, 6), target=target, image=url
+    )
+
+
 def hits_out(collection: str, hits: Hits, params: SearchParams) -> SearchOut:
     from ..iiif_out import target_of
 
     out = []
     for hit in hits:
         thumb, preview = media_urls(hit.id, hit.image)
+        iiif = target_of(hit.metadata, hit.image)
         out.append(HitOut(rank=hit.rank, id=hit.id, score=round(hit.score, 6), title=str(hit.metadata.get("title") or hit.id),
-                          thumbnail=thumb, preview=preview, item=item_url(hit.id), metadata=hit.metadata, iiif=target_of(hit.metadata, hit.image),
-                          snippet=[SnippetPart(text=t, match=m) for t, m in hit.snippet] or None))  # fmt: skip
+                          thumbnail=thumb, preview=preview, item=item_url(hit.id), metadata=hit.metadata, iiif=iiif,
+                          snippet=[SnippetPart(text=t, match=m) for t, m in hit.snippet] or None,
+                          region=region_out(hit.id, hit.image, iiif, hit.region)))  # fmt: skip
     return SearchOut(
         collection=collection,
         considered=hits.total_considered,

@@ -7,6 +7,7 @@
 - ``items``   items, their normalised values, tags, hiding and pruning
 - ``masks``   filters as masks over item rids (cached per connection), facets
 - ``spaces``  spaces, vector files, appends, dead rows, compaction
+- ``regions`` region rows of items (boxes with their own vectors, see vitrina.regions)
 - ``views``   ``SpaceView``: the read-only, typed view of a space that search backends use
 - ``text``    the keyword (FTS5) queries
 - ``disk``    the writer lock, a full disk named (``disk_full_as_error``)
@@ -36,13 +37,14 @@ from .disk import acquire_writer_lock, disk_full_as_error, free_bytes
 from .items import HIDDEN, Items
 from .masks import MASKS_KEPT, Masks, match_column
 from .paths import NAME_RE, CollectionPaths, default_home, resolve_collection
+from .regions import RegionBatch, RegionRow
 from .schema import FTS_COLUMNS, MIGRATIONS, SCHEMA_VERSION, schema_version, upgrade
 from .spaces import Space, Spaces
 from .sql import transaction
 from .text import Text
 from .views import SpaceSnapshot, SpaceView, VectorPoint
 
-__all__ = ["FTS_COLUMNS", "MASKS_KEPT", "MIGRATIONS", "NAME_RE", "SCHEMA_VERSION", "CollectionPaths", "Space",
+__all__ = ["FTS_COLUMNS", "MASKS_KEPT", "MIGRATIONS", "NAME_RE", "SCHEMA_VERSION", "CollectionPaths", "RegionBatch", "RegionRow", "Space",
            "SpaceSnapshot", "SpaceView", "Store", "VectorPoint", "default_home", "disk_full_as_error", "free_bytes",
            "resolve_collection"]  # fmt: skip
 
@@ -231,8 +233,8 @@ class Store:
         self._spaces.close_vector_files()
 
     def add_vectors(self, space_name: str, items: Sequence[tuple[str, str]], vectors: np.ndarray, failures: Sequence[tuple[str, str, str]] = (),
-                    meta: dict[str, str] | None = None) -> None:  # fmt: skip
-        self._spaces.add_vectors(space_name, items, vectors, failures, meta)
+                    meta: dict[str, str] | None = None, regions: RegionBatch | None = None) -> None:  # fmt: skip
+        self._spaces.add_vectors(space_name, items, vectors, failures, meta, regions)
 
     def live_vectors(self, space: str) -> tuple[list[str], np.ndarray]:
         return self._spaces.live_vectors(space)
@@ -245,3 +247,24 @@ class Store:
 
     def rows_of(self, space: str, ids: Sequence[str]) -> dict[str, int]:
         return self._spaces.rows_of(space, ids)
+
+    # -- regions (regions.py) -----------------------------------------------------------------
+
+    def pending_regions(self, space: str, cut: str, *, retry_failed: bool = False) -> list[sqlite3.Row]:
+        return self._spaces.regions.pending(space, cut, retry_failed=retry_failed)
+
+    def region_count(self, space: str) -> int:
+        return self._spaces.regions.count(space)
+
+    def most_regions_per_item(self, space: str) -> int:
+        return self._spaces.regions.most_per_item(space)
+
+    def items_with_regions(self, space: str) -> int:
+        return self._spaces.regions.items_with_regions(space)
+
+    def regions_of(self, space: str, rids: Sequence[int]) -> list[RegionRow]:
+        return self._spaces.regions.of_items(space, rids)
+
+    def drop_regions(self, space: str) -> None:
+        with self.transaction():
+            self._spaces.regions.drop(space)

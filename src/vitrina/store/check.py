@@ -25,6 +25,7 @@ def check(db: sqlite3.Connection, spaces: Spaces) -> list[str]:
         if bad:
             problems.append(f"space {space.name}: {bad} items point past the committed rows")
         mapped = db.execute("SELECT count(*) FROM vectors WHERE space=?", (space.name,)).fetchone()[0]
+        mapped += spaces.regions.count(space.name)  # region rows are live rows too
         if mapped != space.live:
             problems.append(f"space {space.name}: {mapped} mapped vectors but {space.live} live rows")
         try:

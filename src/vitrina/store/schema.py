@@ -17,7 +17,7 @@ from .sql import transaction
 
 __all__ = ["FTS_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "schema_version", "statements", "upgrade"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Version 1, as the first release wrote it; later versions are the numbered migrations below.
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -165,6 +165,35 @@ CREATE TABLE pruned (id TEXT PRIMARY KEY, at REAL NOT NULL, reason TEXT NOT NULL
 """
 
 
+# Regions (vitrina.regions): boxes of an item embedded on their own. Their vectors are rows of the
+# space's vector file like the whole image's, mapped here to the item (so filters on the item apply
+# to them); a deleted region's row is dead like a replaced vector's. ``region_sets`` records, per
+# item and space, the item fingerprint and region policy its regions were cut for (also when the
+# policy gave the item no region: a small image), so indexing knows what is current.
+MIGRATION_7 = """
+CREATE TABLE regions (
+    space TEXT NOT NULL REFERENCES spaces(name) ON DELETE CASCADE,
+    rid   INTEGER NOT NULL REFERENCES items(rid) ON DELETE CASCADE,
+    row   INTEGER NOT NULL,
+    x     INTEGER NOT NULL,
+    y     INTEGER NOT NULL,
+    w     INTEGER NOT NULL,
+    h     INTEGER NOT NULL,
+    PRIMARY KEY (space, row)
+);
+CREATE INDEX regions_rid ON regions(space, rid);
+CREATE TABLE region_sets (
+    space  TEXT NOT NULL REFERENCES spaces(name) ON DELETE CASCADE,
+    rid    INTEGER NOT NULL REFERENCES items(rid) ON DELETE CASCADE,
+    cut    TEXT NOT NULL,  -- item fingerprint + policy the regions were cut for
+    PRIMARY KEY (space, rid)
+);
+CREATE TRIGGER regions_dead_on_delete AFTER DELETE ON regions BEGIN
+    INSERT OR IGNORE INTO dead_rows VALUES (old.space, old.row);
+END;
+"""
+
+
 def schema_version(db: sqlite3.Connection) -> int:
     try:
         row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -246,6 +275,11 @@ def migration_6(db: sqlite3.Connection) -> None:
     _migrate(db, 6, "", then=lambda: refresh_values(db, None))
 
 
+def migration_7(db: sqlite3.Connection) -> None:
+    """Regions: the ``regions`` and ``region_sets`` tables (empty until an index run cuts regions)."""
+    _migrate(db, 7, MIGRATION_7)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: migration_1,
     2: migration_2,
@@ -253,6 +287,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     4: migration_4,
     5: migration_5,
     6: migration_6,
+    7: migration_7,
 }
 
 

@@ -23,6 +23,7 @@ from ..files import fsync_dir
 from ..records import ModelFingerprint
 from ..vectors import VectorFile
 from .paths import CollectionPaths
+from .regions import RegionBatch, Regions
 from .sql import CHUNK, ints, placeholders, transaction
 
 __all__ = ["Space", "Spaces"]
@@ -49,6 +50,7 @@ class Spaces:
     def __init__(self, db: sqlite3.Connection, paths: CollectionPaths, name: str):
         self.db, self.paths, self.name = db, paths, name
         self._files: dict[str, VectorFile] = {}
+        self.regions = Regions(db)
 
     def spaces(self) -> list[Space]:
         rows = self.db.execute(
@@ -149,7 +151,10 @@ class Spaces:
         dead = space.rows - space.live
         if dead == 0 or not (force or self.needs_compaction(space)):
             return 0
-        ids, rows = self.live_vectors(name)
+        ids, item_rows = self.live_vectors(name)
+        region_rows = np.sort(self.regions.rows(name)[0])
+        rows = np.sort(np.concatenate([item_rows, region_rows]))  # regions keep their place among the rows
+        new_of = {int(o): n for n, o in enumerate(rows.tolist())}
         old = self.vector_file(space)
         file = _new_file_name(name)
         new = VectorFile.create(self.paths.vector_file(file), space.fingerprint)
@@ -166,10 +171,12 @@ class Spaces:
             # Ascending order: each new row number is <= the old one and not held by a later row,
             # so (space, row) stays unique at every step.
             self.db.executemany(
-                "UPDATE vectors SET row=? WHERE space=? AND item_id=?", ((n, name, i) for n, i in enumerate(ids))
+                "UPDATE vectors SET row=? WHERE space=? AND item_id=?",
+                ((new_of[int(r)], name, i) for r, i in zip(item_rows.tolist(), ids)),
             )
+            self.regions.renumber(name, [(new_of[int(r)], int(r)) for r in region_rows.tolist()])
             self.db.execute("DELETE FROM dead_rows WHERE space=?", (name,))
-            self.db.execute("UPDATE spaces SET rows=?, file=? WHERE name=?", (len(ids), file, name))
+            self.db.execute("UPDATE spaces SET rows=?, file=? WHERE name=?", (len(rows), file, name))
             fault_point("compact_before_commit")
         fault_point("compact_committed")
         self._forget(name)
@@ -212,10 +219,11 @@ class Spaces:
         self._files.clear()
 
     def add_vectors(self, space_name: str, items: Sequence[tuple[str, str]], vectors: np.ndarray, failures: Sequence[tuple[str, str, str]] = (),
-                    meta: dict[str, str] | None = None) -> None:  # fmt: skip
+                    meta: dict[str, str] | None = None, regions: RegionBatch | None = None) -> None:  # fmt: skip
         """Append vectors for ``items`` ((id, fingerprint) pairs) and record ``failures``
         ((id, reason, detail)) in one durable step: vectors first, then the commit. ``meta``
-        keys (an importer's checkpoint) are written in the same transaction."""
+        keys (an importer's checkpoint) are written in the same transaction; so are ``regions``
+        (their vectors follow the items' in the file, and replace the regions of their items)."""
         space = self.space(space_name)
         if len(items) != len(vectors):
             raise ValueError("one vector per item")
@@ -223,6 +231,9 @@ class Spaces:
         start = space.rows
         if len(items):
             vf.write_rows(start, vectors)
+        cut = len(regions.owners) if regions is not None else 0
+        if regions is not None and cut:
+            vf.write_rows(start + len(items), regions.vectors)
         fault_point("after_vector_write")
         with transaction(self.db):
             now = time.time()
@@ -245,7 +256,10 @@ class Spaces:
                 )
                 # Its old vector (of the file before it was replaced) must not answer for it, in any space.
                 self.db.execute("DELETE FROM vectors WHERE item_id=?", (item_id,))
-            self.db.execute("UPDATE spaces SET rows = rows + ? WHERE name = ?", (len(items), space_name))
+                self.regions.forget_item(item_id)
+            if regions is not None:
+                self.regions.write(space_name, start + len(items), regions)
+            self.db.execute("UPDATE spaces SET rows = rows + ? WHERE name = ?", (len(items) + cut, space_name))
             for key, value in (meta or {}).items():
                 self.db.execute(
                     "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value)

@@ -58,6 +58,7 @@ class SpaceView:
         self.name = name
         self._rid_of_row = np.zeros(0, np.int64)
         self._state: tuple[str, int, int] | None = None  # (generation, rows, live) it was built for
+        self._region_rows = np.zeros(0, np.int64)  # rows that hold a region's vector, ascending
 
     def space(self) -> Space:
         """The space as committed now."""
@@ -76,11 +77,24 @@ class SpaceView:
             rows, rids = self._spaces.vector_rids(sp.name, loaded)
             keep = rows < sp.rows  # rows past the committed count belong to an unfinished write
             grown[rows[keep]] = rids[keep]
+            # Region rows belong to their item too (its filters apply to them); kept apart in ``region_rows``.
+            region_rows, region_rids = self._spaces.regions.rows(sp.name, loaded)
+            keep = region_rows < sp.rows
+            grown[region_rows[keep]] = region_rids[keep]
+            old_regions = self._region_rows[self._region_rows < loaded] if loaded else np.zeros(0, np.int64)
+            self._region_rows = np.union1d(old_regions, region_rows[keep])
             if sp.live < sp.rows:
                 grown[self._spaces.dead_rows(sp.name)] = -1
             grown.flags.writeable = False
             self._rid_of_row, self._state = grown, state
         return sp, self._rid_of_row
+
+    def region_rows(self) -> np.ndarray:
+        """The rows of the current state (``current``) that hold a region of an item, not its
+        whole image (see vitrina.regions); live ones, ascending."""
+        sp, rid_of_row = self.current()
+        rows = self._region_rows
+        return rows[rid_of_row[rows] >= 0] if len(rows) else rows
 
     def snapshot(self) -> SpaceSnapshot:
         """The space, its row -> rid map and its mapped vectors, all of one generation. A writer

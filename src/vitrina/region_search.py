@@ -1,0 +1,136 @@
+"""Collapsing region rows to items, above the index protocol, for every kind of index.
+
+A space with regions (``vitrina.regions``) holds several rows per item: the whole image and up to
+``cap`` boxes. An index ranks rows and names each by its item, so an item can come back several
+times. ``RegionIndex`` wraps any ``SearchIndex`` (exact, ANN, Qdrant) and answers in items:
+
+- an item's score is the best score of its rows (the whole image or any of its regions): a detail
+  that matches well ranks its item, and an item whose whole image matches best keeps that score;
+- it asks the index for enough rows that ``offset + limit`` items come back: with at most ``R``
+  rows per item, the best row of the ``n``-th best item is among the best ``n * R`` rows (every
+  row above it belongs to one of the ``n - 1`` items above it), plus ``R`` rows per excluded item;
+- filters are on item metadata and region rows belong to their item, so they apply to regions;
+- ``considered`` and paging count items, not rows;
+- each match carries the item's best region (box and score) when a region, not the whole
+  image, gave the item its score: re-scored exactly from the stored vectors of the page's items.
+
+Spaces without regions are passed through untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .filters import Filter
+from .index import Matches, SearchIndex
+from .records import Region
+from .store import Store
+
+__all__ = ["RegionIndex", "RegionMatches", "collapsing"]
+
+
+@dataclass
+class RegionMatches(Matches):
+    """Matches of items, with the best region of those a region ranked (by item id)."""
+
+    regions: dict[str, Region] = field(default_factory=dict)
+
+
+def collapsing(index: SearchIndex, store: Store, space: str) -> SearchIndex:
+    """``index`` itself for a space without regions, else a ``RegionIndex`` around it."""
+    if isinstance(index, RegionIndex) or not store.region_count(space):
+        return index
+    return RegionIndex(index, store, space)
+
+
+class RegionIndex:
+    """A ``SearchIndex`` over items whose rows include regions (see the module docstring)."""
+
+    def __init__(self, index: SearchIndex, store: Store, space: str):
+        self.index, self.store, self.space_name = index, store, space
+        self.view = store.space_view(space)
+        self.kind = index.kind
+
+    def count(self) -> int:
+        return self.index.count()
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.index.vectors(ids)
+
+    def matrix(self) -> tuple[list[str], np.ndarray]:
+        return self.index.matrix()
+
+    def considered(self, filters: Sequence[Filter]) -> int:
+        """Items passing the filters with a vector in the space."""
+        sp, rid_of_row = self.view.current()
+        whole = np.ones(sp.rows, bool)
+        whole[self.view.region_rows()] = False
+        allowed = self.view.allowed(filters, sp, rid_of_row)
+        whole &= rid_of_row >= 0
+        if allowed is not None:
+            whole &= allowed
+        return int(whole.sum())
+
+    def search(
+        self,
+        queries: np.ndarray,
+        *,
+        filters: Sequence[Filter] = (),
+        exclude: Sequence[Collection[str]] = (),
+        limit: int = 10,
+        offset: int = 0,
+        min_score: float | None = None,
+    ) -> list[Matches]:
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        per_item = self.store.most_regions_per_item(self.space_name) + 1
+        most_excluded = max((len(e) for e in exclude), default=0)
+        rows_needed = (offset + limit + most_excluded) * per_item
+        found = self.index.search(queries, filters=filters, exclude=exclude, limit=rows_needed, min_score=min_score)
+        considered = self.considered(filters)
+        out: list[Matches] = []
+        for col, m in enumerate(found):
+            banned = set(exclude[col]) if col < len(exclude) else set()
+            seen: dict[str, float] = {}
+            for item_id, score in zip(m.ids, m.scores):
+                if item_id not in seen and item_id not in banned:  # best first: the first row is the item's best
+                    seen[item_id] = score
+            page = list(seen.items())[offset : offset + limit]
+            out.append(
+                RegionMatches(
+                    ids=[i for i, _ in page],
+                    scores=[s for _, s in page],
+                    considered=considered,
+                    regions=self.best_regions(queries[col], [i for i, _ in page]),
+                )  # fmt: skip
+            )
+        return out
+
+    def best_regions(self, query: np.ndarray, ids: Sequence[str]) -> dict[str, Region]:
+        """The best region of each of these items, where it scores at least its whole image."""
+        if not ids:
+            return {}
+        rids = self.store.rids_of(list(ids))
+        regions = self.store.regions_of(self.space_name, list(rids.values()))
+        if not regions:
+            return {}
+        snap = self.view.snapshot()
+        regions = [r for r in regions if r.row < snap.space.rows and snap.rid_of_row[r.row] == r.rid]
+        whole_rows = self.view.rows_of(list(ids))
+        rows = np.asarray([r.row for r in regions] + [whole_rows[i] for i in ids if i in whole_rows], np.int64)
+        scores = dict(zip(rows.tolist(), (snap.gather(rows) @ query).tolist())) if len(rows) else {}
+        best: dict[int, tuple[float, tuple[int, int, int, int]]] = {}
+        for r in regions:
+            s = scores[r.row]
+            if r.rid not in best or s > best[r.rid][0]:
+                best[r.rid] = (s, r.box)
+        out: dict[str, Region] = {}
+        for item_id, rid in rids.items():
+            if rid in best:
+                s, (x, y, w, h) = best[rid]
+                whole = scores.get(whole_rows.get(item_id, -1), -np.inf)
+                if s >= whole:
+                    out[item_id] = Region(x, y, w, h, float(s))
+        return out

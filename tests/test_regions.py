@@ -1,0 +1,290 @@
+"""Regions: boxes of large images with their own vectors, collapsed to one hit per item.
+
+Real images, a real store, the numpy embedder (tests/fakes.py: an image's vector is a projection
+of its 8x8 thumbnail, so a crop equal to a cut box scores 1.0 against that box's vector)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.fakes import FAKE_SPEC
+from vitrina import open_collection
+from vitrina.regions import RegionPolicy, grid_boxes, parse_detail
+from vitrina.store import SCHEMA_VERSION
+
+
+def make_pages(folder: Path, n: int, size: tuple[int, int] = (300, 200), seed: int = 3) -> list[Path]:
+    """Large-ish pages of blocky random colour: every grid tile looks different."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        blocks = rng.integers(0, 256, (size[1] // 25, size[0] // 25, 3), dtype=np.uint8)
+        path = folder / f"page{i:02d}.png"
+        Image.fromarray(blocks).resize(size, Image.Resampling.NEAREST).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_grid_boxes_cover_the_image_and_follow_its_aspect() -> None:
+    boxes = grid_boxes(4000, 1000, 2, 0.25)
+    assert all(w == h == 500 for _, _, w, h in boxes)
+    xs, ys = sorted({b[0] for b in boxes}), sorted({b[1] for b in boxes})
+    assert xs[0] == 0 and xs[-1] + 500 == 4000 and ys[0] == 0 and ys[-1] + 500 == 1000
+    assert len(xs) > 3 * len(ys)  # a long strip gets more tiles along its length
+    policy = RegionPolicy("auto")
+    assert policy.boxes(800, 600) == []  # small: whole image only
+    big = policy.boxes(6000, 4000)
+    assert 0 < len(big) <= policy.cap and len(set(big)) == len(big)
+    assert all(x + w <= 6000 and y + h <= 4000 for x, y, w, h in big)
+    capped = RegionPolicy("auto", cap=5).boxes(6000, 4000)
+    assert len(capped) == 5 and set(capped) <= set(big)
+    assert parse_detail("https://x.org/c/1#xywh=1,2,3,4") == ("https://x.org/c/1", (1, 2, 3, 4))
+    assert parse_detail("plain.jpg") is None
+
+
+def test_regions_are_indexed_collapsed_and_located(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    pages = make_pages(tmp_path / "imgs", 5)
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    report = coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC, regions="grid")
+    policy = RegionPolicy("grid")
+    per_page = len(policy.boxes(300, 200))
+    assert report.embedded == 5 and report.regions == 5 * per_page and not report.failed
+    assert coll._store.schema_version() == SCHEMA_VERSION == 7
+    # A tile of page 3 finds page 3, once, with that tile as its region.
+    x, y, w, h = policy.boxes(300, 200)[4]
+    detail = tmp_path / "detail.png"
+    Image.open(pages[3]).crop((x, y, x + w, y + h)).save(detail)
+    hits = coll.search(image=str(detail), limit=5)
+    assert [h.id for h in hits][0] == "page03.png" and len({h.id for h in hits}) == len(hits) == 5
+    assert hits.total_considered == 5
+    top = hits[0]
+    assert top.region is not None and (top.region.x, top.region.y, top.region.w, top.region.h) == (x, y, w, h)
+    assert top.score == pytest.approx(1, abs=1e-5) and top.to_dict()["region"]["w"] == w
+    # Paging counts items; the whole image still answers for an item ("more like this" by id).
+    assert [h.id for h in coll.search(image=str(detail), limit=2, offset=2)] == [h.id for h in hits][2:4]
+    whole = coll.search(image=str(pages[1]), limit=1)[0]
+    assert whole.id == "page01.png" and whole.region is None
+    # The store is consistent and a second run has nothing to do.
+    assert coll.info(check=True)["problems"] == []
+    assert coll.index(regions="grid").embedded == 0
+
+
+def test_a_changed_image_is_cut_again_and_off_drops_regions(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    pages = make_pages(tmp_path / "imgs", 3)
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC, regions="grid")
+    n = coll._store.region_count(coll._store.space().name)
+    make_pages(tmp_path / "new", 1, seed=9)[0].replace(pages[0])
+    again = coll.index(str(tmp_path / "imgs"))  # the recorded policy applies
+    assert again.embedded == 1 and again.regions == n // 3
+    space = coll._store.space().name
+    assert coll._store.region_count(space) == n and coll.info(check=True)["problems"] == []
+    coll._store.compact(space, force=True)
+    assert coll.info(check=True)["problems"] == []
+    x, y, w, h = RegionPolicy("grid").boxes(300, 200)[2]
+    detail = tmp_path / "d.png"
+    Image.open(pages[0]).crop((x, y, x + w, y + h)).save(detail)
+    top = coll.search(image=str(detail), limit=1)[0]
+    assert (
+        top.id == "page00.png"
+        and top.region is not None
+        and top.region.x == x
+        and top.score == pytest.approx(1, abs=1e-5)
+    )
+    coll.index(regions="off")
+    assert coll._store.region_count(space) == 0 and coll.search(image=str(detail), limit=1)[0].region is None
+
+
+# -- collapse: every index gives the reference answer ---------------------------------------------
+
+DIM, N = 16, 240
+
+
+@pytest.fixture(scope="module")
+def region_world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Items with random whole-image vectors; a third of them with 1-6 random region vectors."""
+    from vitrina import Item, ModelFingerprint
+    from vitrina.store import RegionBatch
+
+    fp = ModelFingerprint(spec="hf:test/random", revision="r1", dim=DIM, preprocessing="none")
+    coll = open_collection(tmp_path_factory.mktemp("regions") / "c", create=True)
+    rng = np.random.default_rng(7)
+    items = [Item(id=f"i{i:03d}", image=f"/x/{i}.jpg", fingerprint="1", source="s", metadata={"kind": "abc"[i % 3], "n": str(i)})
+             for i in range(N)]  # fmt: skip
+    whole = rng.standard_normal((N, DIM)).astype(np.float32)
+    whole /= np.linalg.norm(whole, axis=1, keepdims=True)
+    rows: dict[str, list[np.ndarray]] = {it.id: [whole[k]] for k, it in enumerate(items)}
+    boxes: dict[str, list[tuple[int, int, int, int]]] = {}
+    with coll.writer():
+        coll.add_items(items)
+        coll.import_vectors([it.id for it in items], whole, fingerprint=fp, space="random")
+    store = coll._store
+    with coll.writer() as w:
+        ws = w._store if hasattr(w, "_store") else store
+        for start in range(0, N, 60):  # a few batches, like an indexing run
+            owners, bx, vecs = [], [], []
+            for it in items[start : start + 60]:
+                if int(it.id[1:]) % 3 == 0:
+                    for r in range(int(rng.integers(1, 7))):
+                        v = rng.standard_normal(DIM).astype(np.float32)
+                        v /= np.linalg.norm(v)
+                        owners.append(it.id)
+                        bx.append((r, r, 10, 10))
+                        vecs.append(v)
+                        rows[it.id].append(v)
+                        boxes.setdefault(it.id, []).append((r, r, 10, 10))
+            batch = RegionBatch(items=[(it.id, "1") for it in items[start : start + 60]], owners=owners, boxes=bx,
+                                vectors=np.stack(vecs), cut="test")  # fmt: skip
+            ws.add_vectors("random", [], np.zeros((0, DIM), np.float32), regions=batch)
+    return coll, items, rows, boxes
+
+
+def _reference(rows, items, q, kinds, exclude, limit, offset, min_score):  # type: ignore[no-untyped-def]
+    scored = []
+    for it in items:
+        if kinds and it.metadata["kind"] not in kinds:
+            continue
+        scored.append((max(float(v @ q) for v in rows[it.id]), it.id))
+    considered = len(scored)  # as the index protocol counts: before exclusions
+    scored = [(s, i) for s, i in scored if i not in exclude]
+    scored.sort(reverse=True)
+    scored = [(s, i) for s, i in scored if min_score is None or s >= min_score]
+    return [i for _, i in scored[offset : offset + limit]], considered
+
+
+@pytest.mark.parametrize("kind", ["exact", "ann"])
+def test_collapse_agrees_with_the_reference(region_world, kind: str) -> None:  # type: ignore[no-untyped-def]
+    from vitrina.filters import Filter
+    from vitrina.index.ann import AnnIndex, AnnParams, build_ann
+    from vitrina.region_search import RegionIndex, collapsing
+
+    coll, items, rows, boxes = region_world
+    store = coll._store
+    if kind == "exact":
+        index = collapsing(coll.index_for("random"), store, "random")
+    else:
+        params = AnnParams(structure="hnsw", codes="fp16", m=8, ef_search=64, oversample=2, min_candidates=10,
+                           exact_below=0, selective=0.0)  # fmt: skip
+        path = coll.path / "regions-test.ann"
+        if not path.exists():
+            build_ann(store, "random", params, path=path)
+        index = collapsing(AnnIndex(store, "random", params, path=path), store, "random")  # type: ignore[arg-type]
+    assert isinstance(index, RegionIndex) and index.count() == N
+    assert len(index.matrix()[0]) == N and np.allclose(index.vectors(["i003"])["i003"], rows["i003"][0])
+    rng = np.random.default_rng(11)
+    agree = total = 0
+    for trial in range(40):
+        q = rng.standard_normal(DIM).astype(np.float32)
+        q /= np.linalg.norm(q)
+        kinds = [["a"], ["b", "c"], []][trial % 3]
+        filters = [Filter("kind", "=", kinds[0])] if len(kinds) == 1 else [Filter("kind", "!=", "a")] if kinds else []
+        exclude = {f"i{3 * trial:03d}"} if trial % 2 else set()
+        limit, offset = [(10, 0), (5, 5), (20, 3)][trial % 3]
+        min_score = 0.3 if trial % 5 == 0 else None
+        m = index.search(q[None], filters=filters, exclude=[exclude], limit=limit, offset=offset, min_score=min_score)[
+            0
+        ]
+        want, considered = _reference(rows, items, q, kinds, exclude, limit, offset, min_score)
+        assert m.considered == considered and len(set(m.ids)) == len(m.ids)
+        if kind == "exact":
+            assert m.ids == want
+            for i, s in zip(m.ids, m.scores):
+                region = m.regions.get(i)  # type: ignore[attr-defined]
+                best_region = max((float(v @ q) for v in rows[i][1:]), default=-2.0)
+                assert (region is not None) == (best_region >= float(rows[i][0] @ q))
+                if region is not None:
+                    assert (
+                        region.score == pytest.approx(s, abs=1e-5)
+                        and (region.x, region.y, region.w, region.h) in boxes[i]
+                    )
+        agree += len(set(m.ids) & set(want))
+        total += len(want)
+    assert agree >= 0.9 * total
+
+
+def test_a_detail_of_an_indexed_item_finds_it_first(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    make_pages(tmp_path / "imgs", 6)
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC, regions="grid")
+    x, y, w, h = RegionPolicy("grid").boxes(300, 200)[7]
+    hits = coll.search(image=f"page04.png#xywh={x},{y},{w},{h}", limit=3)
+    assert hits[0].id == "page04.png" and hits[0].region is not None and (hits[0].region.x, hits[0].region.y) == (x, y)
+    assert hits[0].score == pytest.approx(1, abs=1e-5)
+    from vitrina import QueryError
+
+    with pytest.raises(QueryError, match="outside"):
+        coll.search(image="page02.png#xywh=900,900,10,10")
+
+
+def test_a_killed_region_run_resumes_with_every_region_embedded_once(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    make_pages(tmp_path / "imgs", 6)
+    path = tmp_path / "c"
+    coll = open_collection(path, create=True, embedder=fake_embedder)
+    coll.ingest(str(tmp_path / "imgs"))
+    coll.close()
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{root / 'src'}{os.pathsep}{root}"}
+    code = (
+        "from tests.fakes import FakeEmbedder, FAKE_SPEC; from vitrina import open_collection; "
+        f"open_collection({str(path)!r}, embedder=FakeEmbedder()).index(model=FAKE_SPEC, regions='grid', batch_size=8)"
+    )
+    for fault in ("after_vector_write:2", "before_commit:3", "after_commit:2"):
+        run = subprocess.run([sys.executable, "-c", code], env={**env, "VITRINA_FAULT": fault}, cwd=root, timeout=120)
+        assert run.returncode == 137
+    coll = open_collection(path, embedder=fake_embedder)
+    done = coll.index(model=FAKE_SPEC)  # the recorded policy: grid
+    per_page = len(RegionPolicy("grid").boxes(300, 200))
+    store = coll._store
+    sp = store.space()
+    assert done.embedded == 6 - 1 - 2 - 2 and coll.info(check=True)["problems"] == []
+    assert store.region_count(sp.name) == 6 * per_page and sp.rows == sp.live == 6 * (1 + per_page)
+    rids = list(store.rids_of([f"page{i:02d}.png" for i in range(6)]).values())
+    boxes = [r.box for r in store.regions_of(sp.name, rids)]
+    assert len(boxes) == 6 * per_page and all(boxes.count(b) == 6 for b in set(boxes))
+
+
+def test_the_api_gives_a_hit_its_region_and_an_image_of_it(tmp_path: Path, fake_embedder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from vitrina import embedding
+    from vitrina.service import create_app
+
+    monkeypatch.setitem(embedding._CACHE, (FAKE_SPEC, None, None), fake_embedder)  # the service loads "its model"
+
+    pages = make_pages(tmp_path / "imgs", 4)
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC, regions="grid")
+    coll.close()
+    x, y, w, h = RegionPolicy("grid").boxes(300, 200)[5]
+    with TestClient(create_app(tmp_path / "c"), raise_server_exceptions=False) as client:
+        # The item term reuses page02's whole vector: no model needed; page02 itself is left out.
+        body = client.get("/api/search", params={"item": "page02.png", "limit": 4}).json()
+        assert body["considered"] == 4 and len({h["id"] for h in body["hits"]}) == len(body["hits"]) == 3
+        with_region = [h for h in body["hits"] if h["region"]]
+        assert with_region, body
+        r = with_region[0]["region"]
+        assert r["target"].endswith(f"#xywh={r['x']},{r['y']},{r['w']},{r['h']}") and r["image"].startswith(
+            "/api/regions?"
+        )
+        got = client.get(r["image"])
+        assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
+        crop = client.get("/api/regions", params={"id": "page01.png", "xywh": f"{x},{y},{w},{h}", "size": 64})
+        from io import BytesIO
+
+        shown = np.asarray(Image.open(BytesIO(crop.content)).convert("RGB").resize((4, 4)), float)
+        want = np.asarray(Image.open(pages[1]).crop((x, y, x + w, y + h)).convert("RGB").resize((4, 4)), float)
+        assert np.abs(shown - want).mean() < 12  # the right part of the right image
+        assert client.get("/api/regions", params={"id": "page01.png", "xywh": "9000,9000,5,5"}).status_code == 400
+        assert client.get("/api/regions", params={"id": "nope", "xywh": "1,1,5,5"}).status_code == 404
+        # A detail of an item as the item term: that item comes first, at that region.
+        found = client.get("/api/search", params={"item": f"page01.png#xywh={x},{y},{w},{h}", "limit": 2}).json()
+        assert found["hits"][0]["id"] == "page01.png" and found["hits"][0]["region"]["x"] == x
