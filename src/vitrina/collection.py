@@ -131,14 +131,8 @@ class Collection(CollectionView):
         checkpoint: tuple[str, str] | None = None,
     ) -> Space:
         """Store ready-made vectors (from another tool, or a benchmark) for existing items, into
-        ``space`` (created for ``fingerprint``, or checked to be the same model). Rows are
-        normalised; non-finite or zero rows are refused with their index.
-
-        ``on_bad="raise"`` (the default) stops at the first bad row (non-finite, zero, or an id
-        that is not an item): rows of earlier batches stay stored. A callable ``on_bad(index,
-        id, reason)`` is told about each bad row instead, which is skipped, and the rest are
-        stored. ``checkpoint=(key, value)`` is written to the collection's state (see
-        ``state``) in the transaction that commits the last batch: a resumable importer's cursor."""
+        ``space`` (created for ``fingerprint``, or checked to be the same model); bad rows stop
+        the import or go to ``on_bad``, see ``vitrina.ingest.import_vectors``."""
         with self._write() as store:
             return _ingest.import_vectors(store, self.name, space or space_name_for(fingerprint.spec), ids, vectors, fingerprint=fingerprint,
                                           batch=batch, on_bad=on_bad, checkpoint=checkpoint)  # fmt: skip

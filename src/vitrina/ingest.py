@@ -143,8 +143,14 @@ def import_vectors(
     on_bad: str | Callable[[int, str, str], None] = "raise",
     checkpoint: tuple[str, str] | None = None,
 ) -> Space:
-    """Store ready-made vectors in space ``name`` of a store opened for writing; see
-    ``Collection.import_vectors``."""
+    """Store ready-made vectors for existing items in space ``name`` of a store opened for writing
+    (created for ``fingerprint``, or checked to be the same model). Rows are normalised.
+
+    ``on_bad="raise"`` (the default) stops at the first bad row (non-finite, zero, or an id that
+    is not an item): rows of earlier batches stay stored. A callable ``on_bad(index, id,
+    reason)`` is told about each bad row instead, which is skipped, and the rest are stored.
+    ``checkpoint=(key, value)`` is written to the collection's state (``Collection.state``) in
+    the transaction that commits the last batch: a resumable importer's cursor."""
     if on_bad != "raise" and not callable(on_bad):
         raise ValueError("on_bad is 'raise' or a callable(index, id, reason)")
     matrix = np.asarray(vectors, np.float32)
