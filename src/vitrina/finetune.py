@@ -78,7 +78,9 @@ class FinetuneReport:
         return asdict(self)
 
 
-def _split(pairs: list[dict[str, Any]], val_percent: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+def split_pairs(
+    pairs: list[dict[str, Any]], val_percent: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     held = [p for p in pairs if p.get("split") == "held_out"]
     usable = [p for p in pairs if p.get("split") != "held_out"]
     # By group where the pairs file has one (vitrina captions writes it): sheets of one map stay on one side.
@@ -163,7 +165,7 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
         raise ConfigError(f"Fine-tuning needs a CLIP or SigLIP checkpoint (--model hf:...), not {base!r}.")
     out = Path(out).expanduser().resolve()
     checkpoints = out / "checkpoints"
-    train, val, held = _split(pairs, config.val_percent)
+    train, val, held = split_pairs(pairs, config.val_percent)
     items = coll.items([p["id"] for p in train + val])
     train = [p for p in train if p["id"] in items]
     val = [p for p in val if p["id"] in items]
