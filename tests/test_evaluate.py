@@ -491,9 +491,9 @@ def test_spaces_covering_different_items_are_compared_on_the_items_both_cover(
     tmp_path: Path, tiny_clip: str, tiny_siglip: str
 ) -> None:
     from tests.conftest import make_images
+    from vitrina.errors import QueryError
     from vitrina.eval_run import EvalOptions, run_eval
     from vitrina.evaluate import paired_comparisons
-    from vitrina.errors import QueryError
 
     make_images(tmp_path / "imgs", 12, seed=5)
     coll = open_collection("partial", create=True)
