@@ -636,3 +636,20 @@ def test_exact_image_results_carry_a_paired_test_against_the_baseline(tmp_path: 
     assert r["ci95" if "ci95" in r else "crop"]["ci95"]["recall@1"][1] > r["crop"]["top1"] or r["crop"]["top1"] == 1
     assert any("only 6 queries" in w for w in r["warnings"])
     assert "p = " in markdown({"exact_image": {"s": r}})
+
+
+def test_finetune_never_trains_on_its_validation_slice_and_shows_chance_beside_it() -> None:
+    from vitrina.finetune import MIN_VAL, split_pairs, validation_warning
+
+    pairs = [
+        {"id": f"i{n}", "caption": f"c{n}", "group": f"g{n // 3}", "split": "held_out" if n % 7 == 0 else "train"}
+        for n in range(300)
+    ]
+    train, val, held = split_pairs(pairs, 20)
+    assert val and train and held == sum(1 for p in pairs if p["split"] == "held_out")
+    assert not {p["id"] for p in train} & {p["id"] for p in val}  # never trained on what validates it
+    assert not {p["group"] for p in train} & {p["group"] for p in val}  # nor on the same group
+    assert len(train) + len(val) + held == len(pairs)
+    # 10 validation images: chance alone is recall@10 100 %, MRR 0.293.
+    w = validation_warning(10)
+    assert MIN_VAL > 10 and "recall@10 100%" in w and "MRR 0.293" in w
