@@ -653,3 +653,19 @@ def test_finetune_never_trains_on_its_validation_slice_and_shows_chance_beside_i
     # 10 validation images: chance alone is recall@10 100 %, MRR 0.293.
     w = validation_warning(10)
     assert MIN_VAL > 10 and "recall@10 100%" in w and "MRR 0.293" in w
+
+
+def test_queries_file_messages_name_the_reason(mini_collection, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from vitrina.errors import ConfigError
+    from vitrina.evaluate import read_queries
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("query,id,relevance\na car,x,1\na map,y,high\n")
+    with pytest.raises(ConfigError, match="line 3: relevance 'high' is not a number"):
+        read_queries(bad)
+    car = DEMO_PAIRS[0][0]
+    r = eval_queries(mini_collection, [("a car", {car: 1}), ("nothing", {car: 0})])
+    assert r["skipped_queries"] == ["nothing"] and any("relevance 0" in w for w in r["warnings"]), r["warnings"]
+    assert not any("no judged item" in w for w in r["warnings"])
+    md = markdown({"queries": {"s": {**r, "ndcg@10": 0.5, "p@10": 0.25}}})
+    assert "| 0.500 | 25.0% |" in md, md

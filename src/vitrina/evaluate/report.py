@@ -90,7 +90,7 @@ def markdown(results: dict[str, Any]) -> str:
             for space, r in by_space.items():
                 lines.append(
                     f"| {space} | {r['model']} | "
-                    + " | ".join(f"{r[k]:.1%}" for k in keys)
+                    + " | ".join(f"{r[k]:.3f}" if k.startswith("ndcg") else f"{r[k]:.1%}" for k in keys)
                     + f" | {r['queries']} | {len(r.get('skipped_queries', []))} |"
                 )
         lines.append("")

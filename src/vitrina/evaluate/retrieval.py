@@ -217,6 +217,7 @@ def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]
     per_query = []
     unknown: list[str] = []
     skipped: list[str] = []
+    all_zero: list[str] = []
     present = set(coll.items(sorted({i for _, rel in judged for i in rel})))
     if candidates is not None:
         present &= set(candidates)
@@ -228,6 +229,8 @@ def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]
         relevant = {i: g for i, g in relevant.items() if i in present}
         if not any(g > 0 for g in relevant.values()):
             skipped.append(query)
+            if relevant:  # judged, but every grade is 0: nothing to find
+                all_zero.append(query)
             continue
         ranked = [h.id for h in coll.search(query, limit=k + extra, space=space)]
         if candidates is not None:  # the first k among the common items lie within the first k + dropped
@@ -242,9 +245,13 @@ def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]
     warnings = []
     if unknown:
         warnings.append(f"{len(unknown)} judged ids are not in the collection (e.g. {unknown[0]}); they were left out.")
-    if skipped:
+    if all_zero:
+        warnings.append(f"{len(all_zero)} queries judge every item not relevant (relevance 0) and were skipped: nothing to find "
+                        f"(e.g. {all_zero[0]!r}).")  # fmt: skip
+    absent = [q for q in skipped if q not in all_zero]
+    if absent:
         warnings.append(
-            f"{len(skipped)} queries have no judged item in the collection and were skipped (e.g. {skipped[0]!r})."
+            f"{len(absent)} queries have no judged item in the collection and were skipped (e.g. {absent[0]!r})."
         )
     if not per_query:
         raise QueryError(
