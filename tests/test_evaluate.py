@@ -482,3 +482,190 @@ def test_contact_sheet_needs_pairs() -> None:
 
     run = CliRunner().invoke(cli, ["eval", "nothing", "--exact-image", "--contact-sheet", "x.html"])
     assert run.exit_code == 2 and "--pairs" in run.output
+
+
+# -- issue 27: measurements that cannot flatter, round two ---------------------------------------
+
+
+def test_spaces_covering_different_items_are_compared_on_the_items_both_cover(
+    tmp_path: Path, tiny_clip: str, tiny_siglip: str
+) -> None:
+    from tests.conftest import make_images
+    from vitrina.errors import QueryError
+    from vitrina.eval_run import EvalOptions, run_eval
+    from vitrina.evaluate import paired_comparisons
+
+    make_images(tmp_path / "imgs", 12, seed=5)
+    coll = open_collection("partial", create=True)
+    coll.index(str(tmp_path / "imgs"), model=tiny_clip)
+    make_images(tmp_path / "more", 4, seed=6)
+    for f in (tmp_path / "more").iterdir():
+        f.rename(tmp_path / "imgs" / f"x{f.name}")
+    coll.index(str(tmp_path / "imgs"), model=tiny_siglip)
+    coll = open_collection("partial")
+    spaces = [s.name for s in coll.spaces()]
+    sizes = {s: len(coll.vectors(s)[0]) for s in spaces}
+    assert sorted(sizes.values()) == [12, 16], sizes
+    ids = coll.vectors(max(sizes, key=sizes.get))[0]  # type: ignore[arg-type]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(json.dumps({"id": i, "caption": f"a map {n}", "split": "held_out"}) + "\n" for n, i in enumerate(ids))
+    )
+    results = run_eval(coll, None, EvalOptions(pairs=pairs, exact_image=True, sample=6, candidates=10, baseline=False))
+    small, big = min(sizes, key=sizes.get), max(sizes, key=sizes.get)  # type: ignore[arg-type]
+    assert results["candidate_set"]["items"] == 12 and results["candidate_set"]["dropped"] == {small: 0, big: 4}
+    t2i = results["text_to_image"]
+    assert t2i[small]["items"] == t2i[big]["items"] == 12 and t2i[big]["chance"] == t2i[small]["chance"]
+    assert results["paired"][0]["queries"] == 12 and any(
+        "cover different items" in w and "4 from" in w for w in results["warnings"]
+    )
+    assert {r["candidates"] for r in results["exact_image"].values()} == {10}
+    assert len(results["paired_exact_image"]) == 5 and "All spaces evaluated on the 12 items" in markdown(results)
+    # Figures ranked among different candidates are refused, naming the counts.
+    unequal = {small: {**t2i[small], "items": 12}, big: {**t2i[big], "items": 16}}
+    with pytest.raises(QueryError, match="12, .* 16"):
+        paired_comparisons(unequal)
+
+
+def test_wilson_intervals_behave_at_the_edges_and_small_samples_warn(mini_collection) -> None:  # type: ignore[no-untyped-def]
+    from vitrina.evaluate import queries_needed, rank_intervals, wilson
+
+    # Hand-computed Wilson intervals (z = 1.96): 0 of 3 -> [0, 0.5615]; 3 of 3 -> [0.4385, 1]; 5 of 10 -> [0.2366, 0.7634].
+    assert wilson(0, 3) == [0.0, 0.5615] and wilson(3, 3) == [0.4385, 1.0] and wilson(5, 10) == [0.2366, 0.7634]
+    ci = rank_intervals([20, 30, 40])
+    assert ci["recall@10"] == [0.0, 0.5615] and ci["recall@1"][1] > 0.5 and ci["mrr"][1] > ci["mrr"][0]
+    # 0 %: the width z^2 / (n + z^2) falls to 0.2 at n = 4 z^2 = 15.4, so 16 queries.
+    assert queries_needed(0.0) == 16 and queries_needed(0.5) in range(90, 100)
+    far = [(i, "nothing like it") for i, _ in DEMO_PAIRS[:3]]
+    r = eval_pairs(mini_collection, far, check_training=False)
+    assert r["ci95"]["recall@10"][1] - r["ci95"]["recall@10"][0] > 0.4, r["ci95"]
+    assert any("only 3 queries" in w and "queries would narrow it" in w for w in r["warnings"]), r["warnings"]
+    assert not eval_pairs(mini_collection, DEMO_PAIRS, check_training=False)["warnings"]
+
+
+def test_paired_test_is_paired_exact_and_its_interval_agrees_with_it() -> None:
+    from vitrina.evaluate import paired_test
+
+    # Every query a little better with b, but the queries differ wildly: only a paired test sees it.
+    a = [1, 9, 2, 19, 3, 49, 1, 99, 2, 4]
+    b = [x - 1 for x in a]
+    t = paired_test(a, b)
+    assert t["p_value"] == pytest.approx(2 / 2**10, abs=1e-4) and t["significant"] and t["ci95"][0] > 0, t
+    # An unpaired (two-sample) permutation test on the same figures sees nothing.
+    ra, rb = 1 / (np.asarray(a) + 1), 1 / (np.asarray(b) + 1)
+    both, rng = np.concatenate([ra, rb]), np.random.default_rng(0)
+    perms = [rng.permutation(both) for _ in range(2000)]
+    unpaired = np.mean([abs(p[10:].mean() - p[:10].mean()) >= abs(rb.mean() - ra.mean()) - 1e-12 for p in perms])
+    assert unpaired > 0.2
+    # Exact: six queries each better by 0.5 give p = 2/64; the same ranks, p = 1.
+    assert paired_test([1] * 6, [0] * 6)["p_value"] == pytest.approx(2 / 64, abs=1e-4)
+    same = paired_test(a, a)
+    assert same["p_value"] == 1.0 and not same["significant"] and same["ci95"][0] <= 0 <= same["ci95"][1]
+    # Three queries can never be significant: the interval spans everything, and a warning says so.
+    three = paired_test([5, 5, 5], [0, 0, 0])
+    assert three["ci95"] == [-1.0, 1.0] and not three["significant"] and "at least 6" in three["warning"]
+    # The interval excludes 0 exactly when p < 0.05.
+    rng = np.random.default_rng(1)
+    for n in (8, 20, 60):
+        for _ in range(15):
+            x = rng.integers(0, 30, n)
+            y = np.maximum(0, x + rng.integers(-6, 4, n))
+            t = paired_test(x.tolist(), y.tolist())
+            assert t["significant"] == (not t["ci95"][0] <= 0 <= t["ci95"][1]), t
+            assert t["ci95"][1] > t["ci95"][0]  # never collapsed to a point
+
+
+def test_chance_levels_are_hand_computed_and_reported() -> None:
+    from vitrina.evaluate import chance
+
+    c = chance(4)
+    assert c == {"recall@1": 0.25, "recall@5": 1.0, "recall@10": 1.0, "mrr": round((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4, 4)}
+    assert chance(200)["recall@10"] == 0.05
+    r = {
+        "recall@1": 0.5,
+        "recall@10": 0.9,
+        "mrr": 0.6,
+        "queries": 10,
+        "model": "m",
+        "chance": {"recall@1": 0.0123, "recall@10": 0.1234, "mrr": 0.0456},
+    }
+    md = markdown({"text_to_image": {"s": r}})
+    assert "1.2% / 12.3% / 0.046" in md, md
+
+
+def test_random_baseline_is_freshly_initialised_not_the_model(tiny_clip: str, mini_collection) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from vitrina import get_embedder
+    from vitrina.evaluate import baseline_seed, random_weights_embedder
+
+    model = get_embedder(tiny_clip, device="cpu")
+    # tiny_clip was initialised from torch seed 0; so was the old baseline with seed 0.
+    assert baseline_seed(0, tiny_clip) not in (0, 1, 2) and baseline_seed(0, "a") != baseline_seed(0, "b")
+    twin = random_weights_embedder(model, seed=0)
+    ours, theirs = model.model.state_dict(), twin.model.state_dict()  # type: ignore[attr-defined]
+    varied = [k for k, v in ours.items() if v.dtype.is_floating_point and v.numel() > 1 and v.std() > 0]
+    same = [k for k in varied if torch.equal(ours[k], theirs[k])]
+    assert varied and not same, same
+    # mini: every tower re-initialised, not the pretrained towers with random heads.
+    mini = mini_collection.embedder_for(mini_collection.space())
+    rand = random_weights_embedder(mini, seed=0)
+    pre, fresh = mini.towers.image_model.state_dict(), rand.towers.image_model.state_dict()
+    assert not any(
+        torch.equal(pre[k], fresh[k])
+        for k in pre
+        if pre[k].dtype.is_floating_point and pre[k].numel() > 1 and pre[k].std() > 0
+    )
+    image = Image.open(DEMO / DEMO_PAIRS[0][0]).convert("RGB")
+    from vitrina.embedding import embed_images
+
+    assert float(embed_images(mini, [image])[0] @ embed_images(rand, [image])[0]) < 0.9
+    assert rand.fingerprint.revision != mini.fingerprint.revision
+
+
+def test_exact_image_results_carry_a_paired_test_against_the_baseline(tmp_path: Path, tiny_clip: str) -> None:
+    from tests.conftest import make_images
+
+    make_images(tmp_path / "imgs", 10, seed=7)
+    coll = open_collection("exactpaired", create=True)
+    coll.index(str(tmp_path / "imgs"), model=tiny_clip)
+    r = eval_exact_image(coll, sample=6, candidates=10, seed=2)
+    for name in ("crop", "combined"):
+        test = r["random_weights"][name]["paired"]
+        assert test["queries"] == 6 and 0 < test["p_value"] <= 1 and "sign-flip" in test["test"]
+    assert r["ci95" if "ci95" in r else "crop"]["ci95"]["recall@1"][1] > r["crop"]["top1"] or r["crop"]["top1"] == 1
+    assert any("only 6 queries" in w for w in r["warnings"])
+    assert "p = " in markdown({"exact_image": {"s": r}})
+
+
+def test_finetune_never_trains_on_its_validation_slice_and_shows_chance_beside_it() -> None:
+    from vitrina.finetune import MIN_VAL, split_pairs, validation_warning
+
+    pairs = [
+        {"id": f"i{n}", "caption": f"c{n}", "group": f"g{n // 3}", "split": "held_out" if n % 7 == 0 else "train"}
+        for n in range(300)
+    ]
+    train, val, held = split_pairs(pairs, 20)
+    assert val and train and held == sum(1 for p in pairs if p["split"] == "held_out")
+    assert not {p["id"] for p in train} & {p["id"] for p in val}  # never trained on what validates it
+    assert not {p["group"] for p in train} & {p["group"] for p in val}  # nor on the same group
+    assert len(train) + len(val) + held == len(pairs)
+    # 10 validation images: chance alone is recall@10 100 %, MRR 0.293.
+    w = validation_warning(10)
+    assert MIN_VAL > 10 and "recall@10 100%" in w and "MRR 0.293" in w
+
+
+def test_queries_file_messages_name_the_reason(mini_collection, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from vitrina.errors import ConfigError
+    from vitrina.evaluate import read_queries
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("query,id,relevance\na car,x,1\na map,y,high\n")
+    with pytest.raises(ConfigError, match="line 3: relevance 'high' is not a number"):
+        read_queries(bad)
+    car = DEMO_PAIRS[0][0]
+    r = eval_queries(mini_collection, [("a car", {car: 1}), ("nothing", {car: 0})])
+    assert r["skipped_queries"] == ["nothing"] and any("relevance 0" in w for w in r["warnings"]), r["warnings"]
+    assert not any("no judged item" in w for w in r["warnings"])
+    md = markdown({"queries": {"s": {**r, "ndcg@10": 0.5, "p@10": 0.25}}})
+    assert "| 0.500 | 25.0% |" in md, md

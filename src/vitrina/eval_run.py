@@ -63,28 +63,44 @@ def run_eval(
         return lambda done, total: progress(label, done, total)
 
     text_spaces = [s for s in spaces if "text" in coll.space(s).fingerprint.modalities]
+    # Spaces that cover different items would rank among different candidates: compare them all on
+    # the items every one of them covers, and say what was dropped.
+    common, candidate_set = ev.common_candidates(coll, spaces) if len(spaces) > 1 else (None, None)
+    if candidate_set:
+        results["candidate_set"] = candidate_set
     for space in spaces:
         if pair_list is not None and space in text_spaces:
-            r = ev.eval_pairs(
-                coll, pair_list, space=space, split=split_used, seed=o.seed, progress=labelled(f"{space}: text→image")
-            )
+            r = ev.eval_pairs(coll, pair_list, space=space, split=split_used, seed=o.seed, progress=labelled(f"{space}: text→image"),
+                              candidates=common)  # fmt: skip
             if o.by_key:
                 r["by"], r["by_key"] = ev.breakdown(coll, r["per_query"], o.by_key), o.by_key
             results["text_to_image"][space] = r
         if o.exact_image:
             results["exact_image"][space] = ev.eval_exact_image(coll, sample=o.sample, space=space, seed=o.seed, candidates=o.candidates, baseline=o.baseline,
-                                                                progress=labelled(f"{space}: exact image"))  # fmt: skip
+                                                                progress=labelled(f"{space}: exact image"), restrict=common)  # fmt: skip
         if judged is not None and space in text_spaces:
             results["queries"][space] = ev.eval_queries(
-                coll, judged, space=space, progress=labelled(f"{space}: judged queries")
+                coll, judged, space=space, progress=labelled(f"{space}: judged queries"), candidates=common
             )
     skipped = [s for s in spaces if s not in text_spaces]
     if skipped and (pair_list is not None or judged is not None):
         results["image_only_spaces"] = skipped
     if pair_list is not None and len(results["text_to_image"]) > 1:
         results["paired"] = ev.paired_comparisons(results["text_to_image"], seed=o.seed)
+    if len(results["exact_image"]) > 1:
+        results["paired_exact_image"] = ev.paired_exact_image(results["exact_image"], seed=o.seed)
     results["provenance"] = ev.provenance(coll, spaces, seed=o.seed, files={"pairs": o.pairs, "queries": o.queries})
     results["warnings"] = _warnings(results, split_used, skipped)
+    if candidate_set:
+        covered = ", ".join(f"{s} {n}" for s, n in candidate_set["covered"].items())
+        dropped = ", ".join(f"{n} from {s}" for s, n in candidate_set["dropped"].items() if n)
+        results["warnings"].insert(0, f"The spaces cover different items ({covered}): every space was evaluated on the {candidate_set['items']} "
+                                      f"items they all cover ({dropped} dropped), so their figures compare.")  # fmt: skip
+    for test in results.get("paired", []) + results.get("paired_exact_image", []):
+        if test.get("warning"):
+            results["warnings"].append(
+                f"paired test {test['b']} vs {test['a']}{' (' + test['perturbation'] + ')' if test.get('perturbation') else ''}: {test['warning']}"
+            )
     for w in results["warnings"]:
         if on_warning:
             on_warning(w)

@@ -73,12 +73,27 @@ class FinetuneReport:
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    val_chance: dict[str, float] = field(default_factory=dict)  # what ranking the validation images at random scores
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _split(pairs: list[dict[str, Any]], val_percent: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+MIN_VAL = 50  # validation slices smaller than this say little: recall@10 of 10 images is 100 % by construction
+
+
+def validation_warning(size: int) -> str:
+    from .evaluate import chance
+
+    c = chance(size)
+    return (f"The validation slice has only {size} images (fewer than {MIN_VAL}): chance alone scores recall@10 {c['recall@10']:.0%} and "
+            f"MRR {c['mrr']:.3f} on it, so its figures say little; give more pairs or a larger --val-percent.")  # fmt: skip
+
+
+def split_pairs(
+    pairs: list[dict[str, Any]], val_percent: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     held = [p for p in pairs if p.get("split") == "held_out"]
     usable = [p for p in pairs if p.get("split") != "held_out"]
     # By group where the pairs file has one (vitrina captions writes it): sheets of one map stay on one side.
@@ -163,7 +178,7 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
         raise ConfigError(f"Fine-tuning needs a CLIP or SigLIP checkpoint (--model hf:...), not {base!r}.")
     out = Path(out).expanduser().resolve()
     checkpoints = out / "checkpoints"
-    train, val, held = _split(pairs, config.val_percent)
+    train, val, held = split_pairs(pairs, config.val_percent)
     items = coll.items([p["id"] for p in train + val])
     train = [p for p in train if p["id"] in items]
     val = [p for p in val if p["id"] in items]
@@ -237,6 +252,12 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
     # figures do not depend on --batch-size (a contrastive loss does: more negatives, higher loss).
     val_set = val[: max(2, config.val_candidates)]
     report.val_candidates = len(val_set) if len(val_set) >= 2 else 0
+    if report.val_candidates:
+        from .evaluate import chance
+
+        report.val_chance = {f"val_{k}": v for k, v in chance(len(val_set)).items()}
+        if len(val_set) < MIN_VAL:
+            report.warnings.append(validation_warning(len(val_set)))
 
     def validate() -> dict[str, float] | None:
         if len(val_set) < 2:

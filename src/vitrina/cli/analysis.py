@@ -221,6 +221,13 @@ def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs:
     for h in d["history"]:
         err.print(f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f}"
                   + (f", validation recall@1 {h['val_recall@1']:.1%}, recall@10 {h['val_recall@10']:.1%}, MRR {h['val_mrr']:.3f}" if "val_mrr" in h else ""))  # fmt: skip
+    if d.get("val_chance"):
+        c = d["val_chance"]
+        err.print(
+            f"  (chance on the validation slice: recall@1 {c['val_recall@1']:.1%}, recall@10 {c['val_recall@10']:.1%}, MRR {c['val_mrr']:.3f})"
+        )
+    for w in d.get("warnings", []):
+        err.print(f"[yellow]Warning:[/] {escape(w)}")
     how = (
         f"validation MRR among {d['val_candidates']} images"
         if d["selected_by"] == "val_mrr"

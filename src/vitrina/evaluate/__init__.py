@@ -18,7 +18,7 @@ Modules: ``metrics`` (numbers), ``data`` (pairs, splits, judged queries, caption
 from __future__ import annotations
 
 from .data import SPLITS, captions, file_sha256, provenance, read_pair_rows, read_pairs, read_queries, select_split
-from .exact_image import PERTURBATIONS, eval_exact_image, random_weights_embedder
+from .exact_image import PERTURBATIONS, baseline_seed, eval_exact_image, paired_exact_image, random_weights_embedder
 from .metrics import (
     KS,
     bootstrap_ci,
@@ -28,15 +28,21 @@ from .metrics import (
     ndcg_at_k,
     paired_test,
     precision_at_k,
+    queries_needed,
+    rank_intervals,
     rank_of,
     recall_at_k,
     signature_distance,
+    small_sample_warning,
+    wilson,
 )
 from .report import KINDS, contact_sheet, markdown, svg_chart
 from .retrieval import (
     SAME_PICTURE,
     TOP,
     breakdown,
+    candidates_digest_of,
+    common_candidates,
     eval_pairs,
     eval_queries,
     paired_comparisons,
@@ -52,7 +58,10 @@ __all__ = [
     "SAME_PICTURE",
     "SPLITS",
     "TOP",
+    "baseline_seed",
     "bootstrap_ci",
+    "candidates_digest_of",
+    "common_candidates",
     "breakdown",
     "captions",
     "chance",
@@ -66,10 +75,13 @@ __all__ = [
     "mrr",
     "ndcg_at_k",
     "paired_comparisons",
+    "paired_exact_image",
     "paired_test",
     "per_item",
     "precision_at_k",
     "provenance",
+    "queries_needed",
+    "rank_intervals",
     "random_weights_embedder",
     "rank_of",
     "read_pair_rows",
@@ -78,7 +90,9 @@ __all__ = [
     "recall_at_k",
     "select_split",
     "signature_distance",
+    "small_sample_warning",
     "space_matrix",
     "svg_chart",
     "training_overlap",
+    "wilson",
 ]

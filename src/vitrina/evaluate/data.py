@@ -65,9 +65,14 @@ def read_queries(path: Path) -> list[tuple[str, dict[str, float]]]:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"query", "id"} <= set(reader.fieldnames):
             raise ConfigError(f"{path}: needs the columns query,id and optionally relevance.")
-        for row in reader:
+        for line, row in enumerate(reader, start=2):
             if row.get("query") and row.get("id"):
-                judged.setdefault(row["query"], {})[row["id"]] = float(row.get("relevance") or 1)
+                try:
+                    grade = float(row.get("relevance") or 1)
+                except ValueError:
+                    raise ConfigError(f"{path}, line {line}: relevance {row.get('relevance')!r} is not a number; "
+                                      "give 0 (not relevant), 1 (relevant) or a higher grade.") from None  # fmt: skip
+                judged.setdefault(row["query"], {})[row["id"]] = grade
     return list(judged.items())
 
 

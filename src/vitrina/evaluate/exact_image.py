@@ -3,6 +3,7 @@ the original (the Norwegian library's protocol), beside the same model with rand
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 from collections.abc import Callable
@@ -13,9 +14,10 @@ from PIL import Image, ImageOps
 
 from ..collection import Collection
 from ..embedding import embed_images
+from ..errors import QueryError
 from ..images import read_image
-from .metrics import bootstrap_ci, rank_of, recall_at_k
-from .retrieval import space_matrix
+from .metrics import paired_test, rank_intervals, rank_of, recall_at_k, small_sample_warning
+from .retrieval import ItemIds, candidates_digest_of, space_matrix
 
 
 def _perturbations(rng: random.Random) -> dict[str, Callable[[Image.Image, Image.Image], Image.Image]]:
@@ -65,45 +67,68 @@ def _perturbations(rng: random.Random) -> dict[str, Callable[[Image.Image, Image
 PERTURBATIONS = ("crop", "rotate", "colour", "print_through", "combined")
 
 
-def _mini_features(embedder: Any) -> Callable[[list[Image.Image]], np.ndarray] | None:
-    """For the mini model: its frozen towers' features, so random heads reuse them."""
-    if not (hasattr(embedder, "heads") and hasattr(embedder, "towers")):
-        return None
-    return lambda images: embedder.towers.image_features(np.stack([embedder.preprocess(im) for im in images]))
+def baseline_seed(seed: int, spec: str) -> int:
+    """The random baseline's seed: derived from the evaluation's seed and the model, through a
+    hash, so it is independent of the seed a checkpoint was initialised with (tiny test models
+    are built from seeds 0, 1, 2: a baseline seeded 0 was the model itself)."""
+    digest = hashlib.sha256(f"vitrina random-weights baseline\0{seed}\0{spec}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def random_weights_embedder(embedder: Any, seed: int = 0) -> Any | None:
-    """The same architecture with untrained weights: a hf: model rebuilt from its config with
-    random initialisation, the mini towers with random heads. None for a model we cannot rebuild."""
+    """The same architecture with freshly initialised weights, from ``baseline_seed(seed, spec)``:
+    a hf: model rebuilt from its config, the mini model's towers and heads all re-initialised
+    (``MiniEmbedder.randomised``). None for a model we cannot rebuild."""
     import copy
 
+    spec = getattr(getattr(embedder, "fingerprint", None), "spec", "")
+    fresh = baseline_seed(seed, spec)
     if hasattr(embedder, "randomised"):
-        return embedder.randomised(seed)
-    if hasattr(embedder, "heads") and hasattr(embedder, "towers"):  # mini
-        rng = np.random.default_rng(seed)
-        twin = copy.copy(embedder)
-        twin.heads = {
-            k: (rng.standard_normal(v.shape).astype(np.float32) if k.endswith("weight") else np.zeros_like(v))
-            for k, v in embedder.heads.items()
-        }
-        return twin
+        return embedder.randomised(fresh)
     if hasattr(embedder, "model") and hasattr(embedder.model, "config"):  # hf
         import torch
         from transformers import AutoModel
 
-        torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(fresh)
+            model = AutoModel.from_config(embedder.model.config)
         twin = copy.copy(embedder)
-        twin.model = AutoModel.from_config(embedder.model.config).to(embedder.device, embedder.dtype).eval()
+        twin.model = model.to(embedder.device, embedder.dtype).eval()
         return twin
     return None
 
 
+def paired_exact_image(by_space: dict[str, dict[str, Any]], *, seed: int = 0) -> list[dict[str, Any]]:
+    """Each space against the first, per perturbation, on the items both perturbed; refused for
+    spaces whose copies were ranked among different candidates."""
+    names = list(by_space)
+    first = by_space[names[0]]
+    out = []
+    for other in names[1:]:
+        r = by_space[other]
+        if r.get("candidates_digest") != first.get("candidates_digest"):
+            raise QueryError(f"{names[0]} and {other} ranked the exact-image copies among different candidates "
+                             f"({first.get('candidates')} and {r.get('candidates')} items): not comparable.")  # fmt: skip
+        a = {q["id"]: q for q in first["per_item"]}
+        b = {q["id"]: q for q in r["per_item"]}
+        common = [i for i in a if i in b]
+        for name in PERTURBATIONS:
+            if common and name in a[common[0]]:
+                test = paired_test([a[i][name] for i in common], [b[i][name] for i in common], seed=seed)
+                out.append({"a": names[0], "b": other, "perturbation": name, **test})
+    return out
+
+
 def eval_exact_image(coll: Collection, *, sample: int = 200, seed: int = 0, space: str | None = None, fetcher: Any = None, candidates: int = 1000,
-                     baseline: bool = True, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:  # fmt: skip
+                     baseline: bool = True, progress: Callable[[int, int], None] | None = None, restrict: ItemIds | None = None) -> dict[str, Any]:  # fmt: skip
     """Hard perturbed copies of a seeded sample of items as image queries, ranked among a fixed
     set of ``candidates`` items (the sample plus others); ties count against the original. With
-    ``baseline``, the same architecture with random weights is measured on the same queries."""
-    sp, ids, matrix = space_matrix(coll, space)
+    ``baseline``, the same architecture with random weights is measured on the same queries and
+    candidates, with a paired test against the model. ``restrict``: only these items (spaces
+    compared on the items they all cover); the sample depends on the ids, not their order."""
+    sp, ids, matrix = space_matrix(coll, space, restrict)
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    ids, matrix = [ids[n] for n in order], matrix[order]
     embedder = coll.embedder_for(sp)
     rnd = random.Random(seed)
     chosen = sorted(rnd.sample(range(len(ids)), min(sample, len(ids))))
@@ -127,36 +152,24 @@ def eval_exact_image(coll: Collection, *, sample: int = 200, seed: int = 0, spac
         queries[n] = [fn(originals[n], other) for fn in perturb.values()]  # type: ignore[arg-type]
 
     flat = [im for n in readable for im in queries[n]]
-    heads = _mini_features(embedder)
 
-    def embed(model: Any, images: list[Image.Image], tag: str = "queries") -> np.ndarray:
+    def embed(model: Any, images: list[Image.Image]) -> np.ndarray:
         out = []
         for start in range(0, len(images), 64):
-            chunk = images[start : start + 64]
-            if heads is not None and hasattr(model, "heads"):  # mini: tower features once, each model's heads
-                key = (tag, start)
-                if key not in feature_cache:
-                    feature_cache[key] = heads(chunk)
-                f = feature_cache[key]
-                v = f @ model.heads["image.weight"].T + model.heads["image.bias"]
-                out.append(v / np.linalg.norm(v, axis=1, keepdims=True))
-            else:
-                out.append(embed_images(model, chunk))
+            out.append(embed_images(model, images[start : start + 64]))
             if progress:
                 progress(min(start + 64, len(images)), len(images))
         return np.concatenate(out) if out else np.zeros((0, matrix.shape[1]), np.float32)
 
-    feature_cache: dict[tuple[str, int], np.ndarray] = {}
-
-    def measure(model: Any, cand: np.ndarray) -> dict[str, list[int]]:
-        q = embed(model, flat)
+    def measure(model: Any, cand: np.ndarray, q: np.ndarray) -> dict[str, list[int]]:
         scores = cand @ q.T
         per = len(perturb)
         target = np.repeat(np.asarray([row[n] for n in readable]), per)
         r = rank_of(scores, target)
         return {name: [int(x) for x in r[col::per]] for col, name in enumerate(perturb)}
 
-    ranks = measure(embedder, matrix[pool])
+    model_queries = embed(embedder, flat)
+    ranks = measure(embedder, matrix[pool], model_queries)
     out: dict[str, Any] = {
         "per_item": [{"id": ids[n], **{name: r[j] for name, r in ranks.items()}} for j, n in enumerate(readable)]
     }
@@ -164,21 +177,29 @@ def eval_exact_image(coll: Collection, *, sample: int = 200, seed: int = 0, spac
         out[name] = {
             "top1": round(recall_at_k(r, 1), 4),
             "top10": round(recall_at_k(r, 10), 4),
-            "ci95": bootstrap_ci(r, (1, 10), seed=seed),
+            "ci95": rank_intervals(r, (1, 10)),
         }
+    warnings = [w for w in [small_sample_warning("exact image", ranks[PERTURBATIONS[0]], 10)] if w]
     out.update({"queries": len(readable), "unreadable": len(chosen) - len(readable), "candidates": len(pool), "items": len(ids), "space": sp.name,
-                "model": sp.fingerprint.spec, "seed": seed, "chance": {"top1": round(1 / len(pool), 4), "top10": round(min(1.0, 10 / len(pool)), 4)}})  # fmt: skip
+                "model": sp.fingerprint.spec, "seed": seed, "candidates_digest": candidates_digest_of([ids[n] for n in pool]), "warnings": warnings, "chance": {"top1": round(1 / len(pool), 4), "top10": round(min(1.0, 10 / len(pool)), 4)}})  # fmt: skip
     twin = random_weights_embedder(embedder, seed) if baseline and readable else None
     if twin is not None:
+        twin_queries = embed(twin, flat)
+        if np.allclose(twin_queries, model_queries, atol=1e-6):
+            raise QueryError(
+                f"The random-weights baseline of {sp.fingerprint.spec} gives the model's own vectors: it is not random."
+            )
         pool_images = [originals.get(n) or load(n) for n in pool]
         cand = np.zeros((len(pool), matrix.shape[1]), np.float32)
         ok = [k for k, im in enumerate(pool_images) if im is not None]
-        cand[ok] = embed(twin, [pool_images[k] for k in ok], "pool")  # type: ignore[misc]
-        base = measure(twin, cand)
+        cand[ok] = embed(twin, [pool_images[k] for k in ok])  # type: ignore[misc]
+        base = measure(twin, cand, twin_queries)
         out["random_weights"] = {
-            name: {"top1": round(recall_at_k(r, 1), 4), "top10": round(recall_at_k(r, 10), 4)}
+            name: {"top1": round(recall_at_k(r, 1), 4), "top10": round(recall_at_k(r, 10), 4),
+                   "paired": paired_test(r, ranks[name], seed=seed)}  # b = the model, a = random weights
             for name, r in base.items()
-        }
+        }  # fmt: skip
+        out["random_weights_seed"] = baseline_seed(seed, sp.fingerprint.spec)
     elif baseline:
         out["random_weights"] = None
     return out

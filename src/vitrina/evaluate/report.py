@@ -36,6 +36,8 @@ def markdown(results: dict[str, Any]) -> str:
                 for p in names:
                     rnd = (r.get("random_weights") or {}).get(p)
                     base = f"{rnd['top1']:.1%} / {rnd['top10']:.1%}" if rnd else "n/a"
+                    if rnd and rnd.get("paired"):
+                        base += f" (model better: p = {rnd['paired']['p_value']:.3g})"
                     ci = r[p].get("ci95", {})
                     lines.append(f"| {space} | {r['model']} | {p} | {_pct(r[p]['top1'], ci.get('recall@1'))} | {_pct(r[p]['top10'], ci.get('recall@10'))} | {base} | "
                                  f"{r['chance']['top1']:.1%} / {r['chance']['top10']:.1%} | {r['queries']} | {r['candidates']} |")  # fmt: skip
@@ -88,13 +90,18 @@ def markdown(results: dict[str, Any]) -> str:
             for space, r in by_space.items():
                 lines.append(
                     f"| {space} | {r['model']} | "
-                    + " | ".join(f"{r[k]:.1%}" for k in keys)
+                    + " | ".join(f"{r[k]:.3f}" if k.startswith("ndcg") else f"{r[k]:.1%}" for k in keys)
                     + f" | {r['queries']} | {len(r.get('skipped_queries', []))} |"
                 )
         lines.append("")
-    for test in results.get("paired", []):
+    if results.get("candidate_set"):
+        c = results["candidate_set"]
+        lines.append(f"All spaces evaluated on the {c['items']} items they all cover; dropped: "
+                     + ", ".join(f"{n} from {s}" for s, n in c["dropped"].items()) + ".\n")  # fmt: skip
+    for test in results.get("paired", []) + results.get("paired_exact_image", []):
         verdict = "significant" if test["significant"] else "not significant"
-        lines.append(f"Paired test, {test['b']} vs {test['a']} on {test['queries']} queries: MRR difference {test['mrr_difference']:+.3f} "
+        what = f" ({test['perturbation']} copies)" if test.get("perturbation") else ""
+        lines.append(f"Paired test{what}, {test['b']} vs {test['a']} on {test['queries']} queries: MRR difference {test['mrr_difference']:+.3f} "
                      f"[95% CI {test['ci95'][0]:+.3f} to {test['ci95'][1]:+.3f}], p = {test['p_value']:.3g} ({verdict} at 0.05); "
                      f"better on {test['better']}, worse on {test['worse']}.")  # fmt: skip
     for w in results.get("warnings", []):

@@ -17,31 +17,61 @@ from ..errors import QueryError
 from ..images import read_image
 from .metrics import (
     KS,
-    bootstrap_ci,
     chance,
     image_signature,
     mrr,
     ndcg_at_k,
     paired_test,
     precision_at_k,
+    rank_intervals,
     rank_of,
     recall_at_k,
     signature_distance,
+    small_sample_warning,
 )
 
+ItemIds = set[str] | frozenset[str]
 
-def space_matrix(coll: Collection, space: str | None) -> tuple[Any, list[str], np.ndarray]:
-    """The space, its item ids and their vectors (one row each)."""
+
+def space_matrix(
+    coll: Collection, space: str | None, candidates: ItemIds | None = None
+) -> tuple[Any, list[str], np.ndarray]:
+    """The space, its item ids and their vectors (one row each); with ``candidates``, only the
+    items among them (spaces compared on the items they all cover)."""
     sp = coll.space(space)
     ids, matrix = coll.vectors(sp.name)
+    if candidates is not None:
+        keep = [n for n, i in enumerate(ids) if i in candidates]
+        ids, matrix = [ids[n] for n in keep], matrix[keep]
     return sp, ids, matrix
 
 
+def common_candidates(coll: Collection, spaces: Sequence[str]) -> tuple[set[str] | None, dict[str, Any] | None]:
+    """The items every one of ``spaces`` has a vector for, and what was dropped from each, when
+    they differ: a space lacking vectors ranks among fewer candidates, so its figures (and a paired
+    test against it) are not comparable. (None, None) when the spaces cover the same items."""
+    covered = {s: set(coll.vectors(s)[0]) for s in spaces}
+    if len(covered) < 2:
+        return None, None
+    common = set.intersection(*covered.values())
+    if all(len(c) == len(common) for c in covered.values()):
+        return None, None
+    if not common:
+        counts = ", ".join(f"{s} {len(c)}" for s, c in covered.items())
+        raise QueryError(
+            f"The spaces have no item in common ({counts} items): they cannot be compared; index the same items into each."
+        )
+    dropped = {s: len(c) - len(common) for s, c in covered.items()}
+    return common, {"items": len(common), "covered": {s: len(c) for s, c in covered.items()}, "dropped": dropped}
+
+
 def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str | None = None, ks: Sequence[int] = KS, split: str | None = None,
-               seed: int = 0, check_training: bool = True, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Text→image: each caption ranks every item of the space; ``split`` is what the pairs are
-    (see ``select_split``) and is written in the report."""
-    sp, ids, matrix = space_matrix(coll, space)
+               seed: int = 0, check_training: bool = True, progress: Callable[[int, int], None] | None = None,
+               candidates: ItemIds | None = None) -> dict[str, Any]:  # fmt: skip
+    """Text→image: each caption ranks every item of the space (with ``candidates``: those of them
+    only, as when spaces are compared); ``split`` is what the pairs are (see ``select_split``) and
+    is written in the report."""
+    sp, ids, matrix = space_matrix(coll, space, candidates)
     position = {i: n for n, i in enumerate(ids)}
     usable = [(i, c) for i, c in pairs if i in position]
     if not usable:
@@ -65,10 +95,11 @@ def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str
             progress(len(ranks), len(usable))
     out: dict[str, Any] = {f"recall@{k}": round(recall_at_k(ranks, k), 4) for k in ks}
     out.update({"mrr": round(mrr(ranks), 4), "queries": len(usable), "skipped": len(pairs) - len(usable), "items": len(ids), "space": sp.name, "model": sp.fingerprint.spec,
-                "split": split or "unspecified", "chance": chance(len(ids), ks), "ci95": bootstrap_ci(ranks, ks, seed=seed),
+                "split": split or "unspecified", "candidates_digest": candidates_digest_of(ids), "chance": chance(len(ids), ks), "ci95": rank_intervals(ranks, ks), "interval": "Wilson 95 %",
                 "per_query": [{"id": i, "caption": c, "rank": r, "top": t} for (i, c), r, t in zip(usable, ranks, tops)]})  # fmt: skip
     out["per_item"] = per_item(out["per_query"])
     out["never_found"] = sum(1 for r in out["per_item"] if r["best_rank"] >= 10)
+    out["warnings"] = [w for w in [small_sample_warning("text→image", ranks, max(ks))] if w]
     if check_training:
         overlap = training_overlap(coll, sp, sorted({i for i, _ in usable}))
         if overlap:
@@ -77,6 +108,13 @@ def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str
 
 
 TOP = 5  # retrieved items kept per query
+
+
+def candidates_digest_of(ids: Sequence[str]) -> str:
+    """A short fingerprint of a candidate set: equal sets, equal digests."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
 def per_item(per_query: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -169,13 +207,20 @@ def training_overlap(
 
 
 def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]], *, k: int = 10, space: str | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:  # fmt: skip
+                 progress: Callable[[int, int], None] | None = None, candidates: ItemIds | None = None) -> dict[str, Any]:  # fmt: skip
     """nDCG@k and P@k per judged query. Judged ids that are not in the collection are counted and
-    left out (they could never be found); a query left with none is skipped, not scored 0."""
+    left out (they could never be found); a query left with none is skipped, not scored 0. With
+    ``candidates``, only those items are ranked (spaces compared on the items they all cover)."""
+    extra = 0
+    if candidates is not None:
+        extra = len(coll.vectors(space)[0]) - len(candidates)
     per_query = []
     unknown: list[str] = []
     skipped: list[str] = []
+    all_zero: list[str] = []
     present = set(coll.items(sorted({i for _, rel in judged for i in rel})))
+    if candidates is not None:
+        present &= set(candidates)
     for n, (query, relevant) in enumerate(judged):
         if progress and (n % 50 == 49 or n == len(judged) - 1):
             progress(n + 1, len(judged))
@@ -184,8 +229,12 @@ def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]
         relevant = {i: g for i, g in relevant.items() if i in present}
         if not any(g > 0 for g in relevant.values()):
             skipped.append(query)
+            if relevant:  # judged, but every grade is 0: nothing to find
+                all_zero.append(query)
             continue
-        ranked = [h.id for h in coll.search(query, limit=k, space=space)]
+        ranked = [h.id for h in coll.search(query, limit=k + extra, space=space)]
+        if candidates is not None:  # the first k among the common items lie within the first k + dropped
+            ranked = [i for i in ranked if i in candidates][:k]
         per_query.append({"query": query, f"ndcg@{k}": round(ndcg_at_k(ranked, relevant, k), 4), f"p@{k}": round(precision_at_k(ranked, relevant, k), 4),
                           "relevant": len(relevant), "unknown_ids": len(missing)})  # fmt: skip
     sp = coll.space(space)
@@ -196,9 +245,13 @@ def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]
     warnings = []
     if unknown:
         warnings.append(f"{len(unknown)} judged ids are not in the collection (e.g. {unknown[0]}); they were left out.")
-    if skipped:
+    if all_zero:
+        warnings.append(f"{len(all_zero)} queries judge every item not relevant (relevance 0) and were skipped: nothing to find "
+                        f"(e.g. {all_zero[0]!r}).")  # fmt: skip
+    absent = [q for q in skipped if q not in all_zero]
+    if absent:
         warnings.append(
-            f"{len(skipped)} queries have no judged item in the collection and were skipped (e.g. {skipped[0]!r})."
+            f"{len(absent)} queries have no judged item in the collection and were skipped (e.g. {absent[0]!r})."
         )
     if not per_query:
         raise QueryError(
@@ -238,8 +291,15 @@ def breakdown(
 
 
 def paired_comparisons(by_space: dict[str, dict[str, Any]], *, seed: int = 0) -> list[dict[str, Any]]:
-    """Each space against the first, on the queries both answered (paired_test)."""
+    """Each space against the first, on the queries both answered (paired_test). Refuses spaces
+    whose queries ranked different candidate sets (see ``common_candidates``)."""
     names = list(by_space)
+    sizes = {n: by_space[n].get("items") for n in names}
+    digests = {by_space[n].get("candidates_digest") for n in names}
+    if len(set(sizes.values())) > 1 or len(digests) > 1:
+        counts = ", ".join(f"{n} {c}" for n, c in sizes.items())
+        raise QueryError(f"The spaces ranked different numbers of candidates ({counts}): a paired test between them would "
+                         "compare unequal tasks. Evaluate them on the items they all cover (run_eval does).")  # fmt: skip
     out = []
     first = {(q["id"], q["caption"]): q["rank"] for q in by_space[names[0]]["per_query"]}
     for other in names[1:]:

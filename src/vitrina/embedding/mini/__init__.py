@@ -179,3 +179,51 @@ class MiniEmbedder:
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         feats = self.towers.text_features(texts)
         return normalise_rows(feats @ self.heads["text.weight"].T + self.heads["text.bias"])
+
+    def randomised(self, seed: int) -> MiniEmbedder:
+        """The same architecture with freshly initialised weights from ``seed``: a random
+        EfficientNet-Lite0 and MiniLM (their constructors' initialisation, not the pretrained
+        towers) and random heads (scaled normal). The evaluation's random-weights baseline."""
+        import copy
+        import dataclasses
+
+        twin = copy.copy(self)
+        twin.towers = RandomTowers(seed, device=self.device)
+        rng = np.random.default_rng(seed)
+        twin.heads = {
+            k: (rng.standard_normal(v.shape) / np.sqrt(v.shape[-1])).astype(np.float32)
+            if k.endswith("weight")
+            else np.zeros_like(v)
+            for k, v in self.heads.items()
+        }
+        twin.fingerprint = dataclasses.replace(self.fingerprint, revision=f"random-init-seed-{seed}")
+        return twin
+
+
+class RandomTowers(MiniTowers):
+    """The mini towers' architectures, freshly initialised from ``seed`` (nothing pretrained)."""
+
+    def __init__(self, seed: int, *, device: str | None = None):
+        super().__init__(device=device, verify=False)
+        self.seed = seed
+
+    @cached_property
+    def image_model(self) -> Any:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        torch = require_torch("mini")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = EfficientNet.from_name("efficientnet-lite0")
+        return model.eval().to(self.device)
+
+    @cached_property
+    def text_model(self) -> tuple[Any, Any]:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        torch = require_torch("mini")
+        tokenizer = AutoTokenizer.from_pretrained(self.text_path)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + 1)
+            model = AutoModel.from_config(AutoConfig.from_pretrained(self.text_path))
+        return tokenizer, model.eval().to(self.device)
