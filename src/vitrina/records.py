@@ -76,6 +76,7 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
     rank: int = 0
     snippet: tuple[tuple[str, bool], ...] = ()  # keyword searches: the best passage, (text, matched word?) segments
+    words: tuple[dict[str, Any], ...] = ()  # keyword searches: matched words read from the image (OCR), with boxes
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -87,4 +88,6 @@ class Hit:
         }
         if self.snippet:
             out["snippet"] = [{"text": t, "match": m} for t, m in self.snippet]
+        if self.words:
+            out["words"] = [dict(w) for w in self.words]
         return out
