@@ -35,7 +35,6 @@ from .search import ImageLimits, Searcher, query_image_vector
 from .store import Space, Store, disk_full_as_error, resolve_collection
 
 if TYPE_CHECKING:
-    from .ocr.run import OcrReport
     from .index.qdrant import SyncReport
 
 __all__ = ["Collection", "ImageLimits", "IngestReport", "open_collection", "space_name_for"]
@@ -221,17 +220,6 @@ class Collection(CollectionView):
         self._store.close_vector_files()
         self._indexes.clear()
         return report
-
-    def ocr(self, *, engine: str | None = None, lang: str | None = None, retry_failed: bool = False, reread: bool = False,
-            max_pixels: int | None = None, max_decode_bytes: int | None = None, progress: ProgressCallback | None = None,
-            fetcher: Fetcher | None = None) -> OcrReport:  # fmt: skip
-        """Read the words printed on every item's image not yet read by ``engine`` (see
-        ``vitrina.ocr.run``): stored with the item, searchable as keywords."""
-        from .ocr.run import read_collection
-
-        with _writer(self.path) as store, _fetcher(self.path, fetcher) as http:
-            return read_collection(store, engine=engine, lang=lang, retry_failed=retry_failed, reread=reread, max_pixels=max_pixels,
-                                   max_decode_bytes=max_decode_bytes, fetcher=http, progress=progress)  # fmt: skip
 
     def build_ann(self, space: str | None = None, *, structure: str | None = None, codes: str | None = None, nlist: int | None = None,
                   rebuild: bool = False, threads: int | None = None, queries: np.ndarray | None = None, caption_queries: int = 0,

@@ -35,12 +35,13 @@ def ocr(collection: str, engine: str | None, lang: str | None, retry_failed: boo
     Words are stored with their boxes, apart from the catalogue metadata. Re-running reads only
     new and changed images; an interrupted run resumes where it stopped. See docs/ocr.md."""
     from ..collection import open_collection
+    from ..ocr.run import ocr_collection
 
     with errors():
         coll = open_collection(collection)
         err = stderr()
         with rows_progress(err, quiet, "Reading words") as on_read:
-            report = coll.ocr(engine=engine, lang=lang, retry_failed=retry_failed, reread=reread, max_pixels=max_pixels,
+            report = ocr_collection(coll.path, engine=engine, lang=lang, retry_failed=retry_failed, reread=reread, max_pixels=max_pixels,
                               max_decode_bytes=max_decode_mb << 20 if max_decode_mb else None, progress=on_read)  # fmt: skip
         finish(report, coll.name, as_json)
 
@@ -70,6 +71,7 @@ def index_step(coll: Any, index_summary: dict[str, Any] | None, *, quiet: bool, 
     (``index_summary``: the index's JSON summary, printed with the OCR's under "ocr")."""
     from ..errors import ConfigError
     from ..ocr import get_engine
+    from ..ocr.run import ocr_collection
 
     err = stderr()
     try:
@@ -81,7 +83,7 @@ def index_step(coll: Any, index_summary: dict[str, Any] | None, *, quiet: bool, 
             err.print(f"[yellow]No OCR:[/] {escape(str(e))}")
         return
     with rows_progress(err, quiet, "Reading words") as on_read:
-        report = coll.ocr(engine=engine, progress=on_read)
+        report = ocr_collection(coll.path, engine=engine, progress=on_read)
     if index_summary is not None:
         echo_json({**index_summary, "ocr": report.to_dict()})
         d = report.to_dict()

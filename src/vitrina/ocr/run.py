@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from ..store import Store
 
-__all__ = ["IIIF_SIDE", "LOCAL_MIN_SIDE", "OCR_SECONDS", "OcrReport", "read_collection"]
+__all__ = ["IIIF_SIDE", "LOCAL_MIN_SIDE", "OCR_SECONDS", "OcrReport", "ocr_collection", "read_collection", "read_item"]
 
 LOCAL_MIN_SIDE = 8000  # a JPEG whose short side is twice this is decoded at half size (or less)
 IIIF_SIDE = 3000  # the short side asked of a IIIF image server (capped by its info.json)
@@ -94,6 +95,15 @@ def read_collection(store: Store, *, engine: Engine | str | None = None, lang: s
         report.interrupted, report.message = True, str(e)
     report.seconds = time.monotonic() - started
     return report
+
+
+def ocr_collection(path: Path, *, fetcher: Any = None, **options: Any) -> OcrReport:
+    """``read_collection`` on the collection at ``path``, under its writer lock, with its HTTP
+    cache for remote images (as indexing reads them)."""
+    from ..ingest import collection_fetcher, writing_store
+
+    with writing_store(path) as store, collection_fetcher(path, fetcher) as http:
+        return read_collection(store, fetcher=http, **options)
 
 
 def read_item(engine: Engine, ref: str, fetcher: Any, limits: dict[str, Any], *, name: str = "image",

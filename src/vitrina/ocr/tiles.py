@@ -39,14 +39,14 @@ class _Found:
 def tile_grid(width: int, height: int, tile: int, overlap: float = OVERLAP) -> list[tuple[int, int, int, int]]:
     """(left, top, right, bottom) of overlapping tiles covering the image; one tile when it fits."""
 
-    def starts(size: int) -> list[int]:
+    def spans(size: int) -> list[tuple[int, int]]:
         if size <= tile * 1.25:
-            return [0]
+            return [(0, size)]
         step = max(1, int(tile * (1 - overlap)))
-        out = list(range(0, size - tile, step))
-        return [*out, size - tile]
+        starts = [*range(0, size - tile, step), size - tile]
+        return [(s, s + tile) for s in starts]
 
-    return [(x, y, min(width, x + tile), min(height, y + tile)) for y in starts(height) for x in starts(width)]
+    return [(x0, y0, x1, y1) for y0, y1 in spans(height) for x0, x1 in spans(width)]
 
 
 def read_tiled(engine: Engine, image: Image.Image, *, rotations: Sequence[int] = (), deadline: float | None = None,

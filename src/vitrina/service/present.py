@@ -40,6 +40,14 @@ class SnippetPart(BaseModel):
     match: bool = Field(description="a word of the keywords (shown highlighted)")
 
 
+class WordBox(BaseModel):
+    text: str = Field(description="the word as the OCR engine read it")
+    box: list[float] = Field(description="x, y, width, height in the source image's pixels")
+    confidence: float
+    engine: str
+    quad: list[float] | None = Field(None, description="the four corners (x0, y0, ..., x3, y3) of text at an angle")
+
+
 class HitOut(BaseModel):
     rank: int
     id: str
@@ -54,6 +62,9 @@ class HitOut(BaseModel):
     )
     iiif: dict[str, Any] | None = Field(
         None, description="manifest, canvas and region (xywh, or null) when the item is a canvas of a IIIF manifest"
+    )
+    words: list[WordBox] | None = Field(
+        None, description="keyword searches: the matched words read from the image (OCR), with their boxes"
     )
 
 
@@ -121,7 +132,8 @@ def hits_out(collection: str, hits: Hits, params: SearchParams) -> SearchOut:
         thumb, preview = media_urls(hit.id, hit.image)
         out.append(HitOut(rank=hit.rank, id=hit.id, score=round(hit.score, 6), title=str(hit.metadata.get("title") or hit.id),
                           thumbnail=thumb, preview=preview, item=item_url(hit.id), metadata=hit.metadata, iiif=target_of(hit.metadata, hit.image),
-                          snippet=[SnippetPart(text=t, match=m) for t, m in hit.snippet] or None))  # fmt: skip
+                          snippet=[SnippetPart(text=t, match=m) for t, m in hit.snippet] or None,
+                          words=[WordBox(**w) for w in hit.words] or None))  # fmt: skip
     return SearchOut(
         collection=collection,
         considered=hits.total_considered,
