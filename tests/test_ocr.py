@@ -150,7 +150,9 @@ def test_a_big_scan_is_read_in_tiles_and_a_vertical_label_found(tmp_path: Path) 
     image.paste(label, (3100, 900))
     words = read_tiled(get_engine("rapidocr"), image)
     found = {fold(w.text): w for w in words}
-    assert "lillehammer" in found and "glomma" in found and len([w for w in words if fold(w.text) == "lillehammer"]) == 1
+    assert (
+        "lillehammer" in found and "glomma" in found and len([w for w in words if fold(w.text) == "lillehammer"]) == 1
+    )
     assert abs(found["lillehammer"].x - 1400) < 15 and found["glomma"].h > found["glomma"].w
 
 
@@ -178,7 +180,9 @@ def _run(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[st
     env = {**os.environ, "PYTHONPATH": SRC}
     if fault:
         env["VITRINA_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "vitrina", *args], capture_output=True, text=True, env=env, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "vitrina", *args], capture_output=True, text=True, env=env, timeout=240
+    )
 
 
 @pytest.mark.slow

@@ -20,7 +20,9 @@ LANG_HELP = "Tesseract languages, e.g. nor+deu (+frk for Fraktur); each an apt p
 @click.option("--retry-failed", is_flag=True, help="Try again the images that failed before.")
 @click.option("--reread", is_flag=True, help="Read every image again, even those read by this engine already.")
 @click.option("--max-pixels", type=click.IntRange(1), help="Refuse images with more pixels than this (as index).")
-@click.option("--max-decode-mb", type=click.IntRange(1), help="Refuse images whose decoding needs more memory than this.")
+@click.option(
+    "--max-decode-mb", type=click.IntRange(1), help="Refuse images whose decoding needs more memory than this."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def ocr(collection: str, engine: str | None, lang: str | None, retry_failed: bool, reread: bool, max_pixels: int | None,

@@ -131,7 +131,9 @@ class KeywordIndex:
                   gone: set[int], depth: int | None) -> tuple[list[int], list[float]]:  # fmt: skip
         """The exact ranking, then the items matching only a misread variant, scored below it."""
         expression = " OR ".join(f'"{v}"' for vs in variants.values() for v in vs)
-        more, more_scores = self._ranked(expression, allowed, gone | set(rids), None if depth is None else depth - len(rids))
+        more, more_scores = self._ranked(
+            expression, allowed, gone | set(rids), None if depth is None else depth - len(rids)
+        )
         if not more:
             return rids, scores
         ceiling = TOLERANT_SHARE * (min(scores) if scores else 1.0)
@@ -178,7 +180,8 @@ def folded_expression(keywords: str, variants: dict[str, list[str]] | None = Non
 
 def matched_terms(keywords: str) -> tuple[list[str], list[str]]:
     """The folded words of ``keywords`` (as OCR words are stored), and the prefixes ("berg*")."""
-    terms, prefixes = [], []
+    terms: list[str] = []
+    prefixes: list[str] = []
     for w in _WORD.findall(keywords)[:MAX_WORDS]:
         folded = "".join(fold_words(w.rstrip("*")))
         if folded:

@@ -21,12 +21,12 @@ INSTALL = "pip install 'vitrina[ocr]' (the rapidocr-onnxruntime package)"
 class RapidEngine:
     name = "rapidocr"
     tile = 1600  # the detector works on <= 2000 px a side; bigger scans are read in tiles
-    rotations = (0,)  # its detector finds vertical lines itself
+    rotations: tuple[int, ...] = (0,)  # its detector finds vertical lines itself
 
     def __init__(self, lang: str | None = None):
         try:
-            import rapidocr_onnxruntime
-            from rapidocr_onnxruntime import RapidOCR
+            import rapidocr_onnxruntime  # type: ignore[import-untyped]
+            from rapidocr_onnxruntime import RapidOCR  # type: ignore[import-untyped]
         except ImportError as e:
             raise ConfigError(f"The rapidocr engine is not installed: {INSTALL} ({e}).") from e
         del lang  # PP-OCR's recogniser reads Latin script whatever the language
@@ -88,5 +88,3 @@ def _dist_version(name: str) -> str:
         return version(name)
     except PackageNotFoundError:
         return "?"
-
-

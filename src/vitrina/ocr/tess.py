@@ -23,12 +23,12 @@ INSTALL = "pip install 'vitrina[tesseract]' (pytesseract) and apt-get install te
 class TesseractEngine:
     name = "tesseract"
     tile = 3000  # tesseract reads big pages whole; tiles only bound its memory
-    rotations = (0, 90, 270)  # it reads only level lines: vertical labels need the image turned
+    rotations: tuple[int, ...] = (0, 90, 270)  # it reads only level lines: vertical labels need the image turned
     min_confidence = 0.3  # below this, what a turned pass finds is mostly noise
 
     def __init__(self, lang: str | None = None):
         try:
-            import pytesseract
+            import pytesseract  # type: ignore[import-untyped]
         except ImportError as e:
             raise ConfigError(f"The tesseract engine is not installed: {INSTALL} ({e}).") from e
         if shutil.which(pytesseract.pytesseract.tesseract_cmd) is None:
