@@ -11,6 +11,14 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "chromium is not installed (sudo apt-get install chromium): the browser test will be skipped" >&2
   fi
 fi
+# The tesseract OCR engine and the language packs its tests read (vitrina ocr --engine tesseract).
+if ! command -v tesseract >/dev/null 2>&1 || ! tesseract --list-langs 2>/dev/null | grep -qx nor; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr tesseract-ocr-nor tesseract-ocr-deu tesseract-ocr-frk fonts-dejavu-core >/dev/null) || echo "could not install tesseract: its OCR tests will fail under CI" >&2
+  else
+    echo "tesseract is not installed (sudo apt-get install tesseract-ocr tesseract-ocr-nor tesseract-ocr-deu tesseract-ocr-frk)" >&2
+  fi
+fi
 . .venv/bin/activate
 ruff check src tests scripts benchmarks
 ruff format --check src tests scripts benchmarks

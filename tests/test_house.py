@@ -21,7 +21,19 @@ MAX_MODULE_LINES = 600
 MAX_CLASS_LINES = 300
 # Heavy optional dependencies that `import vitrina` and `vitrina --help` must not load (ray and umap
 # may be absent here: then the check holds trivially, and still guards an environment that has them).
-HEAVY = ("torch", "transformers", "fastapi", "faiss", "qdrant_client", "pyarrow", "ray", "umap", "sklearn")
+HEAVY = (
+    "torch",
+    "transformers",
+    "fastapi",
+    "faiss",
+    "qdrant_client",
+    "pyarrow",
+    "ray",
+    "umap",
+    "sklearn",
+    "rapidocr_onnxruntime",
+    "pytesseract",
+)
 # Private names one vitrina module may import from another, as "importing.module: source.module._name".
 # Keep it short: a name another module needs is public.
 PRIVATE_IMPORTS_ALLOWED: set[str] = set()

@@ -211,3 +211,19 @@ class CollectionView:
         """A read-only view of a space (default: the first): rows <-> ids, the mapped vectors, dead
         rows, the rows filters allow. For backends and derived files such as the map."""
         return self._store.space_view(self.space(space).name)
+
+    def matched_words(self, item_id: str, keywords: str = "") -> dict[str, Any] | None:
+        """The words read from the item's image (OCR) that ``keywords`` match (all its words when
+        empty), with the size of the image their boxes are in: {width, height, keywords, words};
+        None when the image has not been read."""
+        from .index.keyword import KeywordIndex
+
+        rid = self._store.rids_of([item_id]).get(item_id)
+        page = self._store.ocr_page(rid) if rid is not None else None
+        if rid is None or page is None or not page["width"]:
+            return None
+        if keywords.strip():
+            words = KeywordIndex(self._store).word_boxes(keywords, [item_id]).get(item_id, [])
+        else:
+            words = self._store.words_of(rid, limit=5000)
+        return {"width": page["width"], "height": page["height"], "keywords": keywords, "words": words}

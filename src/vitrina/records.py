@@ -96,6 +96,7 @@ class Hit:
     rank: int = 0
     snippet: tuple[tuple[str, bool], ...] = ()  # keyword searches: the best passage, (text, matched word?) segments
     region: Region | None = None  # where on the item the match is, when a region of it ranked it
+    words: tuple[dict[str, Any], ...] = ()  # keyword searches: matched words read from the image (OCR), with boxes
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -109,4 +110,6 @@ class Hit:
             out["snippet"] = [{"text": t, "match": m} for t, m in self.snippet]
         if self.region is not None:
             out["region"] = self.region.to_dict()
+        if self.words:
+            out["words"] = [dict(w) for w in self.words]
         return out

@@ -141,12 +141,12 @@ class Searcher:
 
         kw = KeywordIndex(self.store)
         m = kw.search(q.keyword_text, filters=self.visible(q), limit=q.limit, offset=q.offset, min_score=q.min_score)
-        return self._hits(m, q, kw.snippets(q.keyword_text, m.ids))
+        return self._hits(m, q, kw.snippets(q.keyword_text, m.ids), kw.word_boxes(q.keyword_text, m.ids))
 
-    def _hits(self, m: Any, q: Query, snippets: dict[str, list[tuple[str, bool]]]) -> Hits:
-        items = self.store.get_items(m.ids)
-        hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=q.offset + k, snippet=tuple(snippets.get(i, ())))
-                for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
+    def _hits(self, m: Any, q: Query, snippets: dict[str, list[tuple[str, bool]]], boxes: dict[str, list[dict[str, Any]]] | None = None) -> Hits:  # fmt: skip
+        items, boxes = self.store.get_items(m.ids), boxes or {}
+        hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=q.offset + k, snippet=tuple(snippets.get(i, ())),
+                    words=tuple(boxes.get(i, ()))) for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
         return Hits(hits, total_considered=m.considered, query=q)
 
     def rank(self, sp: Space, qmat: np.ndarray, queries: Sequence[Query], excluded: Sequence[set[str]]) -> list[Hits]:
@@ -194,7 +194,7 @@ class Searcher:
             q = queries[n]
             words = kw.ranking(q.keyword_text, filters=filters, exclude=excluded[n], depth=DEPTH, only_rids=with_vector)
             m = fused_page(c, words, q.weight, q.fusion, limit=q.limit, offset=q.offset, min_score=q.min_score)
-            out.append((n, self._hits(m, q, kw.snippets(q.keyword_text, m.ids))))
+            out.append((n, self._hits(m, q, kw.snippets(q.keyword_text, m.ids), kw.word_boxes(q.keyword_text, m.ids))))
         return out
 
     # -- query vectors ------------------------------------------------------------------------

@@ -101,12 +101,14 @@ from ._common import (
     type=click.Path(file_okay=False),
     help="With --ray: a download cache folder every node can reach (default: the collection's with --ray local, else none).",
 )
+@click.option("--ocr", "ocr_mode", type=click.Choice(["auto", "off"]), default="off", show_default=True,
+              help="auto: then read the words on the images (vitrina ocr) with the default engine, when installed.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def index(source: str, collection: str | None, model: str | None, space: str | None, batch_size: int | None, workers: int | None, decode: str, device: str | None,
           threads: int | None, retry_failed: bool, reembed: bool, compact: bool, max_pixels: int | None, max_decode_mb: int | None, limit: int | None,
           ray_address: str | None, workers_per_gpu: int, shard_dir: str | None, part_size: int, http_cache: str | None, as_json: bool, quiet: bool,
-          regions: str | None = None) -> None:  # fmt: skip
+          regions: str | None = None, ocr_mode: str = "off") -> None:  # fmt: skip
     """Index SOURCE (a folder, urls:, iiif:, locgov: or alto:) into a collection, or bring an existing COLLECTION up to date.
 
     \b
@@ -137,12 +139,16 @@ def index(source: str, collection: str | None, model: str | None, space: str | N
             report = coll.index(target.source, model=model, space=space, batch_size=batch_size, workers=workers, decode=decode, device=device, threads=threads,
                                 retry_failed=retry_failed, reembed=reembed, compact=compact, max_pixels=max_pixels, progress=on_embed, on_scan=on_scan, limit=limit,
                                 max_decode_bytes=max_decode_mb << 20 if max_decode_mb else None, regions=regions)  # fmt: skip
-        if as_json:
+        if as_json and ocr_mode == "off":
             echo_json(index_dict(report))
-        else:
+        elif not as_json:
             print_report(err, report, target_of(coll))
         if report.interrupted:
             sys.exit(75 if report.message else 130)
+        if ocr_mode == "auto":
+            from .ocr import index_step
+
+            index_step(coll, index_dict(report) if as_json else None, quiet=quiet, failed=bool(report.failed))
         if report.failed:
             sys.exit(3)
 

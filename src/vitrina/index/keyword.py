@@ -3,7 +3,14 @@ of a keyword ranking with a CLIP ranking.
 
 Words are matched after case and diacritic folding ("alesund" finds "Ålesund"); a word ending in
 ``*`` matches as a prefix ("berg*"). Words are ORed, so an item with more (and rarer) matched
-words ranks higher. Field weights in BM25: title 4, caption 2, subjects 2, notes 1, context 1.
+words ranks higher. Field weights in BM25: title 4, caption 2, subjects 2, notes 1, context 1,
+words read from the image (OCR) 1.
+
+Words read by a machine are matched forgivingly (``folded_expression``, ``tolerant_variants``):
+each query word also matches its folded form ("Tromsø" finds the "tromso" PP-OCR reads, see
+ocr/fold.py), and a word of 4 letters or more also matches the OCR vocabulary's words within
+edit distance 1 (2 from 8 letters), found through a trigram index; items found only that way
+rank after every exact match.
 
 Fusion (``fuse``) takes the top ``DEPTH`` of each ranking over the same allowed items:
 
@@ -21,15 +28,17 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..errors import QueryError
 from ..filters import Filter
+from ..ocr.fold import fold_words
 from ..store import Store
 from . import Matches
 
-BM25_WEIGHTS = (4.0, 2.0, 2.0, 1.0, 1.0)  # title, caption, subjects, notes, context
+BM25_WEIGHTS = (4.0, 2.0, 2.0, 1.0, 1.0, 1.0)  # title, caption, subjects, notes, context, words (OCR)
 MAX_WORDS = 32
 DEPTH = 1000  # items taken from each ranking into a fusion
 RRF_K = 60
@@ -50,6 +59,7 @@ def match_expression(keywords: str) -> str:
 class KeywordIndex:
     store: Store
     kind: str = "keyword"
+    tolerant: bool = True  # also match misread OCR words (``tolerant_variants``)
 
     def _allowed(self, filters: Sequence[Filter], only_rids: np.ndarray | None) -> tuple[np.ndarray | None, int]:
         """Which rids may appear (a mask with a spare False slot; None: every item, as every FTS row
@@ -73,17 +83,10 @@ class KeywordIndex:
         BM25 (higher is better); ``considered`` counts the allowed items."""
         allowed, considered = self._allowed(filters, only_rids)
         gone = set(self.store.rids_of(list(exclude)).values()) if exclude else set()
-        rids: list[int] = []
-        scores: list[float] = []
-        for chunk in self.store.keyword_ranking(match_expression(keywords), BM25_WEIGHTS):
-            for rid, score in chunk:
-                if (allowed is None or (rid < len(allowed) and allowed[rid])) and rid not in gone:
-                    rids.append(rid)
-                    scores.append(float(score))
-            if depth is not None and len(rids) >= depth:
-                break
-        if depth is not None:
-            rids, scores = rids[:depth], scores[:depth]
+        rids, scores = self._ranked(folded_expression(keywords), allowed, gone, depth)
+        variants = tolerant_variants(self.store, keywords) if self.tolerant else {}
+        if variants and (depth is None or len(rids) < depth):
+            rids, scores = self._tolerant(variants, rids, scores, allowed, gone, depth)
         names = self.store.ids_of_rids(rids)
         out = Matches(considered=considered)
         for rid, score in zip(rids, scores):
@@ -104,8 +107,119 @@ class KeywordIndex:
         if not rids:
             return {}
         by_rid = {r: i for i, r in rids.items()}
-        found = self.store.keyword_snippets(match_expression(keywords), list(by_rid), words)
+        variants = tolerant_variants(self.store, keywords) if self.tolerant else {}
+        found = self.store.keyword_snippets(folded_expression(keywords, variants), list(by_rid), words)
         return {by_rid[rid]: _segments(text) for rid, text in found.items()}
+
+    # -- words read from the image (OCR) ------------------------------------------------------
+
+    def _ranked(self, expression: str, allowed: np.ndarray | None, gone: set[int], depth: int | None) -> tuple[list[int], list[float]]:  # fmt: skip
+        rids: list[int] = []
+        scores: list[float] = []
+        for chunk in self.store.keyword_ranking(expression, BM25_WEIGHTS):
+            for rid, score in chunk:
+                if (allowed is None or (rid < len(allowed) and allowed[rid])) and rid not in gone:
+                    rids.append(rid)
+                    scores.append(float(score))
+            if depth is not None and len(rids) >= depth:
+                break
+        if depth is not None:
+            rids, scores = rids[:depth], scores[:depth]
+        return rids, scores
+
+    def _tolerant(self, variants: dict[str, list[str]], rids: list[int], scores: list[float], allowed: np.ndarray | None,
+                  gone: set[int], depth: int | None) -> tuple[list[int], list[float]]:  # fmt: skip
+        """The exact ranking, then the items matching only a misread variant, scored below it."""
+        expression = " OR ".join(f'"{v}"' for vs in variants.values() for v in vs)
+        more, more_scores = self._ranked(
+            expression, allowed, gone | set(rids), None if depth is None else depth - len(rids)
+        )
+        if not more:
+            return rids, scores
+        ceiling = TOLERANT_SHARE * (min(scores) if scores else 1.0)
+        best = max(more_scores) or 1.0
+        return rids + more, scores + [ceiling * s / best for s in more_scores]
+
+    def word_boxes(self, keywords: str, ids: Sequence[str], limit: int = 50) -> dict[str, list[dict[str, Any]]]:
+        """The OCR words of each item that the keywords matched (folded, or a misread variant),
+        with their boxes in source pixels: {id: [{text, box: [x, y, w, h], confidence, engine,
+        quad?}]}; items without such words are left out."""
+        rids = self.store.rids_of(list(ids))
+        if not rids:
+            return {}
+        terms, prefixes = matched_terms(keywords)
+        if self.tolerant:
+            terms += [v for vs in tolerant_variants(self.store, keywords).values() for v in vs]
+        out = {}
+        for item_id, rid in rids.items():
+            found = self.store.words_of(rid, terms, prefixes, limit)
+            if found:
+                out[item_id] = found
+        return out
+
+
+TOLERANT_SHARE = 0.5  # the best misread-only match scores this share of the worst exact match
+TOLERANT_MIN_LETTERS = 4
+
+
+def folded_expression(keywords: str, variants: dict[str, list[str]] | None = None) -> str:
+    """``match_expression``, each word also matching its folded form ("tromsø" OR "tromso") and
+    its misread ``variants`` (by the folded word)."""
+    out = []
+    for w in _WORD.findall(keywords)[:MAX_WORDS]:
+        prefix = w.endswith("*")
+        word = w.rstrip("*")[:64]
+        folded = "".join(fold_words(word))[:64]
+        forms = dict.fromkeys([word, *([folded] if folded else []), *(variants or {}).get(folded, [])])
+        star = "*" if prefix else ""
+        out.append("(" + " OR ".join(f'"{f}"{star}' for f in forms) + ")")
+    if not out:
+        match_expression(keywords)  # raises the error naming the problem
+    return " OR ".join(out)
+
+
+def matched_terms(keywords: str) -> tuple[list[str], list[str]]:
+    """The folded words of ``keywords`` (as OCR words are stored), and the prefixes ("berg*")."""
+    terms: list[str] = []
+    prefixes: list[str] = []
+    for w in _WORD.findall(keywords)[:MAX_WORDS]:
+        folded = "".join(fold_words(w.rstrip("*")))
+        if folded:
+            (prefixes if w.endswith("*") else terms).append(folded)
+    return terms, prefixes
+
+
+def tolerant_variants(store: Store, keywords: str) -> dict[str, list[str]]:
+    """For each folded query word of >= 4 letters, the OCR vocabulary words within edit distance
+    1 (2 from 8 letters), nearest first, at most 8; words with none are left out."""
+    out: dict[str, list[str]] = {}
+    for word in matched_terms(keywords)[0]:
+        if len(word) < TOLERANT_MIN_LETTERS or word in out:
+            continue
+        most = 1 if len(word) < 8 else 2
+        near = []
+        for term in store.similar_terms(word):
+            d = edit_distance(word, term, most)
+            if 0 < d <= most:
+                near.append((d, term))
+        if near:
+            out[word] = [t for _, t in sorted(near)[:8]]
+    return out
+
+
+def edit_distance(a: str, b: str, most: int) -> int:
+    """Levenshtein distance of ``a`` and ``b``, or ``most + 1`` once it is known to exceed ``most``."""
+    if abs(len(a) - len(b)) > most:
+        return most + 1
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        if min(current) > most:
+            return most + 1
+        previous = current
+    return previous[-1]
 
 
 def _segments(marked: str) -> list[tuple[str, bool]]:

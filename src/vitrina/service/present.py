@@ -52,6 +52,14 @@ class RegionOut(BaseModel):
     image: str = Field(description="URL of a small image of just this region (IIIF Image API, or this server)")
 
 
+class WordBox(BaseModel):
+    text: str = Field(description="the word as the OCR engine read it")
+    box: list[float] = Field(description="x, y, width, height in the source image's pixels")
+    confidence: float
+    engine: str
+    quad: list[float] | None = Field(None, description="the four corners (x0, y0, ..., x3, y3) of text at an angle")
+
+
 class HitOut(BaseModel):
     rank: int
     id: str
@@ -70,6 +78,9 @@ class HitOut(BaseModel):
     region: RegionOut | None = Field(
         None,
         description="where on the item the match is (x, y, w, h in the item's source pixels), when a region of it ranked it",
+    )
+    words: list[WordBox] | None = Field(
+        None, description="keyword searches: the matched words read from the image (OCR), with their boxes"
     )
 
 
@@ -157,7 +168,8 @@ def hits_out(collection: str, hits: Hits, params: SearchParams) -> SearchOut:
         out.append(HitOut(rank=hit.rank, id=hit.id, score=round(hit.score, 6), title=str(hit.metadata.get("title") or hit.id),
                           thumbnail=thumb, preview=preview, item=item_url(hit.id), metadata=hit.metadata, iiif=iiif,
                           snippet=[SnippetPart(text=t, match=m) for t, m in hit.snippet] or None,
-                          region=region_out(hit.id, hit.image, iiif, hit.region)))  # fmt: skip
+                          region=region_out(hit.id, hit.image, iiif, hit.region),
+                          words=[WordBox(**w) for w in hit.words] or None))  # fmt: skip
     return SearchOut(
         collection=collection,
         considered=hits.total_considered,

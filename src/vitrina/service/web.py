@@ -125,10 +125,20 @@ def _item_page(request: Request, item_id: str, back: str) -> HTMLResponse:
     from ..iiif_out import target_of, viewer_url
 
     target = target_of(metadata, item.image)
-    return templates.TemplateResponse(request, "item.html", {"collection": service.name, "id": item_id, "metadata": metadata, "context": item.context,
+    ocr = _ocr_outlines(service.collection(), item_id, back)
+    return templates.TemplateResponse(request, "item.html", {"ocr": ocr, "collection": service.name, "id": item_id, "metadata": metadata, "context": item.context,
                                                               "preview": preview, "back": back, "similar": "/?" + urlencode([("like", item_id)]),
                                                               "duplicates": duplicates_of(service.collection(), item_id),
                                                               "iiif": target, "viewer": viewer_url(target) if target else None})  # fmt: skip
+
+
+def _ocr_outlines(collection: Any, item_id: str, back: str) -> dict[str, Any] | None:
+    """The words read from the item's image that the keywords of the results page (``back``)
+    matched, for the outlines drawn on the image (static/ocr.js): {width, height, words}."""
+    from urllib.parse import parse_qs, urlsplit
+
+    keywords = parse_qs(urlsplit(back).query).get("kw", [""])[0]
+    return collection.matched_words(item_id, keywords) if keywords.strip() else None
 
 
 @router.get("/item", response_class=HTMLResponse)

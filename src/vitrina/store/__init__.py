@@ -10,6 +10,7 @@
 - ``regions`` region rows of items (boxes with their own vectors, see vitrina.regions)
 - ``views``   ``SpaceView``: the read-only, typed view of a space that search backends use
 - ``text``    the keyword (FTS5) queries
+- ``words``   words read from the images (OCR) and their boxes
 - ``disk``    the writer lock, a full disk named (``disk_full_as_error``)
 - ``check``   consistency checks
 
@@ -43,6 +44,7 @@ from .spaces import Space, Spaces
 from .sql import transaction
 from .text import Text
 from .views import SpaceSnapshot, SpaceView, VectorPoint
+from .words import Words
 
 __all__ = ["FTS_COLUMNS", "MASKS_KEPT", "MIGRATIONS", "NAME_RE", "SCHEMA_VERSION", "CollectionPaths", "RegionBatch", "RegionRow", "Space",
            "SpaceSnapshot", "SpaceView", "Store", "VectorPoint", "default_home", "disk_full_as_error", "free_bytes",
@@ -75,6 +77,7 @@ class Store:
         self._masks = Masks(self.db)
         self._spaces = Spaces(self.db, self.paths, self.name)
         self._text = Text(self.db)
+        self._words = Words(self.db)
         try:
             lock = None if self._lock_fd is not None else (lambda: acquire_writer_lock(self.paths, self.name))
             upgrade(self.db, self.paths.db, create or writer, lock)
@@ -202,6 +205,33 @@ class Store:
 
     def keyword_snippets(self, expression: str, rids: Sequence[int], words: int) -> dict[int, str]:
         return self._text.snippets(expression, rids, words)
+
+    # -- words read from the images (words.py) ------------------------------------------------
+
+    def ocr_pending(self, engine: str, *, retry_failed: bool = False, reread: bool = False) -> list[sqlite3.Row]:
+        return self._words.pending(engine, retry_failed=retry_failed, reread=reread)
+
+    def save_words(self, rid: int, fingerprint: str, engine: str, words: Sequence[Any], size: tuple[int, int]) -> None:
+        self._words.save(rid, fingerprint, engine, words, size)
+
+    def save_ocr_failure(self, rid: int, fingerprint: str, engine: str, reason: str, detail: str) -> None:
+        self._words.save_failure(rid, fingerprint, engine, reason, detail)
+
+    def words_of(self, rid: int, terms: Sequence[str] = (), prefixes: Sequence[str] = (), limit: int = 200) -> list[dict[str, Any]]:  # fmt: skip
+        return self._words.words_of(rid, terms, prefixes, limit)
+
+    def ocr_page(self, rid: int) -> dict[str, Any] | None:
+        return self._words.page(rid)
+
+    def ocr_counts(self) -> dict[str, int]:
+        return self._words.counts()
+
+    def ocr_failures(self, limit: int = 1000) -> list[sqlite3.Row]:
+        return self._words.failures(limit)
+
+    def similar_terms(self, term: str) -> list[str]:
+        """OCR vocabulary terms sharing trigrams with ``term`` (candidates for a misread match)."""
+        return self._words.similar_terms(term)
 
     # -- spaces and vectors (spaces.py) -------------------------------------------------------
 

@@ -17,7 +17,7 @@ from .sql import transaction
 
 __all__ = ["FTS_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "schema_version", "statements", "upgrade"]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # Version 1, as the first release wrote it; later versions are the numbered migrations below.
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -146,6 +146,15 @@ def _fts_values(row: str) -> str:
     fields.append(clean(f"{row}context"))
     return ", ".join(fields)
 
+
+# The OCR words of item {rid} (schema 8), and the statements that put an item's FTS row back
+# after its words changed (only for an item that exists: a cascade from a deleted item adds none).
+_OCR_TEXT = "coalesce((SELECT text FROM ocr_pages WHERE rid = {rid} AND status = 'ok'), '')"
+_OCR_REFRESH = (
+    "DELETE FROM item_text WHERE rowid = {rid};\n"
+    "    INSERT INTO item_text (rowid, title, caption, subjects, notes, context, words) "
+    f"SELECT {_fts_values('')}, {_OCR_TEXT.format(rid='{rid}')} FROM items WHERE rid = {{rid}};"
+)
 
 MIGRATION_5 = f"""
 CREATE VIRTUAL TABLE item_text USING fts5(title, caption, subjects, notes, context, tokenize='unicode61 remove_diacritics 2', prefix='2 3');
@@ -280,6 +289,75 @@ def migration_7(db: sqlite3.Connection) -> None:
     _migrate(db, 7, MIGRATION_7)
 
 
+# Words read from the image (OCR, vitrina.ocr): ``ocr_pages`` has one row per item read (the image
+# fingerprint and engine key it was read with, ok or failed with a reason, the size of the image
+# the boxes are in, the folded words as one text); ``words`` the words with their boxes. The FTS
+# table is rebuilt with a sixth column, ``words``, kept apart from the catalogue metadata and the
+# ALTO context, filled from ``ocr_pages.text`` by triggers on both tables. ``ocr_terms``: the
+# distinct folded words, trigram-indexed, for the misread-tolerant match (index/keyword.py).
+MIGRATION_8 = f"""
+DROP TRIGGER item_text_insert;
+DROP TRIGGER item_text_update;
+DROP TRIGGER item_text_delete;
+DROP TABLE item_text;
+CREATE TABLE ocr_pages (
+    rid         INTEGER PRIMARY KEY REFERENCES items(rid) ON DELETE CASCADE,
+    fingerprint TEXT NOT NULL,  -- the item fingerprint the words were read from
+    engine      TEXT NOT NULL,  -- the engine key (name@version:languages)
+    status      TEXT NOT NULL,  -- ok | failed
+    reason      TEXT,
+    detail      TEXT,
+    width       INTEGER,        -- the image the boxes are in (source pixels)
+    height      INTEGER,
+    words       INTEGER NOT NULL DEFAULT 0,
+    text        TEXT NOT NULL DEFAULT '',  -- the words, folded (ocr/fold.py), for the FTS column
+    updated_at  REAL NOT NULL
+);
+CREATE TABLE words (
+    rid         INTEGER NOT NULL REFERENCES items(rid) ON DELETE CASCADE,
+    n           INTEGER NOT NULL,  -- reading order
+    text        TEXT NOT NULL,     -- as read
+    folded      TEXT NOT NULL,     -- folded, one token per word ("tromso")
+    x REAL NOT NULL, y REAL NOT NULL, w REAL NOT NULL, h REAL NOT NULL,
+    quad        TEXT,              -- JSON [x0,y0,..,x3,y3] for text at an angle
+    confidence  REAL NOT NULL,
+    engine      TEXT NOT NULL,
+    PRIMARY KEY (rid, n)
+);
+CREATE INDEX words_folded ON words(rid, folded);
+CREATE TABLE ocr_vocab (term TEXT PRIMARY KEY);
+CREATE VIRTUAL TABLE ocr_terms USING fts5(term, tokenize='trigram');
+CREATE VIRTUAL TABLE item_text USING fts5(title, caption, subjects, notes, context, words, tokenize='unicode61 remove_diacritics 2', prefix='2 3');
+CREATE TRIGGER item_text_insert AFTER INSERT ON items BEGIN
+    INSERT INTO item_text (rowid, title, caption, subjects, notes, context, words) VALUES ({_fts_values("new.")}, {_OCR_TEXT.format(rid="new.rid")});
+END;
+CREATE TRIGGER item_text_update AFTER UPDATE OF metadata, context ON items BEGIN
+    DELETE FROM item_text WHERE rowid = old.rid;
+    INSERT INTO item_text (rowid, title, caption, subjects, notes, context, words) VALUES ({_fts_values("new.")}, {_OCR_TEXT.format(rid="new.rid")});
+END;
+CREATE TRIGGER item_text_delete AFTER DELETE ON items BEGIN
+    DELETE FROM item_text WHERE rowid = old.rid;
+END;
+CREATE TRIGGER ocr_text_insert AFTER INSERT ON ocr_pages BEGIN
+    {_OCR_REFRESH.format(rid="new.rid")}
+END;
+CREATE TRIGGER ocr_text_update AFTER UPDATE OF text ON ocr_pages BEGIN
+    {_OCR_REFRESH.format(rid="new.rid")}
+END;
+CREATE TRIGGER ocr_text_delete AFTER DELETE ON ocr_pages BEGIN
+    {_OCR_REFRESH.format(rid="old.rid")}
+END;
+INSERT INTO item_text (rowid, title, caption, subjects, notes, context, words)
+    SELECT {_fts_values("")}, '' FROM items;
+"""
+
+
+def migration_8(db: sqlite3.Connection) -> None:
+    """Words read from the image (OCR): their tables, and the FTS table rebuilt with a ``words``
+    column of its own."""
+    _migrate(db, 8, MIGRATION_8)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: migration_1,
     2: migration_2,
@@ -288,6 +366,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     5: migration_5,
     6: migration_6,
     7: migration_7,
+    8: migration_8,
 }
 
 
