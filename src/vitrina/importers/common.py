@@ -218,6 +218,8 @@ def id_and_image(
     )
     image = str(image) if image not in (None, "") else ""
     if item_id in (None, ""):
+        if id_column or any(c in row for c in ID_COLUMNS):
+            return "", image  # the row has an id column but no id: a bad row, not row<N> (which may exist)
         item_id = image or fallback
     return str(item_id), image
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import ConfigError, SourceError
 from ..records import Item
+from ..store.items import id_problem
 from .clip_retrieval import ClipRetrievalReader
 from .common import KINDS, ImportReport, ProgressCallback, Reader, declare_model
 from .locbeto import LocBetoReader
@@ -93,6 +94,10 @@ def import_vectors(
                 bad(row, item_id, reason)
             keep = []
             for n, item in enumerate(part.items):
+                problem = id_problem(item.id)
+                if problem:
+                    bad(part.rows[n], item.id, problem)
+                    continue
                 first = seen.setdefault(item.id, part.rows[n])
                 if first != part.rows[n]:
                     bad(part.rows[n], item.id, f"duplicate id (first at row {first})")

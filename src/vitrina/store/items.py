@@ -14,9 +14,24 @@ from ..filters import normal_values
 from ..records import Item
 from .sql import CHUNK, ints, placeholders, transaction
 
-__all__ = ["HIDDEN", "Items", "refresh_values"]
+__all__ = ["HIDDEN", "MAX_ID_CHARS", "Items", "id_problem", "refresh_values"]
 
 HIDDEN = "hidden"  # the tag that hides an item from results (``vitrina prune --hide``)
+MAX_ID_CHARS = 2000  # what the service accepts in ?id=
+
+
+def id_problem(item_id: str) -> str | None:
+    """Why ``item_id`` cannot be an item's id (None: it can). Ids travel in URLs, map files, CSV
+    and JSON lines, and terminals: a control character (a newline, a tab, NUL, ...) in one is a
+    source error, refused at import rather than stored."""
+    if not item_id:
+        return "the id is empty (null); give every row an id"
+    if len(item_id) > MAX_ID_CHARS:
+        return f"the id is {len(item_id):,} characters long, over {MAX_ID_CHARS:,}"
+    for ch in item_id:
+        if ord(ch) < 32 or 127 <= ord(ch) < 160 or ch in "\u2028\u2029":
+            return f"the id holds a control character (U+{ord(ch):04X}); remove it from the source"
+    return None
 
 
 class Items:

@@ -205,7 +205,8 @@
     const stamp = JSON.parse(head.slice(head.indexOf("\n") + 1).trim());
     n = stamp.points;
     xy = new Uint16Array(buf, HEADER, 2 * n);
-    ids = n ? new TextDecoder().decode(new Uint8Array(buf, HEADER + 4 * n)).split("\n") : [];
+    const tail = n ? new TextDecoder().decode(new Uint8Array(buf, HEADER + 4 * n)) : "";
+    ids = !n ? [] : (stamp.format || 1) >= 2 ? JSON.parse(tail) : tail.split("\n");  // format 2: a JSON array
     canvas.dataset.points = String(n);
     status.textContent = n + " items, laid out by " + stamp.method;
     fit();
