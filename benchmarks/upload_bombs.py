@@ -45,7 +45,7 @@ def mib(pid: int, field: str) -> int:
 
 
 def post(port: int, data: bytes, codes: list[int]) -> None:
-    body = b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"b.png\"\r\n"
+    body = b'--x\r\nContent-Disposition: form-data; name="image"; filename="b.png"\r\n'
     body += b"Content-Type: image/png\r\n\r\n" + data + b"\r\n--x--\r\n"
     req = urllib.request.Request(f"http://127.0.0.1:{port}/api/uploads", body,
                                  {"content-type": "multipart/form-data; boundary=x"})  # fmt: skip

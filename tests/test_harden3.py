@@ -30,7 +30,9 @@ def test_ids_with_control_characters_are_bad_rows_with_a_clear_reason(tmp_path: 
     rows = [{"id": "ok-1"}, {"id": "two\nlines"}, {"id": "tab\there"}, {"id": "nul\x00"}, {"id": "ok-2"}]
     (tmp_path / "ids.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     coll = open_collection("odd-ids", create=True)
-    report = import_vectors(coll, open_reader("npy", [str(tmp_path / "v.npy"), str(tmp_path / "ids.jsonl")]), model=DECLARED)
+    report = import_vectors(
+        coll, open_reader("npy", [str(tmp_path / "v.npy"), str(tmp_path / "ids.jsonl")]), model=DECLARED
+    )
     assert report.imported == 2 and report.bad == 3
     reasons = {b["row"]: b["reason"] for b in report.bad_rows}
     assert "control character (U+000A)" in reasons[1] and "U+0009" in reasons[2] and "U+0000" in reasons[3]
@@ -91,4 +93,120 @@ def test_a_null_id_is_a_bad_row_not_row_n(tmp_path: Path) -> None:
     np.save(tmp_path / "v.npy", vectors)
     (tmp_path / "ids.csv").write_text("title\nA\nB\nC\n")
     plain = open_collection("no-id-column", create=True)
-    assert import_vectors(plain, open_reader("npy", [str(tmp_path / "v.npy"), str(tmp_path / "ids.csv")]), model=DECLARED).imported == 3
+    assert (
+        import_vectors(
+            plain, open_reader("npy", [str(tmp_path / "v.npy"), str(tmp_path / "ids.csv")]), model=DECLARED
+        ).imported
+        == 3
+    )
+
+
+# -- 5. messages, not tracebacks --------------------------------------------------------------------
+
+
+def test_deeply_nested_json_metadata_is_kept_as_text_not_a_recursion_error(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    deep = '{"a":' * 100_000 + "1" + "}" * 100_000
+    fine = json.dumps({"title": "Folio", "box": [[1, 2], [3, 4]]})
+    vectors = unit_rows(2, 64)
+    pq.write_table(pa.table({"id": ["deep", "fine"], "embedding": [list(map(float, v)) for v in vectors], "metadata": [deep, fine]}),
+                   tmp_path / "t.parquet")  # fmt: skip
+    coll = open_collection("deep-json", create=True)
+    assert import_vectors(coll, open_reader("parquet", [str(tmp_path / "t.parquet")]), model=DECLARED).imported == 2
+    assert coll.item("deep").metadata == {"metadata": deep}
+    assert coll.item("fine").metadata == {"title": "Folio", "box": [[1, 2], [3, 4]]}
+
+
+def cli(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from vitrina.cli import cli as vitrina
+
+    return CliRunner().invoke(vitrina, list(args))
+
+
+def test_serving_a_space_the_model_cannot_answer_is_a_message(tmp_path: Path, tiny_clip: str) -> None:
+    from vitrina.embedding import get_embedder
+
+    real = get_embedder(tiny_clip).fingerprint
+    wrong = type(real)(spec=real.spec, revision="unverified", dim=real.dim + 8, preprocessing="unverified")
+    coll = open_collection("wrong-dim", create=True)
+    with coll.writer():
+        coll.add_items([Item(id="a", image="a.jpg", fingerprint="1", source="t")])
+        coll.import_vectors(["a"], unit_rows(1, real.dim + 8), fingerprint=wrong)
+    run = cli("serve", "wrong-dim", "--get", "/healthz")
+    assert (
+        run.exit_code == 1
+        and "Traceback" not in run.output
+        and run.exception is None
+        or isinstance(run.exception, SystemExit)
+    )
+    assert f"{real.dim + 8} dims" in run.output and "Search with the same model" in run.output
+
+
+def test_sync_to_an_unreachable_or_non_qdrant_target_is_a_message(tmp_path: Path) -> None:
+    pytest.importorskip("qdrant_client")
+    import http.server
+    import threading
+
+    coll = open_collection("to-sync", create=True)
+    np.save(tmp_path / "v.npy", unit_rows(2, 64))
+    (tmp_path / "ids.txt").write_text("a\nb\n")
+    import_vectors(coll, open_reader("npy", [str(tmp_path / "v.npy"), str(tmp_path / "ids.txt")]), model=DECLARED)
+    run = cli("sync", "to-sync", "qdrant+http://127.0.0.1:9/x")
+    assert run.exit_code == 1 and "cannot be reached" in run.output and "Start Qdrant" in run.output
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run = cli("sync", "to-sync", f"qdrant+http://127.0.0.1:{server.server_port}/x")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.exit_code == 1 and "not a Qdrant server" in run.output, run.output
+
+
+# -- 6. wrong dimensions ----------------------------------------------------------------------------
+
+
+def test_vectors_of_another_dimension_are_refused_without_loading_the_model(tmp_path: Path, tiny_clip: str) -> None:
+    from vitrina.embedding import get_embedder
+
+    dim = get_embedder(tiny_clip).fingerprint.dim
+    np.save(tmp_path / "v.npy", unit_rows(3, dim + 8))
+    (tmp_path / "ids.txt").write_text("a\nb\nc\n")
+    reader = lambda: open_reader("npy", [str(tmp_path / "v.npy"), str(tmp_path / "ids.txt")])  # noqa: E731
+    fresh = open_collection("fresh", create=True)
+    with pytest.raises(Exception, match=f"have {dim + 8} dimensions but .* makes {dim}"):
+        import_vectors(fresh, reader(), model=tiny_clip, load_model=False)  # read from the checkpoint's config
+    assert len(fresh) == 0
+    # A space already holds this model's vectors at another dimension: refused before any item is written.
+    held = open_collection("held", create=True)
+    np.save(tmp_path / "ok.npy", unit_rows(1, 64))
+    (tmp_path / "ok.txt").write_text("z\n")
+    import_vectors(held, open_reader("npy", [str(tmp_path / "ok.npy"), str(tmp_path / "ok.txt")]), model=DECLARED)
+    with pytest.raises(Exception, match="Nothing was imported"):
+        import_vectors(held, reader(), model=DECLARED, load_model=False)
+    assert len(held) == 1
+    from vitrina.importers.common import declared_dim
+
+    assert declared_dim("mini") == 256
+
+
+# -- 8. truncated .npy --------------------------------------------------------------------------------
+
+
+def test_a_truncated_npy_says_it_is_truncated(tmp_path: Path) -> None:
+    from vitrina.errors import SourceError
+
+    np.save(tmp_path / "whole.npy", unit_rows(100, 64))
+    data = (tmp_path / "whole.npy").read_bytes()
+    (tmp_path / "half.npy").write_bytes(data[: len(data) // 2])
+    (tmp_path / "claims.npy").write_bytes(data.replace(b"(100, 64)", b"(10000000, 64)"))
+    (tmp_path / "ids.txt").write_text("".join(f"i{n}\n" for n in range(100)))
+    for name, promised in (("half.npy", "100 x 64"), ("claims.npy", "10,000,000 x 64")):
+        with pytest.raises(SourceError) as info:
+            open_reader("npy", [str(tmp_path / name), str(tmp_path / "ids.txt")])
+        assert info.value.reason == "bad_file" and "truncated" in str(info.value) and promised in str(info.value)
+        assert "Python objects" not in str(info.value)

@@ -137,7 +137,9 @@ def _write(path: Path, stamp: dict[str, Any], xy: np.ndarray, ids: list[str]) ->
         raise ValueError("map stamp too long")
     write_atomic(
         path,
-        header.ljust(HEADER_SIZE - 1) + b"\n" + np.ascontiguousarray(xy, "<u2").tobytes()
+        header.ljust(HEADER_SIZE - 1)
+        + b"\n"
+        + np.ascontiguousarray(xy, "<u2").tobytes()
         + json.dumps(ids, ensure_ascii=False).encode(),
     )
 
@@ -184,7 +186,9 @@ def load_map(coll: Collection, space: str | None = None) -> tuple[bytes, dict[st
     try:
         stamp = read_map(path).stamp
     except (ValueError, KeyError, TypeError) as e:  # damaged, or written by an older version from odd ids
-        raise QueryError(f"The map of space {sp.name!r} is stale: it cannot be read ({e}); run `vitrina map` again.") from None
+        raise QueryError(
+            f"The map of space {sp.name!r} is stale: it cannot be read ({e}); run `vitrina map` again."
+        ) from None
     problem = map_problem(coll, stamp)
     if problem:
         raise QueryError(f"The map of space {sp.name!r} is stale: {problem}.")

@@ -163,6 +163,7 @@ def serve(collection: str, host: str, port: int, token: str | None, cors_origins
         config = ServiceConfig(collection=collection, token=token, cors_origins=cors_origins, max_upload_bytes=max_upload_mb * 1024 * 1024, allow_private_urls=allow_private_urls,
                                index="exact" if exact else index_target or "auto")  # fmt: skip
         app = create_app(config)
+        app.state.service.start()  # load the model now: a space it cannot answer is a message, not a traceback
     if get_path is not None:
         from fastapi.testclient import TestClient
 
