@@ -210,3 +210,26 @@ def test_a_truncated_npy_says_it_is_truncated(tmp_path: Path) -> None:
             open_reader("npy", [str(tmp_path / name), str(tmp_path / "ids.txt")])
         assert info.value.reason == "bad_file" and "truncated" in str(info.value) and promised in str(info.value)
         assert "Python objects" not in str(info.value)
+
+
+# -- 10. negative weighted terms on the command line ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "term", ["-0.5:a tree", "-0.5:hat", "-0.5:ink", "-0.5:kid", "-0.5:night", "-0.5:whale", "-2:wn", "-.5:hi"]
+)
+def test_negative_weighted_terms_are_terms_not_options(term: str, mini_vectors: str) -> None:
+    run = cli("search", mini_vectors, "old map", term, "-n", "3", "--json")
+    assert run.exit_code == 0, run.output
+    out = json.loads(run.output)
+    assert out["query"]["terms"] == ["old map", term] and out["query"]["limit"] == 3
+    assert out["query"]["keywords"] == "" and out["query"]["alpha"] is None and not out["query"]["where"]
+
+
+@pytest.fixture
+def mini_vectors(tmp_path: Path, tiny_clip: str) -> str:
+    from tests.conftest import make_images
+
+    make_images(tmp_path / "scans", 4)
+    open_collection("weighted", create=True).index(str(tmp_path / "scans"), model=tiny_clip)
+    return "weighted"

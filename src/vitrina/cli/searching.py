@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -12,7 +13,40 @@ from ..options import click_options as search_options
 from ._common import CONTEXT, errors, escape, print_report, progress_bars, stderr, stdout, target_of
 
 
-@click.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
+NEGATIVE_TERM = re.compile(r"-(\d+\.?\d*|\.\d+):")  # "-0.5:colour", "-2:whale", "-.5:hat"
+
+
+class WeightedTerms(click.Command):
+    """``vitrina search`` with negative weighted terms read as terms, not as bundles of short
+    options: click read "-0.5:a tree" as -a (--alpha) " tree", "-0.5:whale" as -w (--where)
+    "hale", "-0.5:hat" as -h (help), "-0.5:kid" as -k (--keywords) "id". Each such argument is
+    swapped for a placeholder while click parses, then put back wherever it landed."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        held: dict[str, str] = {}
+        shielded = []
+        for arg in args:
+            if NEGATIVE_TERM.match(arg):
+                key = f"\x00term{len(held)}\x00"
+                held[key] = arg
+                arg = key
+            shielded.append(arg)
+        rest = super().parse_args(ctx, shielded)
+        if held:
+
+            def restore(value: Any) -> Any:
+                if isinstance(value, str):
+                    return held.get(value, value)
+                if isinstance(value, tuple):
+                    return tuple(restore(v) for v in value)
+                return value
+
+            ctx.params = {k: restore(v) for k, v in ctx.params.items()}
+            rest = [held.get(a, a) for a in rest]
+        return rest
+
+
+@click.command(cls=WeightedTerms, context_settings={**CONTEXT, "ignore_unknown_options": True})
 @click.argument("collection")
 @click.argument("terms", nargs=-1, type=click.UNPROCESSED)
 @search_options()  # -i/--image, --alpha, --where, --limit, --keywords, --keyword-weight ...: vitrina.options
