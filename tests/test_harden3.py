@@ -233,3 +233,32 @@ def mini_vectors(tmp_path: Path, tiny_clip: str) -> str:
     make_images(tmp_path / "scans", 4)
     open_collection("weighted", create=True).index(str(tmp_path / "scans"), model=tiny_clip)
     return "weighted"
+
+
+# -- 11. private addresses ----------------------------------------------------------------------------
+
+
+def test_a_refused_private_address_names_the_setting_and_not_the_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.heritage_server import HeritageServer
+    from vitrina.errors import ImageError, SourceError
+    from vitrina.http import fetch_bytes
+
+    monkeypatch.delenv("VITRINA_ALLOW_PRIVATE_URLS", raising=False)
+    with HeritageServer() as server:
+        server.docs["/manifest.json"] = {
+            "@context": "http://iiif.io/api/presentation/2/context.json",
+            "@type": "sc:Manifest",
+        }
+        coll = open_collection("private", create=True)
+        with pytest.raises(SourceError) as info:
+            coll.ingest(f"iiif:{server.url}/manifest.json")
+        message = str(info.value)
+        assert info.value.reason == "url_rejected" and "VITRINA_ALLOW_PRIVATE_URLS=1" in message
+        assert "Check that it is a IIIF manifest" not in message
+        with pytest.raises(ImageError, match="VITRINA_ALLOW_PRIVATE_URLS=1"):
+            fetch_bytes(f"{server.url}/x.jpg")
+        with pytest.raises(ImageError) as scheme:
+            fetch_bytes("file:///etc/passwd")
+        assert "VITRINA_ALLOW_PRIVATE_URLS" not in str(scheme.value)  # not a private-address matter
+        run = cli("ingest", f"iiif:{server.url}/manifest.json", "--collection", "private")
+        assert run.exit_code != 0 and "VITRINA_ALLOW_PRIVATE_URLS=1" in run.output

@@ -169,7 +169,8 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
 @click.option(
     "--allow-private-urls",
     is_flag=True,
-    help="Let image-URL queries reach private and loopback addresses (trusted networks only).",
+    envvar="VITRINA_ALLOW_PRIVATE_URLS",
+    help="Let image-URL queries reach private and loopback addresses (trusted networks only; or VITRINA_ALLOW_PRIVATE_URLS=1).",
 )
 @click.option(
     "--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann)."
