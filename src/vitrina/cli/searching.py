@@ -12,7 +12,6 @@ import click
 from ..options import click_options as search_options
 from ._common import CONTEXT, errors, escape, print_report, progress_bars, stderr, stdout, target_of
 
-
 NEGATIVE_TERM = re.compile(r"-(\d+\.?\d*|\.\d+):")  # "-0.5:colour", "-2:whale", "-.5:hat"
 
 
