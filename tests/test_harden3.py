@@ -262,3 +262,31 @@ def test_a_refused_private_address_names_the_setting_and_not_the_manifest(monkey
         assert "VITRINA_ALLOW_PRIVATE_URLS" not in str(scheme.value)  # not a private-address matter
         run = cli("ingest", f"iiif:{server.url}/manifest.json", "--collection", "private")
         assert run.exit_code != 0 and "VITRINA_ALLOW_PRIVATE_URLS=1" in run.output
+
+
+# -- 4. map colours: one query, only real keys ------------------------------------------------------
+
+
+def test_map_colours_come_from_one_query_and_unknown_keys_cost_nothing(tmp_path: Path, tiny_clip: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from vitrina.layout import map_colours, read_map
+    from vitrina.service import create_app, explore
+
+    coll, ids = _collection_with_odd_ids(tmp_path, tiny_clip)
+    with coll.writer():
+        coll.set_tags("kind", "probe:kind@test", [("last", "Tagged", 0.9)])  # a tag replaces its key's value
+    ids = read_map(coll.path / "spaces" / "v.map").ids
+    colours = map_colours(open_collection(coll.path), "kind", ids)
+    assert colours is not None
+    shown = [None if c < 0 else colours["values"][c] for c in colours["codes"]]
+    assert dict(zip(ids, shown)) == {"plain": "k0", "two\nlines": "k1", "tab\there": "k0", "last": "Tagged"}
+    assert map_colours(coll, "no-such-key", ids) is None
+    explore._COLOURS.clear()
+    with TestClient(create_app(str(coll.path)), raise_server_exceptions=False) as client:
+        for n in range(20):  # a crawler's random keys: refused, and none of them fills the cache
+            r = client.get("/api/map/colours", params={"key": f"junk{n}"})
+            assert r.status_code == 404 and r.json()["error"]["code"] == "no_such_key"
+        assert not explore._COLOURS
+        assert client.get("/api/map/colours", params={"key": "kind"}).json()["codes"] == colours["codes"]
+        assert len(explore._COLOURS) == 1

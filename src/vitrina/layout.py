@@ -195,23 +195,16 @@ def load_map(coll: Collection, space: str | None = None) -> tuple[bytes, dict[st
     return data, stamp
 
 
-def map_colours(coll: Collection, key: str, ids: list[str], top: int = 10) -> dict[str, Any]:
+def map_colours(coll: Collection, key: str, ids: list[str], top: int = 10) -> dict[str, Any] | None:
     """Each map point's value of metadata key or tag ``key``, as a code into the ``top`` most
-    common values (``top`` = other, -1 = none), for colouring the map."""
+    common values (``top`` = other, -1 = none), for colouring the map. One query over the
+    normalised values (not one per item); None when no item has the key."""
     from collections import Counter
 
-    from .filters import normal_value
-
-    values: list[str | None] = []
-    for start in range(0, len(ids), 5000):
-        chunk = ids[start : start + 5000]
-        found = coll.tagged_items(chunk)
-        for i in chunk:
-            item = found.get(i)
-            raw = None if item is None else (item.tags[key]["value"] if key in item.tags else item.metadata.get(key))
-            values.append(
-                None if raw in (None, "", []) else normal_value(raw[0] if isinstance(raw, list) else raw).shown[:80]
-            )
+    found = coll.first_values(key)
+    if found is None:
+        return None
+    values = [None if (v := found.get(i)) is None else v[:80] for i in ids]
     common = [v for v, _ in Counter(v for v in values if v is not None).most_common(top)]
     code = {v: n for n, v in enumerate(common)}
     return {"key": key, "values": common, "codes": [-1 if v is None else code.get(v, top) for v in values]}

@@ -178,6 +178,18 @@ class Items:
             )
             refresh_values(self.db, sorted(set(before) | {t[0] for t in tags}))
 
+    def first_values(self, key: str) -> dict[str, str] | None:
+        """Each item's first value of metadata key or tag ``key``, as written (what facets show),
+        by item id, in one query over ``item_values``; None when no item has the key."""
+        if self.db.execute("SELECT 1 FROM value_keys WHERE key = ?", (key,)).fetchone() is None:
+            return None
+        rows = self.db.execute(
+            "SELECT i.id, COALESCE(v.shown, v.text), MIN(v.rowid) FROM item_values v JOIN items i ON i.rid = v.rid "
+            "WHERE v.key = ? GROUP BY v.rid",
+            (key,),
+        )
+        return {item_id: value for item_id, value, _ in rows}
+
     def tags_of(self, item_id: str) -> dict[str, dict[str, Any]]:
         return {
             r[0]: {"value": r[1], "score": r[2], "classifier": r[3]}

@@ -214,6 +214,10 @@
     const key = canvas.dataset.colour;
     if (key) {
       fetch("/api/map/colours?" + new URLSearchParams({ key: key })).then(function (r) { return r.json(); }).then(function (body) {
+        if (!body.codes) {  // no item has that key (an old link): say so, draw uncoloured
+          status.textContent += " — " + (body.error ? body.error.message : "cannot colour by " + key);
+          return;
+        }
         codes = Int8Array.from(body.codes);
         const legend = document.getElementById("map-legend");
         legend.replaceChildren();
