@@ -290,3 +290,23 @@ def test_map_colours_come_from_one_query_and_unknown_keys_cost_nothing(tmp_path:
         assert not explore._COLOURS
         assert client.get("/api/map/colours", params={"key": "kind"}).json()["codes"] == colours["codes"]
         assert len(explore._COLOURS) == 1
+
+
+# -- 3. one-letter prefix keywords --------------------------------------------------------------------
+
+
+def test_short_prefixes_are_refused_with_the_fix(tmp_path: Path, tiny_clip: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from vitrina.errors import QueryError
+    from vitrina.index.keyword import match_expression
+    from vitrina.service import create_app
+
+    assert match_expression("berg* a") == '"berg"* OR "a"'
+    with pytest.raises(QueryError, match="at least 3 characters before the \\*.*'a\\*', 'bo\\*'"):
+        match_expression("a* bo* berg*")
+    coll, _ = _collection_with_odd_ids(tmp_path, tiny_clip)
+    with TestClient(create_app(str(coll.path)), raise_server_exceptions=False) as client:
+        worst = " ".join(f"{chr(97 + n % 26)}*" for n in range(32))
+        r = client.get("/api/search", params={"keywords": worst})
+        assert r.status_code == 400 and "at least 3 characters" in r.json()["error"]["message"]
