@@ -174,7 +174,7 @@ def test_map_is_a_stamped_artifact_that_goes_stale(tmp_path: Path) -> None:
     assert (
         m.ids == [f"i{i:03d}" for i in range(40)]
         and m.xy.shape == (40, 2)
-        and len(data) == 4096 + 4 * 40 + len("\n".join(m.ids))
+        and len(data) == 4096 + 4 * 40 + len(json.dumps(m.ids))
     )
     # The two clusters land apart: every point nearer its own cluster's centre on the map.
     xy = m.xy.astype(float)

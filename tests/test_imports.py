@@ -135,9 +135,18 @@ def test_declared_model_is_checked_at_import_or_pinned_at_the_first_query(tmp_pa
             open_reader("loc-beto", [str(wrong), str(wrong_idx)]),
             model=tiny_clip,
         )
-    # Not loaded at import: the first query finds out, and says which model made what.
+    # Not loaded at import: the dimension is still read from the checkpoint's config (issue 28).
     late = open_collection("late", create=True)
-    import_vectors(late, open_reader("loc-beto", [str(wrong), str(wrong_idx)]), model=tiny_clip, load_model=False)
+    with pytest.raises(ConfigError, match="512 dimensions but .* makes 24"):
+        import_vectors(late, open_reader("loc-beto", [str(wrong), str(wrong_idx)]), model=tiny_clip, load_model=False)
+    # Where it cannot be read, the first query finds out, and says which model made what.
+    from vitrina.records import Item
+
+    with late.writer():
+        late.add_items([Item(id="x", image="x.jpg", fingerprint="1", source="t")])
+        late.import_vectors(
+            ["x"], unit_rows(1, 512), fingerprint=ModelFingerprint(tiny_clip, "unverified", 512, "unverified")
+        )
     with pytest.raises(SpaceMismatch, match="not yet verified"):
         late.search("old map")
     with pytest.raises(ConfigError, match="--model"):

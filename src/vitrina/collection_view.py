@@ -203,6 +203,11 @@ class CollectionView:
         """Item fingerprints (file identity) by id, for the ids that exist."""
         return self._store.fingerprints_of(list(ids))
 
+    def first_values(self, key: str) -> dict[str, str] | None:
+        """Each item's first value of metadata key or tag ``key`` by id (one query; None: no item
+        has the key), for colouring the map."""
+        return self._store.first_values(key)
+
     def tagged_items(self, ids: Sequence[str]) -> dict[str, Item]:
         """Items by id with their classifier tags (missing ids are left out)."""
         return self._store.get_items(list(ids), tags=True)

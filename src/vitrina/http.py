@@ -163,8 +163,20 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _rejected(url: str) -> ImageError:
-    return ImageError("url_rejected", f"URL {url!r} was rejected: only http(s) URLs of public hosts can be fetched.")
+ALLOW_PRIVATE_HINT = (
+    "An administrator can allow private and loopback addresses on a trusted network with "
+    "VITRINA_ALLOW_PRIVATE_URLS=1 (or `vitrina serve --allow-private-urls`)."
+)
+
+
+def _rejected(url: str, private: bool = False) -> ImageError:
+    if private:
+        return ImageError("url_rejected", f"URL {url!r} was rejected: its host is not a public address (private, loopback, "
+                                          f"link-local, or it does not resolve): only http(s) URLs of public hosts can be fetched. {ALLOW_PRIVATE_HINT}")  # fmt: skip
+    return ImageError(
+        "url_rejected",
+        f"URL {url!r} was rejected: only http(s) URLs of public hosts, without user names, can be fetched.",
+    )
 
 
 class Offline(Blocked):
@@ -252,7 +264,7 @@ def _check_url(url: str, allow_private: bool, resolve: _Resolver | None = None) 
     except UnicodeError:
         raise _rejected(url) from None
     if not allow_private and (not addresses or not all(is_public_address(a) for a in addresses)):
-        raise _rejected(url)
+        raise _rejected(url, private=True)
     return parsed
 
 
@@ -492,7 +504,7 @@ class Fetcher:
                     self.requests += 1
                     peer = _peer_address(response)
                     if not self.allow_private and peer is not None and not is_public_address(peer):
-                        raise _rejected(url)
+                        raise _rejected(url, private=True)
                     if response.is_redirect and "location" in response.headers:
                         try:
                             url = urljoin(str(parsed), response.headers["location"])
@@ -568,7 +580,7 @@ def fetch_bytes(
         try:
             return fetcher.get_bytes(url)
         except (Offline, _Unresolved):  # the same refusal as a private address: no oracle of which names resolve
-            raise _rejected(url) from None
+            raise _rejected(url, private=True) from None
         except ImageError as e:
             if e.reason in ("url_rejected", "too_large"):
                 raise

@@ -21,6 +21,7 @@ BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white, li
 
 # Pillow stores one-band 8-bit images in 1 byte per pixel, I;16 in 2, everything else in 4.
 STORED = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+GREY_BAND = 1 << 18  # pixels per band when to_rgb reduces a 16/32-bit image
 MAX_JPEG_JUNK = 1 << 20  # bytes between JPEG segments (a few, in files seen in the wild)
 WEBP_EXTRA = 12  # libwebp's canvas and previous frame, then a bytes copy of the frame: 4 bytes each
 TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -63,8 +64,15 @@ class Deadline:
         return getattr(self.raw, attr)
 
 
-def decode_cost(image: Image.Image, fmt: str, out: tuple[int, int], orientation: int, file_size: int) -> int:
-    """Peak bytes to decode ``image`` at size ``out`` and make it RGB, counted from the header."""
+def decode_cost(
+    image: Image.Image, fmt: str, out: tuple[int, int], orientation: int, file_size: int, shrink: int = 1
+) -> int:
+    """Peak bytes to decode ``image`` at size ``out`` and make it RGB, counted from the header.
+    ``shrink``: the factor per side ``to_rgb`` reduces a 16/32-bit image by before converting it."""
+    if shrink > 1:
+        band = 4 * 8 * GREY_BAND + 8 * out[0]  # float64 temporaries of one band of rows, the column sums
+        rgb = -(-out[0] // shrink) * -(-out[1] // shrink) * (rgb_cost(image) + (4 if orientation in TRANSPOSE else 0))
+        return out[0] * out[1] * STORED.get(image.mode, 4) + rgb + band
     per_pixel = STORED.get(image.mode, 4) + rgb_cost(image) + (4 if orientation in TRANSPOSE else 0)
     if fmt != "JPEG2000":
         return out[0] * out[1] * per_pixel
@@ -228,13 +236,15 @@ def webp_canvas(head: bytes) -> tuple[int, int] | None:
     return None
 
 
-def to_rgb(image: Image.Image, *, name: str = "image") -> Image.Image:
-    """Any Pillow mode to 8-bit RGB: 16/32-bit scaled (not clamped), alpha onto white."""
+def to_rgb(image: Image.Image, *, name: str = "image", shrink: int = 1) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: 16/32-bit scaled (not clamped), alpha onto white.
+    ``shrink``: reduce a 16/32-bit image by this factor per side (the mean of each block, as
+    ``Image.reduce``) on the way, so its 8-bit and RGB copies are small (other modes ignore it)."""
     mode = image.mode
     if mode == "RGB":
         return image.copy() if image.readonly else image
     if mode.startswith("I") or mode == "F":
-        return _to_grey8(image, name).convert("RGB")
+        return _to_grey8(image, name, max(1, shrink)).convert("RGB")
     if has_alpha(image):
         rgba = image if mode in ("RGBA", "LA") else image.convert("RGBA")
         rgb = rgba.convert("RGB")
@@ -248,11 +258,22 @@ def has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info)
 
 
-def _to_grey8(image: Image.Image, name: str) -> Image.Image:
+def shrink_for(mode: str, size: tuple[int, int], min_side: int | None) -> int:
+    """The factor per side ``to_rgb`` may reduce a 16/32-bit image by, keeping both sides at
+    least ``min_side`` (1: not reduced)."""
+    if not min_side or not (mode.startswith("I") or mode == "F"):
+        return 1
+    return max(1, min(size) // min_side)
+
+
+def _to_grey8(image: Image.Image, name: str, shrink: int = 1) -> Image.Image:
     """16/32-bit integer or float grey to 8 bits, a band of rows at a time: the same arithmetic as
-    one float64 array of the whole image, without its 8 bytes per pixel (several times over)."""
+    one float64 array of the whole image, without its 8 bytes per pixel (several times over).
+    ``shrink``: each ``shrink``x``shrink`` block becomes the mean of its 8-bit values, so only the
+    reduced image is ever held in 8 bits (what a 7000x7000 upload needs for a 224-pixel model)."""
     width, height = image.size
-    step = max(1, (1 << 20) // width)
+    step = max(1, (GREY_BAND if shrink > 1 else 1 << 20) // width)
+    step = -(-step // shrink) * shrink  # bands hold whole blocks
 
     def bands() -> Iterator[tuple[int, np.ndarray]]:
         for y in range(0, height, step):
@@ -269,7 +290,18 @@ def _to_grey8(image: Image.Image, name: str) -> Image.Image:
         top = 1.0 if top <= 1.0 else top
     else:
         top = 65535.0 if image.mode.startswith("I;16") or image.getextrema()[1] > 255 else 255.0  # type: ignore[operator]
-    grey = np.empty((height, width), np.uint8)
+    if shrink == 1:
+        grey = np.empty((height, width), np.uint8)
+        for y, band in bands():
+            grey[y : y + len(band)] = np.clip(band.astype(np.float64) / top * 255.0 + 0.5, 0, 255)
+        return Image.fromarray(grey, "L")
+    cols = np.arange(0, width, shrink)
+    widths = np.diff(np.append(cols, width))
+    small = np.empty((-(-height // shrink), len(cols)), np.uint8)
     for y, band in bands():
-        grey[y : y + len(band)] = np.clip(band.astype(np.float64) / top * 255.0 + 0.5, 0, 255)
-    return Image.fromarray(grey, "L")
+        scaled = np.clip(band.astype(np.float64) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        rows = np.arange(0, len(band), shrink)
+        sums = np.add.reduceat(np.add.reduceat(scaled.astype(np.float64), rows, axis=0), cols, axis=1)
+        counts = np.outer(np.diff(np.append(rows, len(band))), widths)
+        small[y // shrink : y // shrink + len(rows)] = np.clip(sums / counts + 0.5, 0, 255)
+    return Image.fromarray(small, "L")

@@ -36,6 +36,7 @@ from .image_formats import (
     jpeg_buffered,
     jpeg_segments,
     png_rows_missing,
+    shrink_for,
     stream_size,
     to_rgb,
     webp_canvas,
@@ -185,8 +186,9 @@ def _decode(image: Image.Image, reader: Deadline, name: str, min_side: int | Non
     # PNG's getexif() decodes the whole image when the EXIF is not in the header.
     exif_known = fmt != "PNG" or "exif" in image.info
     orientation = exif_orientation(image) if exif_known else 1
+    shrink = shrink_for(image.mode, out, min_side)  # 16/32-bit: reduced before the 8-bit and RGB copies
     if reserve is not None:
-        cost = decode_cost(image, fmt, out, orientation, stream_size(reader.raw))
+        cost = decode_cost(image, fmt, out, orientation, stream_size(reader.raw), shrink)
         reserve.enter_context(
             _reserve(_check_budget(name, fmt, full, cost, budget, jpeg_buffered(image, reader, full)))
         )
@@ -209,7 +211,7 @@ def _decode(image: Image.Image, reader: Deadline, name: str, min_side: int | Non
 
     if not exif_known:
         orientation = exif_orientation(image)
-    rgb = to_rgb(image, name=name)
+    rgb = to_rgb(image, name=name, shrink=shrink)
     if rgb is not image:
         image.close()  # free the decoded pixels before transposing
     if orientation in TRANSPOSE:  # only then: a transpose copies the whole image
@@ -296,6 +298,24 @@ def use_shared_decode_budget(in_use: Any, cond: Any) -> None:
 
 _GATE = _Gate()
 _held = threading.local()
+
+
+def return_freed_memory(threshold: int = 1 << 20) -> bool:
+    """Make glibc hand big blocks (Pillow allocates pixels in 16 MB blocks) to the OS when they are
+    freed. By default glibc raises its mmap threshold after the first big free and then keeps freed
+    pixels in per-thread arenas that other threads cannot reuse: four concurrent 7000x7000 16-bit
+    uploads, decoded one at a time by the gate, still left the server ~470 MiB bigger for good. A
+    fixed threshold turns that off. No-op (False) where the C library is not glibc."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
+return_freed_memory()
 
 
 @contextmanager

@@ -2,7 +2,8 @@
 
     spaces/<space>.map    derived: a 4096-byte header (magic + JSON stamp), then the points as
                           uint16 x, y pairs (little-endian, 0..65535 over the bounding box),
-                          then the item ids, newline-separated UTF-8
+                          then the item ids: a JSON array (format 2; format 1, still read:
+                          newline-separated UTF-8, which an id holding a newline broke)
 
 UMAP (``pip install 'vitrina[map]'``) when it is installed and asked for, else PCA (always
 available: numpy only). The stamp says what the map was built from (space generation, rows,
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 MAGIC = b"VITRINA-MAP\n"
 HEADER_SIZE = 4096
-FORMAT = 1
+FORMAT = 2
 METHODS = ("auto", "pca", "umap")
 PCA_FIT_ROWS = 100_000  # the axes are estimated on an even sample (200 MB at 512-d); every row is projected
 
@@ -136,7 +137,10 @@ def _write(path: Path, stamp: dict[str, Any], xy: np.ndarray, ids: list[str]) ->
         raise ValueError("map stamp too long")
     write_atomic(
         path,
-        header.ljust(HEADER_SIZE - 1) + b"\n" + np.ascontiguousarray(xy, "<u2").tobytes() + "\n".join(ids).encode(),
+        header.ljust(HEADER_SIZE - 1)
+        + b"\n"
+        + np.ascontiguousarray(xy, "<u2").tobytes()
+        + json.dumps(ids, ensure_ascii=False).encode(),
     )
 
 
@@ -147,8 +151,14 @@ def read_map(path: Path) -> MapData:
     stamp = json.loads(data[len(MAGIC) : HEADER_SIZE].decode().strip())
     n = int(stamp["points"])
     xy = np.frombuffer(data, "<u2", count=2 * n, offset=HEADER_SIZE).reshape(n, 2)
-    ids = data[HEADER_SIZE + 4 * n :].decode().split("\n") if n else []
-    if len(ids) != n:
+    tail = data[HEADER_SIZE + 4 * n :].decode()
+    if not n:
+        ids = []
+    elif stamp.get("format", 1) >= 2:
+        ids = json.loads(tail)
+    else:
+        ids = tail.split("\n")
+    if not isinstance(ids, list) or len(ids) != n:
         raise ValueError(f"{path}: {len(ids)} ids for {n} points")
     return MapData(stamp, ids, xy)
 
@@ -173,30 +183,28 @@ def load_map(coll: Collection, space: str | None = None) -> tuple[bytes, dict[st
     if not path.exists():
         raise QueryError(f"No map of space {sp.name!r} yet; run `vitrina map {coll.name}`.")
     data = path.read_bytes()
-    stamp = read_map(path).stamp
+    try:
+        stamp = read_map(path).stamp
+    except (ValueError, KeyError, TypeError) as e:  # damaged, or written by an older version from odd ids
+        raise QueryError(
+            f"The map of space {sp.name!r} is stale: it cannot be read ({e}); run `vitrina map` again."
+        ) from None
     problem = map_problem(coll, stamp)
     if problem:
         raise QueryError(f"The map of space {sp.name!r} is stale: {problem}.")
     return data, stamp
 
 
-def map_colours(coll: Collection, key: str, ids: list[str], top: int = 10) -> dict[str, Any]:
+def map_colours(coll: Collection, key: str, ids: list[str], top: int = 10) -> dict[str, Any] | None:
     """Each map point's value of metadata key or tag ``key``, as a code into the ``top`` most
-    common values (``top`` = other, -1 = none), for colouring the map."""
+    common values (``top`` = other, -1 = none), for colouring the map. One query over the
+    normalised values (not one per item); None when no item has the key."""
     from collections import Counter
 
-    from .filters import normal_value
-
-    values: list[str | None] = []
-    for start in range(0, len(ids), 5000):
-        chunk = ids[start : start + 5000]
-        found = coll.tagged_items(chunk)
-        for i in chunk:
-            item = found.get(i)
-            raw = None if item is None else (item.tags[key]["value"] if key in item.tags else item.metadata.get(key))
-            values.append(
-                None if raw in (None, "", []) else normal_value(raw[0] if isinstance(raw, list) else raw).shown[:80]
-            )
+    found = coll.first_values(key)
+    if found is None:
+        return None
+    values = [None if (v := found.get(i)) is None else v[:80] for i in ids]
     common = [v for v, _ in Counter(v for v in values if v is not None).most_common(top)]
     code = {v: n for n, v in enumerate(common)}
     return {"key": key, "values": common, "codes": [-1 if v is None else code.get(v, top) for v in values]}

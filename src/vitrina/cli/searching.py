@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -11,8 +12,40 @@ import click
 from ..options import click_options as search_options
 from ._common import CONTEXT, errors, escape, print_report, progress_bars, stderr, stdout, target_of
 
+NEGATIVE_TERM = re.compile(r"-(\d+\.?\d*|\.\d+):")  # "-0.5:colour", "-2:whale", "-.5:hat"
 
-@click.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
+
+class WeightedTerms(click.Command):
+    """``vitrina search`` with negative weighted terms read as terms, not as bundles of short
+    options: click read "-0.5:a tree" as -a (--alpha) " tree", "-0.5:whale" as -w (--where)
+    "hale", "-0.5:hat" as -h (help), "-0.5:kid" as -k (--keywords) "id". Each such argument is
+    swapped for a placeholder while click parses, then put back wherever it landed."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        held: dict[str, str] = {}
+        shielded = []
+        for arg in args:
+            if NEGATIVE_TERM.match(arg):
+                key = f"\x00term{len(held)}\x00"
+                held[key] = arg
+                arg = key
+            shielded.append(arg)
+        rest = super().parse_args(ctx, shielded)
+        if held:
+
+            def restore(value: Any) -> Any:
+                if isinstance(value, str):
+                    return held.get(value, value)
+                if isinstance(value, tuple):
+                    return tuple(restore(v) for v in value)
+                return value
+
+            ctx.params = {k: restore(v) for k, v in ctx.params.items()}
+            rest = [held.get(a, a) for a in rest]
+        return rest
+
+
+@click.command(cls=WeightedTerms, context_settings={**CONTEXT, "ignore_unknown_options": True})
 @click.argument("collection")
 @click.argument("terms", nargs=-1, type=click.UNPROCESSED)
 @search_options()  # -i/--image, --alpha, --where, --limit, --keywords, --keyword-weight ...: vitrina.options
@@ -135,7 +168,8 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
 @click.option(
     "--allow-private-urls",
     is_flag=True,
-    help="Let image-URL queries reach private and loopback addresses (trusted networks only).",
+    envvar="VITRINA_ALLOW_PRIVATE_URLS",
+    help="Let image-URL queries reach private and loopback addresses (trusted networks only; or VITRINA_ALLOW_PRIVATE_URLS=1).",
 )
 @click.option(
     "--exact", is_flag=True, help="Scan every vector even where an approximate index is built (see index-ann)."
@@ -163,6 +197,7 @@ def serve(collection: str, host: str, port: int, token: str | None, cors_origins
         config = ServiceConfig(collection=collection, token=token, cors_origins=cors_origins, max_upload_bytes=max_upload_mb * 1024 * 1024, allow_private_urls=allow_private_urls,
                                index="exact" if exact else index_target or "auto")  # fmt: skip
         app = create_app(config)
+        app.state.service.start()  # load the model now: a space it cannot answer is a message, not a traceback
     if get_path is not None:
         from fastapi.testclient import TestClient
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -243,13 +244,38 @@ def sync_cmd(
     vitrina search maps "sea monster" --index qdrant+http://localhost:6333/maps"""
     from ..collection import open_collection
 
+    # qdrant-client checks the server's version in a thread and warns when it cannot: the error below says it all.
+    warnings.filterwarnings("ignore", message="Failed to obtain server version", category=UserWarning)
     with errors():
-        report = open_collection(collection).sync(target, space=space, shards=shards, replicas=replicas)
+        try:
+            report = open_collection(collection).sync(target, space=space, shards=shards, replicas=replicas)
+        except Exception as e:  # the Qdrant client's and its transport's own exceptions
+            message = target_problem(e, target)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
     if as_json:
         echo_json(report.to_dict(), ensure_ascii=True)
         return
     stdout().print(f"synced space {escape(report.space)} to Qdrant collection {escape(report.collection)}: {report.new} new, {report.changed} changed, "
                     f"{report.removed} removed, {report.unchanged} unchanged; {report.points} points", highlight=False)  # fmt: skip
+
+
+def target_problem(error: Exception, target: str) -> str | None:
+    """A message for a sync target that cannot be reached or is not Qdrant (None: another error)."""
+    module = type(error).__module__
+    if not (
+        isinstance(error, (OSError, ConnectionError))
+        or module.startswith(("qdrant_client", "httpx", "httpcore", "grpc"))
+    ):
+        return None
+    status = getattr(error, "status_code", None)
+    if status is not None:
+        why = f"the server answered HTTP {status} ({getattr(error, 'reason_phrase', '') or 'error'}), so it is not a Qdrant server"
+    else:
+        why = f"it cannot be reached ({str(error).splitlines()[0][:200] if str(error) else type(error).__name__})"
+    return (f"Cannot sync to {target}: {why}. Start Qdrant there (docker run -p 6333:6333 qdrant/qdrant) "
+            "or check the address: qdrant+http://HOST:PORT/NAME, or qdrant:PATH#NAME for a local copy.")  # fmt: skip
 
 
 COMMANDS = (import_group, export, enrich, sync_cmd)

@@ -91,6 +91,11 @@ def declare_model(
     spec = normalise_spec(spec)
     if from_file is not None and from_file.spec == spec and from_file.dim == dim:
         return from_file
+    known = declared_dim(spec)
+    if known is not None and known != dim:
+        raise ConfigError(
+            f"The vectors have {dim} dimensions but {spec} makes {known}: they cannot have come from this model. Check --model."
+        )
     if load:
         try:
             fp = get_embedder(spec).fingerprint
@@ -103,6 +108,35 @@ def declare_model(
                 )
             return fp
     return ModelFingerprint(spec=spec, revision=PROVISIONAL, dim=dim, preprocessing=PROVISIONAL)
+
+
+def declared_dim(spec: str) -> int | None:
+    """The dimension model ``spec`` makes, read without loading it: mini's heads file, a CLIP
+    checkpoint's config.json (a local directory or the hub cache). None when not known here."""
+    from ..embedding import parse_spec
+
+    backend, name = parse_spec(spec)
+    try:
+        if backend == "mini":
+            from ..embedding.mini import HEADS
+
+            with open(HEADS, "rb") as f:
+                header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+            return int(header["image.weight"]["shape"][0])
+        if backend == "hf":
+            config = Path(name) / "config.json"
+            if not config.is_file():
+                from huggingface_hub import try_to_load_from_cache
+
+                cached = try_to_load_from_cache(name, "config.json")
+                if not isinstance(cached, str):
+                    return None
+                config = Path(cached)
+            cfg = json.loads(config.read_text())
+            return int(cfg["projection_dim"]) if cfg.get("model_type") == "clip" and "projection_dim" in cfg else None
+    except (OSError, ValueError, KeyError, TypeError, ImportError):
+        return None
+    return None
 
 
 # -- readers ------------------------------------------------------------------------------------
@@ -159,7 +193,35 @@ def torch_load(path: Path, what: str) -> Any:
         ) from None
 
 
+def npy_problem(path: Path) -> str | None:
+    """What is wrong with a .npy file's header or length, read before numpy maps it (None: it
+    looks whole, or is not a .npy file at all: ``np.load`` says what it is)."""
+    fmt = np.lib.format
+    try:
+        with path.open("rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                return None
+            f.seek(0)
+            version = fmt.read_magic(f)
+            reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = reader(f, max_header_size=100_000)
+            data_at, size = f.tell(), path.stat().st_size
+    except (ValueError, OSError, SyntaxError, TypeError) as e:
+        return f"{path} has a damaged .npy header ({str(e)[:200]}); re-export it"
+    if dtype.hasobject:
+        return None  # np.load refuses it: "holds Python objects"
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if data_at + need > size:
+        dims = " x ".join(f"{d:,}" for d in shape) or "1"
+        return (f"{path} is truncated: its header promises {dims} {dtype} values ({need:,} bytes of data) but the file holds "
+                f"{max(0, size - data_at):,}; copy or export it again")  # fmt: skip
+    return None
+
+
 def load_npy(path: Path) -> np.ndarray:
+    problem = npy_problem(path)
+    if problem:
+        raise SourceError("bad_file", problem)
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as e:
@@ -179,6 +241,22 @@ def load_npy(path: Path) -> np.ndarray:
     return array
 
 
+MAX_NESTING = 32  # levels of lists and objects kept from a ``metadata`` column's JSON
+
+
+def nesting(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (0: a scalar), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth + 1 > MAX_NESTING:
+                return depth + 1
+            deepest = max(deepest, depth + 1)
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 def scalar_metadata(row: dict[str, Any], skip: set[str]) -> dict[str, Any]:
     """Metadata from a parquet / CSV row: JSON-able scalars and lists of them; a ``metadata``
     column of JSON objects (what vitrina exports) is merged in."""
@@ -189,9 +267,9 @@ def scalar_metadata(row: dict[str, Any], skip: set[str]) -> dict[str, Any]:
         if key == "metadata" and isinstance(value, str) and value.startswith("{"):
             try:
                 parsed = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested thousands deep
                 parsed = None
-            if isinstance(parsed, dict):
+            if isinstance(parsed, dict) and nesting(parsed) <= MAX_NESTING:
                 out = {**parsed, **out}
                 continue
         if isinstance(value, (str, int, bool)) or (isinstance(value, float) and np.isfinite(value)):
@@ -218,6 +296,8 @@ def id_and_image(
     )
     image = str(image) if image not in (None, "") else ""
     if item_id in (None, ""):
+        if id_column or any(c in row for c in ID_COLUMNS):
+            return "", image  # the row has an id column but no id: a bad row, not row<N> (which may exist)
         item_id = image or fallback
     return str(item_id), image
 

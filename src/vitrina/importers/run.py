@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import ConfigError, SourceError
 from ..records import Item
+from ..store.items import id_problem
 from .clip_retrieval import ClipRetrievalReader
 from .common import KINDS, ImportReport, ProgressCallback, Reader, declare_model
 from .locbeto import LocBetoReader
@@ -43,6 +44,22 @@ def open_reader(kind: str, paths: Sequence[str], **options: Any) -> Reader:
     raise ConfigError(f"Unknown import kind {kind!r}; known: {', '.join(KINDS)}.")
 
 
+def _check_dimension(coll: Collection, space: str, fingerprint: Any) -> None:
+    """Refuse vectors whose dimension disagrees with the target space, or with another space of
+    the collection made by the same model (whose real fingerprint is known), before writing."""
+    for sp in coll.spaces():
+        if sp.name == space and not sp.fingerprint.compatible(fingerprint):
+            raise ConfigError(
+                f"Space {space!r} holds {sp.fingerprint.describe()}; these vectors are {fingerprint.describe()}. "
+                "Import into another space (--space NAME) or check --model. Nothing was imported."
+            )
+        if sp.fingerprint.spec == fingerprint.spec and sp.fingerprint.dim != fingerprint.dim:
+            raise ConfigError(
+                f"The vectors have {fingerprint.dim} dimensions but {fingerprint.spec} makes {sp.fingerprint.dim} "
+                f"(space {sp.name!r}): they cannot have come from this model. Check --model. Nothing was imported."
+            )
+
+
 # -- the import itself --------------------------------------------------------------------------
 
 
@@ -68,6 +85,7 @@ def import_vectors(
     if space is None:
         same = [s.name for s in coll.spaces() if s.fingerprint.compatible(fingerprint)]
         space = same[0] if same else space_name_for(fingerprint.spec)
+    _check_dimension(coll, space, fingerprint)  # before any item is written
     report = ImportReport(collection=coll.name, kind=reader.kind, source=reader.source, space=space, model=fingerprint.spec,
                           verified=not fingerprint.provisional, rows=reader.total)  # fmt: skip
     key = f"import:{space}:{reader.identity()}"
@@ -93,6 +111,10 @@ def import_vectors(
                 bad(row, item_id, reason)
             keep = []
             for n, item in enumerate(part.items):
+                problem = id_problem(item.id)
+                if problem:
+                    bad(part.rows[n], item.id, problem)
+                    continue
                 first = seen.setdefault(item.id, part.rows[n])
                 if first != part.rows[n]:
                     bad(part.rows[n], item.id, f"duplicate id (first at row {first})")

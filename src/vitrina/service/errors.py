@@ -58,7 +58,10 @@ FETCH_FAILED = "The image URL could not be downloaded (no answer in time, an err
 def _image_error(reason: str, max_bytes: int, max_pixels: int) -> ServiceError:
     if reason == "url_rejected":
         return ServiceError(
-            400, "image_url_rejected", "Image URL rejected: only http(s) URLs of public hosts can be fetched."
+            400,
+            "image_url_rejected",
+            "Image URL rejected: only http(s) URLs of public hosts can be fetched (the server's administrator can "
+            "allow private and loopback addresses with `vitrina serve --allow-private-urls` or VITRINA_ALLOW_PRIVATE_URLS=1).",
         )
     if reason in ("too_large", "over_budget"):  # bytes, pixels, or the memory decoding would take
         return ServiceError(

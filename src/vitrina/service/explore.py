@@ -5,6 +5,7 @@ Kept apart from ``api`` and ``web`` so that the search page and these views chan
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -59,18 +60,28 @@ def map_colours_route(
         raise ServiceError(409 if "stale" in str(e) else 404, "no_map", str(e)) from None
     from ..layout import map_path
 
-    # One pass over every item per key: cached per map file and collection version (a few keys).
+    # One query per key (over the normalised values), cached per map file and collection version.
+    # Only keys some item has are computed (and cached): any other string is a 404 at no cost.
     path = map_path(coll, coll.space(space).name)
     st = path.stat()
     cache_key = (str(path), st.st_mtime_ns, coll.data_stamp(), key)
-    if cache_key not in _COLOURS:
-        while len(_COLOURS) >= 8:
-            _COLOURS.pop(next(iter(_COLOURS)))
-        _COLOURS[cache_key] = map_colours(coll, key, read_map(path).ids)
-    return _COLOURS[cache_key]
+    with _COLOURS_LOCK:
+        cached = _COLOURS.get(cache_key)
+    if cached is None:
+        cached = map_colours(coll, key, read_map(path).ids)
+        if cached is None:
+            raise ServiceError(
+                404, "no_such_key", f"No item has a metadata key or tag {key!r}; see /api/facets for the keys."
+            )
+        with _COLOURS_LOCK:
+            while len(_COLOURS) >= 8:
+                _COLOURS.pop(next(iter(_COLOURS)))
+            _COLOURS[cache_key] = cached
+    return cached
 
 
 _COLOURS: dict[tuple[Any, ...], dict[str, Any]] = {}
+_COLOURS_LOCK = threading.Lock()
 
 
 def _load_map(coll: Any, space: str | None) -> tuple[bytes, dict[str, Any]]:

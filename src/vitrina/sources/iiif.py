@@ -91,6 +91,9 @@ class IIIFSource:
                 raise
             except Exception as e:  # one odd document must not stop the walk (nor every re-run at the same place)
                 why = str(e) if isinstance(e, VitrinaError) else f"not readable as IIIF ({type(e).__name__}: {e})"
+                if ref == self.target and depth == 0 and isinstance(e, ImageError) and e.reason != "bad_json":
+                    # Not fetched at all (refused address, 404, server down): nothing says it is not a manifest.
+                    raise SourceError(e.reason, f"{ref}: could not be fetched: {why.removeprefix(ref + ': ')}") from e
                 if ref == self.target and depth == 0:
                     raise SourceError(
                         "bad_manifest",

@@ -174,6 +174,9 @@ class Store:
     def tags_of(self, item_id: str) -> dict[str, dict[str, Any]]:
         return self._items.tags_of(item_id)
 
+    def first_values(self, key: str) -> dict[str, str] | None:
+        return self._items.first_values(key)
+
     def set_hidden(self, ids: Sequence[str], hidden: bool, reason: str = "") -> int:
         return self._items.set_hidden(ids, hidden, reason)
 

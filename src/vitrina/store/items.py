@@ -14,9 +14,24 @@ from ..filters import normal_values
 from ..records import Item
 from .sql import CHUNK, ints, placeholders, transaction
 
-__all__ = ["HIDDEN", "Items", "refresh_values"]
+__all__ = ["HIDDEN", "MAX_ID_CHARS", "Items", "id_problem", "refresh_values"]
 
 HIDDEN = "hidden"  # the tag that hides an item from results (``vitrina prune --hide``)
+MAX_ID_CHARS = 2000  # what the service accepts in ?id=
+
+
+def id_problem(item_id: str) -> str | None:
+    """Why ``item_id`` cannot be an item's id (None: it can). Ids travel in URLs, map files, CSV
+    and JSON lines, and terminals: a control character (a newline, a tab, NUL, ...) in one is a
+    source error, refused at import rather than stored."""
+    if not item_id:
+        return "the id is empty (null); give every row an id"
+    if len(item_id) > MAX_ID_CHARS:
+        return f"the id is {len(item_id):,} characters long, over {MAX_ID_CHARS:,}"
+    for ch in item_id:
+        if ord(ch) < 32 or 127 <= ord(ch) < 160 or ch in "\u2028\u2029":
+            return f"the id holds a control character (U+{ord(ch):04X}); remove it from the source"
+    return None
 
 
 class Items:
@@ -162,6 +177,18 @@ class Items:
                 [(i, name, v, float(sc), classifier) for i, v, sc in tags],
             )
             refresh_values(self.db, sorted(set(before) | {t[0] for t in tags}))
+
+    def first_values(self, key: str) -> dict[str, str] | None:
+        """Each item's first value of metadata key or tag ``key``, as written (what facets show),
+        by item id, in one query over ``item_values``; None when no item has the key."""
+        if self.db.execute("SELECT 1 FROM value_keys WHERE key = ?", (key,)).fetchone() is None:
+            return None
+        rows = self.db.execute(
+            "SELECT i.id, COALESCE(v.shown, v.text), MIN(v.rowid) FROM item_values v JOIN items i ON i.rid = v.rid "
+            "WHERE v.key = ? GROUP BY v.rid",
+            (key,),
+        )
+        return {item_id: value for item_id, value, _ in rows}
 
     def tags_of(self, item_id: str) -> dict[str, dict[str, Any]]:
         return {

@@ -205,7 +205,8 @@
     const stamp = JSON.parse(head.slice(head.indexOf("\n") + 1).trim());
     n = stamp.points;
     xy = new Uint16Array(buf, HEADER, 2 * n);
-    ids = n ? new TextDecoder().decode(new Uint8Array(buf, HEADER + 4 * n)).split("\n") : [];
+    const tail = n ? new TextDecoder().decode(new Uint8Array(buf, HEADER + 4 * n)) : "";
+    ids = !n ? [] : (stamp.format || 1) >= 2 ? JSON.parse(tail) : tail.split("\n");  // format 2: a JSON array
     canvas.dataset.points = String(n);
     status.textContent = n + " items, laid out by " + stamp.method;
     fit();
@@ -213,6 +214,10 @@
     const key = canvas.dataset.colour;
     if (key) {
       fetch("/api/map/colours?" + new URLSearchParams({ key: key })).then(function (r) { return r.json(); }).then(function (body) {
+        if (!body.codes) {  // no item has that key (an old link): say so, draw uncoloured
+          status.textContent += " — " + (body.error ? body.error.message : "cannot colour by " + key);
+          return;
+        }
         codes = Int8Array.from(body.codes);
         const legend = document.getElementById("map-legend");
         legend.replaceChildren();
