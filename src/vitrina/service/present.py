@@ -214,8 +214,12 @@ DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 's
             "worker-src 'self' blob:; connect-src 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'")  # fmt: skip
 
 
-# The item page's viewer also reads a IIIF image's info.json from its image server.
-ITEM_CSP = PAGE_CSP.replace("connect-src 'self'", "connect-src 'self' https: http:")
+# The item page's viewer also reads a IIIF image's info.json from its image server, and adds one
+# <style> of its own (OpenSeadragon 6.1.1's touch-screen focus rule: allowed by its hash only).
+OSD_STYLE = "'sha256-9xTiqzfwFaL2SGb1rmr8gysEwVVjIvqWAgmZgqFqpEE='"
+ITEM_CSP = PAGE_CSP.replace("connect-src 'self'", "connect-src 'self' https: http:").replace(
+    "style-src 'self'", f"style-src 'self' {OSD_STYLE}"
+)
 
 
 def security_headers(path: str, content_type: str) -> dict[str, str]:

@@ -102,6 +102,7 @@ def _results(request: Request, state: dict[str, Any]) -> dict[str, Any]:
         "error": None,
         "has_query": has_query,
         "link": lambda **c: _link(state, **c),
+        "details": [],
     }
     if not has_query:
         return context
