@@ -96,7 +96,7 @@ def _header_size(path: str) -> tuple[int, int] | None:
 
 def viewer_source(item_id: str, image: str, preview: str) -> dict[str, Any]:
     """What the item page's viewer shows: ``type`` iiif (``info``: the Image API's info.json;
-    ``offset``: where the item's picture lies on that image when it is a region of it), image
+    ``offset``, ``crop``: where the item's picture lies on that image when it is a region of it), image
     (``url``: one picture) or tiles (``url``, ``width``/``height`` of the deepest level, levels,
     ``sourceWidth``/``sourceHeight``: the item's own pixels, in which boxes are given)."""
     from ..iiif import IMAGE_URL
@@ -104,8 +104,9 @@ def viewer_source(item_id: str, image: str, preview: str) -> dict[str, Any]:
     m = IMAGE_URL.match(image) if image.startswith(("http://", "https://")) else None
     if m:
         region = m.group(2)
-        offset = [int(v) for v in region.split(",")[:2]] if region[0].isdigit() else [0, 0]
-        return {"type": "iiif", "info": f"{m.group(1)}/info.json", "offset": offset, "fallback": preview}
+        crop = [int(v) for v in region.split(",")] if region[0].isdigit() else None
+        return {"type": "iiif", "info": f"{m.group(1)}/info.json", "offset": crop[:2] if crop else [0, 0],
+                "crop": crop, "fallback": preview}  # fmt: skip
     if image.startswith(("http://", "https://")):
         return {"type": "image", "url": image}
     path = _local_path(image)

@@ -93,6 +93,9 @@
       outline([{ x: box[0], y: box[1], w: box[2], h: box[3], label: "Matched region" }], "region");
       zoomTo(...box, true);
       $("to-region").addEventListener("click", () => zoomTo(...box, false));
+    } else if (src.crop) {  // the item is a part of a larger IIIF image (a picture on a page)
+      outline([{ x: 0, y: 0, w: src.crop[2], h: src.crop[3], label: "This item" }], "crop");
+      zoomTo(0, 0, src.crop[2], src.crop[3], true);
     }
     const local = src.type === "tiles";  // a detail can be cut from local images only
     $("find-detail").hidden = !local;
