@@ -6,6 +6,7 @@ page works without JavaScript (the form submits a GET)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -22,7 +23,16 @@ router = APIRouter(include_in_schema=False)
 PAGE = 24
 MAX_REFINE = 20  # more/less-like items kept from the address
 
-templates.env.filters["item_href"] = lambda item_id: "/item?" + urlencode({"id": item_id})
+XYWH = re.compile(r"^\d{1,6},\d{1,6},\d{1,6},\d{1,6}$")
+
+
+def _item_href(item_id: str, region: Any = None) -> str:
+    """The item page's address; with a hit's region, the viewer outlines it and zooms to it."""
+    pairs = [("id", item_id)] + ([("xywh", f"{region.x},{region.y},{region.w},{region.h}")] if region else [])
+    return "/item?" + urlencode(pairs)
+
+
+templates.env.filters["item_href"] = _item_href
 
 
 def _params(state: dict[str, Any]) -> SearchParams:
@@ -72,6 +82,17 @@ def _link(state: dict[str, Any], **changes: Any) -> str:
     return "/?" + urlencode(pairs)
 
 
+def _details(likes: list[str]) -> list[dict[str, str]]:
+    """The details of items in the query (``ID#xywh=…``, from a box drawn on the viewer), to show."""
+    out = []
+    for term in likes:
+        item_id, _, xywh = term.partition("#xywh=")
+        if XYWH.match(xywh):
+            out.append({"id": item_id, "href": "/item?" + urlencode({"id": item_id, "xywh": xywh}),
+                        "image": "/api/regions?" + urlencode({"id": item_id, "xywh": xywh, "size": 256})})  # fmt: skip
+    return out
+
+
 def _results(request: Request, state: dict[str, Any]) -> dict[str, Any]:
     service = service_of(request)
     has_query = any(state[k] for k in ("q", "like", "unlike", "upload", "image_url", "kw"))
@@ -81,6 +102,7 @@ def _results(request: Request, state: dict[str, Any]) -> dict[str, Any]:
         "error": None,
         "has_query": has_query,
         "link": lambda **c: _link(state, **c),
+        "details": [],
     }
     if not has_query:
         return context
@@ -93,6 +115,7 @@ def _results(request: Request, state: dict[str, Any]) -> dict[str, Any]:
             raise
         context["error"] = err.message
         return context
+    context["details"] = _details(state["like"])
     context.update(hits=out.hits, considered=out.considered, offset=state["offset"], page=PAGE,
                    more=state["offset"] + PAGE < out.considered and len(out.hits) == PAGE)  # fmt: skip
     return context
@@ -113,7 +136,7 @@ def results_fragment_route(request: Request) -> HTMLResponse:
     return templates.TemplateResponse(request, "_results.html", _results(request, _state(request)))
 
 
-def _item_page(request: Request, item_id: str, back: str) -> HTMLResponse:
+def _item_page(request: Request, item_id: str, back: str, xywh: str = "") -> HTMLResponse:
     service = service_of(request)
     item = service.collection().items([item_id]).get(item_id)
     if item is None:
@@ -123,10 +146,13 @@ def _item_page(request: Request, item_id: str, back: str) -> HTMLResponse:
     back = back if back.startswith("/?") or back == "/" else "/"  # never an open redirect
     from ..duplicates import duplicates_of
     from ..iiif_out import target_of, viewer_url
+    from .tiles import viewer_source
 
     target = target_of(metadata, item.image)
     ocr = _ocr_outlines(service.collection(), item_id, back)
-    return templates.TemplateResponse(request, "item.html", {"ocr": ocr, "collection": service.name, "id": item_id, "metadata": metadata, "context": item.context,
+    box = [int(v) for v in xywh.split(",")] if XYWH.match(xywh) else None
+    return templates.TemplateResponse(request, "item.html", {"deepzoom": viewer_source(item_id, item.image, preview), "box": box, "ocr": ocr,
+                                                              "collection": service.name, "id": item_id, "metadata": metadata, "context": item.context,
                                                               "preview": preview, "back": back, "similar": "/?" + urlencode([("like", item_id)]),
                                                               "duplicates": duplicates_of(service.collection(), item_id),
                                                               "iiif": target, "viewer": viewer_url(target) if target else None})  # fmt: skip
@@ -143,9 +169,12 @@ def _ocr_outlines(collection: Any, item_id: str, back: str) -> dict[str, Any] | 
 
 @router.get("/item", response_class=HTMLResponse)
 def item_page_route(
-    request: Request, id: Annotated[str, Query(max_length=MAX_ID)], back: Annotated[str, Query(max_length=4000)] = "/"
-) -> HTMLResponse:  # noqa: A002
-    return _item_page(request, id, back)
+    request: Request,
+    id: Annotated[str, Query(max_length=MAX_ID)],  # noqa: A002
+    back: Annotated[str, Query(max_length=4000)] = "/",
+    xywh: Annotated[str, Query(max_length=40)] = "",
+) -> HTMLResponse:
+    return _item_page(request, id, back, xywh)
 
 
 @router.get("/item/{item_id:path}", response_class=HTMLResponse)

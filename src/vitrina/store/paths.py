@@ -10,6 +10,7 @@
       shards/                 vectors written by workers, waiting to be merged (shards.py)
       cache/http/             downloaded images (http.py)
       thumbs/                 thumbnails the service made
+      tiles/                  deep-zoom tiles the service cut for the item page's viewer
       classifiers/<name>.json trained probes (classify.py)
 
 Every module asks ``CollectionPaths`` for these names rather than joining them itself, so a
@@ -65,6 +66,10 @@ class CollectionPaths:
     @property
     def thumbs_dir(self) -> Path:
         return self.root / "thumbs"
+
+    @property
+    def tiles_dir(self) -> Path:
+        return self.root / "tiles"
 
     @property
     def classifiers_dir(self) -> Path:

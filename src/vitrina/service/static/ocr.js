@@ -1,30 +1,25 @@
-// Outlines of the words read from an item's image (OCR) that the search matched.
-// outlineWords(frame, image, data) draws one absolutely positioned box per word over the image,
-// placed in percent of the source image's size (data.width x data.height, the pixels the boxes
-// are in), so the outlines follow the image at whatever size it is shown. A deep-zoom viewer can
-// call it with its own overlay element and the same JSON: {width, height, words: [{text, box: [x, y, w, h]}]}.
+// Outlines of the words read from an item's image (OCR) that the search matched, drawn on the
+// deep-zoom viewer (viewer.js) from the JSON in #viewer's data-ocr:
+//   {width, height, words: [{text, box: [x, y, w, h]}]}
+// The boxes are in the pixels of the image that was read (width x height: the file itself, or
+// the size a IIIF image was fetched at), so they are scaled here to the item's own pixels.
 "use strict";
-function outlineWords(frame, data) {
-  for (const old of frame.querySelectorAll(".ocr-word")) old.remove();
-  if (!data || !data.width || !data.height) return [];
-  const made = [];
-  for (const word of data.words || []) {
-    const [x, y, w, h] = word.box;
-    const box = document.createElement("span");
-    box.className = "ocr-word";
-    box.title = word.text;
-    box.style.left = (100 * x / data.width) + "%";
-    box.style.top = (100 * y / data.height) + "%";
-    box.style.width = (100 * w / data.width) + "%";
-    box.style.height = (100 * h / data.height) + "%";
-    frame.appendChild(box);
-    made.push(box);
-  }
-  return made;
-}
-
 (function () {
-  for (const frame of document.querySelectorAll(".ocr-frame[data-ocr]")) {
-    outlineWords(frame, JSON.parse(frame.dataset.ocr));
-  }
+  const el = document.getElementById("viewer");
+  const v = window.vitrinaViewer;
+  if (!el || !el.dataset.ocr || !v) return;
+  const data = JSON.parse(el.dataset.ocr);
+  v.onOpen(() => {
+    const k = data.width ? v.itemSize().w / data.width : 1;
+    const boxes = (data.words || []).map((w) => (
+      { x: w.box[0] * k, y: w.box[1] * k, w: w.box[2] * k, h: w.box[3] * k, label: w.text }));
+    v.outline(boxes, "ocr-word");
+    if (!el.dataset.box && boxes.length) {  // no matched region to show: show the words
+      const x0 = Math.min(...boxes.map((b) => b.x)), y0 = Math.min(...boxes.map((b) => b.y));
+      const x1 = Math.max(...boxes.map((b) => b.x + b.w)), y1 = Math.max(...boxes.map((b) => b.y + b.h));
+      const size = v.itemSize();
+      // Only zoom in when the words are small in the image: a word across a small image reads as is.
+      if ((x1 - x0) * (y1 - y0) < size.w * size.h / 16) v.zoomTo(x0, y0, x1 - x0, y1 - y0, true);
+    }
+  });
 })();
