@@ -234,7 +234,11 @@ def test_a_saturated_model_answers_503_not_a_pile_up(coll_name: str) -> None:
         ]
         for t in threads:
             t.start()
-        time.sleep(1.0)
+        # One runs (held in the model), one waits in the queue, two are turned away: wait for
+        # those two answers rather than a fixed time (a loaded machine starts threads late).
+        deadline = time.monotonic() + 30
+        while len(results) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         release.set()
         for t in threads:
             t.join(20)
