@@ -32,7 +32,7 @@ from .ingest import writing_store as _writer
 from .query import Hits, Query
 from .records import Item, ModelFingerprint
 from .search import ImageLimits, Searcher, query_image_vector
-from .store import Space, Store, disk_full_as_error, resolve_collection
+from .store import Curation, Space, Store, disk_full_as_error, resolve_collection
 
 if TYPE_CHECKING:
     from .index.qdrant import SyncReport
@@ -113,6 +113,11 @@ class Collection(CollectionView):
             with self.writer():
                 assert self._writing is not None
                 yield self._writing
+
+    @contextmanager
+    def curating(self) -> Iterator[Curation]:  # sets, labels, corrections under the writer lock (vitrina.workbench)
+        with self._write() as store:
+            yield store.curation()
 
     def add_items(self, items: Sequence[Item] | Iterator[Item]) -> dict[str, int]:
         """Add or update items (without embedding them): counts of new, changed, updated, unchanged."""
