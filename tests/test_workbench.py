@@ -207,3 +207,39 @@ def test_exports_carry_ids_scores_labels_query_and_model(pages) -> None:  # type
         wb.export("picked", "xml")
     with pytest.raises(QueryError, match="No set"):
         wb.export("nothing", "json")
+
+
+def test_the_cli_keeps_labels_trains_reviews_and_exports(pages, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from vitrina.cli import cli
+
+    coll, kinds, _ = pages
+    path = str(coll.path)
+    monkeypatch.setenv("VITRINA_WHO", "dana")
+    run = CliRunner().invoke
+    ids = sorted(kinds)
+    for i in ids[:10]:
+        result = run(cli, ["label", path, Q, i, kinds[i][0]])
+        assert result.exit_code == 0, result.output
+    trained = run(cli, ["label", path, Q, "--train", "--review", "5", "--json"])
+    assert trained.exit_code == 0, trained.output
+    data = json.loads(trained.output)
+    assert data["trained"]["tag"] == TAG and len(data["review"]) == 5
+    assert not {r["id"] for r in data["review"]} & set(ids[:10])
+    shown = run(cli, ["label", path, Q])
+    assert "by dana" in shown.output and ids[0] in shown.output
+    added = run(cli, ["sets", path, "add", "picked", "--ids", ids[0], "--ids", ids[1], "--query", "paper"])
+    assert added.exit_code == 0 and "set=picked" in added.output, added.output
+    assert "picked" in run(cli, ["sets", path]).output
+    out = tmp_path / "picked.csv"
+    exported = run(cli, ["sets", path, "export", "picked", "--format", "csv", "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    assert [r["id"] for r in csv.DictReader(io.StringIO(out.read_text()))] == ids[:2]
+    similar = run(cli, ["sets", path, "similar", "picked", "--json", "--limit", "3"])
+    assert similar.exit_code == 0 and len(json.loads(similar.output)) == 3
+    bad = run(cli, ["sets", path, "add", "a=b", "--ids", ids[0]])
+    assert bad.exit_code == 1 and "letters, digits" in bad.output
+    fixed = run(cli, ["correct", path, TAG, ids[30], "yes", "--json"])
+    assert fixed.exit_code == 0 and ids[30] in coll.ids_where([f"{TAG}=yes"])
+    assert run(cli, ["sets", path, "delete", "picked"]).exit_code == 0 and coll.workbench.sets() == []
