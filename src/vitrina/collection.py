@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,12 @@ def open_collection(
     return Collection(
         resolve_collection(name_or_path, home), create=create, embedder=embedder, limits=limits, index=index
     )
+
+
+@contextmanager
+def _curation_of(writing: AbstractContextManager[Store]) -> Iterator[Curation]:
+    with writing as store:
+        yield store.curation()
 
 
 class Collection(CollectionView):
@@ -114,10 +120,10 @@ class Collection(CollectionView):
                 assert self._writing is not None
                 yield self._writing
 
-    @contextmanager
-    def curating(self) -> Iterator[Curation]:  # sets, labels, corrections under the writer lock (vitrina.workbench)
-        with self._write() as store:
-            yield store.curation()
+    def curating(
+        self,
+    ) -> AbstractContextManager[Curation]:  # sets, labels, corrections under the writer lock (vitrina.workbench)
+        return _curation_of(self._write())
 
     def add_items(self, items: Sequence[Item] | Iterator[Item]) -> dict[str, int]:
         """Add or update items (without embedding them): counts of new, changed, updated, unchanged."""

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from .core import Service
@@ -85,13 +85,11 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
         )
     try:
         return model.model_validate_json(raw)
-    except ValueError as e:
-        first = getattr(e, "errors", lambda: [{}])()[:1]
-        where = ".".join(str(p) for p in first[0].get("loc", ())) if first else ""
+    except ValidationError as e:
+        first = e.errors()[0] if e.errors() else {"loc": (), "msg": str(e)}
+        where = ".".join(str(p) for p in first["loc"])
         raise ServiceError(
-            422,
-            "invalid_parameter",
-            f"Bad body{' at ' + where if where else ''}: {first[0].get('msg', e) if first else e}",
+            422, "invalid_parameter", f"Bad body{' at ' + where if where else ''}: {first['msg']}"
         ) from None
 
 

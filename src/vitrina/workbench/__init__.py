@@ -144,13 +144,14 @@ class Workbench:
         in filters and survives re-runs of the classifier."""
         from ..classify import probe_path
 
-        probe_path(self.coll, tag)  # the tag-name rule of classifiers
+        coll = self._writable()
+        probe_path(coll, tag)  # the tag-name rule of classifiers
         (item_id,) = check_ids([item_id])
         if value is not None:
             value = check_note(value)[:200] or None
-        if item_id not in self.coll:
-            raise QueryError(f"No item {item_id[:80]!r} in collection {self.coll.name!r}.")
-        with self._writable().curating() as curation:
+        if item_id not in coll:
+            raise QueryError(f"No item {item_id[:80]!r} in collection {coll.name!r}.")
+        with coll.curating() as curation:
             curation.correct(tag, [(item_id, value)], check_who(who or default_who()))
         return {"id": item_id, "tag": tag, "value": value}
 
