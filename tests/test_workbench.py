@@ -145,9 +145,15 @@ def test_train_review_and_corrections_win_over_the_machine(pages) -> None:  # ty
     # The review queue: unlabelled items (skip counts as seen), least sure first.
     queue = wb.review(Q, limit=10)
     assert len(queue) == 10 and not {q["id"] for q in queue} & set(ids[:9])
-    margins = [abs(q["p_yes"] - 0.5) for q in queue]
-    everything = wb.review(Q, limit=31)
-    assert len(everything) == 31 and max(margins) <= max(abs(q["p_yes"] - 0.5) for q in everything) + 1e-6
+    t = report["threshold"]
+
+    def margin(q: dict) -> float:  # distance from the threshold in log-odds
+        p = min(max(q["p_yes"], 1e-6), 1 - 1e-6)
+        return abs(np.log(p / (1 - p)) - np.log(t / (1 - t)))
+
+    everything = wb.review(Q, limit=31)  # every unlabelled item
+    rest = [q for q in everything if q["id"] not in {x["id"] for x in queue}]
+    assert len(everything) == 31 and max(map(margin, queue)) <= min(map(margin, rest)) + 1e-3
     # A labelled item's answer wins over the probe, also after a re-run of the classifier.
     wrong = ids[0]
     wb.label(Q, wrong, "no" if kinds[wrong] == "yes" else "yes", who="bo")
@@ -157,6 +163,7 @@ def test_train_review_and_corrections_win_over_the_machine(pages) -> None:  # ty
     apply_probe(coll, TAG)
     value = "no" if kinds[wrong] == "yes" else "yes"
     assert wrong in coll.ids_where([f"{TAG}={value}"])
+    assert {(c["id"], c["value"], c["source"]) for c in wb.corrections(TAG)} >= {(wrong, value, f"label:{Q}")}
     # A hand correction of a machine tag, and taking it back.
     other = ids[20]
     machine = "yes" if other in coll.ids_where([f"{TAG}=yes"]) else "no"
