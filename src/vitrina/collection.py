@@ -59,6 +59,7 @@ def open_collection(
 
 @contextmanager
 def _curation_of(writing: AbstractContextManager[Store]) -> Iterator[Curation]:
+    """The workbench's part of the store, under the writer lock ``writing`` holds."""
     with writing as store:
         yield store.curation()
 
@@ -120,9 +121,7 @@ class Collection(CollectionView):
                 assert self._writing is not None
                 yield self._writing
 
-    def curating(
-        self,
-    ) -> AbstractContextManager[Curation]:  # sets, labels, corrections under the writer lock (vitrina.workbench)
+    def curating(self) -> AbstractContextManager[Curation]:  # sets, labels, corrections (vitrina.workbench)
         return _curation_of(self._write())
 
     def add_items(self, items: Sequence[Item] | Iterator[Item]) -> dict[str, int]:
