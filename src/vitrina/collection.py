@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from .ingest import writing_store as _writer
 from .query import Hits, Query
 from .records import Item, ModelFingerprint
 from .search import ImageLimits, Searcher, query_image_vector
-from .store import Space, Store, disk_full_as_error, resolve_collection
+from .store import Curation, Space, Store, disk_full_as_error, resolve_collection
 
 if TYPE_CHECKING:
     from .index.qdrant import SyncReport
@@ -55,6 +55,13 @@ def open_collection(
     return Collection(
         resolve_collection(name_or_path, home), create=create, embedder=embedder, limits=limits, index=index
     )
+
+
+@contextmanager
+def _curation_of(writing: AbstractContextManager[Store]) -> Iterator[Curation]:
+    """The workbench's part of the store, under the writer lock ``writing`` holds."""
+    with writing as store:
+        yield store.curation()
 
 
 class Collection(CollectionView):
@@ -113,6 +120,9 @@ class Collection(CollectionView):
             with self.writer():
                 assert self._writing is not None
                 yield self._writing
+
+    def curating(self) -> AbstractContextManager[Curation]:  # sets, labels, corrections (vitrina.workbench)
+        return _curation_of(self._write())
 
     def add_items(self, items: Sequence[Item] | Iterator[Item]) -> dict[str, int]:
         """Add or update items (without embedding them): counts of new, changed, updated, unchanged."""
