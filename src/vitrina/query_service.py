@@ -207,14 +207,16 @@ def _connect(path: Path, timeout: float) -> socket.socket | None:
     return sock
 
 
-def _spawn(sock_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(sock_path: Path, detach: bool) -> subprocess.Popen[bytes]:
+    """Start the service (``detach``: through a launcher that returns once it listens, so the
+    service is nobody's child and leaves no zombie or open handle behind in the caller)."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
-    log = open(sock_path.with_suffix(".log"), "wb")  # noqa: SIM115 - handed to the child
+    log = open(sock_path.with_suffix(".log"), "ab")  # noqa: SIM115 - handed to the child
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "vitrina.query_service", str(sock_path)],
+            [sys.executable, "-m", "vitrina.query_service", *(["--detach"] if detach else []), str(sock_path)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -227,6 +229,19 @@ def _spawn(sock_path: Path) -> subprocess.Popen[bytes]:
         log.close()
 
 
+def _launch(sock_path: Path) -> bool:
+    """The launcher's part: start the service, wait until it listens (True) or dies (False)."""
+    child = _spawn(sock_path, detach=False)
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if _owned_socket(sock_path):
+            return True
+        if child.poll() is not None:
+            return _owned_socket(sock_path)  # another service won the race, or this one failed (see its log)
+        time.sleep(0.01)
+    return False
+
+
 def ask(req: dict[str, Any]) -> dict[str, Any] | None:
     """The service's payload for ``req``, starting the service when none runs; None when it cannot
     answer (then answer in-process)."""
@@ -237,15 +252,11 @@ def ask(req: dict[str, Any]) -> dict[str, Any] | None:
     sock = _connect(sock_path, ANSWER_SECONDS)
     if sock is None:
         try:
-            child = _spawn(sock_path)
-        except OSError:
+            launcher = _spawn(sock_path, detach=True)
+            started = launcher.wait(START_SECONDS + 5) == 0
+        except (OSError, subprocess.TimeoutExpired):
             return None
-        deadline = time.monotonic() + START_SECONDS
-        while sock is None and time.monotonic() < deadline:
-            if child.poll() is not None and not _owned_socket(sock_path):
-                return None  # it could not start (its log says why)
-            time.sleep(0.02)
-            sock = _connect(sock_path, ANSWER_SECONDS)
+        sock = _connect(sock_path, ANSWER_SECONDS) if started else None
         if sock is None:
             return None
     try:
@@ -399,8 +410,10 @@ class Service:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--detach":
+        sys.exit(0 if _launch(Path(args[1])) else 1)
     if len(args) != 1:
-        sys.exit("usage: python -m vitrina.query_service SOCKET_PATH  (started by `vitrina search`)")
+        sys.exit("usage: python -m vitrina.query_service [--detach] SOCKET_PATH  (started by `vitrina search`)")
     Service(Path(args[0]), idle_seconds()).run()
 
 
