@@ -5,7 +5,7 @@
 >>> maps.search("maps with sea monsters", where=["date<1800"], limit=5)
 """
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from ._version import __version__
 from .errors import (
@@ -37,7 +37,7 @@ _LAZY = {
     "Hits": "query", "Query": "query", "Term": "query", "Hit": "records", "Item": "records", "ModelFingerprint": "records",
 }  # fmt: skip
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:  # what __getattr__ loads, for type checkers and tests/test_house.py
     from .collection import Collection, ImageLimits, open_collection
     from .embedding import Embedder, get_embedder
     from .filters import Filter
