@@ -150,6 +150,15 @@ def _tail(path: str) -> str:
 
 
 SAME_PICTURE = 10  # signatures this close: the same picture resized or recompressed, or a near-identical drawing
+# A signature with fewer cells set than this is a near-uniform picture (a white page, plain paper,
+# one line of text: 2 of 512): it lies within SAME_PICTURE of the 67 near-empty training
+# signatures and says nothing about which picture it is, so it is not compared (issue 27).
+LOW_INFORMATION = 24
+
+
+def signature_bits(signature: bytes) -> int:
+    """How many cells of an image signature are set (0 for a uniform picture)."""
+    return int(np.unpackbits(np.frombuffer(signature, np.uint8)).sum())
 
 
 def training_overlap(
@@ -167,7 +176,8 @@ def training_overlap(
         tails, signatures = known
         checked = ids if len(ids) <= sample else sorted(random.Random(seed).sample(ids, sample))
         items = coll.items(checked)
-        found = []
+        found: list[str] = []
+        plain: list[str] = []
         for item_id in checked:
             item = items.get(item_id)
             if item is None:
@@ -179,7 +189,9 @@ def training_overlap(
                 signature = image_signature(read_image(item.image, fetcher=fetcher))
             except Exception:
                 continue
-            if signature_distance(signatures, signature).min() <= SAME_PICTURE:
+            if signature_bits(signature) < LOW_INFORMATION:
+                plain.append(item_id)
+            elif signature_distance(signatures, signature).min() <= SAME_PICTURE:
                 found.append(item_id)
         what = "the mini model's training drawings (openclipart-png; by file path and image signature)"
     elif spec.startswith("hf:") and (Path(spec[3:]) / "vitrina-finetune.json").is_file():
@@ -187,7 +199,7 @@ def training_overlap(
         trained = set(record.get("train_ids") or [])
         if not trained:
             return None
-        checked = ids
+        checked, plain = ids, []
         found = [i for i in ids if i in trained]
         what = f"the pairs {spec} was fine-tuned on"
     else:
@@ -199,7 +211,11 @@ def training_overlap(
         "overlapping": len(found),
         "share": round(share, 4),
         "examples": found[:5],
+        "low_information": len(plain),
     }
+    if plain:
+        out["note"] = (f"{len(plain)} near-uniform pictures (blank pages, plain paper, a line of text) were checked by file path only: "
+                       "their image signature cannot tell them from a training drawing.")  # fmt: skip
     if found:
         out["warning"] = (f"{len(found)} of {len(checked)} evaluated items ({share:.0%}) are in {what}: figures on them measure memory, "
                           "not search; evaluate on items the model never saw.")  # fmt: skip
@@ -207,7 +223,7 @@ def training_overlap(
 
 
 def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]], *, k: int = 10, space: str | None = None,
-                 progress: Callable[[int, int], None] | None = None, candidates: ItemIds | None = None) -> dict[str, Any]:  # fmt: skip
+                 progress: Callable[[int, int], None] | None = None, candidates: ItemIds | None = None, check_training: bool = True) -> dict[str, Any]:  # fmt: skip
     """nDCG@k and P@k per judged query. Judged ids that are not in the collection are counted and
     left out (they could never be found); a query left with none is skipped, not scored 0. With
     ``candidates``, only those items are ranked (spaces compared on the items they all cover)."""
@@ -218,6 +234,7 @@ def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]
     unknown: list[str] = []
     skipped: list[str] = []
     all_zero: list[str] = []
+    targets: set[str] = set()
     present = set(coll.items(sorted({i for _, rel in judged for i in rel})))
     if candidates is not None:
         present &= set(candidates)
@@ -235,6 +252,7 @@ def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]
         ranked = [h.id for h in coll.search(query, limit=k + extra, space=space)]
         if candidates is not None:  # the first k among the common items lie within the first k + dropped
             ranked = [i for i in ranked if i in candidates][:k]
+        targets.update(i for i, g in relevant.items() if g > 0)
         per_query.append({"query": query, f"ndcg@{k}": round(ndcg_at_k(ranked, relevant, k), 4), f"p@{k}": round(precision_at_k(ranked, relevant, k), 4),
                           "relevant": len(relevant), "unknown_ids": len(missing)})  # fmt: skip
     sp = coll.space(space)
@@ -258,6 +276,10 @@ def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]
             "None of the judged queries has a relevant item in this collection; check the ids in the queries file."
         )
     out["warnings"] = warnings
+    if check_training:
+        overlap = training_overlap(coll, sp, sorted(targets))
+        if overlap:
+            out["training_overlap"] = overlap
     return out
 
 
