@@ -669,3 +669,41 @@ def test_queries_file_messages_name_the_reason(mini_collection, tmp_path: Path) 
     assert not any("no judged item" in w for w in r["warnings"])
     md = markdown({"queries": {"s": {**r, "ndcg@10": 0.5, "p@10": 0.25}}})
     assert "| 0.500 | 25.0% |" in md, md
+
+
+def test_items_sharing_a_caption_score_a_hit_on_each_other_and_are_reported(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    """Issue 27, defect 5: captions shared by several items (27 demo items in 10 groups) made each
+    other's queries misses without a word."""
+    from tests.conftest import make_images
+    from tests.fakes import FAKE_SPEC
+    from vitrina.evaluate import chance, chance_shared
+
+    make_images(tmp_path / "imgs", 8, seed=5)
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC)
+    ids, matrix = coll.vectors()
+    same = ids[:3]
+    pairs = [(same[0], "A red map"), (same[1], "a  red MAP"), (same[2], "a red map")] + [
+        (i, f"map {n}") for n, i in enumerate(ids[3:])
+    ]
+    r = eval_pairs(coll, pairs, check_training=False)
+    text = fake_embedder.embed_texts(["A red map", "a  red MAP", "a red map"])
+    for q, row in enumerate(r["per_query"][:3]):
+        scores = matrix @ text[q]
+        group = [ids.index(i) for i in same]
+        best = max(group, key=lambda n: scores[n])
+        others = [n for n in range(len(ids)) if n not in group]
+        assert row["hit"] == ids[best] and row["shares_caption"] == 3, row
+        assert row["rank"] == sum(scores[n] >= scores[best] for n in others), row
+    assert all("hit" not in row for row in r["per_query"][3:])
+    assert r["duplicate_captions"]["captions"] == 1 and r["duplicate_captions"]["items"] == 3
+    assert r["duplicate_captions"]["groups"][0]["ids"] == same
+    assert any("3 items share 1 captions" in w for w in r["warnings"]), r["warnings"]
+    # Chance with three targets among 8 for 3 queries and one for 5 (hand-computed).
+    assert r["chance"]["recall@1"] == pytest.approx((3 * (1 - 5 / 8) + 5 / 8) / 8, abs=1e-4)
+    assert chance_shared(8, [3])["mrr"] == pytest.approx(
+        sum(math.comb(8 - j, 2) / math.comb(8, 3) / j for j in range(1, 7)), abs=1e-4
+    )
+    assert chance_shared(4, [2])["mrr"] == pytest.approx(0.5 + 1 / 6 + 1 / 18, abs=1e-4)
+    assert chance_shared(4, [2])["recall@1"] == pytest.approx(0.5, abs=1e-4)
+    assert chance_shared(10, [1]) == chance(10)

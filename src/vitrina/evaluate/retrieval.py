@@ -18,6 +18,7 @@ from ..images import read_image
 from .metrics import (
     KS,
     chance,
+    chance_shared,
     image_signature,
     mrr,
     ndcg_at_k,
@@ -79,13 +80,27 @@ def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str
             "None of the pairs' ids has a vector in this space; check the ids (vitrina captions writes them)."
         )
     embedder = coll.embedder_for(sp)
+    sharing = shared_captions(usable)
     ranks: list[int] = []
+    hits: list[str] = []
     tops: list[list[str]] = []
     for start in range(0, len(usable), 256):
         chunk = usable[start : start + 256]
         texts = embedder.embed_texts([c for _, c in chunk])
         scores = matrix @ texts.T
         ranks += [int(r) for r in rank_of(scores, np.asarray([position[i] for i, _ in chunk]))]
+        # A caption shared by several items: a hit on any of them counts (the one ranked first).
+        for q, (i, c) in enumerate(chunk):
+            group = sharing.get(_caption_key(c))
+            if not group:
+                hits.append(i)
+                continue
+            rows = np.asarray([position[g] for g in group])
+            best = rows[int(np.argmax(scores[rows, q]))]
+            others = np.ones(len(ids), bool)
+            others[rows] = False
+            ranks[start + q] = int((scores[others, q] >= scores[best, q]).sum())
+            hits.append(ids[best])
         # What each query found first (for the contact sheet): the top few, without sorting every score.
         top_n = min(TOP, len(ids))
         first = np.argpartition(-scores, top_n - 1, axis=0)[:top_n]
@@ -95,11 +110,19 @@ def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str
             progress(len(ranks), len(usable))
     out: dict[str, Any] = {f"recall@{k}": round(recall_at_k(ranks, k), 4) for k in ks}
     out.update({"mrr": round(mrr(ranks), 4), "queries": len(usable), "skipped": len(pairs) - len(usable), "items": len(ids), "space": sp.name, "model": sp.fingerprint.spec,
-                "split": split or "unspecified", "candidates_digest": candidates_digest_of(ids), "chance": chance(len(ids), ks), "ci95": rank_intervals(ranks, ks), "interval": "Wilson 95 %",
-                "per_query": [{"id": i, "caption": c, "rank": r, "top": t} for (i, c), r, t in zip(usable, ranks, tops)]})  # fmt: skip
+                "split": split or "unspecified", "candidates_digest": candidates_digest_of(ids), "ci95": rank_intervals(ranks, ks), "interval": "Wilson 95 %",
+                "chance": chance_shared(len(ids), [len(sharing.get(_caption_key(c), [i])) for i, c in usable], ks) if sharing else chance(len(ids), ks),
+                "per_query": [{"id": i, "caption": c, "rank": r, "top": t, **({"hit": h, "shares_caption": len(sharing[_caption_key(c)])} if _caption_key(c) in sharing else {})}
+                              for (i, c), r, t, h in zip(usable, ranks, tops, hits)]})  # fmt: skip
     out["per_item"] = per_item(out["per_query"])
     out["never_found"] = sum(1 for r in out["per_item"] if r["best_rank"] >= 10)
     out["warnings"] = [w for w in [small_sample_warning("text→image", ranks, max(ks))] if w]
+    if sharing:
+        out["duplicate_captions"] = {"captions": len(sharing), "items": sum(len(g) for g in sharing.values()),
+                                     "groups": [{"caption": next(c for i, c in usable if _caption_key(c) == key), "ids": g} for key, g in list(sharing.items())[:20]]}  # fmt: skip
+        example = out["duplicate_captions"]["groups"][0]
+        out["warnings"].append(f"{out['duplicate_captions']['items']} items share {len(sharing)} captions (e.g. {example['caption']!r}: {', '.join(example['ids'][:3])}): "
+                               "a query scores a hit on whichever item with its caption ranks first (per_query 'hit'); make captions distinct to score each item on its own.")  # fmt: skip
     if check_training:
         overlap = training_overlap(coll, sp, sorted({i for i, _ in usable}))
         if overlap:
@@ -108,6 +131,21 @@ def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str
 
 
 TOP = 5  # retrieved items kept per query
+
+
+def _caption_key(caption: str) -> str:
+    return " ".join(caption.split()).casefold()
+
+
+def shared_captions(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """Captions (compared without case and extra spaces) that several items have: caption -> ids.
+    Such items cannot be told apart by their caption, so each counts as a hit for the others."""
+    by_caption: dict[str, list[str]] = {}
+    for i, c in pairs:
+        ids = by_caption.setdefault(_caption_key(c), [])
+        if i not in ids:
+            ids.append(i)
+    return {c: ids for c, ids in by_caption.items() if len(ids) > 1}
 
 
 def candidates_digest_of(ids: Sequence[str]) -> str:
