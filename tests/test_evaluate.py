@@ -707,3 +707,46 @@ def test_items_sharing_a_caption_score_a_hit_on_each_other_and_are_reported(tmp_
     assert chance_shared(4, [2])["mrr"] == pytest.approx(0.5 + 1 / 6 + 1 / 18, abs=1e-4)
     assert chance_shared(4, [2])["recall@1"] == pytest.approx(0.5, abs=1e-4)
     assert chance_shared(10, [1]) == chance(10)
+
+
+def test_finetune_refuses_a_tiny_validation_slice_unless_told(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    """Issue 27, defect 7: 108 training pairs gave a 10-image validation slice (recall@10 100 % by
+    construction); below the minimum the run is refused, naming the size and the way out."""
+    from click.testing import CliRunner
+
+    from tests.conftest import make_images
+    from tests.fakes import FAKE_SPEC
+    from vitrina.cli import cli
+    from vitrina.errors import QueryError
+    from vitrina.finetune import FinetuneConfig, finetune, split_pairs
+
+    make_images(tmp_path / "imgs", 40, seed=2)
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC)
+    ids, _ = coll.vectors()
+    pairs = [{"id": i, "caption": f"a map {n}", "split": "train"} for n, i in enumerate(ids)]
+    size = len(split_pairs(pairs, 10)[1])
+    assert 0 < size < 50
+    with pytest.raises(QueryError) as refused:
+        finetune(coll, pairs, tmp_path / "ft", config=FinetuneConfig(epochs=1))
+    message = str(refused.value)
+    assert (
+        f"would have {size} images, fewer than the minimum of 50" in message and "--allow-small-validation" in message
+    )
+    assert "--min-val-images" in message and "--val-percent" in message and not (tmp_path / "ft").exists()
+    with pytest.raises(QueryError, match="minimum of 60"):
+        finetune(coll, pairs, tmp_path / "ft", config=FinetuneConfig(epochs=1, val_percent=90, min_val_images=60))
+    pairs_file = tmp_path / "pairs.jsonl"
+    pairs_file.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    run = CliRunner().invoke(
+        cli, ["finetune", str(coll.path), "--pairs", str(pairs_file), "--out", str(tmp_path / "ft")]
+    )
+    assert run.exit_code != 0 and f"would have {size} images" in run.output and "Traceback" not in run.output, (
+        run.output
+    )
+    # Told to go ahead (or with no validation at all), it is not refused: it goes on to load the model.
+    for extra in (["--allow-small-validation"], ["--min-val-images", str(size)], ["--val-percent", "0"]):
+        run = CliRunner().invoke(
+            cli, ["finetune", str(coll.path), "--pairs", str(pairs_file), "--out", str(tmp_path / "ft"), *extra]
+        )
+        assert "fewer than the minimum" not in run.output, (extra, run.output)

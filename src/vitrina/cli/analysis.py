@@ -178,6 +178,25 @@ def captions(collection: str, split: str, held_out_percent: int) -> None:
     type=click.IntRange(2),
     help="Validation captions rank this many validation images (recall@k, MRR).",
 )
+@click.option(
+    "--val-percent",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 90),
+    help="Share of the training pairs (by caption group) held back for validation; 0: none (the lowest training loss is kept).",
+)
+@click.option(
+    "--min-val-images",
+    default=50,
+    show_default=True,
+    type=click.IntRange(2),
+    help="Refuse a validation slice smaller than this (its figures say little).",
+)
+@click.option(
+    "--allow-small-validation",
+    is_flag=True,
+    help="Train even when the validation slice is below --min-val-images (with a warning).",
+)
 @click.option("--device", help="cpu, cuda, mps (default: cuda if present).")
 @click.option(
     "--restart",
@@ -186,7 +205,8 @@ def captions(collection: str, split: str, held_out_percent: int) -> None:
 )
 @click.option("--json", "as_json", is_flag=True)
 def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs: int, batch_size: int, lr: float, warmup: float, freeze: str,
-             patience: int, val_candidates: int, device: str | None, restart: bool, as_json: bool) -> None:  # fmt: skip
+             patience: int, val_candidates: int, val_percent: int, min_val_images: int, allow_small_validation: bool, device: str | None, restart: bool,
+             as_json: bool) -> None:  # fmt: skip
     """Fine-tune COLLECTION's CLIP / SigLIP model on caption pairs (contrastive loss), validated by
     retrieval on held-back pairs each epoch (the best MRR is kept), with early stopping and
     resumable checkpoints; a resume with other settings is refused.
@@ -210,6 +230,9 @@ def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs:
             freeze=freeze,
             patience=patience,
             val_candidates=val_candidates,
+            val_percent=val_percent,
+            min_val_images=min_val_images,
+            allow_small_validation=allow_small_validation,
         )
         with progress_bars(err, as_json) as (_, on_step):
             report = run(
