@@ -284,7 +284,17 @@ def test_captions_split_by_group_keeps_near_duplicates_together_and_never_moves(
      ({"title": "Nautical chart of the Oslofjord", "original_format": "maps"}, "Nautical chart of the Oslofjord."),
      ({"title": "Atlas of Bergen", "original_format": ["map"], "date": "1901"}, "Atlas of Bergen from 1901."),
      ({"title": "Boston harbor", "original_format": ["map"], "date": "1775", "location": ["boston", "massachusetts"]},
-      "A map of Boston harbor from 1775, in Massachusetts.")],
+      "A map of Boston harbor from 1775, in Massachusetts."),
+     # issue 27, defect 9: no English frame around another language; the part after ':' kept; an article
+     ({"title": "Karte von Norwegen", "original_format": ["map"], "date": "1850"}, "Karte von Norwegen, 1850."),
+     ({"title": "Kart over Kristiania og omegn", "original_format": ["map"], "location": ["norway"]}, "Kart over Kristiania og omegn, Norway."),
+     ({"title": "Vue de Bergen", "original_format": ["print"], "language": ["french"]}, "Vue de Bergen."),
+     ({"title": "La Crosse", "original_format": ["map"], "language": ["english"]}, "A map of La Crosse."),
+     ({"title": "View of Bergen", "original_format": ["photo"], "date": "1890"}, "A photo of a view of Bergen from 1890."),
+     ({"title": "environs of Bergen", "original_format": ["map"]}, "A map of the environs of Bergen."),
+     ({"title": "Boston harbor : with soundings and the channel", "original_format": ["map"], "date": "1775"},
+      "A map of Boston harbor from 1775. With soundings and the channel."),
+     ({"title": "Plan of Boston, scale 1:12,000", "original_format": ["map"]}, "Plan of Boston, scale 1:12,000.")],
 )  # fmt: skip
 def test_captions_read_like_the_title_says(metadata: dict, caption: str) -> None:  # type: ignore[type-arg]
     from vitrina.captions import build_caption
@@ -750,3 +760,27 @@ def test_finetune_refuses_a_tiny_validation_slice_unless_told(tmp_path: Path, fa
             cli, ["finetune", str(coll.path), "--pairs", str(pairs_file), "--out", str(tmp_path / "ft"), *extra]
         )
         assert "fewer than the minimum" not in run.output, (extra, run.output)
+
+
+def test_captions_from_file_names_are_said_so_or_left_out(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    """Issue 27, defect 9: a folder collection's titles are its file names ("architetto francesco
+    ro 01."): each row says where its caption came from, the CLI warns, and can leave them out."""
+    from click.testing import CliRunner
+
+    from tests.conftest import make_images
+    from tests.fakes import FAKE_SPEC
+    from vitrina import Item
+    from vitrina.cli import cli
+
+    make_images(tmp_path / "imgs", 3, seed=1)
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC)
+    coll.add_items([Item(id="cat-1", image="x", source="t", metadata={"title": "Plan of Bergen", "date": "1850"})])
+    rows = {r["id"]: r for r in captions(open_collection(tmp_path / "c"))}
+    assert rows["cat-1"]["caption_from"] == "title" and len(rows) == 4
+    assert all(r["caption_from"] == "file name" for i, r in rows.items() if i != "cat-1"), rows
+    run = CliRunner().invoke(cli, ["captions", str(tmp_path / "c")])
+    assert run.exit_code == 0 and "3 of 4 captions were built from file names" in run.stderr, run.stderr
+    run = CliRunner().invoke(cli, ["captions", str(tmp_path / "c"), "--skip-file-names"])
+    assert run.exit_code == 0 and [json.loads(line)["id"] for line in run.stdout.splitlines()] == ["cat-1"]
+    assert "file names" not in run.stderr

@@ -118,7 +118,12 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
 @click.argument("collection")
 @click.option("--split", type=click.Choice(["all", "train", "held_out"]), default="all", show_default=True)
 @click.option("--held-out-percent", default=20, show_default=True, type=click.IntRange(0, 100))
-def captions(collection: str, split: str, held_out_percent: int) -> None:
+@click.option(
+    "--skip-file-names",
+    is_flag=True,
+    help="Leave out items whose only title is their file name (folder collections): such captions measure file naming.",
+)
+def captions(collection: str, split: str, held_out_percent: int, skip_file_names: bool) -> None:
     """Print caption pairs built from COLLECTION's metadata as JSONL (id, caption, split, group),
     the LoC paper's recipe. The split is by group (series, manifest or catalogue item, title
     without its sheet numbers), stable across runs: near-duplicates never straddle it."""
@@ -126,7 +131,17 @@ def captions(collection: str, split: str, held_out_percent: int) -> None:
     from ..collection import open_collection
 
     with errors():
-        rows = ev.captions(open_collection(collection), held_out_percent=held_out_percent)
+        rows = ev.captions(
+            open_collection(collection), held_out_percent=held_out_percent, file_names=not skip_file_names
+        )
+    warning = ev.file_name_warning(rows)
+    if warning:
+        stderr().print(f"[yellow]Warning:[/] {escape(warning)}")
+    if not rows:
+        stderr().print(
+            "No captions: no item has a catalogue title or caption"
+            + (" (file-name titles left out)." if skip_file_names else ".")
+        )
     for row in rows:
         if split == "all" or row["split"] == split:
             click.echo(json.dumps(row, ensure_ascii=False))

@@ -17,7 +17,17 @@ Modules: ``metrics`` (numbers), ``data`` (pairs, splits, judged queries, caption
 
 from __future__ import annotations
 
-from .data import SPLITS, captions, file_sha256, provenance, read_pair_rows, read_pairs, read_queries, select_split
+from .data import (
+    SPLITS,
+    captions,
+    file_name_warning,
+    file_sha256,
+    provenance,
+    read_pair_rows,
+    read_pairs,
+    read_queries,
+    select_split,
+)
 from .exact_image import PERTURBATIONS, baseline_seed, eval_exact_image, paired_exact_image, random_weights_embedder
 from .metrics import (
     KS,
@@ -66,6 +76,7 @@ __all__ = [
     "common_candidates",
     "breakdown",
     "captions",
+    "file_name_warning",
     "chance",
     "chance_shared",
     "shared_captions",
