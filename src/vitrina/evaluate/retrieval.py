@@ -68,10 +68,11 @@ def common_candidates(coll: Collection, spaces: Sequence[str]) -> tuple[set[str]
 
 def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str | None = None, ks: Sequence[int] = KS, split: str | None = None,
                seed: int = 0, check_training: bool = True, progress: Callable[[int, int], None] | None = None,
-               candidates: ItemIds | None = None) -> dict[str, Any]:  # fmt: skip
+               candidates: ItemIds | None = None, shared_hits: bool = True) -> dict[str, Any]:  # fmt: skip
     """Text→image: each caption ranks every item of the space (with ``candidates``: those of them
     only, as when spaces are compared); ``split`` is what the pairs are (see ``select_split``) and
-    is written in the report."""
+    is written in the report. A caption several items share scores a hit on any of them
+    (``shared_hits``; False: only its own item counts, as the mini model's card measured)."""
     sp, ids, matrix = space_matrix(coll, space, candidates)
     position = {i: n for n, i in enumerate(ids)}
     usable = [(i, c) for i, c in pairs if i in position]
@@ -80,7 +81,7 @@ def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str
             "None of the pairs' ids has a vector in this space; check the ids (vitrina captions writes them)."
         )
     embedder = coll.embedder_for(sp)
-    sharing = shared_captions(usable)
+    sharing = shared_captions(usable) if shared_hits else {}
     ranks: list[int] = []
     hits: list[str] = []
     tops: list[list[str]] = []
