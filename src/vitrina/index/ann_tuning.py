@@ -63,6 +63,7 @@ class Tuning:
     exact_p50_ms: float
     probes: str
     queries: int
+    rows: int  # the rows of the index when it was measured (re-measured on every incremental add)
     curve: list[list[float]] = field(default_factory=list)  # [knob, candidates, text, image, p50_ms]
     knob: str = "nprobe"
     note: str | None = None  # a warning: what cannot be had and what to change
@@ -159,17 +160,17 @@ def tune(index: Any, structure: str, lists: int, vectors: np.ndarray, live: np.n
         if ms > 3 * exact_ms and (max_latency_ms is None or ms > 3 * max_latency_ms):
             too_slow = True
             break  # far slower than scanning everything
-    common: dict[str, Any] = {"target": target, "exact_p50_ms": round(exact_ms, 3), "probes": probes.label, "queries": len(probes.text),
+    common: dict[str, Any] = {"target": target, "rows": int(indexed), "exact_p50_ms": round(exact_ms, 3), "probes": probes.label, "queries": len(probes.text),
               "curve": curve, "knob": knob, "gap": None if probes.gap is None else round(probes.gap, 3)}  # fmt: skip
     assert top_recall is not None
     if best is None:
         reached, point = top_recall
         why = "before it is slower than the exact scan" if too_slow else "from this index"
-        note = (f"recall@10 {target} cannot be had {why}: at most {reached:.3f} ({knob} {point[0]}, "
+        missed = (f"recall@10 {target} cannot be had {why}: at most {reached:.3f} ({knob} {point[0]}, "
                 f"{point[1]} candidates, {point[4]:.1f} ms); searching exactly ({exact_ms:.1f} ms a query). To use an index, "
                 f"lower --target-recall, or rebuild with finer codes (--codes fp16/flat) or --structure hnsw.")  # fmt: skip
         return Tuning(mode="exact", settings={knob: int(point[0]), "candidates": int(point[1])},
-                      recall={"text": point[2], "image": point[3]}, p50_ms=point[4], note=note, **common)  # fmt: skip
+                      recall={"text": point[2], "image": point[3]}, p50_ms=point[4], note=missed, **common)  # fmt: skip
     ms, settings, r = best
     rounded = {k: round(v, 4) for k, v in r.items()}
     if ms >= exact_ms:
