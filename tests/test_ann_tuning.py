@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from vitrina import Item, ModelFingerprint, open_collection
 from vitrina.cli import cli
-from vitrina.index.ann import AnnParams, ann_path, read_ann
+from vitrina.index.ann import AnnIndex, AnnParams, ann_path, read_ann
 from vitrina.index.ann_tuning import Probes, measure_gap, shifted, truth_rows, tune
 
 faiss = pytest.importorskip("faiss")
@@ -164,3 +164,23 @@ def test_without_tuning_the_fixed_settings_are_used(tmp_path: Path) -> None:
     assert open_collection(coll.path).index_for().kind == "ann:ivf-sq8"
     out = runner.invoke(cli, ["index-ann", str(coll.path), "--rebuild", "--max-latency-ms", "0.001"])
     assert out.exit_code == 0 and "target: recall@10 0.98" in out.output, out.output
+
+
+def test_candidates_read_through_the_map_or_with_preads_give_the_same_hits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vitrina.index.ann import fits_in_memory
+
+    cloud = _Cloud()
+    coll, _ = _collection(tmp_path / "c", cloud.images(1200))
+    coll.build_ann(threads=1, target_recall=None)
+    q = cloud.texts(3, seed=8)
+    answers = []
+    for way in ("map", "pread"):
+        monkeypatch.setenv("VITRINA_ANN_GATHER", way)
+        assert fits_in_memory(10**15) == (way == "map")
+        index = AnnIndex(coll._store, "v", AnnParams(exact_below=0, selective=0.0))  # noqa: SLF001 - the index path itself
+        answers.append([list(zip(m.ids, np.round(m.scores, 5).tolist())) for m in index.search(q, limit=10)])
+    assert answers[0] == answers[1] and len(answers[0][0]) == 10
+    monkeypatch.delenv("VITRINA_ANN_GATHER")
+    assert fits_in_memory(1 << 20) and not fits_in_memory(1 << 60)
