@@ -68,6 +68,7 @@ def _recall(index: object, vectors: np.ndarray, queries: np.ndarray, nprobe: int
     return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth)]))
 
 
+@pytest.mark.slow
 def test_tuning_reaches_the_target_where_the_default_settings_do_not() -> None:
     cloud = _Cloud()
     vectors = cloud.images(20_000)
@@ -123,6 +124,7 @@ def _collection(path: Path, vectors: np.ndarray, start: int = 0):  # type: ignor
     return coll, ids
 
 
+@pytest.mark.slow
 def test_small_space_falls_back_to_exact_and_the_stamp_is_kept_rechecked_and_shown(tmp_path: Path) -> None:
     cloud = _Cloud()
     coll, ids = _collection(tmp_path / "c", cloud.images(3000))
@@ -184,3 +186,59 @@ def test_candidates_read_through_the_map_or_with_preads_give_the_same_hits(
     assert answers[0] == answers[1] and len(answers[0][0]) == 10
     monkeypatch.delenv("VITRINA_ANN_GATHER")
     assert fits_in_memory(1 << 20) and not fits_in_memory(1 << 60)
+
+
+def test_hnsw_tunes_ef_search_to_the_target() -> None:
+    cloud = _Cloud()
+    vectors = cloud.images(4000)
+    index = faiss.IndexHNSWFlat(DIM, 16, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 40
+    index.add(vectors)
+    probes = Probes(cloud.texts(100, seed=5), vectors[::40], "captions")
+
+    def timed(settings: dict[str, int], q: np.ndarray) -> float:
+        p = faiss.SearchParametersHNSW(efSearch=max(settings["efSearch"], settings["candidates"]))
+        return _clocked(lambda: index.search(q[None], settings["candidates"], params=p))
+
+    tuning = tune(index, "hnsw", 0, vectors, np.ones(len(vectors), bool), probes, 0.98, timed, lambda q: 1.0)
+    assert tuning.mode == "ann" and tuning.knob == "efSearch" and min(tuning.recall.values()) >= 0.98
+    assert set(tuning.settings) == {"efSearch", "candidates"}
+    assert AnnParams(structure="hnsw").tuned(tuning.settings).ef_search == tuning.settings["efSearch"]
+
+
+def test_one_index_per_process_shared_by_threads_and_collections(tmp_path: Path) -> None:
+    import threading
+
+    from vitrina.index import ann
+
+    cloud = _Cloud()
+    coll, _ = _collection(tmp_path / "c", cloud.images(1500))
+    coll.build_ann(threads=1, target_recall=None)
+    q = cloud.texts(1, seed=8)[0]
+    loads: list[Path] = []
+    real = ann.read_ann
+
+    def counting(path: Path):  # type: ignore[no-untyped-def]
+        loads.append(path)
+        return real(path)
+
+    ann.read_ann = counting  # count the real loads
+    try:
+        results: list[list[str]] = []
+
+        def serve() -> None:  # what a server's worker thread does: its own collection, a query
+            results.append([h.id for h in open_collection(coll.path).search_vectors(q, limit=5)[0]])
+
+        threads = [threading.Thread(target=serve) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 6 and all(r == results[0] for r in results)
+        assert len(loads) <= 1  # loaded once (or already, by the build's process), never per thread
+        coll.build_ann(threads=1, target_recall=None, rebuild=True)  # a new file: loaded again, once
+        for _ in range(3):
+            open_collection(coll.path).search_vectors(q, limit=5)
+        assert len(loads) <= 2
+    finally:
+        ann.read_ann = real

@@ -36,14 +36,14 @@ def build_ann(store: Store, sp: Space, embedder_for: Callable[[Space], Embedder]
     an assumed gap."""
     from .index.ann import AnnParams
     from .index.ann import build_ann as build
-    from .index.ann_tuning import GAP_PROMPTS, measure_gap
+    from .index.ann_tuning import GAP_PROMPTS
 
     params = None
     if structure or codes or nlist:
         defaults = AnnParams()
         params = AnnParams(structure=structure or defaults.structure, codes=codes or defaults.codes, nlist=nlist or 0)
     label = "given"
-    gap = None
+    prompts = None
     wants_model = caption_queries > 0 or target_recall
     if queries is None and wants_model and "text" in sp.fingerprint.modalities:
         texts = caption_sample(store, caption_queries) if caption_queries > 0 else []
@@ -60,10 +60,7 @@ def build_ann(store: Store, sp: Space, embedder_for: Callable[[Space], Embedder]
             queries = np.concatenate([embedder.embed_texts(texts[i : i + 64]) for i in range(0, len(texts), 64)])
             label = "captions"
         elif embedder is not None:  # no captions: measure the modality gap of the space instead
-            view = store.space_view(sp.name)
-            live = np.flatnonzero(view.live_rows(sp))
-            rows = np.sort(np.random.default_rng(3).choice(live, min(len(live), 5000), replace=False))
-            gap = measure_gap(embedder.embed_texts(list(GAP_PROMPTS)), np.asarray(view.vectors(sp)[rows]))
+            prompts = embedder.embed_texts(list(GAP_PROMPTS))
     return build(
         store,
         sp.name,
@@ -74,7 +71,7 @@ def build_ann(store: Store, sp: Space, embedder_for: Callable[[Space], Embedder]
         queries_label=label,
         progress=progress,
         target_recall=target_recall,
-        gap=gap,
+        prompts=prompts,
         max_latency_ms=max_latency_ms,
     )
 

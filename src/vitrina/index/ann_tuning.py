@@ -35,7 +35,7 @@ import numpy as np
 from ..store import Space, Store
 
 NPROBES = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
-EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024)
+EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 CANDIDATES = (40, 100, 200, 400)  # candidates re-ranked for a page of 10 (then scaled with the page)
 TIMED_QUERIES = 30
 GAP_PROMPTS = (
@@ -83,6 +83,31 @@ def measure_gap(texts: np.ndarray, images: np.ndarray) -> np.ndarray:
 def shifted(images: np.ndarray, gap: np.ndarray) -> np.ndarray:
     probes = np.asarray(images, np.float32) + gap[None, :]
     return (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
+
+
+def calibrated(probes: np.ndarray, images: np.ndarray, texts: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Shifted images moved off their own image by noise until their best cosine to ``images``
+    is that of real text vectors (median over each set). A shifted image still holds all of its
+    image's content, so its nearest images are much closer than a text query's: an easy probe.
+    The noise puts it where text queries stand, between images rather than on one."""
+    want = float(np.median((texts @ images.T).max(1)))
+    noise = np.random.default_rng(seed).standard_normal(probes.shape).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+
+    def at(sigma: float) -> np.ndarray:
+        moved = probes + sigma * noise
+        return (moved / np.linalg.norm(moved, axis=1, keepdims=True)).astype(np.float32)
+
+    def best(sigma: float) -> float:
+        return float(np.median((at(sigma) @ images.T).max(1)))
+
+    if best(0.0) <= want:
+        return probes
+    lo, hi = 0.0, 4.0
+    for _ in range(12):  # the best cosine falls as the noise grows
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if best(mid) > want else (lo, mid)
+    return at((lo + hi) / 2)
 
 
 def truth_rows(
@@ -169,10 +194,11 @@ def tune(index: Any, structure: str, lists: int, vectors: np.ndarray, live: np.n
     assert top_recall is not None
     if best is None:
         reached, point = top_recall
+        other = "--structure hnsw" if structure == "ivf" else "--structure ivf"
         why = "before it is slower than the exact scan" if too_slow else "from this index"
         missed = (f"recall@10 {target} cannot be had {why}: at most {reached:.3f} ({knob} {point[0]}, "
                 f"{point[1]} candidates, {point[4]:.1f} ms); searching exactly ({exact_ms:.1f} ms a query). To use an index, "
-                f"lower --target-recall, or rebuild with finer codes (--codes fp16/flat) or --structure hnsw.")  # fmt: skip
+                f"lower --target-recall, or rebuild with finer codes (--codes fp16/flat) or {other}.")  # fmt: skip
         return Tuning(mode="exact", settings={knob: int(point[0]), "candidates": int(point[1])},
                       recall={"text": point[2], "image": point[3]}, p50_ms=point[4], note=missed, **common)  # fmt: skip
     ms, settings, r = best
@@ -192,9 +218,10 @@ def tune(index: Any, structure: str, lists: int, vectors: np.ndarray, live: np.n
 
 
 def probe_set(store: Store, sp: Space, *, sample: int = 200, queries: np.ndarray | None = None, queries_label: str = "given",
-              gap: np.ndarray | None = None) -> Probes | None:  # fmt: skip
+              prompts: np.ndarray | None = None) -> Probes | None:  # fmt: skip
     """The probe queries of a space: ``sample`` stored vectors (image queries) and text-like ones:
-    ``queries`` when given, else those stored vectors shifted by ``gap``, else by an assumed gap."""
+    ``queries`` when given, else those stored vectors shifted by the gap measured from
+    ``prompts`` (text vectors of generic prompts, ``calibrated``), else by an assumed gap."""
     view = store.space_view(sp.name)
     live = np.flatnonzero(view.live_rows(sp))
     if len(live) == 0:
@@ -204,10 +231,12 @@ def probe_set(store: Store, sp: Space, *, sample: int = 200, queries: np.ndarray
     stored = np.ascontiguousarray(view.vectors(sp)[rows], np.float32)
     if queries is not None and len(queries):
         return Probes(np.asarray(queries, np.float32), stored, queries_label)
-    if gap is not None:
-        return Probes(
-            shifted(stored, gap), stored, "stored images + measured text-image gap", float(np.linalg.norm(gap))
-        )
+    if prompts is not None and len(prompts):
+        calib = np.sort(rng.choice(live, min(20_000, len(live)), replace=False))
+        images = np.asarray(view.vectors(sp)[calib], np.float32)
+        gap = measure_gap(prompts, images)
+        probes = calibrated(shifted(stored, gap), images, np.asarray(prompts, np.float32))
+        return Probes(probes, stored, "stored images + measured text-image gap", float(np.linalg.norm(gap)))
     return Probes(off_cloud(stored), stored, "stored images + assumed gap")
 
 
