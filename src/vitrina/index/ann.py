@@ -486,6 +486,8 @@ def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebu
         tuning = tune_index(store, sp, index, params, probes, target_recall, max_latency_ms)
         params = params.tuned(tuning.settings)
         stamp["tuning"] = tuning.to_stamp()
+        while len(json.dumps(stamp)) > HEADER_SIZE - 512 and len(stamp["tuning"]["curve"]) > 2:
+            stamp["tuning"]["curve"] = stamp["tuning"]["curve"][::-2][::-1]  # within the 4 KB header; the last kept
         if tuning.note:
             log.warning("Space %s: %s", sp.name, tuning.note)
     stamp["params"] = params.__dict__
