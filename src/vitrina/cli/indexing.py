@@ -353,7 +353,7 @@ def _describe_tuning(t: dict[str, Any]) -> str:
     got = ", ".join(f"{k} {v:.3f}" for k, v in t["recall"].items())
     head = f"\n  target: recall@10 {t['target']} on {t['queries']} probes ({t['probes']})"
     if t["mode"] == "exact":
-        return head + f"; searching exactly ({t['exact_p50_ms']:.1f} ms): {t.get('note', '')}"
+        return head + f"; {t.get('note', 'searching exactly')}"
     out = head + f"; tuned {settings}: recall {got}, p50 {t['p50_ms']:.1f} ms (exact scan {t['exact_p50_ms']:.1f} ms)"
     return out + (f"\n  warning: {t['note']}" if t.get("note") else "")
 
