@@ -343,19 +343,8 @@ def _describe_index(s: dict[str, Any]) -> str:
     recall = ann.get("recall_at_10") or {}
     measured = ", ".join(f"{k} {v:.3f}" for k, v in recall.items() if k != "sample")
     behind = f", {ann['behind']} newer rows scanned exactly" if ann["behind"] else ""
-    line = f"{s['index']} ({ann['status']}{behind}; recall@10 {measured} on {int(recall.get('sample', 0))} sampled queries; {ann['bytes'] / 1e6:.1f} MB)"
-    return line + (_describe_tuning(ann["tuning"]) if ann.get("tuning") else "")
-
-
-def _describe_tuning(t: dict[str, Any]) -> str:
-    """The recall target of an index, its chosen settings and what they measured (``ann_tuning``)."""
-    settings = ", ".join(f"{k} {v}" for k, v in t["settings"].items())
-    got = ", ".join(f"{k} {v:.3f}" for k, v in t["recall"].items())
-    head = f"\n  target: recall@10 {t['target']} on {t['queries']} probes ({t['probes']})"
-    if t["mode"] == "exact":
-        return head + f"; {t.get('note', 'searching exactly')}"
-    out = head + f"; tuned {settings}: recall {got}, p50 {t['p50_ms']:.1f} ms (exact scan {t['exact_p50_ms']:.1f} ms)"
-    return out + (f"\n  warning: {t['note']}" if t.get("note") else "")
+    tuning = "\n  " + ann["tuning"]["summary"] if ann.get("tuning") else ""  # target, settings, measured recall
+    return f"{s['index']} ({ann['status']}{behind}; recall@10 {measured} on {int(recall.get('sample', 0))} sampled queries; {ann['bytes'] / 1e6:.1f} MB){tuning}"
 
 
 @click.command("index-ann", context_settings=CONTEXT)
@@ -387,18 +376,8 @@ def _describe_tuning(t: dict[str, Any]) -> str:
     type=click.IntRange(0, 10000),
     help="Also measure recall on this many items' captions (or titles) embedded as text queries (loads the model; 0: skip).",
 )
-@click.option(
-    "--target-recall",
-    default=0.98,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Tune the search settings until recall@10 against exact search meets this on probe queries (captions, else shifted images); searches exactly where the index cannot beat a scan at it. 0: fixed settings.",
-)
-@click.option(
-    "--max-latency-ms",
-    type=click.FloatRange(0, min_open=True),
-    help="Warn (and say what to change) when meeting the target takes longer than this per query.",
-)
+@click.option("--target-recall", default=0.98, show_default=True, type=click.FloatRange(0, 1), help="Tune the search settings until recall@10 against exact search meets this on probe queries (captions, else shifted images); searches exactly where the index cannot beat a scan at it. 0: fixed settings.")  # fmt: skip
+@click.option("--max-latency-ms", type=click.FloatRange(0, min_open=True), help="Warn (and say what to change) when meeting the target takes longer than this per query.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
 def index_ann(collection: str, space: str | None, structure: str | None, codes: str | None, nlist: int | None, rebuild: bool, threads: int | None,
               caption_queries: int, target_recall: float, max_latency_ms: float | None, as_json: bool) -> None:  # fmt: skip
@@ -411,17 +390,14 @@ def index_ann(collection: str, space: str | None, structure: str | None, codes: 
 
     with errors():
         report = open_collection(collection).build_ann(space, structure=structure, codes=codes, nlist=nlist, rebuild=rebuild, threads=threads,
-                                                       caption_queries=caption_queries, target_recall=target_recall or None,
-                                                       max_latency_ms=max_latency_ms)  # fmt: skip
+                                                       caption_queries=caption_queries, target_recall=target_recall or None, max_latency_ms=max_latency_ms)  # fmt: skip
     if as_json:
         echo_json(report.to_dict(), ensure_ascii=True)
         return
     how = "built" if report.rebuilt else f"added {report.added} rows to"
     recall = ", ".join(f"{k} {v:.3f}" for k, v in report.recall.items() if k != "sample")
     stdout().print(f"{how} the {report.kind} index of space {escape(report.space)}: {report.rows} rows, {report.bytes / 1e6:.1f} MB, "
-                    f"{report.seconds:.1f} s; recall@10 {recall}", highlight=False)  # fmt: skip
-    if report.tuning:
-        stdout().print(_describe_tuning(report.tuning).strip(), highlight=False)
+                    f"{report.seconds:.1f} s; recall@10 {recall}" + (f"\n{report.tuning['summary']}" if report.tuning else ""), highlight=False)  # fmt: skip
 
 
 @click.command(context_settings=CONTEXT)

@@ -42,7 +42,7 @@ from ..files import fsync_dir
 from ..filters import Filter
 from ..store import Space, Store
 from . import Matches, top_k
-from .ann_tuning import Probes, Tuning, clock, probe_set, tune
+from .ann_tuning import Probes, Tuning, clock, describe_tuning, probe_set, tune
 from .exact import ExactIndex
 
 log = logging.getLogger("vitrina.index")
@@ -255,7 +255,7 @@ class AnnIndex:
             "kind": "exact" if self._exact_by_tuning(loaded) else kind,
             "ann": {"status": "fresh" if behind == 0 else "behind", "rows": stamp["rows"], "behind": behind, "built_at": stamp.get("built_at"),
                     "recall_at_10": stamp.get("recall"), "bytes": self.path.stat().st_size, "params": stamp["params"],
-                    **({"tuning": stamp["tuning"]} if stamp.get("tuning") else {})},
+                    **({"tuning": {**stamp["tuning"], "summary": describe_tuning(stamp["tuning"])}} if stamp.get("tuning") else {})},
         }  # fmt: skip
 
     # -- searching ----------------------------------------------------------------------------
@@ -495,8 +495,9 @@ def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebu
         store, sp, index, params, sample=sample, queries=queries, queries_label=queries_label, prompts=prompts
     )
     _write_ann(path, stamp, index)
+    tuned = stamp.get("tuning")
     return AnnReport(sp.name, params.kind, sp.rows, sp.rows - start, start == 0, time.perf_counter() - started,
-                     path.stat().st_size, stamp["recall"], stamp.get("tuning"))  # fmt: skip
+                     path.stat().st_size, stamp["recall"], tuned and {**tuned, "summary": describe_tuning(tuned)})  # fmt: skip
 
 
 def _reusable(

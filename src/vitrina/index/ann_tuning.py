@@ -255,6 +255,17 @@ def off_cloud(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     return (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
 
 
+def describe_tuning(t: dict[str, Any]) -> str:
+    """One or two lines for ``vitrina info`` / ``index-ann``: the target, the chosen settings, what they measured."""
+    settings = ", ".join(f"{k} {v}" for k, v in t["settings"].items())
+    got = ", ".join(f"{k} {v:.3f}" for k, v in t["recall"].items())
+    head = f"target: recall@10 {t['target']} on {t['queries']} probes ({t['probes']})"
+    if t["mode"] == "exact":
+        return head + f"; {t.get('note', 'searching exactly')}"
+    out = head + f"; tuned {settings}: recall {got}, p50 {t['p50_ms']:.1f} ms (exact scan {t['exact_p50_ms']:.1f} ms)"
+    return out + (f"\n  warning: {t['note']}" if t.get("note") else "")
+
+
 def _p50(seconds: list[float]) -> float:
     return float(np.percentile(np.asarray(seconds) * 1000, 50)) if seconds else 0.0
 
