@@ -232,14 +232,15 @@ class Collection(CollectionView):
 
     def build_ann(self, space: str | None = None, *, structure: str | None = None, codes: str | None = None, nlist: int | None = None,
                   rebuild: bool = False, threads: int | None = None, queries: np.ndarray | None = None, caption_queries: int = 0,
-                  progress: ProgressCallback | None = None) -> Any:  # fmt: skip
+                  progress: ProgressCallback | None = None, target_recall: float | None = 0.98, max_latency_ms: float | None = None) -> Any:  # fmt: skip
         """Build (or bring up to date) the approximate index of a space: a derived file beside
-        its vectors (see ``vitrina.index.ann``). Searches use it once it is written; a kill
-        meanwhile leaves the previous index, or exact search. ``caption_queries``: embed up to
-        this many of the items' captions (or titles) with the space's model and measure recall on
-        them too — real text queries, which sit across the modality gap from the images."""
+        its vectors (see ``vitrina.index.ann``); a kill meanwhile leaves the previous index, or
+        exact search. ``caption_queries``: embed up to this many captions (or titles) as real text
+        queries to measure (and tune) recall on. ``target_recall``: tune the search settings to it,
+        or search exactly where the index cannot beat a scan (None: fixed settings; see upkeep)."""
         return upkeep.build_ann(self._store, self.space(space), self.embedder_for, structure=structure, codes=codes, nlist=nlist, rebuild=rebuild,
-                                threads=threads, queries=queries, caption_queries=caption_queries, progress=progress)  # fmt: skip
+                                threads=threads, queries=queries, caption_queries=caption_queries, progress=progress,
+                                target_recall=target_recall, max_latency_ms=max_latency_ms)  # fmt: skip
 
     # -- searching ----------------------------------------------------------------------------
 
