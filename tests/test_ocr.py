@@ -224,3 +224,25 @@ def test_hostile_images_fail_with_a_reason_and_stop_nothing(tmp_path: Path) -> N
     assert reasons["bomb.png"] in ("too_large", "over_budget") and reasons["truncated.png"] == "truncated"
     assert "wide.png" in reasons or report["read"] == 2  # a 30,000 px strip: refused by its aspect, or read
     assert list(coll.run([Query.build(keywords="Bodo")])[0])[0].id.endswith("00.png")
+
+
+@pytest.mark.slow
+def test_index_with_ocr_auto_reads_the_words_once(tmp_path: Path, tiny_clip: str) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from vitrina.cli import cli
+
+    folder = _collection(tmp_path, ["Hammerfest", "Kristiansand"])
+    args = ["index", str(folder), "--collection", "maps", "--model", tiny_clip, "--ocr", "auto", "--json", "-q"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    assert report["ocr"]["read"] == 2 and report["ocr"]["failed"] == 0 and report["ocr"]["engine"].startswith("rapidocr")
+    hits = open_collection("maps").run([Query.build(keywords="Hammerfest")])[0]
+    assert [h.id.endswith("00.png") for h in hits] == [True] and hits[0].words[0]["text"] == "Hammerfest"
+    again = json.loads(CliRunner().invoke(cli, args).stdout)  # nothing new: nothing read again
+    assert (again["ocr"]["read"], again["ocr"]["unchanged"]) == (0, 2)
+    off = json.loads(CliRunner().invoke(cli, args[:-4] + ["--json", "-q"]).stdout)
+    assert "ocr" not in off
