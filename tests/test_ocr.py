@@ -246,3 +246,17 @@ def test_index_with_ocr_auto_reads_the_words_once(tmp_path: Path, tiny_clip: str
     assert (again["ocr"]["read"], again["ocr"]["unchanged"]) == (0, 2)
     off = json.loads(CliRunner().invoke(cli, args[:-4] + ["--json", "-q"]).stdout)
     assert "ocr" not in off
+
+
+def test_snippets_show_ocr_words_as_read(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    read = ["Kart", "over", "Sør-Trøndelag", "med", "Tromsø", "og", "Kragerø,", "1859."]
+    store.save_words(1, "f1", "e@1", [Word(t, 10 * n, 0, 9, 9, 0.9, "e") for n, t in enumerate(read)], (100, 20))
+    kw = KeywordIndex(store)
+    snippet = kw.snippets("Tromso trondelag", ["map"])["map"]
+    assert "".join(t for t, _ in snippet) == " ".join(read)  # as read: letters, case, punctuation
+    assert [t for t, m in snippet if m] == ["Sør-Trøndelag", "Tromsø"]
+    short = kw.snippets("Kragerø", ["map"], words=3)["map"]  # cut: whole words as read, '…' kept
+    assert "".join(t for t, _ in short).startswith("…") and ("Kragerø,", True) in short
+    # a snippet of the ALTO context is left as it is
+    assert kw.snippets("Tromsø", ["page"])["page"] == [("Tromsø", True), (" bys historie", False)]
