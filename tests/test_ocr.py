@@ -260,3 +260,26 @@ def test_snippets_show_ocr_words_as_read(tmp_path: Path) -> None:
     assert "".join(t for t, _ in short).startswith("…") and ("Kragerø,", True) in short
     # a snippet of the ALTO context is left as it is
     assert kw.snippets("Tromsø", ["page"])["page"] == [("Tromsø", True), (" bys historie", False)]
+
+
+def test_keywords_alone_search_a_collection_without_vectors(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from vitrina.cli import cli
+
+    folder = _collection(tmp_path, ["Hammerfest", "Vardø"])
+    coll = open_collection("unembedded", create=True)
+    coll.ingest(str(folder))  # items, no vectors yet
+    store = Store(coll.path, writer=True)
+    rid = store.rids_of([i.id for i in coll.iter_items() if i.id.endswith("01.png")]).popitem()[1]
+    store.save_words(rid, "f", "e@1", [Word("Vardø", 60, 88, 120, 30, 0.9, "e")], (700, 220))
+    store.close()
+    out = CliRunner().invoke(cli, ["search", "unembedded", "--keywords", "Vardo", "--json"])
+    assert out.exit_code == 0, out.output
+    found = json.loads(out.stdout)
+    assert (found["space"], found["index"]) == (None, "keyword")
+    assert [h["id"].endswith("01.png") for h in found["hits"]] == [True]
+    refused = CliRunner().invoke(cli, ["search", "unembedded", "harbour", "--json"])  # CLIP needs vectors
+    assert refused.exit_code != 0 and "no embeddings" in refused.output
