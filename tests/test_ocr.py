@@ -239,7 +239,9 @@ def test_index_with_ocr_auto_reads_the_words_once(tmp_path: Path, tiny_clip: str
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)
-    assert report["ocr"]["read"] == 2 and report["ocr"]["failed"] == 0 and report["ocr"]["engine"].startswith("rapidocr")
+    assert (
+        report["ocr"]["read"] == 2 and report["ocr"]["failed"] == 0 and report["ocr"]["engine"].startswith("rapidocr")
+    )
     hits = open_collection("maps").run([Query.build(keywords="Hammerfest")])[0]
     assert [h.id.endswith("00.png") for h in hits] == [True] and hits[0].words[0]["text"] == "Hammerfest"
     again = json.loads(CliRunner().invoke(cli, args).stdout)  # nothing new: nothing read again

@@ -135,7 +135,9 @@ class Words:
             return None
         owners: list[int] = []  # the word each folded token of the page belongs to
         texts: list[str] = []
-        rows = self.db.execute("SELECT text, folded FROM words WHERE rid=? ORDER BY n LIMIT ?", (rid, MAX_WORDS_SCANNED))
+        rows = self.db.execute(
+            "SELECT text, folded FROM words WHERE rid=? ORDER BY n LIMIT ?", (rid, MAX_WORDS_SCANNED)
+        )
         for text, folded in rows:
             owners += [len(texts)] * len(folded.split())
             texts.append(text)
