@@ -224,3 +224,64 @@ def test_hostile_images_fail_with_a_reason_and_stop_nothing(tmp_path: Path) -> N
     assert reasons["bomb.png"] in ("too_large", "over_budget") and reasons["truncated.png"] == "truncated"
     assert "wide.png" in reasons or report["read"] == 2  # a 30,000 px strip: refused by its aspect, or read
     assert list(coll.run([Query.build(keywords="Bodo")])[0])[0].id.endswith("00.png")
+
+
+@pytest.mark.slow
+def test_index_with_ocr_auto_reads_the_words_once(tmp_path: Path, tiny_clip: str) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from vitrina.cli import cli
+
+    folder = _collection(tmp_path, ["Hammerfest", "Kristiansand"])
+    args = ["index", str(folder), "--collection", "maps", "--model", tiny_clip, "--ocr", "auto", "--json", "-q"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    assert (
+        report["ocr"]["read"] == 2 and report["ocr"]["failed"] == 0 and report["ocr"]["engine"].startswith("rapidocr")
+    )
+    hits = open_collection("maps").run([Query.build(keywords="Hammerfest")])[0]
+    assert [h.id.endswith("00.png") for h in hits] == [True] and hits[0].words[0]["text"] == "Hammerfest"
+    again = json.loads(CliRunner().invoke(cli, args).stdout)  # nothing new: nothing read again
+    assert (again["ocr"]["read"], again["ocr"]["unchanged"]) == (0, 2)
+    off = json.loads(CliRunner().invoke(cli, args[:-4] + ["--json", "-q"]).stdout)
+    assert "ocr" not in off
+
+
+def test_snippets_show_ocr_words_as_read(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    read = ["Kart", "over", "Sør-Trøndelag", "med", "Tromsø", "og", "Kragerø,", "1859."]
+    store.save_words(1, "f1", "e@1", [Word(t, 10 * n, 0, 9, 9, 0.9, "e") for n, t in enumerate(read)], (100, 20))
+    kw = KeywordIndex(store)
+    snippet = kw.snippets("Tromso trondelag", ["map"])["map"]
+    assert "".join(t for t, _ in snippet) == " ".join(read)  # as read: letters, case, punctuation
+    assert [t for t, m in snippet if m] == ["Sør-Trøndelag", "Tromsø"]
+    short = kw.snippets("Kragerø", ["map"], words=3)["map"]  # cut: whole words as read, '…' kept
+    assert "".join(t for t, _ in short).startswith("…") and ("Kragerø,", True) in short
+    # a snippet of the ALTO context is left as it is
+    assert kw.snippets("Tromsø", ["page"])["page"] == [("Tromsø", True), (" bys historie", False)]
+
+
+def test_keywords_alone_search_a_collection_without_vectors(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from vitrina.cli import cli
+
+    folder = _collection(tmp_path, ["Hammerfest", "Vardø"])
+    coll = open_collection("unembedded", create=True)
+    coll.ingest(str(folder))  # items, no vectors yet
+    store = Store(coll.path, writer=True)
+    rid = store.rids_of([i.id for i in coll.iter_items() if i.id.endswith("01.png")]).popitem()[1]
+    store.save_words(rid, "f", "e@1", [Word("Vardø", 60, 88, 120, 30, 0.9, "e")], (700, 220))
+    store.close()
+    out = CliRunner().invoke(cli, ["search", "unembedded", "--keywords", "Vardo", "--json"])
+    assert out.exit_code == 0, out.output
+    found = json.loads(out.stdout)
+    assert (found["space"], found["index"]) == (None, "keyword")
+    assert [h["id"].endswith("01.png") for h in found["hits"]] == [True]
+    refused = CliRunner().invoke(cli, ["search", "unembedded", "harbour", "--json"])  # CLIP needs vectors
+    assert refused.exit_code != 0 and "no embeddings" in refused.output

@@ -12,7 +12,15 @@ from .query import Hits
 
 
 def provenance(coll: Any, space: str | None, query: dict[str, Any]) -> dict[str, Any]:
-    sp = coll.space(space)
+    from .errors import NoEmbeddings
+
+    try:
+        sp = coll.space(space)
+    except NoEmbeddings:
+        if query.get("terms") or query.get("images") or not str(query.get("keywords") or "").strip():
+            raise
+        # Keywords alone rank by BM25 over the item text and OCR words: no space, no model.
+        return {"collection": coll.name, "space": None, "model_fingerprint": None, "index": "keyword", "query": query}
     return {"collection": coll.name, "space": sp.name, "model_fingerprint": json.loads(sp.fingerprint.to_json()),
             "index": str(coll.index_for(sp.name).kind), "query": query}  # fmt: skip
 

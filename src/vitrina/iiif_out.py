@@ -8,7 +8,11 @@ manifests vitrina reads do) or the region of a IIIF Image API URL. From that:
 - a Content State 1.0 annotation (a region of a canvas ``partOf`` its manifest), base64url-encoded
   into a viewer's ``?iiif-content=`` address;
 - search results within one manifest as a Content Search 2.0-style ``AnnotationPage``: one
-  ``highlighting`` annotation per hit, targeting ``canvas#xywh=…`` ``partOf`` the manifest.
+  ``highlighting`` annotation per hit, targeting ``canvas#xywh=…`` ``partOf`` the manifest;
+- the words read from an item's image (OCR) as a Presentation 3 ``AnnotationPage`` of
+  ``supplementing`` annotations, each a ``TextualBody`` on ``canvas#xywh=…`` (``words_page``), and
+  a one-canvas ``Manifest`` of the item whose canvas links that page from its ``annotations``
+  (``item_manifest``), so a IIIF viewer (Mirador, Universal Viewer) shows the words on the image.
 """
 
 from __future__ import annotations
@@ -93,3 +97,36 @@ def annotation_page(page_id: str, hits: Sequence[dict[str, Any]]) -> dict[str, A
             "target": _canvas_ref(target),
         })  # fmt: skip
     return {"@context": SEARCH_CONTEXT, "id": page_id, "type": "AnnotationPage", "items": items}
+
+
+def words_page(page_id: str, canvas_id: str, words: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The words read from an item's image ({"text", "box": [x, y, w, h]} in the canvas's pixels)
+    as a Presentation 3 AnnotationPage: one ``supplementing`` annotation per word, its text a
+    ``TextualBody``, its target ``canvas#xywh=`` (whole pixels, at least 1 wide and high)."""
+    items = []
+    for n, word in enumerate(words, 1):
+        x, y, w, h = (round(float(v)) for v in word["box"])
+        items.append({
+            "id": f"{page_id}#word-{n}", "type": "Annotation", "motivation": "supplementing",
+            "body": {"type": "TextualBody", "value": str(word["text"]), "format": "text/plain"},
+            "target": f"{canvas_id}#xywh={max(0, x)},{max(0, y)},{max(1, w)},{max(1, h)}",
+        })  # fmt: skip
+    return {"@context": PRESENTATION_CONTEXT, "id": page_id, "type": "AnnotationPage", "items": items}
+
+
+def item_manifest(manifest_id: str, canvas_id: str, label: str, size: tuple[int, int], image: dict[str, Any],
+                  words_page_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """A Presentation 3 Manifest of one item: one Canvas of ``size`` painted with ``image`` (an
+    ``Image`` body: {"id", "format", "width", "height"}), its words page (``words_page``) linked
+    from the canvas's ``annotations``."""
+    width, height = size
+    canvas: dict[str, Any] = {
+        "id": canvas_id, "type": "Canvas", "label": {"none": [label]}, "width": width, "height": height,
+        "items": [{"id": f"{canvas_id}#painting", "type": "AnnotationPage", "items": [{
+            "id": f"{canvas_id}#image", "type": "Annotation", "motivation": "painting",
+            "body": {"type": "Image", **image}, "target": canvas_id}]}],
+    }  # fmt: skip
+    if words_page_id:
+        canvas["annotations"] = [{"id": words_page_id, "type": "AnnotationPage"}]
+    return {"@context": PRESENTATION_CONTEXT, "id": manifest_id, "type": "Manifest", "label": {"none": [label]},
+            "items": [canvas]}  # fmt: skip

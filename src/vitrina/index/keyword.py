@@ -129,7 +129,8 @@ class KeywordIndex:
         by_rid = {r: i for i, r in rids.items()}
         variants = tolerant_variants(self.store, keywords) if self.tolerant else {}
         found = self.store.keyword_snippets(folded_expression(keywords, variants), list(by_rid), words)
-        return {by_rid[rid]: _segments(text) for rid, text in found.items()}
+        # OCR words are indexed folded; a snippet of them shows them as read ("Tromsø", not "tromso").
+        return {by_rid[rid]: _segments(self.store.ocr_as_read(rid, text) or text) for rid, text in found.items()}
 
     # -- words read from the image (OCR) ------------------------------------------------------
 

@@ -5,10 +5,11 @@ transaction, so a run killed at any moment resumes with every item read exactly 
 An image is decoded within the same limits as indexing (``images.read_image``: formats, pixel
 caps, the decode memory budget, the decode deadline), local scans at full resolution up to
 ``LOCAL_MIN_SIDE`` on the short side (bigger JPEGs decoded at a reduced scale), IIIF images
-asked for at ``IIIF_SIDE`` (within the server's limits). Boxes are stored in the source image's
-pixels (for a IIIF image: those of the image fetched, whose size is stored with them). Reading
-one image is bounded by ``OCR_SECONDS``; a failure is recorded with its reason and the run goes
-on.
+asked for at ``IIIF_SIDE`` (within the server's limits). Boxes are stored in the item's source
+pixels: a local scan's, or for a IIIF image its region at the full resolution the server's
+``info.json`` gives (the canvas's pixels for a whole-page item; a region of a page from its own
+top-left), whatever size was fetched; the size the boxes are in is stored with them. Reading one
+image is bounded by ``OCR_SECONDS``; a failure is recorded with its reason and the run goes on.
 """
 
 from __future__ import annotations
@@ -134,12 +135,53 @@ def load_for_ocr(ref: str, fetcher: Any, limits: dict[str, Any]) -> tuple[Image.
             from ..http import Fetcher
 
             fetcher = Fetcher()
-        data, url, crop = fetch_image(ref, fetcher, IIIF_SIDE)
-        return decode_fetched(data, url, crop, **limits), 1.0
+        remembering = _InfoSeen(fetcher)
+        data, url, crop = fetch_image(ref, remembering, IIIF_SIDE)
+        image = decode_fetched(data, url, crop, **limits)
+        full = _iiif_region_size(ref, remembering.seen)
+        return image, (full[0] / image.width if full and image.width else 1.0)
     image = read_image(ref, min_side=LOCAL_MIN_SIDE, **limits)
     if ref.startswith("crop:"):
         return image, 1.0
     return image, _source_scale(ref, image)
+
+
+class _InfoSeen:
+    """The fetcher, remembering the JSON documents it got (the IIIF ``info.json``)."""
+
+    def __init__(self, fetcher: Any):
+        self.fetcher = fetcher
+        self.seen: dict[str, Any] = {}
+
+    def get_json(self, url: str) -> Any:
+        self.seen[url] = self.fetcher.get_json(url)
+        return self.seen[url]
+
+    def get_bytes(self, url: str, **kw: Any) -> bytes:
+        return self.fetcher.get_bytes(url, **kw)  # type: ignore[no-any-return]
+
+
+def _iiif_region_size(ref: str, seen: dict[str, Any]) -> tuple[int, int] | None:
+    """The full-resolution size of the region a IIIF Image API URL asks for: from the server's
+    ``info.json``, or from the region itself (``x,y,w,h``) when there was none; None when it is
+    not a IIIF URL or cannot be known (the boxes stay in the fetched image's pixels)."""
+    from ..iiif import ImageService, split_image_url
+
+    split = split_image_url(ref.split("#")[0])
+    if split is None:
+        return None
+    base, region = split
+    info = seen.get(base + "/info.json")
+    try:
+        if isinstance(info, dict):
+            _, _, w, h = ImageService.from_info(info, base).region_box(region)
+            return w, h
+        if region[0].isdigit():
+            _, _, w, h = (int(v) for v in region.split(","))
+            return w, h
+    except (KeyError, TypeError, ValueError):
+        pass
+    return None
 
 
 def _source_scale(ref: str, image: Image.Image) -> float:

@@ -153,3 +153,71 @@ def map_page_route(request: Request) -> HTMLResponse:
         "map.html",
         {"collection": service.name, "q": q, "colour": request.query_params.get("colour", "")[:200], "keys": keys},
     )
+
+
+# -- the words read from an item's image, for IIIF viewers (vitrina.iiif_out) ---------------------
+
+IIIF_JSON = 'application/ld+json;profile="http://iiif.io/api/presentation/3/context.json"'
+
+
+def _words_of_item(request: Request, item_id: str) -> tuple[Any, dict[str, Any], dict[str, str]]:
+    """The item, its words ({width, height, words}, boxes in its own pixels at full resolution)
+    and the ids of its manifest, canvas and words page on this server."""
+    coll = service_of(request).collection()
+    item = coll.items([item_id]).get(item_id)
+    if item is None:
+        raise ServiceError(404, "item_not_found", f"No item {item_id!r} in this collection.")
+    read = coll.matched_words(item_id)
+    if read is None:
+        raise ServiceError(404, "not_read", f"The words of item {item_id!r} have not been read: run `vitrina ocr`.")
+    base = str(request.base_url).rstrip("/") + "/api/iiif/"
+    query = urlencode({"id": item_id})
+    ids = {part: f"{base}{part}?{query}" for part in ("manifest", "canvas", "words")}
+    return item, read, ids
+
+
+def _item_manifest(request: Request, item_id: str) -> dict[str, Any]:
+    from ..iiif import sized
+    from ..iiif_out import item_manifest
+
+    item, read, ids = _words_of_item(request, item_id)
+    size = (int(read["width"]), int(read["height"]))
+    if item.image.startswith(("http://", "https://")):
+        url = sized(item.image, 2048) or item.image
+    else:
+        url = f"{str(request.base_url).rstrip('/')}/api/thumbnails?{urlencode({'id': item_id, 'size': 2048})}"
+    image = {"id": url, "format": "image/jpeg", "width": size[0], "height": size[1]}
+    label = str(item.metadata.get("title") or item_id)
+    return item_manifest(ids["manifest"], ids["canvas"], label, size, image, ids["words"])
+
+
+def _ld(document: dict[str, Any]) -> Response:
+    import json
+
+    return Response(json.dumps(document, ensure_ascii=False), media_type=IIIF_JSON,
+                    headers={"Access-Control-Allow-Origin": "*"})  # fmt: skip
+
+
+@router.get("/api/iiif/manifest", responses=errors(404, 422), tags=["iiif"])
+def iiif_manifest_route(request: Request, id: Annotated[str, Query(min_length=1, max_length=MAX_ID)]) -> Response:  # noqa: A002
+    """A IIIF Presentation 3 Manifest of one item whose words have been read (`vitrina ocr`): one
+    Canvas in the item's pixels, its `annotations` linking the words page (`/api/iiif/words`)."""
+    return _ld(_item_manifest(request, id))
+
+
+@router.get("/api/iiif/canvas", responses=errors(404, 422), tags=["iiif"])
+def iiif_canvas_route(request: Request, id: Annotated[str, Query(min_length=1, max_length=MAX_ID)]) -> Response:  # noqa: A002
+    """The Canvas of `/api/iiif/manifest`, on its own."""
+    from ..iiif_out import PRESENTATION_CONTEXT
+
+    return _ld({"@context": PRESENTATION_CONTEXT, **_item_manifest(request, id)["items"][0]})
+
+
+@router.get("/api/iiif/words", responses=errors(404, 422), tags=["iiif"])
+def iiif_words_route(request: Request, id: Annotated[str, Query(min_length=1, max_length=MAX_ID)]) -> Response:  # noqa: A002
+    """The words read from the item's image as a IIIF AnnotationPage: one `supplementing`
+    annotation per word, a `TextualBody` on `canvas#xywh=` (the canvas of `/api/iiif/manifest`)."""
+    from ..iiif_out import words_page
+
+    _, read, ids = _words_of_item(request, id)
+    return _ld(words_page(ids["words"], ids["canvas"], read["words"]))

@@ -238,6 +238,10 @@ class Store:
     def ocr_failures(self, limit: int = 1000) -> list[sqlite3.Row]:
         return self._words.failures(limit)
 
+    def ocr_as_read(self, rid: int, snippet: str) -> str | None:
+        """A snippet of the item's OCR words with the words as read (words.py ``as_read``)."""
+        return self._words.as_read(rid, snippet)
+
     def similar_terms(self, term: str) -> list[str]:
         """OCR vocabulary terms sharing trigrams with ``term`` (candidates for a misread match)."""
         return self._words.similar_terms(term)

@@ -119,6 +119,40 @@ class Words:
             (limit,),
         ).fetchall()
 
+    def as_read(self, rid: int, snippet: str, mark_open: str = "\x02", mark_close: str = "\x03") -> str | None:
+        """A snippet of item ``rid``'s FTS text (matches between the marks, '…' where it was cut)
+        with the folded OCR words it shows put back as they were read ("Tromsø", not "tromso"),
+        a word marked when one of its folded tokens is; None when the snippet is not of its OCR
+        words (it came from the metadata or the ALTO context)."""
+        cut_start, body = snippet.startswith("…"), snippet.removeprefix("…")
+        cut_end, body = body.endswith("…"), body.removesuffix("…")
+        pieces = body.split()
+        tokens = [p.replace(mark_open, "").replace(mark_close, "") for p in pieces]
+        if not tokens:
+            return None
+        row = self.db.execute("SELECT text FROM ocr_pages WHERE rid=? AND status='ok'", (rid,)).fetchone()
+        if row is None or " ".join(tokens) not in row[0]:
+            return None
+        owners: list[int] = []  # the word each folded token of the page belongs to
+        texts: list[str] = []
+        rows = self.db.execute(
+            "SELECT text, folded FROM words WHERE rid=? ORDER BY n LIMIT ?", (rid, MAX_WORDS_SCANNED)
+        )
+        for text, folded in rows:
+            owners += [len(texts)] * len(folded.split())
+            texts.append(text)
+        page = row[0].split()
+        for start in range(len(page) - len(tokens) + 1):
+            if page[start : start + len(tokens)] == tokens and start + len(tokens) <= len(owners):
+                break
+        else:
+            return None
+        out: list[str] = []
+        marked = {owners[start + k] for k, p in enumerate(pieces) if mark_open in p}
+        for n in range(owners[start], owners[start + len(tokens) - 1] + 1):
+            out.append(f"{mark_open}{texts[n]}{mark_close}" if n in marked else texts[n])
+        return ("…" if cut_start else "") + " ".join(out) + ("…" if cut_end else "")
+
     def similar_terms(self, term: str, limit: int = MAX_TERM_CANDIDATES) -> list[str]:
         """Vocabulary terms sharing trigrams with ``term`` (folded, >= 4 letters), most shared first."""
         grams = {term[i : i + 3] for i in range(len(term) - 2)}

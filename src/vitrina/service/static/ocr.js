@@ -1,8 +1,10 @@
 // Outlines of the words read from an item's image (OCR) that the search matched, drawn on the
 // deep-zoom viewer (viewer.js) from the JSON in #viewer's data-ocr:
 //   {width, height, words: [{text, box: [x, y, w, h]}]}
-// The boxes are in the pixels of the image that was read (width x height: the file itself, or
-// the size a IIIF image was fetched at), so they are scaled here to the item's own pixels.
+// The boxes are in the item's own pixels (width x height: the file's, or a IIIF image's region at
+// full resolution), which the viewer may show smaller (a preview); words read before boxes were
+// stored at full resolution are in the pixels of the IIIF image fetched. Either way they are
+// scaled here from width x height to the item's pixels as the viewer counts them.
 "use strict";
 (function () {
   const el = document.getElementById("viewer");
@@ -10,7 +12,8 @@
   if (!el || !el.dataset.ocr || !v) return;
   const data = JSON.parse(el.dataset.ocr);
   v.onOpen(() => {
-    const k = data.width ? v.itemSize().w / data.width : 1;
+    const src = JSON.parse(el.dataset.source || "{}");
+    const k = data.width ? (src.crop ? src.crop[2] : v.itemSize().w) / data.width : 1;
     const boxes = (data.words || []).map((w) => (
       { x: w.box[0] * k, y: w.box[1] * k, w: w.box[2] * k, h: w.box[3] * k, label: w.text }));
     v.outline(boxes, "ocr-word");
