@@ -330,10 +330,10 @@ def test_alto_illustrations_are_cropped_locally_and_through_iiif(
 def test_captions_follow_the_loc_recipe() -> None:
     assert build_caption({"title": "[Map of Boston harbor]: with soundings", "original_format": ["map"], "date": "1775-03",
                           "location": ["boston", "massachusetts"], "notes": ["Scale 1:12,000.", "Call number G3764 1775", "Hand colored.", "Geography and Map Division"]}) == (
-        "Map of Boston harbor from 1775, in Massachusetts. Scale 1:12,000. Hand colored.")  # fmt: skip
+        "Map of Boston harbor from 1775, in Massachusetts. With soundings. Scale 1:12,000. Hand colored.")  # fmt: skip
     assert build_caption(
         {"title": "Bird's eye view of Albany", "original_format": ["map"], "date": "1879", "location": ["new york"]}
-    ) == ("A map of bird's eye view of Albany from 1879, in New York.")
+    ) == ("A map of a bird's eye view of Albany from 1879, in New York.")
     assert build_caption({}) == ""
 
 
