@@ -144,10 +144,12 @@ def region_world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
     return coll, items, rows, boxes
 
 
-def _reference(rows, items, q, kinds, exclude, limit, offset, min_score):  # type: ignore[no-untyped-def]
+def _reference(rows, items, q, kinds, exclude, limit, offset, min_score, contains=""):  # type: ignore[no-untyped-def]
     scored = []
     for it in items:
         if kinds and it.metadata["kind"] not in kinds:
+            continue
+        if contains not in it.metadata["n"]:
             continue
         scored.append((max(float(v @ q) for v in rows[it.id]), it.id))
     considered = len(scored)  # as the index protocol counts: before exclusions
@@ -157,7 +159,34 @@ def _reference(rows, items, q, kinds, exclude, limit, offset, min_score):  # typ
     return [i for _, i in scored[offset : offset + limit]], considered
 
 
-@pytest.mark.parametrize("kind", ["exact", "ann"])
+_QDRANT: dict[str, object] = {}  # the local mode locks its folder: one client per test module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_qdrant():  # type: ignore[no-untyped-def]
+    yield
+    for index in _QDRANT.values():
+        index.client.close()  # type: ignore[attr-defined]
+    _QDRANT.clear()
+
+
+def _qdrant_index(coll, store):  # type: ignore[no-untyped-def]
+    """The space synced to Qdrant's local mode (region rows are points of their own), once."""
+    pytest.importorskip("qdrant_client")
+    from vitrina.index.qdrant import QdrantIndex, sync
+
+    target = f"qdrant:{coll.path / 'qdrant'}#random"
+    if target not in _QDRANT:
+        sp = store.space("random")
+        report = sync(store, "random", target, batch=50)
+        assert report.new == report.points == sp.live == N + store.region_count("random")
+        again = sync(store, "random", target)
+        assert again.new == again.changed == again.removed == 0 and again.unchanged == sp.live
+        _QDRANT[target] = QdrantIndex(store, "random", target)
+    return _QDRANT[target]
+
+
+@pytest.mark.parametrize("kind", ["exact", "ann", "qdrant"])
 def test_collapse_agrees_with_the_reference(region_world, kind: str) -> None:  # type: ignore[no-untyped-def]
     from vitrina.filters import Filter
     from vitrina.index.ann import AnnIndex, AnnParams, build_ann
@@ -167,6 +196,8 @@ def test_collapse_agrees_with_the_reference(region_world, kind: str) -> None:  #
     store = coll._store
     if kind == "exact":
         index = collapsing(coll.index_for("random"), store, "random")
+    elif kind == "qdrant":
+        index = collapsing(_qdrant_index(coll, store), store, "random")
     else:
         params = AnnParams(structure="hnsw", codes="fp16", m=8, ef_search=64, oversample=2, min_candidates=10,
                            exact_below=0, selective=0.0)  # fmt: skip
@@ -183,15 +214,18 @@ def test_collapse_agrees_with_the_reference(region_world, kind: str) -> None:  #
         q /= np.linalg.norm(q)
         kinds = [["a"], ["b", "c"], []][trial % 3]
         filters = [Filter("kind", "=", kinds[0])] if len(kinds) == 1 else [Filter("kind", "!=", "a")] if kinds else []
+        contains = "1" if trial % 4 == 3 else ""  # a substring filter: resolved in the store, sent as item rids
+        if contains:
+            filters.append(Filter("n", "~", contains))
         exclude = {f"i{3 * trial:03d}"} if trial % 2 else set()
         limit, offset = [(10, 0), (5, 5), (20, 3)][trial % 3]
         min_score = 0.3 if trial % 5 == 0 else None
         m = index.search(q[None], filters=filters, exclude=[exclude], limit=limit, offset=offset, min_score=min_score)[
             0
         ]
-        want, considered = _reference(rows, items, q, kinds, exclude, limit, offset, min_score)
+        want, considered = _reference(rows, items, q, kinds, exclude, limit, offset, min_score, contains)
         assert m.considered == considered and len(set(m.ids)) == len(m.ids)
-        if kind == "exact":
+        if kind in ("exact", "qdrant"):  # Qdrant's local mode searches exhaustively
             assert m.ids == want
             for i, s in zip(m.ids, m.scores):
                 region = m.regions.get(i)  # type: ignore[attr-defined]
@@ -288,3 +322,31 @@ def test_the_api_gives_a_hit_its_region_and_an_image_of_it(tmp_path: Path, fake_
         # A detail of an item as the item term: that item comes first, at that region.
         found = client.get("/api/search", params={"item": f"page01.png#xywh={x},{y},{w},{h}", "limit": 2}).json()
         assert found["hits"][0]["id"] == "page01.png" and found["hits"][0]["region"]["x"] == x
+
+
+def test_a_qdrant_copy_of_a_space_with_regions_finds_the_detail(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("qdrant_client")
+    from vitrina.index.qdrant import sync
+
+    pages = make_pages(tmp_path / "imgs", 5)
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC, regions="grid")
+    space = coll._store.space().name
+    target = f"qdrant:{tmp_path / 'q'}#pages"
+    report = sync(coll._store, space, target)
+    per_page = len(RegionPolicy("grid").boxes(300, 200))
+    assert report.points == 5 * (1 + per_page)
+    coll.close()
+    x, y, w, h = RegionPolicy("grid").boxes(300, 200)[6]
+    detail = tmp_path / "detail.png"
+    Image.open(pages[2]).crop((x, y, x + w, y + h)).save(detail)
+    remote = open_collection(tmp_path / "c", embedder=fake_embedder, index=target)
+    try:
+        hits = remote.search(image=str(detail), limit=5)
+        assert [h.id for h in hits][0] == "page02.png" and len({h.id for h in hits}) == len(hits) == 5
+        assert hits.total_considered == 5 and hits[0].region is not None
+        assert (hits[0].region.x, hits[0].region.y, hits[0].region.w) == (x, y, w)
+        assert [h.id for h in remote.search(image=str(detail), limit=2, offset=1)] == [h.id for h in hits][1:3]
+    finally:
+        remote.index_for().client.close()  # type: ignore[attr-defined]
+        remote.close()
