@@ -350,3 +350,67 @@ def test_a_qdrant_copy_of_a_space_with_regions_finds_the_detail(tmp_path: Path, 
     finally:
         remote.index_for().client.close()  # type: ignore[attr-defined]
         remote.close()
+
+
+# -- proposals: boxes found in the image itself ---------------------------------------------------
+
+
+def map_like(size: tuple[int, int], blob: tuple[int, int, int] | None, seed: int = 5) -> Image.Image:
+    """Paper with a graticule, a wandering line and lettering; ``blob`` (x, y, side): a dense drawing."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    arr = np.asarray([236, 226, 202], np.float32) + rng.normal(0, 5, (h, w, 1))
+    page = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(page)
+    for x in range(50, w, w // 6):
+        d.line([(x, 0), (x + 20, h)], fill=(140, 120, 100), width=2)
+    for y in range(40, h, h // 5):
+        d.line([(0, y), (w, y - 15)], fill=(140, 120, 100), width=2)
+    pts = [(float(x), h / 2 + 80 * np.sin(x / 90)) for x in range(0, w, 8)]
+    d.line(pts, fill=(60, 50, 40), width=3)
+    for _ in range(25):
+        x, y = rng.uniform(0, w - 120), rng.uniform(0, h - 20)
+        for k in range(6):
+            d.rectangle([x + 14 * k, y, x + 14 * k + 9, y + 14], outline=(60, 50, 40), width=2)
+    if blob:
+        bx, by, side = blob
+        for k in range(12):  # a dense drawing: nested filled shapes in ink and colour
+            r = side / 2 * (1 - k / 13)
+            c = (bx + side / 2, by + side / 2)
+            d.ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], fill=(200, 40, 30) if k % 2 else (40, 30, 30))
+    return page
+
+
+def test_proposals_frame_a_dense_drawing_among_map_lines() -> None:
+    from vitrina.proposals import propose
+
+    page = map_like((2000, 1500), (1300, 250, 220))
+    boxes = propose(page, 8)
+    assert 0 < len(boxes) <= 8 and all(w == h for _, _, w, h in boxes)  # square: the model centre-crops
+    assert all(x >= 0 and y >= 0 and x + w <= 2000 and y + h <= 1500 for x, y, w, h in boxes)
+    x, y, w, h = boxes[0]  # the best one frames the drawing, snugly
+    assert x <= 1300 and y <= 250 and x + w >= 1520 and y + h >= 470 and w <= 2 * 220
+    blank = propose(map_like((2000, 1500), None), 8)
+    assert all(not (b[0] <= 1300 and b[1] <= 250 and b[0] + b[2] >= 1520) for b in blank[:1])
+
+
+def test_auto_cuts_proposals_and_a_coarse_grid_within_the_cap(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    policy = RegionPolicy.parse("auto")
+    assert policy.proposals > 0 and policy.key.startswith(f"p{policy.proposals}+grid:2:")
+    page = map_like((1200, 900), (700, 150, 160))
+    boxes = policy.boxes(1200, 900, page)
+    grid = grid_boxes(1200, 900, 2, policy.overlap)
+    assert set(grid) <= set(boxes) and len(boxes) <= policy.cap and len(boxes) > len(grid)
+    assert policy.boxes(1200, 900) == grid  # no image to look in: the grid alone
+    (tmp_path / "imgs").mkdir()
+    page.save(tmp_path / "imgs" / "map.png")
+    map_like((600, 400), (100, 100, 80)).save(tmp_path / "imgs" / "small.png")
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    report = coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC, regions="auto")
+    assert report.embedded == 2 and report.regions == len(boxes)  # the small image is not cut
+    store = coll._store
+    cut = [r.box for r in store.regions_of(store.space().name, list(store.rids_of(["map.png"]).values()))]
+    assert sorted(cut) == sorted(boxes)
+    assert any(x <= 700 and y <= 150 and x + w >= 860 and y + h >= 310 and w < 400 for x, y, w, h in cut)

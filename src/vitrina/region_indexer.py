@@ -44,9 +44,10 @@ def cut_image(ref: str, embedder: Embedder, policy: RegionPolicy, limits: dict[s
             return [embedder.preprocess(read_image(ref, fetcher=fetcher, min_side=embedder.min_side, **limits))], []
         with Image.open(path) as header:
             width, height = header.size
-        boxes = policy.boxes(width, height)
-        side = policy.decode_side(embedder.min_side // 2) if boxes else embedder.min_side
+        cut = policy.applies(width, height)
+        side = policy.decode_side(embedder.min_side // 2) if cut else embedder.min_side
         image = load_image(path, min_side=side, **limits)
+        boxes = policy.boxes(width, height, image) if cut else []
         pixels = [embedder.preprocess(image)]
         sx, sy = image.width / width, image.height / height
         for x, y, w, h in boxes:
