@@ -30,6 +30,7 @@ import gzip
 import hashlib
 import json
 import math
+import pickle
 import random
 import sys
 import time
@@ -240,7 +241,8 @@ def main() -> None:
     from vitrina.embedding import get_embedder
 
     embedder = get_embedder("mini")
-    cache: dict[tuple[str, int, Box], np.ndarray] = {}
+    stored = args.cache / f"regions_gain-vectors-{n}-{args.seed}.pkl"  # resumable: a killed run keeps what it embedded
+    cache: dict[tuple[str, int, Box], np.ndarray] = pickle.loads(stored.read_bytes()) if stored.exists() else {}
 
     def embed(kind: str, images: list[Image.Image], boxes_of: list[list[Box]]) -> None:
         """Embed every (image, box) not embedded yet; box (0, 0, 0, 0) is the whole image."""
@@ -253,8 +255,9 @@ def main() -> None:
                 pixels.append(embedder.preprocess(img))
             for (i, b), v in zip(chunk, embedder.embed_pixels(np.stack(pixels))):
                 cache[(kind, i, b)] = v
-            print(f"\r  {kind}: {min(k + 32, len(todo))}/{len(todo)}", end="", file=sys.stderr)
-        print(file=sys.stderr)
+            print(f"  {kind}: {min(k + 32, len(todo))}/{len(todo)}", file=sys.stderr, flush=True)
+            if k % 256 == 0 or k + 32 >= len(todo):
+                stored.write_bytes(pickle.dumps(cache))
 
     whole = [[(0, 0, 0, 0)]] * n
     t0 = time.perf_counter()

@@ -39,6 +39,9 @@ class RegionMatches(Matches):
     regions: dict[str, Region] = field(default_factory=dict)
 
 
+_ROWS_PER_ITEM: dict[tuple[object, ...], int] = {}
+
+
 def collapsing(index: SearchIndex, store: Store, space: str) -> SearchIndex:
     """``index`` itself for a space without regions, else a ``RegionIndex`` around it."""
     if isinstance(index, RegionIndex) or not store.region_count(space):
@@ -63,6 +66,18 @@ class RegionIndex:
     def matrix(self) -> tuple[list[str], np.ndarray]:
         return self.index.matrix()
 
+    def rows_per_item(self) -> int:
+        """The most rows of one item (whole image + regions): a GROUP BY over the regions, so kept
+        per state of the space (a state is its generation, row and live counts: any change of its
+        regions changes one of them)."""
+        sp = self.view.space()
+        key = (str(self.store.path), self.space_name, sp.generation, sp.rows, sp.live)
+        if key not in _ROWS_PER_ITEM:
+            if len(_ROWS_PER_ITEM) > 64:
+                _ROWS_PER_ITEM.clear()
+            _ROWS_PER_ITEM[key] = self.store.most_regions_per_item(self.space_name) + 1
+        return _ROWS_PER_ITEM[key]
+
     def considered(self, filters: Sequence[Filter]) -> int:
         """Items passing the filters with a vector in the space."""
         sp, rid_of_row = self.view.current()
@@ -85,7 +100,7 @@ class RegionIndex:
         min_score: float | None = None,
     ) -> list[Matches]:
         queries = np.atleast_2d(np.asarray(queries, np.float32))
-        per_item = self.store.most_regions_per_item(self.space_name) + 1
+        per_item = self.rows_per_item()
         most_excluded = max((len(e) for e in exclude), default=0)
         rows_needed = (offset + limit + most_excluded) * per_item
         found = self.index.search(queries, filters=filters, exclude=exclude, limit=rows_needed, min_score=min_score)
@@ -120,7 +135,9 @@ class RegionIndex:
         regions = [r for r in regions if r.row < snap.space.rows and snap.rid_of_row[r.row] == r.rid]
         whole_rows = self.view.rows_of(list(ids))
         rows = np.asarray([r.row for r in regions] + [whole_rows[i] for i in ids if i in whole_rows], np.int64)
-        scores = dict(zip(rows.tolist(), (snap.gather(rows) @ query).tolist())) if len(rows) else {}
+        # A page's few hundred rows: read through the map (a thread pool of preads costs more than it saves here).
+        vecs = np.asarray(snap.vectors[rows], np.float32) if len(rows) <= 4096 else snap.gather(rows)
+        scores = dict(zip(rows.tolist(), (vecs @ query).tolist())) if len(rows) else {}
         best: dict[int, tuple[float, tuple[int, int, int, int]]] = {}
         for r in regions:
             s = scores[r.row]
