@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import pickle
-import random
 import sys
 import time
 from pathlib import Path
@@ -93,7 +92,9 @@ def held_out(cache: Path, deb: Path | None, n: int, seed: int) -> list[dict]:
 def paper(rng: np.random.Generator) -> Image.Image:
     w, h = PAGE
     base = np.array([236, 226, 202], np.float32) + rng.normal(0, 6, 3)
-    low = np.asarray(Image.fromarray(rng.normal(0, 1, (18, 24)).astype(np.float32)).resize((w, h), Image.Resampling.BICUBIC))
+    low = np.asarray(
+        Image.fromarray(rng.normal(0, 1, (18, 24)).astype(np.float32)).resize((w, h), Image.Resampling.BICUBIC)
+    )
     grain = rng.normal(0, 5, (h, w))
     arr = base[None, None, :] + (low * 9 + grain)[..., None]
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
@@ -190,7 +191,9 @@ def main() -> None:
     ap.add_argument("--detect-only", action="store_true", help="only: how often a proposal frames the drawing")
     ap.add_argument("--save", type=Path, help="write a few pages (PNG) with their proposals here")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--fine-grid", action="store_true", help="also the two-scale grid (32 boxes: 20 more vectors a page)")
+    ap.add_argument(
+        "--fine-grid", action="store_true", help="also the two-scale grid (32 boxes: 20 more vectors a page)"
+    )
     args = ap.parse_args()
 
     drawings = held_out(args.cache, args.deb, args.pages, args.seed)
@@ -223,7 +226,10 @@ def main() -> None:
         policies["proposals16"].append(found)
         policies["auto"].append(auto.boxes(*PAGE, image=page))
     detect_s = (time.perf_counter() - t0) / n
-    framed = {name: sum(any(covers(b, t) for b in boxes[i]) for i, t in enumerate(truth)) / n for name, boxes in policies.items()}
+    framed = {
+        name: sum(any(covers(b, t) for b in boxes[i]) for i, t in enumerate(truth)) / n
+        for name, boxes in policies.items()
+    }
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         for i in range(min(6, n)):

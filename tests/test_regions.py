@@ -414,3 +414,39 @@ def test_auto_cuts_proposals_and_a_coarse_grid_within_the_cap(tmp_path: Path, fa
     cut = [r.box for r in store.regions_of(store.space().name, list(store.rids_of(["map.png"]).values()))]
     assert sorted(cut) == sorted(boxes)
     assert any(x <= 700 and y <= 150 and x + w >= 860 and y + h >= 310 and w < 400 for x, y, w, h in cut)
+
+
+def test_iiif_images_are_cut_from_an_overview_and_image_api_regions_never_the_master(
+    tmp_path: Path, fake_embedder, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.heritage_server import HeritageServer
+    from vitrina.http import Fetcher
+
+    monkeypatch.setenv("VITRINA_ALLOW_PRIVATE_URLS", "1")  # the "remote" host is on loopback
+    fake_embedder.min_side = 224  # as a real model: the overview and the regions are asked at its size
+    page = map_like((2400, 1800), (1500, 300, 90))  # a small drawing: its proposal is fetched as a region
+    with (
+        HeritageServer() as server,
+        Fetcher(cache_dir=tmp_path / "cache", allow_private=True, requests_per_second=0) as fetcher,
+    ):
+        big = server.add_image("map", page)
+        small = server.add_image("small", map_like((600, 400), None))
+        listing = tmp_path / "urls.txt"
+        listing.write_text(f"{big}/full/full/0/default.jpg\n{small}/full/full/0/default.jpg\n")
+        coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+        report = coll.index(f"urls:{listing}", model=FAKE_SPEC, regions="auto", fetcher=fetcher)
+        assert report.embedded == 2 and not report.failed, report.to_dict()
+        asked = [p for p in server.requests("/iiif/") if not p.endswith("info.json")]
+    store = coll._store
+    sp = store.space()
+    rids = store.rids_of([it.id for it in coll.iter_items()])
+    boxes = [r.box for r in store.regions_of(sp.name, list(rids.values()))]
+    assert store.region_count(sp.name) == report.regions and store.items_with_regions(sp.name) == 1
+    assert not any("/full/full/" in p or "/full/max/" in p for p in asked)  # never the master
+    overview = [p for p in asked if "/iiif/map/full/" in p]
+    assert len(overview) == 1  # one overview of the large image: whole, tiles and most proposals come from it
+    regions = [p.split("/iiif/map/")[1].split("/") for p in asked if "/iiif/map/" in p and "/iiif/map/full/" not in p]
+    assert regions  # the small boxes: Image API regions, at about the model's size (never upscaled)
+    assert all(int(size.rstrip(",")) <= max(224, int(box.split(",")[2])) for box, size, *_ in regions)
+    assert len(rids) == 2 and len(boxes) == report.regions
+    assert any(x <= 1500 and y <= 300 and x + w >= 1590 and y + h >= 390 and w < 300 for x, y, w, h in boxes)

@@ -37,7 +37,9 @@ def ink_mask(image: Image.Image, work_side: int = 512, contrast: float = 28.0) -
     scale = min(1.0, work_side / max(image.size))
     small = image.convert("RGB")
     if scale < 1:
-        small = small.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BOX)
+        small = small.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BOX
+        )
     radius = max(2, round(max(small.size) / 24))
     background = small.filter(ImageFilter.BoxBlur(radius)).filter(ImageFilter.BoxBlur(radius))
     rgb = np.asarray(small, np.float32)
@@ -66,7 +68,7 @@ def _window_sum(a: np.ndarray, k: int) -> np.ndarray:
 
 def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     try:
-        from scipy import ndimage
+        from scipy import ndimage  # type: ignore[import-untyped]
 
         labels, n = ndimage.label(mask)
         return labels, int(n)
@@ -105,7 +107,7 @@ def _components(ink: np.ndarray, radius: int) -> list[tuple[int, int, int, int]]
     if n == 0:
         return []
     try:
-        from scipy import ndimage
+        from scipy import ndimage  # type: ignore[import-untyped]
 
         slices = ndimage.find_objects(labels)
         return [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices if s is not None]
@@ -197,7 +199,7 @@ def propose(
                 break
     inv = 1 / scale
     out = []
-    for x, y, bw, bh in kept:
+    for x, y, bw, _ in kept:
         side = min(round(bw * inv), image.width, image.height)
         out.append((min(round(x * inv), image.width - side), min(round(y * inv), image.height - side), side, side))
     return out
