@@ -13,10 +13,11 @@ the same pages and vectors, in one run:
 - ``whole``: the page embedded once (what vitrina does without regions);
 - ``grid``: the coarse grid alone (2 tiles across the shorter side, 12 boxes on a 4:3 page), and
   ``grid2+3``: the two-scale grid (32 boxes);
-- ``proposals``: boxes found in the image (vitrina.proposals), 8 and 16 of them;
-- ``auto``: what ``--regions auto`` cuts (vitrina.regions.RegionPolicy("auto"));
+- ``proposals8``, ``proposals16``: boxes found in the image (vitrina.proposals), 8 and 16;
+- ``p8+grid``, ``p16+grid``: proposals, then the coarse grid (RegionPolicy "auto" with 8 or 16
+  proposals; ``--regions auto`` is one of them, named in the output);
 - ``oracle``: the exact crop around the drawing (padded, square) beside the whole page;
-- a control set: pages the drawing fills (90% of the shorter side), whole vs auto.
+- a control set: pages the drawing fills (90% of the shorter side), whole vs the same policies.
 
 An item's score is its best row (whole or region), as RegionIndex ranks. Recall@10 with a 95%
 Wilson interval; chance = 10 / pages. Needs the Debian package openclipart-png
@@ -212,19 +213,23 @@ def main() -> None:
             paste(control, im, int(0.9 * min(PAGE)), rng, centre=True)
             controls.append(control)
     auto = RegionPolicy.parse("auto")
+    p8 = RegionPolicy("auto", scales=(2,), proposals=8)
+    p16 = RegionPolicy("auto", scales=(2,), proposals=16)
     policies: dict[str, list[list[Box]]] = {
         "grid": [grid_boxes(*PAGE, 2, 0.25)] * n,
         "grid2+3": [RegionPolicy("grid").boxes(*PAGE)] * n,
         "proposals8": [],
         "proposals16": [],
-        "auto": [],
+        "p8+grid": [],
+        "p16+grid": [],
     }
     t0 = time.perf_counter()
     for page in pages:
         found = propose(page, 16)
         policies["proposals8"].append(found[:8])
         policies["proposals16"].append(found)
-        policies["auto"].append(auto.boxes(*PAGE, image=page))
+        policies["p8+grid"].append(p8.boxes(*PAGE, image=page))
+        policies["p16+grid"].append(p16.boxes(*PAGE, image=page))
     detect_s = (time.perf_counter() - t0) / n
     framed = {
         name: sum(any(covers(b, t) for b in boxes[i]) for i, t in enumerate(truth)) / n
@@ -235,7 +240,7 @@ def main() -> None:
         for i in range(min(6, n)):
             shown = pages[i].copy()
             d = ImageDraw.Draw(shown)
-            for x, y, w, h in policies["auto"][i]:
+            for x, y, w, h in policies["p16+grid"][i]:
                 d.rectangle([x, y, x + w, y + h], outline=(255, 0, 0), width=4)
             x, y, w, h = truth[i]
             d.rectangle([x, y, x + w, y + h], outline=(0, 160, 0), width=6)
@@ -273,9 +278,15 @@ def main() -> None:
         del policies["grid2+3"]
     for name in policies:
         embed("page", pages, policies[name])
-    control_auto = [auto.boxes(*PAGE, image=c) for c in controls]
+    control_boxes: dict[str, list[list[Box]]] = {"proposals8": [], "p8+grid": [], "p16+grid": []}
+    for c in controls:
+        control_boxes["proposals8"].append(propose(c, 8))
+        control_boxes["p8+grid"].append(p8.boxes(*PAGE, image=c))
+        control_boxes["p16+grid"].append(p16.boxes(*PAGE, image=c))
     embed("control", controls, whole)
-    embed("control", controls, control_auto)
+    embed("control", controls, control_boxes["p16+grid"])
+    embed("control", controls, control_boxes["p8+grid"])
+    embed("control", controls, control_boxes["proposals8"])
     embed_s = time.perf_counter() - t0
     texts = embedder.embed_texts([r["caption"] for r in drawings])
 
@@ -295,11 +306,11 @@ def main() -> None:
         "oracle": recall("page", [[oracle_box(t)] for t in truth]),
         **{name: recall("page", boxes) for name, boxes in policies.items()},
         "control_whole": recall("control", [[] for _ in range(n)]),
-        "control_auto": recall("control", control_auto),
+        **{f"control_{name}": recall("control", boxes) for name, boxes in control_boxes.items()},
     }
     out = {"pages": n, "chance@10": round(min(1.0, 10 / n), 4), "framed_by_a_box": framed, "results": results,
            "embed_seconds": round(embed_s, 1), "vectors_embedded": len(cache), "detect_seconds_per_page": round(detect_s, 3),
-           "auto_policy": auto.to_dict()}  # fmt: skip
+           "auto_policy": auto.to_dict(), "auto_is": "p8+grid" if auto == p8 else "p16+grid" if auto == p16 else "other"}  # fmt: skip
     if args.json:
         print(json.dumps(out, indent=2))
         return

@@ -214,11 +214,11 @@ def test_collapse_agrees_with_the_reference(region_world, kind: str) -> None:  #
         q /= np.linalg.norm(q)
         kinds = [["a"], ["b", "c"], []][trial % 3]
         filters = [Filter("kind", "=", kinds[0])] if len(kinds) == 1 else [Filter("kind", "!=", "a")] if kinds else []
-        contains = "1" if trial % 4 == 3 else ""  # a substring filter: resolved in the store, sent as item rids
+        contains = "1" if trial % 4 == 2 else ""  # a substring filter: resolved in the store, sent as item rids
         if contains:
             filters.append(Filter("n", "~", contains))
         exclude = {f"i{3 * trial:03d}"} if trial % 2 else set()
-        limit, offset = [(10, 0), (5, 5), (20, 3)][trial % 3]
+        limit, offset = [(10, 0), (5, 5), (20, 3), (N, 0)][trial % 4]  # N: every item (rows asked again)
         min_score = 0.3 if trial % 5 == 0 else None
         m = index.search(q[None], filters=filters, exclude=[exclude], limit=limit, offset=offset, min_score=min_score)[
             0

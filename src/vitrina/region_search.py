@@ -6,9 +6,13 @@ times. ``RegionIndex`` wraps any ``SearchIndex`` (exact, ANN, Qdrant) and answer
 
 - an item's score is the best score of its rows (the whole image or any of its regions): a detail
   that matches well ranks its item, and an item whose whole image matches best keeps that score;
-- it asks the index for enough rows that ``offset + limit`` items come back: with at most ``R``
-  rows per item, the best row of the ``n``-th best item is among the best ``n * R`` rows (every
-  row above it belongs to one of the ``n - 1`` items above it), plus ``R`` rows per excluded item;
+- it asks the index for enough rows that ``offset + limit`` items come back: the distinct items
+  of the best ``k`` rows are the best items, in order, for any ``k`` (an item not among them has
+  every row below all of theirs), so it asks for a few rows per wanted item and asks again with
+  four times as many for the queries that came back short, up to the bound where it cannot be
+  short: with at most ``R`` rows per item, the best row of the ``n``-th best item is among the
+  best ``n * R`` rows (every row above it belongs to one of the ``n - 1`` items above it), plus
+  ``R`` rows per excluded item;
 - filters are on item metadata and region rows belong to their item, so they apply to regions;
 - ``considered`` and paging count items, not rows;
 - each match carries the item's best region (box and score) when a region, not the whole
@@ -102,17 +106,30 @@ class RegionIndex:
         queries = np.atleast_2d(np.asarray(queries, np.float32))
         per_item = self.rows_per_item()
         most_excluded = max((len(e) for e in exclude), default=0)
-        rows_needed = (offset + limit + most_excluded) * per_item
-        found = self.index.search(queries, filters=filters, exclude=exclude, limit=rows_needed, min_score=min_score)
+        wanted = offset + limit
+        bound = (wanted + most_excluded) * per_item  # enough rows in the worst case (module docstring)
+        # Most queries need far fewer: the distinct items of the best k rows are the best items, in
+        # order, for any k. So ask for a few rows per wanted item and double only the short ones.
+        rows = min(bound, max(2 * (wanted + most_excluded), 32))
+        seen: list[dict[str, float]] = [{} for _ in queries]
+        todo = list(range(len(queries)))
+        while todo:
+            sub = [exclude[c] if c < len(exclude) else () for c in todo]
+            found = self.index.search(queries[todo], filters=filters, exclude=sub, limit=rows, min_score=min_score)
+            short = []
+            for col, m, banned in zip(todo, found, sub):
+                items: dict[str, float] = {}
+                for item_id, score in zip(m.ids, m.scores):
+                    if item_id not in items and item_id not in banned:  # best first: an item's first row is its best
+                        items[item_id] = score
+                seen[col] = items
+                if len(items) < wanted and len(m.ids) >= rows and rows < bound:  # more rows may hold more items
+                    short.append(col)
+            todo, rows = short, min(bound, 4 * rows)
         considered = self.considered(filters)
         out: list[Matches] = []
-        for col, m in enumerate(found):
-            banned = set(exclude[col]) if col < len(exclude) else set()
-            seen: dict[str, float] = {}
-            for item_id, score in zip(m.ids, m.scores):
-                if item_id not in seen and item_id not in banned:  # best first: the first row is the item's best
-                    seen[item_id] = score
-            page = list(seen.items())[offset : offset + limit]
+        for col in range(len(queries)):
+            page = list(seen[col].items())[offset : offset + limit]
             out.append(
                 RegionMatches(
                     ids=[i for i, _ in page],
