@@ -31,7 +31,7 @@ __all__ = ["DETAIL_RE", "MODES", "RegionPolicy", "grid_boxes", "parse_detail"]
 MODES = ("off", "auto", "grid")
 Box = tuple[int, int, int, int]
 AUTO_SCALES = (2,)  # --regions auto: a coarse grid ...
-AUTO_PROPOSALS = 16  # ... after this many proposals (benchmarks/regions_gain.py)
+AUTO_PROPOSALS = 8  # ... after this many proposals (benchmarks/regions_gain.py: 16 found no more)
 PROPOSAL_SCALE = 6  # proposals as small as 1/6 of the shorter side still get the model's input size
 DETAIL_RE = re.compile(r"^(?P<item>.+)#xywh=(?P<x>\d+),(?P<y>\d+),(?P<w>\d+),(?P<h>\d+)$")
 
