@@ -96,7 +96,9 @@ def bench_index(images: int, work: Path) -> dict:
             "timings_s": {k: round(v, 2) for k, v in report.timings.items()},
             # The vector file grows in preallocated steps: its share is counted by the rows it holds.
             "vectors_mb_per_1000": round(vectors * embedder.fingerprint.dim * 4 * 1000 / images / 1e6, 1),
-            "sqlite_mb_per_1000": round(sum(f.stat().st_size for f in path.rglob("*.sqlite*")) * 1000 / images / 1e6, 1),
+            "sqlite_mb_per_1000": round(
+                sum(f.stat().st_size for f in path.rglob("*.sqlite*")) * 1000 / images / 1e6, 1
+            ),
         }
     # The model apart: mini's time per vector on this machine, now.
     try:
