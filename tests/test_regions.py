@@ -144,10 +144,12 @@ def region_world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
     return coll, items, rows, boxes
 
 
-def _reference(rows, items, q, kinds, exclude, limit, offset, min_score):  # type: ignore[no-untyped-def]
+def _reference(rows, items, q, kinds, exclude, limit, offset, min_score, contains=""):  # type: ignore[no-untyped-def]
     scored = []
     for it in items:
         if kinds and it.metadata["kind"] not in kinds:
+            continue
+        if contains not in it.metadata["n"]:
             continue
         scored.append((max(float(v @ q) for v in rows[it.id]), it.id))
     considered = len(scored)  # as the index protocol counts: before exclusions
@@ -157,7 +159,34 @@ def _reference(rows, items, q, kinds, exclude, limit, offset, min_score):  # typ
     return [i for _, i in scored[offset : offset + limit]], considered
 
 
-@pytest.mark.parametrize("kind", ["exact", "ann"])
+_QDRANT: dict[str, object] = {}  # the local mode locks its folder: one client per test module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_qdrant():  # type: ignore[no-untyped-def]
+    yield
+    for index in _QDRANT.values():
+        index.client.close()  # type: ignore[attr-defined]
+    _QDRANT.clear()
+
+
+def _qdrant_index(coll, store):  # type: ignore[no-untyped-def]
+    """The space synced to Qdrant's local mode (region rows are points of their own), once."""
+    pytest.importorskip("qdrant_client")
+    from vitrina.index.qdrant import QdrantIndex, sync
+
+    target = f"qdrant:{coll.path / 'qdrant'}#random"
+    if target not in _QDRANT:
+        sp = store.space("random")
+        report = sync(store, "random", target, batch=50)
+        assert report.new == report.points == sp.live == N + store.region_count("random")
+        again = sync(store, "random", target)
+        assert again.new == again.changed == again.removed == 0 and again.unchanged == sp.live
+        _QDRANT[target] = QdrantIndex(store, "random", target)
+    return _QDRANT[target]
+
+
+@pytest.mark.parametrize("kind", ["exact", "ann", "qdrant"])
 def test_collapse_agrees_with_the_reference(region_world, kind: str) -> None:  # type: ignore[no-untyped-def]
     from vitrina.filters import Filter
     from vitrina.index.ann import AnnIndex, AnnParams, build_ann
@@ -167,6 +196,8 @@ def test_collapse_agrees_with_the_reference(region_world, kind: str) -> None:  #
     store = coll._store
     if kind == "exact":
         index = collapsing(coll.index_for("random"), store, "random")
+    elif kind == "qdrant":
+        index = collapsing(_qdrant_index(coll, store), store, "random")
     else:
         params = AnnParams(structure="hnsw", codes="fp16", m=8, ef_search=64, oversample=2, min_candidates=10,
                            exact_below=0, selective=0.0)  # fmt: skip
@@ -183,15 +214,18 @@ def test_collapse_agrees_with_the_reference(region_world, kind: str) -> None:  #
         q /= np.linalg.norm(q)
         kinds = [["a"], ["b", "c"], []][trial % 3]
         filters = [Filter("kind", "=", kinds[0])] if len(kinds) == 1 else [Filter("kind", "!=", "a")] if kinds else []
+        contains = "1" if trial % 4 == 2 else ""  # a substring filter: resolved in the store, sent as item rids
+        if contains:
+            filters.append(Filter("n", "~", contains))
         exclude = {f"i{3 * trial:03d}"} if trial % 2 else set()
-        limit, offset = [(10, 0), (5, 5), (20, 3)][trial % 3]
+        limit, offset = [(10, 0), (5, 5), (20, 3), (N, 0)][trial % 4]  # N: every item (rows asked again)
         min_score = 0.3 if trial % 5 == 0 else None
         m = index.search(q[None], filters=filters, exclude=[exclude], limit=limit, offset=offset, min_score=min_score)[
             0
         ]
-        want, considered = _reference(rows, items, q, kinds, exclude, limit, offset, min_score)
+        want, considered = _reference(rows, items, q, kinds, exclude, limit, offset, min_score, contains)
         assert m.considered == considered and len(set(m.ids)) == len(m.ids)
-        if kind == "exact":
+        if kind in ("exact", "qdrant"):  # Qdrant's local mode searches exhaustively
             assert m.ids == want
             for i, s in zip(m.ids, m.scores):
                 region = m.regions.get(i)  # type: ignore[attr-defined]
@@ -288,3 +322,131 @@ def test_the_api_gives_a_hit_its_region_and_an_image_of_it(tmp_path: Path, fake_
         # A detail of an item as the item term: that item comes first, at that region.
         found = client.get("/api/search", params={"item": f"page01.png#xywh={x},{y},{w},{h}", "limit": 2}).json()
         assert found["hits"][0]["id"] == "page01.png" and found["hits"][0]["region"]["x"] == x
+
+
+def test_a_qdrant_copy_of_a_space_with_regions_finds_the_detail(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("qdrant_client")
+    from vitrina.index.qdrant import sync
+
+    pages = make_pages(tmp_path / "imgs", 5)
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC, regions="grid")
+    space = coll._store.space().name
+    target = f"qdrant:{tmp_path / 'q'}#pages"
+    report = sync(coll._store, space, target)
+    per_page = len(RegionPolicy("grid").boxes(300, 200))
+    assert report.points == 5 * (1 + per_page)
+    coll.close()
+    x, y, w, h = RegionPolicy("grid").boxes(300, 200)[6]
+    detail = tmp_path / "detail.png"
+    Image.open(pages[2]).crop((x, y, x + w, y + h)).save(detail)
+    remote = open_collection(tmp_path / "c", embedder=fake_embedder, index=target)
+    try:
+        hits = remote.search(image=str(detail), limit=5)
+        assert [h.id for h in hits][0] == "page02.png" and len({h.id for h in hits}) == len(hits) == 5
+        assert hits.total_considered == 5 and hits[0].region is not None
+        assert (hits[0].region.x, hits[0].region.y, hits[0].region.w) == (x, y, w)
+        assert [h.id for h in remote.search(image=str(detail), limit=2, offset=1)] == [h.id for h in hits][1:3]
+    finally:
+        remote.index_for().client.close()  # type: ignore[attr-defined]
+        remote.close()
+
+
+# -- proposals: boxes found in the image itself ---------------------------------------------------
+
+
+def map_like(size: tuple[int, int], blob: tuple[int, int, int] | None, seed: int = 5) -> Image.Image:
+    """Paper with a graticule, a wandering line and lettering; ``blob`` (x, y, side): a dense drawing."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    arr = np.asarray([236, 226, 202], np.float32) + rng.normal(0, 5, (h, w, 1))
+    page = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(page)
+    for x in range(50, w, w // 6):
+        d.line([(x, 0), (x + 20, h)], fill=(140, 120, 100), width=2)
+    for y in range(40, h, h // 5):
+        d.line([(0, y), (w, y - 15)], fill=(140, 120, 100), width=2)
+    pts = [(float(x), h / 2 + 80 * np.sin(x / 90)) for x in range(0, w, 8)]
+    d.line(pts, fill=(60, 50, 40), width=3)
+    for _ in range(25):
+        x, y = rng.uniform(0, w - 120), rng.uniform(0, h - 20)
+        for k in range(6):
+            d.rectangle([x + 14 * k, y, x + 14 * k + 9, y + 14], outline=(60, 50, 40), width=2)
+    if blob:
+        bx, by, side = blob
+        for k in range(12):  # a dense drawing: nested filled shapes in ink and colour
+            r = side / 2 * (1 - k / 13)
+            c = (bx + side / 2, by + side / 2)
+            d.ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], fill=(200, 40, 30) if k % 2 else (40, 30, 30))
+    return page
+
+
+def test_proposals_frame_a_dense_drawing_among_map_lines() -> None:
+    from vitrina.proposals import propose
+
+    page = map_like((2000, 1500), (1300, 250, 220))
+    boxes = propose(page, 8)
+    assert 0 < len(boxes) <= 8 and all(w == h for _, _, w, h in boxes)  # square: the model centre-crops
+    assert all(x >= 0 and y >= 0 and x + w <= 2000 and y + h <= 1500 for x, y, w, h in boxes)
+    x, y, w, h = boxes[0]  # the best one frames the drawing, snugly
+    assert x <= 1300 and y <= 250 and x + w >= 1520 and y + h >= 470 and w <= 2 * 220
+    blank = propose(map_like((2000, 1500), None), 8)
+    assert all(not (b[0] <= 1300 and b[1] <= 250 and b[0] + b[2] >= 1520) for b in blank[:1])
+
+
+def test_auto_cuts_proposals_and_a_coarse_grid_within_the_cap(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    policy = RegionPolicy.parse("auto")
+    assert policy.proposals > 0 and policy.key.startswith(f"p{policy.proposals}+grid:2:")
+    page = map_like((1200, 900), (700, 150, 160))
+    boxes = policy.boxes(1200, 900, page)
+    grid = grid_boxes(1200, 900, 2, policy.overlap)
+    assert set(grid) <= set(boxes) and len(boxes) <= policy.cap and len(boxes) > len(grid)
+    assert policy.boxes(1200, 900) == grid  # no image to look in: the grid alone
+    (tmp_path / "imgs").mkdir()
+    page.save(tmp_path / "imgs" / "map.png")
+    map_like((600, 400), (100, 100, 80)).save(tmp_path / "imgs" / "small.png")
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    report = coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC, regions="auto")
+    assert report.embedded == 2 and report.regions == len(boxes)  # the small image is not cut
+    store = coll._store
+    cut = [r.box for r in store.regions_of(store.space().name, list(store.rids_of(["map.png"]).values()))]
+    assert sorted(cut) == sorted(boxes)
+    assert any(x <= 700 and y <= 150 and x + w >= 860 and y + h >= 310 and w < 400 for x, y, w, h in cut)
+
+
+def test_iiif_images_are_cut_from_an_overview_and_image_api_regions_never_the_master(
+    tmp_path: Path, fake_embedder, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.heritage_server import HeritageServer
+    from vitrina.http import Fetcher
+
+    monkeypatch.setenv("VITRINA_ALLOW_PRIVATE_URLS", "1")  # the "remote" host is on loopback
+    fake_embedder.min_side = 224  # as a real model: the overview and the regions are asked at its size
+    page = map_like((2400, 1800), (1500, 300, 90))  # a small drawing: its proposal is fetched as a region
+    with (
+        HeritageServer() as server,
+        Fetcher(cache_dir=tmp_path / "cache", allow_private=True, requests_per_second=0) as fetcher,
+    ):
+        big = server.add_image("map", page)
+        small = server.add_image("small", map_like((600, 400), None))
+        listing = tmp_path / "urls.txt"
+        listing.write_text(f"{big}/full/full/0/default.jpg\n{small}/full/full/0/default.jpg\n")
+        coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+        report = coll.index(f"urls:{listing}", model=FAKE_SPEC, regions="auto", fetcher=fetcher)
+        assert report.embedded == 2 and not report.failed, report.to_dict()
+        asked = [p for p in server.requests("/iiif/") if not p.endswith("info.json")]
+    store = coll._store
+    sp = store.space()
+    rids = store.rids_of([it.id for it in coll.iter_items()])
+    boxes = [r.box for r in store.regions_of(sp.name, list(rids.values()))]
+    assert store.region_count(sp.name) == report.regions and store.items_with_regions(sp.name) == 1
+    assert not any("/full/full/" in p or "/full/max/" in p for p in asked)  # never the master
+    overview = [p for p in asked if "/iiif/map/full/" in p]
+    assert len(overview) == 1  # one overview of the large image: whole, tiles and most proposals come from it
+    regions = [p.split("/iiif/map/")[1].split("/") for p in asked if "/iiif/map/" in p and "/iiif/map/full/" not in p]
+    assert regions  # the small boxes: Image API regions, at about the model's size (never upscaled)
+    assert all(int(size.rstrip(",")) <= max(224, int(box.split(",")[2])) for box, size, *_ in regions)
+    assert len(rids) == 2 and len(boxes) == report.regions
+    assert any(x <= 1500 and y <= 300 and x + w >= 1590 and y + h >= 390 and w < 300 for x, y, w, h in boxes)

@@ -1,8 +1,12 @@
 """Indexing with regions: each pending item's whole image and the boxes its ``RegionPolicy`` cuts.
 
 A local image is decoded once (JPEG draft mode down to the size the finest tile needs) and cut;
-its boxes are in source pixels (the header's size). Other references (URLs, IIIF, ALTO crops)
-are embedded whole, as without regions, and recorded as cut (no region) so they are not retried.
+its boxes are in source pixels (the header's size). A IIIF Image API image is never fetched
+whole: one overview at that same size (from which the whole image, the tiles and the proposals
+are cut) and, for boxes too small in it, Image API regions at the model's input size; its boxes
+are in the pixels of the item's image (its region of the IIIF image). Other references (plain
+URLs, ALTO crops) are embedded whole, as without regions, and recorded as cut (no region) so
+they are not retried.
 A batch of items, with all their regions, is one durable step (``Store.add_vectors``): a killed
 run loses the batches in flight, and the next one cuts those items again, so every region is
 embedded exactly once. A changed image (new fingerprint) is cut again and its old regions die.
@@ -41,18 +45,67 @@ def cut_image(ref: str, embedder: Embedder, policy: RegionPolicy, limits: dict[s
     path = _local(ref)
     with hold_decoded():
         if path is None:
+            remote = _cut_iiif(ref, embedder, policy, limits, fetcher) if policy.on else None
+            if remote is not None:
+                return remote
             return [embedder.preprocess(read_image(ref, fetcher=fetcher, min_side=embedder.min_side, **limits))], []
         with Image.open(path) as header:
             width, height = header.size
-        boxes = policy.boxes(width, height)
-        side = policy.decode_side(embedder.min_side // 2) if boxes else embedder.min_side
+        cut = policy.applies(width, height)
+        side = policy.decode_side(embedder.min_side // 2) if cut else embedder.min_side
         image = load_image(path, min_side=side, **limits)
+        boxes = policy.boxes(width, height, image) if cut else []
         pixels = [embedder.preprocess(image)]
         sx, sy = image.width / width, image.height / height
         for x, y, w, h in boxes:
             crop = image.crop((round(x * sx), round(y * sy), round((x + w) * sx), round((y + h) * sy)))
             pixels.append(embedder.preprocess(crop))
         return pixels, boxes
+
+
+def _cut_iiif(ref: str, embedder: Embedder, policy: RegionPolicy, limits: dict[str, Any], fetcher: Any) -> Cut | None:
+    """A IIIF Image API image, cut without its master: one overview at the size the policy decodes
+    local images at (the whole image, the grid tiles and the proposals come from it), plus the
+    boxes too small in it, each fetched as an Image API region at the model's input size. None
+    when ``ref`` is no IIIF image, its info.json is unusable or the image is small: read whole."""
+    from .iiif import ImageService, split_image_url
+    from .images import decode_fetched
+
+    split = split_image_url(ref)
+    if split is None:
+        return None
+    if fetcher is None:
+        from .http import Fetcher
+
+        fetcher = Fetcher()
+    base, region = split
+    try:
+        service = ImageService.from_info(fetcher.get_json(base + "/info.json"), base)
+        ix, iy, width, height = service.region_box(region)
+    except ImageError as e:
+        if e.reason not in ("not_found", "bad_json", "fetch_failed"):
+            raise
+        return None
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not policy.applies(width, height):
+        return None
+
+    def fetch(region: str, side: int) -> Image.Image:
+        url, crop = service.url_for(region, side)
+        return decode_fetched(fetcher.get_bytes(url), url, crop, min_side=side, **limits)
+
+    overview = fetch(region, policy.decode_side(embedder.min_side // 2))
+    boxes = policy.boxes(width, height, overview)
+    pixels = [embedder.preprocess(overview)]
+    sx, sy = overview.width / width, overview.height / height
+    for x, y, w, h in boxes:
+        if min(w * sx, h * sy) >= embedder.min_side // 2 or service.level == 0:  # as local images are cut
+            part = overview.crop((round(x * sx), round(y * sy), round((x + w) * sx), round((y + h) * sy)))
+        else:  # a small box: the server cuts it, at the model's size
+            part = fetch(f"{ix + x},{iy + y},{w},{h}", embedder.min_side)
+        pixels.append(embedder.preprocess(part))
+    return pixels, boxes
 
 
 def region_policy(store: Store, space: str, mode: str | None) -> RegionPolicy:

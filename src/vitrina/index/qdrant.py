@@ -4,14 +4,20 @@
 Targets: ``qdrant+http://HOST:PORT/NAME`` (or https), ``qdrant:PATH#NAME`` (the client's local
 mode, a folder) and ``qdrant::memory:#NAME`` (tests). The SQLite store stays the source of truth.
 
-Points: id = the item's ``rid``; vector = its stored vector; payload = ``{"id": item id, "_d":
-digest}`` plus, for every filterable key, the key's normal values (filters.py) as three lists:
+Points: id = the item's ``rid``; vector = its stored vector; payload = ``{"id": item id, "rid":
+rid, "_d": digest}`` plus, for every filterable key, the key's normal values (filters.py) as three lists:
 ``t_<h>`` casefolded texts, ``n_<h>`` first numbers, ``v_<h>`` whole-text numbers, where ``<h>`` is
 a hash of the key (metadata keys may hold characters that Qdrant's JSON paths do not accept).
 So ``=`` is "some text equals, or some v equals"; ``!=`` its negation ("no value equals", an item
 without the key passes); ``<``..``>=`` with a number a range over ``n_<h>``. Substring ``~`` and
 ordering by text have no exact Qdrant equivalent: they are resolved in the store's SQL index
-and sent as a ``has_id`` condition.
+and sent as a condition on ``rid``.
+
+Regions (vitrina.regions): each region row of the space is a point too, with an id of its own
+(``region_point_id``: a hash of the item's rid and the box, above 2**62, so it survives
+compaction) and the item's payload plus ``box`` ([x, y, w, h]): filters and exclusions name the
+item's ``rid``, so they apply to its regions. ``QdrantIndex`` ranks points like any index and
+``vitrina.region_search.RegionIndex`` collapses them to items, as for exact and ANN.
 
 Sync is incremental and resumable: each point carries a digest of its row, space generation and
 values; a sync scrolls the digests, upserts what differs (new, re-embedded, metadata changed),
@@ -73,12 +79,24 @@ def field(kind: str, key: str) -> str:
     return f"{kind}_{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}"
 
 
+REGION_IDS = 1 << 62  # region point ids lie above every item rid
+
+
+def region_point_id(rid: int, box: tuple[int, int, int, int], dup: int = 0) -> int:
+    """A region's point id: stable across compactions (rows move, the item and box stay);
+    ``dup`` tells apart identical boxes of one item."""
+    key = f"{rid}:{','.join(map(str, box))}:{dup}".encode()
+    return REGION_IDS | (int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") & (REGION_IDS - 1))
+
+
 def _payload(
     item_id: str,
     columns: dict[str, str],
     values: list[tuple[str, str, float | None, float | None]],
     row: int,
     generation: Any,
+    rid: int = 0,
+    box: tuple[int, int, int, int] | None = None,
 ) -> dict[str, Any]:
     per_key: dict[str, list[tuple[str, float | None, float | None]]] = {}
     for key, text, num, val in values:
@@ -86,7 +104,9 @@ def _payload(
             per_key.setdefault(key, []).append((text, num, val))
     for key, value in columns.items():
         per_key[key] = [(v.text, v.num, v.val) for v in normal_values(value)]
-    payload: dict[str, Any] = {"id": item_id}
+    payload: dict[str, Any] = {"id": item_id, "rid": rid}
+    if box is not None:
+        payload["box"] = list(box)
     for key, vals in per_key.items():
         payload[field("t", key)] = [t for t, _, _ in vals]
         payload[field("n", key)] = [n for _, n, _ in vals if n is not None]
@@ -128,6 +148,8 @@ def sync(
                 name, vectors_config=models.VectorParams(size=sp.fingerprint.dim, distance=models.Distance.COSINE),
                 shard_number=shards, replication_factor=replicas,
             )  # fmt: skip
+            if target.startswith("qdrant+"):  # a server (the local mode has no payload indexes)
+                client.create_payload_index(name, "rid", models.PayloadSchemaType.INTEGER, wait=True)
         else:
             size = client.get_collection(name).config.params.vectors.size
             if size != sp.fingerprint.dim:
@@ -147,19 +169,25 @@ def sync(
         for chunk in view.points(sp, batch):
             upserts = []
             for point in chunk:
-                rid = point.rid
-                seen.add(rid)
-                payload = _payload(point.id, point.columns, point.values, point.row, sp.generation)
-                if known.get(rid) == payload["_d"]:
+                pid = point.rid
+                if point.box is not None:
+                    dup = 0
+                    while (pid := region_point_id(point.rid, point.box, dup)) in seen:
+                        dup += 1
+                seen.add(pid)
+                payload = _payload(
+                    point.id, point.columns, point.values, point.row, sp.generation, point.rid, point.box
+                )
+                if known.get(pid) == payload["_d"]:
                     report.unchanged += 1
                     continue
-                if rid in known:
+                if pid in known:
                     report.changed += 1
                 else:
                     report.new += 1
                 upserts.append(
                     models.PointStruct(
-                        id=rid, vector=np.asarray(vectors[point.row], np.float32).tolist(), payload=payload
+                        id=pid, vector=np.asarray(vectors[point.row], np.float32).tolist(), payload=payload
                     )
                 )
             if upserts:
@@ -224,9 +252,9 @@ class QdrantIndex:
                 must.append(
                     models.FieldCondition(key=field("n", f.key), range=models.Range(**{bound: f.operand_number}))
                 )
-            else:  # substring or text ordering: exact in the store's index, sent as ids
+            else:  # substring or text ordering: exact in the store's index, sent as item rids
                 rids = self.exact.view.matching_rids(f)
-                must.append(models.HasIdCondition(has_id=sorted({int(r) for r in rids})))
+                must.append(models.FieldCondition(key="rid", match=models.MatchAny(any=sorted({int(r) for r in rids}))))
         if not must and not must_not:
             return None
         return models.Filter(must=must or None, must_not=must_not or None)
@@ -245,7 +273,10 @@ class QdrantIndex:
         queries = np.atleast_2d(np.asarray(queries, np.float32))
         sp, rid_of_row = self.exact.view.current()
         base = self.translate(filters)
-        considered = self.client.count(self.name, count_filter=base, exact=True).count
+        wholes = models.IsEmptyCondition(is_empty=models.PayloadField(key="box"))  # items, not their regions
+        considered = self.client.count(
+            self.name, count_filter=models.Filter(must=[wholes] if base is None else [base, wholes]), exact=True
+        ).count
         out = []
         for col, q in enumerate(queries):
             ids = list(exclude[col]) if col < len(exclude) else []
@@ -255,7 +286,8 @@ class QdrantIndex:
                 rids = [int(rid_of_row[r]) for r in rows if rid_of_row[r] >= 0]
                 if rids:
                     qfilter = models.Filter(
-                        must=[base] if base is not None else None, must_not=[models.HasIdCondition(has_id=rids)]
+                        must=[base] if base is not None else None,
+                        must_not=[models.FieldCondition(key="rid", match=models.MatchAny(any=rids))],
                     )
             found = self.client.query_points(self.name, query=q.tolist(), limit=limit, offset=offset, query_filter=qfilter,
                                              score_threshold=min_score, with_payload=["id"], with_vectors=False).points  # fmt: skip

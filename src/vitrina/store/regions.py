@@ -115,10 +115,11 @@ class Regions:
             out.extend(
                 RegionRow(r[0], r[1], (r[2], r[3], r[4], r[5]))
                 for r in self.db.execute(
-                    f"SELECT rid, row, x, y, w, h FROM regions WHERE space=? AND rid IN ({placeholders(len(chunk))}) ORDER BY row",
+                    f"SELECT rid, row, x, y, w, h FROM regions INDEXED BY regions_rid WHERE space=? AND rid IN ({placeholders(len(chunk))})",
                     [space, *chunk],
                 )
             )
+        out.sort(key=lambda r: r.row)  # by row; sorted here, as ORDER BY row would scan the space's primary key
         return out
 
     def items_with_regions(self, space: str) -> int:

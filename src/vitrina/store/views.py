@@ -48,6 +48,7 @@ class VectorPoint:
     id: str
     columns: dict[str, str]  # id, source, image, context: filterable item columns
     values: list[tuple[str, str, float | None, float | None]]  # (key, text, num, val): normal values
+    box: tuple[int, int, int, int] | None = None  # a region's box (x, y, w, h); None for the whole image
 
 
 class SpaceView:
@@ -153,15 +154,24 @@ class SpaceView:
 
     def points(self, sp: Space, batch: int = 256) -> Iterator[list[VectorPoint]]:
         """Every live vector of this state of the space with its item's columns and normal values,
-        by rid, ``batch`` at a time."""
+        ``batch`` at a time: the whole images by rid, then the regions (``box`` set) by rid and row."""
         db = self._items.db
-        cursor = db.execute(
-            "SELECT v.rid, v.row, i.id, i.source, i.image, i.context FROM vectors v JOIN items i ON i.rid = v.rid WHERE v.space = ? AND v.row < ? ORDER BY v.rid",
+        wholes = db.execute(
+            "SELECT v.rid, v.row, i.id, i.source, i.image, i.context, NULL, NULL, NULL, NULL FROM vectors v JOIN items i ON i.rid = v.rid WHERE v.space = ? AND v.row < ? ORDER BY v.rid",
             (sp.name, sp.rows),
         )
+        yield from self._points(wholes, batch)
+        regions = db.execute(
+            "SELECT r.rid, r.row, i.id, i.source, i.image, i.context, r.x, r.y, r.w, r.h FROM regions r JOIN items i ON i.rid = r.rid WHERE r.space = ? AND r.row < ? ORDER BY r.rid, r.row",
+            (sp.name, sp.rows),
+        )
+        yield from self._points(regions, batch)
+
+    def _points(self, cursor: Any, batch: int) -> Iterator[list[VectorPoint]]:
+        db = self._items.db
         while chunk := cursor.fetchmany(batch):
             values: dict[int, list[Any]] = {}
-            rids = [r[0] for r in chunk]
+            rids = sorted({r[0] for r in chunk})
             for rid, key, text, num, val in db.execute(
                 f"SELECT rid, key, text, num, val FROM item_values WHERE rid IN ({','.join('?' * len(rids))})", rids
             ):
@@ -173,6 +183,7 @@ class SpaceView:
                     item_id,
                     {"id": item_id, "source": source, "image": image, "context": context},
                     values.get(rid, []),
+                    None if x is None else (x, y, w, h),
                 )  # fmt: skip
-                for rid, row, item_id, source, image, context in chunk
+                for rid, row, item_id, source, image, context, x, y, w, h in chunk
             ]
