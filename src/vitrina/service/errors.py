@@ -26,6 +26,8 @@ from ..errors import (
     SpaceMismatch,
     StoreError,
     VitrinaError,
+    WorkCancelled,
+    WorkTimeout,
 )
 
 log = logging.getLogger("vitrina.service")
@@ -92,6 +94,10 @@ def classify(exc: BaseException, request: Request | None = None) -> ServiceError
         return _image_error(exc.reason, max_bytes, max_pixels)
     if isinstance(exc, (httpx.InvalidURL, httpx.HTTPError, UnicodeError)):  # e.g. a redirect to data: or mailto:
         return ServiceError(422, "image_url_fetch_failed", FETCH_FAILED)
+    if isinstance(exc, WorkCancelled):
+        return ClientGone()
+    if isinstance(exc, WorkTimeout):
+        return ServiceError(503, "query_timeout", str(exc), {"Retry-After": "1"})
     if isinstance(exc, (QueryError, ModalityError, SourceError)):
         return ServiceError(400, "invalid_query", str(exc))
     if isinstance(exc, NoSuchSpace):

@@ -51,7 +51,7 @@ def map_colours_route(
 ) -> dict[str, Any]:
     """Each map point's value of a metadata key or tag, as a code into the 10 most common values
     (10 = another value, -1 = none), in the order of the map's ids."""
-    from ..layout import map_colours, read_map
+    from ..layout import read_map
 
     coll = service_of(request).collection()
     try:
@@ -68,7 +68,7 @@ def map_colours_route(
     with _COLOURS_LOCK:
         cached = _COLOURS.get(cache_key)
     if cached is None:
-        cached = map_colours(coll, key, read_map(path).ids)
+        cached = _bounded_colours(coll, key, read_map(path).ids, service_of(request).config.work_deadline)
         if cached is None:
             raise ServiceError(
                 404, "no_such_key", f"No item has a metadata key or tag {key!r}; see /api/facets for the keys."
@@ -78,6 +78,22 @@ def map_colours_route(
                 _COLOURS.pop(next(iter(_COLOURS)))
             _COLOURS[cache_key] = cached
     return cached
+
+
+def _bounded_colours(coll: Any, key: str, ids: list[str], seconds: float) -> dict[str, Any] | None:
+    """``map_colours`` whose queries stop after ``seconds`` (the search deadline): a 503 then."""
+    import sqlite3
+
+    from ..layout import map_colours
+    from ..store.text import budget, stopped
+
+    with budget(seconds):
+        try:
+            return map_colours(coll, key, ids)
+        except sqlite3.OperationalError as e:
+            if (err := stopped(e, "Colouring the map")) is None:
+                raise
+            raise ServiceError(503, "query_timeout", str(err), {"Retry-After": "1"}) from None
 
 
 _COLOURS: dict[tuple[Any, ...], dict[str, Any]] = {}

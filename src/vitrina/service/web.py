@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
+from ..store.text import budget
 from .api import MAX_ID, service_of
 from .core import SearchParams
 from .errors import ServiceError, classify
@@ -108,7 +109,8 @@ def _results(request: Request, state: dict[str, Any]) -> dict[str, Any]:
         return context
     params = _params(state)
     try:
-        out = hits_out(service.name, service.search(params), params)
+        with budget(service.config.work_deadline):  # the page's queries stop as the API's do
+            out = hits_out(service.name, service.search(params), params)
     except Exception as e:
         err = classify(e, request)
         if err is None:

@@ -1,0 +1,131 @@
+"""Hardening, round three, second part (issue 28): bounded keyword work (3), the map colours'
+deadline (4), API/schema drift (9), IIIF edge cases of real manifests (13, 14). Each test failed
+before its fix."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vitrina import open_collection
+from vitrina.records import Item
+
+DATA = Path(__file__).parent / "data"
+WORDS = ["bergen", "bergenhus", "bergverk", "berlin", "tromso", "harbour", "fjord", "church", "bridge", "market"]
+
+
+def _text_collection(path: Path, n: int) -> Any:
+    """``n`` items whose context holds a few of WORDS (every item some "berg…" word)."""
+    coll = open_collection(path, create=True)
+    with coll.writer():
+        coll.add_items(
+            Item(id=f"it-{i:05d}", image=f"/scans/{i}.jpg", fingerprint="1", source="t",
+                 metadata={"title": f"Plate {i}"},
+                 context=" ".join([WORDS[i % 3], WORDS[3 + i % 7], WORDS[3 + (i * 7) % 7], "view of the town"]))
+            for i in range(n)
+        )  # fmt: skip
+    return coll
+
+
+# -- 3. bounded keyword work ----------------------------------------------------------------------
+
+
+def test_snippets_of_long_prefixes_are_made_from_the_words_they_expand_to(tmp_path: Path) -> None:
+    """A prefix longer than the indexed ones was merged over the whole collection for every row
+    a snippet was made of (~10 s for 200 snippets at 100k items, benchmarks/keyword_worst.py);
+    now the snippet query asks for the words it expands to, and highlights the same words."""
+    from vitrina.index import keyword
+    from vitrina.store import Store
+
+    _text_collection(tmp_path / "c", 300)
+    store = Store(tmp_path / "c")
+    ids = [f"it-{i:05d}" for i in range(0, 30, 3)]
+    found = keyword.KeywordIndex(store).snippets("berg* harb* Tromsø*", ids)
+    assert set(found) == set(ids)
+    assert ("bergen", True) in found["it-00009"] and ("harbour", True) in found["it-00009"]
+    expression = keyword.snippet_expression(store, "berg* harb* Tromsø*")
+    assert "*" not in expression and '"bergverk"' in expression and '"tromso"' in expression
+
+
+def test_the_expansion_of_long_prefixes_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vitrina.index import keyword
+    from vitrina.store import Store
+
+    _text_collection(tmp_path / "c", 50)
+    store = Store(tmp_path / "c")
+    assert keyword.snippet_expression(store, "berg* fjord") == '("bergen" OR "bergenhus" OR "bergverk") OR ("fjord")'
+    monkeypatch.setattr(keyword, "MAX_EXPANDED", 2)
+    assert keyword.snippet_expression(store, "berg* berl* fjord") == '("bergen" OR "bergenhus") OR ("fjord")'
+    assert keyword.snippet_expression(store, "ber*") == '("ber"*)'  # an indexed prefix: not expanded
+
+
+def test_keyword_queries_stop_at_the_deadline_or_when_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vitrina.errors import WorkCancelled, WorkTimeout
+    from vitrina.index.keyword import KeywordIndex
+    from vitrina.store import Store, text
+
+    _text_collection(tmp_path / "c", 2000)
+    kw = KeywordIndex(Store(tmp_path / "c"))
+    assert len(kw.search("town", limit=5).ids) == 5
+    with text.budget(0.0), pytest.raises(WorkTimeout, match="longer than 0 s.*4 or more letters"):
+        kw.search("town berg*", limit=5)
+    gone = threading.Event()
+    gone.set()
+    with text.budget(60, gone), pytest.raises(WorkCancelled):
+        kw.search("town", limit=5)
+    monkeypatch.setattr(text, "KEYWORD_DEADLINE", 0.0)  # no budget set: the keyword queries' own deadline
+    with pytest.raises(WorkTimeout):
+        kw.search("town", limit=5)
+    monkeypatch.setattr(text, "KEYWORD_DEADLINE", 10.0)
+    assert len(kw.search("town", limit=5).ids) == 5
+
+
+def test_the_service_stops_keyword_work_and_map_colours_at_its_deadline(tmp_path: Path, tiny_clip: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from vitrina.embedding import get_embedder
+    from vitrina.layout import build_map
+    from vitrina.service import create_app, explore
+    from vitrina.service.errors import classify
+    from vitrina.store.text import budget
+
+    coll = _text_collection(tmp_path / "c", 2000)
+    fp = get_embedder(tiny_clip).fingerprint
+    import numpy as np
+
+    ids = [f"it-{i:05d}" for i in range(2000)]
+    vectors = np.random.default_rng(0).normal(size=(2000, fp.dim)).astype(np.float32)
+    with coll.writer():
+        coll.import_vectors(ids, vectors / np.linalg.norm(vectors, axis=1, keepdims=True), fingerprint=fp, space="v")
+    build_map(coll, method="pca")
+    explore._COLOURS.clear()
+    with TestClient(create_app(str(coll.path), work_deadline=0.0), raise_server_exceptions=False) as client:
+        r = client.get("/api/search", params={"keywords": "town"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "query_timeout", r.text
+        assert "longer than 0 s" in r.json()["error"]["message"] and r.headers["Retry-After"] == "1"
+        r = client.get("/api/map/colours", params={"key": "title"})
+        assert r.status_code == 503 and "Colouring the map took longer" in r.json()["error"]["message"]
+        page = client.get("/", params={"kw": "town"})
+        assert page.status_code == 200 and "took longer than 0 s" in page.text
+    with TestClient(create_app(str(coll.path)), raise_server_exceptions=False) as client:
+        assert client.get("/api/search", params={"keywords": "town"}).status_code == 200
+        assert client.get("/api/map/colours", params={"key": "title"}).status_code == 200
+    # A query stopped because its client went away is a 499, never a 500.
+    gone = threading.Event()
+    gone.set()
+    from vitrina.index.keyword import KeywordIndex
+    from vitrina.store import Store
+
+    with budget(60, gone):
+        try:
+            KeywordIndex(Store(coll.path)).search("town")
+        except Exception as e:  # noqa: BLE001
+            err = classify(e)
+    assert err is not None and err.status == 499
+    assert json  # (json is used by later sections)
