@@ -123,6 +123,9 @@ def vitrina_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("VITRINA_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("VITRINA_MODEL", raising=False)
+    monkeypatch.setenv(
+        "VITRINA_NO_DAEMON", "1"
+    )  # no query services left behind (tests/test_query_service.py turns them on)
     return home
 
 

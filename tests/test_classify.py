@@ -168,3 +168,87 @@ def test_calibration_reports_rows_it_drops_and_refuses_a_single_class(mini_colle
     one_class = _labels(tmp_path / "one.csv", [(i, "food") for i in ids if i.startswith("food/")][:8] + others)
     with pytest.raises(QueryError, match="at least two of the labels"):
         zero_shot(mini_collection, categories, name="cal1", calibrate=one_class)
+
+
+def _macro_f1(truth: list[str], pred: list[str]) -> float:
+    f1 = []
+    for c in sorted(set(truth)):
+        tp = sum(t == p == c for t, p in zip(truth, pred))
+        f1.append(2 * tp / (pred.count(c) + truth.count(c)))
+    return sum(f1) / len(f1)
+
+
+def test_binary_f1_is_nested_and_scored_at_each_folds_own_threshold() -> None:
+    """Issue 27, defect 8: the F1 of a binary probe is scored at thresholds tuned inside each
+    outer fold's training part, not at 0.5 and not at a threshold tuned on the scored items."""
+    from vitrina.classify import cross_validate
+
+    rng = np.random.default_rng(1)
+    x = np.r_[rng.normal(0.6, 1, (15, 4)), rng.normal(0, 1, (85, 4))]  # a rare, overlapping positive class
+    y = np.asarray(["yes"] * 15 + ["no"] * 85)
+    cv = cross_validate(x, y, ["no", "yes"], positive="yes", folds=5, C=1.0, seed=0)
+    score, threshold = cv["oof"][:, 1], np.asarray(cv["thresholds"])[cv["fold"]]
+    assert len(cv["thresholds"]) == 5 and sorted(set(cv["fold"].tolist())) == [0, 1, 2, 3, 4]
+    expected = np.where(score >= threshold, "yes", "no")
+    assert (expected != np.where(score >= 0.5, "yes", "no")).sum() >= 5  # the thresholds matter here
+    assert cv["pred"].tolist() == expected.tolist()
+    assert cv["f1"] == pytest.approx(_macro_f1(y.tolist(), expected.tolist()))
+    assert cv["f1_at_0.5"] == pytest.approx(_macro_f1(y.tolist(), np.where(score >= 0.5, "yes", "no").tolist()))
+    assert cv["f1"] != pytest.approx(cv["f1_at_0.5"])
+    # The first fold's threshold is the best positive-class F1 of an inner cross-validation of its training part:
+    # the scored items never choose it (recomputed here with scikit-learn directly).
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    train = np.flatnonzero(cv["fold"] != 0)
+    inner = np.zeros(len(train))
+    for a, b in StratifiedKFold(5, shuffle=True, random_state=1).split(x[train], y[train]):
+        m = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced").fit(x[train][a], y[train][a])
+        inner[b] = m.predict_proba(x[train][b])[:, list(m.classes_).index("yes")]
+
+    def f1_at(t: float) -> float:  # the positive class's F1
+        said, truth = inner >= t, y[train] == "yes"
+        return 2 * float((said & truth).sum()) / float(said.sum() + truth.sum())
+
+    candidates = sorted(set(inner.tolist()), reverse=True)
+    best = max(candidates, key=f1_at)  # the highest threshold with the best F1
+    assert cv["thresholds"][0] == pytest.approx(best, abs=1e-4) and f1_at(cv["thresholds"][0]) == f1_at(best)
+    # Naming the other class positive detects "no": the thresholds now apply to its probability.
+    other = cross_validate(x, y, ["no", "yes"], positive="no", folds=5, C=1.0, seed=0)
+    assert (
+        other["positive"] == "no"
+        and other["pred"].tolist()
+        == np.where(other["oof"][:, 0] >= np.asarray(other["thresholds"])[other["fold"]], "no", "yes").tolist()
+    )
+
+
+def test_the_user_names_the_positive_class(pages, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    coll, kinds = pages
+    rows = [(i, "printed" if k == "printed" else "blank") for i, k in kinds.items()]
+    labels = _labels(tmp_path / "b.csv", rows)
+    report = train_probe(coll, labels, name="isblank", positive="blank")
+    saved = json.loads(probe_path(coll, "isblank").read_text())
+    assert (
+        report.positive == saved["positive"] == "blank" and report.threshold == report.per_class["blank"]["threshold"]
+    )
+    assert len(report.cv_predictions) == len(rows) and len(report.fold_thresholds) == report.folds
+    ids, matrix = coll.vectors()
+    p1 = 1 / (1 + np.exp(-(matrix @ np.asarray(saved["coef"]).T + np.asarray(saved["intercept"]))[:, 0]))
+    p_blank = p1 if saved["classes"][1] == "blank" else 1 - p1
+    for n, item_id in enumerate(ids):
+        assert coll.item(item_id).tags["isblank"]["value"] == (
+            "blank" if p_blank[n] >= saved["threshold"] else "printed"
+        )
+    run = CliRunner().invoke(
+        cli, ["classify", str(coll.path), "--train", str(labels), "--name", "x", "--positive", "Blank"]
+    )
+    assert run.exit_code != 0 and "'Blank' is not one of the labels ('blank', 'printed')" in run.output, run.output
+    three = _labels(tmp_path / "3.csv", list(kinds.items()))
+    run = CliRunner().invoke(
+        cli, ["classify", str(coll.path), "--train", str(three), "--name", "x", "--positive", "blank"]
+    )
+    assert run.exit_code != 0 and "binary probe" in run.output and "3 classes" in run.output, run.output
+    run = CliRunner().invoke(
+        cli, ["classify", str(coll.path), "--train", str(labels), "--name", "y", "--positive", "blank"]
+    )
+    assert run.exit_code == 0 and "Tagged as blank at probability" in run.output and "nested" in run.output, run.output

@@ -106,7 +106,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(captioned, tmp_path: Path) -> 
     coll, _, pairs_file = captioned
     out = tmp_path / "resumable"
     cmd = [sys.executable, "-m", "vitrina", "finetune", str(coll.path), "--pairs", str(pairs_file), "--out", str(out), "--epochs", "3",
-           "--batch-size", "8", "--lr", "1e-3", "--patience", "5", "--json"]  # fmt: skip
+           "--batch-size", "8", "--lr", "1e-3", "--patience", "5", "--allow-small-validation", "--json"]  # fmt: skip
     killed = subprocess.run(
         cmd, env={**os.environ, "VITRINA_FAULT": "after_checkpoint:2"}, capture_output=True, text=True, timeout=300
     )
@@ -133,11 +133,16 @@ def test_a_resume_with_other_settings_is_refused_and_restart_starts_a_new_run(ca
     coll, pairs, _ = captioned
     out = tmp_path / "run"
     first = finetune(
-        coll, pairs, out, config=FinetuneConfig(epochs=2, batch_size=8, lr=1e-3, val_percent=30, max_steps_per_epoch=1)
+        coll,
+        pairs,
+        out,
+        config=FinetuneConfig(
+            epochs=2, batch_size=8, lr=1e-3, val_percent=30, allow_small_validation=True, max_steps_per_epoch=1
+        ),
     )
     assert first.epochs_run == 2
-    for changed, name in ((FinetuneConfig(epochs=2, batch_size=4, lr=1e-3, val_percent=30, max_steps_per_epoch=1), "batch_size"),
-                          (FinetuneConfig(epochs=2, batch_size=8, lr=5e-3, val_percent=30, max_steps_per_epoch=1), "lr")):  # fmt: skip
+    for changed, name in ((FinetuneConfig(epochs=2, batch_size=4, lr=1e-3, val_percent=30, allow_small_validation=True, max_steps_per_epoch=1), "batch_size"),
+                          (FinetuneConfig(epochs=2, batch_size=8, lr=5e-3, val_percent=30, allow_small_validation=True, max_steps_per_epoch=1), "lr")):  # fmt: skip
         with pytest.raises(ConfigError, match=name) as refused:
             finetune(coll, pairs, out, config=changed)
         assert "--restart" in str(refused.value)
@@ -147,18 +152,27 @@ def test_a_resume_with_other_settings_is_refused_and_restart_starts_a_new_run(ca
             coll,
             [{**p, "caption": p["caption"] + " old"} for p in pairs],
             out,
-            config=FinetuneConfig(epochs=2, batch_size=8, lr=1e-3, val_percent=30, max_steps_per_epoch=1),
+            config=FinetuneConfig(
+                epochs=2, batch_size=8, lr=1e-3, val_percent=30, allow_small_validation=True, max_steps_per_epoch=1
+            ),
         )
     # The same settings resume (nothing left to do); --restart (resume=False) starts a fresh run.
     again = finetune(
-        coll, pairs, out, config=FinetuneConfig(epochs=2, batch_size=8, lr=1e-3, val_percent=30, max_steps_per_epoch=1)
+        coll,
+        pairs,
+        out,
+        config=FinetuneConfig(
+            epochs=2, batch_size=8, lr=1e-3, val_percent=30, allow_small_validation=True, max_steps_per_epoch=1
+        ),
     )
     assert again.resumed_from == 2 and len(again.history) == 2
     fresh = finetune(
         coll,
         pairs,
         out,
-        config=FinetuneConfig(epochs=1, batch_size=4, lr=1e-3, val_percent=30, max_steps_per_epoch=1),
+        config=FinetuneConfig(
+            epochs=1, batch_size=4, lr=1e-3, val_percent=30, allow_small_validation=True, max_steps_per_epoch=1
+        ),
         resume=False,
     )
     assert fresh.resumed_from is None and [h["epoch"] for h in fresh.history] == [1]
@@ -174,7 +188,9 @@ def test_validation_is_retrieval_that_does_not_depend_on_the_batch_size(captione
             coll,
             pairs,
             tmp_path / f"b{b}",
-            config=FinetuneConfig(epochs=1, batch_size=b, lr=0.0, val_percent=40, max_steps_per_epoch=1),
+            config=FinetuneConfig(
+                epochs=1, batch_size=b, lr=0.0, val_percent=40, allow_small_validation=True, max_steps_per_epoch=1
+            ),
         )
         for b in (2, 8)
     ]
@@ -187,7 +203,15 @@ def test_validation_is_retrieval_that_does_not_depend_on_the_batch_size(captione
         coll,
         pairs,
         tmp_path / "pick",
-        config=FinetuneConfig(epochs=3, batch_size=4, lr=2e-2, val_percent=40, patience=5, max_steps_per_epoch=2),
+        config=FinetuneConfig(
+            epochs=3,
+            batch_size=4,
+            lr=2e-2,
+            val_percent=40,
+            allow_small_validation=True,
+            patience=5,
+            max_steps_per_epoch=2,
+        ),
     )
     mrrs = [h["val_mrr"] for h in report.history]
     assert report.best_epoch == 1 + int(np.argmax(mrrs)) and report.best_score == pytest.approx(max(mrrs)), (
@@ -252,6 +276,8 @@ def test_a_base_saved_by_this_transformers_fine_tunes_into_a_loadable_model(
             f"hf:{base}",
             "--epochs",
             "1",
+            "--val-percent",
+            "0",
         ],
     )
     assert run.exit_code != 0 and "image processor" in run.output and "Traceback" not in run.output, run.output

@@ -157,7 +157,8 @@ def _root_names() -> set[str]:
     """The public names ``vitrina/__init__.py`` binds (imports, assignments, definitions)."""
     tree = ast.parse((SRC / "__init__.py").read_text(encoding="utf-8"))
     names: set[str] = set()
-    for node in tree.body:
+    lazy = [n.body for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]
+    for node in tree.body + [b for body in lazy for b in body]:  # names loaded on first use (PEP 562) too
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names |= {(a.asname or a.name).split(".")[0] for a in node.names}
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

@@ -115,3 +115,36 @@ def test_mini_vectors_are_unit_length_and_fingerprinted() -> None:
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert embedder.fingerprint.dim == 256 and embedder.fingerprint.spec == "mini"
     assert embedder.fingerprint.revision.startswith("heads-sha256:")
+
+
+def test_plain_pictures_are_not_called_training_drawings_in_any_evaluation(tmp_path: Path) -> None:
+    """Issue 27, defect 4: a white page, plain paper and a page with one line of text lie within
+    the signature distance of the near-empty training drawings; they are checked by path only,
+    and the check runs for exact-image and judged queries as it does for caption pairs."""
+    import shutil
+
+    from PIL import Image, ImageDraw
+
+    from vitrina.evaluate import eval_exact_image, eval_pairs, eval_queries
+
+    folder = tmp_path / "pages"
+    shutil.copytree(Path(__file__).parent / "data" / "mini-training", folder)
+    Image.new("RGB", (300, 400), "white").save(folder / "white_page.png")
+    Image.new("RGB", (300, 400), (236, 228, 205)).save(folder / "plain_paper.png")
+    line = Image.new("RGB", (600, 800), (240, 235, 220))
+    ImageDraw.Draw(line).text((50, 400), "Kristiania 1890 og omegn", fill=(20, 20, 20))
+    line.save(folder / "one_line.png")
+    coll = Collection(tmp_path / "c", create=True)
+    coll.index(str(folder), model="mini")
+    ids, _ = coll.vectors()
+    plain = {"white_page.png", "plain_paper.png", "one_line.png"}
+    assert plain <= set(ids) and len(ids) == 7
+    results = {
+        "pairs": eval_pairs(coll, [(i, "a drawing") for i in ids]),
+        "exact image": eval_exact_image(coll, sample=7, candidates=7, baseline=False),
+        "queries": eval_queries(coll, [("a drawing", {i: 1.0 for i in ids})]),
+    }
+    for kind, r in results.items():
+        overlap = r["training_overlap"]
+        assert overlap["checked"] == 7 and overlap["overlapping"] == 4, (kind, overlap)
+        assert not plain & set(overlap["examples"]) and overlap["low_information"] == 3 and "note" in overlap, overlap

@@ -22,7 +22,15 @@ from vitrina.errors import QueryError
 from vitrina.options import CLI, GET, POST, PYTHON, QUERY
 from vitrina.query import Query
 
-CLI_ONLY = {"collection", "batch_file", "as_json", "as_csv", "exact", "index_target"}  # how to print, not what to find
+CLI_ONLY = {
+    "collection",
+    "batch_file",
+    "as_json",
+    "as_csv",
+    "exact",
+    "index_target",
+    "no_daemon",
+}  # how to print, not what to find
 
 
 def _empty_app(tmp_path: Path) -> Any:

@@ -2,8 +2,9 @@
 worker killed mid-job and a driver killed and restarted, every item stored exactly once; remote
 images fetched by all workers within one per-host budget, and a ban that stops the whole run.
 
-Skipped without Ray (the `ray` extra is not in the test extras: starting a cluster and its
-workers takes about a minute on a small machine)."""
+Ray is in the test extras, so CI runs these (all marked slow: starting a cluster and its workers
+takes about a minute on a small machine; the six took 261 s on the 2-core dev machine at load 16).
+Skipped where Ray is not installed."""
 
 from __future__ import annotations
 

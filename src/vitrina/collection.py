@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from .ingest import writing_store as _writer
 from .query import Hits, Query
 from .records import Item, ModelFingerprint
 from .search import ImageLimits, Searcher, query_image_vector
-from .store import Space, Store, disk_full_as_error, resolve_collection
+from .store import Curation, Space, Store, disk_full_as_error, resolve_collection
 
 if TYPE_CHECKING:
     from .index.qdrant import SyncReport
@@ -55,6 +55,13 @@ def open_collection(
     return Collection(
         resolve_collection(name_or_path, home), create=create, embedder=embedder, limits=limits, index=index
     )
+
+
+@contextmanager
+def _curation_of(writing: AbstractContextManager[Store]) -> Iterator[Curation]:
+    """The workbench's part of the store, under the writer lock ``writing`` holds."""
+    with writing as store:
+        yield store.curation()
 
 
 class Collection(CollectionView):
@@ -113,6 +120,9 @@ class Collection(CollectionView):
             with self.writer():
                 assert self._writing is not None
                 yield self._writing
+
+    def curating(self) -> AbstractContextManager[Curation]:  # sets, labels, corrections (vitrina.workbench)
+        return _curation_of(self._write())
 
     def add_items(self, items: Sequence[Item] | Iterator[Item]) -> dict[str, int]:
         """Add or update items (without embedding them): counts of new, changed, updated, unchanged."""
@@ -222,14 +232,15 @@ class Collection(CollectionView):
 
     def build_ann(self, space: str | None = None, *, structure: str | None = None, codes: str | None = None, nlist: int | None = None,
                   rebuild: bool = False, threads: int | None = None, queries: np.ndarray | None = None, caption_queries: int = 0,
-                  progress: ProgressCallback | None = None) -> Any:  # fmt: skip
+                  progress: ProgressCallback | None = None, target_recall: float | None = 0.98, max_latency_ms: float | None = None) -> Any:  # fmt: skip
         """Build (or bring up to date) the approximate index of a space: a derived file beside
-        its vectors (see ``vitrina.index.ann``). Searches use it once it is written; a kill
-        meanwhile leaves the previous index, or exact search. ``caption_queries``: embed up to
-        this many of the items' captions (or titles) with the space's model and measure recall on
-        them too — real text queries, which sit across the modality gap from the images."""
+        its vectors (see ``vitrina.index.ann``); a kill meanwhile leaves the previous index, or
+        exact search. ``caption_queries``: embed up to this many captions (or titles) as real text
+        queries to measure (and tune) recall on. ``target_recall``: tune the search settings to it,
+        or search exactly where the index cannot beat a scan (None: fixed settings; see upkeep)."""
         return upkeep.build_ann(self._store, self.space(space), self.embedder_for, structure=structure, codes=codes, nlist=nlist, rebuild=rebuild,
-                                threads=threads, queries=queries, caption_queries=caption_queries, progress=progress)  # fmt: skip
+                                threads=threads, queries=queries, caption_queries=caption_queries, progress=progress,
+                                target_recall=target_recall, max_latency_ms=max_latency_ms)  # fmt: skip
 
     # -- searching ----------------------------------------------------------------------------
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from .embedding import resolve_model, space_name_for
 from .errors import QueryError
+from .filters import Filter, parse_filters
 from .index import SearchIndex, open_index
 from .records import Item, ModelFingerprint
-from .store import CollectionPaths, Space, SpaceView, Store, disk_full_as_error
+from .store import CollectionPaths, Curation, Space, SpaceView, Store, disk_full_as_error
+
+if TYPE_CHECKING:
+    from .workbench import Workbench
 
 __all__ = ["CollectionView"]
 
@@ -232,3 +236,20 @@ class CollectionView:
         else:
             words = self._store.words_of(rid, limit=5000)
         return {"width": page["width"], "height": page["height"], "keywords": keywords, "words": words}
+
+    def ids_where(self, where: Sequence[str | Filter]) -> list[str]:
+        """The ids of the items passing every filter (e.g. ["set=sea monsters", "date<1800"])."""
+        rids = np.flatnonzero(self._store.filter_mask(parse_filters(where))[:-1])
+        return sorted(self._store.ids_of_rids(rids.tolist()).values())
+
+    def curation(self) -> Curation:
+        """What people said about the items: sets, labels, corrections (read side; write through
+        ``Collection.curating``). ``Collection.workbench`` is the friendly face."""
+        return self._store.curation()
+
+    @property
+    def workbench(self) -> Workbench:
+        """The curator's workbench: sets, labels, probes trained on them, review, export."""
+        from .workbench import Workbench
+
+        return Workbench(self)

@@ -55,6 +55,8 @@ class FinetuneConfig:
     val_candidates: int = 500  # validation captions rank this many validation images (fewer if the slice is smaller)
     seed: int = 0
     max_steps_per_epoch: int | None = None
+    min_val_images: int = 50  # a validation slice smaller than this is refused (see validation_refusal)
+    allow_small_validation: bool = False  # train anyway, with a warning, on a slice below min_val_images
 
 
 @dataclass
@@ -89,6 +91,17 @@ def validation_warning(size: int) -> str:
     c = chance(size)
     return (f"The validation slice has only {size} images (fewer than {MIN_VAL}): chance alone scores recall@10 {c['recall@10']:.0%} and "
             f"MRR {c['mrr']:.3f} on it, so its figures say little; give more pairs or a larger --val-percent.")  # fmt: skip
+
+
+def validation_refusal(size: int, config: FinetuneConfig) -> str:
+    """Why a validation slice of ``size`` images is refused, and how to change that."""
+    from .evaluate import chance
+
+    c = chance(max(size, 1))
+    return (f"The validation slice would have {size} images, fewer than the minimum of {config.min_val_images}: chance alone scores recall@10 "
+            f"{c['recall@10']:.0%} and MRR {c['mrr']:.3f} on it, so the epoch it picks is a guess. Give more pairs, a larger --val-percent "
+            f"(now {config.val_percent}), lower the minimum with --min-val-images N, or train anyway with --allow-small-validation "
+            "(--val-percent 0: no validation, the epoch with the lowest training loss is kept).")  # fmt: skip
 
 
 def split_pairs(
@@ -186,6 +199,9 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
         raise QueryError(
             "Fewer than two training pairs whose ids are in the collection; check the pairs file (vitrina captions writes one)."
         )
+    val_size = min(len(val), max(2, config.val_candidates))
+    if config.val_percent > 0 and val_size < config.min_val_images and not config.allow_small_validation:
+        raise QueryError(validation_refusal(val_size, config))
     report = FinetuneReport(base=base, out=str(out), train_pairs=len(train), val_pairs=len(val), held_out_excluded=held)
     started = time.perf_counter()
 
@@ -256,7 +272,7 @@ def finetune(coll: Collection, pairs: list[dict[str, Any]], out: Path, *, model:
         from .evaluate import chance
 
         report.val_chance = {f"val_{k}": v for k, v in chance(len(val_set)).items()}
-        if len(val_set) < MIN_VAL:
+        if len(val_set) < max(MIN_VAL, config.min_val_images):  # allowed with allow_small_validation
             report.warnings.append(validation_warning(len(val_set)))
 
     def validate() -> dict[str, float] | None:

@@ -27,26 +27,40 @@ __all__ = ["build_ann", "caption_sample", "disk_bytes", "prune"]
 
 def build_ann(store: Store, sp: Space, embedder_for: Callable[[Space], Embedder], *, structure: str | None = None, codes: str | None = None,
               nlist: int | None = None, rebuild: bool = False, threads: int | None = None, queries: np.ndarray | None = None,
-              caption_queries: int = 0, progress: ProgressCallback | None = None) -> Any:  # fmt: skip
-    """Build (or bring up to date) the approximate index of space ``sp``; see ``Collection.build_ann``."""
+              caption_queries: int = 0, progress: ProgressCallback | None = None, target_recall: float | None = 0.98,
+              max_latency_ms: float | None = None) -> Any:  # fmt: skip
+    """Build (or bring up to date) the approximate index of space ``sp``; see ``Collection.build_ann``.
+    Probe queries for the recall target: the items' captions (else titles) embedded with the
+    space's model; without any, stored vectors shifted by the gap measured between the model's
+    embeddings of a few generic prompts and the stored images (``ann_tuning``); without the model,
+    an assumed gap."""
     from .index.ann import AnnParams
     from .index.ann import build_ann as build
+    from .index.ann_tuning import GAP_PROMPTS
 
     params = None
     if structure or codes or nlist:
         defaults = AnnParams()
         params = AnnParams(structure=structure or defaults.structure, codes=codes or defaults.codes, nlist=nlist or 0)
     label = "given"
-    if queries is None and caption_queries > 0 and "text" in sp.fingerprint.modalities:
-        texts = caption_sample(store, caption_queries)
+    prompts = None
+    wants_model = caption_queries > 0 or target_recall
+    if queries is None and wants_model and "text" in sp.fingerprint.modalities:
+        texts = caption_sample(store, caption_queries) if caption_queries > 0 else []
         try:
-            embedder = embedder_for(sp) if texts else None
+            embedder = embedder_for(sp) if texts or target_recall else None
         except Exception as e:  # a measurement extra: no model here (offline, no cache) must not stop the build
-            log.warning("recall on captions not measured: the model of space %s did not load (%s)", sp.name, e)
+            log.warning(
+                "recall on captions not measured (probes: stored images and an assumed text-image gap): the model of space %s did not load (%s)",
+                sp.name,
+                e,
+            )
             embedder = None
-        if embedder is not None:
+        if embedder is not None and texts:
             queries = np.concatenate([embedder.embed_texts(texts[i : i + 64]) for i in range(0, len(texts), 64)])
             label = "captions"
+        elif embedder is not None:  # no captions: measure the modality gap of the space instead
+            prompts = embedder.embed_texts(list(GAP_PROMPTS))
     return build(
         store,
         sp.name,
@@ -56,6 +70,9 @@ def build_ann(store: Store, sp: Space, embedder_for: Callable[[Space], Embedder]
         queries=queries,
         queries_label=label,
         progress=progress,
+        target_recall=target_recall,
+        prompts=prompts,
+        max_latency_ms=max_latency_ms,
     )
 
 

@@ -24,7 +24,7 @@ from ._common import CONTEXT
 __all__ = ["cli", "main"]
 
 # Modules whose COMMANDS are added to the group, in this order (help lists commands by name).
-COMMAND_MODULES = ("indexing", "describing", "searching", "analysis", "evaluation", "transfer", "ocr")
+COMMAND_MODULES = ("indexing", "describing", "searching", "analysis", "evaluation", "transfer", "ocr", "curating")
 
 
 @click.group(context_settings=CONTEXT)

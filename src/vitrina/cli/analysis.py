@@ -41,18 +41,23 @@ from ._common import CONTEXT, echo_json, errors, escape, progress_bars, rows_pro
     help="--train: inverse regularisation strength (smaller: simpler probe).",
 )
 @click.option(
+    "--positive",
+    help="--train with two classes: the class to detect (tagged where its probability reaches the tuned threshold; default: the second label in sorted order).",
+)
+@click.option(
     "--calibrate",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Zero-shot: a CSV id,label of a few items to fit the temperature on (calibrated scores).",
 )
 @click.option("--json", "as_json", is_flag=True)
 def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Path | None, apply_name: str | None, name: str | None, space: str | None,
-             folds: int, C: float, calibrate: Path | None, as_json: bool) -> None:  # fmt: skip
+             folds: int, C: float, positive: str | None, calibrate: Path | None, as_json: bool) -> None:  # fmt: skip
     """Tag every item of COLLECTION with a classifier on its embeddings; tags work as filters.
 
     \b
     vitrina classify maps --zero-shot "blank page" "map" "photograph" "drawing" --name kind
     vitrina classify maps --train labels.csv --name page_kind       # cross-validated F1 reported
+    vitrina classify maps --train blank.csv --name blank --positive blank
     vitrina search maps "harbour" --where "page_kind!=blank"
     """
     from .. import classify as cls
@@ -60,6 +65,8 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
 
     if sum(bool(x) for x in (zero, train_csv, apply_name)) != 1:
         raise click.UsageError("Give exactly one of --zero-shot LABEL..., --train LABELS.csv, --apply NAME.")
+    if positive and not train_csv:
+        raise click.UsageError("--positive goes with --train (a saved probe keeps the class it was trained for).")
     with errors():
         coll = open_collection(collection)
         if zero:
@@ -67,7 +74,7 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
         elif train_csv:
             if not name:
                 raise click.UsageError("--train needs --name (the tag to write).")
-            report = cls.train_probe(coll, train_csv, name=name, space=space, folds=folds, C=C)
+            report = cls.train_probe(coll, train_csv, name=name, space=space, folds=folds, C=C, positive=positive)
         else:
             report = cls.apply_probe(coll, str(apply_name))
     d = report.to_dict()
@@ -77,14 +84,19 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
     out = stdout()
     if d["f1_macro_cv"] is not None and d["folds"]:
         ci = d["f1_macro_cv_ci95"]
-        out.print(f"{d['folds']}-fold cross-validated macro F1: [bold]{d['f1_macro_cv']:.3f}[/] [95% CI {ci[0]:.3f}–{ci[1]:.3f}] on {d['trained_on']} labelled items "
+        nested = " (nested: each fold's threshold tuned inside its training part)" if d["threshold"] is not None else ""
+        out.print(f"{d['folds']}-fold cross-validated macro F1{nested}: [bold]{d['f1_macro_cv']:.3f}[/] [95% CI {ci[0]:.3f}–{ci[1]:.3f}] on {d['trained_on']} labelled items "
                   f"(chance {d['f1_chance']:.3f}; C {d['C']})")  # fmt: skip
+        if d["f1_macro_cv_at_half"] is not None:
+            out.print(
+                f"  at probability 0.5 instead: {d['f1_macro_cv_at_half']:.3f}; fold thresholds {', '.join(f'{t:.3f}' for t in d['fold_thresholds'])}"
+            )
         for label, c in d["per_class"].items():
             out.print(f"  {escape(label)}: {c['items']} items, F1 {c['f1']:.3f}, average precision {c['average_precision']:.3f}; "
-                      f"best F1 {c['best_f1']:.3f} at threshold {c['threshold']:.3f} (precision {c['precision_at_threshold']:.3f}, recall {c['recall_at_threshold']:.3f})")  # fmt: skip
+                      f"best F1 on the pooled predictions (optimistic) {c['best_f1']:.3f} at threshold {c['threshold']:.3f} (precision {c['precision_at_threshold']:.3f}, recall {c['recall_at_threshold']:.3f})")  # fmt: skip
         if d["threshold"] is not None:
             out.print(
-                f"Tagged as {escape(d['labels'][1])} at probability ≥ {d['threshold']:.3f} (the cross-validated best F1); curves in --json"
+                f"Tagged as {escape(d['positive'])} at probability ≥ {d['threshold']:.3f} (the cross-validated best F1); curves in --json"
             )
     if d["calibration"]:
         c = d["calibration"]
@@ -106,7 +118,12 @@ def classify(collection: str, labels: tuple[str, ...], zero: bool, train_csv: Pa
 @click.argument("collection")
 @click.option("--split", type=click.Choice(["all", "train", "held_out"]), default="all", show_default=True)
 @click.option("--held-out-percent", default=20, show_default=True, type=click.IntRange(0, 100))
-def captions(collection: str, split: str, held_out_percent: int) -> None:
+@click.option(
+    "--skip-file-names",
+    is_flag=True,
+    help="Leave out items whose only title is their file name (folder collections): such captions measure file naming.",
+)
+def captions(collection: str, split: str, held_out_percent: int, skip_file_names: bool) -> None:
     """Print caption pairs built from COLLECTION's metadata as JSONL (id, caption, split, group),
     the LoC paper's recipe. The split is by group (series, manifest or catalogue item, title
     without its sheet numbers), stable across runs: near-duplicates never straddle it."""
@@ -114,7 +131,17 @@ def captions(collection: str, split: str, held_out_percent: int) -> None:
     from ..collection import open_collection
 
     with errors():
-        rows = ev.captions(open_collection(collection), held_out_percent=held_out_percent)
+        rows = ev.captions(
+            open_collection(collection), held_out_percent=held_out_percent, file_names=not skip_file_names
+        )
+    warning = ev.file_name_warning(rows)
+    if warning:
+        stderr().print(f"[yellow]Warning:[/] {escape(warning)}")
+    if not rows:
+        stderr().print(
+            "No captions: no item has a catalogue title or caption"
+            + (" (file-name titles left out)." if skip_file_names else ".")
+        )
     for row in rows:
         if split == "all" or row["split"] == split:
             click.echo(json.dumps(row, ensure_ascii=False))
@@ -166,6 +193,25 @@ def captions(collection: str, split: str, held_out_percent: int) -> None:
     type=click.IntRange(2),
     help="Validation captions rank this many validation images (recall@k, MRR).",
 )
+@click.option(
+    "--val-percent",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 90),
+    help="Share of the training pairs (by caption group) held back for validation; 0: none (the lowest training loss is kept).",
+)
+@click.option(
+    "--min-val-images",
+    default=50,
+    show_default=True,
+    type=click.IntRange(2),
+    help="Refuse a validation slice smaller than this (its figures say little).",
+)
+@click.option(
+    "--allow-small-validation",
+    is_flag=True,
+    help="Train even when the validation slice is below --min-val-images (with a warning).",
+)
 @click.option("--device", help="cpu, cuda, mps (default: cuda if present).")
 @click.option(
     "--restart",
@@ -174,7 +220,8 @@ def captions(collection: str, split: str, held_out_percent: int) -> None:
 )
 @click.option("--json", "as_json", is_flag=True)
 def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs: int, batch_size: int, lr: float, warmup: float, freeze: str,
-             patience: int, val_candidates: int, device: str | None, restart: bool, as_json: bool) -> None:  # fmt: skip
+             patience: int, val_candidates: int, val_percent: int, min_val_images: int, allow_small_validation: bool, device: str | None, restart: bool,
+             as_json: bool) -> None:  # fmt: skip
     """Fine-tune COLLECTION's CLIP / SigLIP model on caption pairs (contrastive loss), validated by
     retrieval on held-back pairs each epoch (the best MRR is kept), with early stopping and
     resumable checkpoints; a resume with other settings is refused.
@@ -198,6 +245,9 @@ def finetune(collection: str, pairs: Path, out: Path, model: str | None, epochs:
             freeze=freeze,
             patience=patience,
             val_candidates=val_candidates,
+            val_percent=val_percent,
+            min_val_images=min_val_images,
+            allow_small_validation=allow_small_validation,
         )
         with progress_bars(err, as_json) as (_, on_step):
             report = run(

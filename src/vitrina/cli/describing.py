@@ -64,7 +64,8 @@ def _describe_index(s: dict[str, Any]) -> str:
     recall = ann.get("recall_at_10") or {}
     measured = ", ".join(f"{k} {v:.3f}" for k, v in recall.items() if k != "sample")
     behind = f", {ann['behind']} newer rows scanned exactly" if ann["behind"] else ""
-    return f"{s['index']} ({ann['status']}{behind}; recall@10 {measured} on {int(recall.get('sample', 0))} sampled queries; {ann['bytes'] / 1e6:.1f} MB)"
+    tuning = "\n  " + ann["tuning"]["summary"] if ann.get("tuning") else ""  # target, settings, measured recall
+    return f"{s['index']} ({ann['status']}{behind}; recall@10 {measured} on {int(recall.get('sample', 0))} sampled queries; {ann['bytes'] / 1e6:.1f} MB){tuning}"
 
 
 @click.command(context_settings=CONTEXT)

@@ -335,9 +335,11 @@ def prune(collection: str, where: tuple[str, ...], action: str, as_json: bool) -
     type=click.IntRange(0, 10000),
     help="Also measure recall on this many items' captions (or titles) embedded as text queries (loads the model; 0: skip).",
 )
+@click.option("--target-recall", default=0.98, show_default=True, type=click.FloatRange(0, 1), help="Tune the search settings until recall@10 against exact search meets this on probe queries (captions, else shifted images); searches exactly where the index cannot beat a scan at it. 0: fixed settings.")  # fmt: skip
+@click.option("--max-latency-ms", type=click.FloatRange(0, min_open=True), help="Warn (and say what to change) when meeting the target takes longer than this per query.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
 def index_ann(collection: str, space: str | None, structure: str | None, codes: str | None, nlist: int | None, rebuild: bool, threads: int | None,
-              caption_queries: int, as_json: bool) -> None:  # fmt: skip
+              caption_queries: int, target_recall: float, max_latency_ms: float | None, as_json: bool) -> None:  # fmt: skip
     """Build or update the approximate search index of COLLECTION (needs pip install 'vitrina[ann]').
 
     A derived file beside the vectors: searches use it while it is fresh, with exact re-ranking,
@@ -347,14 +349,14 @@ def index_ann(collection: str, space: str | None, structure: str | None, codes: 
 
     with errors():
         report = open_collection(collection).build_ann(space, structure=structure, codes=codes, nlist=nlist, rebuild=rebuild, threads=threads,
-                                                       caption_queries=caption_queries)  # fmt: skip
+                                                       caption_queries=caption_queries, target_recall=target_recall or None, max_latency_ms=max_latency_ms)  # fmt: skip
     if as_json:
         echo_json(report.to_dict(), ensure_ascii=True)
         return
     how = "built" if report.rebuilt else f"added {report.added} rows to"
     recall = ", ".join(f"{k} {v:.3f}" for k, v in report.recall.items() if k != "sample")
     stdout().print(f"{how} the {report.kind} index of space {escape(report.space)}: {report.rows} rows, {report.bytes / 1e6:.1f} MB, "
-                    f"{report.seconds:.1f} s; recall@10 {recall}", highlight=False)  # fmt: skip
+                    f"{report.seconds:.1f} s; recall@10 {recall}" + (f"\n{report.tuning['summary']}" if report.tuning else ""), highlight=False)  # fmt: skip
 
 
 COMMANDS = (index, ingest, prune, index_ann)

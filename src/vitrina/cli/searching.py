@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from typing import Any
@@ -75,9 +76,15 @@ class WeightedTerms(click.Command):
     "index_target",
     help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.",
 )
+@click.option(
+    "--no-daemon",
+    is_flag=True,
+    help="Answer in this process; by default a text or image query goes to a local query service that keeps the model loaded (VITRINA_NO_DAEMON=1 to turn it off).",
+)
 def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alpha: float | None, where: tuple[str, ...], min_score: float | None,
            limit: int, offset: int, include_self: bool, space: str | None, batch_file: Any, as_json: bool, exact: bool = False, index_target: str | None = None,
-           keywords: str = "", keyword_weight: float | None = None, fusion: str = "weighted", include_hidden: bool = False, as_csv: bool = False) -> None:  # fmt: skip
+           keywords: str = "", keyword_weight: float | None = None, fusion: str = "weighted", include_hidden: bool = False, as_csv: bool = False,
+           no_daemon: bool = False) -> None:  # fmt: skip
     """Search COLLECTION by text TERMS, by --image, by --keywords, or a mix.
 
     \b
@@ -89,64 +96,95 @@ def search(collection: str, terms: tuple[str, ...], images: tuple[str, ...], alp
     vitrina search books --keywords "Bergen 1850"                # keyword ranking only (BM25)
     vitrina search books "whale" --keyword-weight 0.3             # CLIP + the same words as keywords, fused
     vitrina search books "a ship in a storm" --keywords "hval"    # CLIP for the picture, words for the OCR"""
-    from ..collection import open_collection
-    from ..query import Query
-
     unknown = [t for t in terms if t.startswith("--")]
     if unknown:
         raise click.UsageError(f"No such option: {unknown[0]}")
+    common: dict[str, Any] = {"alpha": alpha, "min_score": min_score, "limit": limit, "offset": offset, "include_self": include_self,
+                              "keywords": keywords, "keyword_weight": keyword_weight, "fusion": fusion, "include_hidden": include_hidden}  # fmt: skip
+    index = "exact" if exact else index_target or "auto"
     with errors():
-        coll = open_collection(collection, index="exact" if exact else index_target or "auto")
-        common: dict[str, Any] = {"alpha": alpha, "min_score": min_score, "limit": limit, "offset": offset, "include_self": include_self,
-                                  "keywords": keywords, "keyword_weight": keyword_weight, "fusion": fusion, "include_hidden": include_hidden}  # fmt: skip
         if batch_file is not None:
+            from ..collection import open_collection
+            from ..query import Query
+
+            coll = open_collection(collection, index=index)
             lines = [line.strip() for line in batch_file if line.strip()]
             queries = [Query.build(line.split("\t"), images, where=where, **common) for line in lines]
             for line, hits in zip(lines, coll.run(queries, space=space)):
                 click.echo(json.dumps({"query": line, "hits": hits.to_list()}, ensure_ascii=False))
             return
-        hits = coll.search(list(terms), list(images), where=where, space=space, **common)
-        if as_json or as_csv:
-            from ..citable import hits_csv, provenance
+        req = {"collection": collection, "index": index, "terms": list(terms), "images": list(images), "where": list(where),
+               "space": space, "common": common, "about": as_json or as_csv, "model": _needs_model(terms, images)}  # fmt: skip
+        payload = _ask_service(req, no_daemon) if req["model"] else None
+        if payload is None:
+            from ..collection import open_collection
+            from ..query_service import answer
 
-            about = provenance(
-                coll, space, {"terms": list(terms), "images": list(images), "where": list(where), **common}
-            )
-            if as_csv:
-                click.echo(hits_csv(hits, about), nl=False)
-                return
-            click.echo(
-                json.dumps(
-                    {**about, "considered": hits.total_considered, "hits": hits.to_list()}, ensure_ascii=False, indent=2
-                )
-            )
-            return
-        if not hits:
-            stderr().print("No hits." + (" Try a lower --min-score." if min_score is not None else ""))
-            return
-        from rich.table import Table
-        from rich.text import Text
+            payload = answer(open_collection(collection, index=index), req)
+        elif "error" in payload:
+            stderr().print(f"[bold red]Error:[/] {escape(payload['error'])}", markup=True, highlight=False)
+            sys.exit(payload["exit"])
+    _print_hits(payload, as_json, as_csv, min_score, bool(keywords or keyword_weight))
 
-        table = Table(box=None, pad_edge=False)
-        columns = (("#", "right"), ("score", "right"), ("id", "left"), ("title", "left")) + (
-            (("matched", "left"),) if keywords or keyword_weight else ()
+
+def _needs_model(terms: tuple[str, ...], images: tuple[str, ...]) -> bool:
+    """Text, or an image file or URL, is embedded by the model; item ids and keywords are not (and
+    answer quickly in-process)."""
+    return bool(terms) or any(i.startswith(("http://", "https://")) or os.path.exists(i) for i in images)
+
+
+def _ask_service(req: dict[str, Any], no_daemon: bool) -> dict[str, Any] | None:
+    """The query service's answer (see vitrina.query_service), or None to answer in-process."""
+    from .. import query_service
+
+    if no_daemon or query_service.disabled():
+        return None
+    return query_service.ask(req)
+
+
+def _print_hits(payload: dict[str, Any], as_json: bool, as_csv: bool, min_score: float | None, keyworded: bool) -> None:
+    """Print a search payload (``query_service.answer``) as a table, JSON or CSV."""
+    hits = payload["hits"]
+    if as_json or as_csv:
+        about = payload["about"]
+        if as_csv:
+            from ..citable import hits_csv
+            from ..query import Hits
+            from ..records import Hit
+
+            rows = Hits([Hit(id=h["id"], score=s, image=h["image"], metadata=h["metadata"], rank=h["rank"]) for h, s in zip(hits, payload["scores"])])  # fmt: skip
+            click.echo(hits_csv(rows, about), nl=False)
+            return
+        click.echo(
+            json.dumps({**about, "considered": payload["considered"], "hits": hits}, ensure_ascii=False, indent=2)
         )
-        for name, justify in columns:
-            table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
-        for hit in hits:
-            row: list[str | Text] = [
-                str(hit.rank),
-                f"{hit.score:.3f}",
-                Text(hit.id),
-                Text(str(hit.metadata.get("title", ""))),
-            ]
-            if len(columns) > 4:
-                snippet = Text()
-                for part, matched in hit.snippet:
-                    snippet.append(part, style="bold reverse" if matched else None)
-                row.append(snippet)
-            table.add_row(*row)
-        stdout().print(table)
+        return
+    if not hits:
+        stderr().print("No hits." + (" Try a lower --min-score." if min_score is not None else ""))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, pad_edge=False)
+    columns = (("#", "right"), ("score", "right"), ("id", "left"), ("title", "left")) + (
+        (("matched", "left"),) if keyworded else ()
+    )
+    for name, justify in columns:
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for hit, score in zip(hits, payload["scores"]):
+        row: list[str | Text] = [
+            str(hit["rank"]),
+            f"{score:.3f}",
+            Text(hit["id"]),
+            Text(str(hit["metadata"].get("title", ""))),
+        ]
+        if len(columns) > 4:
+            snippet = Text()
+            for part in hit.get("snippet", ()):
+                snippet.append(part["text"], style="bold reverse" if part["match"] else None)
+            row.append(snippet)
+        table.add_row(*row)
+    stdout().print(table)
 
 
 @click.command(context_settings=CONTEXT)

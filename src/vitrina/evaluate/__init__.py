@@ -17,12 +17,23 @@ Modules: ``metrics`` (numbers), ``data`` (pairs, splits, judged queries, caption
 
 from __future__ import annotations
 
-from .data import SPLITS, captions, file_sha256, provenance, read_pair_rows, read_pairs, read_queries, select_split
+from .data import (
+    SPLITS,
+    captions,
+    file_name_warning,
+    file_sha256,
+    provenance,
+    read_pair_rows,
+    read_pairs,
+    read_queries,
+    select_split,
+)
 from .exact_image import PERTURBATIONS, baseline_seed, eval_exact_image, paired_exact_image, random_weights_embedder
 from .metrics import (
     KS,
     bootstrap_ci,
     chance,
+    chance_shared,
     image_signature,
     mrr,
     ndcg_at_k,
@@ -47,6 +58,7 @@ from .retrieval import (
     eval_queries,
     paired_comparisons,
     per_item,
+    shared_captions,
     space_matrix,
     training_overlap,
 )
@@ -64,7 +76,10 @@ __all__ = [
     "common_candidates",
     "breakdown",
     "captions",
+    "file_name_warning",
     "chance",
+    "chance_shared",
+    "shared_captions",
     "contact_sheet",
     "eval_exact_image",
     "eval_pairs",

@@ -89,12 +89,14 @@ def provenance(coll: Collection, spaces: Sequence[str], *, seed: int, files: dic
             "files": {name: {"path": str(path), "sha256": file_sha256(path)} for name, path in files.items() if path is not None}}  # fmt: skip
 
 
-def captions(coll: Collection, *, held_out_percent: int = 20) -> list[dict[str, Any]]:
+def captions(coll: Collection, *, held_out_percent: int = 20, file_names: bool = True) -> list[dict[str, Any]]:
     """Caption pairs from item metadata (the LoC recipe), split by group: items that share a
     series, a manifest or catalogue item, or a title stem (sheets of one map, items of one series)
     are joined into one group, and the group's hash picks its side, so near-duplicates never
-    straddle train and held-out. Each row carries its ``group``."""
-    from ..captions import build_caption, group_keys
+    straddle train and held-out. Each row carries its ``group`` and ``caption_from`` ("caption",
+    "title" or "file name": a folder collection's titles are its file names, see
+    ``file_name_warning``); ``file_names=False`` leaves those out."""
+    from ..captions import build_caption, caption_source, group_keys
 
     rows: list[dict[str, Any]] = []
     parent: dict[str, str] = {}
@@ -107,15 +109,26 @@ def captions(coll: Collection, *, held_out_percent: int = 20) -> list[dict[str, 
 
     for item in coll.iter_items(exclude_status="failed"):
         caption = item.metadata.get("caption") or build_caption(item.metadata)
-        if caption:
+        source = caption_source(item.id, item.metadata)
+        if caption and (file_names or source != "file name"):
             keys = group_keys(item.id, item.metadata)
             for other in keys[1:]:
                 a, b = find(keys[0]), find(other)
                 if a != b:
                     parent[max(a, b)] = min(a, b)
-            rows.append({"id": item.id, "caption": caption, "_key": keys[0]})
+            rows.append({"id": item.id, "caption": caption, "caption_from": source, "_key": keys[0]})
     for row in rows:
         group = find(row.pop("_key"))
         bucket = int(hashlib.md5(group.encode()).hexdigest(), 16) % 100
         row.update({"split": "held_out" if bucket < held_out_percent else "train", "group": group})
     return rows
+
+
+def file_name_warning(rows: list[dict[str, Any]]) -> str | None:
+    """A warning when captions were built from file names (a folder collection without a catalogue)."""
+    named = [r for r in rows if r.get("caption_from") == "file name"]
+    if not named:
+        return None
+    return (f"{len(named)} of {len(rows)} captions were built from file names (e.g. {named[0]['caption']!r}), not catalogue metadata: "
+            "figures on them measure how the files were named, not search. Import metadata (vitrina import / enrich) for real "
+            "captions, or leave them out with --skip-file-names (rows say caption_from).")  # fmt: skip

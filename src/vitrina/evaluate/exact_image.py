@@ -17,7 +17,7 @@ from ..embedding import embed_images
 from ..errors import QueryError
 from ..images import read_image
 from .metrics import paired_test, rank_intervals, rank_of, recall_at_k, small_sample_warning
-from .retrieval import ItemIds, candidates_digest_of, space_matrix
+from .retrieval import ItemIds, candidates_digest_of, space_matrix, training_overlap
 
 
 def _perturbations(rng: random.Random) -> dict[str, Callable[[Image.Image, Image.Image], Image.Image]]:
@@ -120,7 +120,8 @@ def paired_exact_image(by_space: dict[str, dict[str, Any]], *, seed: int = 0) ->
 
 
 def eval_exact_image(coll: Collection, *, sample: int = 200, seed: int = 0, space: str | None = None, fetcher: Any = None, candidates: int = 1000,
-                     baseline: bool = True, progress: Callable[[int, int], None] | None = None, restrict: ItemIds | None = None) -> dict[str, Any]:  # fmt: skip
+                     baseline: bool = True, progress: Callable[[int, int], None] | None = None, restrict: ItemIds | None = None,
+                     check_training: bool = True) -> dict[str, Any]:  # fmt: skip
     """Hard perturbed copies of a seeded sample of items as image queries, ranked among a fixed
     set of ``candidates`` items (the sample plus others); ties count against the original. With
     ``baseline``, the same architecture with random weights is measured on the same queries and
@@ -202,4 +203,8 @@ def eval_exact_image(coll: Collection, *, sample: int = 200, seed: int = 0, spac
         out["random_weights_seed"] = baseline_seed(seed, sp.fingerprint.spec)
     elif baseline:
         out["random_weights"] = None
+    if check_training:  # the sampled originals: a model's own training drawings are found far more easily
+        overlap = training_overlap(coll, sp, [ids[n] for n in readable], fetcher=fetcher)
+        if overlap:
+            out["training_overlap"] = overlap
     return out

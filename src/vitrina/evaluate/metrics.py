@@ -194,6 +194,30 @@ def _min_queries() -> int:
     return n
 
 
+def chance_shared(candidates: int, targets: Sequence[int], ks: Sequence[int] = KS) -> dict[str, float]:
+    """Chance levels when a query scores a hit on any of its ``targets[q]`` items (captions shared by
+    several items): recall@k = 1 - C(N-m, k) / C(N, k) and MRR = sum_j P(first hit at j) / j with
+    P(first at j) = C(N-j, m-1) / C(N, m), averaged over the queries."""
+    n = max(1, candidates)
+    per_m: dict[int, dict[str, float]] = {}
+    for m in sorted(set(targets)):
+        m = max(1, min(m, n))
+        j = np.arange(1, n - m + 2, dtype=np.float64)
+        log_p = (_lgamma(n - j + 1) - _lgamma(m) - _lgamma(n - j - m + 2)) - (
+            _lgamma(n + 1) - _lgamma(m + 1) - _lgamma(n - m + 1)
+        )
+        row = {f"recall@{k}": 1.0 - (math.exp(float(_lgamma(n - m + 1) + _lgamma(n - k + 1) - _lgamma(n - m - k + 1) - _lgamma(n + 1))) if k <= n - m else 0.0)
+               for k in ks}  # fmt: skip
+        row["mrr"] = float(np.sum(np.exp(log_p) / j))
+        per_m[m] = row
+    rows = [per_m[max(1, min(m, n))] for m in targets] or [chance(n, ks)]
+    return {key: round(float(np.mean([r[key] for r in rows])), 4) for key in rows[0]}
+
+
+def _lgamma(x: Any) -> Any:
+    return np.vectorize(math.lgamma)(x) if isinstance(x, np.ndarray) else math.lgamma(x)
+
+
 def rank_of(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
     """0-based rank of each query's target (scores: candidates x queries). Ties count against the
     target: a candidate that scores the same is ranked above it, so a constant model scores nothing."""

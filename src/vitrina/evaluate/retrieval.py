@@ -18,6 +18,7 @@ from ..images import read_image
 from .metrics import (
     KS,
     chance,
+    chance_shared,
     image_signature,
     mrr,
     ndcg_at_k,
@@ -67,10 +68,11 @@ def common_candidates(coll: Collection, spaces: Sequence[str]) -> tuple[set[str]
 
 def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str | None = None, ks: Sequence[int] = KS, split: str | None = None,
                seed: int = 0, check_training: bool = True, progress: Callable[[int, int], None] | None = None,
-               candidates: ItemIds | None = None) -> dict[str, Any]:  # fmt: skip
+               candidates: ItemIds | None = None, shared_hits: bool = True) -> dict[str, Any]:  # fmt: skip
     """Text→image: each caption ranks every item of the space (with ``candidates``: those of them
     only, as when spaces are compared); ``split`` is what the pairs are (see ``select_split``) and
-    is written in the report."""
+    is written in the report. A caption several items share scores a hit on any of them
+    (``shared_hits``; False: only its own item counts, as the mini model's card measured)."""
     sp, ids, matrix = space_matrix(coll, space, candidates)
     position = {i: n for n, i in enumerate(ids)}
     usable = [(i, c) for i, c in pairs if i in position]
@@ -79,13 +81,27 @@ def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str
             "None of the pairs' ids has a vector in this space; check the ids (vitrina captions writes them)."
         )
     embedder = coll.embedder_for(sp)
+    sharing = shared_captions(usable) if shared_hits else {}
     ranks: list[int] = []
+    hits: list[str] = []
     tops: list[list[str]] = []
     for start in range(0, len(usable), 256):
         chunk = usable[start : start + 256]
         texts = embedder.embed_texts([c for _, c in chunk])
         scores = matrix @ texts.T
         ranks += [int(r) for r in rank_of(scores, np.asarray([position[i] for i, _ in chunk]))]
+        # A caption shared by several items: a hit on any of them counts (the one ranked first).
+        for q, (i, c) in enumerate(chunk):
+            group = sharing.get(_caption_key(c))
+            if not group:
+                hits.append(i)
+                continue
+            rows = np.asarray([position[g] for g in group])
+            best = rows[int(np.argmax(scores[rows, q]))]
+            others = np.ones(len(ids), bool)
+            others[rows] = False
+            ranks[start + q] = int((scores[others, q] >= scores[best, q]).sum())
+            hits.append(ids[best])
         # What each query found first (for the contact sheet): the top few, without sorting every score.
         top_n = min(TOP, len(ids))
         first = np.argpartition(-scores, top_n - 1, axis=0)[:top_n]
@@ -95,11 +111,19 @@ def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str
             progress(len(ranks), len(usable))
     out: dict[str, Any] = {f"recall@{k}": round(recall_at_k(ranks, k), 4) for k in ks}
     out.update({"mrr": round(mrr(ranks), 4), "queries": len(usable), "skipped": len(pairs) - len(usable), "items": len(ids), "space": sp.name, "model": sp.fingerprint.spec,
-                "split": split or "unspecified", "candidates_digest": candidates_digest_of(ids), "chance": chance(len(ids), ks), "ci95": rank_intervals(ranks, ks), "interval": "Wilson 95 %",
-                "per_query": [{"id": i, "caption": c, "rank": r, "top": t} for (i, c), r, t in zip(usable, ranks, tops)]})  # fmt: skip
+                "split": split or "unspecified", "candidates_digest": candidates_digest_of(ids), "ci95": rank_intervals(ranks, ks), "interval": "Wilson 95 %",
+                "chance": chance_shared(len(ids), [len(sharing.get(_caption_key(c), [i])) for i, c in usable], ks) if sharing else chance(len(ids), ks),
+                "per_query": [{"id": i, "caption": c, "rank": r, "top": t, **({"hit": h, "shares_caption": len(sharing[_caption_key(c)])} if _caption_key(c) in sharing else {})}
+                              for (i, c), r, t, h in zip(usable, ranks, tops, hits)]})  # fmt: skip
     out["per_item"] = per_item(out["per_query"])
     out["never_found"] = sum(1 for r in out["per_item"] if r["best_rank"] >= 10)
     out["warnings"] = [w for w in [small_sample_warning("text→image", ranks, max(ks))] if w]
+    if sharing:
+        out["duplicate_captions"] = {"captions": len(sharing), "items": sum(len(g) for g in sharing.values()),
+                                     "groups": [{"caption": next(c for i, c in usable if _caption_key(c) == key), "ids": g} for key, g in list(sharing.items())[:20]]}  # fmt: skip
+        example = out["duplicate_captions"]["groups"][0]
+        out["warnings"].append(f"{out['duplicate_captions']['items']} items share {len(sharing)} captions (e.g. {example['caption']!r}: {', '.join(example['ids'][:3])}): "
+                               "a query scores a hit on whichever item with its caption ranks first (per_query 'hit'); make captions distinct to score each item on its own.")  # fmt: skip
     if check_training:
         overlap = training_overlap(coll, sp, sorted({i for i, _ in usable}))
         if overlap:
@@ -108,6 +132,21 @@ def eval_pairs(coll: Collection, pairs: Sequence[tuple[str, str]], *, space: str
 
 
 TOP = 5  # retrieved items kept per query
+
+
+def _caption_key(caption: str) -> str:
+    return " ".join(caption.split()).casefold()
+
+
+def shared_captions(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """Captions (compared without case and extra spaces) that several items have: caption -> ids.
+    Such items cannot be told apart by their caption, so each counts as a hit for the others."""
+    by_caption: dict[str, list[str]] = {}
+    for i, c in pairs:
+        ids = by_caption.setdefault(_caption_key(c), [])
+        if i not in ids:
+            ids.append(i)
+    return {c: ids for c, ids in by_caption.items() if len(ids) > 1}
 
 
 def candidates_digest_of(ids: Sequence[str]) -> str:
@@ -150,6 +189,15 @@ def _tail(path: str) -> str:
 
 
 SAME_PICTURE = 10  # signatures this close: the same picture resized or recompressed, or a near-identical drawing
+# A signature with fewer cells set than this is a near-uniform picture (a white page, plain paper,
+# one line of text: 2 of 512): it lies within SAME_PICTURE of the 67 near-empty training
+# signatures and says nothing about which picture it is, so it is not compared (issue 27).
+LOW_INFORMATION = 24
+
+
+def signature_bits(signature: bytes) -> int:
+    """How many cells of an image signature are set (0 for a uniform picture)."""
+    return int(np.unpackbits(np.frombuffer(signature, np.uint8)).sum())
 
 
 def training_overlap(
@@ -167,7 +215,8 @@ def training_overlap(
         tails, signatures = known
         checked = ids if len(ids) <= sample else sorted(random.Random(seed).sample(ids, sample))
         items = coll.items(checked)
-        found = []
+        found: list[str] = []
+        plain: list[str] = []
         for item_id in checked:
             item = items.get(item_id)
             if item is None:
@@ -179,7 +228,9 @@ def training_overlap(
                 signature = image_signature(read_image(item.image, fetcher=fetcher))
             except Exception:
                 continue
-            if signature_distance(signatures, signature).min() <= SAME_PICTURE:
+            if signature_bits(signature) < LOW_INFORMATION:
+                plain.append(item_id)
+            elif signature_distance(signatures, signature).min() <= SAME_PICTURE:
                 found.append(item_id)
         what = "the mini model's training drawings (openclipart-png; by file path and image signature)"
     elif spec.startswith("hf:") and (Path(spec[3:]) / "vitrina-finetune.json").is_file():
@@ -187,7 +238,7 @@ def training_overlap(
         trained = set(record.get("train_ids") or [])
         if not trained:
             return None
-        checked = ids
+        checked, plain = ids, []
         found = [i for i in ids if i in trained]
         what = f"the pairs {spec} was fine-tuned on"
     else:
@@ -199,7 +250,11 @@ def training_overlap(
         "overlapping": len(found),
         "share": round(share, 4),
         "examples": found[:5],
+        "low_information": len(plain),
     }
+    if plain:
+        out["note"] = (f"{len(plain)} near-uniform pictures (blank pages, plain paper, a line of text) were checked by file path only: "
+                       "their image signature cannot tell them from a training drawing.")  # fmt: skip
     if found:
         out["warning"] = (f"{len(found)} of {len(checked)} evaluated items ({share:.0%}) are in {what}: figures on them measure memory, "
                           "not search; evaluate on items the model never saw.")  # fmt: skip
@@ -207,7 +262,7 @@ def training_overlap(
 
 
 def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]], *, k: int = 10, space: str | None = None,
-                 progress: Callable[[int, int], None] | None = None, candidates: ItemIds | None = None) -> dict[str, Any]:  # fmt: skip
+                 progress: Callable[[int, int], None] | None = None, candidates: ItemIds | None = None, check_training: bool = True) -> dict[str, Any]:  # fmt: skip
     """nDCG@k and P@k per judged query. Judged ids that are not in the collection are counted and
     left out (they could never be found); a query left with none is skipped, not scored 0. With
     ``candidates``, only those items are ranked (spaces compared on the items they all cover)."""
@@ -218,6 +273,7 @@ def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]
     unknown: list[str] = []
     skipped: list[str] = []
     all_zero: list[str] = []
+    targets: set[str] = set()
     present = set(coll.items(sorted({i for _, rel in judged for i in rel})))
     if candidates is not None:
         present &= set(candidates)
@@ -235,6 +291,7 @@ def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]
         ranked = [h.id for h in coll.search(query, limit=k + extra, space=space)]
         if candidates is not None:  # the first k among the common items lie within the first k + dropped
             ranked = [i for i in ranked if i in candidates][:k]
+        targets.update(i for i, g in relevant.items() if g > 0)
         per_query.append({"query": query, f"ndcg@{k}": round(ndcg_at_k(ranked, relevant, k), 4), f"p@{k}": round(precision_at_k(ranked, relevant, k), 4),
                           "relevant": len(relevant), "unknown_ids": len(missing)})  # fmt: skip
     sp = coll.space(space)
@@ -258,6 +315,10 @@ def eval_queries(coll: Collection, judged: Sequence[tuple[str, dict[str, float]]
             "None of the judged queries has a relevant item in this collection; check the ids in the queries file."
         )
     out["warnings"] = warnings
+    if check_training:
+        overlap = training_overlap(coll, sp, sorted(targets))
+        if overlap:
+            out["training_overlap"] = overlap
     return out
 
 

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from ..files import fsync_dir
 from ..filters import Filter
 from ..store import Space, Store
 from . import Matches, top_k
+from .ann_tuning import Probes, Tuning, clock, describe_tuning, probe_set, tune
 from .exact import ExactIndex
 
 log = logging.getLogger("vitrina.index")
@@ -85,6 +87,17 @@ class AnnParams:
     def kind(self) -> str:
         return f"{self.structure}-{self.codes}"
 
+    def tuned(self, settings: dict[str, int]) -> AnnParams:
+        """These parameters with a tuned setting (``ann_tuning``): nprobe or efSearch, and the
+        candidates re-ranked for a page of 10 (scaled with larger pages)."""
+        out = AnnParams(**self.__dict__)
+        out.nprobe = int(settings.get("nprobe", self.nprobe))
+        out.ef_search = int(settings.get("efSearch", self.ef_search))
+        if "candidates" in settings:
+            out.min_candidates = int(settings["candidates"])
+            out.oversample = max(1, int(settings["candidates"]) // 10)
+        return out
+
 
 def _faiss() -> Any:
     try:
@@ -117,6 +130,26 @@ class _Loaded:
     notes: set[str] = field(default_factory=set)
 
 
+_SHARED: dict[str, _Loaded] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared(path: Path, key: tuple[int, int, int]) -> _Loaded:
+    """The index file loaded once per process, shared by every thread and every open collection
+    (faiss searches are read-only): a server's worker threads each open the collection but do
+    not each load the index (issue 26: 299 MB per thread at 562,842 rows). Replaced when the
+    file is (another inode, size or mtime); the lock makes concurrent first queries wait for
+    one load instead of each loading."""
+    name = str(path.resolve())
+    with _SHARED_LOCK:
+        cached = _SHARED.get(name)
+        if cached is not None and cached.key == key:
+            return cached
+        stamp, index = read_ann(path)
+        loaded = _SHARED[name] = _Loaded(stamp, index, key)
+        return loaded
+
+
 class AnnIndex:
     """The ``SearchIndex`` of a space with an approximate index file; exact when there is none,
     or when it is stale (see the module docstring)."""
@@ -135,9 +168,13 @@ class AnnIndex:
         loaded = self._load(self.store.space(self.space_name))
         return (
             "exact"
-            if loaded is None
+            if loaded is None or self._exact_by_tuning(loaded)
             else f"ann:{loaded.stamp['params']['structure']}-{loaded.stamp['params']['codes']}"
         )
+
+    def _exact_by_tuning(self, loaded: _Loaded) -> bool:
+        """The build found that the index cannot meet its recall target faster than a scan."""
+        return self.overrides is None and (loaded.stamp.get("tuning") or {}).get("mode") == "exact"
 
     @property
     def path(self) -> Path:
@@ -166,8 +203,7 @@ class AnnIndex:
         key = (st.st_ino, st.st_size, st.st_mtime_ns)
         if self._loaded is None or self._loaded.key != key:
             try:
-                stamp, index = read_ann(self.path)
-                self._loaded = _Loaded(stamp, index, key)
+                self._loaded = _shared(self.path, key)
             except Exception as e:  # a damaged derived file: never fatal, search is exact
                 if self._missing_key != key:
                     log.warning(
@@ -214,10 +250,12 @@ class AnnIndex:
             return {"kind": "exact", "ann": {"status": "stale", "problem": problem, "path": str(self.path)}}
         stamp = loaded.stamp
         behind = sp.rows - stamp["rows"]
+        kind = f"ann:{stamp['params']['structure']}-{stamp['params']['codes']}"
         return {
-            "kind": f"ann:{stamp['params']['structure']}-{stamp['params']['codes']}",
+            "kind": "exact" if self._exact_by_tuning(loaded) else kind,
             "ann": {"status": "fresh" if behind == 0 else "behind", "rows": stamp["rows"], "behind": behind, "built_at": stamp.get("built_at"),
-                    "recall_at_10": stamp.get("recall"), "bytes": self.path.stat().st_size, "params": stamp["params"]},
+                    "recall_at_10": stamp.get("recall"), "bytes": self.path.stat().st_size, "params": stamp["params"],
+                    **({"tuning": {**stamp["tuning"], "summary": describe_tuning(stamp["tuning"])}} if stamp.get("tuning") else {})},
         }  # fmt: skip
 
     # -- searching ----------------------------------------------------------------------------
@@ -234,7 +272,7 @@ class AnnIndex:
     ) -> list[Matches]:
         sp = self.store.space(self.space_name)
         loaded = self._load(sp)
-        if loaded is None:
+        if loaded is None or self._exact_by_tuning(loaded):
             return self.exact.search(
                 queries, filters=filters, exclude=exclude, limit=limit, offset=offset, min_score=min_score
             )
@@ -242,6 +280,20 @@ class AnnIndex:
         return _search(
             self.exact, loaded.index, loaded.stamp["rows"], params, queries, filters, exclude, limit, offset, min_score
         )
+
+
+def fits_in_memory(nbytes: int) -> bool:
+    """Whether a vector file of ``nbytes`` is read through its memory map (at most a quarter of
+    physical memory: it normally sits in the page cache) rather than with concurrent preads.
+    ``VITRINA_ANN_GATHER=map|pread`` forces one way."""
+    forced = os.environ.get("VITRINA_ANN_GATHER", "")
+    if forced in ("map", "pread"):
+        return forced == "map"
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not a POSIX system
+        return False
+    return nbytes <= memory // 4
 
 
 def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, queries: np.ndarray, filters: Sequence[Filter],
@@ -292,6 +344,7 @@ def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, quer
         if allowed is not None:
             tail = tail[allowed[indexed:]]
         candidates = [np.concatenate([f[f >= 0], tail]) for f in found]
+    through_map = fits_in_memory(vectors.nbytes)
     out: list[Matches] = []
     picked: dict[int, int] = {}
     ranked: list[tuple[np.ndarray, np.ndarray]] = []
@@ -303,7 +356,10 @@ def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, quer
             rows, scores = pool, pool_scores[col].copy()
         else:
             rows = np.unique(cand)
-            scores = vector_file.gather(rows) @ queries[col]  # a few scattered rows: concurrent reads
+            # A few scattered rows: through the map when the file fits in memory (in the page
+            # cache: ~0.2 ms for 100 rows), else concurrent preads (no page faults waited in turn).
+            block = np.asarray(vectors[rows]) if through_map else vector_file.gather(rows)
+            scores = block @ queries[col]
         if allowed is not None:
             scores[~allowed[rows]] = -np.inf
         if len(excluded_rows[col]):
@@ -378,6 +434,7 @@ class AnnReport:
     seconds: float
     bytes: int
     recall: dict[str, float]
+    tuning: dict[str, Any] | None = None  # the recall target, chosen settings and measured curve
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -387,10 +444,14 @@ class AnnReport:
 
 def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebuild: bool = False, threads: int | None = None,
               sample: int = 200, queries: np.ndarray | None = None, queries_label: str = "given", progress: Callable[[int, int], None] | None = None,
-              path: Path | None = None) -> AnnReport:  # fmt: skip
+              path: Path | None = None, target_recall: float | None = None, prompts: np.ndarray | None = None,
+              max_latency_ms: float | None = None) -> AnnReport:  # fmt: skip
     """Build the index of ``space`` from its vectors, or add the rows appended since the last
     build (same generation, same parameters, few dead rows). ``queries``: real query vectors
-    (e.g. embedded captions) to measure recall on, besides stored and off-cloud ones."""
+    (e.g. embedded captions) to measure recall on, besides stored and off-cloud ones.
+    ``target_recall``: tune the search settings until recall@10 meets it (``ann_tuning``), on
+    ``queries`` when given, else on stored vectors shifted by the text-image offset measured from
+    ``prompts`` (generic prompts embedded by the space's model; None: an assumed offset); None keeps the settings of ``params``."""
     faiss = _faiss()
     started = time.perf_counter()
     if threads:
@@ -401,8 +462,48 @@ def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebu
     view = store.space_view(space)
     sp = view.space()
     vectors = view.vectors(sp)
-    index = None
-    start = 0
+    index, start, params = _reusable(path, sp, vectors, params, rebuild)
+    if index is None:
+        index = faiss.index_factory(sp.fingerprint.dim, params.spec(sp.rows), faiss.METRIC_INNER_PRODUCT)
+        if params.structure == "hnsw":
+            index.hnsw.efConstruction = params.ef_construction
+        if not index.is_trained:
+            rng = np.random.default_rng(0)
+            live = np.flatnonzero(view.live_rows(sp))
+            train = np.sort(rng.choice(live, min(len(live), max(100_000, 40 * params.lists(sp.rows))), replace=False))
+            index.train(np.ascontiguousarray(vectors[train]))
+    chunk = 50_000
+    for s in range(start, sp.rows, chunk):
+        index.add(np.ascontiguousarray(vectors[s : min(sp.rows, s + chunk)]))
+        fault_point("ann_after_chunk")
+        if progress:
+            progress(min(sp.rows, s + chunk) - start, sp.rows - start)
+    stamp = {"format": FORMAT, "space": sp.name, "dim": sp.fingerprint.dim, "generation": sp.generation, "rows": sp.rows,
+             "checksum": checksum(vectors, sp.rows), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+             "faiss": faiss.__version__}  # fmt: skip
+    probes = probe_set(store, sp, sample=sample, queries=queries, queries_label=queries_label, prompts=prompts)
+    if target_recall is not None and probes is not None and target_recall > 0:
+        tuning = tune_index(store, sp, index, params, probes, target_recall, max_latency_ms)
+        params = params.tuned(tuning.settings)
+        stamp["tuning"] = tuning.to_stamp()
+        while len(json.dumps(stamp)) > HEADER_SIZE - 512 and len(stamp["tuning"]["curve"]) > 2:
+            stamp["tuning"]["curve"] = stamp["tuning"]["curve"][::-2][::-1]  # within the 4 KB header; the last kept
+        if tuning.note:
+            log.warning("Space %s: %s", sp.name, tuning.note)
+    stamp["params"] = params.__dict__
+    stamp["recall"] = measure_recall(
+        store, sp, index, params, sample=sample, queries=queries, queries_label=queries_label, prompts=prompts
+    )
+    _write_ann(path, stamp, index)
+    tuned = stamp.get("tuning")
+    return AnnReport(sp.name, params.kind, sp.rows, sp.rows - start, start == 0, time.perf_counter() - started,
+                     path.stat().st_size, stamp["recall"], tuned and {**tuned, "summary": describe_tuning(tuned)})  # fmt: skip
+
+
+def _reusable(
+    path: Path, sp: Space, vectors: np.ndarray, params: AnnParams | None, rebuild: bool
+) -> tuple[Any, int, AnnParams]:
+    """(index, rows it holds, params) of the index file when rows can be added to it, else (None, 0, params)."""
     if not rebuild and path.exists():
         try:
             stamp, old = read_ann(path)
@@ -420,75 +521,49 @@ def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebu
                 params is None or params.structure != "ivf" or sp.rows <= 2 * stamp["rows"]
             )  # IVF lists are trained once
             if same and wanted and dead < 0.2 and grow:
-                params = params or AnnParams(**stamp["params"])
-                index, start = old, stamp["rows"]
-    params = params or AnnParams()
-    if index is None:
-        index = faiss.index_factory(sp.fingerprint.dim, params.spec(sp.rows), faiss.METRIC_INNER_PRODUCT)
-        if params.structure == "hnsw":
-            index.hnsw.efConstruction = params.ef_construction
-        if not index.is_trained:
-            rng = np.random.default_rng(0)
-            live = np.flatnonzero(view.live_rows(sp))
-            train = np.sort(rng.choice(live, min(len(live), max(100_000, 40 * params.lists(sp.rows))), replace=False))
-            index.train(np.ascontiguousarray(vectors[train]))
-    chunk = 50_000
-    for s in range(start, sp.rows, chunk):
-        index.add(np.ascontiguousarray(vectors[s : min(sp.rows, s + chunk)]))
-        fault_point("ann_after_chunk")
-        if progress:
-            progress(min(sp.rows, s + chunk) - start, sp.rows - start)
-    stamp = {"format": FORMAT, "space": sp.name, "dim": sp.fingerprint.dim, "generation": sp.generation, "rows": sp.rows,
-             "checksum": checksum(vectors, sp.rows), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "params": params.__dict__,
-             "faiss": faiss.__version__}  # fmt: skip
-    stamp["recall"] = measure_recall(
-        store, sp, index, params, sample=sample, queries=queries, queries_label=queries_label
-    )
-    _write_ann(path, stamp, index)
-    return AnnReport(
-        sp.name,
-        params.kind,
-        sp.rows,
-        sp.rows - start,
-        start == 0,
-        time.perf_counter() - started,
-        path.stat().st_size,
-        stamp["recall"],
-    )
+                return old, stamp["rows"], params or AnnParams(**stamp["params"])
+    return None, 0, params or AnnParams()
 
 
-def off_cloud(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Text-like probes from stored vectors: moved off the image cloud by one fixed offset (the
-    modality gap: orthogonal to the mean image, as large as the spread) plus noise, so that their
-    best cosine is ~0.5 as for text queries rather than ~1 as for a stored image."""
-    rng = np.random.default_rng(seed)
-    mean = vectors.mean(0)
-    gap: np.ndarray = rng.standard_normal((vectors.shape[1],)).astype(np.float32)
-    unit_mean = mean / max(np.linalg.norm(mean), 1e-9)
-    gap -= (gap @ unit_mean) * unit_mean
-    gap = gap / np.float32(np.linalg.norm(gap))
-    noise = rng.standard_normal(vectors.shape).astype(np.float32) * (0.5 / np.sqrt(vectors.shape[1]))
-    probes = (vectors - 0.6 * mean) + 1.0 * gap + noise
-    return (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
+def tune_index(store: Store, sp: Space, index: Any, params: AnnParams, probes: Probes, target: float,
+               max_latency_ms: float | None = None) -> Tuning:  # fmt: skip
+    """The fastest search settings of ``index`` meeting ``target`` on ``probes`` (see ``ann_tuning``)."""
+    faiss = _faiss()
+    exact = ExactIndex(store, sp.name)
+    live = exact.view.live_rows(sp)
+    selector, bits = None, None
+    if not live[: index.ntotal].all():
+        bits = np.packbits(live[: index.ntotal], bitorder="little")
+        selector = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(bits))
+    plain = AnnParams(**{**params.__dict__, "exact_below": 0, "selective": 0.0})  # time the index, not the fallbacks
+
+    def timed(settings: dict[str, int], q: np.ndarray) -> float:
+        return clock(lambda: _search(exact, index, index.ntotal, plain.tuned(settings), q[None], (), (), 10, 0, None))
+
+    def exact_timed(q: np.ndarray) -> float:
+        return clock(lambda: exact.search(q[None], limit=10))
+
+    vectors = exact.view.vectors(sp)
+    tuning = tune(index, params.structure, params.lists(index.ntotal), vectors, live, probes, target, timed, exact_timed,
+                  max_latency_ms, selector)  # fmt: skip
+    del bits
+    return tuning
 
 
 def measure_recall(store: Store, sp: Space, index: Any, params: AnnParams, *, sample: int = 200, queries: np.ndarray | None = None,
-                   queries_label: str = "given", k: int = 10) -> dict[str, float]:  # fmt: skip
+                   queries_label: str = "given", k: int = 10, prompts: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
     """recall@k of the index (with its re-ranking) against exact search, on stored vectors
-    ("image"), on off-cloud probes built from them ("text-like") and on ``queries`` ("given")."""
+    ("image"), on text-like probes made from them ("text-like": shifted by the gap of ``prompts`` when given,
+    else off the cloud by an assumed gap) and on ``queries`` (``queries_label``)."""
     exact = ExactIndex(store, sp.name)
-    live = np.flatnonzero(exact.view.live_rows(sp))
-    if len(live) == 0:
+    probes = probe_set(store, sp, sample=sample, prompts=prompts)
+    if probes is None:
         return {}
-    rng = np.random.default_rng(7)
-    rows = np.sort(rng.choice(live, min(sample, len(live)), replace=False))
-    vectors = exact.view.vectors(sp)
-    stored = np.ascontiguousarray(vectors[rows], np.float32)
-    sets = {"image": stored, "text-like": off_cloud(stored)}
+    sets = {"image": probes.image, "text-like": probes.text}
     if queries is not None and len(queries):
         sets[queries_label] = np.asarray(queries, np.float32)
     timing = AnnParams(**{**params.__dict__, "exact_below": 0, "selective": 0.0})  # measure the index, not the fallback
-    out: dict[str, float] = {"sample": float(len(rows))}
+    out: dict[str, float] = {"sample": float(len(probes.image))}
     for name, qs in sets.items():
         want = exact.search(qs, limit=k)
         got = _search(exact, index, index.ntotal, timing, qs, (), (), k, 0, None)

@@ -228,7 +228,9 @@ def folded_expression(keywords: str, variants: dict[str, list[str]] | None = Non
     """``match_expression``, each word also matching its folded form ("tromsø" OR "tromso") and
     its misread ``variants`` (by the folded word)."""
     out = []
-    for w in _WORD.findall(keywords)[:MAX_WORDS]:
+    words = _WORD.findall(keywords)[:MAX_WORDS]
+    check_prefixes(words)
+    for w in words:
         prefix = w.endswith("*")
         word = w.rstrip("*")[:64]
         folded = "".join(fold_words(word))[:64]

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .._version import __version__
 from . import api, explore, tiles, web
+from . import workbench as workbench_routes
 from .core import Service, ServiceConfig
 from .errors import install_error_handlers
 from .middleware import BodyLimit, CommonHeaders, HeadAsGet
@@ -43,6 +44,7 @@ def create_app(collection: str | Path | ServiceConfig, **options: Any) -> FastAP
     app.include_router(web.router)
     app.include_router(explore.router)
     app.include_router(tiles.router)
+    app.include_router(workbench_routes.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     # BodyLimit sits inside CORS, so that its 413 carries the CORS headers a browser needs to read it.
     app.add_middleware(CommonHeaders)

@@ -10,6 +10,7 @@ import contextvars
 import hashlib
 import io
 import secrets
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from fastapi import Request
 
 from ..collection import Collection, ImageLimits, open_collection
 from ..embedding import Embedder, embed_images
-from ..errors import ImageError, ModalityError
+from ..errors import ConfigError, ImageError, ModalityError, ModelError
 from ..files import write_atomic
 from ..filters import MAX_FILTERS, parse_filters
 from ..images import hold_decoded, read_image
@@ -171,6 +172,7 @@ class Service:
         self.ready = False
         self.index_state: dict[str, Any] = {"running": False}
         self.embedder: GatedEmbedder | None = None
+        self.model_problem = ""  # why the model did not load at start, if it did not
         first = open_collection(
             config.collection, limits=self.limits, index=config.index
         )  # fails early if it does not exist
@@ -186,10 +188,17 @@ class Service:
         coll = self.collection()
         spaces = coll.spaces()
         if spaces:
-            inner = coll.embedder_for(spaces[0])
-            self.embedder = inner if isinstance(inner, GatedEmbedder) else GatedEmbedder(inner, self.gate)
-            coll.use_embedder(self.embedder)
-            _warm_up(self.embedder.inner)
+            try:
+                inner = coll.embedder_for(spaces[0])
+            except (ModelError, ConfigError) as e:
+                # Serve what needs no model (item and keyword searches, pages, thumbnails, info);
+                # a query that needs it answers 503 "unavailable" and tries to load it again.
+                self.model_problem = str(e)
+                print(f"vitrina serve: the model cannot load, serving what needs none: {e}", file=sys.stderr)
+            else:
+                self.embedder = inner if isinstance(inner, GatedEmbedder) else GatedEmbedder(inner, self.gate)
+                coll.use_embedder(self.embedder)
+                _warm_up(self.embedder.inner)
         self.ready = True
 
     def collection(self) -> Collection:

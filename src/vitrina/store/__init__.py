@@ -11,6 +11,7 @@
 - ``views``   ``SpaceView``: the read-only, typed view of a space that search backends use
 - ``text``    the keyword (FTS5) queries
 - ``words``   words read from the images (OCR) and their boxes
+- ``curation`` sets, labels and corrections of tags by people (``curated``: their filter values)
 - ``disk``    the writer lock, a full disk named (``disk_full_as_error``)
 - ``check``   consistency checks
 
@@ -34,6 +35,7 @@ from ..filters import Filter
 from ..records import Item, ModelFingerprint
 from ..vectors import VectorFile
 from . import check as _check
+from .curation import ANSWERS, Curation
 from .disk import acquire_writer_lock, disk_full_as_error, free_bytes
 from .items import HIDDEN, Items
 from .masks import MASKS_KEPT, Masks, match_column
@@ -46,7 +48,7 @@ from .text import Text, watch
 from .views import SpaceSnapshot, SpaceView, VectorPoint
 from .words import Words
 
-__all__ = ["FTS_COLUMNS", "MASKS_KEPT", "MIGRATIONS", "NAME_RE", "SCHEMA_VERSION", "CollectionPaths", "RegionBatch", "RegionRow", "Space",
+__all__ = ["ANSWERS", "FTS_COLUMNS", "Curation", "MASKS_KEPT", "MIGRATIONS", "NAME_RE", "SCHEMA_VERSION", "CollectionPaths", "RegionBatch", "RegionRow", "Space",
            "SpaceSnapshot", "SpaceView", "Store", "VectorPoint", "default_home", "disk_full_as_error", "free_bytes",
            "resolve_collection"]  # fmt: skip
 
@@ -126,6 +128,10 @@ class Store:
     def check(self) -> list[str]:
         """Consistency problems, empty when the store is sound (used by `vitrina info --check`)."""
         return _check.check(self.db, self._spaces)
+
+    def curation(self) -> Curation:
+        """Sets, labels and corrections (curation.py); write through a writer store."""
+        return Curation(self.db)
 
     def space_view(self, name: str) -> SpaceView:
         """A read-only view of space ``name`` for search backends (see views.py)."""

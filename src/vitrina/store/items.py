@@ -12,6 +12,7 @@ import numpy as np
 
 from ..filters import normal_values
 from ..records import Item
+from .curated import curated_values
 from .sql import CHUNK, ints, placeholders, transaction
 
 __all__ = ["HIDDEN", "MAX_ID_CHARS", "Items", "id_problem", "refresh_values"]
@@ -260,6 +261,7 @@ def _insert_values(db: sqlite3.Connection, rows: Sequence[Any]) -> None:
             f"SELECT item_id, name, value FROM tags WHERE item_id IN ({placeholders(len(part))})", part
         ):
             tags.setdefault(item_id, {})[name] = value
+    curated = curated_values(db, ids)  # sets and people's corrections of tags win over the machine's
     out = []
     multi: dict[str, int] = {}
     for rid, item_id, metadata in rows:
@@ -270,6 +272,7 @@ def _insert_values(db: sqlite3.Connection, rows: Sequence[Any]) -> None:
         if not isinstance(values, dict):
             values = {}
         values.update(tags.get(item_id, {}))
+        values.update(curated.get(item_id, {}))
         for key, value in values.items():
             normal = normal_values(value)
             multi[key] = max(multi.get(key, 0), int(len(normal) > 1))

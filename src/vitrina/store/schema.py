@@ -17,7 +17,7 @@ from .sql import transaction
 
 __all__ = ["FTS_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "schema_version", "statements", "upgrade"]
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # Version 1, as the first release wrote it; later versions are the numbered migrations below.
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -358,6 +358,55 @@ def migration_8(db: sqlite3.Connection) -> None:
     _migrate(db, 8, MIGRATION_8)
 
 
+# The curator's workbench (vitrina.workbench): named ``sets`` of items (with who made them, when,
+# and the query that did), ``labels`` (a person's yes / no / skip to a question about an item, kept
+# apart from the machine's tags) and ``corrections`` of machine tags (a person's value of tag
+# ``name`` on an item, which wins over the classifier's in filters and survives its re-runs).
+# Keyed by item id, not rid, and without a cascade: a re-index that drops and brings back an item
+# keeps what a person said about it.
+MIGRATION_9 = """
+CREATE TABLE sets (
+    name        TEXT PRIMARY KEY,
+    query       TEXT NOT NULL DEFAULT '{}',  -- JSON: the query (text, filters, model) that made it
+    note        TEXT NOT NULL DEFAULT '',
+    created_by  TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE TABLE set_items (
+    set_name    TEXT NOT NULL REFERENCES sets(name) ON DELETE CASCADE,
+    item_id     TEXT NOT NULL,
+    score       REAL,           -- the search score it was added with, if any
+    added_by    TEXT NOT NULL,
+    added_at    REAL NOT NULL,
+    PRIMARY KEY (set_name, item_id)
+);
+CREATE INDEX set_items_item ON set_items(item_id);
+CREATE TABLE labels (
+    question    TEXT NOT NULL,
+    item_id     TEXT NOT NULL,
+    answer      TEXT NOT NULL CHECK (answer IN ('yes', 'no', 'skip')),
+    who         TEXT NOT NULL,
+    at          REAL NOT NULL,
+    PRIMARY KEY (question, item_id)
+);
+CREATE TABLE corrections (
+    item_id     TEXT NOT NULL,
+    name        TEXT NOT NULL,  -- the tag corrected, e.g. "blank_page"
+    value       TEXT NOT NULL,  -- the person's value, which wins over the machine's
+    source      TEXT NOT NULL DEFAULT '',  -- '' by hand, 'label:QUESTION' from the labels of a question
+    who         TEXT NOT NULL,
+    at          REAL NOT NULL,
+    PRIMARY KEY (item_id, name)
+);
+"""
+
+
+def migration_9(db: sqlite3.Connection) -> None:
+    """The workbench: sets, labels and corrections of machine tags (empty until a curator writes)."""
+    _migrate(db, 9, MIGRATION_9)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: migration_1,
     2: migration_2,
@@ -367,6 +416,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     6: migration_6,
     7: migration_7,
     8: migration_8,
+    9: migration_9,
 }
 
 

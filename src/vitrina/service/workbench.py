@@ -1,0 +1,195 @@
+"""JSON routes of the curator's workbench (vitrina.workbench; docs/workbench.md).
+
+Reading sets is open like searching; everything else needs the server's token (header
+``X-Vitrina-Token`` or ``Authorization: Bearer``), and every write takes a JSON body
+(``application/json``): a cross-site form can send neither the header nor that type without a
+CORS preflight, and no cookie ever authorises anything, so a page elsewhere cannot write here.
+Set names, questions, answers, ids and "who" are untrusted text: the workbench checks them
+(bounded, no control characters, set names a filter can name) and the page escapes them.
+
+No ``from __future__ import annotations``: FastAPI reads the models in the annotations."""
+
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from .core import Service
+from .errors import ServiceError
+from .present import errors
+
+__all__ = ["router"]
+
+MAX_BODY = 4 * 2**20  # a JSON body: 100,000 ids of 40 characters fit
+MAX_IDS = 100_000
+NAME = Annotated[str, Field(min_length=1, max_length=80)]
+ID = Annotated[str, Field(min_length=1, max_length=1000)]
+WHO = Annotated[str | None, Field(default=None, max_length=64)]
+QUESTION = Annotated[str, Field(min_length=1, max_length=200)]
+
+router = APIRouter(tags=["workbench"])
+
+
+class SetAdd(BaseModel):
+    ids: list[ID] = Field(default_factory=list, max_length=MAX_IDS)
+    where: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=20)
+    scores: dict[str, float] | None = None
+    query: dict[str, Any] | None = None
+    note: Annotated[str | None, Field(default=None, max_length=2000)] = None
+    who: WHO = None
+
+
+class SetRemove(BaseModel):
+    ids: list[ID] | None = Field(default=None, max_length=MAX_IDS)  # None: delete the whole set
+
+
+class LabelIn(BaseModel):
+    question: QUESTION
+    ids: list[ID] = Field(min_length=1, max_length=MAX_IDS)
+    answer: Literal["yes", "no", "skip"]
+    who: WHO = None
+
+
+class TrainIn(BaseModel):
+    question: QUESTION
+    tag: Annotated[str | None, Field(default=None, max_length=64)] = None
+
+
+class CorrectionIn(BaseModel):
+    tag: Annotated[str, Field(min_length=1, max_length=64)]
+    id: ID
+    value: Annotated[str | None, Field(max_length=200)] = None  # None: the machine's value again
+    who: WHO = None
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+async def _body(request: Request, model: type[BaseModel]) -> Any:
+    """The token first, then a JSON body of at most MAX_BODY bytes, read into ``model``."""
+    service = _service(request)
+    service.check_token(request)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise ServiceError(
+            415, "unsupported_media_type", "Workbench writes take a JSON body (Content-Type: application/json)."
+        )
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ServiceError(
+            413, "payload_too_large", f"The body is over {MAX_BODY // 2**20} MB; send fewer ids at a time."
+        )
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as e:
+        first = e.errors()[0] if e.errors() else {"loc": (), "msg": str(e)}
+        where = ".".join(str(p) for p in first["loc"])
+        raise ServiceError(
+            422, "invalid_parameter", f"Bad body{' at ' + where if where else ''}: {first['msg']}"
+        ) from None
+
+
+def _who(who: str | None) -> str:
+    return who or "web"
+
+
+@router.get("/api/sets", responses=errors(400))
+def list_sets(request: Request) -> list[dict[str, Any]]:
+    """Every set: name, items, the query that made it, who and when."""
+    return _service(request).collection().workbench.sets()  # type: ignore[no-any-return]
+
+
+@router.get("/api/sets/{name}", responses=errors(400, 404))
+def show_set(request: Request, name: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
+    """One set with its members (id, score, who added it, when)."""
+    return _service(request).collection().workbench.show(name, limit)  # type: ignore[no-any-return]
+
+
+@router.post("/api/sets/{name}/items", responses=errors(400, 401, 403, 413, 415, 422), tags=["write"])
+async def add_to_set(request: Request, name: str) -> dict[str, Any]:
+    """Add items to a set (made when new): ``ids`` and/or the items passing ``where`` filters."""
+    body = await _body(request, SetAdd)
+    wb = _service(request).collection().workbench
+    return await run_in_threadpool(lambda: wb.add(name, body.ids, where=body.where, scores=body.scores, query=body.query, note=body.note,
+                                                  who=_who(body.who)))  # fmt: skip
+
+
+@router.post("/api/sets/{name}/remove", responses=errors(400, 401, 403, 413, 415, 422), tags=["write"])
+async def remove_from_set(request: Request, name: str) -> dict[str, Any]:
+    """Take ``ids`` out of the set; without ``ids``, delete the set."""
+    body = await _body(request, SetRemove)
+    wb = _service(request).collection().workbench
+    return await run_in_threadpool(lambda: wb.remove(name, body.ids))
+
+
+@router.get("/api/sets/{name}/similar", responses=errors(400, 404))
+def similar_to_set(request: Request, name: str, negative: str | None = None,
+                   limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[dict[str, Any]]:  # fmt: skip
+    """Items like the set's and unlike the ``negative`` set's, in neither set."""
+    return _service(request).collection().workbench.similar(name, negative=negative, limit=limit).to_list()  # type: ignore[no-any-return]
+
+
+_MEDIA = {"csv": "text/csv; charset=utf-8", "json": "application/json", "iiif-collection": "application/ld+json",
+          "iiif-manifest": "application/ld+json", "pairs": "application/x-ndjson"}  # fmt: skip
+
+
+@router.get("/api/sets/{name}/export", responses=errors(400, 404), response_class=PlainTextResponse)
+def export_set(request: Request, name: str,
+               format: Literal["csv", "json", "iiif-collection", "iiif-manifest", "pairs"] = "json") -> Response:  # fmt: skip
+    """The set as CSV, JSON (with the query and model fingerprint), a IIIF Collection or Manifest,
+    or caption pairs for ``vitrina finetune``."""
+    base = str(request.base_url).rstrip("/")
+    text = _service(request).collection().workbench.export(name, format, base=base)
+    suffix = {"csv": "csv", "pairs": "jsonl"}.get(format, "json")
+    filename = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:80] or "set"
+    return Response(text, media_type=_MEDIA[format],
+                    headers={"content-disposition": f'attachment; filename="{filename}.{format}.{suffix}"'})  # fmt: skip
+
+
+@router.post("/api/labels", responses=errors(400, 401, 403, 413, 415, 422), tags=["write"])
+async def add_labels(request: Request) -> dict[str, Any]:
+    """Answer a question (yes / no / skip) for items; a later answer replaces an earlier one."""
+    body = await _body(request, LabelIn)
+    wb = _service(request).collection().workbench
+    return await run_in_threadpool(lambda: wb.label(body.question, body.ids, body.answer, who=_who(body.who)))
+
+
+@router.get("/api/labels", responses=errors(400, 401, 403))
+def get_labels(request: Request, question: Annotated[str, Query(min_length=1, max_length=200)]) -> dict[str, Any]:
+    """A question's labels (who answered what, when), its counts and learning curve (needs the token)."""
+    service = _service(request)
+    service.check_token(request)
+    wb = service.collection().workbench
+    return {"question": question, "labels": wb.labels(question), "counts": wb.counts(question), "curve": wb.curve(question),
+            "questions": wb.questions()}  # fmt: skip
+
+
+@router.post("/api/train", responses=errors(400, 401, 403, 413, 415, 422), tags=["write"])
+async def train(request: Request) -> dict[str, Any]:
+    """Train the question's probe on its labels and tag every item; F1 with its interval."""
+    body = await _body(request, TrainIn)
+    wb = _service(request).collection().workbench
+    report = await run_in_threadpool(lambda: wb.train(body.question, tag=body.tag))
+    return json.loads(json.dumps(report, default=str))  # type: ignore[no-any-return]
+
+
+@router.get("/api/review", responses=errors(400, 401, 403))
+def review(request: Request, question: Annotated[str, Query(min_length=1, max_length=200)],
+           limit: Annotated[int, Query(ge=1, le=500)] = 20,
+           order: Literal["uncertain", "random", "yes", "no"] = "uncertain") -> list[dict[str, Any]]:  # fmt: skip
+    """The unlabelled items to label next, the probe's least sure first (needs the token)."""
+    service = _service(request)
+    service.check_token(request)
+    return service.collection().workbench.review(question, limit=limit, order=order)  # type: ignore[no-any-return]
+
+
+@router.post("/api/corrections", responses=errors(400, 401, 403, 413, 415, 422), tags=["write"])
+async def correct(request: Request) -> dict[str, Any]:
+    """A person's value of a machine tag on an item (``value`` null: the machine's again)."""
+    body = await _body(request, CorrectionIn)
+    wb = _service(request).collection().workbench
+    return await run_in_threadpool(lambda: wb.correct(body.tag, body.id, body.value, who=_who(body.who)))
