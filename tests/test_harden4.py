@@ -129,3 +129,77 @@ def test_the_service_stops_keyword_work_and_map_colours_at_its_deadline(tmp_path
             err = classify(e)
     assert err is not None and err.status == 499
     assert json  # (json is used by later sections)
+
+
+# -- 9. API/schema drift ------------------------------------------------------------------------------
+
+
+def _manifest_collection(tmp_path: Path, model: str, manifest: str) -> Any:
+    import numpy as np
+
+    from vitrina.embedding import get_embedder
+
+    coll = open_collection(tmp_path / "m", create=True)
+    fp = get_embedder(model).fingerprint
+    ids = ["a", "b", "c"]
+    with coll.writer():
+        coll.add_items(Item(id=i, image=f"{i}.jpg", fingerprint="1", source="t", metadata={"manifest": manifest, "title": f"Plate {i}"})
+                       for i in ids)  # fmt: skip
+        v = np.random.default_rng(0).normal(size=(3, fp.dim)).astype(np.float32)
+        coll.import_vectors(ids, v / np.linalg.norm(v, axis=1, keepdims=True), fingerprint=fp, space="v")
+    return coll
+
+
+def test_the_schema_states_what_the_routes_answer(tmp_path: Path, tiny_clip: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from vitrina.service import create_app
+
+    longest = "https://example.org/iiif/" + "m" * (1000 - 25)
+    coll = _manifest_collection(tmp_path, tiny_clip, longest)
+    with TestClient(
+        create_app(str(coll.path), cors_origins=["https://ok.example"]), raise_server_exceptions=False
+    ) as client:
+        schema = client.get("/openapi.json").json()["paths"]
+        # The map endpoints answer 400 for an unknown space: declared.
+        for path in ("/api/map", "/api/map/colours"):
+            r = client.get(path, params={"space": "nope", "key": "title"})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_space"
+            assert "400" in schema[path]["get"]["responses"], path
+        assert "503" in schema["/api/map/colours"]["get"]["responses"]
+        # The manifest's declared max length is the one the filter behind it takes.
+        param = next(p for p in schema["/api/iiif/search"]["get"]["parameters"] if p["name"] == "manifest")
+        assert param["schema"]["maxLength"] == len(longest) == 1000
+        assert client.get("/api/iiif/search", params={"q": "x", "manifest": longest}).status_code == 200
+        assert client.get("/api/iiif/search", params={"q": "x", "manifest": longest + "x"}).status_code == 422
+        # A 405 lists every method of the path, as the CORS preflight does (GET and POST /api/search).
+        r = client.put("/api/search")
+        assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD, POST"
+        preflight = client.options(
+            "/api/search", headers={"Origin": "https://ok.example", "Access-Control-Request-Method": "POST"}
+        )
+        cors = {m.strip() for m in preflight.headers["access-control-allow-methods"].split(",")}
+        assert cors <= set(r.headers["Allow"].split(", "))
+        assert client.put("/api/items").headers["Allow"] == "GET, HEAD"
+
+
+def test_back_from_an_item_goes_where_the_user_came_from_on_this_site(tmp_path: Path, tiny_clip: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from vitrina.service import create_app
+
+    coll = _manifest_collection(tmp_path, tiny_clip, "https://example.org/iiif/m")
+    with TestClient(create_app(str(coll.path)), raise_server_exceptions=False) as client:
+        page = client.get("/item", params={"id": "a", "back": "/map?colour=title"}).text
+        assert 'href="/map?colour=title">← Back to the map' in page
+        page = client.get("/item", params={"id": "a", "back": "/?q=harbour"}).text
+        assert 'href="/?q=harbour">← Back to results' in page
+        for elsewhere in (
+            "//evil.example/x",
+            "/\\evil.example",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            "/map\nx",
+        ):
+            page = client.get("/item", params={"id": "a", "back": elsewhere}).text
+            assert 'href="/">← Back to results' in page, elsewhere

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from ..errors import QueryError
+from ..filters import MAX_OPERAND
 from .api import MAX_ID, service_of
 from .core import SearchParams
 from .errors import ServiceError
@@ -25,7 +26,7 @@ MAX_MANIFEST_HITS = 100
 @router.get(
     "/api/map",
     response_class=Response,
-    responses={**errors(404, 409), 200: {"content": {"application/octet-stream": {}}}},
+    responses={**errors(400, 404, 409), 200: {"content": {"application/octet-stream": {}}}},
     tags=["explore"],
 )
 def map_data_route(request: Request, space: Annotated[str | None, Query(max_length=100)] = None) -> Response:
@@ -43,7 +44,7 @@ def map_data_route(request: Request, space: Annotated[str | None, Query(max_leng
     return Response(data, media_type="application/octet-stream", headers={"ETag": etag, "Cache-Control": "no-cache"})
 
 
-@router.get("/api/map/colours", responses=errors(404, 409, 422), tags=["explore"])
+@router.get("/api/map/colours", responses=errors(400, 404, 409, 422, 503), tags=["explore"])
 def map_colours_route(
     request: Request,
     key: Annotated[str, Query(min_length=1, max_length=200)],
@@ -123,7 +124,7 @@ def iiif_search_route(
     request: Request,
     q: Annotated[str, Query(min_length=1, max_length=1000, description="What the images show")],
     manifest: Annotated[
-        str, Query(min_length=8, max_length=2000, description="Search within the canvases of this manifest")
+        str, Query(min_length=8, max_length=MAX_OPERAND, description="Search within the canvases of this manifest")
     ],
     limit: Annotated[int, Query(ge=1, le=MAX_MANIFEST_HITS)] = 20,
 ) -> Response:

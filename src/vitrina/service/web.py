@@ -145,7 +145,7 @@ def _item_page(request: Request, item_id: str, back: str, xywh: str = "") -> HTM
         raise ServiceError(404, "item_not_found", "There is no such item in this collection.")
     metadata = item.metadata
     _, preview = media_urls(item_id, item.image)
-    back = back if back.startswith("/?") or back == "/" else "/"  # never an open redirect
+    back = same_site(back)
     from ..duplicates import duplicates_of
     from ..iiif_out import target_of, viewer_url
     from .tiles import viewer_source
@@ -155,9 +155,23 @@ def _item_page(request: Request, item_id: str, back: str, xywh: str = "") -> HTM
     box = [int(v) for v in xywh.split(",")] if XYWH.match(xywh) else None
     return templates.TemplateResponse(request, "item.html", {"deepzoom": viewer_source(item_id, item.image, preview), "box": box, "ocr": ocr,
                                                               "collection": service.name, "id": item_id, "metadata": metadata, "context": item.context,
-                                                              "preview": preview, "back": back, "similar": "/?" + urlencode([("like", item_id)]),
+                                                              "preview": preview, "back": back, "back_label": _back_label(back), "similar": "/?" + urlencode([("like", item_id)]),
                                                               "duplicates": duplicates_of(service.collection(), item_id),
                                                               "iiif": target, "viewer": viewer_url(target) if target else None})  # fmt: skip
+
+
+SAME_SITE = re.compile(r"/(?![/\\])[^\\\x00-\x1f\x7f]*")
+
+
+def same_site(back: str) -> str:
+    """``back`` when it is a path of this site ("/?q=…", "/map?colour=date"), else "/": never a
+    link elsewhere ("//host", "/\\host", "https://…") nor one with control characters."""
+    return back if SAME_SITE.fullmatch(back) else "/"
+
+
+def _back_label(back: str) -> str:
+    path = back.split("?")[0].split("#")[0]
+    return {"/": "Back to results", "/map": "Back to the map"}.get(path, "Back")
 
 
 def _ocr_outlines(collection: Any, item_id: str, back: str) -> dict[str, Any] | None:
