@@ -203,3 +203,41 @@ def test_back_from_an_item_goes_where_the_user_came_from_on_this_site(tmp_path: 
         ):
             page = client.get("/item", params={"id": "a", "back": elsewhere}).text
             assert 'href="/">← Back to results' in page, elsewhere
+
+
+# -- 13, 14. IIIF documents as real servers write them ---------------------------------------------
+
+WILD = DATA / "iiif" / "wild"
+
+
+def test_the_image_api_version_comes_from_the_context_before_the_profile() -> None:
+    """Loris servers (SCTA, Qatar Digital Library) pair an Image API 2 @context with a 1.1
+    compliance profile: version 2, so `default.jpg` (a 1.1 `native.jpg` is a 400 there)."""
+    from vitrina.iiif import ImageService, manifest_images
+
+    records = manifest_images(json.loads((WILD / "loris-context2-profile11.json").read_text()), "scta")
+    assert [r["image"] for r in records] == [
+        "https://loris2.scta.example/zbs/zbsSII72/S72-1r.jpg/full/full/0/default.jpg",
+        "https://loris2.scta.example/zbs/zbsSII72/S72-1v.jpg/full/full/0/default.jpg",
+    ]
+    info = ImageService.from_info(json.loads((WILD / "loris-info-context2-profile11.json").read_text()))
+    assert (info.version, info.level, info.quality) == (2, 2, "default")
+    url, _ = info.url_for("full", 224)
+    assert url.endswith("/default.jpg") and "native" not in url
+    # A real 1.1 service (its context says 1.1) still gets native.jpg.
+    v1 = {"@context": "http://library.stanford.edu/iiif/image-api/1.1/context.json", "@id": "https://x.example/i",
+          "profile": "http://library.stanford.edu/iiif/image-api/1.1/compliance.html#level2", "width": 100, "height": 100}  # fmt: skip
+    assert ImageService.from_info(v1).quality == "native"
+
+
+def test_the_placeholder_of_an_audio_video_wrapper_is_not_an_item() -> None:
+    from vitrina.iiif import manifest_images
+
+    skipped: dict[str, int] = {}
+    doc = json.loads((WILD / "ixif-av-wrapper.json").read_text())
+    assert manifest_images(doc, "wellcome", skipped=skipped) == []
+    assert skipped == {"placeholder": 1}
+    # The same hint on one canvas of an image manifest leaves the other canvases alone.
+    scta = json.loads((WILD / "loris-context2-profile11.json").read_text())
+    scta["sequences"][0]["canvases"][0]["compatibilityHint"] = "displayIfContentUnsupported"
+    assert [r["canvas_label"] for r in manifest_images(scta, "scta")] == ["1v"]
