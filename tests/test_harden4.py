@@ -241,3 +241,41 @@ def test_the_placeholder_of_an_audio_video_wrapper_is_not_an_item() -> None:
     scta = json.loads((WILD / "loris-context2-profile11.json").read_text())
     scta["sequences"][0]["canvases"][0]["compatibilityHint"] = "displayIfContentUnsupported"
     assert [r["canvas_label"] for r in manifest_images(scta, "scta")] == ["1v"]
+
+
+# -- 12. the pages as a librarian sees them (real Chromium; screenshots in test-artifacts/) -----------
+
+from .test_web import ARTIFACTS, browser, live_server, new_page  # noqa: E402, F401
+
+
+@pytest.mark.slow
+def test_cards_keyword_box_and_item_tags_read_well(live_server: str, browser: Any) -> None:  # noqa: F811
+    coll = open_collection("web")
+    first = sorted(i.id for i in coll.iter_items())[0]
+    with coll.writer():
+        coll.set_tags("kind", "probe:kind@clip", [(first, "map", 0.87)])
+        coll.set_tags("century", "probe:century@clip", [(first, "18th", 0.61)])
+    ARTIFACTS.mkdir(exist_ok=True)
+    for width in (1200, 900, 390):
+        page = new_page(browser, viewport={"width": width, "height": 900})
+        page.goto(live_server + "/?q=old+map")
+        cards = page.eval_on_selector_all(
+            "#results .hit",
+            """els => els.map(e => { const m = e.querySelector('a.more').getBoundingClientRect(),
+                                      l = e.querySelector('a.less').getBoundingClientRect();
+                                      return [m.top, l.top, m.height, l.height, l.right <= e.getBoundingClientRect().right]; })""",
+        )
+        assert cards and all(m == lt and hm < 24 and hl < 24 and inside for m, lt, hm, hl, inside in cards), (
+            width,
+            cards,
+        )
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        kw = page.eval_on_selector("#kw", "e => e.getBoundingClientRect().width")
+        assert kw >= min(300, width - 60), (width, kw)
+        page.screenshot(path=str(ARTIFACTS / f"harden-results-{width}.png"))
+    page = new_page(browser, viewport={"width": 1200, "height": 900})
+    page.goto(live_server + "/item?" + __import__("urllib.parse").parse.urlencode({"id": first, "back": "/map"}))
+    tags = page.inner_text("dl.tags")
+    assert "kind" in tags and "map" in tags and "87% · by probe:kind@clip" in tags and "18th" in tags
+    assert page.inner_text("main p a") == "← Back to the map"
+    page.screenshot(path=str(ARTIFACTS / "harden-item-tags.png"), full_page=True)
