@@ -80,6 +80,14 @@ class QueryError(VitrinaError):
     pass
 
 
+class WorkTimeout(QueryError):
+    """A query's database work ran past its deadline and was stopped (store/text.py, ``budget``)."""
+
+
+class WorkCancelled(QueryError):
+    """A query's database work was stopped because its caller went away (a client disconnected)."""
+
+
 class SourceError(VitrinaError):
     """A manifest, ALTO/XML or JSON document that cannot be used; ``reason`` is a stable code
     (bad_manifest, bad_xml, bad_json)."""

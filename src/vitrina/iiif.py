@@ -93,7 +93,12 @@ class ImageService:
                     extras.update(p)
         else:
             level_uri = str(profile or "")
-        v1 = not v3 and (any("image/1" in str(c) for c in contexts) or "image-api/1" in level_uri)
+        # The @context names the version; the profile only when there is none (Loris servers
+        # pair an Image API 2 context with a 1.1 compliance profile: that is version 2).
+        v1 = not v3 and (
+            any("image/1" in str(c) or "image-api/1" in str(c) for c in contexts)
+            or ("image-api/1" in level_uri and context_version(info) is None)
+        )
         m = re.search(r"level\s*([012])", level_uri)
         max_w = extras.get("maxWidth")
         return cls(
@@ -320,6 +325,22 @@ def painted(canvas: dict[str, Any], v: int) -> dict[str, Any] | None:
     return None
 
 
+PLACEHOLDER_HINT = "displayIfContentUnsupported"
+
+
+def is_placeholder(obj: Any) -> bool:
+    """Whether ``obj`` says it is shown only by viewers that cannot show the real content
+    (``compatibilityHint: displayIfContentUnsupported``: the generic picture of an AV wrapper)."""
+    return isinstance(obj, dict) and PLACEHOLDER_HINT in {str(h) for h in as_list(obj.get("compatibilityHint"))}
+
+
+def placeholder_sequence(manifest: dict[str, Any]) -> bool:
+    """Whether the sequence ``canvases`` reads is a placeholder (an IxIF audio/video wrapper
+    manifest: the real content is in ``mediaSequences``)."""
+    seqs = [s for s in as_list(manifest.get("sequences")) if isinstance(s, dict)]
+    return bool(seqs) and is_placeholder(seqs[0])
+
+
 def canvases(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The canvases of a manifest; ``sequences`` or ``items`` given as one object are accepted."""
     if version(manifest) == 2 or "sequences" in manifest:
@@ -338,7 +359,19 @@ def metadata_pairs(obj: dict[str, Any], lang: str = "en") -> dict[str, str]:
     return out
 
 
+def context_version(service: dict[str, Any]) -> int | None:
+    """The Image API version the service's ``@context`` names (1, 2 or 3), or None."""
+    context = service.get("@context", "")
+    for c in context if isinstance(context, list) else [context]:
+        m = re.search(r"iiif\.io/api/image/([123])/|stanford\.edu/iiif/image-api/(1)", str(c))
+        if m:
+            return int(m.group(1) or m.group(2))
+    return None
+
+
 def _service_base(service: dict[str, Any]) -> tuple[str, int]:
+    """The service's base URL and Image API version: its type, else its ``@context``, else its
+    profile (a Loris server's Image API 2 context with a 1.1 profile is version 2: default.jpg)."""
     base = ident(service).rstrip("/")
     if base.endswith("/info.json"):
         base = base[: -len("/info.json")]
@@ -351,7 +384,8 @@ def _service_base(service: dict[str, Any]) -> tuple[str, int]:
     )
     if kind(service) == "ImageService1" or "image/1" in about or "image-api/1" in about:
         v = 1
-    return base, v
+    typed = {"ImageService1": 1, "ImageService2": 2, "ImageService3": 3}.get(kind(service))
+    return base, typed or context_version(service) or v
 
 
 def _thumbnail(*holders: dict[str, Any]) -> tuple[str, str] | None:
@@ -407,8 +441,14 @@ def manifest_images(
     summary = text(manifest.get("summary") or manifest.get("description"), lang)
     records = []
     all_canvases = canvases(manifest)
+    if placeholder_sequence(manifest):  # an audio/video wrapper's stand-in picture, not the item
+        skipped["placeholder"] = skipped.get("placeholder", 0) + len(all_canvases)
+        return []
     for i, canvas in enumerate(all_canvases):
         resource = painted(canvas, v)
+        if is_placeholder(canvas) or is_placeholder(resource):
+            skipped["placeholder"] = skipped.get("placeholder", 0) + 1
+            continue
         canvas_id = ident(canvas) or f"{common['manifest']}#canvas-{i + 1}"
         label = text(canvas.get("label"), lang)
         other = (

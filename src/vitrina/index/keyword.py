@@ -72,6 +72,47 @@ def check_prefixes(words: Sequence[str]) -> None:
         )
 
 
+# A prefix longer than the indexed ones (schema: prefix='2 3') is expanded by FTS5 into every
+# matching word's full doclist each time a row is looked up: 200 snippets of 32 such prefixes
+# took ~10 s at 100k items. For snippets the prefixes are replaced by the words they expand to
+# (from the FTS vocabulary, at most MAX_EXPANDED for the whole query): exact words are seeks.
+# Words past the cap are not highlighted; the ranking itself still uses the prefixes.
+INDEXED_PREFIX = 3  # the longest prefix with an index of its own
+MAX_EXPANDED = 500  # indexed words a query's longer prefixes expand to, all of them together
+
+
+def as_indexed(word: str) -> str:
+    """``word`` as the FTS tokenizer stores it (unicode61 remove_diacritics 2): lower case,
+    combining marks removed."""
+    import unicodedata
+
+    return "".join(c for c in unicodedata.normalize("NFD", word.lower()) if not unicodedata.combining(c))
+
+
+def snippet_expression(store: Store, keywords: str, variants: dict[str, list[str]] | None = None) -> str:
+    """``folded_expression`` with each prefix longer than ``INDEXED_PREFIX`` replaced by the
+    indexed words it expands to (at most ``MAX_EXPANDED`` over the query)."""
+    room = MAX_EXPANDED
+    out = []
+    for w in _WORD.findall(keywords)[:MAX_WORDS]:
+        word = w.rstrip("*")[:64]
+        folded = "".join(fold_words(word))[:64]
+        forms = dict.fromkeys([word, *([folded] if folded else []), *(variants or {}).get(folded, [])])
+        parts: list[str] = []
+        for f in forms:
+            if not w.endswith("*"):
+                parts.append(f'"{f}"')
+            elif len(f) <= INDEXED_PREFIX:
+                parts.append(f'"{f}"*')
+            elif room > 0:
+                terms = store.keyword_prefix_terms(as_indexed(f), room)
+                room -= len(terms)
+                parts += [f'"{t}"' for t in terms if '"' not in t]
+        if parts:
+            out.append("(" + " OR ".join(dict.fromkeys(parts)) + ")")
+    return " OR ".join(out)  # empty: nothing to highlight (every prefix past the cap, or matching no word)
+
+
 # -- end of bounded keyword work ---------------------------------------------------------------
 
 
@@ -128,7 +169,8 @@ class KeywordIndex:
             return {}
         by_rid = {r: i for i, r in rids.items()}
         variants = tolerant_variants(self.store, keywords) if self.tolerant else {}
-        found = self.store.keyword_snippets(folded_expression(keywords, variants), list(by_rid), words)
+        expression = snippet_expression(self.store, keywords, variants)
+        found = self.store.keyword_snippets(expression, list(by_rid), words) if expression else {}
         # OCR words are indexed folded; a snippet of them shows them as read ("Tromsø", not "tromso").
         return {by_rid[rid]: _segments(self.store.ocr_as_read(rid, text) or text) for rid, text in found.items()}
 

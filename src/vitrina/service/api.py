@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import options
 from ..options import GET, HTTP, POST, Option
+from ..store.text import budget
 from .core import SearchParams, Service, ServiceConfig, client_gone
 from .errors import ServiceError
 from .present import ErrorOut, ItemOut, SearchOut, UploadOut, errors, hits_out, item_out
@@ -41,10 +42,13 @@ def _finite(value: float | None, name: str) -> float | None:
 
 async def _watched(request: Request, work: Callable[[], T]) -> T:
     """Run ``work`` in a worker thread; if the client disconnects meanwhile, the model gate
-    refuses the query's next model call (ClientGone), so an abandoned query stops early."""
+    refuses the query's next model call and its database queries stop (ClientGone), so an
+    abandoned query stops early; past ``work_deadline`` its database queries stop (503)."""
     gone = threading.Event()
     client_gone.set(gone)  # the worker thread runs in a copy of this context
-    task = asyncio.ensure_future(run_in_threadpool(work))
+    # ... and so does the budget: its database queries stop at the deadline or once the client is gone.
+    with budget(service_of(request).config.work_deadline, gone):
+        task = asyncio.ensure_future(run_in_threadpool(work))
     while not task.done():
         await asyncio.wait({task}, timeout=0.2)
         if not task.done() and await request.is_disconnected():

@@ -52,6 +52,7 @@ class ServiceConfig:
     max_url_fetches: int = 4  # image URLs fetched at once; each holds a worker thread, more get 503
     title: str = ""
     index: str = "auto"  # "auto" (the approximate index when fresh), "exact", or a Qdrant target from `vitrina sync`
+    work_deadline: float = 5.0  # seconds of database work for one search or map colouring (store/text.py, budget)
 
     def image_limits(self) -> ImageLimits:
         """The one set of limits for every query image (upload or URL), set on the Collection."""

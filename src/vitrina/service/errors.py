@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +27,8 @@ from ..errors import (
     SpaceMismatch,
     StoreError,
     VitrinaError,
+    WorkCancelled,
+    WorkTimeout,
 )
 
 log = logging.getLogger("vitrina.service")
@@ -92,6 +95,10 @@ def classify(exc: BaseException, request: Request | None = None) -> ServiceError
         return _image_error(exc.reason, max_bytes, max_pixels)
     if isinstance(exc, (httpx.InvalidURL, httpx.HTTPError, UnicodeError)):  # e.g. a redirect to data: or mailto:
         return ServiceError(422, "image_url_fetch_failed", FETCH_FAILED)
+    if isinstance(exc, WorkCancelled):
+        return ClientGone()
+    if isinstance(exc, WorkTimeout):
+        return ServiceError(503, "query_timeout", str(exc), {"Retry-After": "1"})
     if isinstance(exc, (QueryError, ModalityError, SourceError)):
         return ServiceError(400, "invalid_query", str(exc))
     if isinstance(exc, NoSuchSpace):
@@ -138,6 +145,27 @@ def error_response(
     )
 
 
+def allowed_methods(request: Request) -> str:
+    """The methods the routes at the request's path answer, HEAD wherever GET is (middleware's
+    HeadAsGet), as the CORS preflight allows them: "GET, HEAD, POST" for /api/search."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+
+    def visit(routes: Any) -> None:
+        for route in routes:
+            inner = getattr(route, "original_router", None)  # FastAPI's included routers (no prefixes here)
+            if inner is not None:
+                visit(inner.routes)
+            elif getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+                methods.update(route.methods)  # PARTIAL: the path matches, the method does not
+
+    visit(request.app.router.routes)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def known(request: Request, exc: Exception) -> Response:
         err = classify(exc, request)
@@ -163,9 +191,10 @@ def install_error_handlers(app: FastAPI) -> None:
             415: "unsupported_media_type",
         }
         message = {404: "Nothing here.", 405: "That method is not allowed here."}.get(exc.status_code, str(exc.detail))
-        return error_response(
-            request, exc.status_code, codes.get(exc.status_code, "http_error"), message, dict(exc.headers or {})
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only the first route's (GET and POST /api/search)
+            headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
+        return error_response(request, exc.status_code, codes.get(exc.status_code, "http_error"), message, headers)
 
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

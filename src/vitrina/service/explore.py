@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from ..errors import QueryError
+from ..filters import MAX_OPERAND
 from .api import MAX_ID, service_of
 from .core import SearchParams
 from .errors import ServiceError
@@ -25,7 +26,7 @@ MAX_MANIFEST_HITS = 100
 @router.get(
     "/api/map",
     response_class=Response,
-    responses={**errors(404, 409), 200: {"content": {"application/octet-stream": {}}}},
+    responses={**errors(400, 404, 409), 200: {"content": {"application/octet-stream": {}}}},
     tags=["explore"],
 )
 def map_data_route(request: Request, space: Annotated[str | None, Query(max_length=100)] = None) -> Response:
@@ -43,7 +44,7 @@ def map_data_route(request: Request, space: Annotated[str | None, Query(max_leng
     return Response(data, media_type="application/octet-stream", headers={"ETag": etag, "Cache-Control": "no-cache"})
 
 
-@router.get("/api/map/colours", responses=errors(404, 409, 422), tags=["explore"])
+@router.get("/api/map/colours", responses=errors(400, 404, 409, 422, 503), tags=["explore"])
 def map_colours_route(
     request: Request,
     key: Annotated[str, Query(min_length=1, max_length=200)],
@@ -51,7 +52,7 @@ def map_colours_route(
 ) -> dict[str, Any]:
     """Each map point's value of a metadata key or tag, as a code into the 10 most common values
     (10 = another value, -1 = none), in the order of the map's ids."""
-    from ..layout import map_colours, read_map
+    from ..layout import read_map
 
     coll = service_of(request).collection()
     try:
@@ -68,7 +69,7 @@ def map_colours_route(
     with _COLOURS_LOCK:
         cached = _COLOURS.get(cache_key)
     if cached is None:
-        cached = map_colours(coll, key, read_map(path).ids)
+        cached = _bounded_colours(coll, key, read_map(path).ids, service_of(request).config.work_deadline)
         if cached is None:
             raise ServiceError(
                 404, "no_such_key", f"No item has a metadata key or tag {key!r}; see /api/facets for the keys."
@@ -78,6 +79,22 @@ def map_colours_route(
                 _COLOURS.pop(next(iter(_COLOURS)))
             _COLOURS[cache_key] = cached
     return cached
+
+
+def _bounded_colours(coll: Any, key: str, ids: list[str], seconds: float) -> dict[str, Any] | None:
+    """``map_colours`` whose queries stop after ``seconds`` (the search deadline): a 503 then."""
+    import sqlite3
+
+    from ..layout import map_colours
+    from ..store.text import budget, stopped
+
+    with budget(seconds):
+        try:
+            return map_colours(coll, key, ids)
+        except sqlite3.OperationalError as e:
+            if (err := stopped(e, "Colouring the map")) is None:
+                raise
+            raise ServiceError(503, "query_timeout", str(err), {"Retry-After": "1"}) from None
 
 
 _COLOURS: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -107,7 +124,7 @@ def iiif_search_route(
     request: Request,
     q: Annotated[str, Query(min_length=1, max_length=1000, description="What the images show")],
     manifest: Annotated[
-        str, Query(min_length=8, max_length=2000, description="Search within the canvases of this manifest")
+        str, Query(min_length=8, max_length=MAX_OPERAND, description="Search within the canvases of this manifest")
     ],
     limit: Annotated[int, Query(ge=1, le=MAX_MANIFEST_HITS)] = 20,
 ) -> Response:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
+from ..store.text import budget
 from .api import MAX_ID, service_of
 from .core import SearchParams
 from .errors import ServiceError, classify
@@ -108,7 +109,8 @@ def _results(request: Request, state: dict[str, Any]) -> dict[str, Any]:
         return context
     params = _params(state)
     try:
-        out = hits_out(service.name, service.search(params), params)
+        with budget(service.config.work_deadline):  # the page's queries stop as the API's do
+            out = hits_out(service.name, service.search(params), params)
     except Exception as e:
         err = classify(e, request)
         if err is None:
@@ -143,7 +145,7 @@ def _item_page(request: Request, item_id: str, back: str, xywh: str = "") -> HTM
         raise ServiceError(404, "item_not_found", "There is no such item in this collection.")
     metadata = item.metadata
     _, preview = media_urls(item_id, item.image)
-    back = back if back.startswith("/?") or back == "/" else "/"  # never an open redirect
+    back = same_site(back)
     from ..duplicates import duplicates_of
     from ..iiif_out import target_of, viewer_url
     from .tiles import viewer_source
@@ -153,9 +155,31 @@ def _item_page(request: Request, item_id: str, back: str, xywh: str = "") -> HTM
     box = [int(v) for v in xywh.split(",")] if XYWH.match(xywh) else None
     return templates.TemplateResponse(request, "item.html", {"deepzoom": viewer_source(item_id, item.image, preview), "box": box, "ocr": ocr,
                                                               "collection": service.name, "id": item_id, "metadata": metadata, "context": item.context,
-                                                              "preview": preview, "back": back, "similar": "/?" + urlencode([("like", item_id)]),
+                                                              "preview": preview, "back": back, "back_label": _back_label(back), "tags": _tags(service.collection(), item_id), "similar": "/?" + urlencode([("like", item_id)]),
                                                               "duplicates": duplicates_of(service.collection(), item_id),
                                                               "iiif": target, "viewer": viewer_url(target) if target else None})  # fmt: skip
+
+
+def _tags(collection: Any, item_id: str) -> dict[str, dict[str, Any]]:
+    """The item's classifier tags for its page (not the bookkeeping ones: hidden, duplicate_of)."""
+    from ..duplicates import TAG
+
+    tags = collection.item(item_id).tags or {}
+    return {name: t for name, t in sorted(tags.items()) if name not in ("hidden", TAG)}
+
+
+SAME_SITE = re.compile(r"/(?![/\\])[^\\\x00-\x1f\x7f]*")
+
+
+def same_site(back: str) -> str:
+    """``back`` when it is a path of this site ("/?q=…", "/map?colour=date"), else "/": never a
+    link elsewhere ("//host", "/\\host", "https://…") nor one with control characters."""
+    return back if SAME_SITE.fullmatch(back) else "/"
+
+
+def _back_label(back: str) -> str:
+    path = back.split("?")[0].split("#")[0]
+    return {"/": "Back to results", "/map": "Back to the map"}.get(path, "Back")
 
 
 def _ocr_outlines(collection: Any, item_id: str, back: str) -> dict[str, Any] | None:

@@ -44,7 +44,7 @@ from .regions import RegionBatch, RegionRow
 from .schema import FTS_COLUMNS, MIGRATIONS, SCHEMA_VERSION, schema_version, upgrade
 from .spaces import Space, Spaces
 from .sql import transaction
-from .text import Text
+from .text import Text, watch
 from .views import SpaceSnapshot, SpaceView, VectorPoint
 from .words import Words
 
@@ -75,6 +75,7 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.create_function("vitrina_match", 3, match_column, deterministic=True)
+        watch(self.db)  # queries stop when the thread's budget is spent (store/text.py)
         self._items = Items(self.db)
         self._masks = Masks(self.db)
         self._spaces = Spaces(self.db, self.paths, self.name)
@@ -214,6 +215,10 @@ class Store:
 
     def keyword_snippets(self, expression: str, rids: Sequence[int], words: int) -> dict[int, str]:
         return self._text.snippets(expression, rids, words)
+
+    def keyword_prefix_terms(self, prefix: str, limit: int) -> list[str]:
+        """The indexed words ``prefix*`` expands to, at most ``limit``."""
+        return self._text.prefix_terms(prefix, limit)
 
     # -- words read from the images (words.py) ------------------------------------------------
 

@@ -24,6 +24,8 @@
     tx = (canvas.width - SPAN * scale) / 2;
     ty = (canvas.height - SPAN * scale) / 2;
   }
+  // Where the item page's "Back" goes: this map, with its colouring.
+  function here() { return window.location.pathname + window.location.search; }
   function sx(i) { return xy[2 * i] * scale + tx; }
   function sy(i) { return (SPAN - xy[2 * i + 1]) * scale + ty; } // y up, like a plot
   function each(f) {
@@ -123,7 +125,7 @@
     list.replaceChildren();
     for (const i of picked.slice(0, 100)) {
       const li = document.createElement("li"), a = document.createElement("a");
-      a.href = "/item?" + new URLSearchParams({ id: ids[i] });
+      a.href = "/item?" + new URLSearchParams({ id: ids[i], back: here() });
       a.textContent = ids[i];
       li.append(a);
       list.append(li);
@@ -167,7 +169,7 @@
     if (d.box && d.moved) { select(d.x, d.y, x, y); return; }
     if (!d.moved) {
       const i = nearest(x, y, 8);
-      if (i >= 0) window.location.href = "/item?" + new URLSearchParams({ id: ids[i], back: "/map" });
+      if (i >= 0) window.location.href = "/item?" + new URLSearchParams({ id: ids[i], back: here() });
     }
   });
   canvas.addEventListener("wheel", function (e) {
