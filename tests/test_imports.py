@@ -424,7 +424,9 @@ def test_enrichment_from_loc_gov_records_stops_at_429_and_resumes(
         times = [t for t, p in server.log if p.startswith("/resource/")][-2:]
         assert times[1] - times[0] >= 0.95  # loc.gov's pace: one request per second
     item = coll.item("service:gmd:gmd370:g3701:g3701s:ct000002")
-    assert item.metadata["caption"] == "Map of Boston harbor 2 from 1772, in Massachusetts. Scale 1:12,000."
+    assert item.metadata["caption"] == (
+        "Map of Boston harbor 2 from 1772, in Massachusetts. From an actual survey. Scale 1:12,000."
+    )
     assert (
         item.metadata["subject"] == ["Boston Harbor (Mass.)--Maps"]
         and item.metadata["enriched"] == "locgov"

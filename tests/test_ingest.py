@@ -334,6 +334,9 @@ def test_captions_follow_the_loc_recipe() -> None:
     assert build_caption(
         {"title": "Bird's eye view of Albany", "original_format": ["map"], "date": "1879", "location": ["new york"]}
     ) == ("A map of a bird's eye view of Albany from 1879, in New York.")
+    assert build_caption({"title": "[Map of Boston harbor 2]: from an actual survey", "original_format": ["map"]}) == (
+        "Map of Boston harbor 2. From an actual survey."  # a number before the ':' is not a scale
+    )
     assert build_caption({}) == ""
 
 

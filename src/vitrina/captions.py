@@ -87,7 +87,7 @@ def is_english(title: str, metadata: dict[str, Any] | None = None) -> bool:
 
 def _split_title(title: str) -> tuple[str, str]:
     """The title without square brackets, and the part after its first ':' (a scale's "1:12,000" is not cut)."""
-    parts = re.split(r"(?<!\d):(?!\d)", re.sub(r"[\[\]]", "", title), maxsplit=1)
+    parts = re.split(r"(?<!\d):|:(?!\d)", re.sub(r"[\[\]]", "", title), maxsplit=1)  # not digit:digit
     main, rest = parts[0], parts[1] if len(parts) > 1 else ""
     return main.strip().rstrip(".,;/ "), rest.strip().rstrip(".,;/ ")
 

@@ -286,7 +286,9 @@ def stop_all(folder: Path | None = None, timeout: float = 10.0) -> int:
                 _send(sock, {"op": "stop", "protocol": PROTOCOL})
                 _recv(sock, MAX_REQUEST)
     deadline = time.monotonic() + timeout
-    while any(_owned_socket(p) for p in socks) and time.monotonic() < deadline:
+    # A service removes its socket, then its lock file: wait for both, so that a caller who
+    # checks the folder (or starts a new service) right after finds it clean.
+    while any(_owned_socket(p) or p.with_suffix(".lock").exists() for p in socks) and time.monotonic() < deadline:
         time.sleep(0.05)
     return len(socks)
 
