@@ -202,7 +202,8 @@
       const ids = found.members.map((m) => m.id);
       cards = await cardsFor(ids.slice(s.offset, s.offset + PAGE)); total = ids.length; title = `· set “${s.name}”`;
     } else if (s.kind === "similar") {
-      cards = await api(`/api/sets/${encodeURIComponent(s.name)}/similar?limit=${PAGE}`); total = cards.length;
+      const hits = await api(`/api/sets/${encodeURIComponent(s.name)}/similar?limit=${PAGE}`);
+      cards = await cardsFor(hits.map((h) => h.id)); total = cards.length;
       title = `· similar to “${s.name}”`;
     }
     state.cards = cards; state.total = total; state.focus = 0;
