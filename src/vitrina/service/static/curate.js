@@ -13,7 +13,11 @@
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    const response = await fetch(path, init);
+    let response = await fetch(path, init);
+    for (let wait = 250; response.status === 503 && wait <= 1000; wait *= 2) {
+      await new Promise((done) => setTimeout(done, wait)); // busy (another write, a model loading): try again
+      response = await fetch(path, init);
+    }
     const json = (response.headers.get("content-type") || "").includes("json");
     const data = json ? await response.json() : await response.text();
     if (!response.ok) {

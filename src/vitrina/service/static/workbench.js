@@ -12,7 +12,7 @@
   const SHOWN = { yes: "Yes", no: "No", skip: "Skipped" };
   const CLASS = { yes: "yes", no: "no", skip: "skipped" }; // not "skip": the skip link's class
   const writable = root.dataset.writable === "yes";
-  const state = { question: "", labels: new Map(), counts: { yes: 0, no: 0, skip: 0 }, curve: [], tag: "",
+  const state = { question: "", labels: new Map(), recent: new Map(), counts: { yes: 0, no: 0, skip: 0 }, curve: [], tag: "",
     source: { kind: "browse", offset: 0 }, cards: [], total: 0, focus: 0, training: null, again: false };
   const canWrite = () => writable && !!window.vitrina.token();
 
@@ -46,6 +46,7 @@
 
   // -- the question ---------------------------------------------------------------------------
   async function loadQuestion(question) {
+    if (question !== state.question) state.recent = new Map();
     state.question = question;
     $("question").value = question;
     localStorage.setItem("vitrina.wb.question", question);
@@ -57,8 +58,9 @@
       return;
     }
     const data = await api("/api/labels?question=" + encodeURIComponent(question));
-    state.labels = new Map(data.labels.map((l) => [l.id, l.answer]));
-    state.counts = data.counts;
+    // Answers given while this was loading are newer than the server's list: they win.
+    state.labels = new Map([...data.labels.map((l) => [l.id, l.answer]), ...state.recent]);
+    tally();
     state.curve = data.curve;
     const known = data.questions.find((q) => q.question === question);
     state.tag = known ? known.tag : "";
@@ -76,10 +78,11 @@
 
   function showCounts() {
     const c = state.counts;
-    $("counts").replaceChildren(
-      el("span", { class: "chip yes" }, `${c.yes} yes`), " ",
-      el("span", { class: "chip no" }, `${c.no} no`), " ",
-      el("span", { class: "chip skipped" }, `${c.skip} skipped`));
+    const chips = () => [el("span", { class: "chip yes" }, `${c.yes} yes`), " ", el("span", { class: "chip no" }, `${c.no} no`), " ",
+      el("span", { class: "chip skipped" }, `${c.skip} skipped`)];
+    if (canWrite()) $("counts").replaceChildren(...chips());
+    else $("counts").textContent = writable ? "Unlock with the write token (above) to answer questions." : "Answering questions needs a server started with a write token.";
+    $("side-counts").replaceChildren("Answers so far: ", ...chips());
     const ready = c.yes >= 2 && c.no >= 2;
     $("train").disabled = !ready || !canWrite();
     $("train-need").hidden = ready;
@@ -88,7 +91,7 @@
   $("question-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const q = $("question").value.trim();
-    if (q) loadQuestion(q).then(() => loadSource()).catch(fail);
+    if (q) loadQuestion(q).then(() => loadSource()).then(() => { root.dataset.loaded = q; }).catch(fail);
   });
 
   // -- training and the learning curve --------------------------------------------------------
@@ -152,7 +155,7 @@
     root.classList.add("busy");
     state.training = (async () => {
       try {
-        const report = await api("/api/train", { question: state.question });
+        const report = await serial(() => api("/api/train", { question: state.question }));
         state.curve = report.curve;
         state.tag = report.tag;
         showModel(report.curve[report.curve.length - 1]);
@@ -240,7 +243,7 @@
       const buttons = write ? el("div", { class: "answers", role: "group", "aria-label": "Answer" },
         ...["yes", "no", "skip"].map((a) => el("button", { type: "button", class: "ans " + CLASS[a], tabIndex: -1, "data-answer": a, title: `${SHOWN[a]} (${a[0].toUpperCase()})` }, a === "skip" ? "Skip" : SHOWN[a])),
         el("button", { type: "button", class: "ans add", tabIndex: -1, "data-add": "1", title: "Add to the current set (A)" }, "+ set")) : null;
-      const guess = card.machine ? el("span", { class: "guess" }, `probe: ${card.machine} · ${(card.p_yes * 100).toFixed(0)}% yes`) : null;
+      const guess = card.machine ? el("span", { class: "guess" }, `the probe says ${card.machine} (${(card.p_yes * 100).toFixed(0)}% yes)`) : null;
       return el("li", { class: "card", tabIndex: n === state.focus ? 0 : -1, "data-id": card.id, "data-n": String(n) },
         el("div", { class: "thumb" }, el("img", { src: card.thumbnail, alt: "", loading: "lazy" })),
         el("div", { class: "card-line" }, el("bdi", { class: "title", title: card.title }, card.title), badge(card)),
@@ -284,24 +287,46 @@
     return n === -1 ? items.length : n;
   }
 
+  // One write at a time, in order: the collection takes one writer at once (another gets a 503).
+  let writes = Promise.resolve();
+  const serial = (work) => (writes = writes.then(work, work));
+
+  function showAnswer(n, card) {
+    const li = $("wb-grid").children[n];
+    if (!li || li.dataset.id !== card.id) return;
+    li.querySelector(".answer").replaceWith(badge(card));
+    label(li);
+  }
+
+  function remember(id, value) {
+    for (const map of [state.labels, state.recent]) {
+      if (value === undefined) map.delete(id);
+      else map.set(id, value);
+    }
+    tally();
+    showCounts();
+  }
+
   async function answer(n, value) {
     const card = state.cards[n];
     if (!card || !canWrite()) return;
     if (!state.question) { $("question").focus(); $("counts").textContent = "Type the question first."; return; }
+    const before = state.labels.get(card.id);
+    remember(card.id, value); // shown at once; taken back if the server refuses it
+    showAnswer(n, card);
+    const question = state.question;
     try {
-      const out = await api("/api/labels", { question: state.question, ids: [card.id], answer: value });
-      state.labels.set(card.id, value);
-      tally();
-      showCounts();
-      const li = $("wb-grid").children[n];
-      li.querySelector(".answer").replaceWith(badge(card));
-      label(li);
-      if (state.source.kind === "review" && $("auto-train").checked) train();
-      if (state.source.kind === "review" && [...state.cards].every((c) => state.labels.has(c.id))) {
-        if (state.training) await state.training;
-        return loadSource().then(() => focusCard(0));
-      }
-    } catch (err) { fail(err); }
+      await serial(() => api("/api/labels", { question, ids: [card.id], answer: value }));
+    } catch (err) {
+      remember(card.id, before);
+      showAnswer(n, card);
+      return fail(err);
+    }
+    if (state.source.kind === "review" && $("auto-train").checked) train();
+    if (state.source.kind === "review" && state.cards.every((c) => state.labels.has(c.id))) {
+      if (state.training) await state.training;
+      return loadSource().then(() => focusCard(0));
+    }
   }
 
   async function addToSet(n) {
@@ -311,7 +336,7 @@
     if (!name) { $("set-msg").textContent = "Name the current set first."; $("set-name").focus(); return; }
     try {
       const query = state.source.kind === "search" ? { text: state.source.text } : { question: state.question };
-      const out = await api("/api/sets/" + encodeURIComponent(name) + "/items", { ids: [card.id], query });
+      const out = await serial(() => api("/api/sets/" + encodeURIComponent(name) + "/items", { ids: [card.id], query }));
       localStorage.setItem("vitrina.wb.set", name);
       $("set-msg").textContent = out.added ? `Added to “${out.set}” (${out.items} items).` : `Already in “${out.set}”.`;
       refreshSets();
