@@ -216,7 +216,7 @@
     $("prev").hidden = !paged || s.offset === 0;
     $("next").hidden = !paged || s.offset + PAGE >= total;
     $("grid-status").textContent = !cards.length ? (s.kind === "review" ? "Every item has an answer: nothing left to review." : "Nothing here.")
-      : paged ? `${s.offset + 1}–${s.offset + cards.length} of ${total}` : `${cards.length} items`;
+      : paged ? `${s.offset + 1}–${s.offset + cards.length} of ${total}` : s.kind === "review" ? `${cards.length} items to review` : `${cards.length} items`;
     renderGrid();
   }
 
@@ -243,7 +243,7 @@
       const buttons = write ? el("div", { class: "answers", role: "group", "aria-label": "Answer" },
         ...["yes", "no", "skip"].map((a) => el("button", { type: "button", class: "ans " + CLASS[a], tabIndex: -1, "data-answer": a, title: `${SHOWN[a]} (${a[0].toUpperCase()})` }, a === "skip" ? "Skip" : SHOWN[a])),
         el("button", { type: "button", class: "ans add", tabIndex: -1, "data-add": "1", title: "Add to the current set (A)" }, "+ set")) : null;
-      const guess = card.machine ? el("span", { class: "guess" }, `the probe says ${card.machine} (${(card.p_yes * 100).toFixed(0)}% yes)`) : null;
+      const guess = card.machine ? el("span", { class: "guess", title: "The probe's answer, and its probability of yes" }, `probe: ${card.machine} · p ${card.p_yes.toFixed(2)}`) : null;
       return el("li", { class: "card", tabIndex: n === state.focus ? 0 : -1, "data-id": card.id, "data-n": String(n) },
         el("div", { class: "thumb" }, el("img", { src: card.thumbnail, alt: "", loading: "lazy" })),
         el("div", { class: "card-line" }, el("bdi", { class: "title", title: card.title }, card.title), badge(card)),
