@@ -11,15 +11,16 @@ No ``from __future__ import annotations``: FastAPI reads the models in the annot
 
 import json
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from .core import Service
 from .errors import ServiceError
-from .present import errors
+from .present import errors, templates
 
 __all__ = ["router"]
 
@@ -193,3 +194,71 @@ async def correct(request: Request) -> dict[str, Any]:
     body = await _body(request, CorrectionIn)
     wb = _service(request).collection().workbench
     return await run_in_threadpool(lambda: wb.correct(body.tag, body.id, body.value, who=_who(body.who)))
+
+
+# -- the page (templates/workbench.html, static/workbench.js; docs/workbench.md) ----------------
+
+MAX_CARDS = 200
+
+
+@router.get("/workbench", response_class=HTMLResponse, include_in_schema=False)
+def workbench_page(request: Request) -> HTMLResponse:
+    """The curator's workbench: a question, a grid to label by keyboard, train, review, sets, export."""
+    service = _service(request)
+    coll = service.collection()
+    return templates.TemplateResponse(request, "workbench.html", {"collection": service.name, "items": len(coll), "writable": service.config.token is not None,
+                                                                   "sets": coll.workbench.sets(), "formats": EXPORTS})  # fmt: skip
+
+
+EXPORTS = [("csv", "CSV"), ("json", "JSON"), ("iiif-collection", "IIIF Collection"), ("iiif-manifest", "IIIF Manifest"),
+           ("pairs", "Caption pairs")]  # fmt: skip
+
+
+@router.get("/fragments/sets", response_class=HTMLResponse, include_in_schema=False)
+def sets_fragment(request: Request) -> HTMLResponse:
+    """The list of sets with their export links, as the workbench page shows it."""
+    sets = _service(request).collection().workbench.sets()
+    return templates.TemplateResponse(request, "_wb_sets.html", {"sets": sets, "formats": EXPORTS})
+
+
+@router.get("/api/workbench/items", responses=errors(400, 422))
+def workbench_items(request: Request, id: Annotated[list[str] | None, Query(max_length=MAX_CARDS)] = None,  # noqa: A002
+                    where: Annotated[list[str] | None, Query(max_length=20)] = None,
+                    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+                    limit: Annotated[int, Query(ge=1, le=MAX_CARDS)] = 48) -> dict[str, Any]:  # fmt: skip
+    """Cards for the workbench grid (id, title, thumbnail): the given ``id``s in their order, or a
+    page of the items passing the ``where`` filters (all items without), in id order."""
+    from ..workbench.export import title_of
+
+    coll = _service(request).collection()
+    if id:
+        ids, total = [i[:1000] for i in id], len(id)
+    else:
+        every = coll.ids_where([w[:500] for w in where or []])
+        ids, total = every[offset : offset + limit], len(every)
+    items = coll.items(ids)
+    cards = [{"id": i, "title": title_of(items[i].metadata, i), "thumbnail": "/api/thumbnails?" + urlencode({"id": i, "size": 256})}
+             for i in ids if i in items]  # fmt: skip
+    return {"total": total, "offset": 0 if id else offset, "items": cards}
+
+
+def item_tags(request: Request, item_id: str) -> list[dict[str, Any]]:
+    """The item's classifier tags with people's corrections over them, for the item page
+    (templates/_item_tags.html): name, value shown, the machine's value and score, who corrected."""
+    from ..store import Store
+
+    coll = _service(request).collection()
+    found = coll.tagged_items([item_id]).get(item_id)
+    machine = {k: v for k, v in (found.tags if found else {}).items() if k != Store.HIDDEN}
+    fixes = {c["name"]: c for c in coll.workbench.corrections() if c["id"] == item_id}
+    out = []
+    for name in sorted(set(machine) | set(fixes)):
+        tag, fix = machine.get(name, {}), fixes.get(name)
+        score = tag.get("score")
+        out.append({"name": name, "value": fix["value"] if fix else tag.get("value"), "machine": tag.get("value"),
+                    "score": round(float(score), 3) if score is not None else None, "corrected": fix is not None,
+                    "who": fix["who"] if fix else None, "source": fix["source"] if fix else None})  # fmt: skip
+    return out
+
+
+templates.env.globals["workbench_item_tags"] = item_tags
