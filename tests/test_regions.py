@@ -450,3 +450,21 @@ def test_iiif_images_are_cut_from_an_overview_and_image_api_regions_never_the_ma
     assert all(int(size.rstrip(",")) <= max(224, int(box.split(",")[2])) for box, size, *_ in regions)
     assert len(rids) == 2 and len(boxes) == report.regions
     assert any(x <= 1500 and y <= 300 and x + w >= 1590 and y + h >= 390 and w < 300 for x, y, w, h in boxes)
+
+
+def test_a_fused_search_gives_a_hit_the_region_a_detail_matched(tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    pages = make_pages(tmp_path / "imgs", 5)
+    coll = open_collection(tmp_path / "c", create=True, embedder=fake_embedder)
+    coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC, regions="grid")
+    x, y, w, h = RegionPolicy("grid").boxes(300, 200)[4]
+    detail = tmp_path / "detail.png"
+    Image.open(pages[3]).crop((x, y, x + w, y + h)).save(detail)
+    # CLIP (the detail) fused with keywords (file names are indexed words): page03 is first on both sides.
+    hits = coll.search(image=str(detail), keywords="page03", limit=5)
+    top = hits[0]
+    assert top.id == "page03.png" and top.snippet  # a fused hit: scored by both sides
+    assert top.region is not None and (top.region.x, top.region.y, top.region.w, top.region.h) == (x, y, w, h)
+    assert top.region.score == pytest.approx(1, abs=1e-5)  # the region's CLIP score, not the fused one
+    # An item whose whole image gave its CLIP score has no region, fused or not.
+    whole = coll.search(image=str(pages[1]), keywords="page01", limit=1)[0]
+    assert whole.id == "page01.png" and whole.region is None

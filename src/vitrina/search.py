@@ -9,7 +9,7 @@ fuse (``vitrina.index.keyword``)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from .errors import ImageError, QueryError
 from .filters import Filter
 from .images import hold_decoded, load_image
 from .query import Hits, ItemNotFound, Query, combine
-from .records import Hit
+from .records import Hit, Region
 from .region_search import collapsing
 from .regions import parse_detail
 
@@ -143,10 +143,15 @@ class Searcher:
         m = kw.search(q.keyword_text, filters=self.visible(q), limit=q.limit, offset=q.offset, min_score=q.min_score)
         return self._hits(m, q, kw.snippets(q.keyword_text, m.ids), kw.word_boxes(q.keyword_text, m.ids))
 
-    def _hits(self, m: Any, q: Query, snippets: dict[str, list[tuple[str, bool]]], boxes: dict[str, list[dict[str, Any]]] | None = None) -> Hits:  # fmt: skip
-        items, boxes = self.store.get_items(m.ids), boxes or {}
+    def _hits(self, m: Any, q: Query, snippets: dict[str, list[tuple[str, bool]]], boxes: dict[str, list[dict[str, Any]]] | None = None,
+              regions: Mapping[str, Region] | None = None, items: Mapping[str, Any] | None = None) -> Hits:  # fmt: skip
+        """The page ``m`` as hits; an item's ``region`` (from ``regions``, else ``m``'s own where it
+        came from a ``RegionIndex``) is its best region where a region gave its CLIP score."""
+        items, boxes = self.store.get_items(m.ids) if items is None else items, boxes or {}
+        regions = getattr(m, "regions", {}) if regions is None else regions
         hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=q.offset + k, snippet=tuple(snippets.get(i, ())),
-                    words=tuple(boxes.get(i, ()))) for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
+                    words=tuple(boxes.get(i, ())), region=regions.get(i))
+                for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
         return Hits(hits, total_considered=m.considered, query=q)
 
     def rank(self, sp: Space, qmat: np.ndarray, queries: Sequence[Query], excluded: Sequence[set[str]]) -> list[Hits]:
@@ -173,10 +178,7 @@ class Searcher:
             )
             items = self.store.get_items(sorted({i for m in found for i in m.ids}))
             for n, m in zip(members, found):
-                regions = getattr(m, "regions", {})
-                hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=offset + k, region=regions.get(i))
-                        for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
-                results[n] = Hits(hits, total_considered=m.considered, query=queries[n])
+                results[n] = self._hits(m, queries[n], {}, items=items)
         return [r for r in results if r is not None]
 
     def _fused(self, sp: Space, index: SearchIndex, qmat: np.ndarray, queries: Sequence[Query], excluded: Sequence[set[str]], members: list[int],
@@ -194,7 +196,15 @@ class Searcher:
             q = queries[n]
             words = kw.ranking(q.keyword_text, filters=filters, exclude=excluded[n], depth=DEPTH, only_rids=with_vector)
             m = fused_page(c, words, q.weight, q.fusion, limit=q.limit, offset=q.offset, min_score=q.min_score)
-            out.append((n, self._hits(m, q, kw.snippets(q.keyword_text, m.ids), kw.word_boxes(q.keyword_text, m.ids))))
+            # The CLIP side's best regions (RegionIndex, for its DEPTH items): the page's hits carry theirs.
+            hits = self._hits(
+                m,
+                q,
+                kw.snippets(q.keyword_text, m.ids),
+                kw.word_boxes(q.keyword_text, m.ids),
+                getattr(c, "regions", {}),
+            )
+            out.append((n, hits))
         return out
 
     # -- query vectors ------------------------------------------------------------------------
