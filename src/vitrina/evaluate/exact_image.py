@@ -89,7 +89,9 @@ def random_weights_embedder(embedder: Any, seed: int = 0) -> Any | None:
         import torch
         from transformers import AutoModel
 
-        with torch.random.fork_rng(devices=[]):
+        from ..embedding.quiet import quiet_models
+
+        with quiet_models(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(fresh)
             model = AutoModel.from_config(embedder.model.config)
         twin = copy.copy(embedder)

@@ -1,0 +1,56 @@
+"""Noise and silence: normal commands print vitrina's own words only; summaries say what they did."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import build_tiny_clip, make_images
+
+NOISE = ("LOAD REPORT", "Loading weights", "WARNING clustering", "please provide at least", "Warning:", "warnings.warn",
+         "FutureWarning", "UserWarning", "DeprecationWarning", "huggingface/tokenizers")  # fmt: skip
+
+
+def _vitrina(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vitrina", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _clip_with_a_load_report(path: Path) -> Path:
+    """A tiny CLIP checkpoint whose file misses one weight and holds a stray one: transformers
+    prints a load report and a weight-loading bar for it unless told not to."""
+    from safetensors.numpy import load_file, save_file
+
+    build_tiny_clip(path)
+    weights = load_file(path / "model.safetensors")
+    del weights["logit_scale"]
+    weights["stray.weight"] = np.zeros(3, dtype=np.float32)
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+    return path
+
+
+@pytest.mark.slow
+def test_index_search_and_index_ann_print_no_library_chatter(tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    model = _clip_with_a_load_report(tmp_path / "clip")
+    make_images(tmp_path / "scans", 30)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env.pop("TOKENIZERS_PARALLELISM", None)
+    coll = str(tmp_path / "coll")
+    runs = [
+        _vitrina("index", str(tmp_path / "scans"), "--collection", coll, "--model", f"hf:{model}", "-q", env=env),
+        _vitrina("search", coll, "a map", env=env),
+        _vitrina("index-ann", coll, env=env),  # 30 rows into 21 IVF lists: faiss warns unless told
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+        for noise in NOISE:
+            assert noise not in run.stderr and noise not in run.stdout, f"{run.args[3:5]}: {noise!r} in\n{run.stderr}"
+    assert "30 embedded" in runs[0].stderr
+    assert runs[2].stdout.count("searching exactly") <= 1 and "searching exactly" not in runs[2].stderr  # said once
