@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,3 +55,36 @@ def test_index_search_and_index_ann_print_no_library_chatter(tmp_path: Path) -> 
             assert noise not in run.stderr and noise not in run.stdout, f"{run.args[3:5]}: {noise!r} in\n{run.stderr}"
     assert "30 embedded" in runs[0].stderr
     assert runs[2].stdout.count("searching exactly") <= 1 and "searching exactly" not in runs[2].stderr  # said once
+
+
+def test_index_compact_says_what_it_reclaimed(tmp_path: Path, tiny_clip: str) -> None:
+    from click.testing import CliRunner
+
+    from vitrina.cli import cli
+
+    scans, coll = tmp_path / "scans", str(tmp_path / "coll")
+    files = make_images(scans, 12)
+    runner = CliRunner()
+    first = runner.invoke(cli, ["index", str(scans), "--collection", coll, "--model", tiny_clip, "-q", "--json"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["compacted"] == {"rows": 0, "bytes": 0, "asked": False}
+
+    def vector_bytes() -> int:
+        return sum(f.stat().st_size for f in (tmp_path / "coll" / "spaces").glob("*.f32"))
+
+    for f in files[:3]:
+        f.unlink()
+    before = vector_bytes()
+    run = runner.invoke(cli, ["index", str(scans), "--collection", coll, "-q", "--json", "--compact"])
+    assert run.exit_code == 0, run.output
+    compacted = json.loads(run.stdout)["compacted"]
+    assert compacted["rows"] == 3 and compacted["asked"]
+    assert compacted["bytes"] == before - vector_bytes()  # what the disk really got back
+
+    for f in files[3:5]:
+        f.unlink()
+    text = runner.invoke(cli, ["index", str(scans), "--collection", coll, "-q", "--compact"])
+    assert text.exit_code == 0, text.output
+    assert "2 removed" in text.stderr and "compacted the vector file: 2 dead rows" in text.stderr
+    again = runner.invoke(cli, ["index", str(scans), "--collection", coll, "-q", "--compact"])
+    assert "compacted the vector file: nothing to reclaim" in again.stderr
