@@ -88,3 +88,19 @@ def test_index_compact_says_what_it_reclaimed(tmp_path: Path, tiny_clip: str) ->
     assert "2 removed" in text.stderr and "compacted the vector file: 2 dead rows" in text.stderr
     again = runner.invoke(cli, ["index", str(scans), "--collection", coll, "-q", "--compact"])
     assert "compacted the vector file: nothing to reclaim" in again.stderr
+
+
+def test_eval_exact_image_progress_is_one_message_a_line(tmp_path: Path, tiny_clip: str) -> None:
+    from click.testing import CliRunner
+
+    from vitrina.cli import cli
+
+    scans, coll = tmp_path / "scans", str(tmp_path / "coll")
+    make_images(scans, 30)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["index", str(scans), "--collection", coll, "--model", tiny_clip, "-q"]).exit_code == 0
+    run = runner.invoke(cli, ["eval", coll, "--exact-image", "--sample", "20"])  # 100 perturbed copies: 2 batches each
+    assert run.exit_code == 0, run.output
+    progress = [line for line in run.stderr.splitlines() if "exact image" in line]
+    assert progress and "\r" not in run.stderr
+    assert all(line.count("exact image") == 1 for line in progress), run.stderr
