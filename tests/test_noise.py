@@ -104,3 +104,6 @@ def test_eval_exact_image_progress_is_one_message_a_line(tmp_path: Path, tiny_cl
     progress = [line for line in run.stderr.splitlines() if "exact image" in line]
     assert progress and "\r" not in run.stderr
     assert all(line.count("exact image") == 1 for line in progress), run.stderr
+    assert progress[0] == "tiny-clip0: exact image: 230/230" and progress[1].startswith(
+        "Warning:"
+    )  # one step: 100 queries, then the baseline's 100 + 30
