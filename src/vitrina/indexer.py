@@ -42,6 +42,7 @@ class IndexReport:
     settings: dict[str, Any] = field(default_factory=dict)  # device, batch_size, workers, decode as chosen
     decoder_crashes: int = 0  # decoding processes that died (and were restarted)
     regions: int = 0  # region vectors embedded (vitrina.regions)
+    compacted: dict[str, Any] = field(default_factory=dict)  # rows and bytes reclaimed; "asked": --compact given
 
     def count(self, key: str) -> int:
         """new / changed / updated / moved / unchanged / removed items of the ingested source (0 without one)."""
@@ -56,6 +57,7 @@ class IndexReport:
             "seconds": round(self.seconds, 3), "images_per_second": round(self.embedded / self.seconds, 2) if self.seconds else None,
             "timings": {k: round(v, 3) for k, v in self.timings.items()}, "interrupted": self.interrupted, "message": self.message,
             "settings": self.settings, "decoder_crashes": self.decoder_crashes, "regions": self.regions,
+            "compacted": self.compacted or {"rows": 0, "bytes": 0, "asked": False},
         }  # fmt: skip
 
 
@@ -101,8 +103,15 @@ def index_space(
     except KeyboardInterrupt:
         report.interrupted = True
     if not report.interrupted:
-        store.compact(space, force=compact)
+        before = _file_size(store, space)
+        rows = store.compact(space, force=compact)
+        freed = max(0, before - _file_size(store, space)) if rows else 0  # on disk: files grow in steps
+        report.compacted = {"rows": rows, "bytes": freed, "asked": compact}
     return report
+
+
+def _file_size(store: Store, space: str) -> int:
+    return store.vector_file(store.space(space)).path.stat().st_size
 
 
 def embed_pending(

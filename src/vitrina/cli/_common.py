@@ -188,6 +188,10 @@ def print_failures(console: Any, d: dict[str, Any]) -> None:
         console.print(f"  [dim]{f['reason']}[/] {escape(f['detail'])}", markup=True, highlight=False)
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
 def print_report(console: Any, report: Any, target: str) -> None:
     d = index_dict(report)
     rate = f" ({d['images_per_second']} images/s)" if d["images_per_second"] else ""
@@ -203,6 +207,14 @@ def print_report(console: Any, report: Any, target: str) -> None:
         )
         console.print(f"[dim]{settings['device']}, batches of {settings['batch_size']}, {settings['workers']} decoding {settings['decode']}: "
                       f"decode {timings.get('decode', 0):.1f} s (all workers), model {timings.get('model', 0):.1f} s, write {timings.get('write', 0):.1f} s{crashed}[/]")  # fmt: skip
+    compacted = d.get("compacted") or {}
+    if compacted.get("rows"):
+        freed = (
+            f"{_size(compacted['bytes'])} freed on disk" if compacted["bytes"] else "the file keeps its allocated size"
+        )
+        console.print(f"compacted the vector file: {compacted['rows']} dead rows reclaimed, {freed}")
+    elif compacted.get("asked"):
+        console.print("compacted the vector file: nothing to reclaim (no re-embedded or removed rows)")
     if d["failed"]:
         print_failures(console, d)
         if d["failed"] > 10:

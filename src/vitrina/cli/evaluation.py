@@ -90,7 +90,9 @@ def evaluate_cmd(collection: str, pairs: Path | None, split: str, exact_image: b
                           queries=queries, by_key=by_key, seed=seed, modes=bool(modes and queries))  # fmt: skip
     with errors():
         coll = open_collection(collection)
-        results = run_eval(coll, list(spaces) or None, options, progress=_progress(quiet), on_warning=_warn)
+        lines = _Lines(quiet)
+        results = run_eval(coll, list(spaces) or None, options, progress=lines.progress, on_warning=lines.warn)
+        lines.end()
         _write_contact_sheet(coll, results, contact_sheet)
     _print_eval(results, report, as_json)
     if results.get("modes") and not as_json:
@@ -142,30 +144,49 @@ def compare(collection: str, models: str | None, spaces: tuple[str, ...], pairs:
     options = EvalOptions(pairs=pairs, split=split, exact_image=exact_image, sample=sample, candidates=candidates, baseline=not no_baseline,
                           queries=queries, by_key=by_key, seed=seed)  # fmt: skip
 
+    lines = _Lines(quiet)
+
     def indexed(spec: str, r: Any) -> None:
-        stderr().print(f"{escape(spec)}: {r.embedded} embedded, space {escape(r.space)}")
+        lines.end()
+        lines.err.print(f"{escape(spec)}: {r.embedded} embedded, space {escape(r.space)}")
 
     with errors():
         specs = [m.strip() for m in (models or "").split(",") if m.strip()]
-        coll, results = compare_models(collection, specs, spaces, options, device=device, on_indexed=indexed, progress=_progress(quiet),
-                                       on_warning=_warn)  # fmt: skip
+        coll, results = compare_models(collection, specs, spaces, options, device=device, on_indexed=indexed, progress=lines.progress,
+                                       on_warning=lines.warn)  # fmt: skip
+        lines.end()
         _write_contact_sheet(coll, results, contact_sheet)
     _print_eval(results, report, as_json)
 
 
-def _progress(quiet: bool) -> Any:
-    if quiet:
-        return None
-    err = stderr()
+class _Lines:
+    """Progress of the evaluation's steps, each message on its own line: on a terminal a step's
+    line is rewritten in place and ended before another step or a warning prints; in a log (not a
+    terminal) only a step's last message is written, so no carriage returns run messages together."""
 
-    def on(label: str, done: int, total: int) -> None:
-        err.print(f"{label}: {done}/{total}", end="\r" if done < total else "\n")
+    def __init__(self, quiet: bool):
+        self.err = stderr()
+        self.progress = None if quiet else self.on
+        self.open = ""  # the step whose line is still being rewritten
 
-    return on
+    def on(self, label: str, done: int, total: int) -> None:
+        if self.open and self.open != label:
+            self.end()
+        if not self.err.is_terminal:
+            if done >= total:
+                self.err.print(f"{label}: {done}/{total}")
+            return
+        self.err.print(f"{label}: {done}/{total}", end="\r" if done < total else "\n")
+        self.open = label if done < total else ""
 
+    def end(self) -> None:
+        if self.open:
+            self.err.print()
+            self.open = ""
 
-def _warn(warning: str) -> None:
-    stderr().print(f"[yellow]Warning:[/] {escape(warning)}")
+    def warn(self, warning: str) -> None:
+        self.end()
+        self.err.print(f"[yellow]Warning:[/] {escape(warning)}")
 
 
 def _write_contact_sheet(coll: Any, results: dict[str, Any], path: Path | None) -> None:

@@ -17,6 +17,7 @@ from ..errors import ModalityError, ModelError, ModelUnavailable
 from ..records import ModelFingerprint
 from . import normalise_rows, pick_device, require_torch
 from .preprocess import Preprocess
+from .quiet import quiet_models
 
 SUPPORTED = {"clip": "CLIP", "siglip": "SigLIP", "vit": "ViT (image only)"}
 
@@ -27,12 +28,9 @@ class HFEmbedder:
     ):
         torch = require_torch("hf")
         try:
-            import transformers
             from transformers import AutoConfig, AutoModel
         except ImportError as e:  # pragma: no cover - depends on the install
             raise ModelError("hf: models need transformers: pip install 'vitrina[hf]'") from e
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
         if threads:
             torch.set_num_threads(threads)
         self.name = name
@@ -41,7 +39,8 @@ class HFEmbedder:
         # first and, if the hub's name does not resolve, use only what is cached.
         offline = not Path(name).is_dir() and not _hub_resolves()
         try:
-            config = AutoConfig.from_pretrained(name, revision=revision, local_files_only=offline)
+            with quiet_models():
+                config = AutoConfig.from_pretrained(name, revision=revision, local_files_only=offline)
         except (OSError, ValueError) as e:
             why = "the model hub cannot be reached and the model is not cached" if offline else _first_line(e)
             raise ModelUnavailable(
@@ -61,17 +60,20 @@ class HFEmbedder:
         self.device = pick_device(torch, device)
         dtype = torch.float16 if self.device == "cuda" else torch.float32
         try:
-            self.model = (
-                AutoModel.from_pretrained(name, revision=revision, dtype=dtype, local_files_only=offline)
-                .to(self.device)
-                .eval()
-            )
-            self.prep = self.preprocess = Preprocess.from_processor_config(processor_config(name, revision, offline))
-            self.tokenizer = None
-            if self.kind != "vit":
-                from transformers import AutoTokenizer
+            with quiet_models():
+                self.model = (
+                    AutoModel.from_pretrained(name, revision=revision, dtype=dtype, local_files_only=offline)
+                    .to(self.device)
+                    .eval()
+                )
+                self.prep = self.preprocess = Preprocess.from_processor_config(
+                    processor_config(name, revision, offline)
+                )
+                self.tokenizer = None
+                if self.kind != "vit":
+                    from transformers import AutoTokenizer
 
-                self.tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, local_files_only=offline)
+                    self.tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, local_files_only=offline)
         except OSError as e:
             raise ModelUnavailable(f"Could not load model hf:{name}: {_first_line(e)}") from e
         self.dtype = dtype

@@ -89,7 +89,9 @@ def random_weights_embedder(embedder: Any, seed: int = 0) -> Any | None:
         import torch
         from transformers import AutoModel
 
-        with torch.random.fork_rng(devices=[]):
+        from ..embedding.quiet import quiet_models
+
+        with quiet_models(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(fresh)
             model = AutoModel.from_config(embedder.model.config)
         twin = copy.copy(embedder)
@@ -154,12 +156,19 @@ def eval_exact_image(coll: Collection, *, sample: int = 200, seed: int = 0, spac
 
     flat = [im for n in readable for im in queries[n]]
 
+    # One count over every image embedded (the queries, then the baseline's queries and candidates),
+    # so progress is one step that only goes forward.
+    planned = len(flat) + (len(flat) + len(pool) if baseline and readable else 0)
+    done = 0
+
     def embed(model: Any, images: list[Image.Image]) -> np.ndarray:
+        nonlocal done
         out = []
         for start in range(0, len(images), 64):
             out.append(embed_images(model, images[start : start + 64]))
+            done += len(out[-1])
             if progress:
-                progress(min(start + 64, len(images)), len(images))
+                progress(min(done, planned), planned)
         return np.concatenate(out) if out else np.zeros((0, matrix.shape[1]), np.float32)
 
     def measure(model: Any, cand: np.ndarray, q: np.ndarray) -> dict[str, list[int]]:
@@ -203,6 +212,8 @@ def eval_exact_image(coll: Collection, *, sample: int = 200, seed: int = 0, spac
         out["random_weights_seed"] = baseline_seed(seed, sp.fingerprint.spec)
     elif baseline:
         out["random_weights"] = None
+    if progress and done < planned:  # no baseline model, or unreadable candidates: the step is over
+        progress(planned, planned)
     if check_training:  # the sampled originals: a model's own training drawings are found far more easily
         overlap = training_overlap(coll, sp, [ids[n] for n in readable], fetcher=fetcher)
         if overlap:

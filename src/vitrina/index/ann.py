@@ -468,6 +468,8 @@ def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebu
         if params.structure == "hnsw":
             index.hnsw.efConstruction = params.ef_construction
         if not index.is_trained:
+            if params.structure != "hnsw":  # few rows train IVF lists well enough: no "please provide at least" warning
+                faiss.extract_index_ivf(index).cp.min_points_per_centroid = 1
             rng = np.random.default_rng(0)
             live = np.flatnonzero(view.live_rows(sp))
             train = np.sort(rng.choice(live, min(len(live), max(100_000, 40 * params.lists(sp.rows))), replace=False))
@@ -489,7 +491,7 @@ def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebu
         while len(json.dumps(stamp)) > HEADER_SIZE - 512 and len(stamp["tuning"]["curve"]) > 2:
             stamp["tuning"]["curve"] = stamp["tuning"]["curve"][::-2][::-1]  # within the 4 KB header; the last kept
         if tuning.note:
-            log.warning("Space %s: %s", sp.name, tuning.note)
+            log.info("Space %s: %s", sp.name, tuning.note)  # the report carries it; the CLI prints it once
     stamp["params"] = params.__dict__
     stamp["recall"] = measure_recall(
         store, sp, index, params, sample=sample, queries=queries, queries_label=queries_label, prompts=prompts

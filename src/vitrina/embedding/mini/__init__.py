@@ -28,6 +28,7 @@ from ...errors import ConfigError, ModelError
 from ...records import ModelFingerprint
 from .. import normalise_rows, pick_device, require_torch
 from ..preprocess import Preprocess
+from ..quiet import quiet_models
 
 HERE = Path(__file__).parent
 HEADS = HERE / "heads.safetensors"
@@ -102,13 +103,11 @@ class MiniTowers:
 
     @cached_property
     def text_model(self) -> tuple[Any, Any]:
-        import transformers
         from transformers import AutoModel, AutoTokenizer
 
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-        tokenizer = AutoTokenizer.from_pretrained(self.text_path)
-        model = AutoModel.from_pretrained(self.text_path).eval().to(self.device)
+        with quiet_models():
+            tokenizer = AutoTokenizer.from_pretrained(self.text_path)
+            model = AutoModel.from_pretrained(self.text_path).eval().to(self.device)
         return tokenizer, model
 
     def image_features(self, pixels: np.ndarray, *, prepared: bool = False) -> np.ndarray:
@@ -222,8 +221,8 @@ class RandomTowers(MiniTowers):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         torch = require_torch("mini")
-        tokenizer = AutoTokenizer.from_pretrained(self.text_path)
-        with torch.random.fork_rng(devices=[]):
+        with quiet_models(), torch.random.fork_rng(devices=[]):
+            tokenizer = AutoTokenizer.from_pretrained(self.text_path)
             torch.manual_seed(self.seed + 1)
             model = AutoModel.from_config(AutoConfig.from_pretrained(self.text_path))
         return tokenizer, model.eval().to(self.device)
