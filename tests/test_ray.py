@@ -216,10 +216,11 @@ def test_workers_share_one_per_host_budget(cluster: Path, image_host: ImageHost,
     # One at a time for the whole cluster: two workers with a gate each would overlap.
     for (_, ready, path), (next_start, _, next_path) in zip(log, log[1:]):
         assert next_start >= ready, f"{next_path} started before {path} was answered"
-    # 0.1 s apart: one start may lag its slot by the scheduling delay of a busy machine, so the
-    # typical gap and the whole span are checked (with a gate per worker: ~0.05 s and ~0.55 s).
+    # 0.1 s apart: a start may lag its slot by the scheduling delay of a busy machine (the first
+    # one too, which shortens the span), so the typical gap and the span less one slot are checked
+    # (with a gate per worker: ~0.05 s and ~0.55 s).
     gaps = sorted(b[0] - a[0] for a, b in zip(log, log[1:]))
-    assert gaps[len(gaps) // 2] >= 0.095 and log[-1][0] - log[0][0] >= 11 * 0.1 - 0.03, gaps
+    assert gaps[len(gaps) // 2] >= 0.095 and log[-1][0] - log[0][0] >= 10 * 0.1, gaps
     assert_same_vectors(coll, single)
 
 
