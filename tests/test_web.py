@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,8 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _serve(name: str) -> Iterator[str]:
+def _serve(collection: str | Path, **options: Any) -> Iterator[str]:
+    """A real server on a free loopback port for ``create_app(collection, **options)``."""
     import uvicorn
 
     from vitrina.service import create_app
@@ -28,7 +30,8 @@ def _serve(name: str) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(name), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(collection, **options)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -45,31 +45,7 @@ def _page(blank: bool, seed: int) -> Image.Image:
 def _serve(name: str, token: str | None) -> Iterator[str]:
     from .test_web import _serve as serve_web
 
-    if token is None:
-        yield from serve_web(name)
-        return
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    from vitrina.service import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(name, token=token), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "server did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    yield from serve_web(name) if token is None else serve_web(name, token=token)
 
 
 @pytest.fixture
