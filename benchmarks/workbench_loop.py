@@ -8,7 +8,14 @@ train the probe (``Workbench.train``), take the next ``--step`` items of the rev
 After each training the F1 of the yes class is measured over the whole collection on the tag a
 curator ends with (the probe's output, the labelled items' answers winning), against the folders.
 
+With ``--collection pages`` the collection is instead ``--pages`` book pages generated here
+(``make_pages``: paper, text blocks, show-through, blank pages and chapter ends, and a share
+``--positive`` with an illustration, faint to strong, tiny to a full-page plate), and the question
+"is there an illustration on this page?". The number of labels each run needed to reach F1 0.5 to
+0.9 is printed per run, with how many runs reached it and the median.
+
     PYTHONPATH=src python benchmarks/workbench_loop.py [--seeds 3] [--budget 60] [--svg docs/workbench_loop.svg]
+    PYTHONPATH=src python benchmarks/workbench_loop.py --collection pages --pages 300 --positive 0.13 --seeds 20 --svg docs/workbench_pages.svg
 """
 
 from __future__ import annotations
@@ -22,8 +29,123 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 DEMO = Path(__file__).resolve().parent.parent / "src" / "vitrina" / "demo" / "openclipart"
+
+
+PAGE_W, PAGE_H = 224, 320
+
+
+def _paper(rng: np.random.Generator) -> np.ndarray:
+    tint = np.array([rng.uniform(228, 250), rng.uniform(218, 240), rng.uniform(190, 225)])
+    page = np.ones((PAGE_H, PAGE_W, 3)) * tint
+    page += rng.normal(0, rng.uniform(2, 7), (PAGE_H, PAGE_W, 1))  # grain
+    shade = np.linspace(0, rng.uniform(0, 18), PAGE_W)[None, :, None]  # a gutter darkening one side
+    return page - (shade if rng.random() < 0.5 else shade[:, ::-1])
+
+
+def _text_mask(rng: np.random.Generator, box: tuple[int, int, int, int], skip=None) -> Image.Image:  # type: ignore[no-untyped-def]
+    """Lines of word blocks inside box (x0, y0, x1, y1), leaving out the box ``skip``."""
+    from PIL import ImageDraw
+
+    mask = Image.new("L", (PAGE_W, PAGE_H), 0)
+    draw = ImageDraw.Draw(mask)
+    x0, y0, x1, y1 = box
+    pitch = int(rng.integers(7, 12))
+    height = max(2, pitch // 2 - int(rng.integers(0, 2)))
+    y = y0
+    while y + height < y1:
+        x = x0 + (int(rng.integers(6, 14)) if rng.random() < 0.15 else 0)  # indented first line
+        end = x1 - (int(rng.integers(0, (x1 - x0) // 2)) if rng.random() < 0.12 else 0)  # paragraph end
+        while x < end:
+            w = int(rng.integers(4, 26))
+            if skip is None or not (
+                skip[0] - 3 < min(x + w, end) and x < skip[2] + 3 and skip[1] - 3 < y + height and y < skip[3] + 3
+            ):
+                draw.rectangle((x, y, min(x + w, end), y + height), fill=255)
+            x += w + int(rng.integers(2, 5))
+        y += pitch
+    return mask
+
+
+def _picture(rng: np.random.Generator, w: int, h: int) -> Image.Image:
+    """An engraving-like picture: a tone, shapes, hatching, a frame (a mask of ink strength)."""
+    from PIL import ImageDraw
+
+    pic = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(pic)
+    if rng.random() < 0.6:
+        draw.rectangle((0, 0, w - 1, h - 1), fill=int(rng.integers(20, 90)))
+    for _ in range(int(rng.integers(3, 12))):
+        a, b = sorted(rng.integers(0, w, 2)), sorted(rng.integers(0, h, 2))
+        shape = (int(a[0]), int(b[0]), int(a[1]) + 2, int(b[1]) + 2)
+        kind = rng.integers(0, 3)
+        ink = int(rng.integers(80, 256))
+        if kind == 0:
+            draw.ellipse(shape, fill=ink)
+        elif kind == 1:
+            draw.polygon([tuple(int(v) for v in (rng.integers(0, w), rng.integers(0, h))) for _ in range(3)], fill=ink)
+        else:
+            draw.line(shape, fill=ink, width=int(rng.integers(1, 4)))
+    for x in range(0, w + h, int(rng.integers(3, 7))):  # hatching
+        draw.line((x, 0, x - h, h), fill=int(rng.integers(60, 200)), width=1)
+    if rng.random() < 0.7:
+        draw.rectangle((0, 0, w - 1, h - 1), outline=255, width=int(rng.integers(1, 3)))
+    return pic
+
+
+def make_page(rng: np.random.Generator, kind: str) -> Image.Image:
+    """kind: ``text``, ``short`` (a chapter's end), ``blank`` (show-through only), ``illustrated``
+    (a picture among the text) or ``plate`` (a picture alone on the page)."""
+    from PIL import ImageFilter
+
+    page = _paper(rng)
+    margin = int(rng.integers(14, 30))
+    box = (margin, margin + 4, PAGE_W - margin, PAGE_H - margin)
+    ink = rng.uniform(0.55, 0.9)
+    masks: list[tuple[Image.Image, float]] = []
+    if kind in ("blank", "text", "short") or rng.random() < 0.3:  # show-through of the other side, mirrored and blurred
+        back = _text_mask(rng, box).transpose(Image.Transpose.FLIP_LEFT_RIGHT).filter(ImageFilter.GaussianBlur(1.2))
+        masks.append((back, rng.uniform(0.04, 0.12)))
+    picture = None
+    if kind in ("illustrated", "plate"):
+        scale = rng.uniform(0.12, 0.7) if kind == "illustrated" else rng.uniform(0.4, 0.85)
+        w = max(12, int((box[2] - box[0]) * scale))
+        h = max(12, int(w * rng.uniform(0.6, 1.3)))
+        x = int(rng.integers(box[0], max(box[0] + 1, box[2] - w)))
+        y = int(rng.integers(box[1], max(box[1] + 1, box[3] - h)))
+        picture = (x, y, x + w, y + h)
+        canvas = Image.new("L", (PAGE_W, PAGE_H), 0)
+        canvas.paste(_picture(rng, w, h), (x, y))
+        masks.append((canvas, rng.uniform(0.12, 0.9)))  # faint to strong
+    if kind in ("text", "illustrated"):
+        masks.append((_text_mask(rng, box, skip=picture), ink))
+    elif kind == "short":
+        masks.append((_text_mask(rng, (box[0], box[1], box[2], box[1] + int(rng.integers(20, 120)))), ink))
+    for mask, strength in masks:
+        m = np.asarray(mask, float)[..., None] / 255 * strength
+        page = page * (1 - m) + 25 * m
+    return Image.fromarray(np.clip(page, 0, 255).astype(np.uint8))
+
+
+def make_pages(folder: Path, n: int, positive: float, seed: int) -> set[str]:
+    """n pages in folder, a share ``positive`` with an illustration; returns their names."""
+    rng = np.random.default_rng(seed)
+    n_pos = round(n * positive)
+    kinds = ["illustrated"] * (n_pos - n_pos // 4) + ["plate"] * (n_pos // 4)
+    n_neg = n - n_pos
+    kinds += ["blank"] * (n_neg // 8) + ["short"] * (n_neg // 8)
+    kinds += ["text"] * (n - len(kinds))
+    rng.shuffle(kinds)
+    folder.mkdir(parents=True, exist_ok=True)
+    truth = set()
+    for k, kind in enumerate(kinds):
+        name = f"p{k:04d}.png"
+        make_page(rng, kind).save(folder / name)
+        if kind in ("illustrated", "plate"):
+            truth.add(name)
+    return truth
 
 
 def f1(predicted: set[str], truth: set[str]) -> float:
@@ -58,6 +180,9 @@ def run_loop(coll, question: str, truth: set[str], ids: list[str], order: str, s
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--collection", choices=("drawings", "pages"), default="drawings")
+    parser.add_argument("--pages", type=int, default=300, help="generated pages (--collection pages)")
+    parser.add_argument("--positive", type=float, default=0.13, help="share of illustrated pages")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--step", type=int, default=4)
@@ -67,28 +192,36 @@ def main() -> None:
     from vitrina import open_collection
 
     home = Path(tempfile.mkdtemp(prefix="wb-loop-"))
-    coll = open_collection(home / "demo", create=True)
+    coll = open_collection(home / args.collection, create=True)
     started = time.perf_counter()
-    coll.index(str(DEMO), model="mini")
-    print(f"indexed {len(coll)} drawings with mini in {time.perf_counter() - started:.1f} s")
-    rows = [json.loads(line) for line in (DEMO / "captions.jsonl").read_text().splitlines()]
-    folders: dict[str, set[str]] = {}
-    for r in rows:
-        folders.setdefault(r["category"], set()).add(r["id"])
-    ids = [r["id"] for r in rows]
-    targets = sorted(c for c, members in folders.items() if len(members) == 14)
+    questions: list[tuple[str, set[str]]] = []
+    if args.collection == "pages":
+        truth = make_pages(home / "pages", args.pages, args.positive, seed=0)
+        print(f"generated {args.pages} pages ({len(truth)} illustrated) in {time.perf_counter() - started:.1f} s")
+        started = time.perf_counter()
+        coll.index(str(home / "pages"), model="mini")
+        ids = sorted(coll.ids_where([]))
+        by_name = {Path(i).name: i for i in ids}
+        questions.append(("is there an illustration on this page?", {by_name[n] for n in truth}))
+    else:
+        coll.index(str(DEMO), model="mini")
+        rows = [json.loads(line) for line in (DEMO / "captions.jsonl").read_text().splitlines()]
+        folders: dict[str, set[str]] = {}
+        for r in rows:
+            folders.setdefault(r["category"], set()).add(r["id"])
+        ids = [r["id"] for r in rows]
+        questions += [(f"from {c}?", m) for c, m in sorted(folders.items()) if len(m) == 14]
+    print(f"indexed {len(coll)} items with mini in {time.perf_counter() - started:.1f} s")
     curves: dict[str, list[list[tuple[int, float, float]]]] = {"uncertain": [], "random": []}
     started = time.perf_counter()
-    for target in targets:
+    for target, members in questions:
         for seed in range(args.seeds):
             for order in curves:
-                question = f"from {target}? ({order} {seed})"
-                curves[order].append(
-                    run_loop(coll, question, folders[target], ids, order, seed, args.budget, args.step)
-                )
+                question = f"{target} ({order} {seed})"
+                curves[order].append(run_loop(coll, question, members, ids, order, seed, args.budget, args.step))
     seconds = time.perf_counter() - started
     print(
-        f"{len(targets)} questions x {args.seeds} seeds x 2 orders in {seconds:.0f} s; {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+        f"{len(questions)} questions x {args.seeds} seeds x 2 orders in {seconds:.0f} s; {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     )
     print(
         "\n| labels | F1 uncertain (mean ± sd) | F1 random | ratio | CV F1 uncertain | CV F1 random |\n|---|---|---|---|---|---|"
@@ -103,13 +236,22 @@ def main() -> None:
         print(
             f"| {labels} | {u.mean():.3f} ± {u.std():.3f} | {r.mean():.3f} ± {r.std():.3f} | {u.mean() / max(r.mean(), 1e-9):.2f} | {cu:.3f} | {cr:.3f} |"
         )
-    for goal in (0.5, 0.6, 0.7, 0.8):
+    for goal in (0.5, 0.6, 0.7, 0.8, 0.9):
         need = {
             o: next((n for n, v in summary.items() if v[i] >= goal), None)
             for i, o in enumerate(("uncertain", "random"))
         }
+        runs = {o: [next((n for n, v, _ in c if v >= goal), None) for c in curves[o]] for o in curves}
+        per_run = {o: ", ".join(str(n) if n else ">" + str(args.budget) for n in runs[o]) for o in runs}
+        reached = {o: sum(n is not None for n in runs[o]) for o in runs}
+        median = {o: np.median([n if n else args.budget + 1 for n in runs[o]]) for o in runs}  # not reached: > budget
+        print(
+            f"F1 {goal}: reached by uncertain in {reached['uncertain']}/{len(runs['uncertain'])} runs, random {reached['random']}/{len(runs['random'])}; "
+            f"median labels (>{args.budget} counted as {args.budget + 1}): uncertain {median['uncertain']:g}, random {median['random']:g}"
+        )
         print(
             f"labels to reach mean F1 {goal}: uncertain {need['uncertain'] or '>' + str(args.budget)}, random {need['random'] or '>' + str(args.budget)}"
+            f"  (each run: uncertain {per_run['uncertain']}; random {per_run['random']})"
         )
     if args.svg:
         args.svg.write_text(svg(summary, args.budget))
