@@ -113,6 +113,38 @@ def snippet_expression(store: Store, keywords: str, variants: dict[str, list[str
     return " OR ".join(out)  # empty: nothing to highlight (every prefix past the cap, or matching no word)
 
 
+# BM25 reads the positions of every posting of every phrase (FTS5 computes each phrase's IDF and
+# each row's score from them): the 32 commonest 4-letter prefixes (1.2M postings at 100k items)
+# took 0.5-1.2 s whatever the page size. Counting postings (rowids only) is ~10x cheaper, so a
+# query whose phrases hold more than MAX_POSTINGS postings is ranked by its rarest phrases only,
+# as many as fit in MAX_POSTINGS (at least one): their BM25 contributions are unchanged, the
+# commonest phrases (low IDF, little weight in BM25) are left out, and so are items matching only
+# them. Such a ranking says so (Matches / Hits .keyword_capped, "keyword_capped" in the API). A
+# query of one phrase (one word) is never capped.
+MAX_POSTINGS = 250_000
+_PHRASE = re.compile(r'"[^"]*"\*?')
+
+
+def bounded_expression(store: Store, expression: str) -> tuple[str, bool]:
+    """``expression`` (phrases ORed, as ``folded_expression`` writes them), or the OR of its rarest
+    phrases when all of them hold more than ``MAX_POSTINGS`` postings; and whether it was capped.
+    Each phrase is counted up to MAX_POSTINGS // 2 + 1 rows, so the check is bounded too."""
+    phrases = list(dict.fromkeys(_PHRASE.findall(expression)))
+    if len(phrases) < 2:
+        return expression, False
+    counts = [store.keyword_matching(p, MAX_POSTINGS // 2 + 1) for p in phrases]
+    if sum(counts) <= MAX_POSTINGS:
+        return expression, False
+    kept: list[str] = []
+    total = 0
+    for n, p in sorted(zip(counts, phrases), key=lambda cp: cp[0]):
+        if kept and total + n > MAX_POSTINGS:
+            break
+        kept.append(p)
+        total += n
+    return " OR ".join(kept), True
+
+
 # -- end of bounded keyword work ---------------------------------------------------------------
 
 
@@ -144,12 +176,13 @@ class KeywordIndex:
         BM25 (higher is better); ``considered`` counts the allowed items."""
         allowed, considered = self._allowed(filters, only_rids)
         gone = set(self.store.rids_of(list(exclude)).values()) if exclude else set()
-        rids, scores = self._ranked(folded_expression(keywords), allowed, gone, depth)
+        expression, capped = bounded_expression(self.store, folded_expression(keywords))
+        rids, scores = self._ranked(expression, allowed, gone, depth)
         variants = tolerant_variants(self.store, keywords) if self.tolerant else {}
         if variants and (depth is None or len(rids) < depth):
             rids, scores = self._tolerant(variants, rids, scores, allowed, gone, depth)
         names = self.store.ids_of_rids(rids)
-        out = Matches(considered=considered)
+        out = Matches(considered=considered, keyword_capped=capped)
         for rid, score in zip(rids, scores):
             if rid in names:
                 out.ids.append(names[rid])
@@ -160,7 +193,9 @@ class KeywordIndex:
                min_score: float | None = None) -> Matches:  # fmt: skip
         """Keyword ranking alone, paged like every index's answer."""
         full = self.ranking(keywords, filters=filters, exclude=exclude, depth=offset + limit)
-        return _page(full.ids, full.scores, full.considered, limit, offset, min_score)
+        page = _page(full.ids, full.scores, full.considered, limit, offset, min_score)
+        page.keyword_capped = full.keyword_capped
+        return page
 
     def snippets(self, keywords: str, ids: Sequence[str], words: int = 16) -> dict[str, list[tuple[str, bool]]]:
         """The best-matching passage of each item's text, as (text, matched) segments."""
