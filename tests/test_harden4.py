@@ -304,6 +304,8 @@ def test_a_query_whose_phrases_hold_too_many_postings_is_ranked_by_its_rarest_an
     assert hits.keyword_capped
     assert [h.id for h in hits] == _raw_ranking(coll, "bergen church")  # berlin (every item) left out
     assert len(hits) < 60
+    marked = {t.lower() for h in hits for t, matched in h.snippet if matched}
+    assert marked and marked <= {"bergen", "church"}  # snippets highlight the words ranked by
     assert coll.search(keywords="bergen church berlin", limit=10, offset=5).keyword_capped
 
 

@@ -145,6 +145,17 @@ def bounded_expression(store: Store, expression: str) -> tuple[str, bool]:
     return " OR ".join(kept), True
 
 
+def ranked_words(store: Store, keywords: str) -> str:
+    """``keywords`` less the words a capped ranking left out (``bounded_expression``): the words
+    snippets highlight. Highlighting the commonest prefixes cost as much as ranking by them."""
+    expression, capped = bounded_expression(store, folded_expression(keywords))
+    if not capped:
+        return keywords
+    kept = set(_PHRASE.findall(expression))
+    words = [w for w in _WORD.findall(keywords)[:MAX_WORDS] if kept & set(_PHRASE.findall(folded_expression(w)))]
+    return " ".join(words) or keywords
+
+
 # -- end of bounded keyword work ---------------------------------------------------------------
 
 
@@ -204,7 +215,7 @@ class KeywordIndex:
             return {}
         by_rid = {r: i for i, r in rids.items()}
         variants = tolerant_variants(self.store, keywords) if self.tolerant else {}
-        expression = snippet_expression(self.store, keywords, variants)
+        expression = snippet_expression(self.store, ranked_words(self.store, keywords), variants)
         found = self.store.keyword_snippets(expression, list(by_rid), words) if expression else {}
         # OCR words are indexed folded; a snippet of them shows them as read ("Tromsø", not "tromso").
         return {by_rid[rid]: _segments(self.store.ocr_as_read(rid, text) or text) for rid, text in found.items()}
