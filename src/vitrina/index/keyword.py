@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -145,10 +145,11 @@ def bounded_expression(store: Store, expression: str) -> tuple[str, bool]:
     return " OR ".join(kept), True
 
 
-def ranked_words(store: Store, keywords: str) -> str:
-    """``keywords`` less the words a capped ranking left out (``bounded_expression``): the words
-    snippets highlight. Highlighting the commonest prefixes cost as much as ranking by them."""
-    expression, capped = bounded_expression(store, folded_expression(keywords))
+def ranked_words(store: Store, keywords: str, bounded: tuple[str, bool] | None = None) -> str:
+    """``keywords`` less the words a capped ranking (``bounded``, else ``bounded_expression``'s
+    answer) left out: the words snippets highlight. Highlighting the commonest prefixes cost as
+    much as ranking by them."""
+    expression, capped = bounded or bounded_expression(store, folded_expression(keywords))
     if not capped:
         return keywords
     kept = set(_PHRASE.findall(expression))
@@ -164,6 +165,8 @@ class KeywordIndex:
     store: Store
     kind: str = "keyword"
     tolerant: bool = True  # also match misread OCR words (``tolerant_variants``)
+    # keywords -> bounded_expression's answer, kept for this index's life (one search: ranking, snippets)
+    bounded: dict[str, tuple[str, bool]] = field(default_factory=dict, repr=False, compare=False)
 
     def _allowed(self, filters: Sequence[Filter], only_rids: np.ndarray | None) -> tuple[np.ndarray | None, int]:
         """Which rids may appear (a mask with a spare False slot; None: every item, as every FTS row
@@ -187,7 +190,9 @@ class KeywordIndex:
         BM25 (higher is better); ``considered`` counts the allowed items."""
         allowed, considered = self._allowed(filters, only_rids)
         gone = set(self.store.rids_of(list(exclude)).values()) if exclude else set()
-        expression, capped = bounded_expression(self.store, folded_expression(keywords))
+        if keywords not in self.bounded:
+            self.bounded[keywords] = bounded_expression(self.store, folded_expression(keywords))
+        expression, capped = self.bounded[keywords]
         rids, scores = self._ranked(expression, allowed, gone, depth)
         variants = tolerant_variants(self.store, keywords) if self.tolerant else {}
         if variants and (depth is None or len(rids) < depth):
@@ -215,7 +220,9 @@ class KeywordIndex:
             return {}
         by_rid = {r: i for i, r in rids.items()}
         variants = tolerant_variants(self.store, keywords) if self.tolerant else {}
-        expression = snippet_expression(self.store, ranked_words(self.store, keywords), variants)
+        expression = snippet_expression(
+            self.store, ranked_words(self.store, keywords, self.bounded.get(keywords)), variants
+        )
         found = self.store.keyword_snippets(expression, list(by_rid), words) if expression else {}
         # OCR words are indexed folded; a snippet of them shows them as read ("Tromsø", not "tromso").
         return {by_rid[rid]: _segments(self.store.ocr_as_read(rid, text) or text) for rid, text in found.items()}
