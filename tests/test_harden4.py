@@ -307,6 +307,11 @@ def test_a_query_whose_phrases_hold_too_many_postings_is_ranked_by_its_rarest_an
     marked = {t.lower() for h in hits for t, matched in h.snippet if matched}
     assert marked and marked <= {"bergen", "church"}  # snippets highlight the words ranked by
     assert coll.search(keywords="bergen church berlin", limit=10, offset=5).keyword_capped
+    from vitrina.query_service import answer  # what `search --json` prints
+
+    req = {"collection": str(tmp_path / "c"), "index": None, "terms": [], "images": [], "where": [], "space": None,
+           "common": {"keywords": "bergen church berlin", "limit": 5}, "about": False, "model": False}  # fmt: skip
+    assert answer(coll, req)["keyword_capped"] is True
 
 
 def test_a_normal_keyword_query_is_ranked_over_every_match(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
