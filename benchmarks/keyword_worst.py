@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """The worst keyword query the service allows, at 100k (or 1M) items (issue 28, item 3).
 
-    python benchmarks/keyword_worst.py [--rows 100000] [--repeats 5] [--limit 200]
+    python benchmarks/keyword_worst.py [--rows 100000] [--repeats 5] [--limit 200] [--baseline-src DIR]
+
+With ``--baseline-src`` (the ``src`` folder of another checkout, e.g. a ``git worktree`` of
+main), the same queries are timed first with that code (in a child process, same collection),
+then with this one, alternating per query, and both are printed: before/after in one run.
 
 Builds (once, in --dir) a collection whose items carry a title of 3 words and 40 words of
 context drawn from a Zipf-distributed vocabulary of 30,000 made-up words (3 to 10 letters),
@@ -23,7 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -93,6 +100,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--limit", type=int, default=200, help="the page size (the service's max_limit)")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/vitrina-keyword-bench"))
+    parser.add_argument("--baseline-src", type=Path, help="another checkout's src/, timed in the same run")
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # one query by name, JSON out (the baseline child)
     args = parser.parse_args()
     from vitrina import open_collection
     from vitrina.index.keyword import MAX_WORDS, MIN_PREFIX
@@ -109,7 +118,18 @@ def main() -> None:
         f"{MAX_WORDS} most common {MIN_PREFIX}-letter prefixes (worst allowed)": p3,
         f"{MAX_WORDS} most common {MIN_PREFIX + 1}-letter prefixes": p4,
     }
-    out = {name: timed(lambda k=k: coll.search(keywords=k, limit=args.limit), args.repeats) for name, k in runs.items()}
+    if args.only:
+        print(json.dumps(timed(lambda: coll.search(keywords=runs[args.only], limit=args.limit), args.repeats)))
+        return
+    out: dict[str, tuple[float, float, str]] = {}
+    before: dict[str, tuple[float, float, str]] = {}
+    for name, k in runs.items():
+        if args.baseline_src:
+            env = {**os.environ, "PYTHONPATH": str(args.baseline_src.resolve())}
+            cmd = [sys.executable, __file__, "--rows", str(args.rows), "--repeats", str(args.repeats),
+                   "--limit", str(args.limit), "--dir", str(args.dir), "--only", name]  # fmt: skip
+            before[name] = tuple(json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))  # type: ignore[assignment]  # fmt: skip
+        out[name] = timed(lambda k=k: coll.search(keywords=k, limit=args.limit), args.repeats)
     base = out["one rare word (baseline)"][0]
     print(
         f"\n{args.rows} items, page of {args.limit}, {platform.processor() or platform.machine()}, Python "
@@ -118,9 +138,15 @@ def main() -> None:
     print("| query | p50 | p95 | ratio to rare word | outcome |\n|---|---|---|---|---|")
     for name, (p50, p95, outcome) in out.items():
         print(f"| {name} | {p50:.1f} ms | {p95:.1f} ms | {p50 / base:.1f}× | {outcome} |")
+    if before:
+        print(f"\nbefore ({args.baseline_src}) and after (this checkout), same run:")
+        print("| query | before p50 | before p95 | after p50 | after p95 | after / before |\n|---|---|---|---|---|---|")
+        for name, (p50, p95, _) in out.items():
+            b50, b95, _ = before[name]
+            print(f"| {name} | {b50:.1f} ms | {b95:.1f} ms | {p50:.1f} ms | {p95:.1f} ms | {p50 / b50:.2f}× |")
     (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "benchmarks" / "results" / f"keyword_worst_{args.rows}.json").write_text(
-        json.dumps({"rows": args.rows, "limit": args.limit, "ms": out, "queries": runs}, indent=2)
+        json.dumps({"rows": args.rows, "limit": args.limit, "ms": out, "before_ms": before, "queries": runs}, indent=2)
     )
 
 

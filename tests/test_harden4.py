@@ -279,3 +279,53 @@ def test_cards_keyword_box_and_item_tags_read_well(live_server: str, browser: An
     assert "kind" in tags and "map" in tags and "87% · by probe:kind@clip" in tags and "18th" in tags
     assert page.inner_text("main p a") == "← Back to the map"
     page.screenshot(path=str(ARTIFACTS / "harden-item-tags.png"), full_page=True)
+
+
+def _raw_ranking(coll: Any, keywords: str) -> list[str]:
+    """Every match of ``keywords`` by plain FTS5 BM25 over the full expression (no cap)."""
+    from vitrina.index.keyword import BM25_WEIGHTS, folded_expression
+
+    store = coll._store  # noqa: SLF001 - the reference ranking, straight from the store
+    rids = [rid for chunk in store.keyword_ranking(folded_expression(keywords), BM25_WEIGHTS) for rid, _ in chunk]
+    names = store.ids_of_rids(rids)
+    return [names[r] for r in rids]
+
+
+def test_a_query_whose_phrases_hold_too_many_postings_is_ranked_by_its_rarest_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BM25 over every posting of 32 common prefixes cost 0.5-1.2 s at 100k items: past
+    MAX_POSTINGS the ranking keeps the rarest phrases, drops the commonest, and flags it."""
+    from vitrina.index import keyword
+
+    coll = _text_collection(tmp_path / "c", 60)  # berlin: all 60 items; bergen: 20; church: ~9
+    monkeypatch.setattr(keyword, "MAX_POSTINGS", 20)
+    hits = coll.search(keywords="bergen church berlin", limit=100)
+    assert hits.keyword_capped
+    assert [h.id for h in hits] == _raw_ranking(coll, "bergen church")  # berlin (every item) left out
+    assert len(hits) < 60
+    marked = {t.lower() for h in hits for t, matched in h.snippet if matched}
+    assert marked and marked <= {"bergen", "church"}  # snippets highlight the words ranked by
+    assert coll.search(keywords="bergen church berlin", limit=10, offset=5).keyword_capped
+    from vitrina.query_service import answer  # what `search --json` prints
+
+    req = {"collection": str(tmp_path / "c"), "index": None, "terms": [], "images": [], "where": [], "space": None,
+           "common": {"keywords": "bergen church berlin", "limit": 5}, "about": False, "model": False}  # fmt: skip
+    assert answer(coll, req)["keyword_capped"] is True
+
+
+def test_a_normal_keyword_query_is_ranked_over_every_match(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cap leaves ordinary queries alone: one word (even in every item), or words whose
+    postings fit in MAX_POSTINGS, rank exactly as plain BM25 and are not flagged."""
+    from vitrina.index import keyword
+
+    coll = _text_collection(tmp_path / "c", 60)
+    for words in ("berlin", "bergen church", "berg* harbour fjord"):
+        hits = coll.search(keywords=words, limit=100)
+        assert not hits.keyword_capped, words
+        assert [h.id for h in hits] == _raw_ranking(coll, words)[:100], words
+    monkeypatch.setattr(keyword, "MAX_POSTINGS", 20)
+    for words in ("berlin", "church harbour"):  # one phrase; 9 + 9 postings
+        hits = coll.search(keywords=words, limit=100)
+        assert not hits.keyword_capped, words
+        assert [h.id for h in hits] == _raw_ranking(coll, words), words

@@ -180,10 +180,12 @@ def combine(vectors: np.ndarray, terms: Sequence[Term], alpha: float | None) -> 
 class Hits(list[Hit]):
     """Search results: a list of ``Hit`` that shows as an image grid in Jupyter."""
 
-    def __init__(self, hits: Sequence[Hit] = (), *, total_considered: int = 0, query: Query | None = None):
+    def __init__(self, hits: Sequence[Hit] = (), *, total_considered: int = 0, query: Query | None = None,
+                 keyword_capped: bool = False):  # fmt: skip
         super().__init__(hits)
         self.total_considered = total_considered
         self.query = query
+        self.keyword_capped = keyword_capped  # the keyword ranking was over a bounded set of matches
 
     def to_list(self) -> list[dict[str, Any]]:
         return [h.to_dict() for h in self]

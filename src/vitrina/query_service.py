@@ -70,6 +70,7 @@ def answer(coll: Any, req: dict[str, Any]) -> dict[str, Any]:
         "scores": [h.score for h in hits],
         "considered": hits.total_considered,
         "about": about,
+        "keyword_capped": hits.keyword_capped,
     }
 
 

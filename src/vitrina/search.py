@@ -152,7 +152,7 @@ class Searcher:
         hits = [Hit(id=i, score=s, image=items[i].image, metadata=items[i].metadata, rank=q.offset + k, snippet=tuple(snippets.get(i, ())),
                     words=tuple(boxes.get(i, ())), region=regions.get(i))
                 for k, (i, s) in enumerate(zip(m.ids, m.scores), start=1) if i in items]  # fmt: skip
-        return Hits(hits, total_considered=m.considered, query=q)
+        return Hits(hits, total_considered=m.considered, query=q, keyword_capped=getattr(m, "keyword_capped", False))
 
     def rank(self, sp: Space, qmat: np.ndarray, queries: Sequence[Query], excluded: Sequence[set[str]]) -> list[Hits]:
         """Hits of each query vector (a row of ``qmat``), leaving out its ``excluded`` ids."""
@@ -196,6 +196,7 @@ class Searcher:
             q = queries[n]
             words = kw.ranking(q.keyword_text, filters=filters, exclude=excluded[n], depth=DEPTH, only_rids=with_vector)
             m = fused_page(c, words, q.weight, q.fusion, limit=q.limit, offset=q.offset, min_score=q.min_score)
+            m.keyword_capped = words.keyword_capped
             # The CLIP side's best regions (RegionIndex, for its DEPTH items): the page's hits carry theirs.
             hits = self._hits(
                 m,

@@ -156,9 +156,12 @@ def _print_hits(payload: dict[str, Any], as_json: bool, as_csv: bool, min_score:
             click.echo(hits_csv(rows, about), nl=False)
             return
         click.echo(
-            json.dumps({**about, "considered": payload["considered"], "hits": hits}, ensure_ascii=False, indent=2)
-        )
+            json.dumps({**about, "considered": payload["considered"], "hits": hits,
+                        **({"keyword_capped": True} if payload.get("keyword_capped") else {})}, ensure_ascii=False, indent=2)
+        )  # fmt: skip
         return
+    if payload.get("keyword_capped"):
+        stderr().print("Very broad keywords: ranked by the rarest of them only (see docs/keyword-search.md).")
     if not hits:
         stderr().print("No hits." + (" Try a lower --min-score." if min_score is not None else ""))
         return

@@ -28,6 +28,7 @@ class Matches:
     ids: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     considered: int = 0
+    keyword_capped: bool = False  # keyword ranking over a bounded set of matches (index/keyword.py)
 
 
 @runtime_checkable

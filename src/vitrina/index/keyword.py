@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -113,6 +113,50 @@ def snippet_expression(store: Store, keywords: str, variants: dict[str, list[str
     return " OR ".join(out)  # empty: nothing to highlight (every prefix past the cap, or matching no word)
 
 
+# BM25 reads the positions of every posting of every phrase (FTS5 computes each phrase's IDF and
+# each row's score from them): the 32 commonest 4-letter prefixes (1.2M postings at 100k items)
+# took 0.5-1.2 s whatever the page size. Counting postings (rowids only) is ~10x cheaper, so a
+# query whose phrases hold more than MAX_POSTINGS postings is ranked by its rarest phrases only,
+# as many as fit in MAX_POSTINGS (at least one): their BM25 contributions are unchanged, the
+# commonest phrases (low IDF, little weight in BM25) are left out, and so are items matching only
+# them. Such a ranking says so (Matches / Hits .keyword_capped, "keyword_capped" in the API). A
+# query of one phrase (one word) is never capped.
+MAX_POSTINGS = 250_000
+_PHRASE = re.compile(r'"[^"]*"\*?')
+
+
+def bounded_expression(store: Store, expression: str) -> tuple[str, bool]:
+    """``expression`` (phrases ORed, as ``folded_expression`` writes them), or the OR of its rarest
+    phrases when all of them hold more than ``MAX_POSTINGS`` postings; and whether it was capped.
+    Each phrase is counted up to MAX_POSTINGS // 2 + 1 rows, so the check is bounded too."""
+    phrases = list(dict.fromkeys(_PHRASE.findall(expression)))
+    if len(phrases) < 2:
+        return expression, False
+    counts = [store.keyword_matching(p, MAX_POSTINGS // 2 + 1) for p in phrases]
+    if sum(counts) <= MAX_POSTINGS:
+        return expression, False
+    kept: list[str] = []
+    total = 0
+    for n, p in sorted(zip(counts, phrases), key=lambda cp: cp[0]):
+        if kept and total + n > MAX_POSTINGS:
+            break
+        kept.append(p)
+        total += n
+    return " OR ".join(kept), True
+
+
+def ranked_words(store: Store, keywords: str, bounded: tuple[str, bool] | None = None) -> str:
+    """``keywords`` less the words a capped ranking (``bounded``, else ``bounded_expression``'s
+    answer) left out: the words snippets highlight. Highlighting the commonest prefixes cost as
+    much as ranking by them."""
+    expression, capped = bounded or bounded_expression(store, folded_expression(keywords))
+    if not capped:
+        return keywords
+    kept = set(_PHRASE.findall(expression))
+    words = [w for w in _WORD.findall(keywords)[:MAX_WORDS] if kept & set(_PHRASE.findall(folded_expression(w)))]
+    return " ".join(words) or keywords
+
+
 # -- end of bounded keyword work ---------------------------------------------------------------
 
 
@@ -121,6 +165,8 @@ class KeywordIndex:
     store: Store
     kind: str = "keyword"
     tolerant: bool = True  # also match misread OCR words (``tolerant_variants``)
+    # keywords -> bounded_expression's answer, kept for this index's life (one search: ranking, snippets)
+    bounded: dict[str, tuple[str, bool]] = field(default_factory=dict, repr=False, compare=False)
 
     def _allowed(self, filters: Sequence[Filter], only_rids: np.ndarray | None) -> tuple[np.ndarray | None, int]:
         """Which rids may appear (a mask with a spare False slot; None: every item, as every FTS row
@@ -144,12 +190,15 @@ class KeywordIndex:
         BM25 (higher is better); ``considered`` counts the allowed items."""
         allowed, considered = self._allowed(filters, only_rids)
         gone = set(self.store.rids_of(list(exclude)).values()) if exclude else set()
-        rids, scores = self._ranked(folded_expression(keywords), allowed, gone, depth)
+        if keywords not in self.bounded:
+            self.bounded[keywords] = bounded_expression(self.store, folded_expression(keywords))
+        expression, capped = self.bounded[keywords]
+        rids, scores = self._ranked(expression, allowed, gone, depth)
         variants = tolerant_variants(self.store, keywords) if self.tolerant else {}
         if variants and (depth is None or len(rids) < depth):
             rids, scores = self._tolerant(variants, rids, scores, allowed, gone, depth)
         names = self.store.ids_of_rids(rids)
-        out = Matches(considered=considered)
+        out = Matches(considered=considered, keyword_capped=capped)
         for rid, score in zip(rids, scores):
             if rid in names:
                 out.ids.append(names[rid])
@@ -160,7 +209,9 @@ class KeywordIndex:
                min_score: float | None = None) -> Matches:  # fmt: skip
         """Keyword ranking alone, paged like every index's answer."""
         full = self.ranking(keywords, filters=filters, exclude=exclude, depth=offset + limit)
-        return _page(full.ids, full.scores, full.considered, limit, offset, min_score)
+        page = _page(full.ids, full.scores, full.considered, limit, offset, min_score)
+        page.keyword_capped = full.keyword_capped
+        return page
 
     def snippets(self, keywords: str, ids: Sequence[str], words: int = 16) -> dict[str, list[tuple[str, bool]]]:
         """The best-matching passage of each item's text, as (text, matched) segments."""
@@ -169,7 +220,9 @@ class KeywordIndex:
             return {}
         by_rid = {r: i for i, r in rids.items()}
         variants = tolerant_variants(self.store, keywords) if self.tolerant else {}
-        expression = snippet_expression(self.store, keywords, variants)
+        expression = snippet_expression(
+            self.store, ranked_words(self.store, keywords, self.bounded.get(keywords)), variants
+        )
         found = self.store.keyword_snippets(expression, list(by_rid), words) if expression else {}
         # OCR words are indexed folded; a snippet of them shows them as read ("Tromsø", not "tromso").
         return {by_rid[rid]: _segments(self.store.ocr_as_read(rid, text) or text) for rid, text in found.items()}

@@ -93,6 +93,9 @@ class SearchOut(BaseModel):
         None, description="token of the uploaded image, reusable as ?upload= while the server runs (image links expire)"
     )
     hits: list[HitOut]
+    keyword_capped: bool = Field(
+        False, description="the keyword ranking was over a bounded set of the matching items (a very broad query)"
+    )
 
 
 class UploadOut(BaseModel):
@@ -177,6 +180,7 @@ def hits_out(collection: str, hits: Hits, params: SearchParams) -> SearchOut:
         limit=params.limit,
         upload=params.upload,
         hits=out,
+        keyword_capped=getattr(hits, "keyword_capped", False),
     )
 
 

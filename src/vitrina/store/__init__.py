@@ -213,6 +213,10 @@ class Store:
         """(rid, BM25 score) of the items matching an FTS5 expression, best first, in chunks."""
         return self._text.ranked(expression, weights)
 
+    def keyword_matching(self, expression: str, most: int) -> int:
+        """How many items match an FTS5 expression, counted up to ``most``."""
+        return self._text.matching(expression, most)
+
     def keyword_snippets(self, expression: str, rids: Sequence[int], words: int) -> dict[int, str]:
         return self._text.snippets(expression, rids, words)
 

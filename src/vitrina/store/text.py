@@ -117,6 +117,12 @@ class Text:
         while rows := bounded("The keyword search", lambda: cursor.fetchmany(chunk)):
             yield [(int(rid), float(score)) for rid, score in rows]
 
+    def matching(self, expression: str, most: int) -> int:
+        """How many items match the FTS5 ``expression``, counted up to ``most`` (rowids only: no
+        positions are read, and the work stops at ``most``)."""
+        sql = "SELECT count(*) FROM (SELECT rowid FROM item_text WHERE item_text MATCH ? LIMIT ?)"
+        return int(bounded("The keyword search", lambda: self.db.execute(sql, (expression, int(most))).fetchone()[0]))
+
     def snippets(self, expression: str, rids: Sequence[int], words: int) -> dict[int, str]:
         """The best-matching passage of each item's text by rid, matches between the control
         characters 2 and 3 (never in the indexed text), '…' where it was cut."""
