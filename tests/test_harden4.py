@@ -275,7 +275,7 @@ def test_cards_keyword_box_and_item_tags_read_well(live_server: str, browser: An
         page.screenshot(path=str(ARTIFACTS / f"harden-results-{width}.png"))
     page = new_page(browser, viewport={"width": 1200, "height": 900})
     page.goto(live_server + "/item?" + __import__("urllib.parse").parse.urlencode({"id": first, "back": "/map"}))
-    tags = page.inner_text("dl.tags")
+    tags = page.inner_text("#item-tags")  # one Tags section: machine values, corrections over them
     assert "kind" in tags and "map" in tags and "87% · by probe:kind@clip" in tags and "18th" in tags
     assert page.inner_text("main p a") == "← Back to the map"
     page.screenshot(path=str(ARTIFACTS / "harden-item-tags.png"), full_page=True)

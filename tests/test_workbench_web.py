@@ -207,7 +207,7 @@ def test_label_train_review_keep_and_export_in_a_browser(server: str, pages: dic
     other = next(i for i in pages if i not in order[:20] and i != first and i != "zz-hostile")
     page.goto(server + "/item?id=" + other)
     tag = page.locator("#item-tags .tag[data-tag='is_this_a_blank_page']")
-    assert "classifier" in tag.inner_text()
+    assert "% · by probe:is_this_a_blank_page" in tag.inner_text()  # the machine's value, its score and classifier
     tag.locator("input").fill(pages[other])
     tag.locator("button[type=submit]").click()
     page.wait_for_selector("#item-tags .tag.corrected[data-tag='is_this_a_blank_page']")

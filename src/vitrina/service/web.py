@@ -155,17 +155,9 @@ def _item_page(request: Request, item_id: str, back: str, xywh: str = "") -> HTM
     box = [int(v) for v in xywh.split(",")] if XYWH.match(xywh) else None
     return templates.TemplateResponse(request, "item.html", {"deepzoom": viewer_source(item_id, item.image, preview), "box": box, "ocr": ocr,
                                                               "collection": service.name, "id": item_id, "metadata": metadata, "context": item.context,
-                                                              "preview": preview, "back": back, "back_label": _back_label(back), "tags": _tags(service.collection(), item_id), "similar": "/?" + urlencode([("like", item_id)]),
+                                                              "preview": preview, "back": back, "back_label": _back_label(back), "similar": "/?" + urlencode([("like", item_id)]),
                                                               "duplicates": duplicates_of(service.collection(), item_id),
                                                               "iiif": target, "viewer": viewer_url(target) if target else None})  # fmt: skip
-
-
-def _tags(collection: Any, item_id: str) -> dict[str, dict[str, Any]]:
-    """The item's classifier tags for its page (not the bookkeeping ones: hidden, duplicate_of)."""
-    from ..duplicates import TAG
-
-    tags = collection.item(item_id).tags or {}
-    return {name: t for name, t in sorted(tags.items()) if name not in ("hidden", TAG)}
 
 
 SAME_SITE = re.compile(r"/(?![/\\])[^\\\x00-\x1f\x7f]*")

@@ -245,11 +245,13 @@ def workbench_items(request: Request, id: Annotated[list[str] | None, Query(max_
 def item_tags(request: Request, item_id: str) -> list[dict[str, Any]]:
     """The item's classifier tags with people's corrections over them, for the item page
     (templates/_item_tags.html): name, value shown, the machine's value and score, who corrected."""
+    from ..duplicates import TAG as DUPLICATE_OF
     from ..store import Store
 
     coll = _service(request).collection()
     found = coll.tagged_items([item_id]).get(item_id)
-    machine = {k: v for k, v in (found.tags if found else {}).items() if k != Store.HIDDEN}
+    bookkeeping = (Store.HIDDEN, DUPLICATE_OF)  # shown elsewhere on the page, or not at all
+    machine = {k: v for k, v in (found.tags if found else {}).items() if k not in bookkeeping}
     fixes = {c["name"]: c for c in coll.workbench.corrections() if c["id"] == item_id}
     out = []
     for name in sorted(set(machine) | set(fixes)):
@@ -257,7 +259,8 @@ def item_tags(request: Request, item_id: str) -> list[dict[str, Any]]:
         score = tag.get("score")
         out.append({"name": name, "value": fix["value"] if fix else tag.get("value"), "machine": tag.get("value"),
                     "score": round(float(score), 3) if score is not None else None, "corrected": fix is not None,
-                    "who": fix["who"] if fix else None, "source": fix["source"] if fix else None})  # fmt: skip
+                    "who": fix["who"] if fix else None, "source": fix["source"] if fix else None,
+                    "classifier": tag.get("classifier")})  # fmt: skip
     return out
 
 
