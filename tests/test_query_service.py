@@ -5,6 +5,7 @@ means the command answers in-process."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -92,9 +93,20 @@ def test_the_service_answers_byte_for_byte_what_the_command_answers_in_process(
         assert len(list(runtime.glob("q-*.sock"))) == 1, "one service, started on first use and reused"
     pid = _pid(runtime)
     assert _alive(pid)
-    assert query_service.stop_all(runtime) == 1
+    # `vitrina query-services` says what runs (a look is not a query), and --stop stops it
+    for _ in range(2):
+        listed = runner.invoke(cli, ["query-services", "--json"])
+        assert listed.exit_code == 0, listed.output
+        (svc,) = json.loads(listed.stdout)["services"]
+        assert svc["pid"] == pid and svc["queries"] == len(queries)
+        assert svc["collections"] == [{"collection": str(clip_collection), "index": "auto"}]
+    human = runner.invoke(cli, ["query-services"])
+    assert f"pid {pid}: {clip_collection}; {len(queries)} queries" in human.stdout.replace("\n", "")
+    stopped = runner.invoke(cli, ["query-services", "--stop"])
+    assert stopped.exit_code == 0 and "Stopped 1 query service." in stopped.stdout
     assert not list(runtime.glob("q-*.sock")) and not list(runtime.glob("q-*.lock"))
     _wait_gone(pid)
+    assert "No query service is running" in runner.invoke(cli, ["query-services"]).stdout
 
 
 @pytest.mark.slow

@@ -277,6 +277,24 @@ def running(folder: Path | None = None) -> list[Path]:
     return sorted(p for p in folder.glob("q-*.sock") if _owned_socket(p)) if folder else []
 
 
+def describe(folder: Path | None = None) -> list[dict[str, Any]]:
+    """What each running service holds: its process, the collections it keeps open (as the caller
+    named them, with the index choice), when it started and was last asked, and when it will stop."""
+    out = []
+    for path in running(folder):
+        reply: dict[str, Any] = {}
+        sock = _connect(path, 5.0)
+        if sock is not None:
+            with sock, contextlib.suppress(OSError, ValueError, ConnectionError):
+                _send(sock, {"op": "status", "protocol": PROTOCOL})
+                reply = _recv(sock, MAX_REQUEST)
+        if reply.get("protocol") != PROTOCOL:
+            reply = {"answering": False}  # busy with a long first load, or from another vitrina build
+        reply.pop("protocol", None)
+        out.append({"socket": str(path), **reply})
+    return out
+
+
 def stop_all(folder: Path | None = None, timeout: float = 10.0) -> int:
     """Ask every service in the runtime folder to stop and wait for their sockets to go; the number asked."""
     socks = running(folder)
@@ -311,12 +329,30 @@ class Service:
         self.sock_path = sock_path
         self.idle = idle
         self.collections: dict[tuple[str, str], Any] = {}
+        self.started = self.last = time.time()
+        self.answered = 0
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "answering": True,
+            "pid": os.getpid(),
+            "version": __version__,
+            "collections": [{"collection": c, "index": i} for c, i in self.collections],
+            "started": round(self.started, 3),
+            "last_query": round(self.last, 3),
+            "queries": self.answered,
+            "stops_after_idle_s": self.idle,
+        }
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         if req.get("protocol") != PROTOCOL:
             return {"protocol": PROTOCOL, "fault": "protocol"}
         if req.get("op") == "stop":
             return {"protocol": PROTOCOL, "stopping": True}
+        if req.get("op") == "status":
+            return {"protocol": PROTOCOL, **self.status()}
+        self.last = time.time()
+        self.answered += 1
         try:
             os.chdir(req["cwd"])  # relative --image paths mean what they mean to the caller
             key = (req["collection"], req["index"])
@@ -390,10 +426,12 @@ class Service:
                     if not _owned_socket(self.sock_path):
                         return  # our socket was removed: nobody can reach us
                     continue
+                asked = self.answered
                 with conn:
                     if self.serve_one(conn):
                         return
-                last = time.monotonic()
+                if self.answered != asked:
+                    last = time.monotonic()  # a query keeps the service alive; a status look does not
 
     def serve_one(self, conn: socket.socket) -> bool:
         """Answer one connection; True when asked to stop."""

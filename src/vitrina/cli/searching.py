@@ -296,4 +296,47 @@ def demo(ctx: click.Context, collection: str, as_json: bool, serve_port: int | N
         ctx.invoke(serve, collection=collection, port=serve_port)
 
 
-COMMANDS = (search, serve, demo)
+@click.command("query-services", context_settings=CONTEXT)
+@click.option("--stop", is_flag=True, help="Stop every running query service (they restart on the next search).")
+@click.option("--json", "as_json", is_flag=True, help="Print the services as JSON.")
+def query_services(stop: bool, as_json: bool) -> None:
+    """List the local query services that keep a collection's model loaded between searches, or stop them.
+
+    `vitrina search` starts one per collection on its first text or image query and it stops by
+    itself after $VITRINA_DAEMON_IDLE seconds (600) without a query: see docs/query-service.md.
+    """
+    import time
+
+    from .. import query_service
+
+    out = stdout()
+    services = query_service.describe()
+    stopped = query_service.stop_all() if stop else 0
+    if as_json:
+        click.echo(json.dumps({"services": services, "stopped": stopped}, indent=2, ensure_ascii=False))
+        return
+    if not services:
+        out.print(
+            "No query service is running"
+            + (f" (runtime folder {query_service.runtime_dir()})." if query_service.runtime_dir() else ".")
+        )
+        return
+    now = time.time()
+    for svc in services:
+        if not svc.get("answering"):
+            out.print(f"{escape(svc['socket'])}: busy (loading a model or answering), or from another vitrina version")
+            continue
+        held = ", ".join(
+            c["collection"] + (f" ({c['index']})" if c["index"] not in ("", "auto") else "") for c in svc["collections"]
+        )
+        idle = now - svc["last_query"]
+        left = max(0.0, svc["stops_after_idle_s"] - idle)
+        out.print(
+            f"pid {svc['pid']}: {escape(held or 'no collection open yet')}; {svc['queries']} queries, "
+            f"last {idle:.0f} s ago, stops in {left:.0f} s unless asked again"
+        )
+    if stop:
+        out.print(f"Stopped {stopped} query service{'s' if stopped != 1 else ''}.")
+
+
+COMMANDS = (search, serve, demo, query_services)
