@@ -91,6 +91,8 @@ def load_image(
 
     Decoding waits while other threads' decodes hold ``MAX_DECODE_BYTES``; see ``hold_decoded``.
     """
+    if not _freed_memory_returned:
+        return_freed_memory()  # once, when the process first decodes (not at import)
     name = _describe(source)
     budget = max_decode_bytes or MAX_DECODE_BYTES
     try:
@@ -305,7 +307,10 @@ def return_freed_memory(threshold: int = 1 << 20) -> bool:
     freed. By default glibc raises its mmap threshold after the first big free and then keeps freed
     pixels in per-thread arenas that other threads cannot reuse: four concurrent 7000x7000 16-bit
     uploads, decoded one at a time by the gate, still left the server ~470 MiB bigger for good. A
-    fixed threshold turns that off. No-op (False) where the C library is not glibc."""
+    fixed threshold turns that off. No-op (False) where the C library is not glibc. Called by the
+    first ``load_image`` of a process, so merely importing vitrina changes nothing."""
+    global _freed_memory_returned
+    _freed_memory_returned = True
     try:
         import ctypes
 
@@ -315,7 +320,7 @@ def return_freed_memory(threshold: int = 1 << 20) -> bool:
         return False
 
 
-return_freed_memory()
+_freed_memory_returned = False
 
 
 @contextmanager
