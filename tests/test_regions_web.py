@@ -257,3 +257,41 @@ def test_a_box_drawn_on_the_viewer_searches_for_that_detail(region_server: str, 
     assert item == "map02.png" and np.allclose(drawn, box, atol=2 * pixel + 1), (drawn, box)
     assert page.locator("#results .hit").first.get_attribute("data-id") == "map02.png"
     assert problems == []
+
+
+def test_tiles_and_thumbnails_kept_on_disk_stay_within_their_cap(region_collection) -> None:  # type: ignore[no-untyped-def]
+    """A visitor who asks for every tile of every item cannot fill the disk: the caches drop their
+    oldest files at the cap (serve --image-cache-mb), and what was dropped is cut again on demand."""
+    from fastapi.testclient import TestClient
+
+    from vitrina.service import ServiceConfig, create_app
+    from vitrina.service.tiles import Pyramid
+
+    path, maps = region_collection
+    cap = 150_000
+    pyramid = Pyramid(*SIZE)
+
+    def on_disk(folder: str) -> int:
+        return sum(p.stat().st_size for p in (path / folder).rglob("*.jpg"))
+
+    with TestClient(create_app(ServiceConfig(collection=path, image_cache_bytes=cap))) as client:
+        served = 0
+        for i in range(len(maps)):
+            for level in (10, 11):
+                nx, ny = pyramid.tiles(level)
+                for y in range(ny):
+                    for x in range(nx):
+                        got = client.get("/api/tiles", params={"id": f"map{i:02d}.png", "level": level, "x": x, "y": y})
+                        assert got.status_code == 200
+                        served += len(got.content)
+            for size in (256, 512, 1024):
+                got = client.get("/api/thumbnails", params={"id": f"map{i:02d}.png", "size": size})
+                assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
+                served += len(got.content)
+        assert served > 4 * cap  # enough was asked for that an uncapped cache would pass the cap
+        assert 0 < on_disk("tiles") <= cap and 0 < on_disk("thumbs") <= cap
+        # the first tile was dropped long ago: it is cut again, the same picture
+        again = client.get("/api/tiles", params={"id": "map00.png", "level": 11, "x": 0, "y": 0})
+        first = Image.open(io.BytesIO(again.content)).convert("RGB")
+        want = Image.open(maps[0]).convert("RGB").crop((0, 0, 512, 512))
+        assert np.abs(np.asarray(first, float) - np.asarray(want, float)).mean() < 8

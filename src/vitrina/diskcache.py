@@ -1,5 +1,6 @@
-"""A size-capped file cache (the HTTP cache inside a collection). The oldest files go first once
-the cap is reached, so a long harvest cannot fill the collection's disk; a cache that cannot be
+"""A size-capped file cache (the HTTP cache inside a collection, and the service's thumbnails and
+deep-zoom tiles). The oldest files go first once the cap is reached, so a long harvest, or a
+visitor who asks for every tile of every item, cannot fill the collection's disk; a cache that cannot be
 written says so once (a warning) and is left alone for the rest of the run, which goes on."""
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class FileCache:
             except OSError as e:
                 self.broken = f"{type(e).__name__}: {e}"
                 log.warning(
-                    "The download cache %s cannot be written (%s); carrying on without it.", self.root, self.broken
+                    "The cache %s cannot be written (%s); carrying on without it.", self.root, self.broken
                 )
                 return
             self._total += len(data) - self._files.pop(path, 0)
@@ -63,8 +64,12 @@ _caches: dict[Path, FileCache] = {}
 _caches_lock = threading.Lock()
 
 
-def cache_put(root: Path, path: Path, data: bytes) -> None:
-    """Store ``data`` at ``path`` inside the cache ``root`` (one capped cache per root and process)."""
+def cache_put(root: Path, path: Path, data: bytes, max_bytes: int | None = None) -> None:
+    """Store ``data`` at ``path`` inside the cache ``root`` (one capped cache per root and process;
+    ``max_bytes`` is read when the root is first used: default ``MAX_BYTES`` or a quarter of the
+    free disk, whichever is less)."""
     with _caches_lock:
-        cache = _caches.setdefault(root, FileCache(root))
+        cache = _caches.get(root)
+        if cache is None:
+            cache = _caches[root] = FileCache(root, max_bytes)
     cache.put(path, data)

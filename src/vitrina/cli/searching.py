@@ -207,6 +207,12 @@ def _print_hits(payload: dict[str, Any], as_json: bool, as_csv: bool, min_score:
 )
 @click.option("--max-upload-mb", default=10, show_default=True, type=click.IntRange(1, 500))
 @click.option(
+    "--image-cache-mb",
+    type=click.IntRange(0, None),
+    help="Disk kept for thumbnails, and as much for deep-zoom tiles, oldest dropped first "
+    "[default: 1024, or a quarter of the free disk if less; 0 keeps none].",
+)
+@click.option(
     "--allow-private-urls",
     is_flag=True,
     envvar="VITRINA_ALLOW_PRIVATE_URLS",
@@ -224,7 +230,7 @@ def _print_hits(payload: dict[str, Any], as_json: bool, as_csv: bool, min_score:
     "--get", "get_path", help="Answer one GET request for this path in-process, print it and exit (smoke tests)."
 )
 def serve(collection: str, host: str, port: int, token: str | None, cors_origins: tuple[str, ...], max_upload_mb: int, allow_private_urls: bool, get_path: str | None,
-          exact: bool = False, index_target: str | None = None) -> None:  # fmt: skip
+          exact: bool = False, index_target: str | None = None, image_cache_mb: int | None = None) -> None:  # fmt: skip
     """Serve COLLECTION: a JSON API (OpenAPI docs at /docs) and a web page at /.
 
     Needs pip install 'vitrina[server]'. Read-only unless --token is given."""
@@ -236,7 +242,8 @@ def serve(collection: str, host: str, port: int, token: str | None, cors_origins
         ) from e
     with errors():
         config = ServiceConfig(collection=collection, token=token, cors_origins=cors_origins, max_upload_bytes=max_upload_mb * 1024 * 1024, allow_private_urls=allow_private_urls,
-                               index="exact" if exact else index_target or "auto")  # fmt: skip
+                               index="exact" if exact else index_target or "auto",
+                               image_cache_bytes=None if image_cache_mb is None else image_cache_mb << 20)  # fmt: skip
         app = create_app(config)
         app.state.service.start()  # load the model now: a space it cannot answer is a message, not a traceback
     if get_path is not None:

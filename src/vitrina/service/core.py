@@ -22,9 +22,9 @@ import numpy as np
 from fastapi import Request
 
 from ..collection import Collection, ImageLimits, open_collection
+from ..diskcache import cache_put
 from ..embedding import Embedder, embed_images
 from ..errors import ConfigError, ImageError, ModalityError, ModelError
-from ..files import write_atomic
 from ..filters import MAX_FILTERS, parse_filters
 from ..images import hold_decoded, read_image
 from ..options import MAX_OFFSET, MAX_TERMS
@@ -53,6 +53,7 @@ class ServiceConfig:
     title: str = ""
     index: str = "auto"  # "auto" (the approximate index when fresh), "exact", or a Qdrant target from `vitrina sync`
     work_deadline: float = 5.0  # seconds of database work for one search or map colouring (store/text.py, budget)
+    image_cache_bytes: int | None = None  # thumbnails and tiles kept, each; None: 1 GiB or 1/4 of the free disk
 
     def image_limits(self) -> ImageLimits:
         """The one set of limits for every query image (upload or URL), set on the Collection."""
@@ -308,10 +309,8 @@ class Service:
             image.thumbnail((size, size))
         buf = io.BytesIO()
         image.save(buf, "JPEG", quality=85)
-        try:
-            write_atomic(cache, buf.getvalue(), durable=False)
-        except OSError:
-            pass  # a read-only collection folder: thumbnails are made on every request instead
+        # capped, oldest first; a read-only folder: thumbnails are made on every request instead
+        cache_put(CollectionPaths(self.path).thumbs_dir, cache, buf.getvalue(), self.config.image_cache_bytes)
         return buf.getvalue()
 
     def check_token(self, request: Request) -> None:

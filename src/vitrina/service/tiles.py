@@ -23,8 +23,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from PIL import Image
 
+from ..diskcache import cache_put
 from ..errors import ImageError
-from ..files import write_atomic
 from ..images import hold_decoded, load_image
 from ..store import CollectionPaths
 from .api import MAX_ID, service_of
@@ -147,7 +147,9 @@ def _cut_level(path: str, pyramid: Pyramid, level: int) -> dict[tuple[int, int],
     return out
 
 
-def tile_jpeg(root: Any, item_id: str, image: str, fingerprint: str, level: int, x: int, y: int) -> bytes:
+def tile_jpeg(
+    root: Any, item_id: str, image: str, fingerprint: str, level: int, x: int, y: int, max_bytes: int | None = None
+) -> bytes:
     """Tile (x, y) of ``level`` of a local item image (see the module's docstring)."""
     path = _local_path(image)
     size = _header_size(path) if path else None
@@ -169,11 +171,10 @@ def tile_jpeg(root: Any, item_id: str, image: str, fingerprint: str, level: int,
             tiles = _cut_level(path, pyramid, level)  # type: ignore[arg-type]
         except ImageError as e:
             raise ServiceError(404, "image_unavailable", f"The image of item {item_id!r} cannot be shown.") from e
-        try:
-            for (tx, ty), data in tiles.items():
-                write_atomic(folder / f"{tx}_{ty}.jpg", data, durable=False)
-        except OSError:
-            pass  # a read-only collection folder: levels are cut on every request instead
+        # capped, oldest first (a visitor can ask for every tile of every item); a read-only
+        # folder: levels are cut on every request instead
+        for (tx, ty), data in tiles.items():
+            cache_put(CollectionPaths(root).tiles_dir, folder / f"{tx}_{ty}.jpg", data, max_bytes)
     return tiles[x, y]
 
 
@@ -196,5 +197,5 @@ def tile_route(
     item = service.collection().items([id]).get(id)
     if item is None:
         raise ServiceError(404, "item_not_found", f"No item {id!r} in this collection.")
-    data = tile_jpeg(service.path, id, item.image, item.fingerprint, level, x, y)
+    data = tile_jpeg(service.path, id, item.image, item.fingerprint, level, x, y, service.config.image_cache_bytes)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
