@@ -252,7 +252,7 @@ def item_tags(request: Request, item_id: str) -> list[dict[str, Any]]:
     found = coll.tagged_items([item_id]).get(item_id)
     bookkeeping = (Store.HIDDEN, DUPLICATE_OF)  # shown elsewhere on the page, or not at all
     machine = {k: v for k, v in (found.tags if found else {}).items() if k not in bookkeeping}
-    fixes = {c["name"]: c for c in coll.workbench.corrections() if c["id"] == item_id}
+    fixes = {c["name"]: c for c in coll.workbench.corrections(item_id=item_id)}
     out = []
     for name in sorted(set(machine) | set(fixes)):
         tag, fix = machine.get(name, {}), fixes.get(name)

@@ -18,6 +18,8 @@ the classifier's value in filters and survives its re-runs. Names and text are c
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -109,6 +111,27 @@ class Workbench:
             removed = curation.remove_from_set(name, None if ids is None else check_ids(list(ids)))
         return {"set": name, "removed": removed, "deleted": ids is None}
 
+    def rename(self, name: str, new_name: str) -> dict[str, Any]:
+        """Give set ``name`` a new name (``--where set=NEW`` finds its items from then on)."""
+        name, new_name = check_set_name(name), check_set_name(new_name)
+        self.show(name, 1)
+        if new_name != name and self.coll.curation().get_set(new_name) is not None:
+            raise QueryError(f"There is already a set {new_name!r}; delete it or choose another name.")
+        with self._writable().curating() as curation:
+            moved = curation.rename_set(name, new_name)
+        return {"set": new_name, "renamed_from": name, "items": moved}
+
+    def to_collection(self, name: str, target: str | os.PathLike[str], *, who: str | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:  # fmt: skip
+        """Export set ``name`` as a new collection at ``target`` (a path, or a name under the home
+        folder) that reuses the vectors: searchable there at once with the same model. A target
+        that exists and is not empty is refused (see ``as_collection``)."""
+        from .as_collection import to_collection
+
+        members = [m["id"] for m in self.show(name, None)["members"]]
+        return to_collection(self.coll, check_set_name(name), members, target, who=check_who(who or default_who()),
+                             progress=progress)  # fmt: skip
+
     # -- labels and corrections ---------------------------------------------------------------
 
     def label(self, question: str, ids: str | list[str], answer: str, *, who: str | None = None) -> dict[str, Any]:
@@ -155,7 +178,10 @@ class Workbench:
             curation.correct(tag, [(item_id, value)], check_who(who or default_who()))
         return {"id": item_id, "tag": tag, "value": value}
 
-    def corrections(self, tag: str | None = None) -> list[dict[str, Any]]:
+    def corrections(self, tag: str | None = None, *, item_id: str | None = None) -> list[dict[str, Any]]:
+        """People's corrections of machine tags (of ``tag``; of one item: ``item_id``)."""
+        if item_id is not None:
+            return [c for c in self.coll.curation().corrections_of(item_id) if tag is None or c["name"] == tag]
         return self.coll.curation().corrections(tag)
 
     # -- the loop -----------------------------------------------------------------------------

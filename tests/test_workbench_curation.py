@@ -1,0 +1,76 @@
+"""The curator's workbench, second part (issue 29): a set exported as a collection of its own that
+reuses the vectors, renaming sets, and the item page's id-keyed corrections; real SQLite, real
+images embedded by the numpy FakeEmbedder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_workbench import pages  # noqa: F401 — the fixture
+from vitrina import open_collection
+from vitrina.errors import QueryError
+
+
+def test_a_set_exported_as_a_collection_answers_like_the_set(pages, tmp_path: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    coll, kinds, folder = pages
+    wb = coll.workbench
+    chosen = sorted(kinds)[3:23]
+    wb.add("first half", chosen, query={"text": "pages"}, who="ana")
+    coll.set_tags("kind", "probe-x", [(i, k, 0.9) for i, k in kinds.items()])
+    wb.correct("kind", chosen[0], "corrected", who="bo")
+    out = wb.to_collection("first half", tmp_path / "half", who="ana")
+    assert out["items"] == 20 and list(out["vectors"].values()) == [20] and out["corrections"] == 1
+    new = open_collection(tmp_path / "half", embedder=fake_embedder)
+    assert len(new) == 20 and new.fingerprint() == coll.fingerprint()
+    ids, matrix = new.vectors()
+    old_ids, old_matrix = coll.vectors()
+    row = {i: n for n, i in enumerate(old_ids)}
+    assert np.allclose(matrix, np.asarray(old_matrix)[[row[i] for i in ids]], atol=1e-6)  # copied (renormalised), not re-embedded
+    for probe in (chosen[5], sorted(kinds)[30]):  # an item of the set, and one outside it
+        there = new.search(image=str(folder / probe), limit=10, include_self=True)
+        here = coll.search(image=str(folder / probe), where=["set=first half"], limit=10, include_self=True)
+        assert [h.id for h in there] == [h.id for h in here]
+        assert [h.score for h in there] == pytest.approx([h.score for h in here], abs=1e-5)
+    assert new.item(chosen[0]).metadata == coll.item(chosen[0]).metadata
+    assert sorted(new.ids_where(["set=first half"])) == chosen
+    assert new.ids_where(["kind=corrected"]) == [chosen[0]]  # the correction came along and wins
+    assert new.workbench.corrections(item_id=chosen[0])[0]["who"] == "bo"
+    # A target that is not empty is refused, and nothing is written there.
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    with pytest.raises(QueryError, match="not empty"):
+        wb.to_collection("first half", tmp_path / "busy")
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["keep.txt"]
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    # An existing empty folder is fine.
+    (tmp_path / "empty").mkdir()
+    assert wb.to_collection("first half", tmp_path / "empty")["items"] == 20
+
+
+def test_rename_keeps_the_items_and_the_filter_follows(pages) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    coll, kinds, _ = pages
+    wb = coll.workbench
+    ids = sorted(kinds)[:4]
+    wb.add("draft", ids, query={"text": "x"}, who="ana")
+    wb.add("other", ids[:1], who="ana")
+    assert wb.rename("draft", "final picks") == {"set": "final picks", "renamed_from": "draft", "items": 4}
+    assert sorted(coll.ids_where(["set=final picks"])) == ids and coll.ids_where(["set=draft"]) == []
+    assert [s["name"] for s in wb.sets()] == ["final picks", "other"]
+    assert wb.show("final picks")["query"] == {"text": "x"}
+    with pytest.raises(QueryError, match="already a set"):
+        wb.rename("final picks", "other")
+    with pytest.raises(QueryError, match="No set"):
+        wb.rename("draft", "again")
+
+
+def test_corrections_of_one_item(pages) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    coll, kinds, _ = pages
+    a, b = sorted(kinds)[:2]
+    coll.set_tags("kind", "probe-x", [(i, k, 0.9) for i, k in kinds.items()])
+    coll.workbench.correct("kind", a, "map", who="ana")
+    coll.workbench.correct("kind", b, "plan", who="bo")
+    assert [(c["id"], c["value"]) for c in coll.workbench.corrections(item_id=a)] == [(a, "map")]
+    assert coll.workbench.corrections(item_id=sorted(kinds)[5]) == []
