@@ -74,3 +74,35 @@ def test_corrections_of_one_item(pages) -> None:  # type: ignore[no-untyped-def]
     coll.workbench.correct("kind", b, "plan", who="bo")
     assert [(c["id"], c["value"]) for c in coll.workbench.corrections(item_id=a)] == [(a, "map")]
     assert coll.workbench.corrections(item_id=sorted(kinds)[5]) == []
+
+
+def test_duplicate_verdicts_win_over_the_machine_and_survive_a_rerun(pages) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from vitrina.duplicates import duplicates_of, find_duplicates
+
+    coll, kinds, folder = pages
+    for copy in ("copy-a.png", "copy-b.png"):
+        (folder / copy).write_bytes((folder / "p00.png").read_bytes())
+    coll.index(str(folder))
+    find_duplicates(coll, threshold=0.999)
+    wb = coll.workbench
+    shown = wb.duplicates("p00.png")
+    assert sorted(m["id"] for m in shown["members"]) == ["copy-a.png", "copy-b.png"] and not shown["corrected"]
+    # "Not a duplicate" takes copy-b out of the group, on every member's page and in filters.
+    wb.review_duplicates("p00.png", "different", ["copy-b.png"], who="ana")
+    assert [m["id"] for m in duplicates_of(coll, "p00.png")] == ["copy-a.png"]
+    assert duplicates_of(coll, "copy-b.png") == []
+    assert wb.duplicates("p00.png")["removed"] == [{"id": "copy-b.png", "who": "ana"}]
+    # "These are duplicates" pins the rest as one group.
+    wb.review_duplicates("p00.png", "same", who="bo")
+    pinned = wb.duplicates("copy-a.png")
+    assert pinned["corrected"] and pinned["who"] == "bo" and [m["id"] for m in pinned["members"]] == ["p00.png"]
+    # A re-run that finds no group at all (threshold above 1) leaves people's verdicts standing.
+    find_duplicates(coll, threshold=1.0)
+    coll.set_tags("duplicate_of", "rerun", [])
+    assert [m["id"] for m in duplicates_of(coll, "p00.png")] == ["copy-a.png"]
+    assert duplicates_of(coll, "copy-b.png") == []
+    # Back to the machine's: copy-b follows the machine again (now: no group).
+    wb.review_duplicates("p00.png", "machine", ["copy-b.png"], who="ana")
+    assert wb.duplicates("p00.png")["removed"] == []
+    with pytest.raises(QueryError, match="Verdict"):
+        wb.review_duplicates("p00.png", "maybe")

@@ -13,7 +13,7 @@ from ._common import CONTEXT, echo_json, errors, escape, stderr, stdout
 
 __all__ = ["COMMANDS"]
 
-SET_ACTIONS = ("list", "show", "add", "remove", "delete", "similar", "export")
+SET_ACTIONS = ("list", "show", "add", "remove", "delete", "similar", "export", "rename")
 
 
 def _who(who: str | None) -> str | None:
@@ -49,9 +49,12 @@ def _ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
               type=click.Choice(["csv", "json", "iiif-collection", "iiif-manifest", "pairs"]), help="export: what to write.")  # fmt: skip
 @click.option("--base", default="", help="export, IIIF: the URL the documents' ids start with.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="export: write here (default: stdout).")
+@click.option("--as-collection", "as_collection", help="export: write a new collection here (a path or a name) that reuses the vectors.")
+@click.option("--to", "new_name", help="rename: the set's new name.")
 @click.option("--json", "as_json", is_flag=True)
 def sets(collection: str, action: str, name: str | None, ids: tuple[str, ...], ids_file: Path | None, where: tuple[str, ...], query_text: str | None,
-         note: str | None, who: str | None, negative: str | None, limit: int, fmt: str, base: str, out: Path | None, as_json: bool) -> None:  # fmt: skip
+         note: str | None, who: str | None, negative: str | None, limit: int, fmt: str, base: str, out: Path | None,
+         as_collection: str | None, new_name: str | None, as_json: bool) -> None:  # fmt: skip
     """Named sets of items: keep search results, filter on them, find more like them, export them.
 
     \b
@@ -60,6 +63,8 @@ def sets(collection: str, action: str, name: str | None, ids: tuple[str, ...], i
     vitrina search maps "whale" --where "set=sea monsters"
     vitrina sets maps similar "sea monsters" --negative "blank pages"
     vitrina sets maps export "sea monsters" --format csv --out sea-monsters.csv
+    vitrina sets maps export "sea monsters" --as-collection ./sea-monsters   # searchable at once
+    vitrina sets maps rename "sea monsters" --to "sea creatures"
     vitrina sets maps                      # list them
     """
     from ..collection import open_collection
@@ -87,6 +92,12 @@ def sets(collection: str, action: str, name: str | None, ids: tuple[str, ...], i
             result = wb.remove(str(name), chosen)
         elif action == "delete":
             result = wb.remove(str(name))
+        elif action == "rename":
+            if not new_name:
+                raise click.UsageError("rename needs --to NEW_NAME.")
+            result = wb.rename(str(name), new_name)
+        elif action == "export" and as_collection:
+            result = wb.to_collection(str(name), as_collection, who=_who(who))
         elif action == "similar":
             hits = wb.similar(str(name), negative=negative, limit=limit, where=list(where))
             result = hits.to_list()
@@ -106,6 +117,14 @@ def sets(collection: str, action: str, name: str | None, ids: tuple[str, ...], i
 
 def _print_sets(action: str, result: Any) -> None:
     console = stdout()
+    if action == "export":  # --as-collection
+        spaces = ", ".join(f"{escape(k)}: {v}" for k, v in result["vectors"].items())
+        console.print(f"Set [bold]{escape(result['set'])}[/]: {result['items']} items to {escape(result['collection'])} "
+                      f"(vectors copied, {spaces}); search it at once: vitrina search {escape(result['collection'])} ...")  # fmt: skip
+        return
+    if action == "rename":
+        console.print(f"Set [bold]{escape(result['renamed_from'])}[/] is now [bold]{escape(result['set'])}[/] ({result['items']} items).")
+        return
     if action == "list":
         if not result:
             console.print("No sets yet: vitrina sets COLLECTION add NAME --ids ID ... (or --where FILTER)")

@@ -184,6 +184,24 @@ class Workbench:
             return [c for c in self.coll.curation().corrections_of(item_id) if tag is None or c["name"] == tag]
         return self.coll.curation().corrections(tag)
 
+    def duplicates(self, item_id: str) -> dict[str, Any]:
+        """The item's duplicate group as shown: a person's verdicts over the machine's grouping."""
+        from .review import duplicate_review
+
+        (item_id,) = check_ids([item_id])
+        return duplicate_review(self._writable(), item_id)
+
+    def review_duplicates(self, item_id: str, verdict: str, ids: list[str] | None = None, *,
+                          who: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """``same``: the item and ``ids`` (default: its group's members) are duplicates;
+        ``different``: ``ids`` (default: the item) are in no group; ``machine``: the machine's
+        grouping again. Kept like tag corrections; survives a re-run of ``vitrina duplicates``."""
+        from .review import review_duplicates
+
+        (item_id,) = check_ids([item_id])
+        chosen = None if ids is None else check_ids(list(ids))
+        return review_duplicates(self._writable(), item_id, verdict, chosen, check_who(who or default_who()))
+
     # -- the loop -----------------------------------------------------------------------------
 
     def train(
