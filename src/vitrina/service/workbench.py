@@ -304,7 +304,7 @@ def item_tags(request: Request, item_id: str) -> list[dict[str, Any]]:
     found = coll.tagged_items([item_id]).get(item_id)
     bookkeeping = (Store.HIDDEN, DUPLICATE_OF)  # shown elsewhere on the page, or not at all
     machine = {k: v for k, v in (found.tags if found else {}).items() if k not in bookkeeping}
-    fixes = {c["name"]: c for c in coll.workbench.corrections(item_id=item_id)}
+    fixes = {c["name"]: c for c in coll.workbench.corrections(item_id=item_id) if c["name"] not in bookkeeping}
     out = []
     for name in sorted(set(machine) | set(fixes)):
         tag, fix = machine.get(name, {}), fixes.get(name)
@@ -317,3 +317,11 @@ def item_tags(request: Request, item_id: str) -> list[dict[str, Any]]:
 
 
 templates.env.globals["workbench_item_tags"] = item_tags
+
+
+def item_duplicates(request: Request, item_id: str) -> dict[str, Any]:
+    """The item's duplicate group with people's verdicts, for the item page (_item_duplicates.html)."""
+    return _service(request).collection().workbench.duplicates(item_id)  # type: ignore[no-any-return]
+
+
+templates.env.globals["workbench_duplicates"] = item_duplicates

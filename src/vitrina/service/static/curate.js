@@ -109,4 +109,24 @@
       if (clear) clear.addEventListener("click", () => send(null));
     }
   }
+
+  // -- item page: people's verdicts on a duplicate group (workbench/review.py) ----------------
+  const dups = document.getElementById("duplicates");
+  if (dups) {
+    const itemId = dups.dataset.item;
+    const msg = dups.querySelector(".dup-msg");
+    const send = async (body) => {
+      try { await api("/api/duplicates/review", { id: itemId, ...body }); location.reload(); }
+      catch (e) { msg.textContent = e.message; }
+    };
+    for (const b of dups.querySelectorAll(".not-dup, .undo-dup, .dup-review")) b.hidden = false;
+    for (const b of dups.querySelectorAll(".not-dup")) {
+      const li = b.closest("li");
+      b.setAttribute("aria-label", "Not a duplicate: " + li.dataset.id);
+      b.addEventListener("click", () => send({ verdict: "different", ids: [li.dataset.id] }));
+    }
+    for (const b of dups.querySelectorAll(".undo-dup")) b.addEventListener("click", () => send({ verdict: "machine", ids: [b.dataset.id] }));
+    const confirm = dups.querySelector(".confirm-dup");
+    if (confirm) confirm.addEventListener("click", () => send({ verdict: "same" }));
+  }
 })();
