@@ -106,3 +106,41 @@ def test_duplicate_verdicts_win_over_the_machine_and_survive_a_rerun(pages) -> N
     assert wb.duplicates("p00.png")["removed"] == []
     with pytest.raises(QueryError, match="Verdict"):
         wb.review_duplicates("p00.png", "maybe")
+
+
+def test_a_corrected_ocr_word_is_shown_searched_and_survives_a_new_reading(pages) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from vitrina.ocr import Word
+    from vitrina.store import Store
+
+    coll, kinds, _ = pages
+    item = sorted(kinds)[2]
+    read = [Word("Kristiania", 10, 10, 120, 20, 0.9, "e"), Word("Trondhjern", 10, 40, 120, 20, 0.6, "e"), Word("1859", 10, 70, 50, 20, 0.9, "e")]
+
+    def ocr_run(words: list[Word]) -> None:
+        store = Store(coll.path, writer=True)
+        store.save_words(store.rids_of([item])[item], "f", "e@1", words, (400, 300))
+        store.close()
+
+    ocr_run(read)
+    wb = coll.workbench
+    assert [w["text"] for w in wb.words(item)["words"]] == ["Kristiania", "Trondhjern", "1859"]
+    [exact] = coll.search(keywords="trondhjern", limit=5)
+    out = wb.fix_word(item, 1, "Trondhjem", who="ana")
+    assert out == {"id": item, "n": 1, "text": "Trondhjem", "was": "Trondhjern", "corrected": True}
+    shown = wb.words(item)
+    assert [w["text"] for w in shown["words"]] == ["Kristiania", "Trondhjem", "1859"]
+    assert shown["fixes"][0]["was"] == "Trondhjern" and shown["fixes"][0]["who"] == "ana"
+    assert [h.id for h in coll.search(keywords="trondhjem", limit=5)] == [item]  # the corrected word is found
+    [near] = coll.search(keywords="trondhjern", limit=5)  # the misreading: only as a near miss now
+    assert near.score < exact.score and near.words[0]["text"] == "Trondhjem"
+    # A new reading (boxes a little off, a word before it) gets the correction again.
+    ocr_run([Word("Oslo", 200, 10, 40, 20, 0.9, "e"), Word("Kristiania", 11, 10, 120, 20, 0.9, "e"),
+             Word("Trondhjern", 12, 41, 118, 20, 0.6, "e"), Word("1859", 10, 70, 50, 20, 0.9, "e")])  # fmt: skip
+    assert [w["text"] for w in wb.words(item)["words"]] == ["Oslo", "Kristiania", "Trondhjem", "1859"]
+    assert [h.id for h in coll.search(keywords="trondhjem", limit=5)] == [item]
+    # Correcting it again keeps what the OCR read; back to the reading drops the correction.
+    assert wb.fix_word(item, 2, "Trondhjem.", who="bo")["was"] == "Trondhjern"
+    assert wb.fix_word(item, 2, None, who="bo") == {"id": item, "n": 2, "text": "Trondhjern", "was": "Trondhjern", "corrected": False}
+    assert wb.words(item)["fixes"] == [] and [h.id for h in coll.search(keywords="trondhjern", limit=5)] == [item]
+    with pytest.raises(QueryError, match="no word 9"):
+        wb.fix_word(item, 9, "x")

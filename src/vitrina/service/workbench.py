@@ -248,6 +248,28 @@ async def review_duplicates(request: Request) -> dict[str, Any]:
     return await run_in_threadpool(lambda: wb.review_duplicates(body.id, body.verdict, body.ids, who=_who(body.who, request)))  # type: ignore[no-any-return]
 
 
+class WordFix(BaseModel):
+    id: ID
+    n: Annotated[int, Field(ge=0, le=1_000_000)]
+    text: Annotated[str | None, Field(max_length=200)] = None  # None: what the OCR read again
+    who: WHO = None
+
+
+@router.get("/api/words", responses=errors(400, 422))
+def item_words(request: Request, id: Annotated[str, Query(min_length=1, max_length=1000)]) -> dict[str, Any]:  # noqa: A002
+    """The words read from the item's image (n, text, box) and people's corrections of them."""
+    return _service(request).collection().workbench.words(id)  # type: ignore[no-any-return]
+
+
+@router.post("/api/words", responses=errors(400, 401, 403, 413, 415, 422), tags=["write"])
+async def fix_word(request: Request) -> dict[str, Any]:
+    """Correct word ``n`` of an item (``text`` null: what the OCR read); wins on the page and in
+    keyword search, and survives a new OCR run."""
+    body = await _body(request, WordFix)
+    wb = _service(request).collection().workbench
+    return await run_in_threadpool(lambda: wb.fix_word(body.id, body.n, body.text, who=_who(body.who, request)))  # type: ignore[no-any-return]
+
+
 # -- the page (templates/workbench.html, static/workbench.js; docs/workbench.md) ----------------
 
 MAX_CARDS = 200

@@ -192,6 +192,20 @@ class Curation:
         return [{"id": r[0], "name": r[1], "value": r[2], "source": r[3], "who": r[4], "at": r[5]} for r in rows]
 
 
+    # -- corrections of OCR words (store/word_fixes.py) ----------------------------------------
+
+    def fix_word(self, item_id: str, n: int, text: str | None, who: str) -> dict[str, Any] | None:
+        """Word ``n`` of the item reads ``text`` (None: what the machine read); None: no such word."""
+        from .word_fixes import fix_word
+
+        return fix_word(self.db, item_id, n, text, who)
+
+    def word_fixes(self, item_id: str) -> list[dict[str, Any]]:
+        from .word_fixes import fixes_of
+
+        return fixes_of(self.db, item_id)
+
+
 def _set_row(r: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
     try:
         query = json.loads(r[1])

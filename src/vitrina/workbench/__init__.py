@@ -202,6 +202,29 @@ class Workbench:
         chosen = None if ids is None else check_ids(list(ids))
         return review_duplicates(self._writable(), item_id, verdict, chosen, check_who(who or default_who()))
 
+    def fix_word(self, item_id: str, n: int, text: str | None, *, who: str | None = None) -> dict[str, Any]:
+        """Word ``n`` (reading order) read from the item's image says ``text`` (None: back to what
+        the OCR read). Shown and searched instead of the reading; survives a new OCR run."""
+        (item_id,) = check_ids([item_id])
+        if text is not None:
+            text = check_note(text)[:200] or None
+        if not isinstance(n, int) or n < 0:
+            raise QueryError(f"Word number {n!r}: give the word's place in reading order (0, 1, ...).")
+        with self._writable().curating() as curation:
+            out = curation.fix_word(item_id, n, text, check_who(who or default_who()))
+        if out is None:
+            raise QueryError(f"Item {item_id[:80]!r} has no word {n} read from its image (`vitrina ocr` reads them).")
+        return out
+
+    def words(self, item_id: str, limit: int = 2000) -> dict[str, Any]:
+        """The words read from the item's image in reading order (``n``, text, box) and people's
+        corrections of them (box, what the OCR read, the text, who)."""
+        found = self.coll.matched_words(item_id)
+        words = (found or {}).get("words", [])[:limit]
+        fixes = self.coll.curation().word_fixes(item_id)
+        return {"id": item_id, "words": [{"n": n, **w} for n, w in enumerate(words)], "fixes": fixes,
+                "width": (found or {}).get("width"), "height": (found or {}).get("height")}  # fmt: skip
+
     # -- the loop -----------------------------------------------------------------------------
 
     def train(
