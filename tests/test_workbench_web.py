@@ -229,6 +229,7 @@ def test_label_train_review_keep_and_export_in_a_browser(server: str, pages: dic
     assert page.eval_on_selector_all("#duplicates li", "els => els.map(e => e.dataset.id)") == ["zz-hostile"]
     page.click("#duplicates .confirm-dup")
     page.wait_for_selector("#duplicates li.confirmed[data-id='zz-hostile']")
+    assert page.locator("#item-tags .tag[data-tag='duplicate_of']").count() == 0  # bookkeeping, shown above
     assert "confirmed by web" in page.inner_text("#duplicates") and "keeps it" in page.inner_text("#duplicates")
     page.screenshot(path=str(ARTIFACTS / "workbench-duplicates-confirmed.png"), full_page=True)
     page.click("#duplicates li[data-id='zz-hostile'] .not-dup")
@@ -241,6 +242,25 @@ def test_label_train_review_keep_and_export_in_a_browser(server: str, pages: dic
     page.reload()
     page.wait_for_selector("#duplicates .removed-item")
     assert page.locator("#duplicates li").count() == 0
+
+    # Correct a word read from the image: shown as corrected, found by keyword search.
+    from vitrina.ocr import Word
+    from vitrina.store import Store
+
+    store = Store(open_collection("book").path, writer=True)
+    store.save_words(store.rids_of(["p00.png"])["p00.png"], "f", "e@1", [Word("Kapitel", 14, 80, 50, 8, 0.9, "e"),
+                     Word("Trondhjern", 14, 96, 70, 8, 0.55, "e")], (120, 160))  # fmt: skip
+    store.close()
+    page.goto(server + "/item?id=p00.png")
+    page.click("#item-words .word[data-n='1']")
+    page.fill("#word-text", "Trondhjem")
+    page.screenshot(path=str(ARTIFACTS / "workbench-word-fix.png"), full_page=True)
+    page.press("#word-text", "Enter")
+    page.wait_for_selector("#item-words .word.corrected")
+    assert page.inner_text("#item-words .word.corrected") == "Trondhjem"
+    assert "read as “Trondhjern”" in page.get_attribute("#item-words .word.corrected", "title")
+    found = page.evaluate("fetch('/api/search?keywords=trondhjem').then(r => r.json())")
+    assert [h["id"] for h in found["hits"]] == ["p00.png"]
 
     # Sets on the workbench: take one item out, rename, save as a collection, delete (asked first).
     page.goto(server + "/workbench")
@@ -257,6 +277,8 @@ def test_label_train_review_keep_and_export_in_a_browser(server: str, pages: dic
     page.fill(one + " .set-ask input", "blank leaves")
     page.press(one + " .set-ask input", "Enter")
     page.wait_for_selector("#sets-list .set[data-name='blank leaves']")
+    page.wait_for_function("document.getElementById('source-name').textContent.includes('blank leaves')")
+    assert page.input_value("#set-name") == "blank leaves"  # the current set follows its new name
     one = "#sets-list .set[data-name='blank leaves']"
     page.click(one + " .as-collection")
     page.fill(one + " .set-ask input", "blank-leaves")

@@ -347,3 +347,11 @@ def item_duplicates(request: Request, item_id: str) -> dict[str, Any]:
 
 
 templates.env.globals["workbench_duplicates"] = item_duplicates
+
+
+def item_words(request: Request, item_id: str) -> dict[str, Any]:
+    """The words read from the item's image with people's corrections, for the item page (_item_words.html)."""
+    return _service(request).collection().workbench.words(item_id, limit=1000)  # type: ignore[no-any-return]
+
+
+templates.env.globals["workbench_words"] = item_words

@@ -15,7 +15,7 @@ from typing import Any
 from ..ocr.fold import fold_words
 from .sql import transaction
 
-__all__ = ["MATCH", "apply", "fix_word", "fixes_of", "unfix_word"]
+__all__ = ["MATCH", "apply", "fix_word", "fixes_of", "overlap", "unfix_word"]
 
 MATCH = 0.5  # intersection over union of a new word's box and a kept correction's
 
@@ -24,7 +24,7 @@ def _has_table(db: sqlite3.Connection) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='word_fixes'").fetchone() is not None
 
 
-def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+def overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -53,7 +53,7 @@ def apply(db: sqlite3.Connection, rid: int, rows: list[tuple[Any, ...]]) -> list
         box = tuple(fix["box"])
         best, score = None, MATCH
         for k, r in enumerate(out):
-            s = _overlap(box, (r[4], r[5], r[6], r[7]))  # type: ignore[arg-type]
+            s = overlap(box, (r[4], r[5], r[6], r[7]))  # type: ignore[arg-type]
             if s >= score:
                 best, score = k, s
         if best is not None:
@@ -84,7 +84,7 @@ def fix_word(db: sqlite3.Connection, item_id: str, n: int, text: str | None, who
             return None
         word, stored_n = found[:6], found[6]
         box = tuple(word[2:6])
-        kept = [f for f in fixes_of(db, item_id) if _overlap(tuple(f["box"]), box) >= MATCH]  # type: ignore[arg-type]
+        kept = [f for f in fixes_of(db, item_id) if overlap(tuple(f["box"]), box) >= MATCH]  # type: ignore[arg-type]
         was = kept[0]["was"] if kept else word[0]
         for f in kept:
             db.execute("DELETE FROM word_fixes WHERE item_id=? AND x=? AND y=? AND w=? AND h=?", (item_id, *f["box"]))

@@ -221,8 +221,14 @@ class Workbench:
         corrections of them (box, what the OCR read, the text, who)."""
         found = self.coll.matched_words(item_id)
         words = (found or {}).get("words", [])[:limit]
+        from ..store.word_fixes import MATCH, overlap
+
         fixes = self.coll.curation().word_fixes(item_id)
-        return {"id": item_id, "words": [{"n": n, **w} for n, w in enumerate(words)], "fixes": fixes,
+        shown = []
+        for n, w in enumerate(words):
+            fix = next((f for f in fixes if overlap(tuple(f["box"]), tuple(w["box"])) >= MATCH), None)
+            shown.append({"n": n, **w, "corrected": fix is not None, **({"was": fix["was"], "who": fix["who"]} if fix else {})})
+        return {"id": item_id, "words": shown, "fixes": fixes,
                 "width": (found or {}).get("width"), "height": (found or {}).get("height")}  # fmt: skip
 
     # -- the loop -----------------------------------------------------------------------------

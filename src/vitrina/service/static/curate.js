@@ -129,4 +129,34 @@
     const confirm = dups.querySelector(".confirm-dup");
     if (confirm) confirm.addEventListener("click", () => send({ verdict: "same" }));
   }
+
+  // -- item page: correct a word read from the image (OCR) -----------------------------------
+  const words = document.getElementById("item-words");
+  if (words) {
+    const itemId = words.dataset.item;
+    const form = words.querySelector(".word-fix"), msg = words.querySelector(".word-msg");
+    words.querySelector(".words-locked").hidden = true;
+    words.querySelector(".words-how").hidden = false;
+    let chosen = null;
+    for (const b of words.querySelectorAll(".word")) {
+      b.disabled = false;
+      b.addEventListener("click", () => {
+        if (chosen) chosen.classList.remove("editing");
+        chosen = b;
+        b.classList.add("editing");
+        form.querySelector(".word-n").textContent = String(Number(b.dataset.n) + 1);
+        form.elements.text.value = b.dataset.text;
+        form.hidden = false;
+        form.elements.text.focus();
+        form.elements.text.select();
+      });
+    }
+    const send = async (text) => {
+      try { await api("/api/words", { id: itemId, n: Number(chosen.dataset.n), text }); location.reload(); }
+      catch (e) { msg.textContent = e.message; }
+    };
+    form.addEventListener("submit", (e) => { e.preventDefault(); if (chosen) send(form.elements.text.value.trim() || null); });
+    form.querySelector(".word-reset").addEventListener("click", () => { if (chosen) send(null); });
+    form.querySelector(".word-cancel").addEventListener("click", () => { form.hidden = true; if (chosen) chosen.classList.remove("editing"); });
+  }
 })();

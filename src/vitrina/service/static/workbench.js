@@ -419,6 +419,7 @@
       ask(set, true, el("span", {}, `Delete the set “${name}” (${count})? The items stay in the collection.`), yes).querySelector(".confirm-delete").focus();
       yes.addEventListener("click", () => change(() => api(path + "/remove", {}), () => {
         if (state.source.kind === "set" && state.source.name === name) setSource({ kind: "browse", offset: 0 });
+        if ($("set-name").value.trim() === name) { $("set-name").value = ""; localStorage.removeItem("vitrina.wb.set"); }
         return `Deleted the set “${name}”.`;
       }));
     } else if (e.target.closest(".rename-set")) {
@@ -428,6 +429,7 @@
       input.focus(); input.select();
       const run = () => change(() => api(path + "/rename", { to: input.value.trim() }), (out) => {
         if (state.source.kind === "set" && state.source.name === name) setSource({ ...state.source, name: out.set });
+        if ($("set-name").value.trim() === name) { $("set-name").value = out.set; localStorage.setItem("vitrina.wb.set", out.set); }
         return `Renamed “${name}” to “${out.set}”.`;
       });
       go.addEventListener("click", run);
