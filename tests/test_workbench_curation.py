@@ -28,7 +28,9 @@ def test_a_set_exported_as_a_collection_answers_like_the_set(pages, tmp_path: Pa
     ids, matrix = new.vectors()
     old_ids, old_matrix = coll.vectors()
     row = {i: n for n, i in enumerate(old_ids)}
-    assert np.allclose(matrix, np.asarray(old_matrix)[[row[i] for i in ids]], atol=1e-6)  # copied (renormalised), not re-embedded
+    assert np.allclose(
+        matrix, np.asarray(old_matrix)[[row[i] for i in ids]], atol=1e-6
+    )  # copied (renormalised), not re-embedded
     for probe in (chosen[5], sorted(kinds)[30]):  # an item of the set, and one outside it
         there = new.search(image=str(folder / probe), limit=10, include_self=True)
         here = coll.search(image=str(folder / probe), where=["set=first half"], limit=10, include_self=True)
@@ -114,7 +116,11 @@ def test_a_corrected_ocr_word_is_shown_searched_and_survives_a_new_reading(pages
 
     coll, kinds, _ = pages
     item = sorted(kinds)[2]
-    read = [Word("Kristiania", 10, 10, 120, 20, 0.9, "e"), Word("Trondhjern", 10, 40, 120, 20, 0.6, "e"), Word("1859", 10, 70, 50, 20, 0.9, "e")]
+    read = [
+        Word("Kristiania", 10, 10, 120, 20, 0.9, "e"),
+        Word("Trondhjern", 10, 40, 120, 20, 0.6, "e"),
+        Word("1859", 10, 70, 50, 20, 0.9, "e"),
+    ]
 
     def ocr_run(words: list[Word]) -> None:
         store = Store(coll.path, writer=True)
@@ -140,7 +146,29 @@ def test_a_corrected_ocr_word_is_shown_searched_and_survives_a_new_reading(pages
     assert [h.id for h in coll.search(keywords="trondhjem", limit=5)] == [item]
     # Correcting it again keeps what the OCR read; back to the reading drops the correction.
     assert wb.fix_word(item, 2, "Trondhjem.", who="bo")["was"] == "Trondhjern"
-    assert wb.fix_word(item, 2, None, who="bo") == {"id": item, "n": 2, "text": "Trondhjern", "was": "Trondhjern", "corrected": False}
+    assert wb.fix_word(item, 2, None, who="bo") == {
+        "id": item,
+        "n": 2,
+        "text": "Trondhjern",
+        "was": "Trondhjern",
+        "corrected": False,
+    }
     assert wb.words(item)["fixes"] == [] and [h.id for h in coll.search(keywords="trondhjern", limit=5)] == [item]
     with pytest.raises(QueryError, match="no word 9"):
         wb.fix_word(item, 9, "x")
+
+
+def test_schema_10_adds_word_fixes_to_a_version_9_database(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    from vitrina.store import CollectionPaths, Store
+
+    Store(tmp_path / "c", create=True).close()
+    db = sqlite3.connect(CollectionPaths(tmp_path / "c").db)
+    db.execute("DROP TABLE word_fixes")
+    db.execute("UPDATE meta SET value='9' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    store = Store(tmp_path / "c", writer=True)
+    assert store.schema_version() >= 10 and store.curation().word_fixes("x") == []
+    store.close()

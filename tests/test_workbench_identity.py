@@ -44,6 +44,7 @@ def test_who_comes_from_a_named_token_and_the_new_routes(tmp_path: Path) -> None
     find_duplicates(coll, threshold=0.999)
     app = create_app(tmp_path / "wb", token="shared-s3cret", named_tokens=parse_tokens(f"alice:{ALICE},bob:{BOB}"))
     with TestClient(app, raise_server_exceptions=False) as client:
+
         def post(path: str, body: dict, token: str) -> dict:  # type: ignore[type-arg]
             r = client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == 200, r.text
@@ -53,7 +54,9 @@ def test_who_comes_from_a_named_token_and_the_new_routes(tmp_path: Path) -> None
         assert client.get("/api/sets/mine").json()["members"][0]["added_by"] == "alice"  # not what the body said
         post("/api/sets/theirs/items", {"ids": ["p2.png"], "who": "carol"}, "shared-s3cret")
         assert client.get("/api/sets/theirs").json()["created_by"] == "carol"  # the single token: as before
-        r = client.post("/api/sets/x/items", json={"ids": ["p1.png"]}, headers={"Authorization": "Bearer alice-token-wrong0000"})
+        r = client.post(
+            "/api/sets/x/items", json={"ids": ["p1.png"]}, headers={"Authorization": "Bearer alice-token-wrong0000"}
+        )
         assert r.status_code == 403
         # Rename, then export as a collection beside the served one (a name, never a path).
         assert post("/api/sets/mine/rename", {"to": "kept"}, BOB)["set"] == "kept"
@@ -61,9 +64,13 @@ def test_who_comes_from_a_named_token_and_the_new_routes(tmp_path: Path) -> None
         out = post("/api/sets/kept/collection", {"collection": "kept-coll"}, BOB)
         assert out["items"] == 1 and (tmp_path / "kept-coll").is_dir()
         assert open_collection(tmp_path / "kept-coll").ids_where(["set=kept"]) == ["p1.png"]
-        r = client.post("/api/sets/kept/collection", json={"collection": "../escape"}, headers={"Authorization": f"Bearer {BOB}"})
+        r = client.post(
+            "/api/sets/kept/collection", json={"collection": "../escape"}, headers={"Authorization": f"Bearer {BOB}"}
+        )
         assert r.status_code == 422
-        r = client.post("/api/sets/kept/collection", json={"collection": "kept-coll"}, headers={"Authorization": f"Bearer {BOB}"})
+        r = client.post(
+            "/api/sets/kept/collection", json={"collection": "kept-coll"}, headers={"Authorization": f"Bearer {BOB}"}
+        )
         assert r.status_code == 400 and "not empty" in r.json()["error"]["message"]
         # Duplicate verdicts: read open, written with a token, recorded as the token's person.
         shown = client.get("/api/duplicates/review", params={"id": "p0.png"}).json()

@@ -294,7 +294,9 @@ def test_label_train_review_keep_and_export_in_a_browser(server: str, pages: dic
     page.click(one + " .delete-set")
     page.click(one + " .confirm-delete")
     page.wait_for_function("document.getElementById('set-msg').textContent.includes('Deleted')")
-    assert page.locator("#sets-list .set").count() == 0 and open_collection("book").ids_where(["set=blank leaves"]) == []
+    assert (
+        page.locator("#sets-list .set").count() == 0 and open_collection("book").ids_where(["set=blank leaves"]) == []
+    )
     page.screenshot(path=str(ARTIFACTS / "workbench-set-deleted.png"))
     assert errors == [], errors
 

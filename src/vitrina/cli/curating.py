@@ -50,7 +50,11 @@ def _ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
               type=click.Choice(["csv", "json", "iiif-collection", "iiif-manifest", "pairs"]), help="export: what to write.")  # fmt: skip
 @click.option("--base", default="", help="export, IIIF: the URL the documents' ids start with.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="export: write here (default: stdout).")
-@click.option("--as-collection", "as_collection", help="export: write a new collection here (a path or a name) that reuses the vectors.")
+@click.option(
+    "--as-collection",
+    "as_collection",
+    help="export: write a new collection here (a path or a name) that reuses the vectors.",
+)
 @click.option("--to", "new_name", help="rename: the set's new name.")
 @click.option("--json", "as_json", is_flag=True)
 def sets(collection: str, action: str, name: str | None, ids: tuple[str, ...], ids_file: Path | None, where: tuple[str, ...], query_text: str | None,
@@ -124,7 +128,9 @@ def _print_sets(action: str, result: Any) -> None:
                       f"(vectors copied, {spaces}); search it at once: vitrina search {escape(result['collection'])} ...")  # fmt: skip
         return
     if action == "rename":
-        console.print(f"Set [bold]{escape(result['renamed_from'])}[/] is now [bold]{escape(result['set'])}[/] ({result['items']} items).")
+        console.print(
+            f"Set [bold]{escape(result['renamed_from'])}[/] is now [bold]{escape(result['set'])}[/] ({result['items']} items)."
+        )
         return
     if action == "list":
         if not result:
@@ -247,7 +253,12 @@ def correct(
 @click.argument("collection")
 @click.argument("item")
 @click.argument("verdict", required=False, type=click.Choice(["same", "different", "machine"]))
-@click.option("--ids", "ids", multiple=True, help="The members the verdict is about (default: same: the whole group; different / machine: ITEM).")
+@click.option(
+    "--ids",
+    "ids",
+    multiple=True,
+    help="The members the verdict is about (default: same: the whole group; different / machine: ITEM).",
+)
 @click.option("--who", help="Who says so (default: $VITRINA_WHO or the login name).")
 @click.option("--json", "as_json", is_flag=True)
 def review_duplicates(collection: str, item: str, verdict: str | None, ids: tuple[str, ...], who: str | None, as_json: bool) -> None:  # fmt: skip
@@ -274,7 +285,9 @@ def review_duplicates(collection: str, item: str, verdict: str | None, ids: tupl
     mark = f" (confirmed by {escape(result['who'])})" if result["corrected"] and result["group"] else ""
     console.print(f"[bold]{escape(item)}[/]: group {escape(str(result['group'] or '(none)'))}{mark}")
     for m in result["members"]:
-        console.print(f"  {escape(m['id'])}  {m['score']:.3f}" + (f"  confirmed by {escape(m['who'])}" if m["confirmed"] else ""))
+        console.print(
+            f"  {escape(m['id'])}  {m['score']:.3f}" + (f"  confirmed by {escape(m['who'])}" if m["confirmed"] else "")
+        )
     for r in result["removed"]:
         console.print(f"  not a duplicate: {escape(r['id'])} (by {escape(r['who'])})")
 
@@ -306,7 +319,10 @@ def fix_word(collection: str, item: str, n: int | None, text: str | None, clear:
     if as_json:
         echo_json(result)
     elif n is not None:
-        stdout().print(f"{escape(item)} word {n}: {escape(result['text'])}" + (f"  (read as {escape(result['was'])})" if result["corrected"] else ""))
+        stdout().print(
+            f"{escape(item)} word {n}: {escape(result['text'])}"
+            + (f"  (read as {escape(result['was'])})" if result["corrected"] else "")
+        )
     else:
         for w in result["words"]:
             stdout().print(f"{w['n']:>5}  {escape(w['text'])}")

@@ -38,7 +38,9 @@ def parse_tokens(spec: str | None) -> dict[str, str]:
             raise ConfigError(f"Token entry {n} has no ':'; write name:token (e.g. alice:{'x' * MIN_TOKEN}).")
         name, token = check_who(name.strip()), token.strip()
         if len(token) < MIN_TOKEN:
-            raise ConfigError(f"The token of {name!r} is {len(token)} characters; use at least {MIN_TOKEN} (secrets.token_urlsafe()).")
+            raise ConfigError(
+                f"The token of {name!r} is {len(token)} characters; use at least {MIN_TOKEN} (secrets.token_urlsafe())."
+            )
         if token in out:
             raise ConfigError(f"{name!r} and {out[token]!r} have the same token; give each person their own.")
         out[token] = name

@@ -245,7 +245,9 @@ async def review_duplicates(request: Request) -> dict[str, Any]:
     (default: the item) are in no group; ``machine``: the machine's grouping again."""
     body = await _body(request, DuplicateVerdict)
     wb = _service(request).collection().workbench
-    return await run_in_threadpool(lambda: wb.review_duplicates(body.id, body.verdict, body.ids, who=_who(body.who, request)))  # type: ignore[no-any-return]
+    return await run_in_threadpool(
+        lambda: wb.review_duplicates(body.id, body.verdict, body.ids, who=_who(body.who, request))
+    )  # type: ignore[no-any-return]
 
 
 class WordFix(BaseModel):
@@ -349,9 +351,9 @@ def item_duplicates(request: Request, item_id: str) -> dict[str, Any]:
 templates.env.globals["workbench_duplicates"] = item_duplicates
 
 
-def item_words(request: Request, item_id: str) -> dict[str, Any]:
+def page_words(request: Request, item_id: str) -> dict[str, Any]:
     """The words read from the item's image with people's corrections, for the item page (_item_words.html)."""
     return _service(request).collection().workbench.words(item_id, limit=1000)  # type: ignore[no-any-return]
 
 
-templates.env.globals["workbench_words"] = item_words
+templates.env.globals["workbench_words"] = page_words

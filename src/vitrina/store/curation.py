@@ -183,14 +183,12 @@ class Curation:
                                (name,) if name else ())  # fmt: skip
         return [{"id": r[0], "name": r[1], "value": r[2], "source": r[3], "who": r[4], "at": r[5]} for r in rows]
 
-
     def corrections_of(self, item_id: str) -> list[dict[str, Any]]:
         """One item's corrections (the primary key's first column: no scan of the table)."""
         rows = self.db.execute(
             "SELECT item_id, name, value, source, who, at FROM corrections WHERE item_id = ? ORDER BY name", (item_id,)
         )
         return [{"id": r[0], "name": r[1], "value": r[2], "source": r[3], "who": r[4], "at": r[5]} for r in rows]
-
 
     # -- corrections of OCR words (store/word_fixes.py) ----------------------------------------
 

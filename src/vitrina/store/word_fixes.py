@@ -36,7 +36,9 @@ def fixes_of(db: sqlite3.Connection, item_id: str) -> list[dict[str, Any]]:
     if not _has_table(db):
         return []
     rows = db.execute("SELECT x, y, w, h, was, text, who, at FROM word_fixes WHERE item_id=? ORDER BY y, x", (item_id,))
-    return [{"box": [x, y, w, h], "was": was, "text": text, "who": who, "at": at} for x, y, w, h, was, text, who, at in rows]
+    return [
+        {"box": [x, y, w, h], "was": was, "text": text, "who": who, "at": at} for x, y, w, h, was, text, who, at in rows
+    ]
 
 
 def apply(db: sqlite3.Connection, rid: int, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -79,7 +81,9 @@ def fix_word(db: sqlite3.Connection, item_id: str, n: int, text: str | None, who
         return None
     rid = found[0]
     with transaction(db):
-        found = db.execute("SELECT text, folded, x, y, w, h, n FROM words WHERE rid=? ORDER BY n LIMIT 1 OFFSET ?", (rid, n)).fetchone()
+        found = db.execute(
+            "SELECT text, folded, x, y, w, h, n FROM words WHERE rid=? ORDER BY n LIMIT 1 OFFSET ?", (rid, n)
+        ).fetchone()
         if found is None:
             return None
         word, stored_n = found[:6], found[6]
@@ -90,7 +94,10 @@ def fix_word(db: sqlite3.Connection, item_id: str, n: int, text: str | None, who
             db.execute("DELETE FROM word_fixes WHERE item_id=? AND x=? AND y=? AND w=? AND h=?", (item_id, *f["box"]))
         new = was if text is None else text
         if text is not None and text != was:
-            db.execute("INSERT INTO word_fixes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (item_id, *box, was, text, who, time.time()))
+            db.execute(
+                "INSERT INTO word_fixes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (item_id, *box, was, text, who, time.time()),
+            )
         folded = " ".join(fold_words(new)) or word[1]
         db.execute("UPDATE words SET text=?, folded=? WHERE rid=? AND n=?", (new, folded, rid, stored_n))
         _refresh_text(db, rid)

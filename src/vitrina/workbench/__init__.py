@@ -227,7 +227,9 @@ class Workbench:
         shown = []
         for n, w in enumerate(words):
             fix = next((f for f in fixes if overlap(tuple(f["box"]), tuple(w["box"])) >= MATCH), None)
-            shown.append({"n": n, **w, "corrected": fix is not None, **({"was": fix["was"], "who": fix["who"]} if fix else {})})
+            shown.append(
+                {"n": n, **w, "corrected": fix is not None, **({"was": fix["was"], "who": fix["who"]} if fix else {})}
+            )
         return {"id": item_id, "words": shown, "fixes": fixes,
                 "width": (found or {}).get("width"), "height": (found or {}).get("height")}  # fmt: skip
 

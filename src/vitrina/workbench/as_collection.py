@@ -47,7 +47,6 @@ def to_collection(coll: CollectionView, name: str, members: list[str], target: s
     """Write set ``name`` (its ``members`` ids) as a new collection at ``target`` (a path, or a name
     under the home folder); returns what was copied."""
     from ..collection import open_collection
-
     from ..duplicates import TAG as DUPLICATE_OF
     from ..store import Store
 
@@ -70,7 +69,9 @@ def to_collection(coll: CollectionView, name: str, members: list[str], target: s
             for i in ids:
                 for tag, t in items[i].tags.items():
                     if tag not in left:
-                        tags.setdefault((tag, t.get("classifier") or ""), []).append((i, t["value"], t.get("score") or 0.0))
+                        tags.setdefault((tag, t.get("classifier") or ""), []).append(
+                            (i, t["value"], t.get("score") or 0.0)
+                        )
             for (tag, classifier), rows in tags.items():
                 new.set_tags(tag, classifier, rows)
             done, total = 0, len(ids) * max(len(coll.spaces()), 1)
@@ -100,4 +101,3 @@ def to_collection(coll: CollectionView, name: str, members: list[str], target: s
         shutil.rmtree(work, ignore_errors=True)
     return {"set": name, "collection": str(path), "items": len(ids), "vectors": copied,
             "corrections": len(fixes), "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
-
