@@ -172,3 +172,39 @@ def test_schema_10_adds_word_fixes_to_a_version_9_database(tmp_path) -> None:  #
     store = Store(tmp_path / "c", writer=True)
     assert store.schema_version() >= 10 and store.curation().word_fixes("x") == []
     store.close()
+
+
+def test_the_cli_renames_exports_as_a_collection_reviews_duplicates_and_fixes_words(pages, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    import json
+
+    from click.testing import CliRunner
+
+    from vitrina.cli import cli
+    from vitrina.duplicates import find_duplicates
+    from vitrina.ocr import Word
+    from vitrina.store import Store
+
+    coll, kinds, folder = pages
+    (folder / "copy.png").write_bytes((folder / "p00.png").read_bytes())
+    coll.index(str(folder))
+    find_duplicates(coll, threshold=0.999)
+    path, ids = str(coll.path), sorted(kinds)
+    monkeypatch.setenv("VITRINA_WHO", "dana")
+    run = CliRunner().invoke
+    assert run(cli, ["sets", path, "add", "draft", "--ids", ids[0], "--ids", ids[1]]).exit_code == 0
+    renamed = run(cli, ["sets", path, "rename", "draft", "--to", "picked"])
+    assert renamed.exit_code == 0 and "is now" in renamed.output, renamed.output
+    made = run(cli, ["sets", path, "export", "picked", "--as-collection", str(tmp_path / "picked"), "--json"])
+    assert made.exit_code == 0 and json.loads(made.output)["items"] == 2, made.output
+    again = run(cli, ["sets", path, "export", "picked", "--as-collection", str(tmp_path / "picked")])
+    assert again.exit_code == 1 and "not empty" in again.output
+    shown = run(cli, ["review-duplicates", path, "p00.png"])
+    assert shown.exit_code == 0 and "copy.png" in shown.output, shown.output
+    out = run(cli, ["review-duplicates", path, "p00.png", "different", "--ids", "copy.png"])
+    assert "not a duplicate: copy.png (by dana)" in out.output, out.output
+    store = Store(coll.path, writer=True)
+    store.save_words(store.rids_of([ids[0]])[ids[0]], "f", "e@1", [Word("Bergen", 1, 1, 40, 10, 0.9, "e")], (100, 100))
+    store.close()
+    assert "0  Bergen" in run(cli, ["fix-word", path, ids[0]]).output
+    fixed = run(cli, ["fix-word", path, ids[0], "0", "Bergen."])
+    assert fixed.exit_code == 0 and "read as Bergen" in fixed.output, fixed.output
