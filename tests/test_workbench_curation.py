@@ -174,7 +174,7 @@ def test_schema_10_adds_word_fixes_to_a_version_9_database(tmp_path) -> None:  #
     store.close()
 
 
-def test_the_cli_renames_exports_as_a_collection_reviews_duplicates_and_fixes_words(pages, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_the_cli_renames_exports_reviews_duplicates_and_fixes_words(pages, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     import json
 
     from click.testing import CliRunner

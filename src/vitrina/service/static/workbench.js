@@ -391,9 +391,9 @@
     const card = state.cards[n], name = state.source.name;
     try {
       await serial(() => api("/api/sets/" + encodeURIComponent(name) + "/remove", { ids: [card.id] }));
-      $("set-msg").textContent = `Took “${card.title}” out of “${name}”.`;
       await refreshSets();
       await loadSource();
+      $("set-msg").textContent = `Took “${card.title}” out of “${name}”.`;
     } catch (err) { $("set-msg").textContent = err.message; }
   }
   function ask(set, danger, ...children) {
