@@ -38,6 +38,8 @@ def test_a_set_exported_as_a_collection_answers_like_the_set(pages, tmp_path: Pa
         assert [h.score for h in there] == pytest.approx([h.score for h in here], abs=1e-5)
     assert new.item(chosen[0]).metadata == coll.item(chosen[0]).metadata
     assert sorted(new.ids_where(["set=first half"])) == chosen
+    assert new.workbench.show("first half")["created_by"] == "ana"
+    assert new.workbench.show("first half")["query"] == {"text": "pages", "from": coll.name, "exported_by": "ana"}
     assert new.ids_where(["kind=corrected"]) == [chosen[0]]  # the correction came along and wins
     assert new.workbench.corrections(item_id=chosen[0])[0]["who"] == "bo"
     # A target that is not empty is refused, and nothing is written there.

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ._common import CONTEXT, echo_json, errors, escape, stderr, stdout
+from ._common import CONTEXT, echo_json, errors, escape, rows_progress, stderr, stdout
 
 __all__ = ["COMMANDS"]
 
@@ -102,7 +102,8 @@ def sets(collection: str, action: str, name: str | None, ids: tuple[str, ...], i
                 raise click.UsageError("rename needs --to NEW_NAME.")
             result = wb.rename(str(name), new_name)
         elif action == "export" and as_collection:
-            result = wb.to_collection(str(name), as_collection, who=_who(who))
+            with rows_progress(stderr(), as_json, "Copying vectors") as progress:
+                result = wb.to_collection(str(name), as_collection, who=_who(who), progress=progress)
         elif action == "similar":
             hits = wb.similar(str(name), negative=negative, limit=limit, where=list(where))
             result = hits.to_list()

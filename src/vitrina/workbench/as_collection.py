@@ -89,7 +89,8 @@ def to_collection(coll: CollectionView, name: str, members: list[str], target: s
             record = coll.curation().get_set(name) or {}
             fixes = [c for c in coll.curation().corrections() if c["id"] in wanted]
             with new.curating() as curation:
-                curation.add_to_set(name, [(i, None) for i in ids], who, {**record.get("query", {}), "from": coll.name},
+                provenance = {**record.get("query", {}), "from": coll.name, "exported_by": who}
+                curation.add_to_set(name, [(i, None) for i in ids], record.get("created_by") or who, provenance,
                                     record.get("note") or None)  # fmt: skip
                 for c in fixes:
                     curation.correct(c["name"], [(c["id"], c["value"])], c["who"], c["source"])
