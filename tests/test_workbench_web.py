@@ -219,6 +219,85 @@ def test_label_train_review_keep_and_export_in_a_browser(server: str, pages: dic
     fresh.goto(server + "/workbench")
     fresh.wait_for_selector("#token-form:not([hidden])")
     assert fresh.locator("#sets-list .set").count() == 1 and fresh.locator("#wb-grid .ans").count() == 0
+
+    # Review a duplicate group on the item page: zz-hostile is p00's image again.
+    from vitrina.duplicates import find_duplicates
+
+    find_duplicates(open_collection("book"), threshold=0.999)
+    page.goto(server + "/item?id=p00.png")
+    page.wait_for_selector("#duplicates .confirm-dup:visible")
+    assert page.eval_on_selector_all("#duplicates li", "els => els.map(e => e.dataset.id)") == ["zz-hostile"]
+    page.click("#duplicates .confirm-dup")
+    page.wait_for_selector("#duplicates li.confirmed[data-id='zz-hostile']")
+    assert page.locator("#item-tags .tag[data-tag='duplicate_of']").count() == 0  # bookkeeping, shown above
+    assert "confirmed by web" in page.inner_text("#duplicates") and "keeps it" in page.inner_text("#duplicates")
+    page.screenshot(path=str(ARTIFACTS / "workbench-duplicates-confirmed.png"), full_page=True)
+    page.click("#duplicates li[data-id='zz-hostile'] .not-dup")
+    page.wait_for_selector("#duplicates .removed-item")
+    assert page.locator("#duplicates li").count() == 0 and "Not the same image" in page.inner_text("#duplicates")
+    assert page.locator("#pwned").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "workbench-duplicates-not.png"), full_page=True)
+    assert page.evaluate("fetch('/api/duplicates?id=p00.png').then(r => r.json())")["duplicates"] == []
+    find_duplicates(open_collection("book"), threshold=0.999)  # a re-run: the person's verdict stands
+    page.reload()
+    page.wait_for_selector("#duplicates .removed-item")
+    assert page.locator("#duplicates li").count() == 0
+
+    # Correct a word read from the image: shown as corrected, found by keyword search.
+    from vitrina.ocr import Word
+    from vitrina.store import Store
+
+    store = Store(open_collection("book").path, writer=True)
+    store.save_words(store.rids_of(["p00.png"])["p00.png"], "f", "e@1", [Word("Kapitel", 14, 80, 50, 8, 0.9, "e"),
+                     Word("Trondhjern", 14, 96, 70, 8, 0.55, "e")], (120, 160))  # fmt: skip
+    store.close()
+    page.goto(server + "/item?id=p00.png")
+    page.click("#item-words .word[data-n='1']")
+    page.fill("#word-text", "Trondhjem")
+    page.screenshot(path=str(ARTIFACTS / "workbench-word-fix.png"), full_page=True)
+    page.press("#word-text", "Enter")
+    page.wait_for_selector("#item-words .word.corrected")
+    assert page.inner_text("#item-words .word.corrected") == "Trondhjem"
+    assert "read as “Trondhjern”" in page.get_attribute("#item-words .word.corrected", "title")
+    found = page.evaluate("fetch('/api/search?keywords=trondhjem').then(r => r.json())")
+    assert [h["id"] for h in found["hits"]] == ["p00.png"]
+
+    # Sets on the workbench: take one item out, rename, save as a collection, delete (asked first).
+    page.goto(server + "/workbench")
+    one = "#sets-list .set[data-name='blank pages']"
+    page.click(one + " .show-set")
+    page.wait_for_selector("#wb-grid .card .remove")
+    gone = page.get_attribute("#wb-grid .card:first-child", "data-id")
+    page.click("#wb-grid .card:first-child .remove")
+    page.wait_for_function("document.getElementById('set-msg').textContent.includes('out of')")
+    left = members - {gone}
+    assert f"{len(left)} item" in page.inner_text(one)
+    page.wait_for_function(f"document.querySelectorAll('#wb-grid .card').length === {len(left)}")
+    page.click(one + " .rename-set")
+    page.fill(one + " .set-ask input", "blank leaves")
+    page.press(one + " .set-ask input", "Enter")
+    page.wait_for_selector("#sets-list .set[data-name='blank leaves']")
+    page.wait_for_function("document.getElementById('source-name').textContent.includes('blank leaves')")
+    assert page.input_value("#set-name") == "blank leaves"  # the current set follows its new name
+    one = "#sets-list .set[data-name='blank leaves']"
+    page.click(one + " .as-collection")
+    page.fill(one + " .set-ask input", "blank-leaves")
+    page.click(one + " .set-ask button:text('Save')")
+    page.wait_for_function("document.getElementById('set-msg').textContent.includes('searchable now')")
+    assert sorted(open_collection("blank-leaves").ids_where(["set=blank leaves"])) == sorted(left)
+    page.click(one + " .delete-set")
+    page.wait_for_selector(one + " .set-ask.danger:visible")
+    assert "Delete the set “blank leaves”" in page.inner_text(one + " .set-ask")
+    page.screenshot(path=str(ARTIFACTS / "workbench-set-delete.png"), full_page=True)
+    page.click(one + " .set-ask .cancel")  # asked, not done: cancel keeps it
+    assert page.locator(one).count() == 1 and page.locator(one + " .set-ask").is_hidden()
+    page.click(one + " .delete-set")
+    page.click(one + " .confirm-delete")
+    page.wait_for_function("document.getElementById('set-msg').textContent.includes('Deleted')")
+    assert (
+        page.locator("#sets-list .set").count() == 0 and open_collection("book").ids_where(["set=blank leaves"]) == []
+    )
+    page.screenshot(path=str(ARTIFACTS / "workbench-set-deleted.png"))
     assert errors == [], errors
 
 

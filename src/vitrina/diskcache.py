@@ -52,9 +52,7 @@ class FileCache:
                 write_atomic(path, data, durable=False)
             except OSError as e:
                 self.broken = f"{type(e).__name__}: {e}"
-                log.warning(
-                    "The cache %s cannot be written (%s); carrying on without it.", self.root, self.broken
-                )
+                log.warning("The cache %s cannot be written (%s); carrying on without it.", self.root, self.broken)
                 return
             self._total += len(data) - self._files.pop(path, 0)
             self._files[path] = len(data)

@@ -205,9 +205,10 @@ def find_duplicates(coll: Collection, *, space: str | None = None, threshold: fl
 def duplicates_of(coll: Collection, item_id: str) -> list[dict[str, Any]]:
     """The other members of ``item_id``'s stored duplicate group, for the item page."""
     group = coll.item(item_id).tags.get(TAG)
-    if not group:
+    fixed = [c["value"] for c in coll.curation().corrections_of(item_id) if c["name"] == TAG]
+    value = fixed[0] if fixed else group["value"] if group else None  # a person's value wins (workbench.review)
+    if not value:
         return []
-    value = group["value"]
     found = coll.index_for().vectors([item_id])
     if item_id not in found:  # tagged, then re-embedded and failed: nothing to compare with
         return []

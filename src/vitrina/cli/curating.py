@@ -1,5 +1,6 @@
-"""The curator's workbench on the command line: ``vitrina sets``, ``vitrina label`` and
-``vitrina correct`` (vitrina.workbench; docs/workbench.md)."""
+"""The curator's workbench on the command line: ``vitrina sets``, ``vitrina label``,
+``vitrina correct``, ``vitrina review-duplicates`` and ``vitrina fix-word`` (vitrina.workbench;
+docs/workbench.md)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from typing import Any
 
 import click
 
-from ._common import CONTEXT, echo_json, errors, escape, stderr, stdout
+from ._common import CONTEXT, echo_json, errors, escape, rows_progress, stderr, stdout
 
 __all__ = ["COMMANDS"]
 
-SET_ACTIONS = ("list", "show", "add", "remove", "delete", "similar", "export")
+SET_ACTIONS = ("list", "show", "add", "remove", "delete", "similar", "export", "rename")
 
 
 def _who(who: str | None) -> str | None:
@@ -49,9 +50,16 @@ def _ids(ids: tuple[str, ...], ids_file: Path | None) -> list[str]:
               type=click.Choice(["csv", "json", "iiif-collection", "iiif-manifest", "pairs"]), help="export: what to write.")  # fmt: skip
 @click.option("--base", default="", help="export, IIIF: the URL the documents' ids start with.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="export: write here (default: stdout).")
+@click.option(
+    "--as-collection",
+    "as_collection",
+    help="export: write a new collection here (a path or a name) that reuses the vectors.",
+)
+@click.option("--to", "new_name", help="rename: the set's new name.")
 @click.option("--json", "as_json", is_flag=True)
 def sets(collection: str, action: str, name: str | None, ids: tuple[str, ...], ids_file: Path | None, where: tuple[str, ...], query_text: str | None,
-         note: str | None, who: str | None, negative: str | None, limit: int, fmt: str, base: str, out: Path | None, as_json: bool) -> None:  # fmt: skip
+         note: str | None, who: str | None, negative: str | None, limit: int, fmt: str, base: str, out: Path | None,
+         as_collection: str | None, new_name: str | None, as_json: bool) -> None:  # fmt: skip
     """Named sets of items: keep search results, filter on them, find more like them, export them.
 
     \b
@@ -60,6 +68,8 @@ def sets(collection: str, action: str, name: str | None, ids: tuple[str, ...], i
     vitrina search maps "whale" --where "set=sea monsters"
     vitrina sets maps similar "sea monsters" --negative "blank pages"
     vitrina sets maps export "sea monsters" --format csv --out sea-monsters.csv
+    vitrina sets maps export "sea monsters" --as-collection ./sea-monsters   # searchable at once
+    vitrina sets maps rename "sea monsters" --to "sea creatures"
     vitrina sets maps                      # list them
     """
     from ..collection import open_collection
@@ -87,6 +97,13 @@ def sets(collection: str, action: str, name: str | None, ids: tuple[str, ...], i
             result = wb.remove(str(name), chosen)
         elif action == "delete":
             result = wb.remove(str(name))
+        elif action == "rename":
+            if not new_name:
+                raise click.UsageError("rename needs --to NEW_NAME.")
+            result = wb.rename(str(name), new_name)
+        elif action == "export" and as_collection:
+            with rows_progress(stderr(), as_json, "Copying vectors") as progress:
+                result = wb.to_collection(str(name), as_collection, who=_who(who), progress=progress)
         elif action == "similar":
             hits = wb.similar(str(name), negative=negative, limit=limit, where=list(where))
             result = hits.to_list()
@@ -106,6 +123,16 @@ def sets(collection: str, action: str, name: str | None, ids: tuple[str, ...], i
 
 def _print_sets(action: str, result: Any) -> None:
     console = stdout()
+    if action == "export":  # --as-collection
+        spaces = ", ".join(f"{escape(k)}: {v}" for k, v in result["vectors"].items())
+        console.print(f"Set [bold]{escape(result['set'])}[/]: {result['items']} items to {escape(result['collection'])} "
+                      f"(vectors copied, {spaces}); search it at once: vitrina search {escape(result['collection'])} ...")  # fmt: skip
+        return
+    if action == "rename":
+        console.print(
+            f"Set [bold]{escape(result['renamed_from'])}[/] is now [bold]{escape(result['set'])}[/] ({result['items']} items)."
+        )
+        return
     if action == "list":
         if not result:
             console.print("No sets yet: vitrina sets COLLECTION add NAME --ids ID ... (or --where FILTER)")
@@ -223,4 +250,83 @@ def correct(
         )
 
 
-COMMANDS = (sets, label, correct)
+@click.command("review-duplicates", context_settings=CONTEXT)
+@click.argument("collection")
+@click.argument("item")
+@click.argument("verdict", required=False, type=click.Choice(["same", "different", "machine"]))
+@click.option(
+    "--ids",
+    "ids",
+    multiple=True,
+    help="The members the verdict is about (default: same: the whole group; different / machine: ITEM).",
+)
+@click.option("--who", help="Who says so (default: $VITRINA_WHO or the login name).")
+@click.option("--json", "as_json", is_flag=True)
+def review_duplicates(collection: str, item: str, verdict: str | None, ids: tuple[str, ...], who: str | None, as_json: bool) -> None:  # fmt: skip
+    """Confirm or correct ITEM's duplicate group from `vitrina duplicates`; people's verdicts win
+    over the machine's grouping and survive its re-runs. Without VERDICT: show the group.
+
+    \b
+    vitrina review-duplicates maps p0001.jpg                      # the group, with verdicts
+    vitrina review-duplicates maps p0001.jpg same                 # these are duplicates
+    vitrina review-duplicates maps p0001.jpg different --ids p0002.jpg   # p0002 is not
+    vitrina review-duplicates maps p0001.jpg machine --ids p0002.jpg     # the machine's again
+    """
+    from ..collection import open_collection
+
+    with errors():
+        wb = open_collection(collection).workbench
+        if verdict is not None:
+            wb.review_duplicates(item, verdict, list(ids) or None, who=_who(who))
+        result = wb.duplicates(item)
+    if as_json:
+        echo_json(result)
+        return
+    console = stdout()
+    mark = f" (confirmed by {escape(result['who'])})" if result["corrected"] and result["group"] else ""
+    console.print(f"[bold]{escape(item)}[/]: group {escape(str(result['group'] or '(none)'))}{mark}")
+    for m in result["members"]:
+        console.print(
+            f"  {escape(m['id'])}  {m['score']:.3f}" + (f"  confirmed by {escape(m['who'])}" if m["confirmed"] else "")
+        )
+    for r in result["removed"]:
+        console.print(f"  not a duplicate: {escape(r['id'])} (by {escape(r['who'])})")
+
+
+@click.command("fix-word", context_settings=CONTEXT)
+@click.argument("collection")
+@click.argument("item")
+@click.argument("n", required=False, type=click.IntRange(0, None))
+@click.argument("text", required=False)
+@click.option("--clear", is_flag=True, help="Back to what the OCR read.")
+@click.option("--who", help="Who corrects (default: $VITRINA_WHO or the login name).")
+@click.option("--json", "as_json", is_flag=True)
+def fix_word(collection: str, item: str, n: int | None, text: str | None, clear: bool, who: str | None, as_json: bool) -> None:  # fmt: skip
+    """Correct word N (reading order, from 0) read from ITEM's image to TEXT: shown and searched
+    instead, and kept through a new `vitrina ocr`. Without N: list the words with their numbers.
+
+    \b
+    vitrina fix-word maps p0001.jpg                 # the words, numbered
+    vitrina fix-word maps p0001.jpg 12 Trondhjem
+    vitrina fix-word maps p0001.jpg 12 --clear
+    """
+    from ..collection import open_collection
+
+    if n is not None and (text is None) != clear:
+        raise click.UsageError("Give the TEXT, or --clear for what the OCR read.")
+    with errors():
+        wb = open_collection(collection).workbench
+        result: Any = wb.fix_word(item, n, text, who=_who(who)) if n is not None else wb.words(item)
+    if as_json:
+        echo_json(result)
+    elif n is not None:
+        stdout().print(
+            f"{escape(item)} word {n}: {escape(result['text'])}"
+            + (f"  (read as {escape(result['was'])})" if result["corrected"] else "")
+        )
+    else:
+        for w in result["words"]:
+            stdout().print(f"{w['n']:>5}  {escape(w['text'])}")
+
+
+COMMANDS = (sets, label, correct, review_duplicates, fix_word)

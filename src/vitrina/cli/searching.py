@@ -200,6 +200,10 @@ def _print_hits(payload: dict[str, Any], as_json: bool, as_csv: bool, min_score:
     "--token", envvar="VITRINA_TOKEN", help="Allow write endpoints for requests bearing this token (or VITRINA_TOKEN)."
 )
 @click.option(
+    "--tokens", "named_tokens", envvar="VITRINA_TOKENS",
+    help="Named write tokens, so the server records who wrote: 'alice:TOKEN1,bob:TOKEN2' or @FILE (one name:token a line); or VITRINA_TOKENS.",
+)  # fmt: skip
+@click.option(
     "--cors-origin",
     "cors_origins",
     multiple=True,
@@ -230,10 +234,11 @@ def _print_hits(payload: dict[str, Any], as_json: bool, as_csv: bool, min_score:
     "--get", "get_path", help="Answer one GET request for this path in-process, print it and exit (smoke tests)."
 )
 def serve(collection: str, host: str, port: int, token: str | None, cors_origins: tuple[str, ...], max_upload_mb: int, allow_private_urls: bool, get_path: str | None,
-          exact: bool = False, index_target: str | None = None, image_cache_mb: int | None = None) -> None:  # fmt: skip
+          exact: bool = False, index_target: str | None = None, named_tokens: str | None = None,
+          image_cache_mb: int | None = None) -> None:  # fmt: skip
     """Serve COLLECTION: a JSON API (OpenAPI docs at /docs) and a web page at /.
 
-    Needs pip install 'vitrina[server]'. Read-only unless --token is given."""
+    Needs pip install 'vitrina[server]'. Read-only unless --token (or --tokens) is given."""
     try:
         from ..service import ServiceConfig, create_app
     except ImportError as e:
@@ -241,7 +246,9 @@ def serve(collection: str, host: str, port: int, token: str | None, cors_origins
             f"The server needs extra packages: pip install 'vitrina[server]' ({e.name} is missing)"
         ) from e
     with errors():
-        config = ServiceConfig(collection=collection, token=token, cors_origins=cors_origins, max_upload_bytes=max_upload_mb * 1024 * 1024, allow_private_urls=allow_private_urls,
+        from ..service.identity import parse_tokens
+
+        config = ServiceConfig(collection=collection, token=token, named_tokens=parse_tokens(named_tokens), cors_origins=cors_origins, max_upload_bytes=max_upload_mb * 1024 * 1024, allow_private_urls=allow_private_urls,
                                index="exact" if exact else index_target or "auto",
                                image_cache_bytes=None if image_cache_mb is None else image_cache_mb << 20)  # fmt: skip
         app = create_app(config)

@@ -40,6 +40,7 @@ THUMB_SIZES = (128, 256, 512, 1024)
 class ServiceConfig:
     collection: str | Path
     token: str | None = None  # write endpoints are refused without it
+    named_tokens: dict[str, str] = field(default_factory=dict)  # token -> who (service/identity.py)
     cors_origins: Sequence[str] = ()
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_pixels: int = 50_000_000
@@ -313,9 +314,15 @@ class Service:
         cache_put(CollectionPaths(self.path).thumbs_dir, cache, buf.getvalue(), self.config.image_cache_bytes)
         return buf.getvalue()
 
-    def check_token(self, request: Request) -> None:
+    def writable(self) -> bool:
+        """Whether any token (the single one, or a named one) allows writes."""
+        return bool(self.config.token or self.config.named_tokens)
+
+    def check_token(self, request: Request) -> str | None:
+        """Refuse a request without a valid token; returns who a named token belongs to (None
+        for the single ``--token``), also kept as ``request.state.who``."""
         expected = self.config.token
-        if not expected:
+        if not expected and not self.config.named_tokens:
             raise ServiceError(
                 403, "writes_disabled", "This server is read-only; start it with --token to allow writes."
             )
@@ -329,8 +336,14 @@ class Service:
                 "unauthorized",
                 "This endpoint needs the server's token (header X-Vitrina-Token or Authorization: Bearer).",
             )
-        if not secrets.compare_digest(given.encode(), expected.encode()):
+        who = None
+        for token, name in self.config.named_tokens.items():  # compare with every one: no early exit to time
+            if secrets.compare_digest(given.encode(), token.encode()):
+                who = name
+        if who is None and not (expected and secrets.compare_digest(given.encode(), expected.encode())):
             raise ServiceError(403, "forbidden", "Wrong token.")
+        request.state.who = who
+        return who
 
 
 def _warm_up(embedder: Embedder) -> None:

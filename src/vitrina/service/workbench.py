@@ -94,8 +94,10 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
         ) from None
 
 
-def _who(who: str | None) -> str:
-    return who or "web"
+def _who(who: str | None, request: Request | None = None) -> str:
+    """Who did it: the name of a named token (service/identity.py) wins over what the body says."""
+    named = getattr(request.state, "who", None) if request is not None else None
+    return named or who or "web"
 
 
 @router.get("/api/sets", responses=errors(400))
@@ -116,7 +118,7 @@ async def add_to_set(request: Request, name: str) -> dict[str, Any]:
     body = await _body(request, SetAdd)
     wb = _service(request).collection().workbench
     return await run_in_threadpool(lambda: wb.add(name, body.ids, where=body.where, scores=body.scores, query=body.query, note=body.note,
-                                                  who=_who(body.who)))  # fmt: skip
+                                                  who=_who(body.who, request)))  # fmt: skip
 
 
 @router.post("/api/sets/{name}/remove", responses=errors(400, 401, 403, 413, 415, 422), tags=["write"])
@@ -156,7 +158,7 @@ async def add_labels(request: Request) -> dict[str, Any]:
     """Answer a question (yes / no / skip) for items; a later answer replaces an earlier one."""
     body = await _body(request, LabelIn)
     wb = _service(request).collection().workbench
-    return await run_in_threadpool(lambda: wb.label(body.question, body.ids, body.answer, who=_who(body.who)))
+    return await run_in_threadpool(lambda: wb.label(body.question, body.ids, body.answer, who=_who(body.who, request)))
 
 
 @router.get("/api/labels", responses=errors(400, 401, 403))
@@ -193,7 +195,81 @@ async def correct(request: Request) -> dict[str, Any]:
     """A person's value of a machine tag on an item (``value`` null: the machine's again)."""
     body = await _body(request, CorrectionIn)
     wb = _service(request).collection().workbench
-    return await run_in_threadpool(lambda: wb.correct(body.tag, body.id, body.value, who=_who(body.who)))
+    return await run_in_threadpool(lambda: wb.correct(body.tag, body.id, body.value, who=_who(body.who, request)))
+
+
+class SetRename(BaseModel):
+    to: NAME
+
+
+class SetToCollection(BaseModel):
+    collection: Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    who: WHO = None
+
+
+class DuplicateVerdict(BaseModel):
+    id: ID
+    verdict: Literal["same", "different", "machine"]
+    ids: list[ID] | None = Field(default=None, max_length=1000)
+    who: WHO = None
+
+
+@router.post("/api/sets/{name}/rename", responses=errors(400, 401, 403, 413, 415, 422), tags=["write"])
+async def rename_set(request: Request, name: str) -> dict[str, Any]:
+    """Give the set a new name (``to``); ``--where set=NEW`` finds its items from then on."""
+    body = await _body(request, SetRename)
+    wb = _service(request).collection().workbench
+    return await run_in_threadpool(lambda: wb.rename(name, body.to))  # type: ignore[no-any-return]
+
+
+@router.post("/api/sets/{name}/collection", responses=errors(400, 401, 403, 413, 415, 422), tags=["write"])
+async def set_to_collection(request: Request, name: str) -> dict[str, Any]:
+    """Export the set as a new collection that reuses the vectors, named ``collection``, in the
+    folder beside the served one (a name, never a path); refused when that folder is not empty."""
+    body = await _body(request, SetToCollection)
+    coll = _service(request).collection()
+    target = coll.path.parent / body.collection
+    out = await run_in_threadpool(lambda: coll.workbench.to_collection(name, target, who=_who(body.who, request)))
+    return {**out, "collection": body.collection}
+
+
+@router.get("/api/duplicates/review", responses=errors(400, 404, 422))
+def duplicate_review(request: Request, id: Annotated[str, Query(min_length=1, max_length=1000)]) -> dict[str, Any]:  # noqa: A002
+    """The item's duplicate group as shown: people's verdicts over the machine's grouping."""
+    return _service(request).collection().workbench.duplicates(id)  # type: ignore[no-any-return]
+
+
+@router.post("/api/duplicates/review", responses=errors(400, 401, 403, 413, 415, 422), tags=["write"])
+async def review_duplicates(request: Request) -> dict[str, Any]:
+    """``same``: the item and ``ids`` (default: its group) are duplicates; ``different``: ``ids``
+    (default: the item) are in no group; ``machine``: the machine's grouping again."""
+    body = await _body(request, DuplicateVerdict)
+    wb = _service(request).collection().workbench
+    return await run_in_threadpool(
+        lambda: wb.review_duplicates(body.id, body.verdict, body.ids, who=_who(body.who, request))
+    )  # type: ignore[no-any-return]
+
+
+class WordFix(BaseModel):
+    id: ID
+    n: Annotated[int, Field(ge=0, le=1_000_000)]
+    text: Annotated[str | None, Field(max_length=200)] = None  # None: what the OCR read again
+    who: WHO = None
+
+
+@router.get("/api/words", responses=errors(400, 422))
+def item_words(request: Request, id: Annotated[str, Query(min_length=1, max_length=1000)]) -> dict[str, Any]:  # noqa: A002
+    """The words read from the item's image (n, text, box) and people's corrections of them."""
+    return _service(request).collection().workbench.words(id)  # type: ignore[no-any-return]
+
+
+@router.post("/api/words", responses=errors(400, 401, 403, 413, 415, 422), tags=["write"])
+async def fix_word(request: Request) -> dict[str, Any]:
+    """Correct word ``n`` of an item (``text`` null: what the OCR read); wins on the page and in
+    keyword search, and survives a new OCR run."""
+    body = await _body(request, WordFix)
+    wb = _service(request).collection().workbench
+    return await run_in_threadpool(lambda: wb.fix_word(body.id, body.n, body.text, who=_who(body.who, request)))  # type: ignore[no-any-return]
 
 
 # -- the page (templates/workbench.html, static/workbench.js; docs/workbench.md) ----------------
@@ -206,7 +282,7 @@ def workbench_page(request: Request) -> HTMLResponse:
     """The curator's workbench: a question, a grid to label by keyboard, train, review, sets, export."""
     service = _service(request)
     coll = service.collection()
-    return templates.TemplateResponse(request, "workbench.html", {"collection": service.name, "items": len(coll), "writable": service.config.token is not None,
+    return templates.TemplateResponse(request, "workbench.html", {"collection": service.name, "items": len(coll), "writable": service.writable(),
                                                                    "sets": coll.workbench.sets(), "formats": EXPORTS})  # fmt: skip
 
 
@@ -252,7 +328,7 @@ def item_tags(request: Request, item_id: str) -> list[dict[str, Any]]:
     found = coll.tagged_items([item_id]).get(item_id)
     bookkeeping = (Store.HIDDEN, DUPLICATE_OF)  # shown elsewhere on the page, or not at all
     machine = {k: v for k, v in (found.tags if found else {}).items() if k not in bookkeeping}
-    fixes = {c["name"]: c for c in coll.workbench.corrections() if c["id"] == item_id}
+    fixes = {c["name"]: c for c in coll.workbench.corrections(item_id=item_id) if c["name"] not in bookkeeping}
     out = []
     for name in sorted(set(machine) | set(fixes)):
         tag, fix = machine.get(name, {}), fixes.get(name)
@@ -265,3 +341,19 @@ def item_tags(request: Request, item_id: str) -> list[dict[str, Any]]:
 
 
 templates.env.globals["workbench_item_tags"] = item_tags
+
+
+def item_duplicates(request: Request, item_id: str) -> dict[str, Any]:
+    """The item's duplicate group with people's verdicts, for the item page (_item_duplicates.html)."""
+    return _service(request).collection().workbench.duplicates(item_id)  # type: ignore[no-any-return]
+
+
+templates.env.globals["workbench_duplicates"] = item_duplicates
+
+
+def page_words(request: Request, item_id: str) -> dict[str, Any]:
+    """The words read from the item's image with people's corrections, for the item page (_item_words.html)."""
+    return _service(request).collection().workbench.words(item_id, limit=1000)  # type: ignore[no-any-return]
+
+
+templates.env.globals["workbench_words"] = page_words

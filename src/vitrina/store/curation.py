@@ -94,6 +94,20 @@ class Curation:
             refresh_values(self.db, list(ids))
         return gone
 
+    def rename_set(self, name: str, new_name: str) -> int:
+        """Move set ``name`` and its items to ``new_name`` (which must not exist). Returns its items."""
+        with transaction(self.db):
+            ids = [r[0] for r in self.db.execute("SELECT item_id FROM set_items WHERE set_name = ?", (name,))]
+            self.db.execute(
+                "INSERT INTO sets (name, query, note, created_by, created_at, updated_at) "
+                "SELECT ?, query, note, created_by, created_at, ? FROM sets WHERE name = ?",
+                (new_name, time.time(), name),
+            )
+            self.db.execute("UPDATE set_items SET set_name = ? WHERE set_name = ?", (new_name, name))
+            self.db.execute("DELETE FROM sets WHERE name = ?", (name,))
+            refresh_values(self.db, ids)
+        return len(ids)
+
     def _count(self, name: str) -> int:
         return int(self.db.execute("SELECT count(*) FROM set_items WHERE set_name = ?", (name,)).fetchone()[0])
 
@@ -168,6 +182,26 @@ class Curation:
         rows = self.db.execute(sql + " WHERE name = ? ORDER BY item_id" if name else sql + " ORDER BY name, item_id",
                                (name,) if name else ())  # fmt: skip
         return [{"id": r[0], "name": r[1], "value": r[2], "source": r[3], "who": r[4], "at": r[5]} for r in rows]
+
+    def corrections_of(self, item_id: str) -> list[dict[str, Any]]:
+        """One item's corrections (the primary key's first column: no scan of the table)."""
+        rows = self.db.execute(
+            "SELECT item_id, name, value, source, who, at FROM corrections WHERE item_id = ? ORDER BY name", (item_id,)
+        )
+        return [{"id": r[0], "name": r[1], "value": r[2], "source": r[3], "who": r[4], "at": r[5]} for r in rows]
+
+    # -- corrections of OCR words (store/word_fixes.py) ----------------------------------------
+
+    def fix_word(self, item_id: str, n: int, text: str | None, who: str) -> dict[str, Any] | None:
+        """Word ``n`` of the item reads ``text`` (None: what the machine read); None: no such word."""
+        from .word_fixes import fix_word
+
+        return fix_word(self.db, item_id, n, text, who)
+
+    def word_fixes(self, item_id: str) -> list[dict[str, Any]]:
+        from .word_fixes import fixes_of
+
+        return fixes_of(self.db, item_id)
 
 
 def _set_row(r: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:

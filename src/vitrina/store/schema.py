@@ -17,7 +17,7 @@ from .sql import transaction
 
 __all__ = ["FTS_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "schema_version", "statements", "upgrade"]
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # Version 1, as the first release wrote it; later versions are the numbered migrations below.
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -407,6 +407,27 @@ def migration_9(db: sqlite3.Connection) -> None:
     _migrate(db, 9, MIGRATION_9)
 
 
+# People's corrections of OCR words (store/word_fixes.py): by item id (kept across re-index, like
+# the workbench's tables) and the word's box, with what the machine read; a new OCR run applies
+# them again to the word whose box overlaps most.
+MIGRATION_10 = """
+CREATE TABLE word_fixes (
+    item_id     TEXT NOT NULL,
+    x REAL NOT NULL, y REAL NOT NULL, w REAL NOT NULL, h REAL NOT NULL,  -- the word's box when corrected
+    was         TEXT NOT NULL,  -- what the machine read
+    text        TEXT NOT NULL,  -- what a person says it says
+    who         TEXT NOT NULL,
+    at          REAL NOT NULL,
+    PRIMARY KEY (item_id, x, y, w, h)
+);
+"""
+
+
+def migration_10(db: sqlite3.Connection) -> None:
+    """Corrections of OCR words (empty until a person corrects one)."""
+    _migrate(db, 10, MIGRATION_10)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: migration_1,
     2: migration_2,
@@ -417,6 +438,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     7: migration_7,
     8: migration_8,
     9: migration_9,
+    10: migration_10,
 }
 
 

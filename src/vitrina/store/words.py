@@ -13,6 +13,7 @@ from typing import Any
 from ..faults import fault_point
 from ..ocr.fold import fold_words
 from .sql import transaction
+from .word_fixes import apply as apply_word_fixes
 
 __all__ = ["Words"]
 
@@ -45,6 +46,7 @@ class Words:
             if folded:
                 quad = json.dumps([round(v, 1) for v in w.quad]) if w.quad is not None else None
                 rows.append((rid, n, w.text, folded, w.x, w.y, w.w, w.h, quad, w.confidence, w.engine))
+        rows = apply_word_fixes(self.db, rid, rows)  # people's corrections win over a new reading
         text = " ".join(r[3] for r in rows)
         with transaction(self.db):
             self.db.execute("DELETE FROM words WHERE rid=?", (rid,))

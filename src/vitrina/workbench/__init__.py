@@ -18,6 +18,8 @@ the classifier's value in filters and survives its re-runs. Names and text are c
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -109,6 +111,27 @@ class Workbench:
             removed = curation.remove_from_set(name, None if ids is None else check_ids(list(ids)))
         return {"set": name, "removed": removed, "deleted": ids is None}
 
+    def rename(self, name: str, new_name: str) -> dict[str, Any]:
+        """Give set ``name`` a new name (``--where set=NEW`` finds its items from then on)."""
+        name, new_name = check_set_name(name), check_set_name(new_name)
+        self.show(name, 1)
+        if new_name != name and self.coll.curation().get_set(new_name) is not None:
+            raise QueryError(f"There is already a set {new_name!r}; delete it or choose another name.")
+        with self._writable().curating() as curation:
+            moved = curation.rename_set(name, new_name)
+        return {"set": new_name, "renamed_from": name, "items": moved}
+
+    def to_collection(self, name: str, target: str | os.PathLike[str], *, who: str | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:  # fmt: skip
+        """Export set ``name`` as a new collection at ``target`` (a path, or a name under the home
+        folder) that reuses the vectors: searchable there at once with the same model. A target
+        that exists and is not empty is refused (see ``as_collection``)."""
+        from .as_collection import to_collection
+
+        members = [m["id"] for m in self.show(name, None)["members"]]
+        return to_collection(self.coll, check_set_name(name), members, target, who=check_who(who or default_who()),
+                             progress=progress)  # fmt: skip
+
     # -- labels and corrections ---------------------------------------------------------------
 
     def label(self, question: str, ids: str | list[str], answer: str, *, who: str | None = None) -> dict[str, Any]:
@@ -155,8 +178,60 @@ class Workbench:
             curation.correct(tag, [(item_id, value)], check_who(who or default_who()))
         return {"id": item_id, "tag": tag, "value": value}
 
-    def corrections(self, tag: str | None = None) -> list[dict[str, Any]]:
+    def corrections(self, tag: str | None = None, *, item_id: str | None = None) -> list[dict[str, Any]]:
+        """People's corrections of machine tags (of ``tag``; of one item: ``item_id``)."""
+        if item_id is not None:
+            return [c for c in self.coll.curation().corrections_of(item_id) if tag is None or c["name"] == tag]
         return self.coll.curation().corrections(tag)
+
+    def duplicates(self, item_id: str) -> dict[str, Any]:
+        """The item's duplicate group as shown: a person's verdicts over the machine's grouping."""
+        from .review import duplicate_review
+
+        (item_id,) = check_ids([item_id])
+        return duplicate_review(self._writable(), item_id)
+
+    def review_duplicates(self, item_id: str, verdict: str, ids: list[str] | None = None, *,
+                          who: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """``same``: the item and ``ids`` (default: its group's members) are duplicates;
+        ``different``: ``ids`` (default: the item) are in no group; ``machine``: the machine's
+        grouping again. Kept like tag corrections; survives a re-run of ``vitrina duplicates``."""
+        from .review import review_duplicates
+
+        (item_id,) = check_ids([item_id])
+        chosen = None if ids is None else check_ids(list(ids))
+        return review_duplicates(self._writable(), item_id, verdict, chosen, check_who(who or default_who()))
+
+    def fix_word(self, item_id: str, n: int, text: str | None, *, who: str | None = None) -> dict[str, Any]:
+        """Word ``n`` (reading order) read from the item's image says ``text`` (None: back to what
+        the OCR read). Shown and searched instead of the reading; survives a new OCR run."""
+        (item_id,) = check_ids([item_id])
+        if text is not None:
+            text = check_note(text)[:200] or None
+        if not isinstance(n, int) or n < 0:
+            raise QueryError(f"Word number {n!r}: give the word's place in reading order (0, 1, ...).")
+        with self._writable().curating() as curation:
+            out = curation.fix_word(item_id, n, text, check_who(who or default_who()))
+        if out is None:
+            raise QueryError(f"Item {item_id[:80]!r} has no word {n} read from its image (`vitrina ocr` reads them).")
+        return out
+
+    def words(self, item_id: str, limit: int = 2000) -> dict[str, Any]:
+        """The words read from the item's image in reading order (``n``, text, box) and people's
+        corrections of them (box, what the OCR read, the text, who)."""
+        found = self.coll.matched_words(item_id)
+        words = (found or {}).get("words", [])[:limit]
+        from ..store.word_fixes import MATCH, overlap
+
+        fixes = self.coll.curation().word_fixes(item_id)
+        shown = []
+        for n, w in enumerate(words):
+            fix = next((f for f in fixes if overlap(tuple(f["box"]), tuple(w["box"])) >= MATCH), None)
+            shown.append(
+                {"n": n, **w, "corrected": fix is not None, **({"was": fix["was"], "who": fix["who"]} if fix else {})}
+            )
+        return {"id": item_id, "words": shown, "fixes": fixes,
+                "width": (found or {}).get("width"), "height": (found or {}).get("height")}  # fmt: skip
 
     # -- the loop -----------------------------------------------------------------------------
 

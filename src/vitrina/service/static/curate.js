@@ -109,4 +109,54 @@
       if (clear) clear.addEventListener("click", () => send(null));
     }
   }
+
+  // -- item page: people's verdicts on a duplicate group (workbench/review.py) ----------------
+  const dups = document.getElementById("duplicates");
+  if (dups) {
+    const itemId = dups.dataset.item;
+    const msg = dups.querySelector(".dup-msg");
+    const send = async (body) => {
+      try { await api("/api/duplicates/review", { id: itemId, ...body }); location.reload(); }
+      catch (e) { msg.textContent = e.message; }
+    };
+    for (const b of dups.querySelectorAll(".not-dup, .undo-dup, .dup-review")) b.hidden = false;
+    for (const b of dups.querySelectorAll(".not-dup")) {
+      const li = b.closest("li");
+      b.setAttribute("aria-label", "Not a duplicate: " + li.dataset.id);
+      b.addEventListener("click", () => send({ verdict: "different", ids: [li.dataset.id] }));
+    }
+    for (const b of dups.querySelectorAll(".undo-dup")) b.addEventListener("click", () => send({ verdict: "machine", ids: [b.dataset.id] }));
+    const confirm = dups.querySelector(".confirm-dup");
+    if (confirm) confirm.addEventListener("click", () => send({ verdict: "same" }));
+  }
+
+  // -- item page: correct a word read from the image (OCR) -----------------------------------
+  const words = document.getElementById("item-words");
+  if (words) {
+    const itemId = words.dataset.item;
+    const form = words.querySelector(".word-fix"), msg = words.querySelector(".word-msg");
+    words.querySelector(".words-locked").hidden = true;
+    words.querySelector(".words-how").hidden = false;
+    let chosen = null;
+    for (const b of words.querySelectorAll(".word")) {
+      b.disabled = false;
+      b.addEventListener("click", () => {
+        if (chosen) chosen.classList.remove("editing");
+        chosen = b;
+        b.classList.add("editing");
+        form.querySelector(".word-n").textContent = String(Number(b.dataset.n) + 1);
+        form.elements.text.value = b.dataset.text;
+        form.hidden = false;
+        form.elements.text.focus();
+        form.elements.text.select();
+      });
+    }
+    const send = async (text) => {
+      try { await api("/api/words", { id: itemId, n: Number(chosen.dataset.n), text }); location.reload(); }
+      catch (e) { msg.textContent = e.message; }
+    };
+    form.addEventListener("submit", (e) => { e.preventDefault(); if (chosen) send(form.elements.text.value.trim() || null); });
+    form.querySelector(".word-reset").addEventListener("click", () => { if (chosen) send(null); });
+    form.querySelector(".word-cancel").addEventListener("click", () => { form.hidden = true; if (chosen) chosen.classList.remove("editing"); });
+  }
 })();

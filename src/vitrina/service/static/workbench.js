@@ -249,7 +249,8 @@
         el("div", { class: "card-line" }, el("bdi", { class: "title", title: card.title }, card.title), badge(card)),
         guess,
         el("a", { class: "open", href: "/item?" + new URLSearchParams({ id: card.id }), tabIndex: -1 }, "open"),
-        buttons);
+        buttons,
+        write && state.source.kind === "set" ? el("button", { type: "button", class: "link remove", tabIndex: -1, "data-remove": "1", title: `Take it out of “${state.source.name}”` }, "Remove from set") : null);
     }));
     for (const li of grid.children) label(li);
   }
@@ -362,6 +363,7 @@
     const button = e.target.closest("button");
     if (button && button.dataset.answer) { answer(n, button.dataset.answer); focusCard(n + 1); }
     else if (button && button.dataset.add) { addToSet(n); focusCard(n); }
+    else if (button && button.dataset.remove) removeFromSet(n);
     else if (!e.target.closest("a")) focusCard(n);
   });
   $("wb-grid").addEventListener("focusin", (e) => {
@@ -383,6 +385,63 @@
     else if (e.target.closest(".similar-set")) setSource({ kind: "similar", name: set.dataset.name, offset: 0 });
     else return;
     $("wb-label").scrollIntoView({ behavior: "smooth", block: "start" });
+  });
+  // Rename, save as a collection, delete (asked first, in the page), take one item out.
+  async function removeFromSet(n) {
+    const card = state.cards[n], name = state.source.name;
+    try {
+      await serial(() => api("/api/sets/" + encodeURIComponent(name) + "/remove", { ids: [card.id] }));
+      await refreshSets();
+      await loadSource();
+      $("set-msg").textContent = `Took “${card.title}” out of “${name}”.`;
+    } catch (err) { $("set-msg").textContent = err.message; }
+  }
+  function ask(set, danger, ...children) {
+    const box = set.querySelector(".set-ask");
+    const cancel = el("button", { type: "button", class: "small cancel" }, "Cancel");
+    cancel.addEventListener("click", () => { box.hidden = true; box.replaceChildren(); });
+    box.className = "set-ask" + (danger ? " danger" : "");
+    box.replaceChildren(...children, cancel);
+    box.hidden = false;
+    return box;
+  }
+  async function change(run, done) {
+    try { const out = await serial(run); await refreshSets(); $("set-msg").textContent = done(out); }
+    catch (err) { $("set-msg").textContent = err.message; }
+  }
+  $("sets-list").addEventListener("click", (e) => {
+    const set = e.target.closest(".set");
+    if (!set || !canWrite()) return;
+    const name = set.dataset.name, count = set.querySelector(".set-count").textContent;
+    const path = "/api/sets/" + encodeURIComponent(name);
+    if (e.target.closest(".delete-set")) {
+      const yes = el("button", { type: "button", class: "small danger confirm-delete" }, "Delete it");
+      ask(set, true, el("span", {}, `Delete the set “${name}” (${count})? The items stay in the collection.`), yes).querySelector(".confirm-delete").focus();
+      yes.addEventListener("click", () => change(() => api(path + "/remove", {}), () => {
+        if (state.source.kind === "set" && state.source.name === name) setSource({ kind: "browse", offset: 0 });
+        if ($("set-name").value.trim() === name) { $("set-name").value = ""; localStorage.removeItem("vitrina.wb.set"); }
+        return `Deleted the set “${name}”.`;
+      }));
+    } else if (e.target.closest(".rename-set")) {
+      const input = el("input", { maxLength: 80, value: name, "aria-label": `New name for ${name}` });
+      const go = el("button", { type: "button", class: "small" }, "Rename");
+      ask(set, false, el("span", {}, "New name"), input, go);
+      input.focus(); input.select();
+      const run = () => change(() => api(path + "/rename", { to: input.value.trim() }), (out) => {
+        if (state.source.kind === "set" && state.source.name === name) setSource({ ...state.source, name: out.set });
+        if ($("set-name").value.trim() === name) { $("set-name").value = out.set; localStorage.setItem("vitrina.wb.set", out.set); }
+        return `Renamed “${name}” to “${out.set}”.`;
+      });
+      go.addEventListener("click", run);
+      input.addEventListener("keydown", (k) => { if (k.key === "Enter") { k.preventDefault(); run(); } });
+    } else if (e.target.closest(".as-collection")) {
+      const input = el("input", { maxLength: 80, value: name.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[^A-Za-z0-9]+/, ""), "aria-label": "Name of the new collection" });
+      const go = el("button", { type: "button", class: "small" }, "Save");
+      ask(set, false, el("span", {}, "New collection (beside this one), vectors reused:"), input, go);
+      input.focus();
+      go.addEventListener("click", () => change(() => api(path + "/collection", { collection: input.value.trim() }),
+        (out) => `Saved “${name}” as the collection “${out.collection}”: ${out.items} item${out.items === 1 ? "" : "s"}, searchable now (vitrina serve ${out.collection}).`));
+    }
   });
   $("set-form").addEventListener("submit", (e) => e.preventDefault());
   $("set-name").addEventListener("change", () => localStorage.setItem("vitrina.wb.set", $("set-name").value.trim()));
