@@ -15,6 +15,7 @@ import numpy as np
 from .errors import QueryError
 from .http import Blocked, Fetcher
 from .indexer import ProgressCallback
+from .moves import carry_over_moves, hash_files
 from .records import ModelFingerprint
 from .sources import open_source, source_gone
 from .store import CollectionPaths, Space, Store, disk_full_as_error
@@ -31,6 +32,8 @@ class IngestReport:
     changed: int = 0
     updated: int = 0  # metadata or context text changed, image unchanged: no re-embedding
     moved: int = 0  # same content, now listed by this source or at a new location: no re-embedding
+    moved_by_content: int = 0  # of ``moved``: files moved or renamed (a new id), recognised by their content hash
+    hashed: int = 0  # local files whose content hash was computed (new, changed, or stored before hashing)
     unchanged: int = 0
     removed: int = 0
     pages: int = 0
@@ -110,6 +113,7 @@ def ingest(
                 for key in ("new", "changed", "updated", "moved", "unchanged"):
                     setattr(report, key, getattr(report, key) + counts[key])
                 report.found += len(items)
+                report.hashed += hash_files(store, [item.id for item in items])
                 report.pages += 1
                 seen.update(item.id for item in items)
                 store.set_meta(cursor_key, next_cursor)
@@ -121,12 +125,17 @@ def ingest(
         report.problems = list(getattr(src, "problems", []))[:50] + list(getattr(src, "skipped", []))[:50]
         report.skipped = dict(sorted(getattr(src, "skip_counts", {}).items()))
         if src.complete and not report.interrupted and not report.resumed:
-            report.removed = store.remove_missing(src.spec, seen)
             # A source whose items this one took over and which is itself gone was moved here
             # (`mv b1 b2`): what it held and this one does not list was deleted meanwhile.
-            for old in moved_from - {src.spec}:
-                if source_gone(old):
-                    report.removed += store.remove_missing(old, seen)
+            gone_sources = [old for old in sorted(moved_from - {src.spec}) if source_gone(old)]
+            # Before removing what is not listed: a file that is only elsewhere keeps its item (moves.py).
+            carried = carry_over_moves(store, [src.spec, *gone_sources], seen)
+            report.moved += carried
+            report.moved_by_content = carried
+            report.new = max(0, report.new - carried)
+            report.removed = store.remove_missing(src.spec, seen)
+            for old in gone_sources:
+                report.removed += store.remove_missing(old, seen)
         report.seconds = time.perf_counter() - started
     return report
 

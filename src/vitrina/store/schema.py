@@ -17,7 +17,7 @@ from .sql import transaction
 
 __all__ = ["FTS_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "schema_version", "statements", "upgrade"]
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # Version 1, as the first release wrote it; later versions are the numbered migrations below.
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -407,6 +407,20 @@ def migration_9(db: sqlite3.Connection) -> None:
     _migrate(db, 9, MIGRATION_9)
 
 
+# A moved or renamed file is recognised by its content (moves.py): ``content_hash`` is the BLAKE2b
+# of a local file's bytes, computed at ingest for new and changed files (NULL until then, and for
+# remote images), indexed to find the item a disappeared file leaves behind.
+MIGRATION_10 = """
+ALTER TABLE items ADD COLUMN content_hash TEXT;
+CREATE INDEX items_content_hash ON items(content_hash) WHERE content_hash IS NOT NULL;
+"""
+
+
+def migration_10(db: sqlite3.Connection) -> None:
+    """Content hashes of local files (filled by the next ingest), so a moved file keeps its item."""
+    _migrate(db, 10, MIGRATION_10)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: migration_1,
     2: migration_2,
@@ -417,6 +431,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     7: migration_7,
     8: migration_8,
     9: migration_9,
+    10: migration_10,
 }
 
 
