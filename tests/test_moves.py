@@ -182,3 +182,18 @@ def test_schema_10_hashes_items_stored_before_it_once(tmp_path: Path, indexed) -
     (folder / "img0000.png").rename(folder / "renamed.png")
     second = coll.ingest(str(folder))
     assert (second.hashed, second.moved_by_content, second.new) == (1, 1, 0)
+
+
+def test_a_map_built_before_a_move_is_stale_after_it(indexed) -> None:  # type: ignore[no-untyped-def]
+    from vitrina import QueryError
+    from vitrina.layout import build_map, load_map
+
+    coll, folder, _ = indexed
+    build_map(coll, method="pca")
+    load_map(coll)  # fits
+    (folder / "img0001.jpg").rename(folder / "renamed.jpg")
+    assert coll.ingest(str(folder)).moved_by_content == 1
+    with pytest.raises(QueryError, match="moved or renamed since the map was built"):
+        load_map(coll)  # it lists the old id
+    build_map(coll, method="pca")
+    assert "renamed.jpg" in load_map(coll)[0].decode("utf-8", "replace")

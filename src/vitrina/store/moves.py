@@ -17,7 +17,9 @@ from ..faults import fault_point
 from .items import refresh_values
 from .sql import CHUNK, placeholders, transaction
 
-__all__ = ["Moves"]
+__all__ = ["MOVED_KEY", "Moves"]
+
+MOVED_KEY = "moved_items"  # meta: how many items have been carried over to a new id, ever
 
 # Rows a person made about an item, keyed by its id (schema 9). Where the new id has rows of its
 # own (a file of that name labelled long ago), the moved item's win.
@@ -85,6 +87,11 @@ class Moves:
                     done += 1
                 fault_point("mid_move")
             refresh_values(self.db, [new for _, new in pairs])
+            # Counted, so what keeps item ids outside the database (the map file) knows it is stale.
+            self.db.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + ?",
+                (MOVED_KEY, str(done), done),
+            )
         return done
 
     def _carry(self, old: str, new: str) -> bool:
