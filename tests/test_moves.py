@@ -174,6 +174,14 @@ def test_schema_10_hashes_items_stored_before_it_once(tmp_path: Path, indexed) -
     db.execute("UPDATE meta SET value='9' WHERE key='schema_version'")
     db.commit()
     db.close()
+    # A kill before the migration's commit leaves schema 9 as it was; the next open upgrades.
+    env = {**os.environ, "VITRINA_FAULT": "before_migration_commit", "PYTHONPATH": os.pathsep.join(sys.path)}
+    code = f"from pathlib import Path; from vitrina.store import Store; Store(Path({str(coll.path)!r}), writer=True)"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True).returncode == 137
+    db = sqlite3.connect(CollectionPaths(coll.path).db)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "9"
+    assert "content_hash" not in {r[1] for r in db.execute("PRAGMA table_info(items)")}
+    db.close()
     store = Store(coll.path, writer=True)
     assert store.schema_version() == SCHEMA_VERSION >= 10
     store.close()

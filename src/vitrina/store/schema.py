@@ -411,14 +411,22 @@ def migration_9(db: sqlite3.Connection) -> None:
 # of a local file's bytes, computed at ingest for new and changed files (NULL until then, and for
 # remote images), indexed to find the item a disappeared file leaves behind.
 MIGRATION_10 = """
-ALTER TABLE items ADD COLUMN content_hash TEXT;
-CREATE INDEX items_content_hash ON items(content_hash) WHERE content_hash IS NOT NULL;
+CREATE INDEX IF NOT EXISTS items_content_hash ON items(content_hash) WHERE content_hash IS NOT NULL;
 """
 
 
 def migration_10(db: sqlite3.Connection) -> None:
-    """Content hashes of local files (filled by the next ingest), so a moved file keeps its item."""
-    _migrate(db, 10, MIGRATION_10)
+    """Content hashes of local files (filled by the next ingest), so a moved file keeps its item.
+    The column is added only where it is missing (a database set back to an earlier version by
+    hand keeps it)."""
+
+    def add_column() -> None:
+        if "content_hash" not in {r[1] for r in db.execute("PRAGMA table_info(items)")}:
+            db.execute("ALTER TABLE items ADD COLUMN content_hash TEXT")
+        for statement in statements(MIGRATION_10):
+            db.execute(statement)
+
+    _migrate(db, 10, "", then=add_column)
 
 
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
