@@ -205,3 +205,15 @@ def test_a_map_built_before_a_move_is_stale_after_it(indexed) -> None:  # type: 
         load_map(coll)  # it lists the old id
     build_map(coll, method="pca")
     assert "renamed.jpg" in load_map(coll)[0].decode("utf-8", "replace")
+
+
+def test_the_count_moves_while_files_are_hashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vitrina.ingest
+
+    monkeypatch.setattr(vitrina.ingest, "HASH_PART", 2)
+    make_images(tmp_path / "scans", 5)
+    seen: list[int] = []
+    report = open_collection(tmp_path / "c", create=True).ingest(
+        str(tmp_path / "scans"), on_page=lambda done, total: seen.append(done)
+    )
+    assert seen == [2, 4, 5] and (report.found, report.new, report.hashed) == (5, 5, 5)

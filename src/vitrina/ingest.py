@@ -22,6 +22,8 @@ from .store import CollectionPaths, Space, Store, disk_full_as_error
 
 __all__ = ["IngestReport", "collection_fetcher", "import_vectors", "ingest", "writing_store"]
 
+HASH_PART = 1000  # items synced and hashed between two progress updates
+
 
 @dataclass
 class IngestReport:
@@ -109,16 +111,24 @@ def ingest(
         started = time.perf_counter()
         try:
             for items, next_cursor in src.pages(cursor):
-                counts = store.sync_items(items, moved_from)
-                for key in ("new", "changed", "updated", "moved", "unchanged"):
-                    setattr(report, key, getattr(report, key) + counts[key])
-                report.found += len(items)
-                report.hashed += hash_files(store, [item.id for item in items])
+                # In parts, so the count moves while new files are hashed (a folder is one page).
+                in_page: set[str] = set()  # the same id twice in a page: the first wins, as in sync_items
+                for start in range(0, len(items), HASH_PART):
+                    part = []
+                    for item in items[start : start + HASH_PART]:
+                        if item.id not in in_page:
+                            in_page.add(item.id)
+                            part.append(item)
+                    counts = store.sync_items(part, moved_from)
+                    for key in ("new", "changed", "updated", "moved", "unchanged"):
+                        setattr(report, key, getattr(report, key) + counts[key])
+                    report.hashed += hash_files(store, [item.id for item in part])
+                    report.found += min(HASH_PART, len(items) - start)
+                    if on_page:
+                        on_page(report.found, 0)
                 report.pages += 1
                 seen.update(item.id for item in items)
                 store.set_meta(cursor_key, next_cursor)
-                if on_page:
-                    on_page(report.found, 0)
         except Blocked as e:
             report.interrupted, report.message = True, str(e)
         report.requests = http.requests
