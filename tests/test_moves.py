@@ -217,3 +217,17 @@ def test_the_count_moves_while_files_are_hashed(tmp_path: Path, monkeypatch: pyt
         str(tmp_path / "scans"), on_page=lambda done, total: seen.append(done)
     )
     assert seen == [2, 4, 5] and (report.found, report.new, report.hashed) == (5, 5, 5)
+
+
+def test_a_qdrant_copy_follows_a_move_without_new_points(indexed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("qdrant_client")
+    coll, folder, _ = indexed
+    target = f"qdrant:{tmp_path / 'q'}#scans"
+    assert coll.sync(target).new == 6
+    (folder / "img0001.jpg").rename(folder / "renamed.jpg")
+    assert coll.ingest(str(folder)).moved_by_content == 1
+    again = coll.sync(target)  # the point is the item's internal key: updated in place, its payload names the new id
+    assert (again.new, again.changed, again.removed, again.points) == (0, 1, 0, 6)
+    via = open_collection(coll.path, index=target, embedder=FakeEmbedder())
+    hits = via.search(image=str(folder / "renamed.jpg"), limit=1, include_self=True)
+    assert hits[0].id == "renamed.jpg"
