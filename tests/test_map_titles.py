@@ -64,6 +64,7 @@ def titled_server(titled: str) -> Iterator[str]:
     yield from _serve(titled)
 
 
+@pytest.mark.slow  # a real browser (chromium)
 def test_the_map_selection_lists_titles_that_fit_their_column(titled_server: str, browser: Any) -> None:  # noqa: F811
     from tests.test_web import new_page
 
