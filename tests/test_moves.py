@@ -231,3 +231,35 @@ def test_a_qdrant_copy_follows_a_move_without_new_points(indexed, tmp_path: Path
     via = open_collection(coll.path, index=target, embedder=FakeEmbedder())
     hits = via.search(image=str(folder / "renamed.jpg"), limit=1, include_self=True)
     assert hits[0].id == "renamed.jpg"
+
+
+def test_regions_and_ocr_words_stay_with_a_moved_file_and_are_not_redone(tmp_path: Path) -> None:
+    from tests.test_regions import make_pages
+    from vitrina.ocr import Word
+
+    make_pages(tmp_path / "imgs", 3)
+    embedder = CountingEmbedder()
+    coll = open_collection(tmp_path / "c", create=True, embedder=embedder)
+    first = coll.index(str(tmp_path / "imgs"), model=FAKE_SPEC, regions="grid")
+    assert first.regions > 0
+    name = sorted(p.name for p in (tmp_path / "imgs").iterdir())[1]
+    rid = rid_of(coll, name)
+    store = Store(coll.path, writer=True)
+    [fp] = store.fingerprints_of([name]).values()
+    store.save_words(rid, fp, "e@1", [Word("Tromsø", 10, 20, 80, 20, 0.9, "e")], (300, 200))
+    space = store.space().name
+    regions_before = [(r.row, r.box) for r in store.regions_of(space, [rid])]
+    store.close()
+    os.rename(tmp_path / "imgs" / name, tmp_path / "imgs" / "moved.png")
+    os.utime(tmp_path / "imgs" / "moved.png", ns=(1, 1))  # a new modification time too (a copy would have one)
+    embedder.images = 0
+    report = coll.index(str(tmp_path / "imgs"), regions="grid")
+    assert (report.count("moved_by_content"), report.embedded, report.regions, embedder.images) == (1, 0, 0, 0)
+    store = Store(coll.path)
+    assert (
+        rid_of(coll, "moved.png") == rid and [(r.row, r.box) for r in store.regions_of(space, [rid])] == regions_before
+    )
+    assert [w["text"] for w in store.words_of(rid)] == ["Tromsø"]
+    assert "moved.png" not in {r["id"] for r in store.ocr_pending("e@1")}  # read for these bytes: not read again
+    store.close()
+    assert coll.info(check=True)["problems"] == []

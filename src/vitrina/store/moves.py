@@ -21,9 +21,8 @@ __all__ = ["MOVED_KEY", "Moves"]
 
 MOVED_KEY = "moved_items"  # meta: how many items have been carried over to a new id, ever
 
-# Rows a person made about an item, keyed by its id (schema 9). Where the new id has rows of its
-# own (a file of that name labelled long ago), the moved item's win.
-_BY_ID = ("set_items", "labels", "corrections")
+# Rows a person made about an item (set_items, labels, corrections) are keyed by its id (schema 9).
+# Where the new id has rows of its own (a file of that name labelled long ago), the moved item's win.
 
 
 class Moves:
@@ -68,7 +67,7 @@ class Moves:
             chunk = list(hashes[i : i + CHUNK])
             for item_id, h in self.db.execute(
                 f"""SELECT id, content_hash FROM items i WHERE content_hash IN ({placeholders(len(chunk))})
-                    AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.item_id = i.id)""",
+                    AND NOT EXISTS (SELECT 1 FROM spaces s CROSS JOIN vectors v ON v.space = s.name AND v.item_id = i.id)""",
                 chunk,
             ):
                 if item_id in listed:
@@ -82,8 +81,9 @@ class Moves:
         done = 0
         with transaction(self.db):
             self.db.execute("PRAGMA defer_foreign_keys = ON")  # ids re-keyed below, checked at commit
+            questions = [r[0] for r in self.db.execute("SELECT DISTINCT question FROM labels")]
             for old, new in pairs:
-                if self._carry(old, new):
+                if self._carry(old, new, questions):
                     done += 1
                 fault_point("mid_move")
             refresh_values(self.db, [new for _, new in pairs])
@@ -94,7 +94,8 @@ class Moves:
             )
         return done
 
-    def _carry(self, old: str, new: str) -> bool:
+    def _carry(self, old: str, new: str, questions: list[str]) -> bool:
+        """One pair; every statement an index lookup (by space, by question: their keys lead)."""
         db = self.db
         was = db.execute("SELECT rid, fingerprint FROM items WHERE id = ?", (old,)).fetchone()
         row = db.execute(
@@ -113,15 +114,20 @@ class Moves:
         # Vectors computed from the old fingerprint are the new one's (same bytes; a copy has a new mtime).
         db.execute(
             "UPDATE vectors SET item_id = ?, fingerprint = CASE WHEN fingerprint = ? THEN ? ELSE fingerprint END "
-            "WHERE item_id = ?",
+            "WHERE space IN (SELECT name FROM spaces) AND item_id = ?",
             (new, old_fp, new_fp, old),
         )
         db.execute("UPDATE tags SET item_id = ? WHERE item_id = ?", (new, old))
-        for table in _BY_ID:
+        for table in ("set_items", "corrections"):
             db.execute(f"UPDATE OR REPLACE {table} SET item_id = ? WHERE item_id = ?", (new, old))
+        for i in range(0, len(questions), CHUNK):
+            part = questions[i : i + CHUNK]
+            db.execute(f"UPDATE OR REPLACE labels SET item_id = ? WHERE question IN ({placeholders(len(part))}) AND item_id = ?",
+                       (new, *part, old))  # fmt: skip
         db.execute("UPDATE ocr_pages SET fingerprint = ? WHERE rid = ? AND fingerprint = ?", (new_fp, rid, old_fp))
         db.execute(
-            "UPDATE region_sets SET cut = ? || substr(cut, ?) WHERE rid = ? AND substr(cut, 1, ?) = ?",
+            "UPDATE region_sets SET cut = ? || substr(cut, ?) WHERE space IN (SELECT name FROM spaces) AND rid = ? "
+            "AND substr(cut, 1, ?) = ?",
             (new_fp, len(old_fp) + 1, rid, len(old_fp) + 1, old_fp + "|"),
         )
         return True
