@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +264,13 @@ def test_regions_and_ocr_words_stay_with_a_moved_file_and_are_not_redone(tmp_pat
     assert "moved.png" not in {r["id"] for r in store.ocr_pending("e@1")}  # read for these bytes: not read again
     store.close()
     assert coll.info(check=True)["problems"] == []
+
+
+def test_a_fifo_is_not_hashed_and_does_not_block(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    out: list[str | None] = []
+    worker = threading.Thread(target=lambda: out.append(file_hash(str(fifo))), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert out == [None]  # answered at once (an open() would wait for a writer forever)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterable
 
 from .sources.folder import ref_path
@@ -34,10 +35,10 @@ def file_hash(path: str, limit: int = MAX_HASH_BYTES) -> str | None:
     """BLAKE2b-256 of the file's bytes (hex), None for a file that is not a readable regular file
     of at most ``limit`` bytes. Memory: one block."""
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None  # checked before opening: a FIFO would block the open
         with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not os.path.isfile(path) or st.st_size > limit:
-                return None
             h = hashlib.blake2b(digest_size=32)
             read = 0
             while block := f.read(BLOCK):
