@@ -331,7 +331,13 @@ def test_the_map_view_in_a_browser(explore_name: str, explore_server: str, brows
     page.mouse.up()
     page.keyboard.up("Shift")
     assert page.get_attribute("#map", "data-shown") == "1"
-    assert page.eval_on_selector_all("#map-selection a", "els => els.map(e => e.textContent)") == [loner]
+    page.wait_for_function("document.getElementById('map-selection').dataset.titled === '1'")
+    from vitrina.service.explore import short_title
+
+    title = short_title(open_collection(explore_name).item(loner).metadata, loner)
+    assert page.eval_on_selector_all("#map-selection a", "els => els.map(e => [e.textContent, e.title])") == [
+        [title, f"{title}\n{loner}"]
+    ]
     assert "like=" in (page.get_attribute("#map-search", "href") or "")
     page.click("#map-clear")
     # Colour by a metadata key: a legend of its values.

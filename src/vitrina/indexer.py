@@ -51,7 +51,7 @@ class IndexReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "collection": self.collection, "space": self.space, "model": self.model,
-            **{k: self.count(k) for k in ("new", "changed", "updated", "moved", "unchanged", "removed")},
+            **{k: self.count(k) for k in ("new", "changed", "updated", "moved", "moved_by_content", "unchanged", "removed")},
             "embedded": self.embedded, "failed": sum(self.failed.values()), "failed_by_reason": dict(self.failed),
             "failures": [{"id": i, "reason": r, "detail": d} for i, r, d in self.failures],
             "seconds": round(self.seconds, 3), "images_per_second": round(self.embedded / self.seconds, 2) if self.seconds else None,

@@ -15,11 +15,14 @@ import numpy as np
 from .errors import QueryError
 from .http import Blocked, Fetcher
 from .indexer import ProgressCallback
+from .moves import carry_over_moves, hash_files
 from .records import ModelFingerprint
 from .sources import open_source, source_gone
 from .store import CollectionPaths, Space, Store, disk_full_as_error
 
 __all__ = ["IngestReport", "collection_fetcher", "import_vectors", "ingest", "writing_store"]
+
+HASH_PART = 1000  # items synced and hashed between two progress updates
 
 
 @dataclass
@@ -31,6 +34,8 @@ class IngestReport:
     changed: int = 0
     updated: int = 0  # metadata or context text changed, image unchanged: no re-embedding
     moved: int = 0  # same content, now listed by this source or at a new location: no re-embedding
+    moved_by_content: int = 0  # of ``moved``: files moved or renamed (a new id), recognised by their content hash
+    hashed: int = 0  # local files whose content hash was computed (new, changed, or stored before hashing)
     unchanged: int = 0
     removed: int = 0
     pages: int = 0
@@ -106,27 +111,41 @@ def ingest(
         started = time.perf_counter()
         try:
             for items, next_cursor in src.pages(cursor):
-                counts = store.sync_items(items, moved_from)
-                for key in ("new", "changed", "updated", "moved", "unchanged"):
-                    setattr(report, key, getattr(report, key) + counts[key])
-                report.found += len(items)
+                # In parts, so the count moves while new files are hashed (a folder is one page).
+                in_page: set[str] = set()  # the same id twice in a page: the first wins, as in sync_items
+                for start in range(0, len(items), HASH_PART):
+                    part = []
+                    for item in items[start : start + HASH_PART]:
+                        if item.id not in in_page:
+                            in_page.add(item.id)
+                            part.append(item)
+                    counts = store.sync_items(part, moved_from)
+                    for key in ("new", "changed", "updated", "moved", "unchanged"):
+                        setattr(report, key, getattr(report, key) + counts[key])
+                    report.hashed += hash_files(store, [item.id for item in part])
+                    report.found += min(HASH_PART, len(items) - start)
+                    if on_page:
+                        on_page(report.found, 0)
                 report.pages += 1
                 seen.update(item.id for item in items)
                 store.set_meta(cursor_key, next_cursor)
-                if on_page:
-                    on_page(report.found, 0)
         except Blocked as e:
             report.interrupted, report.message = True, str(e)
         report.requests = http.requests
         report.problems = list(getattr(src, "problems", []))[:50] + list(getattr(src, "skipped", []))[:50]
         report.skipped = dict(sorted(getattr(src, "skip_counts", {}).items()))
         if src.complete and not report.interrupted and not report.resumed:
-            report.removed = store.remove_missing(src.spec, seen)
             # A source whose items this one took over and which is itself gone was moved here
             # (`mv b1 b2`): what it held and this one does not list was deleted meanwhile.
-            for old in moved_from - {src.spec}:
-                if source_gone(old):
-                    report.removed += store.remove_missing(old, seen)
+            gone_sources = [old for old in sorted(moved_from - {src.spec}) if source_gone(old)]
+            # Before removing what is not listed: a file that is only elsewhere keeps its item (moves.py).
+            carried = carry_over_moves(store, [src.spec, *gone_sources], seen)
+            report.moved += carried
+            report.moved_by_content = carried
+            report.new = max(0, report.new - carried)
+            report.removed = store.remove_missing(src.spec, seen)
+            for old in gone_sources:
+                report.removed += store.remove_missing(old, seen)
         report.seconds = time.perf_counter() - started
     return report
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import ConfigError, QueryError
 from .files import write_atomic
+from .store import MOVED_KEY
 
 if TYPE_CHECKING:
     from .collection import Collection
@@ -126,7 +127,7 @@ def build_map(coll: Collection, space: str | None = None, *, method: str = "auto
     matrix = view.vectors(sp_now)
     stamp = {"format": FORMAT, "space": sp.name, "generation": sp_now.generation, "rows": sp_now.rows, "live": sp_now.live,
              "checksum": checksum(matrix, sp_now.rows), "method": used, "points": len(ids), "built_at": time.time(),
-             "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+             "seconds": round(time.perf_counter() - started, 3), "moved": coll.state(MOVED_KEY)}  # fmt: skip
     _write(map_path(coll, sp.name), stamp, quantise(points), ids)
     return stamp
 
@@ -170,6 +171,8 @@ def map_problem(coll: Collection, stamp: dict[str, Any]) -> str | None:
     sp = coll.space(stamp.get("space"))
     if stamp.get("generation") != sp.generation or stamp.get("rows") != sp.rows or stamp.get("live") != sp.live:
         return "the space changed since the map was built; run `vitrina map` again"
+    if stamp.get("moved") != coll.state(MOVED_KEY):  # the map file holds item ids; moves.py changes some
+        return "items were moved or renamed since the map was built; run `vitrina map` again"
     if checksum(coll.space_view(sp.name).vectors(sp), sp.rows) != stamp.get("checksum"):
         return "the vectors differ from those the map was built from; run `vitrina map` again"
     return None

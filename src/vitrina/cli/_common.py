@@ -192,12 +192,18 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
+def moved_text(d: dict[str, Any]) -> str:
+    """ "N moved", with how many of them were recognised by their content (a renamed file)."""
+    by_content = d.get("moved_by_content") or 0
+    return f"{d['moved']} moved" + (f" ({by_content} recognised by content)" if by_content else "")
+
+
 def print_report(console: Any, report: Any, target: str) -> None:
     d = index_dict(report)
     rate = f" ({d['images_per_second']} images/s)" if d["images_per_second"] else ""
     console.print(
         f"[bold]{escape(d['collection'])}[/] / space [bold]{escape(d['space'])}[/] ({escape(d['model'])}): "
-        f"{d['embedded']} embedded{rate}, {d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['moved']} moved, {d['unchanged']} unchanged, "
+        f"{d['embedded']} embedded{rate}, {d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {moved_text(d)}, {d['unchanged']} unchanged, "
         f"{d['removed']} removed, {d['failed']} failed in {d['seconds']:.1f} s"
     )
     settings, timings = d.get("settings") or {}, d.get("timings") or {}

@@ -14,6 +14,7 @@ from ._common import (
     errors,
     escape,
     index_dict,
+    moved_text,
     print_failures,
     print_report,
     progress_bars,
@@ -249,7 +250,7 @@ def ingest(source: str, collection: str, limit: int | None, images: str | None, 
     else:
         resumed = " (resumed)" if d["resumed"] else ""
         err.print(f"[bold]{escape(d['collection'])}[/] ← {escape(d['source'])}{resumed}: {d['found']} items found "
-                  f"({d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {d['moved']} moved, {d['unchanged']} unchanged, {d['removed']} removed) "
+                  f"({d['new']} new, {d['changed']} changed, {d['updated']} with new metadata, {moved_text(d)}, {d['unchanged']} unchanged, {d['removed']} removed) "
                   f"from {d['pages']} pages, {d['requests']} requests, in {d['seconds']:.1f} s")  # fmt: skip
         if d["skipped"]:
             err.print("  not ingested: " + ", ".join(f"{n} {escape(kind)}" for kind, n in d["skipped"].items()))

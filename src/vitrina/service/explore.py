@@ -21,6 +21,8 @@ from .present import errors, templates
 
 router = APIRouter()
 MAX_MANIFEST_HITS = 100
+MAX_TITLE_IDS = 200  # ids per /api/titles request
+MAX_TITLE_CHARS = 200
 
 
 @router.get(
@@ -105,6 +107,34 @@ def _load_map(coll: Any, space: str | None) -> tuple[bytes, dict[str, Any]]:
     from ..layout import load_map
 
     return load_map(coll, space)
+
+
+@router.get("/api/titles", responses=errors(400, 422), tags=["explore"])
+def item_titles_route(request: Request, id: Annotated[list[str], Query()]) -> dict[str, Any]:  # noqa: A002
+    """Short readable titles of up to ``MAX_TITLE_IDS`` items (repeat ``id``): the item's title,
+    else its file name; for lists of ids such as the Map view's selection. Unknown ids are listed
+    in ``missing``."""
+    if len(id) > MAX_TITLE_IDS:
+        raise ServiceError(400, "too_many_ids", f"{len(id)} ids; ask for at most {MAX_TITLE_IDS} at a time.")
+    if any(not i or len(i) > MAX_ID for i in id):
+        raise ServiceError(400, "invalid_query", f"An id is empty or over {MAX_ID} characters.")
+    found = service_of(request).collection().items(list(dict.fromkeys(id)))
+    return {
+        "titles": {i: short_title(item.metadata, i) for i, item in found.items()},
+        "missing": [i for i in dict.fromkeys(id) if i not in found],
+    }
+
+
+def short_title(metadata: dict[str, Any], item_id: str) -> str:
+    """The item's title (the first of several), else the last part of its id (a file name), at
+    most ``MAX_TITLE_CHARS`` characters."""
+    title = metadata.get("title")
+    if isinstance(title, list):
+        title = title[0] if title else None
+    text = " ".join(str(title).split()) if title not in (None, "") else ""
+    if not text:
+        text = item_id.rstrip("/").rsplit("/", 1)[-1] or item_id
+    return text if len(text) <= MAX_TITLE_CHARS else text[: MAX_TITLE_CHARS - 1] + "…"
 
 
 @router.get("/api/duplicates", responses=errors(404, 422), tags=["explore"])

@@ -39,6 +39,7 @@ from .curation import ANSWERS, Curation
 from .disk import acquire_writer_lock, disk_full_as_error, free_bytes
 from .items import HIDDEN, Items
 from .masks import MASKS_KEPT, Masks, match_column
+from .moves import MOVED_KEY, Moves
 from .paths import NAME_RE, CollectionPaths, default_home, resolve_collection
 from .regions import RegionBatch, RegionRow
 from .schema import FTS_COLUMNS, MIGRATIONS, SCHEMA_VERSION, schema_version, upgrade
@@ -48,7 +49,7 @@ from .text import Text, watch
 from .views import SpaceSnapshot, SpaceView, VectorPoint
 from .words import Words
 
-__all__ = ["ANSWERS", "FTS_COLUMNS", "Curation", "MASKS_KEPT", "MIGRATIONS", "NAME_RE", "SCHEMA_VERSION", "CollectionPaths", "RegionBatch", "RegionRow", "Space",
+__all__ = ["ANSWERS", "FTS_COLUMNS", "Curation", "MASKS_KEPT", "MIGRATIONS", "MOVED_KEY", "Moves", "NAME_RE", "SCHEMA_VERSION", "CollectionPaths", "RegionBatch", "RegionRow", "Space",
            "SpaceSnapshot", "SpaceView", "Store", "VectorPoint", "default_home", "disk_full_as_error", "free_bytes",
            "resolve_collection"]  # fmt: skip
 
@@ -132,6 +133,10 @@ class Store:
     def curation(self) -> Curation:
         """Sets, labels and corrections (curation.py); write through a writer store."""
         return Curation(self.db)
+
+    def moves(self) -> Moves:
+        """Content hashes and moved files carried over to their new ids (moves.py)."""
+        return Moves(self.db)
 
     def space_view(self, name: str) -> SpaceView:
         """A read-only view of space ``name`` for search backends (see views.py)."""

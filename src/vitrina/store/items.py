@@ -77,7 +77,8 @@ class Items:
                            VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)
                            ON CONFLICT(id) DO UPDATE SET source=excluded.source, image=excluded.image,
                              metadata=excluded.metadata, context=excluded.context, fingerprint=excluded.fingerprint,
-                             status='pending', reason=NULL, detail=NULL, updated_at=excluded.updated_at""",
+                             status='pending', reason=NULL, detail=NULL, updated_at=excluded.updated_at,
+                             content_hash=NULL""",
                         (item.id, item.source, item.image, metadata, item.context, item.fingerprint, now),
                     )
                 refresh_values(self.db, touched)

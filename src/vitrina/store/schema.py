@@ -17,7 +17,7 @@ from .sql import transaction
 
 __all__ = ["FTS_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "schema_version", "statements", "upgrade"]
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 # Version 1, as the first release wrote it; later versions are the numbered migrations below.
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -428,6 +428,28 @@ def migration_10(db: sqlite3.Connection) -> None:
     _migrate(db, 10, MIGRATION_10)
 
 
+# A moved or renamed file is recognised by its content (moves.py): ``content_hash`` is the BLAKE2b
+# of a local file's bytes, computed at ingest for new and changed files (NULL until then, and for
+# remote images), indexed to find the item a disappeared file leaves behind.
+MIGRATION_11 = """
+CREATE INDEX IF NOT EXISTS items_content_hash ON items(content_hash) WHERE content_hash IS NOT NULL;
+"""
+
+
+def migration_11(db: sqlite3.Connection) -> None:
+    """Content hashes of local files (filled by the next ingest), so a moved file keeps its item.
+    The column is added only where it is missing (a database set back to an earlier version by
+    hand keeps it)."""
+
+    def add_column() -> None:
+        if "content_hash" not in {r[1] for r in db.execute("PRAGMA table_info(items)")}:
+            db.execute("ALTER TABLE items ADD COLUMN content_hash TEXT")
+        for statement in statements(MIGRATION_11):
+            db.execute(statement)
+
+    _migrate(db, 11, "", then=add_column)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: migration_1,
     2: migration_2,
@@ -439,6 +461,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     8: migration_8,
     9: migration_9,
     10: migration_10,
+    11: migration_11,
 }
 
 

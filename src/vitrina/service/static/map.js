@@ -123,13 +123,17 @@
     each(function (i) { const x = sx(i), y = sy(i); if (x >= lx && x <= hx && y >= ly && y <= hy) picked.push(i); });
     shown = Int32Array.from(picked);
     list.replaceChildren();
-    for (const i of picked.slice(0, 100)) {
+    const links = new Map();
+    for (const i of picked.slice(0, LISTED)) {
       const li = document.createElement("li"), a = document.createElement("a");
       a.href = "/item?" + new URLSearchParams({ id: ids[i], back: here() });
-      a.textContent = ids[i];
+      a.textContent = fileName(ids[i]); // until its title comes
+      a.title = ids[i];
       li.append(a);
       list.append(li);
+      links.set(ids[i], a);
     }
+    titles(links, ++selection);
     const like = new URLSearchParams();
     for (const i of picked.slice(0, 20)) like.append("like", ids[i]);
     searchLink.href = "/?" + like;
@@ -137,6 +141,37 @@
     clearButton.hidden = false;
     status.textContent = picked.length + " of " + n + " items selected";
     draw();
+  }
+
+  // The selection list shows titles (GET /api/titles, a few dozen ids a request), the full
+  // title and id on hover; a list replaced meanwhile ignores the answers for the old one.
+  const LISTED = 100, PER_REQUEST = 50, URL_BUDGET = 6000;
+  let selection = 0;
+  function fileName(id) { return id.replace(/\/+$/, "").split("/").pop() || id; }
+  function titles(links, generation) {
+    let batch = [], length = 0;
+    const send = function (part) {
+      const q = new URLSearchParams();
+      for (const id of part) q.append("id", id);
+      fetch("/api/titles?" + q).then(function (r) { return r.ok ? r.json() : null; }).then(function (body) {
+        if (!body || generation !== selection) return;
+        for (const [id, title] of Object.entries(body.titles)) {
+          const a = links.get(id);
+          if (!a) continue;
+          a.textContent = title;
+          a.title = title + "\n" + id;
+        }
+        list.dataset.titled = String(Number(list.dataset.titled || 0) + Object.keys(body.titles).length);
+      }).catch(function () { /* the file names stay */ });
+    };
+    list.dataset.titled = "0";
+    for (const id of links.keys()) {
+      const cost = encodeURIComponent(id).length + 4;
+      if (batch.length && (batch.length >= PER_REQUEST || length + cost > URL_BUDGET)) { send(batch); batch = []; length = 0; }
+      batch.push(id);
+      length += cost;
+    }
+    if (batch.length) send(batch);
   }
 
   let drag = null;
