@@ -251,6 +251,7 @@ def test_regions_and_ocr_words_stay_with_a_moved_file_and_are_not_redone(tmp_pat
     space = store.space().name
     regions_before = [(r.row, r.box) for r in store.regions_of(space, [rid])]
     store.close()
+    coll.workbench.fix_word(name, 0, "Tromsö", who="ana")  # a person's correction of the reading
     os.rename(tmp_path / "imgs" / name, tmp_path / "imgs" / "moved.png")
     os.utime(tmp_path / "imgs" / "moved.png", ns=(1, 1))  # a new modification time too (a copy would have one)
     embedder.images = 0
@@ -260,7 +261,8 @@ def test_regions_and_ocr_words_stay_with_a_moved_file_and_are_not_redone(tmp_pat
     assert (
         rid_of(coll, "moved.png") == rid and [(r.row, r.box) for r in store.regions_of(space, [rid])] == regions_before
     )
-    assert [w["text"] for w in store.words_of(rid)] == ["Tromsø"]
+    assert [w["text"] for w in store.words_of(rid)] == ["Tromsö"]
+    assert [f["text"] for f in store.curation().word_fixes("moved.png")] == ["Tromsö"]  # the correction moved too
     assert "moved.png" not in {r["id"] for r in store.ocr_pending("e@1")}  # read for these bytes: not read again
     store.close()
     assert coll.info(check=True)["problems"] == []

@@ -21,7 +21,7 @@ __all__ = ["MOVED_KEY", "Moves"]
 
 MOVED_KEY = "moved_items"  # meta: how many items have been carried over to a new id, ever
 
-# Rows a person made about an item (set_items, labels, corrections) are keyed by its id (schema 9).
+# Rows a person made about an item (set_items, labels, corrections; word_fixes, schema 10) are keyed by its id (schema 9).
 # Where the new id has rows of its own (a file of that name labelled long ago), the moved item's win.
 
 
@@ -118,7 +118,7 @@ class Moves:
             (new, old_fp, new_fp, old),
         )
         db.execute("UPDATE tags SET item_id = ? WHERE item_id = ?", (new, old))
-        for table in ("set_items", "corrections"):
+        for table in ("set_items", "corrections", "word_fixes"):
             db.execute(f"UPDATE OR REPLACE {table} SET item_id = ? WHERE item_id = ?", (new, old))
         for i in range(0, len(questions), CHUNK):
             part = questions[i : i + CHUNK]
