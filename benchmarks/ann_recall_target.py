@@ -47,7 +47,8 @@ def collection(path: Path, rows: int, dim: int, cloud: HardCloud):  # type: igno
 
 def run(rows: int, dim: int, base: Path, probes: str) -> dict:
     from vitrina import open_collection
-    from vitrina.index.ann import AnnIndex, AnnParams, build_ann
+    from vitrina.index.ann import AnnIndex, AnnParams
+    from vitrina.index.ann_build import build_ann
 
     cloud = HardCloud(dim)
     path = base / f"hard-{rows}"

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from vitrina import Item, ModelFingerprint, open_collection
 from vitrina.cli import cli
-from vitrina.index.ann import AnnIndex, AnnParams, ann_path, build_ann
+from vitrina.index.ann import AnnIndex, AnnParams, ann_path
+from vitrina.index.ann_build import build_ann
 from vitrina.store import Store
 
 pytest.importorskip("faiss")

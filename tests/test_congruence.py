@@ -30,7 +30,8 @@ def _ann(structure: str, codes: str) -> Callable[[Collection], SearchIndex]:
     turned off and few candidates, so that the index itself is what the suite measures."""
 
     def make(coll: Collection) -> SearchIndex:
-        from vitrina.index.ann import AnnIndex, AnnParams, build_ann
+        from vitrina.index.ann import AnnIndex, AnnParams
+        from vitrina.index.ann_build import build_ann
 
         params = AnnParams(
             structure=structure,

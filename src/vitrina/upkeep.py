@@ -35,7 +35,7 @@ def build_ann(store: Store, sp: Space, embedder_for: Callable[[Space], Embedder]
     embeddings of a few generic prompts and the stored images (``ann_tuning``); without the model,
     an assumed gap."""
     from .index.ann import AnnParams
-    from .index.ann import build_ann as build
+    from .index.ann_build import build_ann as build
     from .index.ann_tuning import GAP_PROMPTS
 
     params = None
