@@ -163,7 +163,7 @@ def test_without_tuning_the_fixed_settings_are_used(tmp_path: Path) -> None:
     runner = CliRunner()
     out = runner.invoke(cli, ["index-ann", str(coll.path), "--target-recall", "0", "--json"])
     assert out.exit_code == 0 and json.loads(out.output)["tuning"] is None
-    assert open_collection(coll.path).index_for().kind == "ann:ivf-sq8"
+    assert open_collection(coll.path).index_for().kind == "ann:ivf-pq4"
     out = runner.invoke(cli, ["index-ann", str(coll.path), "--rebuild", "--max-latency-ms", "0.001"])
     assert out.exit_code == 0 and "target: recall@10 0.98" in out.output, out.output
 

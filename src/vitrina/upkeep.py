@@ -41,7 +41,7 @@ def build_ann(store: Store, sp: Space, embedder_for: Callable[[Space], Embedder]
     params = None
     if structure or codes or nlist:
         defaults = AnnParams()
-        params = AnnParams(structure=structure or defaults.structure, codes=codes or defaults.codes, nlist=nlist or 0)
+        params = AnnParams(structure=structure or defaults.structure, codes=codes or "", nlist=nlist or 0)
     label = "given"
     prompts = None
     wants_model = caption_queries > 0 or target_recall

@@ -49,7 +49,10 @@ log = logging.getLogger("vitrina.index")
 MAGIC = b"VITRINA-ANN\n"
 HEADER_SIZE = 4096
 FORMAT = 1
-CODES = {"sq8": "SQ8", "fp16": "SQfp16", "flat": "Flat"}
+# pq4: 4-bit product quantization, one sub-quantizer per 4 dimensions, scanned with SIMD "fast scan"
+# (faiss IVFPQFastScan, residual codes): 8× smaller than sq8 and scanned several times faster, coarser, so
+# the tuner re-ranks more candidates. The default on IVF (docs/benchmarks.md: the hard clouds).
+CODES = {"sq8": "SQ8", "fp16": "SQfp16", "flat": "Flat", "pq4": "PQ{m}x4fsr"}
 
 
 @dataclass
@@ -59,7 +62,7 @@ class AnnParams:
     filters; ``selective``: ... or when at most this fraction of the items passes."""
 
     structure: str = "ivf"  # ivf | hnsw (see docs/search-index.md)
-    codes: str = "sq8"  # sq8 | fp16 | flat
+    codes: str = ""  # pq4 | sq8 | fp16 | flat; "": pq4 on IVF, sq8 on HNSW (older stamps say sq8)
     m: int = 32  # HNSW links per node
     ef_construction: int = 80
     ef_search: int = 128
@@ -70,13 +73,19 @@ class AnnParams:
     exact_below: int = 20_000
     selective: float = 0.02
 
-    def spec(self, rows: int) -> str:
+    def __post_init__(self) -> None:
+        self.codes = self.codes or ("pq4" if self.structure == "ivf" else "sq8")
+
+    def spec(self, rows: int, dim: int) -> str:
         if self.codes not in CODES:
             raise ConfigError(f"Unknown vector codes {self.codes!r}; use one of {', '.join(CODES)}.")
+        if self.codes == "pq4" and (self.structure != "ivf" or dim % 4):
+            raise ConfigError(f"pq4 codes need --structure ivf and a dimension divisible by 4 (here {dim}); use sq8.")
+        codes = CODES[self.codes].format(m=dim // 4)
         if self.structure == "hnsw":
-            return f"HNSW{self.m},{CODES[self.codes]}"
+            return f"HNSW{self.m},{codes}"
         if self.structure == "ivf":
-            return f"IVF{self.lists(rows)},{CODES[self.codes]}"
+            return f"IVF{self.lists(rows)},{codes}"
         raise ConfigError(f"Unknown ANN structure {self.structure!r}; use hnsw or ivf.")
 
     def lists(self, rows: int) -> int:

@@ -67,7 +67,9 @@ def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebu
     vectors = view.vectors(sp)
     index, start, params = _reusable(path, sp, vectors, params, rebuild)
     if index is None:
-        index = faiss.index_factory(sp.fingerprint.dim, params.spec(sp.rows), faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(
+            sp.fingerprint.dim, params.spec(sp.rows, sp.fingerprint.dim), faiss.METRIC_INNER_PRODUCT
+        )
         if params.structure == "hnsw":
             index.hnsw.efConstruction = params.ef_construction
         if not index.is_trained:
@@ -109,6 +111,7 @@ def _reusable(
     path: Path, sp: Space, vectors: np.ndarray, params: AnnParams | None, rebuild: bool
 ) -> tuple[Any, int, AnnParams]:
     """(index, rows it holds, params) of the index file when rows can be added to it, else (None, 0, params)."""
+    dim = sp.fingerprint.dim
     if not rebuild and path.exists():
         try:
             stamp, old = read_ann(path)
@@ -120,7 +123,9 @@ def _reusable(
                 and stamp["rows"] <= sp.rows
                 and checksum(vectors, stamp["rows"]) == stamp.get("checksum")
             )
-            wanted = params is None or AnnParams(**stamp["params"]).spec(stamp["rows"]) == params.spec(stamp["rows"])
+            wanted = params is None or AnnParams(**stamp["params"]).spec(stamp["rows"], dim) == params.spec(
+                stamp["rows"], dim
+            )
             dead = (sp.rows - sp.live) / max(sp.rows, 1)
             grow = (
                 params is None or params.structure != "ivf" or sp.rows <= 2 * stamp["rows"]

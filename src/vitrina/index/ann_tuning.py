@@ -43,7 +43,8 @@ from ..store import Space, Store
 NPROBES = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 SHIFTED_MISS_SHARE = 1 / 3  # shifted-image probes: allow this share of the misses the target allows (measured)
-CANDIDATES = (40, 100, 200, 400)  # candidates re-ranked for a page of 10 (then scaled with the page)
+CANDIDATES = (40, 100, 200, 400, 1000, 2000)  # re-ranked for a page of 10 (then scaled with the page)
+HNSW_CANDIDATES = 400  # HNSW: at most this many (efSearch grows with them)
 TIMED_QUERIES = 30
 GAP_PROMPTS = (
     "a map", "a photograph", "a drawing", "a painting", "a printed page", "a portrait of a person",
@@ -177,21 +178,22 @@ def tune(index: Any, structure: str, lists: int, vectors: np.ndarray, live: np.n
     best: tuple[float, dict[str, int], dict[str, float]] | None = None
     top_recall: tuple[float, list[float]] | None = None
     too_slow = False
+    counts = [c for c in CANDIDATES if structure == "ivf" or c <= HNSW_CANDIDATES]
     for value in values:
         recalls: dict[int, dict[str, float]] = {}
         for name, qs in sets.items():
             if structure == "ivf":
                 params = faiss.SearchParametersIVF(nprobe=int(value), sel=selector)
-                _, found = index.search(qs, max(CANDIDATES), params=params)
-                for c in CANDIDATES:
+                _, found = index.search(qs, max(counts), params=params)
+                for c in counts:
                     recalls.setdefault(c, {})[name] = _recall(found[:, :c], truth[name])
             else:
-                for c in CANDIDATES:
+                for c in counts:
                     params = faiss.SearchParametersHNSW(efSearch=int(max(value, c)), sel=selector)
                     _, found = index.search(qs, c, params=params)
                     recalls.setdefault(c, {})[name] = _recall(found, truth[name])
-        meeting = [c for c in CANDIDATES if min(recalls[c].values()) >= aim]
-        cands = meeting[0] if meeting else CANDIDATES[-1]
+        meeting = [c for c in counts if min(recalls[c].values()) >= aim]
+        cands = meeting[0] if meeting else counts[-1]
         settings = {knob: int(value), "candidates": cands}
         ms = _p50([min(timed(settings, q), timed(settings, q)) for q in timing_queries])  # best of two: load spikes
         r = recalls[cands]
@@ -201,7 +203,7 @@ def tune(index: Any, structure: str, lists: int, vectors: np.ndarray, live: np.n
             top_recall = (min(r.values()), point)
         if meeting and (best is None or ms < best[0]):
             best = (ms, settings, r)
-        if meeting and cands == CANDIDATES[0]:
+        if meeting and cands == counts[0]:
             break  # more probes only cost more
         if best is not None and ms > 2 * best[0]:
             break
