@@ -96,6 +96,18 @@ def test_an_index_built_by_the_old_default_still_loads_searches_and_grows(tmp_pa
     assert open_collection(coll.path).search_vectors(unit[5], limit=1)[0][0].id == ids[5]
 
 
+def test_default_codes_follow_the_structure() -> None:
+    from vitrina.errors import ConfigError
+
+    assert AnnParams().spec(100_000, 512) == "IVF1264,PQ128x4fsr"  # pq4: one 4-bit sub-quantiser per 4 dims
+    assert AnnParams(structure="hnsw").spec(100_000, 512) == "HNSW32,SQ8"
+    assert AnnParams(structure="ivf", codes="sq8").spec(100_000, 512) == "IVF1264,SQ8"  # the old default, on request
+    with pytest.raises(ConfigError, match="pq4"):
+        AnnParams(structure="hnsw", codes="pq4").spec(1000, 512)
+    with pytest.raises(ConfigError, match="divisible by 4"):
+        AnnParams().spec(1000, 30)
+
+
 def test_filters_and_dead_rows_hold_with_the_index(tmp_path: Path) -> None:
     coll, ids, unit = _collection(tmp_path / "c", 3000)
     build_ann(Store(coll.path), "v", SMALL)
