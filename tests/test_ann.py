@@ -73,7 +73,7 @@ def test_fresh_index_is_used_new_rows_are_scanned_exactly_and_added_incrementall
 
 
 def test_an_index_built_by_the_old_default_still_loads_searches_and_grows(tmp_path: Path) -> None:
-    """Indexes built before pq4 became the default (IVF + sq8, stamped so) keep working as they are:
+    """Indexes built before pq4 became the default (IVF + sq8, an older stamp) keep working as they are:
     searched, shown, and grown incrementally as sq8; only --rebuild moves them to the new default."""
     from vitrina.index.ann import read_ann, write_ann
 
@@ -82,12 +82,16 @@ def test_an_index_built_by_the_old_default_still_loads_searches_and_grows(tmp_pa
     path = ann_path(Store(coll.path), "v")
     stamp, index = read_ann(path)
     assert stamp["params"]["codes"] == "sq8" and type(index).__name__ == "IndexIVFScalarQuantizer"
-    stamp["recall"].pop("sample", None)  # a stamp as an older vitrina wrote it
+    stamp["recall"].pop("sample", None)  # a stamp as an older vitrina wrote it: no aim, no probe kind
+    stamp["tuning"] = {"target": 0.98, "mode": "ann", "settings": {"nprobe": 16, "candidates": 100}, "recall": {"text": 0.99, "image": 1.0},
+                       "p50_ms": 0.5, "exact_p50_ms": 1.0, "probes": "captions", "queries": 200, "rows": 2000, "curve": [], "knob": "nprobe"}  # fmt: skip
     write_ann(path, stamp, index)
     fresh = open_collection(coll.path)
     assert fresh.index_for().kind == "ann:ivf-sq8" and fresh.info()["spaces"][0]["ann"]["status"] == "fresh"
     hits = fresh.search_vectors(unit[5], limit=10)[0]
     assert hits[0].id == ids[5] and len(hits) == 10
+    summary = fresh.info()["spaces"][0]["ann"]["tuning"]["summary"]
+    assert "tuned nprobe 16, candidates 100" in summary and "aimed at" not in summary
     _collection(tmp_path / "c", 100, seed=1, start=2000)
     grown = open_collection(coll.path).build_ann(target_recall=None)
     assert not grown.rebuilt and grown.added == 100 and grown.kind == "ivf-sq8"
@@ -96,16 +100,16 @@ def test_an_index_built_by_the_old_default_still_loads_searches_and_grows(tmp_pa
     assert open_collection(coll.path).search_vectors(unit[5], limit=1)[0][0].id == ids[5]
 
 
-def test_default_codes_follow_the_structure() -> None:
+def test_codes_and_their_faiss_specs() -> None:
     from vitrina.errors import ConfigError
 
-    assert AnnParams().spec(100_000, 512) == "IVF1264,PQ128x4fsr"  # pq4: one 4-bit sub-quantiser per 4 dims
+    assert AnnParams().spec(100_000, 512) == "IVF1264,PQ256x4fsr"  # pq4: one 4-bit sub-quantiser per 2 dims
+    assert AnnParams(codes="sq8").spec(100_000, 512) == "IVF1264,SQ8"  # the default before
     assert AnnParams(structure="hnsw").spec(100_000, 512) == "HNSW32,SQ8"
-    assert AnnParams(structure="ivf", codes="sq8").spec(100_000, 512) == "IVF1264,SQ8"  # the old default, on request
     with pytest.raises(ConfigError, match="pq4"):
         AnnParams(structure="hnsw", codes="pq4").spec(1000, 512)
-    with pytest.raises(ConfigError, match="divisible by 4"):
-        AnnParams().spec(1000, 30)
+    with pytest.raises(ConfigError, match="even dimension"):
+        AnnParams().spec(1000, 31)
 
 
 def test_filters_and_dead_rows_hold_with_the_index(tmp_path: Path) -> None:

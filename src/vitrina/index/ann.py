@@ -49,10 +49,11 @@ log = logging.getLogger("vitrina.index")
 MAGIC = b"VITRINA-ANN\n"
 HEADER_SIZE = 4096
 FORMAT = 1
-# pq4: 4-bit product quantization, one sub-quantizer per 4 dimensions, scanned with SIMD "fast scan"
-# (faiss IVFPQFastScan, residual codes): 8× smaller than sq8 and scanned several times faster, coarser, so
-# the tuner re-ranks more candidates. The default on IVF (docs/benchmarks.md: the hard clouds).
-CODES = {"sq8": "SQ8", "fp16": "SQfp16", "flat": "Flat", "pq4": "PQ{m}x4fsr"}
+# pq4 (IVF only; the IVF default): 4-bit product quantization, one sub-quantizer per 2 dimensions, scanned
+# with SIMD "fast scan" (faiss IVFPQFastScan, residual codes): a quarter of sq8's memory and a scan several
+# times faster, so IVF can visit the quarter of its lists heavy-tailed clouds need (docs/benchmarks.md);
+# coarser than sq8, so the tuner may re-rank more candidates (up to 2,000).
+CODES = {"sq8": "SQ8", "fp16": "SQfp16", "flat": "Flat", "pq4": "PQ{m}x4fsr"}  # m: dim / 2
 
 
 @dataclass
@@ -62,7 +63,7 @@ class AnnParams:
     filters; ``selective``: ... or when at most this fraction of the items passes."""
 
     structure: str = "ivf"  # ivf | hnsw (see docs/search-index.md)
-    codes: str = ""  # pq4 | sq8 | fp16 | flat; "": pq4 on IVF, sq8 on HNSW (older stamps say sq8)
+    codes: str = ""  # pq4 | sq8 | fp16 | flat; "": pq4 on IVF, sq8 on HNSW (indexes built before say sq8)
     m: int = 32  # HNSW links per node
     ef_construction: int = 80
     ef_search: int = 128
@@ -79,9 +80,9 @@ class AnnParams:
     def spec(self, rows: int, dim: int) -> str:
         if self.codes not in CODES:
             raise ConfigError(f"Unknown vector codes {self.codes!r}; use one of {', '.join(CODES)}.")
-        if self.codes == "pq4" and (self.structure != "ivf" or dim % 4):
-            raise ConfigError(f"pq4 codes need --structure ivf and a dimension divisible by 4 (here {dim}); use sq8.")
-        codes = CODES[self.codes].format(m=dim // 4)
+        if self.codes == "pq4" and (self.structure != "ivf" or dim % 2):
+            raise ConfigError(f"pq4 codes need --structure ivf and an even dimension (here {dim}); use --codes sq8.")
+        codes = CODES[self.codes].format(m=dim // 2)
         if self.structure == "hnsw":
             return f"HNSW{self.m},{codes}"
         if self.structure == "ivf":

@@ -157,7 +157,7 @@ def tune_index(store: Store, sp: Space, index: Any, params: AnnParams, probes: P
 
     vectors = exact.view.vectors(sp)
     tuning = tune(index, params.structure, params.lists(index.ntotal), vectors, live, probes, target, timed, exact_timed,
-                  max_latency_ms, selector)  # fmt: skip
+                  max_latency_ms, selector, coarse=params.codes == "pq4")  # fmt: skip
     del bits
     return tuning
 

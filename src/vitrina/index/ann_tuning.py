@@ -44,7 +44,7 @@ NPROBES = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 153
 EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 SHIFTED_MISS_SHARE = 1 / 3  # shifted-image probes: allow this share of the misses the target allows (measured)
 CANDIDATES = (40, 100, 200, 400, 1000, 2000)  # re-ranked for a page of 10 (then scaled with the page)
-HNSW_CANDIDATES = 400  # HNSW: at most this many (efSearch grows with them)
+COARSE_CANDIDATES = 400  # at most this many, except for coarse codes (pq4); HNSW: its efSearch grows with them
 TIMED_QUERIES = 30
 GAP_PROMPTS = (
     "a map", "a photograph", "a drawing", "a painting", "a printed page", "a portrait of a person",
@@ -155,7 +155,7 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 def tune(index: Any, structure: str, lists: int, vectors: np.ndarray, live: np.ndarray, probes: Probes, target: float,
          timed: Callable[[dict[str, int], np.ndarray], float], exact_timed: Callable[[np.ndarray], float],
-         max_latency_ms: float | None = None, selector: Any = None) -> Tuning:  # fmt: skip
+         max_latency_ms: float | None = None, selector: Any = None, coarse: bool = False) -> Tuning:  # fmt: skip
     """Choose the fastest setting meeting ``target`` (see the module docstring). ``timed(settings,
     query)`` / ``exact_timed(query)``: seconds of one search through the index / the exact scan."""
     import faiss as faiss_module
@@ -178,7 +178,7 @@ def tune(index: Any, structure: str, lists: int, vectors: np.ndarray, live: np.n
     best: tuple[float, dict[str, int], dict[str, float]] | None = None
     top_recall: tuple[float, list[float]] | None = None
     too_slow = False
-    counts = [c for c in CANDIDATES if structure == "ivf" or c <= HNSW_CANDIDATES]
+    counts = [c for c in CANDIDATES if (coarse and structure == "ivf") or c <= COARSE_CANDIDATES]
     for value in values:
         recalls: dict[int, dict[str, float]] = {}
         for name, qs in sets.items():
