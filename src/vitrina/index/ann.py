@@ -5,7 +5,7 @@
 
 The index only proposes *candidates*; every candidate is re-scored against the stored float32
 vectors, so the scores of the hits are the exact cosine and the filters hold exactly. The index
-holds compact codes (int8 by default, float16 or float32 on request), so serving needs the codes
+holds compact codes (IVF: 4-bit PQ fast scan by default; int8, float16 or float32 on request), so serving needs the codes
 and the graph in memory, not the float32 file: only the candidates' rows are read from it.
 
 The stamp says what the index was built from: the space generation, the number of rows, a
@@ -16,8 +16,8 @@ merged, so a fresh ingest is searchable at once; ``vitrina index-ann`` adds them
 Dead rows (re-embedded or removed items) and filtered-out items are excluded inside the faiss
 search by a bitmap; a highly selective filter skips the index and ranks the allowed rows exactly.
 
-Building writes a temporary file and renames it over the old one, so a kill at any moment
-leaves the old index (or none) and the collection searchable.
+Building (``ann_build.build_ann``) writes a temporary file and renames it over the old one
+(``write_ann``), so a kill at any moment leaves the old index (or none) and the collection searchable.
 """
 
 from __future__ import annotations
