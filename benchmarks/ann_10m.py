@@ -6,7 +6,7 @@
 ann_latency.py holds everything in RAM (its exact baseline, plain-faiss baselines); at 10M x 512
 the float32 vectors alone are 20.5 GB, so this one streams: the collection is built through the
 real Store API a chunk at a time (CLIP-like vectors from benchmarks/synthetic.py, the same stream as
-``CloudModel.images(rows, chunk=250_000)``), the index is built by ``vitrina.index.ann.build_ann`` from the memory-mapped
+``CloudModel.images(rows, chunk=250_000)``), the index is built by ``vitrina.index.ann_build.build_ann`` from the memory-mapped
 file, and a fresh process limited to --threads measures text-like queries through
 ``Collection.search_vectors`` (the serving path, exact re-rank included) with its resident memory.
 The ground truth is one batched exact pass over the mapped file (all queries at once), and the
@@ -38,7 +38,8 @@ CHUNK = 250_000
 
 def build(path: Path, rows: int, dim: int, nlist: int, threads: int) -> dict:
     from vitrina import Item, ModelFingerprint, open_collection
-    from vitrina.index.ann import AnnParams, ann_path, build_ann
+    from vitrina.index.ann import AnnParams, ann_path
+    from vitrina.index.ann_build import build_ann
 
     out: dict = {}
     coll = open_collection(path, create=True)

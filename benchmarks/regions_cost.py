@@ -121,7 +121,8 @@ def bench_index(images: int, work: Path) -> dict:
 
 def bench_search(items: int, large: float, work: Path, repeats: int) -> dict:
     from vitrina import Item, open_collection
-    from vitrina.index.ann import AnnParams, build_ann
+    from vitrina.index.ann import AnnParams
+    from vitrina.index.ann_build import build_ann
     from vitrina.store import RegionBatch
 
     dim, per_large = 256, 28

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from vitrina import Item, ModelFingerprint, open_collection
 from vitrina.cli import cli
-from vitrina.index.ann import AnnIndex, AnnParams, ann_path, build_ann
+from vitrina.index.ann import AnnIndex, AnnParams, ann_path
+from vitrina.index.ann_build import build_ann
 from vitrina.store import Store
 
 pytest.importorskip("faiss")
@@ -51,12 +52,12 @@ def test_fresh_index_is_used_new_rows_are_scanned_exactly_and_added_incrementall
         report.rebuilt and report.rows == 2000 and report.recall["image"] >= 0.9 and report.recall["text-like"] >= 0.8
     )
     index = coll.index_for()
-    assert index.kind == "ann:ivf-sq8"
+    assert index.kind == "ann:ivf-pq4"
     hits = coll.search_vectors(unit[5], limit=10)[0]
     assert hits[0].id == ids[5] and hits[0].score == pytest.approx(1.0, abs=1e-5)  # exact re-ranking: the exact cosine
     info = coll.info()["spaces"][0]
     assert (
-        info["index"] == "ann:ivf-sq8"
+        info["index"] == "ann:ivf-pq4"
         and info["ann"]["status"] == "fresh"
         and info["ann"]["recall_at_10"]["text-like"] >= 0.8
     )
@@ -69,6 +70,46 @@ def test_fresh_index_is_used_new_rows_are_scanned_exactly_and_added_incrementall
     assert not again.rebuilt and again.added == 300 and again.rows == 2300
     assert coll.info()["spaces"][0]["ann"]["status"] == "fresh"
     assert coll.search_vectors(new_unit[7], limit=1)[0][0].id == new_ids[7]
+
+
+def test_an_index_built_by_the_old_default_still_loads_searches_and_grows(tmp_path: Path) -> None:
+    """Indexes built before pq4 became the default (IVF + sq8, an older stamp) keep working as they are:
+    searched, shown, and grown incrementally as sq8; only --rebuild moves them to the new default."""
+    from vitrina.index.ann import read_ann, write_ann
+
+    coll, ids, unit = _collection(tmp_path / "c", 2000)
+    build_ann(Store(coll.path), "v", AnnParams(structure="ivf", codes="sq8"), target_recall=None)
+    path = ann_path(Store(coll.path), "v")
+    stamp, index = read_ann(path)
+    assert stamp["params"]["codes"] == "sq8" and type(index).__name__ == "IndexIVFScalarQuantizer"
+    stamp["recall"].pop("sample", None)  # a stamp as an older vitrina wrote it: no aim, no probe kind
+    stamp["tuning"] = {"target": 0.98, "mode": "ann", "settings": {"nprobe": 16, "candidates": 100}, "recall": {"text": 0.99, "image": 1.0},
+                       "p50_ms": 0.5, "exact_p50_ms": 1.0, "probes": "captions", "queries": 200, "rows": 2000, "curve": [], "knob": "nprobe"}  # fmt: skip
+    write_ann(path, stamp, index)
+    fresh = open_collection(coll.path)
+    assert fresh.index_for().kind == "ann:ivf-sq8" and fresh.info()["spaces"][0]["ann"]["status"] == "fresh"
+    hits = fresh.search_vectors(unit[5], limit=10)[0]
+    assert hits[0].id == ids[5] and len(hits) == 10
+    summary = fresh.info()["spaces"][0]["ann"]["tuning"]["summary"]
+    assert "tuned nprobe 16, candidates 100" in summary and "aimed at" not in summary
+    _collection(tmp_path / "c", 100, seed=1, start=2000)
+    grown = open_collection(coll.path).build_ann(target_recall=None)
+    assert not grown.rebuilt and grown.added == 100 and grown.kind == "ivf-sq8"
+    rebuilt = open_collection(coll.path).build_ann(rebuild=True, target_recall=None)
+    assert rebuilt.rebuilt and rebuilt.kind == "ivf-pq4" == AnnParams().kind
+    assert open_collection(coll.path).search_vectors(unit[5], limit=1)[0][0].id == ids[5]
+
+
+def test_codes_and_their_faiss_specs() -> None:
+    from vitrina.errors import ConfigError
+
+    assert AnnParams().spec(100_000, 512) == "IVF1264,PQ256x4fsr"  # pq4: one 4-bit sub-quantiser per 2 dims
+    assert AnnParams(codes="sq8").spec(100_000, 512) == "IVF1264,SQ8"  # the default before
+    assert AnnParams(structure="hnsw").spec(100_000, 512) == "HNSW32,SQ8"
+    with pytest.raises(ConfigError, match="pq4"):
+        AnnParams(structure="hnsw", codes="pq4").spec(1000, 512)
+    with pytest.raises(ConfigError, match="even dimension"):
+        AnnParams().spec(1000, 31)
 
 
 def test_filters_and_dead_rows_hold_with_the_index(tmp_path: Path) -> None:
@@ -138,7 +179,7 @@ def test_cli_index_ann_info_and_exact_search(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["rows"] == 800
     out = runner.invoke(cli, ["info", str(coll.path)])
-    assert out.exit_code == 0 and "ann:ivf-sq8 (fresh" in out.output and "recall@10" in out.output
+    assert out.exit_code == 0 and "ann:ivf-pq4 (fresh" in out.output and "recall@10" in out.output
     info = json.loads(runner.invoke(cli, ["info", str(coll.path), "--json"]).output)
     assert info["spaces"][0]["ann"]["recall_at_10"]["image"] > 0.5
     assert info["spaces"][0]["ann"]["params"]["nlist"] == 24

@@ -163,7 +163,7 @@ def test_without_tuning_the_fixed_settings_are_used(tmp_path: Path) -> None:
     runner = CliRunner()
     out = runner.invoke(cli, ["index-ann", str(coll.path), "--target-recall", "0", "--json"])
     assert out.exit_code == 0 and json.loads(out.output)["tuning"] is None
-    assert open_collection(coll.path).index_for().kind == "ann:ivf-sq8"
+    assert open_collection(coll.path).index_for().kind == "ann:ivf-pq4"
     out = runner.invoke(cli, ["index-ann", str(coll.path), "--rebuild", "--max-latency-ms", "0.001"])
     assert out.exit_code == 0 and "target: recall@10 0.98" in out.output, out.output
 
@@ -204,6 +204,36 @@ def test_hnsw_tunes_ef_search_to_the_target() -> None:
     assert tuning.mode == "ann" and tuning.knob == "efSearch" and min(tuning.recall.values()) >= 0.98
     assert set(tuning.settings) == {"efSearch", "candidates"}
     assert AnnParams(structure="hnsw").tuned(tuning.settings).ef_search == tuning.settings["efSearch"]
+
+
+def test_shifted_image_probes_aim_higher_and_say_so() -> None:
+    """Without captions the probes are shifted images, which overstate recall: the tuner asks more
+    of them than the target (a third of the misses), the stamp and ``info`` say so."""
+    from vitrina.index.ann_tuning import aim_for, describe_tuning
+
+    cloud = _Cloud()
+    vectors = cloud.images(4000)
+    index = faiss.IndexHNSWFlat(DIM, 16, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 40
+    index.add(vectors)
+    texts = cloud.texts(100, seed=5)
+
+    def timed(settings: dict[str, int], q: np.ndarray) -> float:  # a cost that grows with the knob
+        return settings["efSearch"] * 1e-6 + settings["candidates"] * 1e-7
+
+    def run(shifted_probes: bool):  # type: ignore[no-untyped-def]
+        probes = Probes(texts, vectors[::40], "p", shifted=shifted_probes)
+        return tune(index, "hnsw", 0, vectors, np.ones(len(vectors), bool), probes, 0.9, timed, lambda q: 1.0)
+
+    plain, careful = run(False), run(True)
+    assert plain.aim == 0.9 and plain.probe_kind == "text"
+    assert careful.aim == aim_for(0.9, Probes(texts, vectors, "p", shifted=True)) == pytest.approx(0.9667, abs=1e-4)
+    assert careful.probe_kind == "shifted" and careful.mode == "ann" and min(careful.recall.values()) >= careful.aim
+    knobs = [(t.settings["efSearch"], t.settings["candidates"]) for t in (plain, careful)]
+    assert knobs[1] > knobs[0] and min(plain.recall.values()) < careful.aim  # the target alone would stop earlier
+    stamp = careful.to_stamp()
+    assert stamp["probe_kind"] == "shifted" and "aimed at 0.9667" in describe_tuning(stamp)
+    assert "aimed at" not in describe_tuning(plain.to_stamp())
 
 
 def test_one_index_per_process_shared_by_threads_and_collections(tmp_path: Path) -> None:

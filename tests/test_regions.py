@@ -189,7 +189,8 @@ def _qdrant_index(coll, store):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("kind", ["exact", "ann", "qdrant"])
 def test_collapse_agrees_with_the_reference(region_world, kind: str) -> None:  # type: ignore[no-untyped-def]
     from vitrina.filters import Filter
-    from vitrina.index.ann import AnnIndex, AnnParams, build_ann
+    from vitrina.index.ann import AnnIndex, AnnParams
+    from vitrina.index.ann_build import build_ann
     from vitrina.region_search import RegionIndex, collapsing
 
     coll, items, rows, boxes = region_world

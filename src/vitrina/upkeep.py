@@ -35,13 +35,13 @@ def build_ann(store: Store, sp: Space, embedder_for: Callable[[Space], Embedder]
     embeddings of a few generic prompts and the stored images (``ann_tuning``); without the model,
     an assumed gap."""
     from .index.ann import AnnParams
-    from .index.ann import build_ann as build
+    from .index.ann_build import build_ann as build
     from .index.ann_tuning import GAP_PROMPTS
 
     params = None
     if structure or codes or nlist:
         defaults = AnnParams()
-        params = AnnParams(structure=structure or defaults.structure, codes=codes or defaults.codes, nlist=nlist or 0)
+        params = AnnParams(structure=structure or defaults.structure, codes=codes or "", nlist=nlist or 0)
     label = "given"
     prompts = None
     wants_model = caption_queries > 0 or target_recall

@@ -5,7 +5,7 @@
 
 The index only proposes *candidates*; every candidate is re-scored against the stored float32
 vectors, so the scores of the hits are the exact cosine and the filters hold exactly. The index
-holds compact codes (int8 by default, float16 or float32 on request), so serving needs the codes
+holds compact codes (IVF: 4-bit PQ fast scan by default; int8, float16 or float32 on request), so serving needs the codes
 and the graph in memory, not the float32 file: only the candidates' rows are read from it.
 
 The stamp says what the index was built from: the space generation, the number of rows, a
@@ -16,8 +16,8 @@ merged, so a fresh ingest is searchable at once; ``vitrina index-ann`` adds them
 Dead rows (re-embedded or removed items) and filtered-out items are excluded inside the faiss
 search by a bitmap; a highly selective filter skips the index and ranks the allowed rows exactly.
 
-Building writes a temporary file and renames it over the old one, so a kill at any moment
-leaves the old index (or none) and the collection searchable.
+Building (``ann_build.build_ann``) writes a temporary file and renames it over the old one
+(``write_ann``), so a kill at any moment leaves the old index (or none) and the collection searchable.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ import logging
 import os
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from ..files import fsync_dir
 from ..filters import Filter
 from ..store import Space, Store
 from . import Matches, top_k
-from .ann_tuning import Probes, Tuning, clock, describe_tuning, probe_set, tune
+from .ann_tuning import describe_tuning
 from .exact import ExactIndex
 
 log = logging.getLogger("vitrina.index")
@@ -50,7 +49,11 @@ log = logging.getLogger("vitrina.index")
 MAGIC = b"VITRINA-ANN\n"
 HEADER_SIZE = 4096
 FORMAT = 1
-CODES = {"sq8": "SQ8", "fp16": "SQfp16", "flat": "Flat"}
+# pq4 (IVF only; the IVF default): 4-bit product quantization, one sub-quantizer per 2 dimensions, scanned
+# with SIMD "fast scan" (faiss IVFPQFastScan, residual codes): a quarter of sq8's memory and a scan several
+# times faster, so IVF can visit the quarter of its lists heavy-tailed clouds need (docs/benchmarks.md);
+# coarser than sq8, so the tuner may re-rank more candidates (up to 2,000).
+CODES = {"sq8": "SQ8", "fp16": "SQfp16", "flat": "Flat", "pq4": "PQ{m}x4fsr"}  # m: dim / 2
 
 
 @dataclass
@@ -60,7 +63,7 @@ class AnnParams:
     filters; ``selective``: ... or when at most this fraction of the items passes."""
 
     structure: str = "ivf"  # ivf | hnsw (see docs/search-index.md)
-    codes: str = "sq8"  # sq8 | fp16 | flat
+    codes: str = ""  # pq4 | sq8 | fp16 | flat; "": pq4 on IVF, sq8 on HNSW (indexes built before say sq8)
     m: int = 32  # HNSW links per node
     ef_construction: int = 80
     ef_search: int = 128
@@ -71,13 +74,19 @@ class AnnParams:
     exact_below: int = 20_000
     selective: float = 0.02
 
-    def spec(self, rows: int) -> str:
+    def __post_init__(self) -> None:
+        self.codes = self.codes or ("pq4" if self.structure == "ivf" else "sq8")
+
+    def spec(self, rows: int, dim: int) -> str:
         if self.codes not in CODES:
             raise ConfigError(f"Unknown vector codes {self.codes!r}; use one of {', '.join(CODES)}.")
+        if self.codes == "pq4" and (self.structure != "ivf" or dim % 2):
+            raise ConfigError(f"pq4 codes need --structure ivf and an even dimension (here {dim}); use --codes sq8.")
+        codes = CODES[self.codes].format(m=dim // 2)
         if self.structure == "hnsw":
-            return f"HNSW{self.m},{CODES[self.codes]}"
+            return f"HNSW{self.m},{codes}"
         if self.structure == "ivf":
-            return f"IVF{self.lists(rows)},{CODES[self.codes]}"
+            return f"IVF{self.lists(rows)},{codes}"
         raise ConfigError(f"Unknown ANN structure {self.structure!r}; use hnsw or ivf.")
 
     def lists(self, rows: int) -> int:
@@ -99,7 +108,7 @@ class AnnParams:
         return out
 
 
-def _faiss() -> Any:
+def faiss_module() -> Any:
     try:
         import faiss
     except ImportError as e:  # pragma: no cover - depends on the installation
@@ -277,7 +286,7 @@ class AnnIndex:
                 queries, filters=filters, exclude=exclude, limit=limit, offset=offset, min_score=min_score
             )
         params = self.overrides or AnnParams(**loaded.stamp["params"])
-        return _search(
+        return search_rows(
             self.exact, loaded.index, loaded.stamp["rows"], params, queries, filters, exclude, limit, offset, min_score
         )
 
@@ -296,10 +305,10 @@ def fits_in_memory(nbytes: int) -> bool:
     return nbytes <= memory // 4
 
 
-def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, queries: np.ndarray, filters: Sequence[Filter],
+def search_rows(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, queries: np.ndarray, filters: Sequence[Filter],
             exclude: Sequence[Collection[str]], limit: int, offset: int, min_score: float | None) -> list[Matches]:  # fmt: skip
     """Candidates from ``index`` (rows below ``indexed``) plus every row past it, re-ranked exactly."""
-    faiss = _faiss()
+    faiss = faiss_module()
     queries = np.ascontiguousarray(np.atleast_2d(np.asarray(queries, np.float32)))
     view = exact.view
     sp, rid_of_row = view.current()
@@ -386,7 +395,7 @@ def _search(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, quer
 
 
 def read_ann(path: Path) -> tuple[dict[str, Any], Any]:
-    faiss = _faiss()
+    faiss = faiss_module()
     with open(path, "rb") as f:
         header = f.read(HEADER_SIZE)
         if not header.startswith(MAGIC) or len(header) < HEADER_SIZE:
@@ -400,9 +409,9 @@ def read_ann(path: Path) -> tuple[dict[str, Any], Any]:
     return stamp, index
 
 
-def _write_ann(path: Path, stamp: dict[str, Any], index: Any) -> None:
+def write_ann(path: Path, stamp: dict[str, Any], index: Any) -> None:
     """Header + index into a temporary file, fsynced, renamed over ``path``: all or nothing."""
-    faiss = _faiss()
+    faiss = faiss_module()
     header = MAGIC + json.dumps(stamp).encode()
     if len(header) > HEADER_SIZE - 1:
         raise ValueError("ANN stamp too long")
@@ -424,152 +433,10 @@ def _write_ann(path: Path, stamp: dict[str, Any], index: Any) -> None:
     fsync_dir(path.parent)
 
 
-@dataclass
-class AnnReport:
-    space: str
-    kind: str
-    rows: int
-    added: int
-    rebuilt: bool
-    seconds: float
-    bytes: int
-    recall: dict[str, float]
-    tuning: dict[str, Any] | None = None  # the recall target, chosen settings and measured curve
+def __getattr__(name: str) -> Any:
+    """``build_ann`` and ``AnnReport`` moved to ``ann_build``; still importable from here (PEP 562)."""
+    if name in ("build_ann", "AnnReport"):
+        from . import ann_build
 
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
-
-
-def build_ann(store: Store, space: str, params: AnnParams | None = None, *, rebuild: bool = False, threads: int | None = None,
-              sample: int = 200, queries: np.ndarray | None = None, queries_label: str = "given", progress: Callable[[int, int], None] | None = None,
-              path: Path | None = None, target_recall: float | None = None, prompts: np.ndarray | None = None,
-              max_latency_ms: float | None = None) -> AnnReport:  # fmt: skip
-    """Build the index of ``space`` from its vectors, or add the rows appended since the last
-    build (same generation, same parameters, few dead rows). ``queries``: real query vectors
-    (e.g. embedded captions) to measure recall on, besides stored and off-cloud ones.
-    ``target_recall``: tune the search settings until recall@10 meets it (``ann_tuning``), on
-    ``queries`` when given, else on stored vectors shifted by the text-image offset measured from
-    ``prompts`` (generic prompts embedded by the space's model; None: an assumed offset); None keeps the settings of ``params``."""
-    faiss = _faiss()
-    started = time.perf_counter()
-    if threads:
-        faiss.omp_set_num_threads(threads)
-    path = path or ann_path(store, space)
-    for stray in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed build
-        stray.unlink(missing_ok=True)
-    view = store.space_view(space)
-    sp = view.space()
-    vectors = view.vectors(sp)
-    index, start, params = _reusable(path, sp, vectors, params, rebuild)
-    if index is None:
-        index = faiss.index_factory(sp.fingerprint.dim, params.spec(sp.rows), faiss.METRIC_INNER_PRODUCT)
-        if params.structure == "hnsw":
-            index.hnsw.efConstruction = params.ef_construction
-        if not index.is_trained:
-            if params.structure != "hnsw":  # few rows train IVF lists well enough: no "please provide at least" warning
-                faiss.extract_index_ivf(index).cp.min_points_per_centroid = 1
-            rng = np.random.default_rng(0)
-            live = np.flatnonzero(view.live_rows(sp))
-            train = np.sort(rng.choice(live, min(len(live), max(100_000, 40 * params.lists(sp.rows))), replace=False))
-            index.train(np.ascontiguousarray(vectors[train]))
-    chunk = 50_000
-    for s in range(start, sp.rows, chunk):
-        index.add(np.ascontiguousarray(vectors[s : min(sp.rows, s + chunk)]))
-        fault_point("ann_after_chunk")
-        if progress:
-            progress(min(sp.rows, s + chunk) - start, sp.rows - start)
-    stamp = {"format": FORMAT, "space": sp.name, "dim": sp.fingerprint.dim, "generation": sp.generation, "rows": sp.rows,
-             "checksum": checksum(vectors, sp.rows), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-             "faiss": faiss.__version__}  # fmt: skip
-    probes = probe_set(store, sp, sample=sample, queries=queries, queries_label=queries_label, prompts=prompts)
-    if target_recall is not None and probes is not None and target_recall > 0:
-        tuning = tune_index(store, sp, index, params, probes, target_recall, max_latency_ms)
-        params = params.tuned(tuning.settings)
-        stamp["tuning"] = tuning.to_stamp()
-        while len(json.dumps(stamp)) > HEADER_SIZE - 512 and len(stamp["tuning"]["curve"]) > 2:
-            stamp["tuning"]["curve"] = stamp["tuning"]["curve"][::-2][::-1]  # within the 4 KB header; the last kept
-        if tuning.note:
-            log.info("Space %s: %s", sp.name, tuning.note)  # the report carries it; the CLI prints it once
-    stamp["params"] = params.__dict__
-    stamp["recall"] = measure_recall(
-        store, sp, index, params, sample=sample, queries=queries, queries_label=queries_label, prompts=prompts
-    )
-    _write_ann(path, stamp, index)
-    tuned = stamp.get("tuning")
-    return AnnReport(sp.name, params.kind, sp.rows, sp.rows - start, start == 0, time.perf_counter() - started,
-                     path.stat().st_size, stamp["recall"], tuned and {**tuned, "summary": describe_tuning(tuned)})  # fmt: skip
-
-
-def _reusable(
-    path: Path, sp: Space, vectors: np.ndarray, params: AnnParams | None, rebuild: bool
-) -> tuple[Any, int, AnnParams]:
-    """(index, rows it holds, params) of the index file when rows can be added to it, else (None, 0, params)."""
-    if not rebuild and path.exists():
-        try:
-            stamp, old = read_ann(path)
-        except Exception:
-            stamp, old = None, None
-        if stamp is not None:
-            same = (
-                stamp.get("generation") == sp.generation
-                and stamp["rows"] <= sp.rows
-                and checksum(vectors, stamp["rows"]) == stamp.get("checksum")
-            )
-            wanted = params is None or AnnParams(**stamp["params"]).spec(stamp["rows"]) == params.spec(stamp["rows"])
-            dead = (sp.rows - sp.live) / max(sp.rows, 1)
-            grow = (
-                params is None or params.structure != "ivf" or sp.rows <= 2 * stamp["rows"]
-            )  # IVF lists are trained once
-            if same and wanted and dead < 0.2 and grow:
-                return old, stamp["rows"], params or AnnParams(**stamp["params"])
-    return None, 0, params or AnnParams()
-
-
-def tune_index(store: Store, sp: Space, index: Any, params: AnnParams, probes: Probes, target: float,
-               max_latency_ms: float | None = None) -> Tuning:  # fmt: skip
-    """The fastest search settings of ``index`` meeting ``target`` on ``probes`` (see ``ann_tuning``)."""
-    faiss = _faiss()
-    exact = ExactIndex(store, sp.name)
-    live = exact.view.live_rows(sp)
-    selector, bits = None, None
-    if not live[: index.ntotal].all():
-        bits = np.packbits(live[: index.ntotal], bitorder="little")
-        selector = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(bits))
-    plain = AnnParams(**{**params.__dict__, "exact_below": 0, "selective": 0.0})  # time the index, not the fallbacks
-
-    def timed(settings: dict[str, int], q: np.ndarray) -> float:
-        return clock(lambda: _search(exact, index, index.ntotal, plain.tuned(settings), q[None], (), (), 10, 0, None))
-
-    def exact_timed(q: np.ndarray) -> float:
-        return clock(lambda: exact.search(q[None], limit=10))
-
-    vectors = exact.view.vectors(sp)
-    tuning = tune(index, params.structure, params.lists(index.ntotal), vectors, live, probes, target, timed, exact_timed,
-                  max_latency_ms, selector)  # fmt: skip
-    del bits
-    return tuning
-
-
-def measure_recall(store: Store, sp: Space, index: Any, params: AnnParams, *, sample: int = 200, queries: np.ndarray | None = None,
-                   queries_label: str = "given", k: int = 10, prompts: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
-    """recall@k of the index (with its re-ranking) against exact search, on stored vectors
-    ("image"), on text-like probes made from them ("text-like": shifted by the gap of ``prompts`` when given,
-    else off the cloud by an assumed gap) and on ``queries`` (``queries_label``)."""
-    exact = ExactIndex(store, sp.name)
-    probes = probe_set(store, sp, sample=sample, prompts=prompts)
-    if probes is None:
-        return {}
-    sets = {"image": probes.image, "text-like": probes.text}
-    if queries is not None and len(queries):
-        sets[queries_label] = np.asarray(queries, np.float32)
-    timing = AnnParams(**{**params.__dict__, "exact_below": 0, "selective": 0.0})  # measure the index, not the fallback
-    out: dict[str, float] = {"sample": float(len(probes.image))}
-    for name, qs in sets.items():
-        want = exact.search(qs, limit=k)
-        got = _search(exact, index, index.ntotal, timing, qs, (), (), k, 0, None)
-        out[name] = round(
-            float(np.mean([len(set(g.ids) & set(w.ids)) / max(len(w.ids), 1) for g, w in zip(got, want)])), 4
-        )
-    return out
+        return getattr(ann_build, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

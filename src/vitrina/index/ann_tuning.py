@@ -21,6 +21,12 @@ Probe queries (``probe_set``), best first:
 Recall of a setting is computed from the candidates alone: re-ranking is exact, so a true top-10
 row is returned exactly when it is among the candidates. One batched faiss search per ``nprobe``
 with the most candidates gives every candidate count as a prefix of its answer.
+
+Shifted-image probes overstate recall (on the hard benchmark clouds at 100,000 rows: 0.983 on
+the probes, 0.950 on held-out text queries; docs/benchmarks.md), so with only those the tuner
+aims higher (``aim``): it asks of them a third of the misses the target allows (0.98 → 0.9933),
+the ratio of probe to held-out misses measured there. The stamp and ``info`` say which probes
+were used and what was aimed at.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from ..store import Space, Store
 
 NPROBES = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-CANDIDATES = (40, 100, 200, 400)  # candidates re-ranked for a page of 10 (then scaled with the page)
+SHIFTED_MISS_SHARE = 1 / 3  # shifted-image probes: allow this share of the misses the target allows (measured)
+CANDIDATES = (40, 100, 200, 400, 1000, 2000)  # re-ranked for a page of 10 (then scaled with the page)
+COARSE_CANDIDATES = 400  # at most this many, except for coarse codes (pq4); HNSW: its efSearch grows with them
 TIMED_QUERIES = 30
 GAP_PROMPTS = (
     "a map", "a photograph", "a drawing", "a painting", "a printed page", "a portrait of a person",
@@ -53,6 +61,15 @@ class Probes:
     image: np.ndarray  # stored vectors as queries (search by item)
     label: str  # where the text-like ones come from
     gap: float | None = None  # |measured text - image offset|, when measured
+    shifted: bool = False  # text-like probes made from stored images (no captions): easier than real text
+
+
+def aim_for(target: float, probes: Probes) -> float:
+    """The recall to ask of ``probes`` so that real text queries meet ``target``: the target
+    itself on captions, higher on shifted images (``SHIFTED_MISS_SHARE`` of the misses)."""
+    if not probes.shifted or target >= 1:
+        return target
+    return round(min(0.999, max(target, 1 - (1 - target) * SHIFTED_MISS_SHARE)), 4)
 
 
 @dataclass
@@ -70,6 +87,8 @@ class Tuning:
     knob: str = "nprobe"
     note: str | None = None  # a warning: what cannot be had and what to change
     gap: float | None = None
+    aim: float | None = None  # the recall asked of the probes (above the target for shifted images)
+    probe_kind: str = "text"  # "text": captions or given queries; "shifted": stored images moved by the gap
 
     def to_stamp(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -136,7 +155,7 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 def tune(index: Any, structure: str, lists: int, vectors: np.ndarray, live: np.ndarray, probes: Probes, target: float,
          timed: Callable[[dict[str, int], np.ndarray], float], exact_timed: Callable[[np.ndarray], float],
-         max_latency_ms: float | None = None, selector: Any = None) -> Tuning:  # fmt: skip
+         max_latency_ms: float | None = None, selector: Any = None, coarse: bool = False) -> Tuning:  # fmt: skip
     """Choose the fastest setting meeting ``target`` (see the module docstring). ``timed(settings,
     query)`` / ``exact_timed(query)``: seconds of one search through the index / the exact scan."""
     import faiss as faiss_module
@@ -150,6 +169,7 @@ def tune(index: Any, structure: str, lists: int, vectors: np.ndarray, live: np.n
     values = [v for v in NPROBES if v <= lists] if structure == "ivf" else list(EF_SEARCH)
     if structure == "ivf" and (not values or values[-1] < lists):
         values.append(lists)
+    aim = aim_for(target, probes)
     timing_queries = probes.text[:TIMED_QUERIES]
     exact_ms = _p50(
         [min(exact_timed(q), exact_timed(q)) for q in timing_queries[: max(3, min(15, len(timing_queries)))]]
@@ -158,21 +178,22 @@ def tune(index: Any, structure: str, lists: int, vectors: np.ndarray, live: np.n
     best: tuple[float, dict[str, int], dict[str, float]] | None = None
     top_recall: tuple[float, list[float]] | None = None
     too_slow = False
+    counts = [c for c in CANDIDATES if (coarse and structure == "ivf") or c <= COARSE_CANDIDATES]
     for value in values:
         recalls: dict[int, dict[str, float]] = {}
         for name, qs in sets.items():
             if structure == "ivf":
                 params = faiss.SearchParametersIVF(nprobe=int(value), sel=selector)
-                _, found = index.search(qs, max(CANDIDATES), params=params)
-                for c in CANDIDATES:
+                _, found = index.search(qs, max(counts), params=params)
+                for c in counts:
                     recalls.setdefault(c, {})[name] = _recall(found[:, :c], truth[name])
             else:
-                for c in CANDIDATES:
+                for c in counts:
                     params = faiss.SearchParametersHNSW(efSearch=int(max(value, c)), sel=selector)
                     _, found = index.search(qs, c, params=params)
                     recalls.setdefault(c, {})[name] = _recall(found, truth[name])
-        meeting = [c for c in CANDIDATES if min(recalls[c].values()) >= target]
-        cands = meeting[0] if meeting else CANDIDATES[-1]
+        meeting = [c for c in counts if min(recalls[c].values()) >= aim]
+        cands = meeting[0] if meeting else counts[-1]
         settings = {knob: int(value), "candidates": cands}
         ms = _p50([min(timed(settings, q), timed(settings, q)) for q in timing_queries])  # best of two: load spikes
         r = recalls[cands]
@@ -182,7 +203,7 @@ def tune(index: Any, structure: str, lists: int, vectors: np.ndarray, live: np.n
             top_recall = (min(r.values()), point)
         if meeting and (best is None or ms < best[0]):
             best = (ms, settings, r)
-        if meeting and cands == CANDIDATES[0]:
+        if meeting and cands == counts[0]:
             break  # more probes only cost more
         if best is not None and ms > 2 * best[0]:
             break
@@ -190,13 +211,14 @@ def tune(index: Any, structure: str, lists: int, vectors: np.ndarray, live: np.n
             too_slow = True
             break  # far slower than scanning everything
     common: dict[str, Any] = {"target": target, "rows": int(indexed), "exact_p50_ms": round(exact_ms, 3), "probes": probes.label, "queries": len(probes.text),
-              "curve": curve, "knob": knob, "gap": None if probes.gap is None else round(probes.gap, 3)}  # fmt: skip
+              "curve": curve, "knob": knob, "gap": None if probes.gap is None else round(probes.gap, 3),
+              "aim": aim, "probe_kind": "shifted" if probes.shifted else "text"}  # fmt: skip
     assert top_recall is not None
     if best is None:
         reached, point = top_recall
         other = "--structure hnsw" if structure == "ivf" else "--structure ivf"
         why = "before it is slower than the exact scan" if too_slow else "from this index"
-        missed = (f"recall@10 {target} cannot be had {why}: at most {reached:.3f} ({knob} {point[0]}, "
+        missed = (f"recall@10 {aim} cannot be had {why}: at most {reached:.3f} ({knob} {point[0]}, "
                 f"{point[1]} candidates, {point[4]:.1f} ms); searching exactly ({exact_ms:.1f} ms a query). To use an index, "
                 f"lower --target-recall, or rebuild with finer codes (--codes fp16/flat) or {other}.")  # fmt: skip
         return Tuning(mode="exact", settings={knob: int(point[0]), "candidates": int(point[1])},
@@ -204,14 +226,14 @@ def tune(index: Any, structure: str, lists: int, vectors: np.ndarray, live: np.n
     ms, settings, r = best
     rounded = {k: round(v, 4) for k, v in r.items()}
     if ms >= exact_ms:
-        slow = (f"the index meets recall@10 {target} only at {ms:.1f} ms a query ({knob} {settings[knob]}), no faster than "
+        slow = (f"the index meets recall@10 {aim} only at {ms:.1f} ms a query ({knob} {settings[knob]}), no faster than "
                 f"the exact scan ({exact_ms:.1f} ms): searching exactly. An index pays off on larger spaces; or lower --target-recall.")  # fmt: skip
         return Tuning(mode="exact", settings=settings, recall=rounded, p50_ms=round(ms, 3), note=slow, **common)
     note: str | None = None
     if max_latency_ms is not None and ms > max_latency_ms:
         under = [p for p in curve if p[4] <= max_latency_ms]
         reach = max((min(p[2], p[3]) for p in under), default=None)
-        note = (f"recall@10 {target} needs {ms:.1f} ms a query ({knob} {settings[knob]}), above the bound of {max_latency_ms:g} ms"
+        note = (f"recall@10 {aim} needs {ms:.1f} ms a query ({knob} {settings[knob]}), above the bound of {max_latency_ms:g} ms"
                 + (f" (within it: recall {reach:.3f})" if reach is not None else "")
                 + "; the index is used anyway. To be faster: lower --target-recall, rebuild with more lists (--nlist) or --structure hnsw, or add cores.")  # fmt: skip
     return Tuning(mode="ann", settings=settings, recall=rounded, p50_ms=round(ms, 3), note=note, **common)
@@ -236,8 +258,10 @@ def probe_set(store: Store, sp: Space, *, sample: int = 200, queries: np.ndarray
         images = np.asarray(view.vectors(sp)[calib], np.float32)
         gap = measure_gap(prompts, images)
         probes = calibrated(shifted(stored, gap), images, np.asarray(prompts, np.float32))
-        return Probes(probes, stored, "stored images + measured text-image gap", float(np.linalg.norm(gap)))
-    return Probes(off_cloud(stored), stored, "stored images + assumed gap")
+        return Probes(
+            probes, stored, "stored images + measured text-image gap", float(np.linalg.norm(gap)), shifted=True
+        )
+    return Probes(off_cloud(stored), stored, "stored images + assumed gap", shifted=True)
 
 
 def off_cloud(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -260,6 +284,8 @@ def describe_tuning(t: dict[str, Any]) -> str:
     settings = ", ".join(f"{k} {v}" for k, v in t["settings"].items())
     got = ", ".join(f"{k} {v:.3f}" for k, v in t["recall"].items())
     head = f"target: recall@10 {t['target']} on {t['queries']} probes ({t['probes']})"
+    if t.get("aim") is not None and t["aim"] != t["target"]:
+        head += f", aimed at {t['aim']} (no captions: shifted images are easier queries than real text)"
     if t["mode"] == "exact":
         return head + f"; {t.get('note', 'searching exactly')}"
     out = head + f"; tuned {settings}: recall {got}, p50 {t['p50_ms']:.1f} ms (exact scan {t['exact_p50_ms']:.1f} ms)"
