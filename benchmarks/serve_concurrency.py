@@ -102,6 +102,58 @@ def stats(latencies: list[float]) -> dict:
             "p99_ms": round(float(np.percentile(ms, 99)), 1), "max_ms": round(float(ms.max()), 1)}  # fmt: skip
 
 
+class Side:
+    """One server under test: this checkout's code, or --baseline-src's."""
+
+    def __init__(self, name: str, src: Path, path: Path, env: dict[str, str]):
+        self.name, self.src = name, src
+        saved = dict(os.environ)
+        os.environ.update({**env, "PYTHONPATH": str(src)})
+        try:
+            self.server, self.base = start_server(path)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        self.memory: dict[str, dict] = {}
+        self.latency: dict[str, list[float]] = {}
+
+    def note(self, phase: str, ann: Path) -> None:
+        self.memory[phase] = memory(self.server.pid, ann)
+
+    def add(self, phase: str, latencies: list[float]) -> None:
+        self.latency.setdefault(phase, []).extend(latencies)
+
+    def stop(self) -> None:
+        self.server.terminate()
+        try:
+            self.server.wait(10)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
+
+    def report(self, last: str) -> dict:
+        mem, seq = self.memory, self.memory["sequential"]
+        return {
+            "src": str(self.src), "latency": {k: stats(v) for k, v in self.latency.items()}, "memory_mib": mem,
+            "rss_ratio_last_vs_sequential": round(mem[last]["VmRSS"] / seq["VmRSS"], 3),
+            "anon_ratio_last_vs_sequential": round(mem[last]["Anonymous"] / seq["Anonymous"], 3),
+            "peak_rss_mib": max(m["VmHWM"] for m in mem.values()),
+            "index_mappings": max(m["index_mappings"] for m in mem.values()),
+        }  # fmt: skip
+
+
+def sequential(base: str, n: int, ids: list[str], rng: random.Random) -> list[float]:
+    import httpx
+
+    out: list[float] = []
+    with httpx.Client(base_url=base, timeout=120) as http:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = http.get("/api/search", params={"item": rng.choice(ids), "limit": 20})
+            out.append(time.perf_counter() - t0)
+            r.raise_for_status()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
@@ -112,58 +164,42 @@ def main() -> None:
     ap.add_argument("--sequential", type=int, default=200, help="queries one after another first")
     ap.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "vitrina-bench")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server (e.g. VITRINA_ANN_MMAP=0)")
+    ap.add_argument("--baseline-src", type=Path, help="another checkout's src/ served beside this one, phase by phase")
     args = ap.parse_args()
     path = args.dir / f"serve-{args.rows}-{args.dim}"
     build(path, args.rows, args.dim)
     ann = (path / "spaces" / "bench.ann").resolve()
-    os.environ.update(dict(kv.split("=", 1) for kv in args.env))
-    server, base = start_server(path)
-    rng = random.Random(0)
+    env = dict(kv.split("=", 1) for kv in args.env)
+    sides = [Side("this", ROOT / "src", path, env)]
+    if args.baseline_src:
+        sides.append(Side("baseline", args.baseline_src.resolve(), path, env))
     ids = [f"loc-{i:07d}" for i in range(args.rows)]
-    phases: dict = {}
+    rng = random.Random(0)
     try:
-        mem = {"started": memory(server.pid, ann)}
-        seq: list[float] = []
-        import httpx
-
-        with httpx.Client(base_url=base, timeout=120) as http:
-            for _ in range(args.sequential):
-                t0 = time.perf_counter()
-                r = http.get("/api/search", params={"item": rng.choice(ids), "limit": 20})
-                seq.append(time.perf_counter() - t0)
-                r.raise_for_status()
-            kind = r.json().get("index") or r.json().get("kind")
-        phases["sequential"] = stats(seq)
-        mem["sequential"] = memory(server.pid, ann)
-        per_level: dict[int, list[float]] = {c: [] for c in args.levels}
+        for side in sides:
+            side.note("started", ann)
+        for side in sides:  # the sides take turns in every phase (the order alternates by round)
+            side.add("sequential", sequential(side.base, args.sequential, ids, rng))
+            side.note("sequential", ann)
         for rnd in range(args.rounds):
             for c in args.levels:
-                per_level[c] += asyncio.run(drive(base, c, args.seconds, ids, rng))
-                mem[f"round{rnd + 1}_clients{c}"] = memory(server.pid, ann)
-        for c in args.levels:
-            phases[f"clients_{c}"] = stats(per_level[c])
+                for side in sides if rnd % 2 == 0 else sides[::-1]:
+                    side.add(f"clients_{c}", asyncio.run(drive(side.base, c, args.seconds, ids, rng)))
+                    side.note(f"round{rnd + 1}_clients{c}", ann)
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    last = mem[f"round{args.rounds}_clients{args.levels[-1]}"]
+        for side in sides:
+            side.stop()
+    last = f"round{args.rounds}_clients{args.levels[-1]}"
     result = {
-        "rows": args.rows, "dim": args.dim, "index_file_mb": round(ann.stat().st_size / 2**20, 1), "index_kind": kind,
-        "server_env": args.env, "latency": phases, "memory_mib": mem,
-        "rss_ratio_last_vs_sequential": round(last["VmRSS"] / mem["sequential"]["VmRSS"], 3),
-        "anon_ratio_last_vs_sequential": round(last["Anonymous"] / mem["sequential"]["Anonymous"], 3),
-        "index_loads": max(m["index_mappings"] for m in mem.values()),
+        "rows": args.rows, "dim": args.dim, "index_file_mb": round(ann.stat().st_size / 2**20, 1),
+        "vector_file_mb": round(sum(f.stat().st_size for f in (path / "spaces").glob("*.f32")) / 2**20, 1),
+        "server_env": args.env, **{side.name: side.report(last) for side in sides},
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "command": "python benchmarks/serve_concurrency.py " + " ".join(sys.argv[1:]),
     }  # fmt: skip
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    suffix = "-nommap" if any(e.startswith("VITRINA_ANN_MMAP=0") for e in args.env) else ""
-    (ROOT / "benchmarks" / "results" / f"serve-concurrency-{args.rows}{suffix}.json").write_text(
-        json.dumps(result, indent=2)
-    )
+    (ROOT / "benchmarks" / "results" / f"serve-concurrency-{args.rows}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 
