@@ -46,3 +46,25 @@ def test_every_thread_s_collection_reads_one_mapping_of_the_vector_file(tmp_path
         t.join()
     assert sorted(r[0] for r in results) == sorted(ids[:8])
     assert _mappings(files[0]) == 1
+
+
+def test_stores_of_one_process_share_the_row_map_and_see_appends(tmp_path: Path) -> None:
+    from vitrina.store import Store
+
+    coll = open_collection(tmp_path / "c", create=True)
+    ids = [f"it-{i:04d}" for i in range(300)]
+    vectors = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    with coll.writer():
+        coll.add_items([Item(id=i, image=f"/x/{i}.jpg", fingerprint="1", source="s") for i in ids])
+        coll.import_vectors(ids[:200], vectors[:200], fingerprint=FP, space="v")
+    a, b = Store(coll.path).space_view("v"), Store(coll.path).space_view("v")
+    sp, rows_a = a.current()
+    _, rows_b = b.current()
+    assert rows_a is rows_b and len(rows_a) == 200  # one copy per process, not one per store (thread)
+    with coll.writer():
+        coll.import_vectors(ids[200:], vectors[200:], fingerprint=FP, space="v")
+        coll.import_vectors(ids[:1], vectors[:1] * 2, fingerprint=FP, space="v")  # re-embedded: row 0 dies
+    _, rows_b = b.current()
+    _, rows_a = a.current()
+    assert rows_a is rows_b and len(rows_a) == 301 and rows_a[0] == -1 and (rows_a[1:] >= 0).all()
+    assert [h.id for h in open_collection(coll.path, index="exact").search_vectors(vectors[0], limit=1)[0]] == [ids[0]]
