@@ -79,7 +79,9 @@ class SpaceView:
         sp = self.space()
         state = (sp.generation, sp.rows, sp.live)
         if state != self._state:
-            shared = _shared_rows.get(self._shared_key())
+            # Only committed states are shared: inside a write transaction the rows may yet roll back.
+            committed = not self._spaces.db.in_transaction
+            shared = _shared_rows.get(self._shared_key()) if committed else None
             if shared is not None and shared[0] == state:  # another store of this process built it
                 self._state, self._rid_of_row, self._region_rows = shared
                 return sp, self._rid_of_row
@@ -102,8 +104,9 @@ class SpaceView:
             grown.flags.writeable = False
             self._rid_of_row, self._state = grown, state
             self._region_rows.flags.writeable = False
-            with _shared_rows_lock:
-                _shared_rows[self._shared_key()] = (state, grown, self._region_rows)
+            if committed:
+                with _shared_rows_lock:
+                    _shared_rows[self._shared_key()] = (state, grown, self._region_rows)
         return sp, self._rid_of_row
 
     def _shared_key(self) -> tuple[str, str]:
