@@ -248,9 +248,9 @@ def test_one_index_per_process_shared_by_threads_and_collections(tmp_path: Path)
     loads: list[Path] = []
     real = ann.read_ann
 
-    def counting(path: Path):  # type: ignore[no-untyped-def]
+    def counting(path: Path, **kw):  # type: ignore[no-untyped-def]
         loads.append(path)
-        return real(path)
+        return real(path, **kw)
 
     ann.read_ann = counting  # count the real loads
     try:

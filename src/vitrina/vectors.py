@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -105,7 +106,7 @@ class VectorFile:
             return np.zeros((0, self.dim), DTYPE)
         if self._map is None or self._mapped_capacity < rows:
             capacity = self.capacity
-            self._map = np.memmap(self.path, dtype=DTYPE, mode="r", offset=HEADER_SIZE, shape=(capacity, self.dim))
+            self._map = _shared_map(self.path, self._inode, capacity, self.dim)
             self._mapped_capacity = capacity
         return self._map[:rows]
 
@@ -173,6 +174,25 @@ class VectorFile:
             self._rfd = None
         self._map = None
         self._mapped_capacity = 0
+
+
+_maps: weakref.WeakValueDictionary[tuple[str, tuple[int, int] | None, int, int], np.memmap] = (
+    weakref.WeakValueDictionary()
+)
+_maps_lock = threading.Lock()
+
+
+def _shared_map(path: Path, inode: tuple[int, int] | None, capacity: int, dim: int) -> np.memmap:
+    """One read-only mapping per file (and size) per process, shared by every open store: a
+    server's worker threads each open the collection, and a page resident through 16 separate
+    mappings counts 16 times in the process's RSS (issue 26). Kept while anyone holds it."""
+    key = (str(path), inode, capacity, dim)
+    with _maps_lock:
+        mapped = _maps.get(key)
+        if mapped is None:
+            mapped = np.memmap(path, dtype=DTYPE, mode="r", offset=HEADER_SIZE, shape=(capacity, dim))
+            _maps[key] = mapped
+        return mapped
 
 
 _pool: ThreadPoolExecutor | None = None

@@ -41,6 +41,7 @@ from ..files import fsync_dir
 from ..filters import Filter
 from ..store import Space, Store
 from . import Matches, top_k
+from .ann_load import read_index_at
 from .ann_tuning import describe_tuning
 from .exact import ExactIndex
 
@@ -154,7 +155,7 @@ def _shared(path: Path, key: tuple[int, int, int]) -> _Loaded:
         cached = _SHARED.get(name)
         if cached is not None and cached.key == key:
             return cached
-        stamp, index = read_ann(path)
+        stamp, index = read_ann(path, mapped=True)
         loaded = _SHARED[name] = _Loaded(stamp, index, key)
         return loaded
 
@@ -394,7 +395,8 @@ def search_rows(exact: ExactIndex, index: Any, indexed: int, params: AnnParams, 
 # -- building -----------------------------------------------------------------------------------
 
 
-def read_ann(path: Path) -> tuple[dict[str, Any], Any]:
+def read_ann(path: Path, *, mapped: bool = False) -> tuple[dict[str, Any], Any]:
+    """The stamp and the index; ``mapped``: for searching only, memory-mapped where faiss can (ann_load)."""
     faiss = faiss_module()
     with open(path, "rb") as f:
         header = f.read(HEADER_SIZE)
@@ -403,7 +405,9 @@ def read_ann(path: Path) -> tuple[dict[str, Any], Any]:
         stamp = json.loads(header[len(MAGIC) :].decode().strip())
         if stamp.get("format", 0) > FORMAT:
             raise ValueError(f"ANN format {stamp['format']} is newer than this vitrina reads")
-        index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+        index = (
+            read_index_at(faiss, path, HEADER_SIZE) if mapped else faiss.read_index(faiss.PyCallbackIOReader(f.read))
+        )
     if index.ntotal != stamp["rows"]:
         raise ValueError(f"the index holds {index.ntotal} rows, its stamp says {stamp['rows']}")
     return stamp, index
