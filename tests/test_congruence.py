@@ -54,10 +54,19 @@ def _ann(structure: str, codes: str) -> Callable[[Collection], SearchIndex]:
 
 def _qdrant(coll: Collection) -> SearchIndex:
     """A Qdrant copy in the client's local mode (a folder; no server can run here), synced once."""
+    return _synced(coll, f"qdrant:{coll.path / 'qdrant'}#random")
+
+
+def _qdrant_edge(coll: Collection) -> SearchIndex:
+    """A Qdrant copy in Qdrant's own engine, in this process (qdrant-edge-py), with payload indexes."""
+    pytest.importorskip("qdrant_edge")
+    return _synced(coll, f"qdrant+edge://{coll.path / 'edge'}#random")
+
+
+def _synced(coll: Collection, target: str) -> SearchIndex:
     pytest.importorskip("qdrant_client")
     from vitrina.index.qdrant import QdrantIndex, sync
 
-    target = f"qdrant:{coll.path / 'qdrant'}#random"
     if target not in _OPEN:  # the local mode locks its folder: one client per test module
         report = sync(coll._store, "random", target)
         assert (report.new, report.points) == (N, N)
@@ -71,6 +80,7 @@ _OPEN: dict[str, SearchIndex] = {}
 INDEXES: dict[str, Callable[[Collection], SearchIndex]] = {
     "exact": lambda coll: coll.index_for(),
     "qdrant-local": _qdrant,
+    "qdrant-edge": _qdrant_edge,
     "ann-ivf-sq8": _ann("ivf", "sq8"),
     "ann-hnsw-fp16": _ann("hnsw", "fp16"),
 }
