@@ -438,7 +438,16 @@ def test_substring_filters_go_to_qdrant_as_a_match_not_an_id_list(world, kind: s
     every matching item's rid; broad ones (all 300 items) and narrow ones agree with the reference."""
     coll, ids, unit, _, _ = world
     index = INDEXES[kind](coll)
-    for text in ["title~map", "id~item", "context~e", "title~OF B", "place~SUND", "subjects~deep", "date~", "title~zzz"]:
+    for text in [
+        "title~map",
+        "id~item",
+        "context~e",
+        "title~OF B",
+        "place~SUND",
+        "subjects~deep",
+        "date~",
+        "title~zzz",
+    ]:
         f = Filter.parse(text)
         translated = index.translate([f])  # type: ignore[attr-defined]
         assert "MatchSubstring" in repr(translated) and "MatchAny" not in repr(translated), text

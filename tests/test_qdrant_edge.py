@@ -57,7 +57,9 @@ def _page(path: Path, seed: int) -> None:
     Image.fromarray(blocks).resize((300, 200), Image.Resampling.NEAREST).save(path)
 
 
-def test_edge_sync_pages_through_items_and_regions_and_stays_incremental(tmp_path: Path, edge_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+def test_edge_sync_pages_through_items_and_regions_and_stays_incremental(
+    tmp_path: Path, edge_dir: Path, fake_embedder
+) -> None:  # type: ignore[no-untyped-def]
     images = tmp_path / "imgs"
     images.mkdir()
     for i in range(4):

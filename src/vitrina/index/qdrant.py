@@ -296,7 +296,8 @@ class QdrantIndex:
         if client is None:
             client, name = connect(target, f"{store.name}-{space}")
         self.client, self.name = client, name or f"{store.name}-{space}"
-        self.substring = True  # ~ as a substring match in Qdrant (False: a server too old for it)
+        # ~ as a substring match in Qdrant (False: a client or server too old for it, the rid list instead)
+        self.substring = hasattr(_qdrant().models, "MatchSubstring")
 
     def count(self) -> int:
         return self.exact.count()
@@ -331,7 +332,9 @@ class QdrantIndex:
                     models.FieldCondition(key=field("n", f.key), range=models.Range(**{bound: f.operand_number}))
                 )
             elif f.op == "~" and self.substring:  # keyword values containing the (casefolded) operand
-                must.append(models.FieldCondition(key=field("t", f.key), match=models.MatchSubstring(substring=operand)))
+                must.append(
+                    models.FieldCondition(key=field("t", f.key), match=models.MatchSubstring(substring=operand))
+                )
             else:  # text ordering (or a server without substring matches): exact in the store's index, sent as item rids
                 rids = self.exact.view.matching_rids(f)
                 must.append(models.FieldCondition(key="rid", match=models.MatchAny(any=sorted({int(r) for r in rids}))))
@@ -359,10 +362,14 @@ class QdrantIndex:
                 self.name, count_filter=models.Filter(must=[wholes] if base is None else [base, wholes]), exact=True
             ).count
         except Exception as e:  # the client's own exceptions: a server older than substring matches says 400
-            if not (self.substring and any(f.op == "~" for f in filters) and getattr(e, "status_code", 0) in (400, 422)):
+            if not (
+                self.substring and any(f.op == "~" for f in filters) and getattr(e, "status_code", 0) in (400, 422)
+            ):
                 raise
             self.substring = False
-            return self.search(queries, filters=filters, exclude=exclude, limit=limit, offset=offset, min_score=min_score)
+            return self.search(
+                queries, filters=filters, exclude=exclude, limit=limit, offset=offset, min_score=min_score
+            )
         out = []
         for col, q in enumerate(queries):
             ids = list(exclude[col]) if col < len(exclude) else []
