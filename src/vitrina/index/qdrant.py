@@ -35,6 +35,7 @@ page, not the space (benchmarks/sync_memory.py). A killed sync is finished by th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Collection, Sequence
@@ -94,6 +95,7 @@ def connect(target: str, default_name: str) -> tuple[Any, str]:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def field(kind: str, key: str) -> str:
     return f"{kind}_{hashlib.blake2b(key.encode(), digest_size=8).hexdigest()}"
 

@@ -204,9 +204,9 @@ class SpaceView:
         if not rids:
             return set()
         rows = self._items.db.execute(
-            "SELECT i.rid FROM items i JOIN vectors v ON v.space = ? AND v.item_id = i.id "
-            f"WHERE v.row < ? AND i.rid IN ({','.join('?' * len(rids))})",
-            (sp.name, sp.rows, *rids),
+            f"SELECT rid FROM items WHERE rid IN ({','.join('?' * len(rids))}) AND EXISTS "
+            "(SELECT 1 FROM vectors v WHERE v.space = ? AND v.item_id = items.id AND v.row < ?)",
+            (*rids, sp.name, sp.rows),
         )
         return {r[0] for r in rows}
 
