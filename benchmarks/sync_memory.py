@@ -132,7 +132,8 @@ def child(which: str, collection: str, target: str) -> None:
     import qdrant_client  # noqa: F401  (imported before "base", as the sync needs it)
     import qdrant_edge  # noqa: F401
 
-    from vitrina.index import qdrant, qdrant_edge as edge
+    from vitrina.index import qdrant
+    from vitrina.index import qdrant_edge as edge
     from vitrina.store import Store
 
     edge.EdgeClient.optimize = lambda self, name: False  # type: ignore[method-assign]  # measured on its own
