@@ -16,7 +16,7 @@ in Python memory and takes hours at 1M), then times and measures, each in a fres
 
 Peak RSS is the child's ``ru_maxrss``; "base" is its RSS after imports, the store and the engine
 are open, before the sync starts (so peak - base is what the sync itself holds). The engine's
-optimizer (HNSW building) is left out of the sync runs and measured on its own. Prints a
+optimizer (HNSW building) is left out of the sync runs (measured on its own with --optimize). Prints a
 Markdown table for docs/benchmarks.md and writes benchmarks/results/sync_memory.json.
 """
 
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's vitrina, in the parent (building) as in the children
 
 
 def build(path: Path, rows: int, dim: int) -> float:
@@ -176,6 +177,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=16)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/vitrina-syncmem"))
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--optimize", action="store_true", help="also time the engine's optimizer (HNSW) on its own")
     ap.add_argument(
         "--target-dir", type=Path, help="where the edge shard goes (default --dir; /dev/shm spares the disk's fsyncs)"
     )
@@ -188,7 +190,8 @@ def main() -> None:
     built = build(collection, args.rows, args.dim)
     target = f"qdrant+edge://{(args.target_dir or args.dir) / f'edge-{args.rows}-{args.dim}'}#bench"
     runs = [run_child("after-first", collection, target)]
-    runs.append(run_child("optimize", collection, target))
+    if args.optimize:
+        runs.append(run_child("optimize", collection, target))
     for _ in range(args.repeats):
         runs += [run_child("before", collection, target), run_child("after", collection, target)]
     print(f"\n{args.rows:,} items, {args.dim}-dimensional vectors, target {target}; "
