@@ -128,6 +128,49 @@ def _rss_kb() -> int:
     return 0
 
 
+class NullTarget:
+    """A target that stores nothing and answers as if it held a point (with a stale digest) for
+    every rid from 1 to ``top``: what is left is vitrina's own memory, at any size, in minutes."""
+
+    def __init__(self, top: int, live: int, dim: int):
+        self.top, self.live, self.dim = top, live, dim
+
+    def _record(self, i: int) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(id=i, payload={"_d": "0" * 24, "rid": i})
+
+    def collection_exists(self, name: str) -> bool:
+        return True
+
+    def get_collection(self, name: str) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(config=SimpleNamespace(params=SimpleNamespace(vectors=SimpleNamespace(size=self.dim))))
+
+    def scroll(self, name: str, *, limit: int, offset: Any = None, **_: Any) -> Any:
+        start = offset or 1
+        end = min(self.top + 1, start + limit)
+        return [self._record(i) for i in range(start, end)], (end if end <= self.top else None)
+
+    def retrieve(self, name: str, ids: list[int], **_: Any) -> list[Any]:
+        return [self._record(i) for i in ids if 1 <= i <= self.top]
+
+    def upsert(self, name: str, points: list[Any], wait: bool = True) -> None:
+        pass
+
+    def delete(self, name: str, points_selector: Any, wait: bool = True) -> None:
+        pass
+
+    def count(self, name: str, **_: Any) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(count=self.live)
+
+    def close(self) -> None:
+        pass
+
+
 def child(which: str, collection: str, target: str) -> None:
     """One measured sync, in this (fresh) process; prints a JSON line."""
     import qdrant_client  # noqa: F401  (imported before "base", as the sync needs it)
@@ -140,6 +183,10 @@ def child(which: str, collection: str, target: str) -> None:
     edge.EdgeClient.optimize = lambda self, name: False  # type: ignore[method-assign]  # measured on its own
     store = Store(Path(collection))
     space = store.space("v").name
+    if target == "null":
+        sp = store.space("v")
+        null = NullTarget(int(store.space_view("v").current()[1].max()), sp.live, sp.fingerprint.dim)
+        qdrant.connect = lambda target, default: (null, "null")  # type: ignore[assignment]
     client, _ = qdrant.connect(target, "")
     if client.collection_exists(_):
         client.get_collection(_)  # the shard open and loaded: part of "base", for both sides
@@ -177,6 +224,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=16)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/vitrina-syncmem"))
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--null", action="store_true", help="a target that stores nothing: vitrina's own memory only")
     ap.add_argument("--optimize", action="store_true", help="also time the engine's optimizer (HNSW) on its own")
     ap.add_argument(
         "--target-dir", type=Path, help="where the edge shard goes (default --dir; /dev/shm spares the disk's fsyncs)"
@@ -189,7 +237,9 @@ def main() -> None:
     collection = args.dir / f"c-{args.rows}-{args.dim}"
     built = build(collection, args.rows, args.dim)
     target = f"qdrant+edge://{(args.target_dir or args.dir) / f'edge-{args.rows}-{args.dim}'}#bench"
-    runs = [run_child("after-first", collection, target)]
+    if args.null:
+        target = "null"
+    runs = [] if args.null else [run_child("after-first", collection, target)]
     if args.optimize:
         runs.append(run_child("optimize", collection, target))
     for _ in range(args.repeats):
@@ -206,7 +256,7 @@ def main() -> None:
     after = [r["peak_mb"] - r["base_mb"] for r in runs if r["which"] == "after"]
     if before and after:
         print(f"\nre-sync held memory, before / after: {np.median(before) / max(np.median(after), 1):.1f}x")
-    out = ROOT / "benchmarks" / "results" / "sync_memory.json"
+    out = ROOT / "benchmarks" / "results" / f"sync_memory{'-null' if args.null else ''}-{args.rows}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"rows": args.rows, "dim": args.dim, "build_seconds": built, "runs": runs}, indent=2))
 
