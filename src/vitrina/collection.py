@@ -350,7 +350,7 @@ class Collection(CollectionView):
         self, target: str, *, space: str | None = None, shards: int | None = None, replicas: int | None = None
     ) -> SyncReport:
         """Copy ``space``'s vectors and metadata (default: the first space) to the Qdrant collection
-        ``target`` (``qdrant+http://HOST:PORT/NAME`` or ``qdrant:PATH#NAME``), incrementally;
+        ``target`` (``qdrant+http://HOST:PORT/NAME``, ``qdrant+edge:///FOLDER#NAME`` or ``qdrant:PATH#NAME``), incrementally;
         ``shards`` and ``replicas`` apply when it is created. What was copied, as a ``SyncReport``."""
         from .index.qdrant import sync
 

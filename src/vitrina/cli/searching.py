@@ -74,7 +74,7 @@ class WeightedTerms(click.Command):
 @click.option(
     "--index",
     "index_target",
-    help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.",
+    help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME, qdrant+edge:///FOLDER#NAME or qdrant:PATH#NAME.",
 )
 @click.option(
     "--no-daemon",
@@ -228,7 +228,7 @@ def _print_hits(payload: dict[str, Any], as_json: bool, as_csv: bool, min_score:
 @click.option(
     "--index",
     "index_target",
-    help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME or qdrant:PATH#NAME.",
+    help="Answer from a Qdrant copy made by `vitrina sync`: qdrant+http://HOST:PORT/NAME, qdrant+edge:///FOLDER#NAME or qdrant:PATH#NAME.",
 )
 @click.option(
     "--get", "get_path", help="Answer one GET request for this path in-process, print it and exit (smoke tests)."

@@ -240,6 +240,7 @@ def sync_cmd(
 
     \b
     vitrina sync maps qdrant+http://localhost:6333/maps
+    vitrina sync maps qdrant+edge:///data/qdrant-edge#maps  # Qdrant's engine in this process, no server
     vitrina sync maps qdrant:/data/qdrant-local#maps        # the client's local mode (small collections, tests)
     vitrina search maps "sea monster" --index qdrant+http://localhost:6333/maps"""
     from ..collection import open_collection

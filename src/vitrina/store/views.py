@@ -209,3 +209,38 @@ class SpaceView:
                 )  # fmt: skip
                 for rid, row, item_id, source, image, context, x, y, w, h in chunk
             ]
+
+    # -- what a derived copy (Qdrant sync) checks its points against, a page at a time -------------
+
+    def value_keys(self) -> list[str]:
+        """Every metadata key with a normal value (index seeks per key, not a scan of the values)."""
+        rows = self._items.db.execute(
+            "WITH RECURSIVE k(key) AS (SELECT min(key) FROM item_values UNION ALL "
+            "SELECT (SELECT min(key) FROM item_values WHERE key > k.key) FROM k WHERE k.key IS NOT NULL) "
+            "SELECT key FROM k WHERE key IS NOT NULL"
+        )
+        return [r[0] for r in rows]
+
+    def live_rids(self, sp: Space, rids: Sequence[int]) -> set[int]:
+        """Those of ``rids`` whose whole image has a live vector in this state of the space."""
+        if not rids:
+            return set()
+        rows = self._items.db.execute(
+            f"SELECT rid FROM items WHERE rid IN ({','.join('?' * len(rids))}) AND EXISTS "
+            "(SELECT 1 FROM vectors v WHERE v.space = ? AND v.item_id = items.id AND v.row < ?)",
+            (*rids, sp.name, sp.rows),
+        )
+        return {r[0] for r in rows}
+
+    def region_boxes(self, sp: Space, rids: Sequence[int]) -> dict[int, list[tuple[int, int, int, int]]]:
+        """The live regions' boxes of each of ``rids``, in row order (as ``points`` yields them)."""
+        out: dict[int, list[tuple[int, int, int, int]]] = {}
+        if not rids:
+            return out
+        rows = self._items.db.execute(
+            f"SELECT rid, x, y, w, h FROM regions WHERE space = ? AND row < ? AND rid IN ({','.join('?' * len(rids))}) ORDER BY rid, row",
+            (sp.name, sp.rows, *rids),
+        )
+        for rid, x, y, w, h in rows:
+            out.setdefault(rid, []).append((x, y, w, h))
+        return out
