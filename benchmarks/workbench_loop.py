@@ -214,17 +214,32 @@ def run_loop(coll, question: str, truth: set[str], ids: list[str], name: str, se
     return points
 
 
-def _worker(args: tuple[str, list[tuple[str, set[str]]], list[str], list[tuple[int, str, int]], int, int]) -> list[tuple[str, int, list[Point]]]:  # fmt: skip
-    """Run some (question, order, seed) loops on a copy of the collection of its own."""
+def _worker(args: tuple[str, list[tuple[str, set[str]]], list[str], list[tuple[int, str, int]], int, int, str]) -> None:  # fmt: skip
+    """Run some (question, order, seed) loops on a copy of the collection of its own; each run's
+    points are appended to the log as one JSON line as soon as it ends (a long run can be read
+    part way: ``--from-log``)."""
     from vitrina import open_collection
 
-    home, questions, ids, jobs, budget, step = args
+    home, questions, ids, jobs, budget, step, log = args
     coll = open_collection(Path(home))
-    out = []
     for q, name, seed in jobs:
         target, members = questions[q]
-        out.append((name, q, run_loop(coll, f"{target} ({name} {seed})", members, ids, name, seed, budget, step)))
-    return out
+        points = run_loop(coll, f"{target} ({name} {seed})", members, ids, name, seed, budget, step)
+        line = json.dumps(
+            {"order": name, "question": q, "seed": seed, "points": [[float(v) for v in pt] for pt in points]}
+        )
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+def _read_log(log: Path, orders: list[str]) -> dict[str, list[list[Point]]]:
+    """The runs in the log, keeping only (question, seed) pairs every order has finished."""
+    found: dict[tuple[str, int, int], list[Point]] = {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        found[(r["order"], r["question"], r["seed"])] = [(int(p[0]), *p[1:]) for p in r["points"]]  # type: ignore[misc]
+    pairs = sorted({(q, s) for _, q, s in found if all((o, q, s) in found for o in orders)})
+    return {o: [found[(o, q, s)] for q, s in pairs] for o in orders}
 
 
 def main() -> None:
@@ -238,6 +253,10 @@ def main() -> None:
     parser.add_argument("--orders", default=",".join(ORDERS), help=f"review orders to compare, of {', '.join(ORDERS)}")
     parser.add_argument("--workers", type=int, default=1, help="processes, each on its own copy of the collection")
     parser.add_argument("--svg", type=Path)
+    parser.add_argument(
+        "--log", type=Path, help="append each run's points here as JSON lines (default: in the temporary folder)"
+    )
+    parser.add_argument("--from-log", type=Path, help="only report the finished runs of an earlier (or running) --log")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vitrina import open_collection
@@ -246,6 +265,11 @@ def main() -> None:
     unknown = [o for o in orders if o not in ORDERS]
     if unknown:
         parser.error(f"unknown orders {unknown}; choose from {', '.join(ORDERS)}")
+    if args.from_log:
+        curves = _read_log(args.from_log, orders)
+        print(f"{len(curves[orders[0]])} finished runs of each order in {args.from_log}")
+        finish(curves, args)
+        return
     home = Path(tempfile.mkdtemp(prefix="wb-loop-"))
     coll = open_collection(home / args.collection, create=True)
     started = time.perf_counter()
@@ -276,25 +300,27 @@ def main() -> None:
         copies.append(str(home / f"copy{w}"))
         shutil.copytree(home / args.collection, copies[-1])
     started = time.perf_counter()
-    tasks = [(copies[w], questions, ids, jobs[w::workers], args.budget, args.step) for w in range(workers)]
+    log = args.log or home / "runs.jsonl"
+    log.write_text("")
+    tasks = [(copies[w], questions, ids, jobs[w::workers], args.budget, args.step, str(log)) for w in range(workers)]
     if workers == 1:
-        results = [_worker(tasks[0])]
+        _worker(tasks[0])
     else:
         import multiprocessing
 
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            results = pool.map(_worker, tasks)
-    found: dict[tuple[str, int, int], list[Point]] = {}
-    for w, part in enumerate(results):
-        for (q, name, seed), (_, _, pts) in zip(tasks[w][3], part, strict=True):
-            found[(name, q, seed)] = pts
-    curves = {name: [found[(name, q, s)] for q in range(len(questions)) for s in range(args.seeds)] for name in orders}
+            pool.map(_worker, tasks)
+    curves = _read_log(log, orders)
     seconds = time.perf_counter() - started
     print(f"{len(questions)} questions x {args.seeds} seeds x {len(orders)} orders in {seconds:.0f} s ({workers} workers); "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")  # fmt: skip
+    finish(curves, args)
+
+
+def finish(curves: dict[str, list[list[Point]]], args: argparse.Namespace) -> None:
     report(curves, args.budget)
     if args.svg:
-        summary = {n: [(labels, float(np.mean([c[k][1] for c in curves[n]]))) for k, (labels, *_) in enumerate(curves[n][0])] for n in orders}  # fmt: skip
+        summary = {n: [(labels, float(np.mean([c[k][1] for c in curves[n]]))) for k, (labels, *_) in enumerate(curves[n][0])] for n in curves}  # fmt: skip
         args.svg.write_text(svg(summary, args.budget))
         print(f"wrote {args.svg}")
 

@@ -140,8 +140,9 @@ def _print_sets(action: str, result: Any) -> None:
 @click.option("--list", "list_", is_flag=True, help="List the question's labels.")
 @click.option("--train", is_flag=True, help="Train the question's probe on its labels and tag every item.")
 @click.option("--review", type=click.IntRange(1, 500), help="Show this many unlabelled items to label next.")
-@click.option("--order", default="uncertain", show_default=True, type=click.Choice(["uncertain", "random", "yes", "no"]),
-              help="--review: uncertain (the probe's least sure first), random, yes or no (likeliest first).")  # fmt: skip
+@click.option("--order", default="mixed", show_default=True, type=click.Choice(["mixed", "uncertain", "random", "yes", "no"]),
+              help="--review: mixed (the probe's least sure, a quarter at random), uncertain (least sure only), random, "
+                   "yes or no (likeliest first).")  # fmt: skip
 @click.option("--tag", help="The tag (and probe) name (default: from the question, e.g. is_this_a_blank_page).")
 @click.option("--json", "as_json", is_flag=True)
 def label(collection: str, question: str, item: str | None, answer: str | None, who: str | None, list_: bool, train: bool, review: int | None,
