@@ -202,7 +202,7 @@
       const queue = await api("/api/review?" + new URLSearchParams({ question: state.question, limit: PAGE }));
       const extra = new Map(queue.map((q) => [q.id, q]));
       cards = (await cardsFor(queue.map((q) => q.id))).map((c) => ({ ...c, ...extra.get(c.id) }));
-      total = cards.length; title = "· review: the least sure first";
+      total = cards.length; title = "· review: the least sure first, a quarter at random";
     } else if (s.kind === "set") {
       const found = await api(`/api/sets/${encodeURIComponent(s.name)}?limit=10000`);
       const ids = found.members.map((m) => m.id);
