@@ -157,7 +157,8 @@ def f1(predicted: set[str], truth: set[str]) -> float:
 
 # The review orders compared: the old ones (plain uncertainty, random) and the candidates for the
 # new default (loop.review_queue's ``mixed``: a quarter drawn at random; with or without the
-# cold-start rule that looks for the rarer answer until each has COLD_START labels).
+# cold-start rule that looks for the rarer answer until each has COLD_START labels). "mixed+cold"
+# won (docs/benchmarks.md) and is the product's default.
 ORDERS: dict[str, dict[str, object]] = {
     "uncertain": {"order": "uncertain"},
     "random": {"order": "random"},
@@ -374,9 +375,12 @@ def svg(summary: dict[str, list[tuple[int, float]]], budget: int) -> str:
     lines = []
     for i, (name, points) in enumerate(summary.items()):
         colour = COLOURS.get(name, "#555")
-        label = {"uncertain": "uncertainty order", "random": "random order", "mixed": "mixed (¼ random; default)"}.get(
-            name, name
-        )
+        label = {
+            "uncertain": "uncertainty order",
+            "random": "random order",
+            "mixed": "¼ random, no cold start",
+            "mixed+cold": "mixed (default)",
+        }.get(name, name)
         lines.append(
             f'<polyline fill="none" stroke="{colour}" stroke-width="2.5" points="{" ".join(xy(n, v) for n, v in points)}"/>'
         )
