@@ -113,7 +113,6 @@ def _trained(coll, truth: dict[str, str]) -> None:  # type: ignore[no-untyped-de
     wb.train(Q, tag=TAG)
 
 
-@pytest.mark.slow
 def test_the_mixed_queue_draws_its_stated_share_at_random_reproducibly(trap) -> None:  # type: ignore[no-untyped-def]
     coll, truth = trap
     _trained(coll, truth)
@@ -167,7 +166,6 @@ def test_the_cold_start_rule_looks_for_the_rarer_answer(trap) -> None:  # type: 
     assert all(q["pick"] != "likely" for q in loop.review_queue(coll, TAG, labelled, limit=8, cold_start=2))
 
 
-@pytest.mark.slow
 def test_random_picks_give_an_unbiased_f1_on_the_page(trap) -> None:  # type: ignore[no-untyped-def]
     coll, truth = trap
     _trained(coll, truth)
@@ -191,7 +189,6 @@ def test_random_picks_give_an_unbiased_f1_on_the_page(trap) -> None:  # type: ig
     assert point["f1_random"] == pytest.approx(np.mean(f1s), abs=1e-4)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_uncertainty_order_gets_stuck_where_the_default_does_not(tmp_path: Path, seed: int) -> None:
     """Three rounds of eight: pure uncertainty order labels the bridge and never finds the B kind
