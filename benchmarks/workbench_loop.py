@@ -21,9 +21,11 @@ With ``--collection pages`` the collection is instead ``--pages`` book pages gen
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -153,8 +155,31 @@ def f1(predicted: set[str], truth: set[str]) -> float:
     return 2 * tp / (len(predicted) + len(truth)) if predicted or truth else 1.0
 
 
-def run_loop(coll, question: str, truth: set[str], ids: list[str], order: str, seed: int, budget: int, step: int) -> list[tuple[int, float, float]]:  # type: ignore[no-untyped-def]  # fmt: skip
-    """(labels, F1 over the collection, cross-validated F1) after each training."""
+# The review orders compared: the old ones (plain uncertainty, random) and the candidates for the
+# new default (loop.review_queue's ``mixed``: a quarter drawn at random; with or without the
+# cold-start rule that looks for the rarer answer until each has COLD_START labels). "mixed+cold"
+# won (docs/benchmarks.md) and is the product's default.
+ORDERS: dict[str, dict[str, object]] = {
+    "uncertain": {"order": "uncertain"},
+    "random": {"order": "random"},
+    "mixed": {"order": "mixed", "cold_start": 0},
+    "mixed+cold": {"order": "mixed", "cold_start": 5},
+}
+# Chosen BEFORE the run (stated here, committed before any figure): the best candidate has
+#   1. the fewest runs stuck below F1 0.6 at the end of the budget, then
+#   2. the lowest median labels to reach F1 0.9 (runs that never reach it counted as budget + 1), then
+#   3. the highest mean F1 at the end of the budget.
+STUCK = 0.6
+
+
+Point = tuple[int, float, float, float, float]  # labels, F1 of yes, CV F1, true macro F1, CV F1 on the random picks
+
+
+def run_loop(coll, question: str, truth: set[str], ids: list[str], name: str, seed: int, budget: int, step: int) -> list[Point]:  # type: ignore[no-untyped-def]  # fmt: skip
+    """(labels, F1 over the collection, cross-validated F1, macro F1 over the collection, CV F1 on
+    the random picks) after each training."""
+    from vitrina.workbench import loop
+
     wb = coll.workbench
     rng = np.random.default_rng(seed)
     yes = rng.choice(sorted(truth), 2, replace=False).tolist()
@@ -165,17 +190,57 @@ def run_loop(coll, question: str, truth: set[str], ids: list[str], order: str, s
         wb.label(question, i, "no", who="sim")
     points = []
     labelled = 4
-    tag = f"q_{order}_{seed}"
+    tag = f"q_{name.replace('+', '_')}_{seed}"
+    everything = set(ids)
     while True:
         report = wb.train(question, tag=tag, seed=seed)
         tagged = set(coll.ids_where([f"{tag}=yes"]))
-        points.append((labelled, f1(tagged, truth), float(report["f1_macro_cv"])))
+        macro = (f1(tagged, truth) + f1(everything - tagged, everything - truth)) / 2
+        on_random = report["curve"][-1].get("f1_random")
+        points.append(
+            (
+                labelled,
+                f1(tagged, truth),
+                float(report["f1_macro_cv"]),
+                macro,
+                np.nan if on_random is None else on_random,
+            )
+        )
         if labelled >= budget:
             break
-        for q in wb.review(question, tag=tag, limit=step, order=order, seed=seed * 1000 + labelled):
+        done = {lab["id"] for lab in wb.labels(question)}
+        for q in loop.review_queue(coll, tag, done, limit=step, seed=seed * 1000 + labelled, **ORDERS[name]):  # type: ignore[arg-type]
             wb.label(question, q["id"], "yes" if q["id"] in truth else "no", who="sim")
             labelled += 1
     return points
+
+
+def _worker(args: tuple[str, list[tuple[str, set[str]]], list[str], list[tuple[int, str, int]], int, int, str]) -> None:  # fmt: skip
+    """Run some (question, order, seed) loops on a copy of the collection of its own; each run's
+    points are appended to the log as one JSON line as soon as it ends (a long run can be read
+    part way: ``--from-log``)."""
+    from vitrina import open_collection
+
+    home, questions, ids, jobs, budget, step, log = args
+    coll = open_collection(Path(home))
+    for q, name, seed in jobs:
+        target, members = questions[q]
+        points = run_loop(coll, f"{target} ({name} {seed})", members, ids, name, seed, budget, step)
+        line = json.dumps(
+            {"order": name, "question": q, "seed": seed, "points": [[float(v) for v in pt] for pt in points]}
+        )
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+def _read_log(log: Path, orders: list[str]) -> dict[str, list[list[Point]]]:
+    """The runs in the log, keeping only (question, seed) pairs every order has finished."""
+    found: dict[tuple[str, int, int], list[Point]] = {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        found[(r["order"], r["question"], r["seed"])] = [(int(p[0]), *p[1:]) for p in r["points"]]  # type: ignore[misc]
+    pairs = sorted({(q, s) for _, q, s in found if all((o, q, s) in found for o in orders)})
+    return {o: [found[(o, q, s)] for q, s in pairs] for o in orders}
 
 
 def main() -> None:
@@ -186,11 +251,26 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--step", type=int, default=4)
+    parser.add_argument("--orders", default=",".join(ORDERS), help=f"review orders to compare, of {', '.join(ORDERS)}")
+    parser.add_argument("--workers", type=int, default=1, help="processes, each on its own copy of the collection")
     parser.add_argument("--svg", type=Path)
+    parser.add_argument(
+        "--log", type=Path, help="append each run's points here as JSON lines (default: in the temporary folder)"
+    )
+    parser.add_argument("--from-log", type=Path, help="only report the finished runs of an earlier (or running) --log")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vitrina import open_collection
 
+    orders = [o.strip() for o in args.orders.split(",") if o.strip()]
+    unknown = [o for o in orders if o not in ORDERS]
+    if unknown:
+        parser.error(f"unknown orders {unknown}; choose from {', '.join(ORDERS)}")
+    if args.from_log:
+        curves = _read_log(args.from_log, orders)
+        print(f"{len(curves[orders[0]])} finished runs of each order in {args.from_log}")
+        finish(curves, args)
+        return
     home = Path(tempfile.mkdtemp(prefix="wb-loop-"))
     coll = open_collection(home / args.collection, create=True)
     started = time.perf_counter()
@@ -212,63 +292,99 @@ def main() -> None:
         ids = [r["id"] for r in rows]
         questions += [(f"from {c}?", m) for c, m in sorted(folders.items()) if len(m) == 14]
     print(f"indexed {len(coll)} items with mini in {time.perf_counter() - started:.1f} s")
-    curves: dict[str, list[list[tuple[int, float, float]]]] = {"uncertain": [], "random": []}
+    del coll
+    gc.collect()
+    jobs = [(q, name, seed) for q in range(len(questions)) for seed in range(args.seeds) for name in orders]
+    workers = max(1, min(args.workers, len(jobs)))
+    copies = []
+    for w in range(workers):
+        copies.append(str(home / f"copy{w}"))
+        shutil.copytree(home / args.collection, copies[-1])
     started = time.perf_counter()
-    for target, members in questions:
-        for seed in range(args.seeds):
-            for order in curves:
-                question = f"{target} ({order} {seed})"
-                curves[order].append(run_loop(coll, question, members, ids, order, seed, args.budget, args.step))
+    log = args.log or home / "runs.jsonl"
+    log.write_text("")
+    tasks = [(copies[w], questions, ids, jobs[w::workers], args.budget, args.step, str(log)) for w in range(workers)]
+    if workers == 1:
+        _worker(tasks[0])
+    else:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            pool.map(_worker, tasks)
+    curves = _read_log(log, orders)
     seconds = time.perf_counter() - started
-    print(
-        f"{len(questions)} questions x {args.seeds} seeds x 2 orders in {seconds:.0f} s; {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    )
-    print(
-        "\n| labels | F1 uncertain (mean ± sd) | F1 random | ratio | CV F1 uncertain | CV F1 random |\n|---|---|---|---|---|---|"
-    )
-    summary = {}
-    for k, (labels, _, _) in enumerate(curves["uncertain"][0]):
-        u = np.asarray([c[k][1] for c in curves["uncertain"]])
-        r = np.asarray([c[k][1] for c in curves["random"]])
-        cu = np.mean([c[k][2] for c in curves["uncertain"]])
-        cr = np.mean([c[k][2] for c in curves["random"]])
-        summary[labels] = (u.mean(), r.mean())
-        print(
-            f"| {labels} | {u.mean():.3f} ± {u.std():.3f} | {r.mean():.3f} ± {r.std():.3f} | {u.mean() / max(r.mean(), 1e-9):.2f} | {cu:.3f} | {cr:.3f} |"
-        )
-    for goal in (0.5, 0.6, 0.7, 0.8, 0.9):
-        need = {
-            o: next((n for n, v in summary.items() if v[i] >= goal), None)
-            for i, o in enumerate(("uncertain", "random"))
-        }
-        runs = {o: [next((n for n, v, _ in c if v >= goal), None) for c in curves[o]] for o in curves}
-        per_run = {o: ", ".join(str(n) if n else ">" + str(args.budget) for n in runs[o]) for o in runs}
-        reached = {o: sum(n is not None for n in runs[o]) for o in runs}
-        median = {o: np.median([n if n else args.budget + 1 for n in runs[o]]) for o in runs}  # not reached: > budget
-        print(
-            f"F1 {goal}: reached by uncertain in {reached['uncertain']}/{len(runs['uncertain'])} runs, random {reached['random']}/{len(runs['random'])}; "
-            f"median labels (>{args.budget} counted as {args.budget + 1}): uncertain {median['uncertain']:g}, random {median['random']:g}"
-        )
-        print(
-            f"labels to reach mean F1 {goal}: uncertain {need['uncertain'] or '>' + str(args.budget)}, random {need['random'] or '>' + str(args.budget)}"
-            f"  (each run: uncertain {per_run['uncertain']}; random {per_run['random']})"
-        )
+    print(f"{len(questions)} questions x {args.seeds} seeds x {len(orders)} orders in {seconds:.0f} s ({workers} workers); "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")  # fmt: skip
+    finish(curves, args)
+
+
+def finish(curves: dict[str, list[list[Point]]], args: argparse.Namespace) -> None:
+    report(curves, args.budget)
     if args.svg:
+        summary = {n: [(labels, float(np.mean([c[k][1] for c in curves[n]]))) for k, (labels, *_) in enumerate(curves[n][0])] for n in curves}  # fmt: skip
         args.svg.write_text(svg(summary, args.budget))
         print(f"wrote {args.svg}")
 
 
-def svg(summary: dict[int, tuple[float, float]], budget: int) -> str:
+def report(curves: dict[str, list[list[Point]]], budget: int) -> None:
+    orders = list(curves)
+    print("\nMean F1 of yes over the collection (± sd over runs):\n")
+    print("| labels | " + " | ".join(orders) + " |\n|---|" + "---|" * len(orders))
+    for k, (labels, *_) in enumerate(curves[orders[0]][0]):
+        cells = [np.asarray([c[k][1] for c in curves[o]]) for o in orders]
+        print(f"| {labels} | " + " | ".join(f"{v.mean():.3f} ± {v.std():.3f}" for v in cells) + " |")
+    print("\nAt the end of the budget (means): F1 of yes; macro F1 over the collection (the truth); the page's "
+          "cross-validated macro F1 on all labels; the same on the labels drawn at random only (mixed orders)\n")  # fmt: skip
+    print("| order | F1 yes | macro F1 (truth) | CV F1, all labels | CV F1, random picks | runs stuck < 0.6 | F1 0.9 reached | median labels to 0.9 |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+    scores = {}
+    for o in orders:
+        last = np.asarray([c[-1] for c in curves[o]], float)
+        reach = [next((n for n, v, *_ in c if v >= 0.9), None) for c in curves[o]]
+        median = float(np.median([n if n else budget + 1 for n in reach]))
+        stuck = int(np.sum(last[:, 1] < STUCK))
+        on_random = last[:, 4][~np.isnan(last[:, 4])]
+        random_cell = f"{on_random.mean():.3f} ({len(on_random)} runs)" if len(on_random) else "–"
+        print(f"| {o} | {last[:, 1].mean():.3f} | {last[:, 3].mean():.3f} | {last[:, 2].mean():.3f} | {random_cell} | "
+              f"{stuck}/{len(last)} | {sum(n is not None for n in reach)}/{len(reach)} | {median:g} |")  # fmt: skip
+        scores[o] = (stuck, median, -last[:, 1].mean())
+    for goal in (0.5, 0.6, 0.7, 0.8, 0.9):
+        parts = []
+        for o in orders:
+            runs = [next((n for n, v, *_ in c if v >= goal), None) for c in curves[o]]
+            median = np.median([n if n else budget + 1 for n in runs])
+            each = ", ".join(str(n) if n else ">" + str(budget) for n in runs)
+            parts.append(f"{o} {sum(n is not None for n in runs)}/{len(runs)} runs, median {median:g} ({each})")
+        print(f"F1 {goal}: " + "; ".join(parts))
+    candidates = [o for o in orders if ORDERS[o]["order"] == "mixed"]
+    if candidates:
+        best = min(candidates, key=lambda o: scores[o])
+        print(
+            f"\nbest candidate by the stated criterion (fewest stuck, then median labels to 0.9, then mean F1): {best}"
+        )
+
+
+COLOURS = {"uncertain": "#c0392b", "random": "#2c6fbb", "mixed": "#1e8449", "mixed+cold": "#8e44ad"}
+
+
+def svg(summary: dict[str, list[tuple[int, float]]], budget: int) -> str:
     width, height, pad = 520, 320, 48
 
     def xy(n: int, v: float) -> str:
         return f"{pad + (width - 2 * pad) * n / budget:.1f},{height - pad - (height - 2 * pad) * v:.1f}"
 
     lines = []
-    for i, (name, colour) in enumerate((("uncertainty order", "#c0392b"), ("random order", "#2c6fbb"))):
-        points = " ".join(xy(n, v[i]) for n, v in summary.items())
-        lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2.5" points="{points}"/>')
-        lines.append(f'<text x="{width - pad - 150}" y="{pad + 18 * i}" fill="{colour}" font-size="13">{name}</text>')
+    for i, (name, points) in enumerate(summary.items()):
+        colour = COLOURS.get(name, "#555")
+        label = {
+            "uncertain": "uncertainty order",
+            "random": "random order",
+            "mixed": "¼ random, no cold start",
+            "mixed+cold": "mixed (default)",
+        }.get(name, name)
+        lines.append(
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2.5" points="{" ".join(xy(n, v) for n, v in points)}"/>'
+        )
+        lines.append(f'<text x="{width - pad - 170}" y="{height - pad - 12 - 18 * (len(summary) - 1 - i)}" fill="{colour}" font-size="13">{label}</text>')  # fmt: skip
     grid = "".join(f'<line x1="{pad}" x2="{width - pad}" y1="{height - pad - (height - 2 * pad) * g:.1f}" y2="{height - pad - (height - 2 * pad) * g:.1f}" '
                    f'stroke="#ddd"/><text x="{pad - 8}" y="{height - pad - (height - 2 * pad) * g + 4:.1f}" font-size="11" text-anchor="end">{g:.1f}</text>'
                    for g in (0, 0.2, 0.4, 0.6, 0.8, 1.0))  # fmt: skip

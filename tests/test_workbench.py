@@ -144,7 +144,7 @@ def test_train_review_and_corrections_win_over_the_machine(pages) -> None:  # ty
     truth_yes = {i for i, k in kinds.items() if k == "yes"}
     assert len(tagged_yes & truth_yes) >= 16 and len(tagged_yes - truth_yes) <= 4
     # The review queue: unlabelled items (skip counts as seen), least sure first.
-    queue = wb.review(Q, limit=10)
+    queue = wb.review(Q, limit=10, order="uncertain")
     assert len(queue) == 10 and not {q["id"] for q in queue} & set(ids[:9])
     t = report["threshold"]
 
@@ -152,7 +152,7 @@ def test_train_review_and_corrections_win_over_the_machine(pages) -> None:  # ty
         p = min(max(q["p_yes"], 1e-6), 1 - 1e-6)
         return abs(np.log(p / (1 - p)) - np.log(t / (1 - t)))
 
-    everything = wb.review(Q, limit=31)  # every unlabelled item
+    everything = wb.review(Q, limit=31, order="uncertain")  # every unlabelled item
     rest = [q for q in everything if q["id"] not in {x["id"] for x in queue}]
     assert len(everything) == 31 and max(map(margin, queue)) <= min(map(margin, rest)) + 1e-3
     # A labelled item's answer wins over the probe, also after a re-run of the classifier.

@@ -167,8 +167,9 @@ def _print_sets(action: str, result: Any) -> None:
 @click.option("--list", "list_", is_flag=True, help="List the question's labels.")
 @click.option("--train", is_flag=True, help="Train the question's probe on its labels and tag every item.")
 @click.option("--review", type=click.IntRange(1, 500), help="Show this many unlabelled items to label next.")
-@click.option("--order", default="uncertain", show_default=True, type=click.Choice(["uncertain", "random", "yes", "no"]),
-              help="--review: uncertain (the probe's least sure first), random, yes or no (likeliest first).")  # fmt: skip
+@click.option("--order", default="mixed", show_default=True, type=click.Choice(["mixed", "uncertain", "random", "yes", "no"]),
+              help="--review: mixed (the probe's least sure, a quarter at random), uncertain (least sure only), random, "
+                   "yes or no (likeliest first).")  # fmt: skip
 @click.option("--tag", help="The tag (and probe) name (default: from the question, e.g. is_this_a_blank_page).")
 @click.option("--json", "as_json", is_flag=True)
 def label(collection: str, question: str, item: str | None, answer: str | None, who: str | None, list_: bool, train: bool, review: int | None,
@@ -178,7 +179,7 @@ def label(collection: str, question: str, item: str | None, answer: str | None, 
     \b
     vitrina label maps "is this a blank page?" p0001.jpg yes
     vitrina label maps "is this a blank page?" --train      # F1 with its interval; tag is_this_a_blank_page
-    vitrina label maps "is this a blank page?" --review 20  # the items the probe is least sure of
+    vitrina label maps "is this a blank page?" --review 20  # least sure first, a quarter at random
     vitrina search maps "harbour" --where "is_this_a_blank_page=no"
     """
     from ..collection import open_collection
@@ -213,8 +214,13 @@ def label(collection: str, question: str, item: str | None, answer: str | None, 
                       f"[95% CI {ci[0]:.3f}–{ci[1]:.3f}]; tagged {t['tagged']} items: " + ", ".join(f"{k} {v}" for k, v in t["counts"].items()))  # fmt: skip
         for p in t["curve"][-5:]:
             console.print(f"  {p['labels']:>4} labels  F1 {p['f1']:.3f}  [{p['ci95'][0]:.3f}–{p['ci95'][1]:.3f}]")
+        if t["curve"][-1].get("random_labels"):
+            last = t["curve"][-1]
+            console.print(f"  F1 on the {last['random_labels']} labels the review drew at random (a fair sample): {last['f1_random']:.3f}; "
+                          "the F1 above runs low, as the review asks about the hardest items")  # fmt: skip
     for q in result.get("review", []):
-        console.print(f"  {escape(q['id'])}  P(yes) {q['p_yes']:.3f}  machine says {q['machine']}")
+        console.print(f"  {escape(q['id'])}  P(yes) {q['p_yes']:.3f}  machine says {q['machine']}"
+                      + ("  (random pick)" if q.get("pick") == "random" else ""))  # fmt: skip
     for lab in result.get("labels", []):
         console.print(f"  {escape(lab['id'])}  {lab['answer']}  by {escape(lab['who'])}")
 

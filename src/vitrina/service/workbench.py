@@ -183,8 +183,9 @@ async def train(request: Request) -> dict[str, Any]:
 @router.get("/api/review", responses=errors(400, 401, 403))
 def review(request: Request, question: Annotated[str, Query(min_length=1, max_length=200)],
            limit: Annotated[int, Query(ge=1, le=500)] = 20,
-           order: Literal["uncertain", "random", "yes", "no"] = "uncertain") -> list[dict[str, Any]]:  # fmt: skip
-    """The unlabelled items to label next, the probe's least sure first (needs the token)."""
+           order: Literal["mixed", "uncertain", "random", "yes", "no"] = "mixed") -> list[dict[str, Any]]:  # fmt: skip
+    """The unlabelled items to label next: the probe's least sure, a quarter drawn at random
+    (``mixed``; each item's ``pick`` says which) (needs the token)."""
     service = _service(request)
     service.check_token(request)
     return service.collection().workbench.review(question, limit=limit, order=order)  # type: ignore[no-any-return]

@@ -245,8 +245,9 @@ class Workbench:
             self._writable(), question, tag or tag_for(question), self.labels(question), space=space, seed=seed
         )
 
-    def review(self, question: str, *, tag: str | None = None, limit: int = 20, order: str = "uncertain", seed: int = 0) -> list[dict[str, Any]]:  # fmt: skip
-        """The unlabelled items to label next (``order`` uncertain: the probe's least sure first)."""
+    def review(self, question: str, *, tag: str | None = None, limit: int = 20, order: str = "mixed", seed: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+        """The unlabelled items to label next (``order`` mixed: the probe's least sure, a quarter
+        drawn at random; uncertain, random, yes, no: see ``loop.review_queue``)."""
         question = check_question(question)
         labelled = {lab["id"] for lab in self.labels(question)}
         return loop.review_queue(

@@ -103,7 +103,10 @@
     $("f1-value").textContent = point.f1.toFixed(2);
     const [lo, hi] = point.ci95 || [point.f1, point.f1];
     $("f1-ci").textContent = `95% interval ${lo.toFixed(2)}–${hi.toFixed(2)}`;
-    $("f1-note").textContent = `cross-validated on ${point.labels} labels (${point.yes} yes, ${point.no} no)`;
+    // Review picks the hardest items, so F1 over all labels runs low; the random picks are a fair sample.
+    const fair = point.random_labels ? ` On the ${point.random_labels} drawn at random (a fair sample): F1 ${point.f1_random.toFixed(2)}.` : "";
+    $("f1-note").textContent = `cross-validated on ${point.labels} labels (${point.yes} yes, ${point.no} no). ` +
+      `Items from the review queue are the hardest ones, so this figure runs low.${fair}`;
     drawCurve();
     if (state.tag) {
       const link = el("a", { href: "/?" + new URLSearchParams({ q: "", where: `${state.tag}=yes` }).toString().replace("q=&", "") }, `${state.tag}=yes`);
@@ -199,7 +202,7 @@
       const queue = await api("/api/review?" + new URLSearchParams({ question: state.question, limit: PAGE }));
       const extra = new Map(queue.map((q) => [q.id, q]));
       cards = (await cardsFor(queue.map((q) => q.id))).map((c) => ({ ...c, ...extra.get(c.id) }));
-      total = cards.length; title = "· review: the least sure first";
+      total = cards.length; title = "· review: the least sure first, a quarter at random";
     } else if (s.kind === "set") {
       const found = await api(`/api/sets/${encodeURIComponent(s.name)}?limit=10000`);
       const ids = found.members.map((m) => m.id);
