@@ -61,6 +61,7 @@ def test_a_renamed_file_keeps_its_item_vectors_tags_and_what_people_made(indexed
     wb.label("is_a_map", "img0001.jpg", "yes", who="ana")
     wb.correct("page_kind", "img0001.jpg", "plate", who="ana")
     coll.set_tags("colour", "probe:test", [("img0001.jpg", "red", 0.9)])
+    coll.set_state("workbench.random.is_a_map", '["img0002.png", "img0001.jpg"]')  # the review's random picks
     rid = rid_of(coll, "img0001.jpg")
     (folder / "img0001.jpg").rename(folder / "Kart over Bergen.jpg")
     report = coll.index(str(folder))
@@ -75,6 +76,7 @@ def test_a_renamed_file_keeps_its_item_vectors_tags_and_what_people_made(indexed
     assert sorted(coll.ids_where(["set=favourites"])) == ["Kart over Bergen.jpg", "img0002.png"]
     assert wb.labels("is_a_map")[0]["id"] == "Kart over Bergen.jpg"
     assert [c["id"] for c in wb.corrections("page_kind")] == ["Kart over Bergen.jpg"]
+    assert coll.state("workbench.random.is_a_map") == '["img0002.png", "Kart over Bergen.jpg"]'
     assert coll.ids_where(["colour=red"]) == ["Kart over Bergen.jpg"]
     assert coll.search(keywords="bergen", limit=1)[0].id == "Kart over Bergen.jpg"  # the FTS row follows the new title
     info = coll.info(check=True)

@@ -21,6 +21,7 @@ def test_a_set_exported_as_a_collection_answers_like_the_set(pages, tmp_path: Pa
     wb.add("first half", chosen, query={"text": "pages"}, who="ana")
     coll.set_tags("kind", "probe-x", [(i, k, 0.9) for i, k in kinds.items()])
     wb.correct("kind", chosen[0], "corrected", who="bo")
+    wb.review_duplicates(chosen[1], "different", who="bo")  # a verdict about the old collection's groups
     out = wb.to_collection("first half", tmp_path / "half", who="ana")
     assert out["items"] == 20 and list(out["vectors"].values()) == [20] and out["corrections"] == 1
     new = open_collection(tmp_path / "half", embedder=fake_embedder)
@@ -42,6 +43,7 @@ def test_a_set_exported_as_a_collection_answers_like_the_set(pages, tmp_path: Pa
     assert new.workbench.show("first half")["query"] == {"text": "pages", "from": coll.name, "exported_by": "ana"}
     assert new.ids_where(["kind=corrected"]) == [chosen[0]]  # the correction came along and wins
     assert new.workbench.corrections(item_id=chosen[0])[0]["who"] == "bo"
+    assert new.workbench.corrections(item_id=chosen[1]) == []  # duplicate verdicts stay with their groups
     # A target that is not empty is refused, and nothing is written there.
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine")
@@ -59,6 +61,7 @@ def test_rename_keeps_the_items_and_the_filter_follows(pages) -> None:  # type: 
     wb = coll.workbench
     ids = sorted(kinds)[:4]
     wb.add("draft", ids, query={"text": "x"}, who="ana")
+    assert wb.rename("draft", "draft")["set"] == "draft" and len(wb.show("draft")["members"]) == 4  # a no-op
     wb.add("other", ids[:1], who="ana")
     assert wb.rename("draft", "final picks") == {"set": "final picks", "renamed_from": "draft", "items": 4}
     assert sorted(coll.ids_where(["set=final picks"])) == ids and coll.ids_where(["set=draft"]) == []

@@ -198,3 +198,30 @@ def test_uncertainty_order_gets_stuck_where_the_default_does_not(tmp_path: Path,
         coll, truth = _make_trap(tmp_path / name)
         f1[name] = _loop(coll, truth, rounds=3, step=8, seed=seed, **order)
     assert f1["uncertain"] < 0.6 and f1["default"] >= 0.8, f1
+
+
+def test_the_end_of_the_queue_and_a_busy_collection(trap) -> None:  # type: ignore[no-untyped-def]
+    """Near the end, fewer items are left than the queue holds: every one of them is shown (none
+    dropped by the random share). While someone else writes (an index run), the queue still
+    answers; only the memory of its random picks waits."""
+    from vitrina.store import CollectionPaths
+    from vitrina.store.disk import acquire_writer_lock
+
+    coll, truth = trap
+    _trained(coll, truth)
+    wb = coll.workbench
+    names = sorted(truth)
+    for name in names[:-10]:
+        wb.label(Q, name, truth[name], who="sim")
+    wb.train(Q, tag=TAG)
+    for limit in (20, 12, 4):
+        queue = wb.review(Q, tag=TAG, limit=limit, seed=2)
+        assert len(queue) == min(limit, 10) and len({q["id"] for q in queue}) == len(queue)
+    fd = acquire_writer_lock(CollectionPaths(coll.path), "another run")
+    try:
+        busy = wb.review(Q, tag=TAG, limit=4, seed=5)
+    finally:
+        import os
+
+        os.close(fd)
+    assert len(busy) == 4

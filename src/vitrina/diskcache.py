@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import stat
 import threading
 from pathlib import Path
 
@@ -26,9 +27,15 @@ class FileCache:
         self._lock = threading.Lock()
 
     def _scan(self) -> None:
-        found = sorted(
-            ((p.stat().st_mtime, p, p.stat().st_size) for p in self.root.rglob("*") if p.is_file()), key=lambda t: t[0]
-        )
+        found = []
+        for p in self.root.rglob("*"):
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue  # removed while we looked (another process's cache dropping its oldest)
+            if stat.S_ISREG(st.st_mode):
+                found.append((st.st_mtime, p, st.st_size))
+        found.sort(key=lambda t: t[0])
         self._files = {p: size for _, p, size in found}
         self._total = sum(self._files.values())
         if self.max_bytes is None:

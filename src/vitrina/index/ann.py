@@ -135,8 +135,8 @@ class _Loaded:
     stamp: dict[str, Any]
     index: Any  # a faiss index over rows [0, stamp["rows"])
     key: tuple[int, int, int] = (0, 0, 0)  # (inode, size, mtime_ns) of the file it came from
-    verified: tuple[Any, int] | None = None  # (generation, rows) its checksum was checked against
-    problem: str | None = None  # why it cannot be used with the space as it is now
+    checked: tuple[tuple[Any, int], str | None] | None = None  # ((generation, rows), problem) last checked
+    problem: str | None = None  # why it could not be used with the space as last checked (for describe)
     notes: set[str] = field(default_factory=set)
 
 
@@ -224,17 +224,25 @@ class AnnIndex:
                     self._missing_key = key
                 return None
         loaded = self._loaded
-        if loaded.verified != (sp.generation, sp.rows):
-            loaded.problem = self._problem(loaded, sp)
-            loaded.verified = (sp.generation, sp.rows)
-            if loaded.problem and loaded.problem not in loaded.notes:
-                loaded.notes.add(loaded.problem)
+        # The loaded index is shared by threads whose views of the space may differ (one just saw
+        # an append or a compaction): the verdict is worked out for this view and read from this
+        # call's own variable, never from a field another thread may be rewriting.
+        view = (sp.generation, sp.rows)
+        checked = loaded.checked  # one read of a (view, verdict) pair: never half of another thread's
+        if checked is not None and checked[0] == view:
+            verdict = checked[1]
+        else:
+            verdict = self._problem(loaded, sp)
+            loaded.checked = (view, verdict)
+            loaded.problem = verdict  # for describe()
+            if verdict and verdict not in loaded.notes:
+                loaded.notes.add(verdict)
                 log.warning(
                     "The approximate index of space %r is stale (%s); searching exactly. Rebuild it with `vitrina index-ann`.",
                     sp.name,
-                    loaded.problem,
+                    verdict,
                 )
-        return None if loaded.problem else loaded
+        return None if verdict else loaded
 
     def _problem(self, loaded: _Loaded, sp: Space) -> str | None:
         stamp = loaded.stamp
@@ -405,9 +413,7 @@ def read_ann(path: Path, *, mapped: bool = False) -> tuple[dict[str, Any], Any]:
         stamp = json.loads(header[len(MAGIC) :].decode().strip())
         if stamp.get("format", 0) > FORMAT:
             raise ValueError(f"ANN format {stamp['format']} is newer than this vitrina reads")
-        index = (
-            read_index_at(faiss, path, HEADER_SIZE) if mapped else faiss.read_index(faiss.PyCallbackIOReader(f.read))
-        )
+        index = read_index_at(faiss, f, HEADER_SIZE) if mapped else faiss.read_index(faiss.PyCallbackIOReader(f.read))
     if index.ntotal != stamp["rows"]:
         raise ValueError(f"the index holds {index.ntotal} rows, its stamp says {stamp['rows']}")
     return stamp, index

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -34,8 +34,10 @@ def mapping_enabled() -> bool:
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "no", "false", "off")
 
 
-def read_index_at(faiss: Any, path: Path, offset: int) -> Any:
-    """The faiss index stored in ``path`` from byte ``offset``: mapped when possible, else read.
+def read_index_at(faiss: Any, path: Path | BinaryIO, offset: int) -> Any:
+    """The faiss index stored in ``path`` (or an open file: then the very file whose header the
+    caller read, even if the name was replaced since) from byte ``offset``: mapped when possible,
+    else read.
 
     A mapped index holds its mapping in ``index.referenced_objects`` (faiss's own way of keeping
     Python objects alive as long as an index); ``mapping_of(index)`` returns it (None: read whole)."""
@@ -44,12 +46,15 @@ def read_index_at(faiss: Any, path: Path, offset: int) -> Any:
             return _read_mapped(faiss, path, offset)
         except Exception as e:  # a type faiss cannot map: read it whole instead
             log.info("The approximate index %s cannot be memory-mapped (%s); reading it into memory.", path, e)
+    if not isinstance(path, (str, Path)):
+        path.seek(offset)
+        return faiss.read_index(faiss.PyCallbackIOReader(path.read))
     with open(path, "rb") as f:
         f.seek(offset)
         return faiss.read_index(faiss.PyCallbackIOReader(f.read))
 
 
-def _read_mapped(faiss: Any, path: Path, offset: int) -> Any:
+def _read_mapped(faiss: Any, path: Path | BinaryIO, offset: int) -> Any:
     mapping = np.memmap(path, dtype=np.uint8, mode="r", offset=offset)
     reader = faiss.ZeroCopyIOReader(faiss.swig_ptr(mapping), mapping.size)
     flags = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) | getattr(faiss, "IO_FLAG_READ_ONLY", 0)

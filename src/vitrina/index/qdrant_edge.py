@@ -110,11 +110,13 @@ class EdgeClient:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self._held: dict[str, Any] = {}
+        self._lock = threading.Lock()  # a service's threads share one client: one reference per shard
 
     def _shard(self, name: str) -> Any:
-        if name not in self._held:
-            self._held[name] = _acquire(self.root / name)
-        return self._held[name]
+        with self._lock:
+            if name not in self._held:
+                self._held[name] = _acquire(self.root / name)
+            return self._held[name]
 
     def collection_exists(self, name: str) -> bool:
         return (self.root / name / "edge_config.json").exists()
@@ -123,7 +125,10 @@ class EdgeClient:
         qe = _edge()
         self.root.mkdir(parents=True, exist_ok=True)
         config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=vectors_config.size, distance=qe.Distance.Cosine))
-        self._held[name] = _acquire(self.root / name, config)
+        with self._lock:
+            if name in self._held:
+                _release(self.root / name)
+            self._held[name] = _acquire(self.root / name, config)
 
     def get_collection(self, name: str) -> Any:
         info = self._shard(name).info()
@@ -172,6 +177,7 @@ class EdgeClient:
         return bool(self._shard(name).optimize())
 
     def close(self) -> None:
-        for name in list(self._held):
-            _release(self.root / name)
-        self._held.clear()
+        with self._lock:
+            for name in list(self._held):
+                _release(self.root / name)
+            self._held.clear()

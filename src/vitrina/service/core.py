@@ -300,8 +300,10 @@ class Service:
         size = next((s for s in THUMB_SIZES if s >= size), THUMB_SIZES[-1])
         key = hashlib.sha1(f"{item_id}\0{item.fingerprint}\0{size}".encode()).hexdigest()
         cache = CollectionPaths(self.path).thumbs_dir / key[:2] / f"{key}.jpg"
-        if cache.exists():
+        try:
             return cache.read_bytes()
+        except FileNotFoundError:
+            pass  # not made yet, or just dropped by the cache's cap: make it
         with hold_decoded():  # the full-size image counts against the decode budget until shrunk
             try:
                 image = read_image(item.image, min_side=size)

@@ -11,6 +11,7 @@ that fits, and it maps item pixels onto it (``sourceWidth`` in ``viewer_source``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -162,10 +163,10 @@ def tile_jpeg(
     key = hashlib.sha1(f"{item_id}\0{fingerprint}\0{TILE}".encode()).hexdigest()
     folder = CollectionPaths(root).tiles_dir / key[:2] / key / str(level)
     wanted = folder / f"{x}_{y}.jpg"
-    if wanted.exists():
+    with contextlib.suppress(FileNotFoundError):  # not cut yet, or just dropped by the cache's cap
         return wanted.read_bytes()
     with _lock(key, level):  # the other tiles of this level wait for this one cut, then read it
-        if wanted.exists():
+        with contextlib.suppress(FileNotFoundError):
             return wanted.read_bytes()
         try:
             tiles = _cut_level(path, pyramid, level)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ rows keyed by the id (vectors, tags, sets, labels, corrections) are re-keyed.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -87,12 +88,27 @@ class Moves:
                     done += 1
                 fault_point("mid_move")
             refresh_values(self.db, [new for _, new in pairs])
+            self._rename_in_lists(dict(pairs))
             # Counted, so what keeps item ids outside the database (the map file) knows it is stale.
             self.db.execute(
                 "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + ?",
                 (MOVED_KEY, str(done), done),
             )
         return done
+
+    def _rename_in_lists(self, renamed: dict[str, str]) -> None:
+        """Item ids kept as JSON lists in ``meta`` (the workbench's memory of its random review
+        picks, ``workbench.random.TAG``) follow the move too, so a moved pick still counts."""
+        rows = self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'workbench.random.%'").fetchall()
+        for key, value in rows:
+            try:
+                ids = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(ids, list) and any(i in renamed for i in ids):
+                self.db.execute(
+                    "UPDATE meta SET value = ? WHERE key = ?", (json.dumps([renamed.get(i, i) for i in ids]), key)
+                )
 
     def _carry(self, old: str, new: str, questions: list[str]) -> bool:
         """One pair; every statement an index lookup (by space, by question: their keys lead)."""

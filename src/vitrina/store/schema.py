@@ -411,7 +411,7 @@ def migration_9(db: sqlite3.Connection) -> None:
 # the workbench's tables) and the word's box, with what the machine read; a new OCR run applies
 # them again to the word whose box overlaps most.
 MIGRATION_10 = """
-CREATE TABLE word_fixes (
+CREATE TABLE IF NOT EXISTS word_fixes (
     item_id     TEXT NOT NULL,
     x REAL NOT NULL, y REAL NOT NULL, w REAL NOT NULL, h REAL NOT NULL,  -- the word's box when corrected
     was         TEXT NOT NULL,  -- what the machine read
@@ -445,6 +445,10 @@ def migration_11(db: sqlite3.Connection) -> None:
         if "content_hash" not in {r[1] for r in db.execute("PRAGMA table_info(items)")}:
             db.execute("ALTER TABLE items ADD COLUMN content_hash TEXT")
         for statement in statements(MIGRATION_11):
+            db.execute(statement)
+        # A database that a pre-release build (where 10 was this migration) brought to 10 has no
+        # word_fixes: make sure it has.
+        for statement in statements(MIGRATION_10):
             db.execute(statement)
 
     _migrate(db, 11, "", then=add_column)

@@ -115,7 +115,9 @@ class Workbench:
         """Give set ``name`` a new name (``--where set=NEW`` finds its items from then on)."""
         name, new_name = check_set_name(name), check_set_name(new_name)
         self.show(name, 1)
-        if new_name != name and self.coll.curation().get_set(new_name) is not None:
+        if new_name == name:
+            return {"set": name, "renamed_from": name, "items": 0}  # nothing to do (the page's box starts filled)
+        if self.coll.curation().get_set(new_name) is not None:
             raise QueryError(f"There is already a set {new_name!r}; delete it or choose another name.")
         with self._writable().curating() as curation:
             moved = curation.rename_set(name, new_name)

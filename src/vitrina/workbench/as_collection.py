@@ -87,7 +87,13 @@ def to_collection(coll: CollectionView, name: str, members: list[str], target: s
                     if progress:
                         progress(done, total)
             record = coll.curation().get_set(name) or {}
-            fixes = [c for c in coll.curation().corrections() if c["id"] in wanted]
+            # People's corrections of machine tags go along; not their duplicate verdicts (groups of the
+            # old collection) nor a question's labels turned corrections (labels are not copied).
+            fixes = [
+                c
+                for c in coll.curation().corrections()
+                if c["id"] in wanted and c["name"] not in left and not str(c["source"]).startswith("label:")
+            ]
             with new.curating() as curation:
                 provenance = {**record.get("query", {}), "from": coll.name, "exported_by": who}
                 curation.add_to_set(name, [(i, None) for i in ids], record.get("created_by") or who, provenance,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError, QueryError
+from ..errors import ConfigError, QueryError, StoreLocked
 
 if TYPE_CHECKING:
     from ..collection import Collection
@@ -194,18 +194,23 @@ def review_queue(coll: Collection, tag: str, labelled: set[str], *, limit: int =
             key, why = (-p if rarer == "yes" else p), "likely"
         else:
             key, why = uncertainty, "uncertain"
-        main = rest[np.argsort(key[rest], kind="stable")[: limit - n_random]]
-        slots = {min(limit - 1, int((k + 0.5) * limit / n_random)) for k in range(n_random)} if n_random else set()
+        n = min(limit, len(candidates))  # near the end fewer items are left than the queue holds
+        main = rest[np.argsort(key[rest], kind="stable")[: n - n_random]]
+        slots = {min(n - 1, int((k + 0.5) * n / n_random)) for k in range(n_random)} if n_random else set()
         main_left, drawn_left = main.tolist(), drawn.tolist()
-        for position in range(min(limit, len(candidates))):
-            if position in slots and drawn_left:
+        for position in range(n):
+            if (position in slots and drawn_left) or not main_left:
                 picks.append((drawn_left.pop(0), "random"))
-            elif main_left:
+            else:
                 picks.append((main_left.pop(0), why))
         if n_random:
             served = [ids[k] for k, w in picks if w == "random"]
             remembered = [i for i in random_picks_list(coll, tag) if i not in served]
-            coll.set_state(_random_key(tag), json.dumps([*remembered, *served][-RANDOM_KEPT:]))
+            try:
+                coll.set_state(_random_key(tag), json.dumps([*remembered, *served][-RANDOM_KEPT:]))
+            except StoreLocked:
+                pass  # someone is writing (an index run, another curator): the queue is still right; these
+                # picks just do not count towards the F1 on random picks
     elif order == "uncertain":
         picks = [(k, "uncertain") for k in candidates[np.argsort(uncertainty[candidates], kind="stable")[:limit]]]
     elif order == "random":
