@@ -278,3 +278,44 @@ def test_a_fifo_is_not_hashed_and_does_not_block(tmp_path: Path) -> None:
     worker.start()
     worker.join(10)
     assert out == [None]  # answered at once (an open() would wait for a writer forever)
+
+
+def test_an_old_id_still_leads_to_the_moved_picture(indexed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A citation of the old id (an exported list, a bookmarked page) still finds the picture: the
+    item page redirects, the API and the library say the id it has now; chains follow the latest
+    move, and a name taken by a file again is that file's."""
+    from fastapi.testclient import TestClient
+
+    from vitrina import embedding
+    from vitrina.errors import QueryError
+    from vitrina.query import ItemNotFound
+    from vitrina.service import create_app
+
+    coll, folder, embedder = indexed
+    monkeypatch.setitem(embedding._CACHE, (FAKE_SPEC, None, None), embedder)
+    (folder / "img0001.jpg").rename(folder / "Bergen.jpg")
+    coll.index(str(folder))
+    assert coll.moved_to("img0001.jpg") == "Bergen.jpg" and coll.moved_to("img0002.png") is None
+    with pytest.raises(QueryError, match="it is now 'Bergen.jpg'"):
+        coll.item("img0001.jpg")
+    with pytest.raises(ItemNotFound, match="it is now 'Bergen.jpg'"):
+        coll.search(image="img0001.jpg")
+    (folder / "Bergen.jpg").rename(folder / "Kart over Bergen.jpg")  # moved again
+    coll.index(str(folder))
+    assert coll.moved_to("img0001.jpg") == coll.moved_to("Bergen.jpg") == "Kart over Bergen.jpg"
+    with TestClient(create_app(coll.path), follow_redirects=False) as client:
+        page = client.get("/item", params={"id": "img0001.jpg", "back": "/?q=sea"})
+        assert page.status_code == 301
+        assert page.headers["location"] == "/item?id=Kart+over+Bergen.jpg&back=%2F%3Fq%3Dsea"
+        assert client.get(page.headers["location"]).status_code == 200
+        api = client.get("/api/items", params={"id": "Bergen.jpg"})
+        assert api.status_code == 404 and api.json()["error"]["code"] == "item_moved"
+        assert "Kart over Bergen.jpg" in api.json()["error"]["message"]
+        gone = client.get("/api/search", params={"item": "img0001.jpg"})
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "item_moved"
+        assert client.get("/item", params={"id": "never-there.jpg"}).status_code == 404
+    # A new file under an old name is that file: the name no longer leads elsewhere.
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(folder / "img0001.jpg")
+    coll.index(str(folder))
+    assert coll.moved_to("img0001.jpg") is None and coll.item("img0001.jpg").id == "img0001.jpg"
+    assert coll.moved_to("Bergen.jpg") == "Kart over Bergen.jpg"

@@ -100,11 +100,19 @@ class CollectionView:
         return isinstance(item_id, str) and bool(self._store.get_items([item_id]))
 
     def item(self, item_id: str) -> Item:
-        """One item with its status and classifier tags; QueryError if there is none."""
+        """One item with its status and classifier tags; QueryError if there is none (naming the
+        id it has now if its file was moved)."""
         found = self._store.get_items([item_id], tags=True).get(item_id)
         if found is None:
-            raise QueryError(f"No item {item_id!r} in collection {self.name!r}.")
+            moved = self.moved_to(item_id)
+            hint = f": its file was moved or renamed, and it is now {moved!r}" if moved else ""
+            raise QueryError(f"No item {item_id!r} in collection {self.name!r}{hint}.")
         return found
+
+    def moved_to(self, item_id: str) -> str | None:
+        """The id an item has now when its file was moved or renamed (recognised by its content,
+        docs/sources/folder.md); None for an id that was never moved away."""
+        return self._store.moves().moved_to([item_id]).get(item_id)
 
     def items(self, ids: Sequence[str]) -> dict[str, Item]:
         """Items by id (missing ids are left out)."""

@@ -37,9 +37,11 @@ TERM_KINDS = ("text", "image", "item", "vector")
 class ItemNotFound(QueryError):
     """An ``item`` term names no item with a vector in the space searched."""
 
-    def __init__(self, item_id: str, collection: str):
-        super().__init__(f"No item {item_id!r} in collection {collection!r}.")
+    def __init__(self, item_id: str, collection: str, moved_to: str | None = None):
+        hint = f": its file was moved or renamed, and it is now {moved_to!r}" if moved_to else ""
+        super().__init__(f"No item {item_id!r} in collection {collection!r}{hint}.")
         self.item_id = item_id
+        self.moved_to = moved_to
 
 
 @dataclass(frozen=True)

@@ -223,7 +223,7 @@ class Searcher:
                 stored[value] = self._image_term(value, sp)[0]
         missing = next((i for i in ids if i not in stored), None)
         if missing is not None:
-            raise ItemNotFound(missing, self.name)
+            raise ItemNotFound(missing, self.name, self.store.moves().moved_to([missing]).get(missing))
         vectors = []
         for term in query.terms:
             if term.kind == "text":
@@ -263,6 +263,9 @@ class Searcher:
             return embedder.embed_pixels(pixels[None])[0], None
         if value.startswith(("http://", "https://")):
             return self._image_vector(value, sp), None
+        moved = self.store.moves().moved_to([value]).get(value)
+        if moved is not None:
+            raise ItemNotFound(value, self.name, moved)
         raise QueryError(
             f"Image {value!r} is not a file, an http(s) URL, or the id of an item in collection {self.name!r}."
         )

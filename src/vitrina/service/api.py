@@ -181,8 +181,12 @@ def build_router(config: ServiceConfig) -> APIRouter:
 
     def _item(request: Request, item_id: str) -> ItemOut:
         service = service_of(request)
-        item = service.collection().items([item_id]).get(item_id)
+        coll = service.collection()
+        item = coll.items([item_id]).get(item_id)
         if item is None:
+            moved = coll.moved_to(item_id)
+            if moved:  # a citation of an old id says where the picture went
+                raise ServiceError(404, "item_moved", f"Item {item_id!r} was moved; it is now {moved!r}.")
             raise ServiceError(404, "item_not_found", f"No item {item_id!r} in this collection.")
         return item_out(item_id, item)
 

@@ -246,6 +246,8 @@ class Service:
             finally:
                 self.url_slots.release()
         except ItemNotFound as e:
+            if e.moved_to:
+                raise ServiceError(404, "item_moved", f"Item {e.item_id!r} was moved; it is now {e.moved_to!r}.") from e
             raise ServiceError(404, "item_not_found", f"No item {e.item_id!r} in this collection.") from e
 
     def _check(self, p: SearchParams, texts: list[str], items: list[str], wheres: list[str], uploaded: bool) -> None:

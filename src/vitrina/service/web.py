@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ..store.text import budget
 from .api import MAX_ID, service_of
@@ -138,10 +138,14 @@ def results_fragment_route(request: Request) -> HTMLResponse:
     return templates.TemplateResponse(request, "_results.html", _results(request, _state(request)))
 
 
-def _item_page(request: Request, item_id: str, back: str, xywh: str = "") -> HTMLResponse:
+def _item_page(request: Request, item_id: str, back: str, xywh: str = "") -> Response:
     service = service_of(request)
     item = service.collection().items([item_id]).get(item_id)
     if item is None:
+        moved = service.collection().moved_to(item_id)
+        if moved:  # a bookmarked or cited page of a moved file: where the picture is now
+            query = {"id": moved, **({"back": back} if back != "/" else {}), **({"xywh": xywh} if xywh else {})}
+            return RedirectResponse("/item?" + urlencode(query), status_code=301)
         raise ServiceError(404, "item_not_found", "There is no such item in this collection.")
     metadata = item.metadata
     _, preview = media_urls(item_id, item.image)
@@ -189,14 +193,14 @@ def item_page_route(
     id: Annotated[str, Query(max_length=MAX_ID)],  # noqa: A002
     back: Annotated[str, Query(max_length=4000)] = "/",
     xywh: Annotated[str, Query(max_length=40)] = "",
-) -> HTMLResponse:
+) -> Response:
     return _item_page(request, id, back, xywh)
 
 
 @router.get("/item/{item_id:path}", response_class=HTMLResponse)
 def item_page_by_path_route(
     request: Request, item_id: str, back: Annotated[str, Query(max_length=4000)] = "/"
-) -> HTMLResponse:
+) -> Response:
     return _item_page(request, item_id, back)
 
 

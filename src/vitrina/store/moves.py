@@ -83,9 +83,14 @@ class Moves:
         with transaction(self.db):
             self.db.execute("PRAGMA defer_foreign_keys = ON")  # ids re-keyed below, checked at commit
             questions = [r[0] for r in self.db.execute("SELECT DISTINCT question FROM labels")]
+            now = time.time()
             for old, new in pairs:
                 if self._carry(old, new, questions):
                     done += 1
+                    # the old id leads to the new one (and ids that led to the old one follow)
+                    self.db.execute("DELETE FROM moved_ids WHERE old_id = ?", (new,))  # a real item again
+                    self.db.execute("UPDATE moved_ids SET new_id = ? WHERE new_id = ?", (new, old))
+                    self.db.execute("INSERT OR REPLACE INTO moved_ids VALUES (?, ?, ?)", (old, new, now))
                 fault_point("mid_move")
             refresh_values(self.db, [new for _, new in pairs])
             self._rename_in_lists(dict(pairs))
@@ -95,6 +100,20 @@ class Moves:
                 (MOVED_KEY, str(done), done),
             )
         return done
+
+    def moved_to(self, ids: Sequence[str]) -> dict[str, str]:
+        """The ids these old ids of moved items have now (ids that were never moved are left out)."""
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), CHUNK):
+            chunk = list(ids[i : i + CHUNK])
+            out.update(
+                self.db.execute(
+                    f"SELECT old_id, new_id FROM moved_ids WHERE old_id IN ({placeholders(len(chunk))}) "
+                    "AND NOT EXISTS (SELECT 1 FROM items WHERE id = old_id)",  # a name taken again is that item's
+                    chunk,
+                ).fetchall()
+            )
+        return out
 
     def _rename_in_lists(self, renamed: dict[str, str]) -> None:
         """Item ids kept as JSON lists in ``meta`` (the workbench's memory of its random review

@@ -17,7 +17,7 @@ from .sql import transaction
 
 __all__ = ["FTS_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "schema_version", "statements", "upgrade"]
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 # Version 1, as the first release wrote it; later versions are the numbered migrations below.
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -454,6 +454,22 @@ def migration_11(db: sqlite3.Connection) -> None:
     _migrate(db, 11, "", then=add_column)
 
 
+# Where a moved item went (store/moves.py): its old id, kept so a citation of it (an exported
+# list, a bookmarked item page) still leads to the picture; chains are kept pointing at the latest.
+MIGRATION_12 = """
+CREATE TABLE IF NOT EXISTS moved_ids (
+    old_id  TEXT PRIMARY KEY,
+    new_id  TEXT NOT NULL,
+    at      REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def migration_12(db: sqlite3.Connection) -> None:
+    """The old ids of moved items (empty until a file is recognised as moved)."""
+    _migrate(db, 12, MIGRATION_12)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: migration_1,
     2: migration_2,
@@ -466,6 +482,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     9: migration_9,
     10: migration_10,
     11: migration_11,
+    12: migration_12,
 }
 
 
