@@ -159,6 +159,14 @@ def test_a_corrected_ocr_word_is_shown_searched_and_survives_a_new_reading(pages
         "corrected": False,
     }
     assert wb.words(item)["fixes"] == [] and [h.id for h in coll.search(keywords="trondhjern", limit=5)] == [item]
+    # A smudge read as a word, corrected to a dash: the misreading is no longer searchable, even
+    # after a new reading puts the correction back.
+    assert [h.id for h in coll.search(keywords="1859", limit=5)] == [item]
+    wb.fix_word(item, 3, "—", who="ana")
+    assert coll.search(keywords="1859", limit=5) == []
+    ocr_run([Word("Kristiania", 11, 10, 120, 20, 0.9, "e"), Word("1859", 10, 70, 50, 20, 0.9, "e")])
+    assert [w["text"] for w in wb.words(item)["words"]] == ["Kristiania", "—"]
+    assert coll.search(keywords="1859", limit=5) == []
     with pytest.raises(QueryError, match="no word 9"):
         wb.fix_word(item, 9, "x")
 

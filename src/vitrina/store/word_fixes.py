@@ -60,7 +60,8 @@ def apply(db: sqlite3.Connection, rid: int, rows: list[tuple[Any, ...]]) -> list
                 best, score = k, s
         if best is not None:
             r = out[best]
-            out[best] = (r[0], r[1], fix["text"], " ".join(fold_words(fix["text"])) or r[3], *r[4:])
+            # folded as Words.save folds: a correction to punctuation leaves nothing to search for
+            out[best] = (r[0], r[1], fix["text"], " ".join(fold_words(fix["text"])), *r[4:])
     return out
 
 
@@ -98,7 +99,7 @@ def fix_word(db: sqlite3.Connection, item_id: str, n: int, text: str | None, who
                 "INSERT INTO word_fixes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (item_id, *box, was, text, who, time.time()),
             )
-        folded = " ".join(fold_words(new)) or word[1]
+        folded = " ".join(fold_words(new))  # as Words.save folds; "" when it reads as no word at all
         db.execute("UPDATE words SET text=?, folded=? WHERE rid=? AND n=?", (new, folded, rid, stored_n))
         _refresh_text(db, rid)
     return {"id": item_id, "n": n, "text": new, "was": was, "corrected": new != was}
