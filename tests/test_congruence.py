@@ -14,7 +14,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +92,16 @@ def _synced(coll: Collection, target: str) -> SearchIndex:
 
 
 _OPEN: dict[str, SearchIndex] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_qdrant_copies() -> Iterator[None]:
+    """The module's Qdrant clients, closed when it ends (not left to interpreter exit, where
+    qdrant-client's own close fails noisily)."""
+    yield
+    for index in _OPEN.values():
+        index.close()  # type: ignore[attr-defined]
+    _OPEN.clear()
 
 
 INDEXES: dict[str, Callable[[Collection], SearchIndex]] = {

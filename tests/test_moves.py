@@ -229,6 +229,10 @@ def test_a_qdrant_copy_follows_a_move_without_new_points(indexed, tmp_path: Path
     assert coll.sync(target).new == 6
     (folder / "img0001.jpg").rename(folder / "renamed.jpg")
     assert coll.ingest(str(folder)).moved_by_content == 1
+    # Before the next sync the copy's point still names the old id; the answer names the new one.
+    stale = open_collection(coll.path, index=target, embedder=FakeEmbedder())
+    assert stale.search(image=str(folder / "renamed.jpg"), limit=1, include_self=True)[0].id == "renamed.jpg"
+    stale.close()
     again = coll.sync(target)  # the point is the item's internal key: updated in place, its payload names the new id
     assert (again.new, again.changed, again.removed, again.points) == (0, 1, 0, 6)
     via = open_collection(coll.path, index=target, embedder=FakeEmbedder())

@@ -227,7 +227,7 @@ class Collection(CollectionView):
                                  decode=decode, retry_failed=retry_failed, max_pixels=max_pixels,
                                  max_decode_bytes=max_decode_bytes, progress=progress, fetcher=http, regions=regions)  # fmt: skip
         self._store.close_vector_files()
-        self._indexes.clear()
+        self._drop_indexes()
         return report
 
     def build_ann(self, space: str | None = None, *, structure: str | None = None, codes: str | None = None, nlist: int | None = None,

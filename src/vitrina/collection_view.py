@@ -46,7 +46,17 @@ class CollectionView:
         return f"<{type(self).__name__} {self.name!r} at {self.path}>"
 
     def close(self) -> None:
+        self._drop_indexes()
         self._store.close()
+
+    def _drop_indexes(self) -> None:
+        """Forget the open indexes (they are made again on the next search), closing what holds
+        something: a Qdrant client keeps its folder locked until it is closed."""
+        for index in self._indexes.values():
+            closing = getattr(index, "close", None)
+            if closing is not None:
+                closing()
+        self._indexes.clear()
 
     def __enter__(self: V) -> V:
         return self

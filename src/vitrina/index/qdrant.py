@@ -295,11 +295,17 @@ class QdrantIndex:
         self.store = store
         self.space_name = space
         self.exact = ExactIndex(store, space)
+        self._owns_client = client is None
         if client is None:
             client, name = connect(target, f"{store.name}-{space}")
         self.client, self.name = client, name or f"{store.name}-{space}"
         # ~ as a substring match in Qdrant (False: a client or server too old for it, the rid list instead)
         self.substring = hasattr(_qdrant().models, "MatchSubstring")
+
+    def close(self) -> None:
+        """Let the Qdrant folder go (local mode and the edge engine lock it while a client is open)."""
+        if self._owns_client:
+            self.client.close()
 
     def count(self) -> int:
         return self.exact.count()
@@ -390,5 +396,8 @@ class QdrantIndex:
             for p in found:
                 m.ids.append((p.payload or {})["id"])
                 m.scores.append(float(p.score))
+            # A file moved since the last sync: its point still names the old id; answer with the new one.
+            renamed = self.store.moves().moved_to(m.ids) if m.ids else {}
+            m.ids = [renamed.get(i, i) for i in m.ids]
             out.append(m)
         return out
