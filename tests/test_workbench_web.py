@@ -327,3 +327,41 @@ def test_the_workbench_under_its_content_security_policy_and_read_only(read_only
     assert page.locator("#item-tags").count() == 1
     assert problems == []
     page.close()
+
+
+ALICE = "alice-token-0123456789"
+
+
+@pytest.fixture
+def named_server(pages: dict[str, str]) -> Iterator[str]:
+    from vitrina.service.identity import parse_tokens
+
+    from .test_web import _serve as serve_web
+
+    yield from serve_web("book", token=TOKEN, named_tokens=parse_tokens(f"alice:{ALICE}"))
+
+
+def test_a_named_token_says_who_is_signed_in(named_server: str, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """With `serve --tokens`, the page says whose name what one writes is signed with; the single
+    token says no name; locking forgets it."""
+    page = browser.new_page(viewport={"width": 1280, "height": 700})
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(named_server + "/workbench")
+    page.wait_for_selector("#wb-grid .card")
+    page.fill("#token", ALICE)
+    page.press("#token", "Enter")
+    page.wait_for_selector("#token-ok:not([hidden])")
+    assert page.inner_text("#token-ok").startswith("● Unlocked for this tab as alice: you can label")
+    page.screenshot(path=str(ARTIFACTS / "workbench-named.png"))
+    page.reload()  # the tab remembers the token and the name
+    page.wait_for_selector("#token-ok:not([hidden])")
+    assert "as alice" in page.inner_text("#token-ok")
+    page.click("#token-forget")
+    assert page.is_visible("#token-form") and page.inner_text("#token-who") == ""
+    page.fill("#token", TOKEN)  # the single token: no name
+    page.press("#token", "Enter")
+    page.wait_for_selector("#token-ok:not([hidden])")
+    assert "Unlocked for this tab: you can label" in page.inner_text("#token-ok")
+    assert problems == []
+    page.close()

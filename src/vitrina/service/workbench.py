@@ -165,10 +165,10 @@ async def add_labels(request: Request) -> dict[str, Any]:
 def get_labels(request: Request, question: Annotated[str, Query(min_length=1, max_length=200)]) -> dict[str, Any]:
     """A question's labels (who answered what, when), its counts and learning curve (needs the token)."""
     service = _service(request)
-    service.check_token(request)
+    who = service.check_token(request)  # a named token's person (serve --tokens); None for the single token
     wb = service.collection().workbench
     return {"question": question, "labels": wb.labels(question), "counts": wb.counts(question), "curve": wb.curve(question),
-            "questions": wb.questions()}  # fmt: skip
+            "questions": wb.questions(), "signed_in_as": who}  # fmt: skip
 
 
 @router.post("/api/train", responses=errors(400, 401, 403, 413, 415, 422), tags=["write"])

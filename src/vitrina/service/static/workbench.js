@@ -17,12 +17,15 @@
   const canWrite = () => writable && !!window.vitrina.token();
 
   // -- the token ------------------------------------------------------------------------------
+  const WHO = "vitrina.who"; // the person a named token belongs to (sessionStorage, like the token)
   function showLock() {
     if (!writable) return;
     const unlocked = !!window.vitrina.token();
     $("token-form").hidden = unlocked;
     $("read-note").hidden = unlocked;
     $("token-ok").hidden = !unlocked;
+    const who = unlocked ? sessionStorage.getItem(WHO) || "" : "";
+    $("token-who").textContent = who ? ` as ${who}` : ""; // a named token's person: what they write is signed so
     root.classList.toggle("locked", !unlocked);
   }
   if (writable) {
@@ -31,16 +34,24 @@
       window.vitrina.setToken($("token").value.trim());
       $("token").value = "";
       try {
-        await api("/api/labels?question=" + encodeURIComponent(state.question || "?"));
+        const data = await api("/api/labels?question=" + encodeURIComponent(state.question || "?"));
+        if (data.signed_in_as) sessionStorage.setItem(WHO, data.signed_in_as);
+        else sessionStorage.removeItem(WHO);
         $("token-msg").textContent = "";
       } catch (err) {
         window.vitrina.setToken("");
+        sessionStorage.removeItem(WHO);
         $("token-msg").textContent = err.status === 403 ? "That is not the server's token." : err.message;
       }
       showLock();
       start();
     });
-    $("token-forget").addEventListener("click", () => { window.vitrina.setToken(""); showLock(); start(); });
+    $("token-forget").addEventListener("click", () => {
+      window.vitrina.setToken("");
+      sessionStorage.removeItem(WHO);
+      showLock();
+      start();
+    });
   }
   if (!writable) root.classList.add("locked");
 
