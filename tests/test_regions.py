@@ -17,14 +17,15 @@ from vitrina.regions import RegionPolicy, grid_boxes, parse_detail
 from vitrina.store import SCHEMA_VERSION
 
 
-def make_pages(folder: Path, n: int, size: tuple[int, int] = (300, 200), seed: int = 3) -> list[Path]:
-    """Large-ish pages of blocky random colour: every grid tile looks different."""
+def make_pages(folder: Path, n: int, size: tuple[int, int] = (300, 200), seed: int = 3, block: int = 25,
+               stem: str = "page") -> list[Path]:  # fmt: skip
+    """Large-ish pages of blocky random colour (``block``-pixel blocks): every grid tile looks different."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(n):
-        blocks = rng.integers(0, 256, (size[1] // 25, size[0] // 25, 3), dtype=np.uint8)
-        path = folder / f"page{i:02d}.png"
+        blocks = rng.integers(0, 256, (size[1] // block, size[0] // block, 3), dtype=np.uint8)
+        path = folder / f"{stem}{i:02d}.png"
         Image.fromarray(blocks).resize(size, Image.Resampling.NEAREST).save(path)
         paths.append(path)
     return paths

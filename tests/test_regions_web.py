@@ -7,8 +7,6 @@ against that box's vector), a real server on loopback."""
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,24 +20,16 @@ from tests.fakes import FAKE_SPEC
 from vitrina import open_collection
 from vitrina.regions import RegionPolicy
 
-from .test_web import _serve
+from .test_regions import make_pages
+from .test_web import _serve, browser  # noqa: F401 — the browser fixture
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SIZE = (1600, 1000)
 
 
 def make_maps(folder: Path, n: int, seed: int = 5) -> list[Path]:
     """Large pages of blocky colour, 40-pixel blocks: every part looks different."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        blocks = rng.integers(0, 256, (SIZE[1] // 40, SIZE[0] // 40, 3), dtype=np.uint8)
-        path = folder / f"map{i:02d}.png"
-        Image.fromarray(blocks).resize(SIZE, Image.Resampling.NEAREST).save(path)
-        paths.append(path)
-    return paths
+    return make_pages(folder, n, SIZE, seed, block=40, stem="map")
 
 
 @pytest.fixture
@@ -122,20 +112,6 @@ def region_server(region_collection) -> Iterator[str]:  # type: ignore[no-untype
     yield from _serve(region_collection[0])
 
 
-@pytest.fixture
-def browser():  # type: ignore[no-untyped-def]
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing: scripts/test.sh installs Debian's chromium package")
-        pytest.skip("no chromium on this machine (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
-        yield browser
-        browser.close()
-
-
 OPENED = "window.vitrinaViewer && window.vitrinaViewer.opened && window.vitrinaViewer.viewer.world.getItemAt(0).getFullyLoaded()"
 # Where item pixels land on the screen, by OpenSeadragon's own mapping (independent of the overlay).
 SCREEN_RECT = """([x, y, w, h]) => {
@@ -161,7 +137,7 @@ def _source(path: Path, box: tuple[int, int, int, int]) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_the_hit_shows_its_region_and_the_viewer_outlines_it(region_server: str, region_collection, browser) -> None:  # type: ignore[no-untyped-def]
+def test_the_hit_shows_its_region_and_the_viewer_outlines_it(region_server: str, region_collection, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     _, maps = region_collection
     ARTIFACTS.mkdir(exist_ok=True)
     box = RegionPolicy("grid").boxes(*SIZE)[9]
@@ -223,7 +199,7 @@ def _poll(page, expression: str, timeout: float = 30) -> None:  # type: ignore[n
 
 
 @pytest.mark.slow
-def test_a_box_drawn_on_the_viewer_searches_for_that_detail(region_server: str, browser) -> None:  # type: ignore[no-untyped-def]
+def test_a_box_drawn_on_the_viewer_searches_for_that_detail(region_server: str, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     box = next(b for b in RegionPolicy("grid").boxes(*SIZE) if b[0] > 0 and b[1] > 0)  # inside, off the edges
     page = browser.new_page(viewport={"width": 1200, "height": 950})  # the page's own policy enforced
     problems: list[str] = []

@@ -25,19 +25,26 @@ Q = "Is this a blank page?"
 TAG = "is_this_a_blank_page"
 
 
+def blank_and_printed(folder: Path, n: int, side: int, seed: int, white: int) -> dict[str, str]:
+    """``n`` pages in ``folder``, every other one blank (``white`` with noise), the rest printed
+    (random noise); returns each page's answer to "is this a blank page?"."""
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    kinds = {}
+    for k in range(n):
+        blank = k % 2 == 1
+        base = np.full((side, side, 3), white) if blank else rng.integers(0, 255, (side, side, 3)).astype(int)
+        pixels = np.clip(base + rng.integers(-10, 10, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"p{k:02d}.png")
+        kinds[f"p{k:02d}.png"] = "yes" if blank else "no"
+    return kinds
+
+
 @pytest.fixture
 def pages(tmp_path: Path, fake_embedder):  # type: ignore[no-untyped-def]
     """40 pages, every other one blank (near-white with noise), the rest printed (random noise)."""
     folder = tmp_path / "pages"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    kinds = {}
-    for n in range(40):
-        blank = n % 2 == 1
-        base = np.full((32, 32, 3), 240) if blank else rng.integers(0, 255, (32, 32, 3)).astype(int)
-        pixels = np.clip(base + rng.integers(-10, 10, base.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"p{n:02d}.png")
-        kinds[f"p{n:02d}.png"] = "yes" if blank else "no"
+    kinds = blank_and_printed(folder, 40, 32, seed=1, white=240)
     coll = open_collection(tmp_path / "pages-coll", create=True, embedder=fake_embedder)
     coll.index(str(folder), model=FAKE_SPEC)
     return coll, kinds, folder

@@ -8,11 +8,10 @@ import csv
 import io
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
+from tests.test_workbench import blank_and_printed
 from vitrina import open_collection
 from vitrina.service import create_app
 
@@ -24,16 +23,7 @@ pytestmark = pytest.mark.slow  # the mini model loads for each test
 @pytest.fixture
 def served(tmp_path: Path):  # type: ignore[no-untyped-def]
     folder = tmp_path / "pages"
-    folder.mkdir()
-    rng = np.random.default_rng(2)
-    kinds = {}
-    for n in range(24):
-        blank = n % 2 == 1
-        base = np.full((48, 48, 3), 235) if blank else rng.integers(0, 255, (48, 48, 3)).astype(int)
-        Image.fromarray(np.clip(base + rng.integers(-10, 10, base.shape), 0, 255).astype(np.uint8)).save(
-            folder / f"p{n:02d}.png"
-        )
-        kinds[f"p{n:02d}.png"] = "yes" if blank else "no"
+    kinds = blank_and_printed(folder, 24, 48, seed=2, white=235)
     coll = open_collection("wb", create=True)
     coll.index(str(folder), model="mini")
     with TestClient(create_app("wb", token="s3cret"), raise_server_exceptions=False) as client:
