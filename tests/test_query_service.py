@@ -165,6 +165,7 @@ def test_a_service_is_one_per_collection_index_environment_and_code(
     assert key("maps", "auto") != key("maps", "exact")
     before = key("maps", "auto")
     monkeypatch.setenv("VITRINA_MODEL", "mini")
-    assert key("maps", "auto") != before
+    with_model = key("maps", "auto")
+    assert with_model != before
     monkeypatch.setenv("VITRINA_DAEMON_IDLE", "5")  # how long it waits does not change an answer
-    assert key("maps", "auto") == key("maps", "auto")
+    assert key("maps", "auto") == with_model

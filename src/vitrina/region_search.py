@@ -48,7 +48,9 @@ _ROWS_PER_ITEM: dict[tuple[object, ...], int] = {}
 
 def collapsing(index: SearchIndex, store: Store, space: str) -> SearchIndex:
     """``index`` itself for a space without regions, else a ``RegionIndex`` around it."""
-    if isinstance(index, RegionIndex) or not store.region_count(space):
+    # the view's region rows are kept per state of the space (shared by a process's stores): no
+    # count over the regions table on every search
+    if isinstance(index, RegionIndex) or not store.space_view(space).region_rows().size:
         return index
     return RegionIndex(index, store, space)
 

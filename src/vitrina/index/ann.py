@@ -441,12 +441,3 @@ def write_ann(path: Path, stamp: dict[str, Any], index: Any) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
-
-
-def __getattr__(name: str) -> Any:
-    """``build_ann`` and ``AnnReport`` moved to ``ann_build``; still importable from here (PEP 562)."""
-    if name in ("build_ann", "AnnReport"):
-        from . import ann_build
-
-        return getattr(ann_build, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

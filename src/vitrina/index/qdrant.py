@@ -379,6 +379,7 @@ class QdrantIndex:
                 queries, filters=filters, exclude=exclude, limit=limit, offset=offset, min_score=min_score
             )
         out = []
+        hit_rids: list[int] = []
         for col, q in enumerate(queries):
             ids = list(exclude[col]) if col < len(exclude) else []
             qfilter = base
@@ -391,13 +392,19 @@ class QdrantIndex:
                         must_not=[models.FieldCondition(key="rid", match=models.MatchAny(any=rids))],
                     )
             found = self.client.query_points(self.name, query=q.tolist(), limit=limit, offset=offset, query_filter=qfilter,
-                                             score_threshold=min_score, with_payload=["id"], with_vectors=False).points  # fmt: skip
+                                             score_threshold=min_score, with_payload=["id", "rid"], with_vectors=False).points  # fmt: skip
             m = Matches(considered=considered)
             for p in found:
-                m.ids.append((p.payload or {})["id"])
+                payload = p.payload or {}
+                m.ids.append(payload["id"])
                 m.scores.append(float(p.score))
-            # A file moved since the last sync: its point still names the old id; answer with the new one.
-            renamed = self.store.moves().moved_to(m.ids) if m.ids else {}
-            m.ids = [renamed.get(i, i) for i in m.ids]
+                hit_rids.append(int(p.id) if int(p.id) < REGION_IDS else int(payload.get("rid", -1)))
             out.append(m)
+        # A point is keyed by the item's rid, which a moved file keeps: answer with the id the item
+        # has now (the payload's may be older than the last sync), in one look-up for the batch.
+        current = self.exact.view.ids_of_rids(hit_rids) if hit_rids else {}
+        at = 0
+        for m in out:
+            m.ids = [current.get(hit_rids[at + k], i) for k, i in enumerate(m.ids)]
+            at += len(m.ids)
         return out

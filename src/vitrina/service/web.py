@@ -150,7 +150,6 @@ def _item_page(request: Request, item_id: str, back: str, xywh: str = "") -> Res
     metadata = item.metadata
     _, preview = media_urls(item_id, item.image)
     back = same_site(back)
-    from ..duplicates import duplicates_of
     from ..iiif_out import target_of, viewer_url
     from .tiles import viewer_source
 
@@ -160,7 +159,6 @@ def _item_page(request: Request, item_id: str, back: str, xywh: str = "") -> Res
     return templates.TemplateResponse(request, "item.html", {"deepzoom": viewer_source(item_id, item.image, preview), "box": box, "ocr": ocr,
                                                               "collection": service.name, "id": item_id, "metadata": metadata, "context": item.context,
                                                               "preview": preview, "back": back, "back_label": _back_label(back), "similar": "/?" + urlencode([("like", item_id)]),
-                                                              "duplicates": duplicates_of(service.collection(), item_id),
                                                               "iiif": target, "viewer": viewer_url(target) if target else None})  # fmt: skip
 
 

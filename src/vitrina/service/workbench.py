@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ..workbench.names import MAX_ID, MAX_IDS, MAX_NOTE, MAX_QUESTION, MAX_SET_NAME, MAX_WHO
 from .core import Service
 from .errors import ServiceError
 from .present import errors, templates
@@ -25,11 +26,11 @@ from .present import errors, templates
 __all__ = ["router"]
 
 MAX_BODY = 4 * 2**20  # a JSON body: 100,000 ids of 40 characters fit
-MAX_IDS = 100_000
-NAME = Annotated[str, Field(min_length=1, max_length=80)]
-ID = Annotated[str, Field(min_length=1, max_length=1000)]
-WHO = Annotated[str | None, Field(default=None, max_length=64)]
-QUESTION = Annotated[str, Field(min_length=1, max_length=200)]
+# the library's bounds (workbench/names.py), declared in the API's schema too
+NAME = Annotated[str, Field(min_length=1, max_length=MAX_SET_NAME)]
+ID = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+WHO = Annotated[str | None, Field(default=None, max_length=MAX_WHO)]
+QUESTION = Annotated[str, Field(min_length=1, max_length=MAX_QUESTION)]
 
 router = APIRouter(tags=["workbench"])
 
@@ -39,7 +40,7 @@ class SetAdd(BaseModel):
     where: list[Annotated[str, Field(max_length=500)]] = Field(default_factory=list, max_length=20)
     scores: dict[str, float] | None = None
     query: dict[str, Any] | None = None
-    note: Annotated[str | None, Field(default=None, max_length=2000)] = None
+    note: Annotated[str | None, Field(default=None, max_length=MAX_NOTE)] = None
     who: WHO = None
 
 
@@ -162,7 +163,9 @@ async def add_labels(request: Request) -> dict[str, Any]:
 
 
 @router.get("/api/labels", responses=errors(400, 401, 403))
-def get_labels(request: Request, question: Annotated[str, Query(min_length=1, max_length=200)]) -> dict[str, Any]:
+def get_labels(
+    request: Request, question: Annotated[str, Query(min_length=1, max_length=MAX_QUESTION)]
+) -> dict[str, Any]:
     """A question's labels (who answered what, when), its counts and learning curve (needs the token)."""
     service = _service(request)
     who = service.check_token(request)  # a named token's person (serve --tokens); None for the single token
@@ -181,7 +184,7 @@ async def train(request: Request) -> dict[str, Any]:
 
 
 @router.get("/api/review", responses=errors(400, 401, 403))
-def review(request: Request, question: Annotated[str, Query(min_length=1, max_length=200)],
+def review(request: Request, question: Annotated[str, Query(min_length=1, max_length=MAX_QUESTION)],
            limit: Annotated[int, Query(ge=1, le=500)] = 20,
            order: Literal["mixed", "uncertain", "random", "yes", "no"] = "mixed") -> list[dict[str, Any]]:  # fmt: skip
     """The unlabelled items to label next: the probe's least sure, a quarter drawn at random

@@ -270,16 +270,15 @@ class Workbench:
         from ..query import Query, Term
 
         coll = self._writable()
-        ids, matrix = coll.vectors(space)
-        row = {i: n for n, i in enumerate(ids)}
+        index = coll.index_for(space)
         terms, exclude = [], []
         for set_name, weight in ((name, 1.0), (negative, -abs(negative_weight))):
             if set_name is None:
                 continue
-            members = [m["id"] for m in self.show(set_name, MAX_EXAMPLES)["members"] if m["id"] in row]
-            if not members:
+            found = index.vectors([m["id"] for m in self.show(set_name, MAX_EXAMPLES)["members"]])  # only theirs
+            if not found:
                 raise QueryError(f"Set {set_name!r} has no items with a vector in this space; index them first.")
-            mean = np.asarray(matrix[[row[i] for i in members]], np.float32).mean(0)
+            mean = np.stack([np.asarray(v, np.float32) for v in found.values()]).mean(0)
             terms.append(Term(f"set:{set_name}", weight, "vector", mean / max(float(np.linalg.norm(mean)), 1e-12)))
             exclude.append(f"set!={set_name}")
         query = Query(terms=tuple(terms), filters=parse_filters([*where, *exclude]), limit=limit)
