@@ -167,6 +167,15 @@ class KeywordIndex:
     tolerant: bool = True  # also match misread OCR words (``tolerant_variants``)
     # keywords -> bounded_expression's answer, kept for this index's life (one search: ranking, snippets)
     bounded: dict[str, tuple[str, bool]] = field(default_factory=dict, repr=False, compare=False)
+    # keywords -> their misread variants (a trigram query per word), worked out once per search
+    variants: dict[str, dict[str, list[str]]] = field(default_factory=dict, repr=False, compare=False)
+
+    def _variants(self, keywords: str) -> dict[str, list[str]]:
+        if not self.tolerant:
+            return {}
+        if keywords not in self.variants:
+            self.variants[keywords] = tolerant_variants(self.store, keywords)
+        return self.variants[keywords]
 
     def _allowed(self, filters: Sequence[Filter], only_rids: np.ndarray | None) -> tuple[np.ndarray | None, int]:
         """Which rids may appear (a mask with a spare False slot; None: every item, as every FTS row
@@ -194,7 +203,7 @@ class KeywordIndex:
             self.bounded[keywords] = bounded_expression(self.store, folded_expression(keywords))
         expression, capped = self.bounded[keywords]
         rids, scores = self._ranked(expression, allowed, gone, depth)
-        variants = tolerant_variants(self.store, keywords) if self.tolerant else {}
+        variants = self._variants(keywords)
         if variants and (depth is None or len(rids) < depth):
             rids, scores = self._tolerant(variants, rids, scores, allowed, gone, depth)
         names = self.store.ids_of_rids(rids)
@@ -219,7 +228,7 @@ class KeywordIndex:
         if not rids:
             return {}
         by_rid = {r: i for i, r in rids.items()}
-        variants = tolerant_variants(self.store, keywords) if self.tolerant else {}
+        variants = self._variants(keywords)
         expression = snippet_expression(
             self.store, ranked_words(self.store, keywords, self.bounded.get(keywords)), variants
         )
@@ -264,8 +273,7 @@ class KeywordIndex:
         if not rids:
             return {}
         terms, prefixes = matched_terms(keywords)
-        if self.tolerant:
-            terms += [v for vs in tolerant_variants(self.store, keywords).values() for v in vs]
+        terms += [v for vs in self._variants(keywords).values() for v in vs]
         out = {}
         for item_id, rid in rids.items():
             found = self.store.words_of(rid, terms, prefixes, limit)
